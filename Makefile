@@ -1,0 +1,31 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both create the virtualenv,
+# install everything and fetch the embedded base model first, so they work on a fresh machine.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install -q --disable-pip-version-check
+
+.PHONY: install models demo test bench
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	# torch first, pinned: on this project's CPU machines 2.13.0 is a local CPU wheel; an unpinned
+	# torch would pull the multi-GB CUDA build.
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+models: install
+	$(VENV)/bin/distill-slm models fetch
+
+demo: models
+	$(VENV)/bin/distill-slm run
+
+test: models
+	$(PY) -m pytest -q
+
+bench: models
+	$(VENV)/bin/distill-slm bench calibrated
+	$(VENV)/bin/distill-slm bench sft-throughput
+	$(VENV)/bin/distill-slm bench demo

@@ -1,0 +1,15 @@
+"""Benchmarks behind `distill-slm bench NAME`: each prints its figures and the ratio it is judged by.
+
+Targets are checked here, by measurement on the machine at hand, never by timed tests.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+# name -> module in this package; each module has `run(quick: bool) -> dict`.
+BENCHMARKS = {"calibrated": "calibrated", "sft-throughput": "sft_throughput", "demo": "demo"}
+
+
+def run_benchmark(name: str, quick: bool = False) -> dict:
+    return importlib.import_module(f"bench.{BENCHMARKS[name]}").run(quick=quick)

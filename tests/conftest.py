@@ -1,0 +1,56 @@
+"""Shared fixtures: the real embedded model, and a tiny model built from its config and tokenizer.
+
+The tiny model keeps the suite fast (2 layers, width 64) while every token, chat template and
+label id is the real SmolLM2 tokenizer's; tests that need real language ability use the
+embedded SmolLM2-135M-Instruct itself.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def embedded_dir() -> Path:
+    from core.models import fetch_embedded_model
+
+    return fetch_embedded_model()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(embedded_dir: Path, tmp_path_factory) -> Path:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(embedded_dir)
+    config.update(dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                       num_key_value_heads=2, head_dim=16))
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    out = tmp_path_factory.mktemp("tiny-smollm2")
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(embedded_dir).save_pretrained(out)
+    return out
+
+
+@pytest.fixture
+def tiny_cfg(tiny_model_dir: Path, tmp_path: Path):
+    """The demo task config on the tiny model, with small splits and a private registry."""
+    from core.config import TaskConfig
+
+    cfg = TaskConfig()
+    cfg.model.base_model = str(tiny_model_dir)
+    cfg.runs_dir = tmp_path / "runs"
+    cfg.work_dir = tmp_path / "work"
+    cfg.data.train_per_class, cfg.data.eval_per_class = 8, 4
+    cfg.training.batch_size, cfg.training.save_steps = 4, 2
+    return cfg

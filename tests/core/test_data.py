@@ -1,0 +1,74 @@
+import json
+from collections import Counter
+
+import pytest
+
+from core.data import DataError, Example, balanced_split, load_classification
+
+LABELS = ["Good", "Standard", "Bad"]
+
+
+def write(tmp_path, name, content: str | bytes):
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return path
+
+
+def jsonl(rows):
+    return "".join(json.dumps(r) + "\n" for r in rows)
+
+
+def test_loads_jsonl_and_csv_alike(tmp_path):
+    rows = [{"text": "a", "label": "Good"}, {"text": "b", "label": "Bad"}]
+    from_jsonl = load_classification(write(tmp_path, "d.jsonl", jsonl(rows)), LABELS)
+    from_csv = load_classification(write(tmp_path, "d.csv", "text,label\na,Good\nb,Bad\n"), LABELS)
+    assert [(e.text, e.label) for e in from_jsonl] == [(e.text, e.label) for e in from_csv] == [("a", "Good"), ("b", "Bad")]
+
+
+@pytest.mark.parametrize(
+    "name, content, line, field, words",
+    [
+        ("missing.jsonl", jsonl([{"text": "a", "label": "Good"}, {"label": "Bad"}]), 2, "text", "missing"),
+        ("unknown.jsonl", jsonl([{"text": "a", "label": "Good"}, {"text": "b", "label": "Excellent"}]), 2, "label", "unknown label"),
+        ("unknown.csv", "text,label\na,Good\nb,Great\n", 3, "label", "unknown label"),
+        ("nolabel.jsonl", jsonl([{"text": "a"}]), 1, "label", "missing"),
+        ("single.jsonl", jsonl([{"text": "a", "label": "Good"}, {"text": "b", "label": "Good"}]), None, "label", "single class"),
+        ("broken.jsonl", '{"text": "a", "label": "Good"}\n{"text": \n', 2, None, "invalid JSON"),
+    ],
+)
+def test_bad_rows_name_file_line_and_field(tmp_path, name, content, line, field, words):
+    path = write(tmp_path, name, content)
+    with pytest.raises(DataError) as err:
+        load_classification(path, LABELS)
+    assert err.value.path == str(path)
+    assert err.value.line == line
+    assert err.value.field == field
+    assert words in str(err.value) and str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("content", ["", "\n\n", "text,label\n"])
+def test_empty_file_is_refused(tmp_path, content):
+    suffix = ".csv" if content.startswith("text") else ".jsonl"
+    with pytest.raises(DataError, match="empty"):
+        load_classification(write(tmp_path, "empty" + suffix, content), LABELS)
+
+
+def test_non_utf8_names_the_line(tmp_path):
+    content = jsonl([{"text": "a", "label": "Good"}]).encode() + b'{"text": "caf\xe9", "label": "Bad"}\n'
+    with pytest.raises(DataError) as err:
+        load_classification(write(tmp_path, "latin1.jsonl", content), LABELS)
+    assert err.value.line == 2 and "UTF-8" in str(err.value)
+
+
+def test_balanced_split_is_balanced_and_disjoint():
+    rows = [Example(f"{label}-{i}", f"t {label} {i}", label) for label, n in [("Good", 40), ("Standard", 100), ("Bad", 25)] for i in range(n)]
+    train, eval_ = balanced_split(rows, LABELS, train_per_class=50, eval_per_class=10, seed=0)
+    assert Counter(e.label for e in eval_) == {"Good": 10, "Standard": 10, "Bad": 10}
+    assert Counter(e.label for e in train) == {"Good": 50, "Standard": 50, "Bad": 50}
+    assert not {e.id for e in eval_} & {e.id for e in train}
+
+
+def test_eval_share_capped_by_rarest_class():
+    rows = [Example(f"{label}-{i}", "t", label) for label, n in [("Good", 6), ("Bad", 50)] for i in range(n)]
+    _, eval_ = balanced_split(rows, LABELS, train_per_class=5, eval_per_class=10, seed=0)
+    assert Counter(e.label for e in eval_) == {"Good": 3, "Bad": 3}

@@ -1,0 +1,100 @@
+import json
+import os
+
+import pytest
+
+from core.registry import Registry, RegistryError
+
+
+@pytest.fixture
+def adapter(tmp_path):
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    (folder / "adapter_model.safetensors").write_bytes(b"weights")
+    (folder / "adapter_config.json").write_text("{}")
+    return folder
+
+
+def register(reg, adapter, f1, method="sft", **extra):
+    return reg.register("t", method, adapter, {"macro_f1": f1, "min_class_recall": 0.6, **extra}, "name: t\n", {"sha": "x"})
+
+
+def test_versions_are_numbered_and_complete(tmp_path, adapter):
+    reg = Registry(tmp_path / "runs")
+    assert register(reg, adapter, 0.5) == "sft/v0001"
+    assert register(reg, adapter, 0.6) == "sft/v0002"
+    assert reg.versions("t", "sft") == ["v0001", "v0002"]
+    folder = reg.path("t", "sft/v0002")
+    assert {p.name for p in folder.iterdir()} >= {"adapter_model.safetensors", "metrics.json", "config.yaml", "data_fingerprint.json", "README.md"}
+    assert reg.resolve("t", "sft") == "sft/v0002"
+
+
+def test_gate_promotes_only_a_better_candidate_and_rollback_restores(tmp_path, adapter):
+    reg = Registry(tmp_path / "runs")
+    first, worse, better = register(reg, adapter, 0.70), register(reg, adapter, 0.69), register(reg, adapter, 0.80)
+    assert reg.promote("t", first, min_gain=0.05).passed
+    refused = reg.promote("t", worse, min_gain=0.05)
+    assert not refused.passed and "does not beat" in refused.reasons[0]
+    assert reg.aliases("t") == {"production": first}
+    assert reg.promote("t", better, min_gain=0.05).passed
+    assert reg.aliases("t")["production"] == better
+    assert reg.rollback("t") == first
+    assert reg.aliases("t")["production"] == first
+    assert reg.rollback("t") is None
+    with pytest.raises(RegistryError):
+        reg.rollback("t")
+
+
+def test_guards_block_promotion(tmp_path, adapter):
+    reg = Registry(tmp_path / "runs")
+    ref = register(reg, adapter, 0.9, ece=0.4)
+    decision = reg.promote("t", ref, guard_min={"min_class_recall": 0.7}, guard_max={"ece": 0.2})
+    assert not decision.passed
+    assert [r.split()[1] for r in decision.reasons[:2]] == ["min_class_recall=0.6", "ece=0.4"]
+    assert reg.aliases("t") == {}
+    assert reg.promote("t", ref, guard_min={"min_class_recall": 0.7}, force=True).passed
+
+
+def test_interrupted_register_leaves_previous_state(tmp_path, adapter, monkeypatch):
+    reg = Registry(tmp_path / "runs")
+    register(reg, adapter, 0.5)
+    reg.promote("t", "sft/v0001")
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("killed mid-write")
+
+    monkeypatch.setattr("core.registry.os.rename", crash)
+    with pytest.raises(KeyboardInterrupt):
+        register(reg, adapter, 0.9)
+    monkeypatch.undo()
+    assert reg.versions("t", "sft") == ["v0001"]
+    assert not [p for p in (tmp_path / "runs" / "t" / "sft").iterdir() if p.name.startswith(".incoming")]
+    assert register(reg, adapter, 0.9) == "sft/v0002"
+
+
+def test_interrupted_alias_write_keeps_old_alias_file(tmp_path, adapter, monkeypatch):
+    reg = Registry(tmp_path / "runs")
+    register(reg, adapter, 0.5)
+    register(reg, adapter, 0.9)
+    reg.promote("t", "sft/v0001")
+    before = (tmp_path / "runs" / "t" / "aliases.json").read_text()
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("killed mid-write")
+
+    monkeypatch.setattr("core.registry.os.replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        reg.promote("t", "sft/v0002")
+    monkeypatch.undo()
+    assert (tmp_path / "runs" / "t" / "aliases.json").read_text() == before
+    assert json.loads(before)["stacks"]["production"] == ["sft/v0001"]
+    assert not [p for p in os.listdir(tmp_path / "runs" / "t") if p.startswith(".aliases.json.")]
+
+
+def test_describe_lists_methods_versions_metrics(tmp_path, adapter):
+    reg = Registry(tmp_path / "runs")
+    register(reg, adapter, 0.5)
+    info = reg.describe("t")
+    assert info["methods"]["sft"][0] == {"version": "v0001", "metrics": {"macro_f1": 0.5, "min_class_recall": 0.6}}
+    with pytest.raises(RegistryError, match="no version"):
+        reg.resolve("t", "sft/v0009")
