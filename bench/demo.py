@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 from core.config import TaskConfig
@@ -21,14 +21,14 @@ def run(quick: bool = False) -> dict:
     from flows.distill import distill
 
     cfg = TaskConfig()
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg.runs_dir = Path(tmp) / "runs"
-        cfg.work_dir = Path(tmp) / "work"
-        if quick:
-            cfg.data.train_per_class, cfg.data.eval_per_class = 8, 4
-        start = time.perf_counter()
-        summary = distill(cfg)
-        wall = time.perf_counter() - start
+    # A fresh registry and work dir per run (kept, so its report can be read afterwards).
+    out = Path("runs/.bench") / f"demo-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
+    cfg.runs_dir, cfg.work_dir = out / "runs", out / "work"
+    if quick:
+        cfg.data.train_per_class, cfg.data.eval_per_class = 8, 4
+    start = time.perf_counter()
+    summary = distill(cfg)
+    wall = time.perf_counter() - start
     base, sft = summary["variants"]["base"], summary["variants"]["sft"]
     figures = {
         "wall_s": round(wall, 1),
@@ -37,6 +37,7 @@ def run(quick: bool = False) -> dict:
         "gain_over_base": round(sft["macro_f1"] - base["macro_f1"], 4),
         "sft_min_class_recall": round(sft["min_class_recall"], 4),
         "promoted": sft["promotion"]["passed"],
+        "report": summary["report"],
     }
     figures["target_wall_lt_900s"] = wall < 900
     figures["target_sft_f1_ge_0.85"] = sft["macro_f1"] >= 0.85

@@ -32,7 +32,7 @@ def bare_trl(cfg: TaskConfig, rows, out: Path) -> float:
         args=sft_config(cfg, out, progress=False),
         train_dataset=sft_dataset(rows, cfg.instruction),
         processing_class=tokenizer,
-        peft_config=lora_config(cfg.training.lora),
+        peft_config=lora_config(cfg.training.lora, model),
     )
     start = time.perf_counter()
     trainer.train()

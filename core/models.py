@@ -196,15 +196,26 @@ def load_model(cfg: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBa
     return model, tokenizer
 
 
-def lora_config(settings: LoraSettings):
+def lora_config(settings: LoraSettings, model: PreTrainedModel):
+    """peft's LoraConfig for this model; `top_layers` limits adapters to the last N decoder layers."""
     from peft import LoraConfig
 
+    targets, layers = settings.target_modules, None
+    if settings.top_layers:
+        n_layers = model.config.num_hidden_layers
+        layers = list(range(max(0, n_layers - settings.top_layers), n_layers))
+        if targets == "all-linear":  # peft needs explicit names when layers are chosen
+            targets = sorted({  # bitsandbytes' Linear4bit is an nn.Linear too
+                name.rsplit(".", 1)[-1]
+                for name, module in model.named_modules()
+                if isinstance(module, torch.nn.Linear) and ".layers." in name
+            })
     return LoraConfig(
         r=settings.r,
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
-        target_modules=settings.target_modules,
-        layers_to_transform=settings.layers or None,
+        target_modules=targets,
+        layers_to_transform=layers,
         task_type="CAUSAL_LM",
     )
 
@@ -215,7 +226,7 @@ def attach_lora(model: PreTrainedModel, settings: LoraSettings):
 
     if getattr(model, "is_loaded_in_4bit", False):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    return get_peft_model(model, lora_config(settings))
+    return get_peft_model(model, lora_config(settings, model))
 
 
 def load_adapter(model: PreTrainedModel, adapter_dir: str | Path, name: str = "default"):

@@ -64,7 +64,7 @@ def test_completion_only_projection_gives_the_full_logits_loss(tiny_cfg, tmp_pat
     trainer = CompletionSFTTrainer(
         model=model, args=sft_config(tiny_cfg, tmp_path / "x", progress=False),
         train_dataset=sft_dataset(rows(4), tiny_cfg.instruction), processing_class=tokenizer,
-        peft_config=lora_config(tiny_cfg.training.lora),
+        peft_config=lora_config(tiny_cfg.training.lora, model),
     )
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
     assert (batch["labels"] != -100).sum() < 0.1 * batch["labels"].numel()  # the loss is on a few tokens
