@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import importlib
 
-# name -> module in this package; each module has `run(quick: bool) -> dict`.
+# name -> module in this package; each module has `run(quick: bool, ...) -> dict`.
 BENCHMARKS = {"calibrated": "calibrated", "sft-throughput": "sft_throughput", "demo": "demo"}
 
 
-def run_benchmark(name: str, quick: bool = False) -> dict:
-    return importlib.import_module(f"bench.{BENCHMARKS[name]}").run(quick=quick)
+def run_benchmark(name: str, quick: bool = False, **options) -> dict:
+    return importlib.import_module(f"bench.{BENCHMARKS[name]}").run(quick=quick, **options)

@@ -2,15 +2,15 @@
 
 Figures: latency per request of each, macro-F1 of each, single-request vs batch-16 throughput,
 and the base model's predicted-label distribution with and without calibration.
+With `--adapter DIR` the same figures are taken again on a trained adapter.
 Targets: latency ratio (calibrated / generate) <= 0.6 at equal or better macro-F1;
 batch-16 throughput >= 2x single-request throughput.
 
-    python -m bench.calibrated [--quick]
+    distill-slm bench calibrated [--quick] [--json]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from collections import Counter
@@ -23,7 +23,7 @@ from core.config import TaskConfig
 from core.data import Example, balanced_split
 from core.evaluate import decoder_for
 from core.metrics import classification_metrics
-from core.models import load_model
+from core.models import load_adapter, load_model
 
 
 def eval_rows(per_class: int) -> list[Example]:
@@ -32,11 +32,9 @@ def eval_rows(per_class: int) -> list[Example]:
     return balanced_split(rows, cfg.labels, 1, per_class, seed=0)[1]
 
 
-def run(quick: bool = False) -> dict:
-    cfg = TaskConfig()
-    rows = eval_rows(6 if quick else 20)
+def compare(cfg: TaskConfig, model, tokenizer, rows: list[Example], adapter: bool = False) -> dict:
+    """Generate-and-parse vs the calibrated decoder (single and batch-16) on one model."""
     texts, gold = [r.text for r in rows], [r.label for r in rows]
-    model, tokenizer = load_model(cfg.model)
     torch.manual_seed(0)
 
     generate_and_parse(model, tokenizer, cfg.labels, cfg.instruction, texts[0])  # warm-up
@@ -44,14 +42,14 @@ def run(quick: bool = False) -> dict:
     generated = [generate_and_parse(model, tokenizer, cfg.labels, cfg.instruction, t, max_new_tokens=8) for t in texts]
     generate_s = time.perf_counter() - start
 
-    single = decoder_for(cfg, model, tokenizer)
+    single = decoder_for(cfg, model, tokenizer, adapter)
     single.batch_size = 1
     single.prior()  # computed once per decoder, not per request: keep it out of the timing
     start = time.perf_counter()
     calibrated = single.predict(texts)
     single_s = time.perf_counter() - start
 
-    batched = decoder_for(cfg, model, tokenizer)
+    batched = decoder_for(cfg, model, tokenizer, adapter)
     batched.batch_size = 16
     batched.prior()
     start = time.perf_counter()
@@ -69,23 +67,31 @@ def run(quick: bool = False) -> dict:
         "calibrated_ms_per_request": round(1000 * single_s / n, 1),
         "latency_ratio_calibrated_over_generate": round(single_s / generate_s, 3),
         "generate_parse_macro_f1": round(gen_f1, 4),
+        "likelihood_calibrated": single.calibrate,
         "calibrated_macro_f1": round(cal_f1, 4),
         "uncalibrated_likelihood_macro_f1": round(uncal_f1, 4),
         "single_requests_per_s": round(n / single_s, 2),
         "batch16_requests_per_s": round(n / batch_s, 2),
         "throughput_ratio_batch16_over_single": round(single_s / batch_s, 2),
-        "base_predicted_labels_generate": dict(Counter(g or "<none>" for g in generated)),
-        "base_predicted_labels_uncalibrated": dict(Counter(uncal)),
-        "base_predicted_labels_calibrated": dict(Counter(p.label for p in calibrated)),
+        "predicted_labels_generate": dict(Counter(g or "<none>" for g in generated)),
+        "predicted_labels_uncalibrated": dict(Counter(uncal)),
+        "predicted_labels_calibrated": dict(Counter(p.label for p in calibrated)),
         "calibration_prior": {k: round(float(v), 4) for k, v in zip(cfg.labels, single.prior())},
     }
-    figures["target_latency_ratio_le_0.6"] = figures["latency_ratio_calibrated_over_generate"] <= 0.6
-    figures["target_f1_not_worse"] = cal_f1 >= gen_f1
-    figures["target_batch_throughput_ge_2x"] = figures["throughput_ratio_batch16_over_single"] >= 2.0
     return figures
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="6 rows per class instead of 20")
-    print(json.dumps(run(parser.parse_args().quick), indent=2))
+def run(quick: bool = False, adapter: str | None = None) -> dict:
+    cfg = TaskConfig()
+    rows = eval_rows(6 if quick else 20)
+    model, tokenizer = load_model(cfg.model)
+    figures = compare(cfg, model, tokenizer, rows)
+    if adapter:
+        # The same comparison on a trained adapter, where both decoders have something to get right.
+        figures = {"base": figures, "adapter": compare(cfg, load_adapter(model, adapter), tokenizer, rows, adapter=True) | {"path": adapter}}
+    for side in [figures] if not adapter else figures.values():
+        side["target_latency_ratio_le_0.6"] = side["latency_ratio_calibrated_over_generate"] <= 0.6
+        side["target_f1_not_worse"] = side["calibrated_macro_f1"] >= side["generate_parse_macro_f1"]
+        side["target_batch_throughput_ge_2x"] = side["throughput_ratio_batch16_over_single"] >= 2.0
+    return figures
+

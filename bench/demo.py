@@ -3,12 +3,11 @@
 Targets: wall time < 15 min on a 2-core CPU; SFT macro-F1 >= 0.85 on the balanced eval split and
 >= 0.20 above the calibrated base model.
 
-    python -m bench.demo
+    distill-slm bench demo [--quick] [--json]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from datetime import datetime, timezone
@@ -44,8 +43,3 @@ def run(quick: bool = False) -> dict:
     figures["target_gain_ge_0.20"] = figures["gain_over_base"] >= 0.20
     return figures
 
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny splits: checks the plumbing, not the targets")
-    print(json.dumps(run(parser.parse_args().quick), indent=2))

@@ -3,12 +3,11 @@
 Both train the embedded model with the same LoRA, batch, sequence lengths and step count; tokens/s
 is (tokens in the training rows x epochs) / trainer runtime for both. Target: ratio >= 0.9.
 
-    python -m bench.sft_throughput [--quick]
+    distill-slm bench sft-throughput [--quick] [--json]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 import time
@@ -64,8 +63,3 @@ def run(quick: bool = False) -> dict:
     figures["target_within_10pct"] = figures["ratio_distill_slm_over_bare"] >= 0.9
     return figures
 
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 steps instead of 6")
-    print(json.dumps(run(parser.parse_args().quick), indent=2))

@@ -56,6 +56,13 @@ class TrainingConfig(_Strict):
 
 class CalibrationConfig(_Strict):
     enabled: bool = Field(True, description="divide out the label prior measured on content-free inputs")
+    adapters: bool = Field(
+        False,
+        description=(
+            "calibrate fine-tuned adapters too. Off by default: an adapter trained on balanced data has no label prior "
+            "to remove, and content-free inputs lie outside what it was trained on, so their 'prior' only adds bias"
+        ),
+    )
     content_free_inputs: list[str] = Field(["N/A", "", "[MASK]"], description="inputs that carry no content (Zhao et al. 2021)")
     label_bias: dict[str, float] = Field(default_factory=dict, description="per-label offsets added in calibrated log space")
 

@@ -40,6 +40,10 @@ def _fmt(value) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+def _counts(choice: dict) -> str:
+    return ", ".join(f"{label} {count}" for label, count in choice["predicted_distribution"].items() if label != "<none>")
+
+
 def markdown_report(task: str, results: dict[str, dict], image_name: str = "confusion.png") -> str:
     names = list(results)
     lines = [f"# Evaluation: {task}", "", "Balanced eval split: the same number of rows per class.", ""]
@@ -51,11 +55,18 @@ def markdown_report(task: str, results: dict[str, dict], image_name: str = "conf
     for label in labels:
         cells = [f"{results[n]['per_class'][label]['precision']:.2f} / {results[n]['per_class'][label]['recall']:.2f}" for n in names]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", "## Predicted-label distribution", "", "| variant | calibrated | uncalibrated |", "|---|---|---|"]
+    lines += [
+        "", "## Label choice with and without contextual calibration", "",
+        "| variant | scored with calibration | macro-F1 with | labels with | macro-F1 without | labels without |",
+        "|---|---|---|---|---|---|",
+    ]
     for n in names:
-        uncal = results[n].get("uncalibrated", {}).get("predicted_distribution", {})
-        lines.append(f"| {n} | {results[n]['predicted_distribution']} | {uncal} |")
-    lines += ["", "## Top-2 margin (calibrated)", "", "| variant | p10 | p50 | p90 |", "|---|---|---|---|"]
+        w, wo = results[n].get("with_calibration"), results[n].get("without_calibration")
+        if w and wo:
+            lines.append(
+                f"| {n} | {results[n]['calibrated']} | {w['macro_f1']:.3f} | {_counts(w)} | {wo['macro_f1']:.3f} | {_counts(wo)} |"
+            )
+    lines += ["", "## Top-2 margin (as scored)", "", "| variant | p10 | p50 | p90 |", "|---|---|---|---|"]
     for n in names:
         m = results[n].get("margin")
         if m:

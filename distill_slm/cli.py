@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -36,7 +37,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _config(args.config)
     if args.runs_dir:
         cfg.runs_dir = Path(args.runs_dir)
-    summary = distill(cfg)
+    with contextlib.redirect_stdout(sys.stderr):  # trainer logs and progress must not mix into the JSON
+        summary = distill(cfg)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -131,7 +133,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.name not in BENCHMARKS:
         raise SystemExit(f"unknown benchmark {args.name!r}; choose from {sorted(BENCHMARKS)}")
-    figures = run_benchmark(args.name, quick=args.quick)
+    with contextlib.redirect_stdout(sys.stderr):  # keep stdout for the figures alone
+        options = {"adapter": args.adapter} if args.adapter else {}
+        figures = run_benchmark(args.name, quick=args.quick, **options)
     print(json.dumps(figures, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in figures.items()))
     return 0
 
@@ -183,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="run one benchmark and print its figures and ratios")
     bench.add_argument("name", help="calibrated | sft-throughput | demo")
+    bench.add_argument("--adapter", help="calibrated: also compare on this adapter folder")
     bench.add_argument("--quick", action="store_true", help="fewer rows: a smoke run, not the recorded figures")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.set_defaults(func=cmd_bench)

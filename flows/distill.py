@@ -24,7 +24,8 @@ from tasks.registry import promote_task, register_task
 from tasks.train import train_sft_task
 
 
-@flow(name="distill", log_prints=True)
+# log_prints stays off: it patches print(), which breaks dill's stdout capture inside datasets.
+@flow(name="distill")
 def distill(cfg: TaskConfig = TaskConfig()) -> dict:
     """Distill one task into adapters, evaluate them against the base model, register, promote."""
     prepared = prepare_data(cfg)
