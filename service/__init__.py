@@ -1,0 +1,1 @@
+"""The FastAPI service: promoted adapters over HTTP. `distill-slm serve` starts it."""

@@ -1,0 +1,61 @@
+"""The FastAPI app: lifespan-loaded engine on app.state, errors as one response model.
+
+    uvicorn --factory service.main:create_app     (or: distill-slm serve)
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from core.audit import AuditLog
+from core.engine import InferenceEngine, UnknownVariant
+from service.routes import router
+from service.settings import Settings
+
+
+def _error(status: int, message: str, kind: str, field: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "field": field}}, status_code=status)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.audit = AuditLog(settings.audit_log, max_bytes=settings.audit_max_bytes)
+        engine = InferenceEngine(str(settings.runs_dir))
+        engine.load()
+        app.state.engine = engine
+        yield
+        app.state.audit.close()
+
+    app = FastAPI(title="distill-slm", lifespan=lifespan)
+    app.state.settings = settings
+    app.include_router(router)
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > settings.max_body_bytes:
+            return _error(413, f"body of {length} bytes is over the limit of {settings.max_body_bytes}", "too_large")
+        return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"] if p not in ("body", "path", "query"))
+        return _error(422, f"{field or 'body'}: {first['msg']}", "invalid_request", field or None)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        return _error(exc.status_code, str(exc.detail), "http_error")
+
+    @app.exception_handler(UnknownVariant)
+    async def unknown(request: Request, exc: UnknownVariant):
+        return _error(404, exc.args[0], "unknown_model", "task")
+
+    return app

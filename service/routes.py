@@ -1,0 +1,92 @@
+"""Routes: /infer/{variant}, OpenAI-compatible /v1/*, /admin/reload, health and readiness."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+
+from service.deps import Audit, CallerKey, Engine, SettingsDep, require_admin
+from service.schemas import ChatRequest, ErrorResponse, InferRequest, InferResponse, ReloadResponse
+
+router = APIRouter()
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 422, 503)}
+
+
+def _check_length(text: str, settings, field: str) -> None:
+    if len(text) > settings.max_input_chars:
+        raise HTTPException(413, f"{field}: {len(text)} characters, over the limit of {settings.max_input_chars}")
+
+
+@router.get("/healthz")
+def healthz() -> dict:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses=ERRORS)
+def readyz(engine: Engine) -> dict:
+    return {"status": "ready", "served": sorted(f"{v.task}:{v.name}" for v in engine.served())}
+
+
+@router.post("/infer/{variant}", response_model=InferResponse, responses=ERRORS)
+def infer(
+    variant: Literal["base", "sft", "kd", "dpo"], body: InferRequest, engine: Engine, audit: Audit,
+    caller: CallerKey, settings: SettingsDep,
+) -> InferResponse:
+    _check_length(body.input, settings, "input")
+    request_id = uuid.uuid4().hex
+    start = time.perf_counter()
+    served, [pred] = engine.classify(body.task, variant, [body.input])
+    answer = InferResponse(
+        request_id=request_id, task=body.task, variant=variant, adapter=served.ref, output=pred.label,
+        label_probs=pred.probs, confidence=pred.confidence, margin=pred.margin,
+        latency_ms=(time.perf_counter() - start) * 1000,
+    )
+    audit.write({"at": time.time(), "route": "infer", "caller": caller, "input": body.input} | answer.model_dump())
+    return answer
+
+
+@router.get("/v1/models")
+def list_models(engine: Engine) -> dict:
+    names = sorted({f"{v.task}:{v.name}" for v in engine.served()})
+    names += sorted(f"{task}:{alias}" for task in engine.configs for alias in engine.registry.aliases(task))
+    return {"object": "list", "data": [{"id": n, "object": "model", "owned_by": "distill-slm"} for n in names]}
+
+
+@router.post("/v1/chat/completions", responses=ERRORS)
+def chat_completions(body: ChatRequest, engine: Engine, audit: Audit, caller: CallerKey, settings: SettingsDep) -> dict:
+    task, _, variant = body.model.partition(":")
+    if not variant:
+        raise HTTPException(404, f"model: {body.model!r}; use <task>:<variant> or <task>:<alias> (see /v1/models)")
+    if variant in ("production", "staging"):
+        ref = engine.registry.aliases(task).get(variant)
+        if ref is None:
+            raise HTTPException(404, f"model: task {task!r} has no {variant!r} adapter")
+        variant = ref.split("/")[0]
+    user = [m.content for m in body.messages if m.role == "user"]
+    if not user:
+        raise HTTPException(422, "messages: no user message to answer")
+    _check_length(user[-1], settings, "messages")
+    start = time.perf_counter()
+    served, [pred] = engine.classify(task, variant, [user[-1]])
+    request_id = "chatcmpl-" + uuid.uuid4().hex
+    audit.write({
+        "at": time.time(), "route": "chat", "caller": caller, "request_id": request_id, "task": task, "variant": variant,
+        "adapter": served.ref, "input": user[-1], "output": pred.label, "confidence": pred.confidence,
+        "latency_ms": (time.perf_counter() - start) * 1000,
+    })
+    return {
+        "id": request_id, "object": "chat.completion", "created": int(time.time()), "model": body.model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": pred.label}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 0, "completion_tokens": 1, "total_tokens": 1},
+        "distill_slm": {"adapter": served.ref, "label_probs": pred.probs, "confidence": pred.confidence},
+    }
+
+
+@router.post("/admin/reload", response_model=ReloadResponse, responses=ERRORS, dependencies=[Depends(require_admin)])
+def reload(engine: Engine) -> ReloadResponse:
+    start = time.perf_counter()
+    served = engine.reload()
+    return ReloadResponse(served=served, reload_s=time.perf_counter() - start)

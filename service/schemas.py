@@ -1,0 +1,52 @@
+"""Request and response bodies; every error is an ErrorResponse."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    field: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class InferRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    task: str = Field(..., min_length=1, description="task name in the registry")
+    input: str = Field(..., min_length=1, description="the text to classify")
+
+
+class InferResponse(BaseModel):
+    request_id: str
+    task: str
+    variant: str
+    adapter: str  # 'base' or 'method/version'
+    output: str
+    label_probs: dict[str, float] | None = None
+    confidence: float | None = None
+    margin: float | None = None
+    latency_ms: float
+
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class ChatRequest(BaseModel):
+    model: str = Field(..., description="base, <task>:<variant> or <task>:<alias>")
+    messages: list[ChatMessage] = Field(..., min_length=1)
+    temperature: float | None = None
+    max_tokens: int | None = None
+
+
+class ReloadResponse(BaseModel):
+    served: dict[str, str]
+    reload_s: float

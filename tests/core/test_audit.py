@@ -1,0 +1,18 @@
+from core.audit import AuditLog, read_audit
+
+
+def test_audit_rotates_by_size_and_never_rewrites(tmp_path):
+    log = AuditLog(tmp_path / "audit.jsonl", max_bytes=300, backups=50)
+    for i in range(30):
+        log.write({"request_id": i, "input": "x" * 20})
+    log.close()
+    files = sorted(tmp_path.glob("audit.jsonl*"))
+    assert len(files) > 3
+    assert [r["request_id"] for r in read_audit(tmp_path / "audit.jsonl")] == list(range(30))
+    # a rotated file is only ever renamed: appending more leaves its lines as they were
+    oldest = max(files, key=lambda p: int(p.suffix[1:]) if p.suffix[1:].isdigit() else 0)
+    before = oldest.read_text()
+    log = AuditLog(tmp_path / "audit.jsonl", max_bytes=10_000)
+    log.write({"request_id": 30})
+    log.close()
+    assert oldest.read_text() == before

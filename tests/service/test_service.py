@@ -1,0 +1,141 @@
+"""The real service: uvicorn on a loopback port, driven by plain HTTP and the official openai client."""
+
+import socket
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+import torch
+import uvicorn
+import yaml
+
+from core.audit import read_audit
+from core.config import LoraSettings
+from core.models import attach_lora, load_model
+from core.registry import Registry
+from service.main import create_app
+from service.settings import Settings
+
+ADMIN_KEY = "test-admin-key"
+
+
+def make_adapter(cfg, out, seed):
+    model, _ = load_model(cfg.model)
+    peft_model = attach_lora(model, LoraSettings(r=4, top_layers=None))
+    torch.manual_seed(seed)
+    for name, param in peft_model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.5)
+    peft_model.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir, tmp_path_factory):
+    from core.config import TaskConfig
+
+    root = tmp_path_factory.mktemp("service")
+    cfg = TaskConfig()
+    cfg.model.base_model = str(tiny_model_dir)
+    registry = Registry(root / "runs")
+    config_yaml = yaml.safe_dump(cfg.model_dump(mode="json"))
+    for seed in (1, 2):
+        adapter = make_adapter(cfg, root / f"adapter{seed}", seed)
+        registry.register("creditmix", "sft", adapter, {"macro_f1": 0.5 + seed / 10}, config_yaml, {})
+    registry.promote("creditmix", "sft/v0001")
+    settings = Settings(runs_dir=root / "runs", admin_api_keys=[ADMIN_KEY], audit_log=root / "audit" / "audit.jsonl")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if httpx.get(base + "/readyz").status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    yield {"url": base, "registry": registry, "settings": settings}
+    srv.should_exit = True
+    thread.join(10)
+
+
+def test_infer_base_and_sft(server):
+    for variant, adapter in [("base", "base"), ("sft", "sft/v0001")]:
+        r = httpx.post(server["url"] + f"/infer/{variant}", json={"task": "creditmix", "input": "Num_Bank_Accounts: 3"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["adapter"] == adapter and body["output"] in ("Good", "Standard", "Bad")
+        assert abs(sum(body["label_probs"].values()) - 1) < 1e-5 and body["request_id"]
+
+
+def test_openai_client_lists_models_and_chats(server):
+    client = openai.OpenAI(base_url=server["url"] + "/v1", api_key="client-key")
+    ids = {m.id for m in client.models.list()}
+    assert {"creditmix:base", "creditmix:sft", "creditmix:production"} <= ids
+    reply = client.chat.completions.create(model="creditmix:production", messages=[{"role": "user", "content": "Interest_Rate: 25"}])
+    assert reply.choices[0].message.content in ("Good", "Standard", "Bad")
+    records = read_audit(server["settings"].audit_log)
+    chat = [r for r in records if r["route"] == "chat"][-1]
+    assert chat["adapter"] == "sft/v0001" and chat["caller"].startswith("key-") and chat["input"] == "Interest_Rate: 25"
+
+
+@pytest.mark.parametrize(
+    "path, payload, status, field",
+    [
+        ("/infer/sft", {"task": "creditmix"}, 422, "input"),
+        ("/infer/sft", {"task": "creditmix", "input": 42}, 422, "input"),
+        ("/infer/nope", {"task": "creditmix", "input": "x"}, 422, "variant"),
+        ("/infer/sft", {"task": "no-such-task", "input": "x"}, 404, "task"),
+        ("/infer/kd", {"task": "creditmix", "input": "x"}, 404, "task"),
+        ("/infer/sft", {"task": "creditmix", "input": "x" * 9000}, 413, None),
+        ("/v1/chat/completions", {"model": "creditmix:sft", "messages": []}, 422, "messages"),
+    ],
+)
+def test_bad_requests_get_4xx_json_naming_the_field(server, path, payload, status, field):
+    r = httpx.post(server["url"] + path, json=payload)
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["field"] == field
+    assert httpx.get(server["url"] + "/healthz").status_code == 200  # still serving
+
+
+def test_malformed_json_and_oversized_body(server):
+    r = httpx.post(server["url"] + "/infer/sft", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "error" in r.json()
+    r = httpx.post(server["url"] + "/infer/sft", content=b"x" * 1_100_000, headers={"content-type": "application/json"})
+    assert r.status_code == 413
+
+
+def test_admin_reload_needs_a_key_and_swaps_under_load(server):
+    url = server["url"]
+    assert httpx.post(url + "/admin/reload").status_code == 401
+    assert httpx.post(url + "/admin/reload", headers={"X-API-Key": "wrong"}).status_code == 403
+
+    server["registry"].promote("creditmix", "sft/v0002")
+    failures, answered, stop = [], [], threading.Event()
+
+    def client():
+        with httpx.Client() as c:
+            while not stop.is_set():
+                r = c.post(url + "/infer/sft", json={"task": "creditmix", "input": "Num_of_Loan: 7"})
+                (answered if r.status_code == 200 else failures).append(r)
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    r = httpx.post(url + "/admin/reload", headers={"X-API-Key": ADMIN_KEY}, timeout=120)
+    time.sleep(0.5)
+    stop.set()
+    for t in threads:
+        t.join(30)
+    assert r.status_code == 200 and r.json()["served"]["creditmix:sft"] == "sft/v0002"
+    assert not failures and len(answered) > 4
+    assert {a.json()["adapter"] for a in answered} <= {"sft/v0001", "sft/v0002"}
+    assert answered[-1].json()["adapter"] == "sft/v0002"
