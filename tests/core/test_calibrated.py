@@ -42,6 +42,15 @@ def test_multi_token_labels_on_shared_cache_match_brute_force(tiny):
         np.testing.assert_allclose(row, brute_force(model, tokenizer, text, labels), atol=2e-4)
 
 
+def test_single_token_labels_on_shared_prefix_match_brute_force(tiny):
+    model, tokenizer = tiny
+    texts = [r["text"] for r in creditmix.generate(3, seed=2)] + ["x"]
+    decoder = CalibratedDecoder(model, tokenizer, creditmix.LABELS, INSTRUCTION, batch_size=4)
+    assert len(decoder._shared_prefix()[0]) > 5  # the system message is scored once, not per request
+    for row, text in zip(decoder.label_log_likelihoods(texts), texts):
+        np.testing.assert_allclose(row, brute_force(model, tokenizer, text, creditmix.LABELS), atol=2e-4)
+
+
 def test_batch_and_single_requests_agree(tiny):
     model, tokenizer = tiny
     texts = [r["text"] for r in creditmix.generate(5, seed=1)] + ["x"]
