@@ -93,7 +93,7 @@ class InferenceEngine:
                 if current.get((task, method)) == ref:
                     table[(task, method)] = self.variants[(task, method)]
                     continue
-                name = f"{task}.{ref.replace('/', '.')}"
+                name = f"{task}__{ref}".replace("/", "__").replace(".", "_")  # torch module names: no dots
                 start = time.perf_counter()
                 self.model = load_adapter(self.model, self.registry.root / task / ref, name=name)
                 self.adapter_load_s[name] = time.perf_counter() - start

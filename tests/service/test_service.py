@@ -54,13 +54,14 @@ def server(tiny_model_dir, tmp_path_factory):
     thread.start()
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
-    while time.time() < deadline:
+    while time.time() < deadline and thread.is_alive():
         try:
             if httpx.get(base + "/readyz").status_code == 200:
                 break
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
+    assert thread.is_alive(), "the server did not start (see the log above)"
     yield {"url": base, "registry": registry, "settings": settings}
     srv.should_exit = True
     thread.join(10)
