@@ -9,6 +9,7 @@ from fastapi import Depends, Header, HTTPException, Request
 
 from core.audit import AuditLog
 from core.engine import InferenceEngine
+from service.metrics import ServiceMetrics
 from service.settings import Settings
 
 
@@ -25,6 +26,10 @@ def get_engine(request: Request) -> InferenceEngine:
 
 def get_audit(request: Request) -> AuditLog:
     return request.app.state.audit
+
+
+def get_metrics(request: Request) -> ServiceMetrics:
+    return request.app.state.metrics
 
 
 def _presented_key(x_api_key: str | None, authorization: str | None) -> str | None:
@@ -59,3 +64,4 @@ Engine = Annotated[InferenceEngine, Depends(get_engine)]
 Audit = Annotated[AuditLog, Depends(get_audit)]
 CallerKey = Annotated[str, Depends(caller_key_id)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+Metrics = Annotated[ServiceMetrics, Depends(get_metrics)]

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 
 from core.audit import AuditLog
 from core.engine import InferenceEngine, UnknownVariant
+from service.metrics import ServiceMetrics
 from service.routes import router
 from service.settings import Settings
 
@@ -35,14 +36,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="distill-slm", lifespan=lifespan)
     app.state.settings = settings
+    app.state.metrics = ServiceMetrics()
     app.include_router(router)
 
     @app.middleware("http")
-    async def limit_body(request: Request, call_next):
+    async def limit_body_and_count(request: Request, call_next):
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > settings.max_body_bytes:
-            return _error(413, f"body of {length} bytes is over the limit of {settings.max_body_bytes}", "too_large")
-        return await call_next(request)
+            response = _error(413, f"body of {length} bytes is over the limit of {settings.max_body_bytes}", "too_large")
+        else:
+            response = await call_next(request)
+        route = request.scope.get("route")  # the template (/infer/{variant}), so label values stay few
+        app.state.metrics.requests.labels(getattr(route, "path", "<unmatched>"), str(response.status_code)).inc()
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):

@@ -6,9 +6,10 @@ import time
 import uuid
 from typing import Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.deps import Audit, CallerKey, Engine, SettingsDep, require_admin
+from service.deps import Audit, CallerKey, Engine, Metrics, SettingsDep, require_admin
 from service.schemas import ChatRequest, ErrorResponse, InferRequest, InferResponse, ReloadResponse
 
 router = APIRouter()
@@ -30,10 +31,17 @@ def readyz(engine: Engine) -> dict:
     return {"status": "ready", "served": sorted(f"{v.task}:{v.name}" for v in engine.served())}
 
 
+@router.get("/metrics")
+def metrics(engine: Engine, metrics: Metrics) -> Response:
+    for adapter, seconds in engine.adapter_load_s.items():
+        metrics.adapter_load.labels(adapter).set(seconds)
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
 @router.post("/infer/{variant}", response_model=InferResponse, responses=ERRORS)
 def infer(
     variant: Literal["base", "sft", "kd", "dpo"], body: InferRequest, engine: Engine, audit: Audit,
-    caller: CallerKey, settings: SettingsDep,
+    caller: CallerKey, settings: SettingsDep, metrics: Metrics,
 ) -> InferResponse:
     _check_length(body.input, settings, "input")
     request_id = uuid.uuid4().hex
@@ -44,6 +52,7 @@ def infer(
         label_probs=pred.probs, confidence=pred.confidence, margin=pred.margin,
         latency_ms=(time.perf_counter() - start) * 1000,
     )
+    metrics.latency.labels(body.task, variant, served.ref).observe(answer.latency_ms / 1000)
     audit.write({"at": time.time(), "route": "infer", "caller": caller, "input": body.input} | answer.model_dump())
     return answer
 
@@ -56,7 +65,9 @@ def list_models(engine: Engine) -> dict:
 
 
 @router.post("/v1/chat/completions", responses=ERRORS)
-def chat_completions(body: ChatRequest, engine: Engine, audit: Audit, caller: CallerKey, settings: SettingsDep) -> dict:
+def chat_completions(
+    body: ChatRequest, engine: Engine, audit: Audit, caller: CallerKey, settings: SettingsDep, metrics: Metrics
+) -> dict:
     task, _, variant = body.model.partition(":")
     if not variant:
         raise HTTPException(404, f"model: {body.model!r}; use <task>:<variant> or <task>:<alias> (see /v1/models)")
@@ -72,6 +83,7 @@ def chat_completions(body: ChatRequest, engine: Engine, audit: Audit, caller: Ca
     start = time.perf_counter()
     served, [pred] = engine.classify(task, variant, [user[-1]])
     request_id = "chatcmpl-" + uuid.uuid4().hex
+    metrics.latency.labels(task, variant, served.ref).observe(time.perf_counter() - start)
     audit.write({
         "at": time.time(), "route": "chat", "caller": caller, "request_id": request_id, "task": task, "variant": variant,
         "adapter": served.ref, "input": user[-1], "output": pred.label, "confidence": pred.confidence,

@@ -140,3 +140,11 @@ def test_admin_reload_needs_a_key_and_swaps_under_load(server):
     assert not failures and len(answered) > 4
     assert {a.json()["adapter"] for a in answered} <= {"sft/v0001", "sft/v0002"}
     assert answered[-1].json()["adapter"] == "sft/v0002"
+
+
+def test_metrics_count_requests_and_latency_per_adapter(server):
+    httpx.post(server["url"] + "/infer/base", json={"task": "creditmix", "input": "Num_of_Loan: 2"})
+    text = httpx.get(server["url"] + "/metrics").text
+    assert 'distill_slm_requests_total{route="/infer/{variant}",status="200"}' in text
+    assert 'distill_slm_inference_seconds_count{adapter="base",task="creditmix",variant="base"}' in text
+    assert "distill_slm_adapter_load_seconds{" in text and "process_resident_memory_bytes" in text
