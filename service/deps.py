@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Header, HTTPException, Request
 
 from core.audit import AuditLog
+from core.batcher import DynamicBatcher
 from core.engine import InferenceEngine
 from service.metrics import ServiceMetrics
 from service.settings import Settings
@@ -22,6 +23,10 @@ def get_engine(request: Request) -> InferenceEngine:
     if engine is None or engine.model is None:
         raise HTTPException(503, "model not loaded yet")
     return engine
+
+
+def get_batcher(request: Request, _ready: Annotated[InferenceEngine, Depends(get_engine)]) -> DynamicBatcher:
+    return request.app.state.batcher
 
 
 def get_audit(request: Request) -> AuditLog:
@@ -62,6 +67,7 @@ def require_admin(
 
 Engine = Annotated[InferenceEngine, Depends(get_engine)]
 Audit = Annotated[AuditLog, Depends(get_audit)]
+Batcher = Annotated[DynamicBatcher, Depends(get_batcher)]
 CallerKey = Annotated[str, Depends(caller_key_id)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 Metrics = Annotated[ServiceMetrics, Depends(get_metrics)]

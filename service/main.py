@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from core.audit import AuditLog
+from core.batcher import DynamicBatcher
 from core.engine import InferenceEngine, UnknownVariant
 from service.metrics import ServiceMetrics
 from service.routes import router
@@ -31,7 +32,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = InferenceEngine(str(settings.runs_dir))
         engine.load()
         app.state.engine = engine
+        app.state.batcher = DynamicBatcher(
+            engine, settings.max_batch, settings.max_wait_ms,
+            on_batch=lambda task, variant, n: app.state.metrics.batch_size.labels(task, variant).observe(n),
+        )
         yield
+        app.state.batcher.close()
         app.state.audit.close()
 
     app = FastAPI(title="distill-slm", lifespan=lifespan)

@@ -16,6 +16,10 @@ class ServiceMetrics:
             "distill_slm_inference_seconds", "model time per answered request", ["task", "variant", "adapter"],
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=self.registry,
         )
+        self.batch_size = Histogram(
+            "distill_slm_batch_size", "requests scored together in one forward", ["task", "variant"],
+            buckets=(1, 2, 4, 8, 16, 32), registry=self.registry,
+        )
         self.adapter_load = Gauge(
             "distill_slm_adapter_load_seconds", "time to load each served adapter", ["adapter"], registry=self.registry
         )

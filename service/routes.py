@@ -9,7 +9,7 @@ from typing import Literal
 from fastapi import APIRouter, Depends, HTTPException, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.deps import Audit, CallerKey, Engine, Metrics, SettingsDep, require_admin
+from service.deps import Audit, Batcher, CallerKey, Engine, Metrics, SettingsDep, require_admin
 from service.schemas import ChatRequest, ErrorResponse, InferRequest, InferResponse, ReloadResponse
 
 router = APIRouter()
@@ -40,13 +40,13 @@ def metrics(engine: Engine, metrics: Metrics) -> Response:
 
 @router.post("/infer/{variant}", response_model=InferResponse, responses=ERRORS)
 def infer(
-    variant: Literal["base", "sft", "kd", "dpo"], body: InferRequest, engine: Engine, audit: Audit,
+    variant: Literal["base", "sft", "kd", "dpo"], body: InferRequest, batcher: Batcher, audit: Audit,
     caller: CallerKey, settings: SettingsDep, metrics: Metrics,
 ) -> InferResponse:
     _check_length(body.input, settings, "input")
     request_id = uuid.uuid4().hex
     start = time.perf_counter()
-    served, [pred] = engine.classify(body.task, variant, [body.input])
+    served, pred = batcher.classify(body.task, variant, body.input)
     answer = InferResponse(
         request_id=request_id, task=body.task, variant=variant, adapter=served.ref, output=pred.label,
         label_probs=pred.probs, confidence=pred.confidence, margin=pred.margin,
@@ -66,7 +66,8 @@ def list_models(engine: Engine) -> dict:
 
 @router.post("/v1/chat/completions", responses=ERRORS)
 def chat_completions(
-    body: ChatRequest, engine: Engine, audit: Audit, caller: CallerKey, settings: SettingsDep, metrics: Metrics
+    body: ChatRequest, engine: Engine, batcher: Batcher, audit: Audit, caller: CallerKey, settings: SettingsDep,
+    metrics: Metrics,
 ) -> dict:
     task, _, variant = body.model.partition(":")
     if not variant:
@@ -81,7 +82,7 @@ def chat_completions(
         raise HTTPException(422, "messages: no user message to answer")
     _check_length(user[-1], settings, "messages")
     start = time.perf_counter()
-    served, [pred] = engine.classify(task, variant, [user[-1]])
+    served, pred = batcher.classify(task, variant, user[-1])
     request_id = "chatcmpl-" + uuid.uuid4().hex
     metrics.latency.labels(task, variant, served.ref).observe(time.perf_counter() - start)
     audit.write({

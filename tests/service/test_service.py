@@ -148,3 +148,21 @@ def test_metrics_count_requests_and_latency_per_adapter(server):
     assert 'distill_slm_requests_total{route="/infer/{variant}",status="200"}' in text
     assert 'distill_slm_inference_seconds_count{adapter="base",task="creditmix",variant="base"}' in text
     assert "distill_slm_adapter_load_seconds{" in text and "process_resident_memory_bytes" in text
+
+
+def test_concurrent_requests_are_batched(server):
+    def one(i):
+        return httpx.post(server["url"] + "/infer/sft", json={"task": "creditmix", "input": f"Num_of_Loan: {i % 10}"}, timeout=60)
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(one, range(48)))
+    assert all(a.status_code == 200 for a in answers)
+    text = httpx.get(server["url"] + "/metrics").text
+    counts = {
+        line.split('le="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith('distill_slm_batch_size_bucket{') and 'variant="sft"' in line
+    }
+    assert counts["+Inf"] > counts["1.0"]  # some forwards scored more than one request
