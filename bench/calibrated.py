@@ -11,7 +11,6 @@ batch-16 throughput >= 2x single-request throughput.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 

@@ -8,7 +8,6 @@ Targets: wall time < 15 min on a 2-core CPU; SFT macro-F1 >= 0.85 on the balance
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import datetime, timezone
 from pathlib import Path

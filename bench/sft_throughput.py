@@ -8,7 +8,6 @@ is (tokens in the training rows x epochs) / trainer runtime for both. Target: ra
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from pathlib import Path

@@ -20,7 +20,6 @@ Usage:
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 
