@@ -52,7 +52,7 @@ class InferenceEngine:
         self.variants: dict[tuple[str, str], Variant] = {}
         self.adapter_load_s: dict[str, float] = {}
 
-    def _task_config(self, task: str) -> TaskConfig:
+    def task_config(self, task: str) -> TaskConfig:
         aliases = self.registry.aliases(task)
         ref = aliases.get("production") or self.registry.resolve(task, self.registry.methods(task)[0])
         return TaskConfig.model_validate(yaml.safe_load((self.registry.path(task, ref) / "config.yaml").read_text()))
@@ -78,7 +78,7 @@ class InferenceEngine:
     def load(self) -> None:
         """Load the base model once, then every task's adapters."""
         tasks = self.registry.tasks()
-        self.configs = {task: self._task_config(task) for task in tasks}
+        self.configs = {task: self.task_config(task) for task in tasks}
         model_cfg = self.model_cfg or (next(iter(self.configs.values())).model if self.configs else ModelConfig())
         self.model, self.tokenizer = load_model(model_cfg)
         self.reload()
@@ -86,7 +86,7 @@ class InferenceEngine:
     def reload(self) -> dict[str, str]:
         """Bring the served adapters in line with the registry; return {task:variant: ref}."""
         with self.lock:
-            self.configs = {task: self._task_config(task) for task in self.registry.tasks()}
+            self.configs = {task: self.task_config(task) for task in self.registry.tasks()}
             current = {key: v.ref for key, v in self.variants.items()}
             table: dict[tuple[str, str], Variant] = {}
             for (task, method), ref in self._wanted().items():

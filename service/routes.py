@@ -10,7 +10,16 @@ from fastapi import APIRouter, Depends, HTTPException, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.deps import Audit, Batcher, CallerKey, Engine, Metrics, SettingsDep, require_admin
-from service.schemas import ChatRequest, ErrorResponse, InferRequest, InferResponse, ReloadResponse
+from core.registry import RegistryError
+from service.schemas import (
+    ChatRequest,
+    ErrorResponse,
+    InferRequest,
+    InferResponse,
+    PromoteRequest,
+    PromoteResponse,
+    ReloadResponse,
+)
 
 router = APIRouter()
 ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 422, 503)}
@@ -103,3 +112,20 @@ def reload(engine: Engine) -> ReloadResponse:
     start = time.perf_counter()
     served = engine.reload()
     return ReloadResponse(served=served, reload_s=time.perf_counter() - start)
+
+
+@router.post("/admin/promote", response_model=PromoteResponse, responses=ERRORS, dependencies=[Depends(require_admin)])
+def promote(body: PromoteRequest, engine: Engine) -> PromoteResponse:
+    """Move an alias through the task's promotion gate, then reload so the answer takes effect."""
+    if body.task not in engine.registry.tasks():
+        raise HTTPException(404, f"task {body.task!r} is not in the registry")
+    policy = engine.task_config(body.task).promotion
+    try:
+        decision = engine.registry.promote(
+            body.task, body.ref, policy.primary_metric, policy.min_gain, policy.guard_min, policy.guard_max,
+            alias=body.alias, force=body.force,
+        )
+    except RegistryError as exc:
+        raise HTTPException(404, str(exc)) from None
+    served = engine.reload() if decision.passed else {}
+    return PromoteResponse(**decision.__dict__, served=served)

@@ -50,3 +50,19 @@ class ChatRequest(BaseModel):
 class ReloadResponse(BaseModel):
     served: dict[str, str]
     reload_s: float
+
+
+class PromoteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    task: str = Field(..., min_length=1)
+    ref: str = Field(..., min_length=1, description="METHOD or METHOD/VERSION")
+    alias: Literal["production", "staging"] = "production"
+    force: bool = False
+
+
+class PromoteResponse(BaseModel):
+    passed: bool
+    candidate: str
+    incumbent: str | None
+    reasons: list[str]
+    served: dict[str, str]

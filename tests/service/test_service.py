@@ -1,70 +1,15 @@
 """The real service: uvicorn on a loopback port, driven by plain HTTP and the official openai client."""
 
-import socket
 import threading
 import time
 
 import httpx
 import openai
 import pytest
-import torch
-import uvicorn
-import yaml
 
 from core.audit import read_audit
-from core.config import LoraSettings
-from core.models import attach_lora, load_model
-from core.registry import Registry
-from service.main import create_app
-from service.settings import Settings
 
-ADMIN_KEY = "test-admin-key"
-
-
-def make_adapter(cfg, out, seed):
-    model, _ = load_model(cfg.model)
-    peft_model = attach_lora(model, LoraSettings(r=4, top_layers=None))
-    torch.manual_seed(seed)
-    for name, param in peft_model.named_parameters():
-        if "lora_B" in name:
-            torch.nn.init.normal_(param, std=0.5)
-    peft_model.save_pretrained(out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def server(tiny_model_dir, tmp_path_factory):
-    from core.config import TaskConfig
-
-    root = tmp_path_factory.mktemp("service")
-    cfg = TaskConfig()
-    cfg.model.base_model = str(tiny_model_dir)
-    registry = Registry(root / "runs")
-    config_yaml = yaml.safe_dump(cfg.model_dump(mode="json"))
-    for seed in (1, 2):
-        adapter = make_adapter(cfg, root / f"adapter{seed}", seed)
-        registry.register("creditmix", "sft", adapter, {"macro_f1": 0.5 + seed / 10}, config_yaml, {})
-    registry.promote("creditmix", "sft/v0001")
-    settings = Settings(runs_dir=root / "runs", admin_api_keys=[ADMIN_KEY], audit_log=root / "audit" / "audit.jsonl")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline and thread.is_alive():
-        try:
-            if httpx.get(base + "/readyz").status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    assert thread.is_alive(), "the server did not start (see the log above)"
-    yield {"url": base, "registry": registry, "settings": settings}
-    srv.should_exit = True
-    thread.join(10)
+from tests.service.conftest import ADMIN_KEY
 
 
 def test_infer_base_and_sft(server):
@@ -166,3 +111,18 @@ def test_concurrent_requests_are_batched(server):
         if line.startswith('distill_slm_batch_size_bucket{') and 'variant="sft"' in line
     }
     assert counts["+Inf"] > counts["1.0"]  # some forwards scored more than one request
+
+
+def test_admin_promote_runs_the_gate(server):
+    url, key = server["url"], {"X-API-Key": ADMIN_KEY}
+    assert httpx.post(url + "/admin/promote", json={"task": "creditmix", "ref": "sft/v0001"}).status_code == 401
+    r = httpx.post(url + "/admin/promote", json={"task": "creditmix", "ref": "sft/v9999"}, headers=key)
+    assert r.status_code == 404 and "no version" in r.json()["error"]["message"]
+    forced = {"task": "creditmix", "ref": "sft/v0002", "force": True}
+    assert httpx.post(url + "/admin/promote", json=forced, headers=key, timeout=120).json()["passed"]
+    # v0001 (macro_f1 0.6) is worse than production v0002 (0.7): the gate refuses unless forced
+    r = httpx.post(url + "/admin/promote", json={"task": "creditmix", "ref": "sft/v0001"}, headers=key, timeout=120)
+    assert r.status_code == 200 and not r.json()["passed"] and "does not beat" in r.json()["reasons"][-1]
+    assert r.json()["served"] == {}
+    r = httpx.post(url + "/admin/promote", json={"task": "creditmix", "ref": "sft/v0001", "force": True}, headers=key, timeout=120)
+    assert r.status_code == 200 and r.json()["passed"] and r.json()["served"]["creditmix:sft"] == "sft/v0001"
