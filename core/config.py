@@ -89,13 +89,16 @@ class PromotionPolicy(_Strict):
     guard_max: dict[str, float] = Field(default_factory=dict, description="metric ceilings, e.g. ece")
 
 
+DEMO_LABELS = ["Good", "Standard", "Bad"]
+
+
 class TaskConfig(_Strict):
     name: str = Field("creditmix", pattern=r"^[A-Za-z0-9_.-]+$", description="task name; registry folder")
     type: Literal["classification"] = "classification"
-    labels: list[str] = Field(["Good", "Standard", "Bad"], min_length=2, description="label set, in order")
+    labels: list[str] = Field(DEMO_LABELS, min_length=2, description="label set, in order")
     instruction: str = Field(
         "Classify the customer's credit mix as Good, Standard or Bad. Answer with the label only.",
-        description="system message put before every input",
+        description="system message put before every input (default: the demo's, or one naming your labels)",
     )
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -109,6 +112,9 @@ class TaskConfig(_Strict):
 
     @model_validator(mode="after")
     def _labels_unique(self) -> "TaskConfig":
+        if "instruction" not in self.model_fields_set and self.labels != DEMO_LABELS:
+            # The default instruction is the demo's; a user's own labels get one that names them.
+            self.instruction = f"Classify the input as one of: {', '.join(self.labels)}. Answer with the label only."
         if len(set(self.labels)) != len(self.labels):
             raise ValueError(f"labels must be distinct, got {self.labels}")
         for label in self.calibration.label_bias:

@@ -1,0 +1,36 @@
+import pytest
+
+from core.config import ConfigError, TaskConfig
+
+
+def test_defaults_are_the_demo():
+    cfg = TaskConfig()
+    assert cfg.name == "creditmix" and cfg.labels == ["Good", "Standard", "Bad"] and "credit mix" in cfg.instruction
+
+
+def test_user_yaml_gets_an_instruction_naming_its_labels_and_paths_relative_to_it(tmp_path):
+    (tmp_path / "sub").mkdir()
+    path = tmp_path / "sub" / "tickets.yaml"
+    path.write_text("name: tickets\nlabels: [P1, P2, P3]\ndata: {train: tickets.csv}\n")
+    cfg = TaskConfig.from_yaml(path)
+    assert "P1, P2, P3" in cfg.instruction and "credit" not in cfg.instruction
+    assert cfg.data.train == tmp_path / "sub" / "tickets.csv"
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("training: {learning_rate: -1}\n", "field training.learning_rate"),
+        ("labels: [A, A]\n", "labels must be distinct"),
+        ("nonsense_field: 3\n", "field nonsense_field"),
+        ("model: {quantization: int3}\n", "field model.quantization"),
+        ("calibration: {label_bias: {Excellent: 1.0}}\n", "not in labels"),
+        ("- just a list\n", "expected a mapping"),
+    ],
+)
+def test_bad_yaml_names_file_and_field(tmp_path, text, words):
+    path = tmp_path / "task.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        TaskConfig.from_yaml(path)
+    assert str(path) in str(err.value) and words in str(err.value)
