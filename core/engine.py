@@ -18,8 +18,6 @@ import threading
 import time
 from dataclasses import dataclass
 
-import yaml
-
 from core.calibrated import CalibratedDecoder, Prediction
 from core.config import ModelConfig, TaskConfig
 from core.evaluate import decoder_for
@@ -55,7 +53,7 @@ class InferenceEngine:
     def task_config(self, task: str) -> TaskConfig:
         aliases = self.registry.aliases(task)
         ref = aliases.get("production") or self.registry.resolve(task, self.registry.methods(task)[0])
-        return TaskConfig.model_validate(yaml.safe_load((self.registry.path(task, ref) / "config.yaml").read_text()))
+        return TaskConfig.from_yaml(self.registry.path(task, ref) / "config.yaml")
 
     def _wanted(self) -> dict[tuple[str, str], str]:
         """(task, method) -> 'method/version': production when it is that method, else the newest."""

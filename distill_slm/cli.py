@@ -46,8 +46,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _task_config(task: str, adapter: str, config_path: str | None, runs_dir: str):
     """The config an adapter was trained with (from the registry), else --config, else the demo's."""
-    import yaml
-
     from core.config import TaskConfig
     from core.registry import Registry
 
@@ -58,7 +56,7 @@ def _task_config(task: str, adapter: str, config_path: str | None, runs_dir: str
     if ref is None and registry.methods(task):
         ref = registry.methods(task)[0]
     if ref is not None:
-        return TaskConfig.model_validate(yaml.safe_load((registry.path(task, ref) / "config.yaml").read_text()))
+        return TaskConfig.from_yaml(registry.path(task, ref) / "config.yaml")
     if task == TaskConfig().name:
         return TaskConfig()
     raise SystemExit(f"task {task!r} has nothing registered under {runs_dir}; pass --config TASK.yaml")
