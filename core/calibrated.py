@@ -188,9 +188,10 @@ class CalibratedDecoder:
             self._prior = self.label_distribution(self.content_free_inputs).mean(axis=0)
         return self._prior
 
-    def calibrated_log_probs(self, raw: np.ndarray) -> np.ndarray:
+    def calibrated_log_probs(self, raw: np.ndarray, calibrate: bool | None = None) -> np.ndarray:
+        """Label log-probabilities from raw ones: prior divided out (if calibrating), bias added, renormalised."""
         logits = np.log(np.clip(raw, 1e-12, None))
-        if self.calibrate:
+        if self.calibrate if calibrate is None else calibrate:
             logits = logits - np.log(np.clip(self.prior(), 1e-12, None))
         return np.log(_softmax(logits + self.bias))
 

@@ -50,17 +50,12 @@ def score(decoder: CalibratedDecoder, rows: list[Example]) -> dict:
         latencies_ms=[p.latency_ms for p in preds],
     )
     raw = np.array([[p.raw_probs[label] for label in decoder.labels] for p in preds])
-    prior = decoder.prior()
-    choices = {
-        "with_calibration": np.log(np.clip(raw, 1e-12, None)) - np.log(np.clip(prior, 1e-12, None)) + decoder.bias,
-        "without_calibration": raw,
-    }
-    for key, scores in choices.items():
-        picked = [decoder.labels[i] for i in scores.argmax(axis=1)]
+    for key, calibrate in (("with_calibration", True), ("without_calibration", False)):
+        picked = [decoder.labels[i] for i in decoder.calibrated_log_probs(raw, calibrate).argmax(axis=1)]
         m = classification_metrics(gold, picked, decoder.labels)
         metrics[key] = {k: m[k] for k in ("macro_f1", "accuracy", "predicted_distribution")}
     metrics["calibrated"] = decoder.calibrate
-    metrics["content_free_prior"] = dict(zip(decoder.labels, map(float, prior)))
+    metrics["content_free_prior"] = dict(zip(decoder.labels, map(float, decoder.prior())))
     metrics["latency_note"] = f"per request, amortised over batches of {decoder.batch_size}"
     metrics["predictions"] = [
         {"id": r.id, "gold": r.label, "pred": p.label, "confidence": round(p.confidence, 4)} for r, p in zip(rows, preds)
