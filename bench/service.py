@@ -15,7 +15,6 @@ so the promotion the reload phase makes never touches it.
 from __future__ import annotations
 
 import shutil
-import socket
 import tempfile
 import threading
 import time
@@ -24,31 +23,13 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import uvicorn
 
 from bench.calibrated import eval_rows
 from core.registry import Registry
-from service.main import create_app
+from service.main import serve_in_thread
 from service.settings import Settings
 
 KEY = "bench-admin-key"
-
-
-def _serve(settings: Settings) -> tuple[uvicorn.Server, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(url + "/readyz").status_code == 200:
-                return server, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("service did not become ready")
 
 
 def _timed(client: httpx.Client, url: str, variant: str, task: str, text: str) -> float:
@@ -86,7 +67,7 @@ def run(quick: bool = False, runs_dir: str = "runs") -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         runs = Path(tmp) / "runs"
         shutil.copytree(Path(runs_dir) / task, runs / task)
-        server, url = _serve(Settings(runs_dir=runs, admin_api_keys=[KEY], audit_log=Path(tmp) / "audit.jsonl"))
+        server, url = serve_in_thread(Settings(runs_dir=runs, admin_api_keys=[KEY], audit_log=Path(tmp) / "audit.jsonl"))
         try:
             _load(url, task, texts[:4], 1)  # warm-up
             one = _load(url, task, texts, 1)

@@ -5,7 +5,13 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
 from contextlib import asynccontextmanager
+
+import httpx
+import uvicorn
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -71,3 +77,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return _error(404, exc.args[0], "unknown_model", "task")
 
     return app
+
+
+def serve_in_thread(settings: Settings, ready_timeout_s: float = 120.0) -> tuple[uvicorn.Server, str]:
+    """A real server in this process (for tests and benchmarks): uvicorn on a free loopback port in
+    a daemon thread. Returns once /readyz answers 200; stop it with `server.should_exit = True`."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + ready_timeout_s
+    while time.monotonic() < deadline and thread.is_alive():
+        try:
+            if httpx.get(url + "/readyz").status_code == 200:
+                return server, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("the service did not become ready (see the log above)")

@@ -1,20 +1,14 @@
 """A real service for the tests in this folder: uvicorn on a loopback port over a registry of two
 adapters (random LoRA weights on the tiny model), started once per session."""
 
-import socket
-import threading
-import time
-
-import httpx
 import pytest
 import torch
-import uvicorn
 import yaml
 
 from core.config import LoraSettings
 from core.models import attach_lora, load_model
 from core.registry import Registry
-from service.main import create_app
+from service.main import serve_in_thread
 from service.settings import Settings
 
 ADMIN_KEY = "test-admin-key"
@@ -45,24 +39,8 @@ def server(tiny_model_dir, tmp_path_factory):
         registry.register("creditmix", "sft", adapter, {"macro_f1": 0.5 + seed / 10}, config_yaml, {})
     registry.promote("creditmix", "sft/v0001")
     settings = Settings(runs_dir=root / "runs", admin_api_keys=[ADMIN_KEY], audit_log=root / "audit" / "audit.jsonl")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline and thread.is_alive():
-        try:
-            if httpx.get(base + "/readyz").status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    assert thread.is_alive(), "the server did not start (see the log above)"
+    srv, base = serve_in_thread(settings)
     yield {"url": base, "registry": registry, "settings": settings}
     srv.should_exit = True
-    thread.join(10)
 
 
