@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 
 # name -> module in this package; each module has `run(quick: bool, ...) -> dict`.
-BENCHMARKS = {"calibrated": "calibrated", "sft-throughput": "sft_throughput", "demo": "demo", "service": "service"}
+BENCHMARKS = {"calibrated": "calibrated", "sft-throughput": "sft_throughput", "demo": "demo", "service": "service", "kd": "kd"}
 
 
 def run_benchmark(name: str, quick: bool = False, **options) -> dict:

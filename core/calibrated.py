@@ -28,14 +28,20 @@ import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 
-def classification_messages(instruction: str, text: str) -> list[dict[str, str]]:
-    """The chat every classification prompt uses; SFT trains on exactly this format."""
-    return [{"role": "system", "content": instruction}, {"role": "user", "content": text}]
+def classification_messages(instruction: str, text: str, shots: list[tuple[str, str]] = ()) -> list[dict[str, str]]:
+    """The chat every classification prompt uses; SFT trains on exactly this format (without shots).
+
+    `shots` are (text, label) demonstrations put before the input as earlier user/assistant turns.
+    """
+    messages = [{"role": "system", "content": instruction}]
+    for shot_text, shot_label in shots:
+        messages += [{"role": "user", "content": shot_text}, {"role": "assistant", "content": shot_label}]
+    return messages + [{"role": "user", "content": text}]
 
 
-def render_prompt(tokenizer: PreTrainedTokenizerBase, instruction: str, text: str) -> str:
+def render_prompt(tokenizer: PreTrainedTokenizerBase, instruction: str, text: str, shots: list[tuple[str, str]] = ()) -> str:
     return tokenizer.apply_chat_template(
-        classification_messages(instruction, text), tokenize=False, add_generation_prompt=True
+        classification_messages(instruction, text, shots), tokenize=False, add_generation_prompt=True
     )
 
 
@@ -108,21 +114,22 @@ class CalibratedDecoder:
             self._prefix = (prefix, cache)
         return self._prefix
 
-    def _encode(self, texts: list[str]) -> tuple[list[int], list[list[int]]]:
-        """Split each prompt's tokens into the shared prefix and the rest."""
+    def _encode(self, prompts: list[str]) -> tuple[list[int], list[list[int]]]:
+        """Split each rendered prompt's tokens into the shared prefix and the rest."""
         prefix, _ = self._shared_prefix()
-        rows = [
-            self.tokenizer(render_prompt(self.tokenizer, self.instruction, t), add_special_tokens=False).input_ids
-            for t in texts
-        ]
+        rows = [self.tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
         if not prefix or any(row[: len(prefix)] != prefix for row in rows):
             return [], rows
         return prefix, [row[len(prefix) :] for row in rows]
 
-    @torch.inference_mode()
     def label_log_likelihoods(self, texts: list[str]) -> np.ndarray:
-        """[len(texts), n_labels] mean per-token log-likelihood of each label after each prompt."""
-        prefix, rows = self._encode(texts)
+        """[len(texts), n_labels] mean per-token log-likelihood of each label after each input's prompt."""
+        return self.prompt_log_likelihoods([render_prompt(self.tokenizer, self.instruction, t) for t in texts])
+
+    @torch.inference_mode()
+    def prompt_log_likelihoods(self, prompts: list[str]) -> np.ndarray:
+        """Like `label_log_likelihoods`, for prompts already rendered (e.g. with k-shot turns)."""
+        prefix, rows = self._encode(prompts)
         width = max(len(r) for r in rows)
         pad = self.tokenizer.pad_token_id
         # Left padding between the shared prefix and each prompt's own tokens; the mask hides it.

@@ -89,6 +89,51 @@ class PromotionPolicy(_Strict):
     guard_max: dict[str, float] = Field(default_factory=dict, description="metric ceilings, e.g. ece")
 
 
+class Price(_Strict):
+    prompt: float = Field(0.0, ge=0, description="USD per 1M prompt tokens")
+    completion: float = Field(0.0, ge=0, description="USD per 1M completion tokens")
+
+
+class TeacherConfig(_Strict):
+    backend: Literal["deliberate", "hf", "openai"] = Field(
+        "deliberate", description="'deliberate' (the base model, k-shot + voting), 'hf' (a local model), 'openai' (any compatible endpoint)"
+    )
+    model: str = Field("", description="hf: local folder or 'embedded'; openai: the model name the endpoint serves")
+    base_url: str = Field("http://127.0.0.1:8000/v1", description="openai: endpoint root, up to and including /v1")
+    api_key_env: str = Field("OPENAI_API_KEY", description="openai: name of the environment variable holding the key")
+    concurrency: int = Field(8, ge=1, description="openai: requests in flight at once")
+    timeout_s: float = Field(60.0, gt=0, description="openai: per-request timeout")
+    max_retries: int = Field(5, ge=0, description="openai: retries on 429, 5xx, timeouts and dropped connections")
+    top_logprobs: int = Field(5, ge=0, le=20, description="openai: alternatives per token to request (0 = no logprobs)")
+    k_shot: int = Field(4, ge=0, description="deliberate: retrieved labeled examples per prompt")
+    votes: int = Field(2, ge=1, description="deliberate: self-consistency votes, each with its own disjoint set of shots")
+    retrieval_weight: float = Field(
+        0.5, ge=0, le=1, description="deliberate: share of the retrieved neighbours' label histogram in the answer (rest: the votes)"
+    )
+    max_pool: int | None = Field(600, ge=1, description="label at most this many unlabeled rows (None = all)")
+    prices: dict[str, Price] = Field(default_factory=dict, description="per-model token prices, keyed by model name")
+
+
+class KDConfig(_Strict):
+    soft_targets: bool = Field(True, description="classification: learn the teacher's label distribution, not only its argmax")
+    min_target_prob: float = Field(0.02, ge=0, lt=1, description="labels below this teacher probability are left out of a row's target")
+    token_kl_weight: float = Field(
+        0.5, ge=0, le=1, description="generation: weight of the top-k token KL term (rest: sequence-level cross-entropy)"
+    )
+    temperature: float = Field(1.0, gt=0, description="softening of the teacher's top-k distribution for the KL term")
+
+
+class CostConfig(_Strict):
+    compute_usd_per_hour: float = Field(
+        0.10, ge=0, description="what an hour of the machine running local models costs; prices their latency per 1k requests"
+    )
+
+
+class EscalationConfig(_Strict):
+    threshold: float = Field(0.6, ge=0, le=1, description="/infer/auto asks the teacher when the student's confidence is below this")
+    report_thresholds: list[float] = Field([0.4, 0.5, 0.6, 0.7, 0.8, 0.9], description="thresholds in the cascade report")
+
+
 DEMO_LABELS = ["Good", "Standard", "Bad"]
 
 
@@ -102,9 +147,13 @@ class TaskConfig(_Strict):
     )
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
-    methods: list[Literal["sft"]] = Field(["sft"], description="training methods to run")
+    methods: list[Literal["sft", "kd"]] = Field(["sft", "kd"], description="training methods to run")
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    kd: KDConfig = Field(default_factory=KDConfig)
+    cost: CostConfig = Field(default_factory=CostConfig)
+    escalation: EscalationConfig = Field(default_factory=EscalationConfig)
     promotion: PromotionPolicy = Field(default_factory=PromotionPolicy)
     eval_batch_size: int = Field(16, ge=1, description="prompts scored per forward during evaluation")
     runs_dir: Path = Field(Path("runs"), description="adapter registry root")

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from core.calibrated import CalibratedDecoder
-from core.config import TaskConfig
+from core.calibrated import CalibratedDecoder, render_prompt
+from core.config import Price, TaskConfig
 from core.data import Example
 from core.metrics import classification_metrics
 from core.models import load_adapter, load_model
+from core.traces import cost_usd, input_sha256
 
 
 def decoder_for(cfg: TaskConfig, model, tokenizer, adapter: bool) -> CalibratedDecoder:
@@ -57,6 +58,9 @@ def score(decoder: CalibratedDecoder, rows: list[Example]) -> dict:
     metrics["calibrated"] = decoder.calibrate
     metrics["content_free_prior"] = dict(zip(decoder.labels, map(float, decoder.prior())))
     metrics["latency_note"] = f"per request, amortised over batches of {decoder.batch_size}"
+    tokens = [len(decoder.tokenizer(render_prompt(decoder.tokenizer, decoder.instruction, r.text), add_special_tokens=False).input_ids) for r in rows]
+    metrics["prompt_tokens_per_request"] = float(np.mean(tokens))
+    metrics["completion_tokens_per_request"] = 0.0  # labels are scored, not generated
     metrics["predictions"] = [
         {"id": r.id, "gold": r.label, "pred": p.label, "confidence": round(p.confidence, 4)} for r, p in zip(rows, preds)
     ]
@@ -74,3 +78,43 @@ def evaluate_variants(cfg: TaskConfig, rows: list[Example], adapters: dict[str, 
         model.set_adapter(name)
         results[name] = score(decoder_for(cfg, model, tokenizer, adapter=True), rows)
     return results
+
+
+def teacher_metrics(cfg: TaskConfig, rows: list[Example], traces: dict[str, dict]) -> dict:
+    """The teacher scored like any variant, from its traces on the eval rows (failed answers count as wrong)."""
+    found = [traces.get(input_sha256(r.text)) for r in rows]
+    if any(t is None for t in found):
+        raise ValueError(f"{sum(t is None for t in found)} eval rows have no teacher trace")
+    preds = [t["output"] if not t.get("error") else None for t in found]
+    confidences = [max((t.get("label_probs") or {"": 0.0}).values()) for t in found]
+    metrics = classification_metrics(
+        [r.label for r in rows], preds, cfg.labels, confidences=confidences,
+        latencies_ms=[t["latency_s"] * 1000 for t in found],
+    )
+    metrics["teacher"] = found[0]["teacher"]
+    metrics["failed"] = sum(p is None for p in preds)
+    metrics["latency_note"] = "per request, one at a time"
+    metrics["prompt_tokens_per_request"] = float(np.mean([t["prompt_tokens"] for t in found]))
+    metrics["completion_tokens_per_request"] = float(np.mean([t["completion_tokens"] for t in found]))
+    metrics["predictions"] = [
+        {"id": r.id, "gold": r.label, "pred": p, "confidence": round(c, 4)} for r, p, c in zip(rows, preds, confidences)
+    ]
+    return metrics
+
+
+def add_cost(metrics: dict, cfg: TaskConfig, price: Price | None = None) -> dict:
+    """`tokens_per_request` and `cost_per_1k_usd`: token prices when the model has them, else machine time.
+
+    Local models are priced by what the machine costs while they answer
+    (`cost.compute_usd_per_hour` x p50 latency), hosted ones by their token price table.
+    """
+    prompt, completion = metrics.get("prompt_tokens_per_request", 0.0), metrics.get("completion_tokens_per_request", 0.0)
+    metrics["tokens_per_request"] = prompt + completion
+    if price is not None:
+        metrics["cost_per_1k_usd"] = 1000 * cost_usd(prompt, completion, price)
+        metrics["cost_basis"] = "token prices"
+    else:
+        seconds = metrics.get("latency_ms_p50", 0.0) / 1000
+        metrics["cost_per_1k_usd"] = 1000 * seconds * cfg.cost.compute_usd_per_hour / 3600
+        metrics["cost_basis"] = f"machine time at ${cfg.cost.compute_usd_per_hour}/h"
+    return metrics

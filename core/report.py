@@ -9,7 +9,10 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display on servers or CI
 import matplotlib.pyplot as plt  # noqa: E402
 
-HEADLINE = ["accuracy", "macro_f1", "min_class_recall", "ece", "latency_ms_p50", "latency_ms_p95", "n"]
+HEADLINE = [
+    "accuracy", "macro_f1", "min_class_recall", "ece", "latency_ms_p50", "latency_ms_p95", "tokens_per_request",
+    "cost_per_1k_usd", "n",
+]
 
 
 def confusion_png(results: dict[str, dict], path: Path) -> Path:
@@ -37,7 +40,9 @@ def confusion_png(results: dict[str, dict], path: Path) -> Path:
 
 
 def _fmt(value) -> str:
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
+    if isinstance(value, float):
+        return f"{value:.4g}" if 0 < abs(value) < 0.01 else f"{value:.3f}"
+    return str(value)
 
 
 def _counts(choice: dict) -> str:
@@ -47,6 +52,10 @@ def _counts(choice: dict) -> str:
 def markdown_report(task: str, results: dict[str, dict], image_name: str = "confusion.png") -> str:
     names = list(results)
     lines = [f"# Evaluation: {task}", "", "Balanced eval split: the same number of rows per class.", ""]
+    notes = [f"{n}: {results[n]['latency_note']}" for n in names if results[n].get("latency_note")]
+    notes += [f"{n}: cost from {results[n]['cost_basis']}" for n in names if results[n].get("cost_basis")]
+    if notes:
+        lines += ["Latency and cost: " + "; ".join(notes) + ".", ""]
     lines += ["| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for key in HEADLINE:
         lines.append(f"| {key} | " + " | ".join(_fmt(results[n].get(key, "")) for n in names) + " |")

@@ -10,6 +10,7 @@ loss falls on the label tokens only (TRL's completion-only loss). Checkpoints ar
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,22 +117,23 @@ def sft_config(cfg: TaskConfig, checkpoint_dir: str | Path, progress: bool = Tru
     )
 
 
-def train_sft(
+def run_training(
     cfg: TaskConfig,
-    rows: list[Example],
+    dataset: Dataset,
     checkpoint_dir: str | Path,
     out_dir: str | Path,
-    progress: bool = True,
-    source: str = "<train split>",
+    progress: bool,
+    check: Callable[[PreTrainedTokenizerBase], int],
+    make_trainer: Callable[..., SFTTrainer] = CompletionSFTTrainer,
 ) -> tuple[Path, TrainStats]:
-    """Train (or resume) an SFT adapter on `rows`; save the adapter to `out_dir`."""
+    """The training loop SFT and KD share: load, check lengths, train or resume, save the adapter."""
     torch.manual_seed(cfg.training.seed)
     model, tokenizer = load_model(cfg.model)
-    tokens = check_lengths(rows, cfg.instruction, tokenizer, cfg.training.max_length, source)
-    trainer = CompletionSFTTrainer(
+    tokens = check(tokenizer)
+    trainer = make_trainer(
         model=model,
         args=sft_config(cfg, checkpoint_dir, progress),
-        train_dataset=sft_dataset(rows, cfg.instruction),
+        train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=lora_config(cfg.training.lora, model),
     )
@@ -153,3 +155,22 @@ def train_sft(
         resumed_from=resume,
     )
     return out_dir, stats
+
+
+def train_sft(
+    cfg: TaskConfig,
+    rows: list[Example],
+    checkpoint_dir: str | Path,
+    out_dir: str | Path,
+    progress: bool = True,
+    source: str = "<train split>",
+) -> tuple[Path, TrainStats]:
+    """Train (or resume) an SFT adapter on `rows`; save the adapter to `out_dir`."""
+    return run_training(
+        cfg,
+        sft_dataset(rows, cfg.instruction),
+        checkpoint_dir,
+        out_dir,
+        progress,
+        check=lambda tokenizer: check_lengths(rows, cfg.instruction, tokenizer, cfg.training.max_length, source),
+    )

@@ -1,4 +1,4 @@
-"""The `distill` flow: prepare_data -> train_sft -> evaluate -> register -> promote.
+"""The `distill` flow: prepare_data -> train_sft | (teacher_traces -> train_kd) -> evaluate -> register -> promote.
 
 Run it through the CLI (`distill-slm run [CONFIG]`) or directly:
 
@@ -21,7 +21,8 @@ from core.config import TaskConfig
 from tasks.evaluate import evaluate_task
 from tasks.prepare import prepare_data
 from tasks.registry import promote_task, register_task
-from tasks.train import train_sft_task
+from tasks.teacher import teacher_traces
+from tasks.train import train_kd_task, train_sft_task
 
 
 # log_prints stays off: it patches print(), which breaks dill's stdout capture inside datasets.
@@ -32,12 +33,21 @@ def distill(cfg: TaskConfig = TaskConfig()) -> dict:
     adapters = {}
     if "sft" in cfg.methods:
         adapters["sft"] = train_sft_task(cfg, prepared["train"], prepared["fingerprint"])
+    teacher_on_eval = None
+    summary: dict = {"task": cfg.name, "variants": {}}
+    if "kd" in cfg.methods:
+        pool = teacher_traces(cfg, prepared["unlabeled"], prepared["train"], "unlabeled")
+        summary["teacher_traces"] = pool
+        adapters["kd"] = train_kd_task(cfg, pool["path"], prepared["fingerprint"])
+        teacher_on_eval = teacher_traces(cfg, prepared["eval"], prepared["train"], "eval")["path"]
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-    eval_dir = evaluate_task(cfg, prepared["eval"], adapters, str(cfg.work_dir / cfg.name / f"eval-{stamp}"))
-    summary: dict = {"task": cfg.name, "eval_dir": eval_dir, "report": str(Path(eval_dir) / "report.md"), "variants": {}}
-    for name in ["base", *adapters]:
+    eval_dir = evaluate_task(cfg, prepared["eval"], adapters, str(cfg.work_dir / cfg.name / f"eval-{stamp}"), teacher_on_eval)
+    summary |= {"eval_dir": eval_dir, "report": str(Path(eval_dir) / "report.md")}
+    for name in ["base", *(["teacher"] if teacher_on_eval else []), *adapters]:
         metrics = json.loads((Path(eval_dir) / f"{name}.metrics.json").read_text())
-        summary["variants"][name] = {k: metrics[k] for k in ("macro_f1", "accuracy", "ece", "min_class_recall")}
+        summary["variants"][name] = {
+            k: metrics[k] for k in ("macro_f1", "accuracy", "ece", "min_class_recall", "latency_ms_p50", "cost_per_1k_usd")
+        }
     for method, adapter_dir in adapters.items():
         ref = register_task(cfg, method, adapter_dir, eval_dir, prepared["fingerprint"])
         summary["variants"][method]["registered"] = ref

@@ -10,15 +10,28 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from core.config import TaskConfig
 from core.data import load_classification
-from core.evaluate import evaluate_variants
+from core.evaluate import add_cost, evaluate_variants, teacher_metrics
+from core.traces import TraceStore, price_for
 from core.report import HEADLINE, write_report
 
 
 @task(name="evaluate")
-def evaluate_task(cfg: TaskConfig, eval_path: str, adapters: dict[str, str], out_dir: str) -> str:
-    """Write `<out_dir>/<variant>.metrics.json`, `report.md` and `confusion.png`; return out_dir."""
+def evaluate_task(
+    cfg: TaskConfig, eval_path: str, adapters: dict[str, str], out_dir: str, teacher_traces_file: str | None = None
+) -> str:
+    """Write `<out_dir>/<variant>.metrics.json`, `report.md` and `confusion.png`; return out_dir.
+
+    With `teacher_traces_file` (the teacher's traces on the eval rows) the teacher joins the table.
+    """
     rows = load_classification(eval_path, cfg.labels)
     results = evaluate_variants(cfg, rows, adapters)
+    for metrics in results.values():
+        add_cost(metrics, cfg)
+    if teacher_traces_file:
+        store = TraceStore(teacher_traces_file)
+        store.close()
+        teacher = teacher_metrics(cfg, rows, store.traces)
+        results = {"base": results.pop("base"), "teacher": add_cost(teacher, cfg, price_for(teacher["teacher"], cfg.teacher.prices))} | results
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for name, metrics in results.items():

@@ -9,7 +9,8 @@ from prefect import get_run_logger, task
 
 from core import creditmix
 from core.config import TaskConfig
-from core.data import Example, balance, balanced_split, load_classification, write_jsonl
+from core.data import DataError, Example, balance, balanced_split, load_classification, write_jsonl
+from core.teacher import preflight
 
 
 def _fingerprint(rows: list[Example]) -> str:
@@ -40,6 +41,13 @@ def prepare_data(cfg: TaskConfig) -> dict:
     out = cfg.work_dir / cfg.name / "data"
     write_jsonl(out / "train.jsonl", [r.to_dict() for r in train_rows])
     write_jsonl(out / "eval.jsonl", [r.to_dict() for r in eval_rows])
+    paths = {"train": str(out / "train.jsonl"), "eval": str(out / "eval.jsonl")}
+    if "kd" in cfg.methods:
+        preflight(cfg)  # a missing key or a dead endpoint fails here, not an hour into the run
+        pool = unlabeled_pool(cfg)
+        write_jsonl(out / "unlabeled.jsonl", [{"id": r.id, "text": r.text} for r in pool])
+        paths["unlabeled"] = str(out / "unlabeled.jsonl")
+        logger.info("unlabeled pool for the teacher: %d rows", len(pool))
     fingerprint = {
         "source": source,
         "train_sha256": _fingerprint(train_rows),
@@ -48,4 +56,17 @@ def prepare_data(cfg: TaskConfig) -> dict:
         "n_eval": len(eval_rows),
     }
     logger.info("prepared %d training rows and %d eval rows from %s", len(train_rows), len(eval_rows), source)
-    return {"train": str(out / "train.jsonl"), "eval": str(out / "eval.jsonl"), "fingerprint": fingerprint}
+    return paths | {"fingerprint": fingerprint}
+
+
+def unlabeled_pool(cfg: TaskConfig) -> list[Example]:
+    """The inputs the teacher labels: `data.unlabeled`, or (demo) fresh generator rows with their labels dropped."""
+    limit = cfg.teacher.max_pool
+    if cfg.data.unlabeled is not None:
+        rows = load_classification(cfg.data.unlabeled, cfg.labels, require_labels=False)
+    elif cfg.data.train is None:
+        demo = cfg.data.demo
+        rows = [Example(r["id"].replace("cm-", "pool-"), r["text"]) for r in creditmix.generate(limit or demo.n_rows, seed=demo.seed + 1)]
+    else:
+        raise DataError("<config>", None, "data.unlabeled", "method 'kd' needs an unlabeled pool for the teacher")
+    return rows[:limit] if limit else rows

@@ -11,7 +11,9 @@ from prefect import get_run_logger, task
 
 from core.config import TaskConfig
 from core.data import load_classification
+from core.kd import train_kd
 from core.sft import train_sft
+from core.traces import TraceStore
 
 
 def run_dir(cfg: TaskConfig, method: str, fingerprint: dict) -> Path:
@@ -33,4 +35,26 @@ def train_sft_task(cfg: TaskConfig, train_path: str, fingerprint: dict) -> str:
     adapter_dir, stats = train_sft(cfg, rows, folder / "checkpoints", adapter_dir, source=train_path)
     done.write_text(json.dumps(asdict(stats), indent=2))  # written last: marks the adapter complete
     logger.info("SFT: %d steps, %.0f tokens/s, final loss %s", stats.steps, stats.tokens_per_s, stats.final_loss)
+    return str(adapter_dir)
+
+
+@task(name="train_kd", retries=1, retry_delay_seconds=5)
+def train_kd_task(cfg: TaskConfig, traces_file: str, fingerprint: dict) -> str:
+    """Train a KD adapter on the usable teacher traces of the unlabeled pool; return its folder."""
+    logger = get_run_logger()
+    store = TraceStore(traces_file)
+    store.close()
+    traces, failed = store.usable(), len(store.traces) - len(store.usable())
+    if not traces:
+        raise ValueError(f"{traces_file}: no usable teacher traces ({failed} failed): nothing to distill")
+    key = {"traces": sorted(t["input_sha256"] for t in traces), "kd": cfg.kd.model_dump(), **fingerprint}
+    folder = run_dir(cfg, "kd", key)
+    adapter_dir, done = folder / "adapter", folder / "adapter" / "train_stats.json"
+    if done.exists():
+        logger.info("adapter already trained at %s; skipping", adapter_dir)
+        return str(adapter_dir)
+    logger.info("KD on %d teacher traces (%d failed traces left out)", len(traces), failed)
+    adapter_dir, stats = train_kd(cfg, traces, folder / "checkpoints", adapter_dir, source=traces_file)
+    done.write_text(json.dumps(asdict(stats), indent=2))
+    logger.info("KD: %d steps, %.0f tokens/s, final loss %s", stats.steps, stats.tokens_per_s, stats.final_loss)
     return str(adapter_dir)

@@ -1,0 +1,109 @@
+"""Knowledge distillation on the creditmix demo, with no gold labels on the student's training data.
+
+The `deliberate` teacher (base model + retrieved k-shot examples + voting) labels an unlabeled
+pool; a KD student learns its calibrated label distributions; all three are scored on the same
+balanced eval split. Targets: the teacher beats the calibrated zero-shot base by >= 0.15 macro-F1;
+the student reaches >= 0.95x the teacher's macro-F1 at <= 0.2x its latency per request (both one
+request at a time, same machine).
+
+    distill-slm bench kd [--quick] [--json]
+
+Traces and the adapter are cached under runs/.bench/kd/: a second run reuses the teacher's answers.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from core import creditmix
+from core.config import TaskConfig
+from core.data import Example, balanced_split
+from core.evaluate import decoder_for, score, teacher_metrics
+from core.kd import train_kd
+from core.models import load_adapter, load_model
+from core.teacher import make_teacher
+from core.traces import TraceStore, generate_traces
+
+
+def _per_request_ms(decoder, rows: list[Example]) -> float:
+    """p50 latency of one request at a time (no batching), as a caller without a batcher sees it."""
+    times = []
+    for row in rows:
+        start = time.perf_counter()
+        decoder.predict([row.text])
+        times.append((time.perf_counter() - start) * 1000)
+    return float(np.percentile(times, 50))
+
+
+def run(quick: bool = False) -> dict:
+    cfg = TaskConfig()
+    work = Path("runs/.bench") / ("kd-quick" if quick else "kd")
+    demo = cfg.data.demo
+    rows = [Example(**r) for r in creditmix.generate(demo.n_rows, seed=demo.seed)]
+    per_class_eval = 6 if quick else cfg.data.eval_per_class
+    labeled, eval_rows = balanced_split(rows, cfg.labels, cfg.data.train_per_class, per_class_eval, cfg.training.seed)
+    pool_size = 24 if quick else cfg.teacher.max_pool
+    pool = [Example(r["id"], r["text"]) for r in creditmix.generate(pool_size, seed=demo.seed + 1)]
+    if quick:
+        cfg.training.max_steps = 3
+
+    teacher_cache: list = []
+
+    def teacher():
+        if not teacher_cache:
+            teacher_cache.append(make_teacher(cfg, labeled))
+        return teacher_cache[0]
+
+    figures: dict = {"pool": len(pool), "eval_rows": len(eval_rows), "teacher": cfg.teacher.model_dump(include={"backend", "k_shot", "votes", "retrieval_weight"})}
+    eval_store = TraceStore(work / "traces-eval.jsonl")
+    eval_summary = generate_traces(eval_rows, eval_store, teacher, cfg.teacher.prices)
+    t_metrics = teacher_metrics(cfg, eval_rows, eval_store.traces)
+    figures["teacher_macro_f1"] = round(t_metrics["macro_f1"], 4)
+    figures["teacher_ms_per_request_p50"] = round(t_metrics["latency_ms_p50"], 1)
+    print(f"teacher on eval: macro-F1 {t_metrics['macro_f1']:.3f}, {t_metrics['latency_ms_p50']:.0f} ms/request", file=sys.stderr)
+
+    pool_store = TraceStore(work / "traces-pool.jsonl")
+    pool_summary = generate_traces(pool, pool_store, teacher, cfg.teacher.prices)
+    figures["pool_traces"] = {k: pool_summary[k] for k in ("traces", "asked", "cached", "failed", "elapsed_s", "traces_per_s")}
+    figures["teacher_pool_accuracy_vs_hidden_gold"] = round(
+        float(np.mean([pool_store.traces[k]["output"] == g for k, g in _gold(pool_size, demo.seed + 1).items() if k in pool_store.traces])), 4
+    )
+    teacher_cache.clear()  # release the teacher's model before training
+
+    adapter = work / "kd-adapter"
+    if not (adapter / "adapter_config.json").exists():
+        train_kd(cfg, pool_store.usable(), work / "kd-checkpoints", adapter)
+    model, tokenizer = load_model(cfg.model)
+    base = score(decoder_for(cfg, model, tokenizer, adapter=False), eval_rows)
+    base_ms = _per_request_ms(decoder_for(cfg, model, tokenizer, adapter=False), eval_rows[:30])
+    model = load_adapter(model, adapter, name="kd")
+    model.set_adapter("kd")
+    student_decoder = decoder_for(cfg, model, tokenizer, adapter=True)
+    student = score(student_decoder, eval_rows)
+    student_ms = _per_request_ms(student_decoder, eval_rows[:30])
+    figures |= {
+        "base_calibrated_macro_f1": round(base["macro_f1"], 4),
+        "base_ms_per_request_p50": round(base_ms, 1),
+        "kd_macro_f1": round(student["macro_f1"], 4),
+        "kd_min_class_recall": round(student["min_class_recall"], 4),
+        "kd_ms_per_request_p50": round(student_ms, 1),
+        "teacher_gain_over_base": round(t_metrics["macro_f1"] - base["macro_f1"], 4),
+        "kd_over_teacher_f1_ratio": round(student["macro_f1"] / max(t_metrics["macro_f1"], 1e-9), 4),
+        "kd_over_teacher_latency_ratio": round(student_ms / max(t_metrics["latency_ms_p50"], 1e-9), 4),
+        "eval_traces_cached": eval_summary["cached"],
+    }
+    figures["target_teacher_gain_ge_0.15"] = figures["teacher_gain_over_base"] >= 0.15
+    figures["target_kd_f1_ge_0.95x_teacher"] = figures["kd_over_teacher_f1_ratio"] >= 0.95
+    figures["target_kd_latency_le_0.2x_teacher"] = figures["kd_over_teacher_latency_ratio"] <= 0.2
+    return figures
+
+
+def _gold(n: int, seed: int) -> dict[str, str]:
+    """The pool's hidden labels (the generator knows them; the student never sees them)."""
+    from core.traces import input_sha256
+
+    return {input_sha256(r["text"]): r["label"] for r in creditmix.generate(n, seed=seed)}
