@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 
 import httpx
@@ -16,6 +17,7 @@ import uvicorn
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp
 
 from core.audit import AuditLog
 from core.batcher import DynamicBatcher
@@ -79,13 +81,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def serve_in_thread(settings: Settings, ready_timeout_s: float = 120.0) -> tuple[uvicorn.Server, str]:
+def serve_in_thread(
+    settings: Settings, ready_timeout_s: float = 120.0, wrap: Callable[[ASGIApp], ASGIApp] | None = None
+) -> tuple[uvicorn.Server, str]:
     """A real server in this process (for tests and benchmarks): uvicorn on a free loopback port in
-    a daemon thread. Returns once /readyz answers 200; stop it with `server.should_exit = True`."""
+    a daemon thread. Returns once /readyz answers 200; stop it with `server.should_exit = True`.
+    `wrap` puts ASGI middleware around the app (the tests' fault injection)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(wrap(app) if wrap else app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from typing import Literal
@@ -99,9 +100,17 @@ def chat_completions(
         "adapter": served.ref, "input": user[-1], "output": pred.label, "confidence": pred.confidence,
         "latency_ms": (time.perf_counter() - start) * 1000,
     })
+    choice = {"index": 0, "message": {"role": "assistant", "content": pred.label}, "finish_reason": "stop"}
+    if body.logprobs:
+        # The service scores whole labels, so each label stands for one "token" of the answer.
+        ranked = sorted(pred.probs.items(), key=lambda kv: -kv[1])[: body.top_logprobs or 0]
+        choice["logprobs"] = {"content": [{
+            "token": pred.label, "logprob": math.log(max(pred.confidence, 1e-12)), "bytes": None,
+            "top_logprobs": [{"token": label, "logprob": math.log(max(p, 1e-12)), "bytes": None} for label, p in ranked],
+        }]}
     return {
         "id": request_id, "object": "chat.completion", "created": int(time.time()), "model": body.model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": pred.label}, "finish_reason": "stop"}],
+        "choices": [choice],
         "usage": {"prompt_tokens": 0, "completion_tokens": 1, "total_tokens": 1},
         "distill_slm": {"adapter": served.ref, "label_probs": pred.probs, "confidence": pred.confidence},
     }

@@ -45,6 +45,8 @@ class ChatRequest(BaseModel):
     messages: list[ChatMessage] = Field(..., min_length=1)
     temperature: float | None = None
     max_tokens: int | None = None
+    logprobs: bool = Field(False, description="return the answer's log-probability; alternatives are the task's labels")
+    top_logprobs: int | None = Field(None, ge=0, le=20, description="how many label alternatives to return with logprobs")
 
 
 class ReloadResponse(BaseModel):

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from prefect.testing.utilities import prefect_test_harness
@@ -26,6 +27,7 @@ def prefect_server():
 def test_distill_flow_trains_evaluates_registers_promotes(prefect_server, tiny_cfg):
     from flows.distill import distill
 
+    tiny_cfg.methods = ["sft"]
     tiny_cfg.training.max_steps = 3
     tiny_cfg.promotion.guard_min = {}  # a 2-layer random model cannot clear real guards
     summary = distill(tiny_cfg)
@@ -60,6 +62,41 @@ def test_distill_flow_trains_evaluates_registers_promotes(prefect_server, tiny_c
 
     assert cli("registry", "rollback", "creditmix", "--runs-dir", runs).returncode == 0
     assert registry.aliases("creditmix")["production"] == "sft/v0001"
+
+
+def test_distill_flow_with_teacher_traces_and_kd(prefect_server, tiny_cfg):
+    from flows.distill import distill
+
+    tiny_cfg.methods = ["kd"]
+    tiny_cfg.training.max_steps = 2
+    tiny_cfg.promotion.guard_min = {}
+    tiny_cfg.teacher.max_pool, tiny_cfg.teacher.k_shot = 10, 2
+    summary = distill(tiny_cfg)
+
+    assert list(summary["variants"]) == ["base", "teacher", "kd"]
+    traces = summary["teacher_traces"]
+    assert traces["traces"] == 10 and traces["asked"] == 10 and traces["failed"] == 0
+    assert summary["variants"]["kd"]["registered"] == "kd/v0001"
+    for name in ("base", "teacher", "kd"):
+        assert summary["variants"][name]["cost_per_1k_usd"] >= 0 and summary["variants"][name]["latency_ms_p50"] > 0
+    report = Path(summary["report"]).read_text()
+    assert "| cost_per_1k_usd |" in report and "| tokens_per_request |" in report and "teacher" in report
+
+    # A rerun pays the teacher nothing and trains nothing: traces and adapter are found on disk.
+    again = distill(tiny_cfg)
+    assert again["teacher_traces"]["asked"] == 0 and again["teacher_traces"]["cached"] == 10
+    assert again["variants"]["kd"]["registered"] == "kd/v0002"
+
+
+def test_unusable_teacher_fails_the_flow_at_its_first_step(prefect_server, tiny_cfg, monkeypatch):
+    from core.teacher import TeacherUnavailable
+    from flows.distill import distill
+
+    monkeypatch.delenv("DISTILL_TEST_MISSING_KEY", raising=False)
+    tiny_cfg.teacher.backend, tiny_cfg.teacher.model, tiny_cfg.teacher.api_key_env = "openai", "gpt-x", "DISTILL_TEST_MISSING_KEY"
+    with pytest.raises(TeacherUnavailable, match="teacher.api_key_env"):
+        distill(tiny_cfg)
+    assert not tiny_cfg.runs_dir.exists() and not list(tiny_cfg.work_dir.glob("creditmix/sft-*"))
 
 
 def test_bad_data_stops_the_flow_before_training(prefect_server, tiny_cfg, tmp_path):

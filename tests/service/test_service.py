@@ -9,7 +9,7 @@ import pytest
 
 from core.audit import read_audit
 
-from tests.service.conftest import ADMIN_KEY
+from tests.conftest import ADMIN_KEY
 
 
 def test_infer_base_and_sft(server):

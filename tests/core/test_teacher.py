@@ -1,0 +1,197 @@
+"""Teacher backends and trace generation against real servers and real models.
+
+The `openai` backend talks to the project's own service (uvicorn on loopback, tiny model) through
+its OpenAI-compatible route; fault tests put an ASGI middleware in front of it that answers 429,
+500, too slowly, cuts the connection, or returns answers outside the label set.
+"""
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections import deque
+
+import pytest
+
+from core.config import TaskConfig
+from core.data import Example
+from core.teacher import DeliberateTeacher, TeacherUnavailable, make_teacher, parse_label, preflight
+from core.traces import TraceStore, generate_traces, input_sha256
+
+
+class FaultInjector:
+    """ASGI middleware: each chat-completions request takes the next planned fault ('ok' when none is left)."""
+
+    def __init__(self, app) -> None:
+        self.app, self.plan, self.seen = app, deque(), 0
+        self._lock = threading.Lock()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not scope["path"].endswith("/chat/completions"):
+            return await self.app(scope, receive, send)
+        with self._lock:
+            self.seen += 1
+            action = self.plan.popleft() if self.plan else "ok"
+        if action in ("429", "500"):
+            headers = [(b"content-type", b"application/json")] + ([(b"retry-after", b"0.2")] if action == "429" else [])
+            await send({"type": "http.response.start", "status": int(action), "headers": headers})
+            return await send({"type": "http.response.body", "body": b'{"error": "injected"}'})
+        if action == "slow":
+            await asyncio.sleep(2.0)
+        if action == "cut":  # promise a body, send a byte of it, hang up
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"500")]})
+            await send({"type": "http.response.body", "body": b"{", "more_body": True})
+            raise ConnectionResetError("injected cut")
+        if action in ("empty", "outside"):
+            content = "" if action == "empty" else "I would rather not say"
+            body = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]}).encode()
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+            return await send({"type": "http.response.body", "body": body})
+        if action == "garbage":
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+            return await send({"type": "http.response.body", "body": b'{"choices": []}'})
+        return await self.app(scope, receive, send)
+
+
+@pytest.fixture(scope="module")
+def faulty(server):
+    from service.main import serve_in_thread
+
+    holder = {}
+
+    def wrap(app):
+        holder["injector"] = FaultInjector(app)
+        return holder["injector"]
+
+    srv, url = serve_in_thread(server["settings"], wrap=wrap)
+    yield {"url": url, "faults": holder["injector"]}
+    srv.should_exit = True
+
+
+def openai_cfg(url: str, **teacher) -> TaskConfig:
+    cfg = TaskConfig()
+    cfg.teacher = cfg.teacher.model_copy(update={
+        "backend": "openai", "base_url": url + "/v1", "model": "creditmix:sft", "api_key_env": "",
+        "timeout_s": 1.0, "max_retries": 4, "concurrency": 4, **teacher,
+    })
+    return cfg
+
+
+def test_openai_teacher_reads_label_distribution_from_logprobs(server):
+    teacher = make_teacher(openai_cfg(server["url"]))
+    answer = teacher.answer_one("Num_Bank_Accounts: 3; Interest_Rate: 25; Num_of_Loan: 7; Delay_from_due_date: 40")
+    assert answer.error is None and answer.output in ("Good", "Standard", "Bad")
+    assert set(answer.label_probs) == {"Good", "Standard", "Bad"}
+    assert abs(sum(answer.label_probs.values()) - 1) < 1e-6
+    assert answer.label_probs[answer.output] == max(answer.label_probs.values())
+    assert 0 < answer.label_probs[answer.output] < 1  # a distribution from top_logprobs, not one-hot
+    assert answer.top_logprobs and len(answer.top_logprobs[0]) == 3
+
+
+def test_openai_teacher_survives_429_500_slow_and_cut(faulty):
+    faults = faulty["faults"]
+    teacher = make_teacher(openai_cfg(faulty["url"]))
+    faults.plan.extend(["429", "500", "slow", "cut"])
+    before = faults.seen
+    start = time.perf_counter()
+    answer = teacher.answer_one("Interest_Rate: 3; Num_of_Loan: 1")
+    assert answer.error is None and answer.output in ("Good", "Standard", "Bad")
+    assert faults.seen - before == 5  # four faults, each retried, then the answer
+    assert time.perf_counter() - start >= 0.2 + 1.0  # Retry-After honoured; the slow one hit the 1 s timeout
+
+
+def test_openai_teacher_gives_up_with_a_reason_after_max_retries(faulty):
+    faults = faulty["faults"]
+    teacher = make_teacher(openai_cfg(faulty["url"], max_retries=2))
+    teacher.retry_cap_s = 0.05
+    faults.plan.extend(["500"] * 3)
+    answer = teacher.answer_one("Interest_Rate: 3")
+    assert answer.output is None and "gave up after 3 attempts" in answer.error and "HTTP 500" in answer.error
+
+
+def test_preflight_names_the_setting_to_fix(server, monkeypatch):
+    monkeypatch.delenv("DISTILL_TEST_NO_SUCH_KEY", raising=False)
+    with pytest.raises(TeacherUnavailable, match="teacher.api_key_env: environment variable DISTILL_TEST_NO_SUCH_KEY"):
+        preflight(openai_cfg(server["url"], api_key_env="DISTILL_TEST_NO_SUCH_KEY"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    with pytest.raises(TeacherUnavailable, match="teacher.base_url: .* is unreachable"):
+        preflight(openai_cfg(dead))
+    with pytest.raises(TeacherUnavailable, match="teacher.model: 'no-such-model' is not served"):
+        preflight(openai_cfg(server["url"], model="no-such-model"))
+    with pytest.raises(TeacherUnavailable, match="teacher.model"):
+        preflight(TaskConfig.model_validate({"teacher": {"backend": "hf", "model": "/no/such/folder"}}))
+
+
+def test_traces_dedupe_resume_and_record_failures(faulty, tmp_path):
+    faults = faulty["faults"]
+    cfg = openai_cfg(faulty["url"], max_retries=0)
+    texts = [f"Interest_Rate: {i}; Num_of_Loan: {i % 7}" for i in range(10)]
+    rows = [Example(f"r{i}", t) for i, t in enumerate(texts)] + [Example("dup", texts[0])]
+    loads = []
+
+    def load():
+        loads.append(1)
+        return make_teacher(cfg)
+
+    store = TraceStore(tmp_path / "traces.jsonl")
+    faults.plan.extend(["empty", "outside", "garbage"])
+    before = faults.seen
+    summary = generate_traces(rows, store, load, progress=False)
+    store.close()
+    assert faults.seen - before == 10  # 11 rows, one a duplicate: each distinct input asked once
+    assert summary["traces"] == 10 and summary["duplicates_skipped"] == 1
+    assert summary["failed"] == 3 and summary["usable"] == 7
+    reasons = {t["error"] for t in store.traces.values() if t.get("error")}
+    assert any(r.startswith("empty answer") for r in reasons)
+    assert any(r.startswith("answer outside the label set") for r in reasons)
+    assert any(r.startswith("unparsable response") for r in reasons)
+    assert len(store.usable()) == 7
+
+    # A crash mid-write leaves a torn last line: that input is asked again, nothing else is.
+    lines = (tmp_path / "traces.jsonl").read_text().splitlines()
+    torn = json.loads(lines[-1])
+    (tmp_path / "traces.jsonl").write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:25])
+    store = TraceStore(tmp_path / "traces.jsonl")
+    before = faults.seen
+    summary = generate_traces(rows, store, load, progress=False)
+    store.close()
+    assert faults.seen - before == 1 and summary["asked"] == 1 and summary["cached"] == 9
+    assert input_sha256(torn["prompt"]) in store
+
+    # Everything cached: the teacher is not even loaded.
+    store = TraceStore(tmp_path / "traces.jsonl")
+    n_loads = len(loads)
+    summary = generate_traces(rows, store, load, progress=False)
+    assert summary["asked"] == 0 and len(loads) == n_loads
+    parsed = [json.loads(line) for line in (tmp_path / "traces.jsonl").read_text().splitlines() if line.startswith("{") and line.endswith("}")]
+    required = {"id", "input_sha256", "prompt", "output", "label_probs", "teacher", "latency_s", "prompt_tokens", "completion_tokens"}
+    assert all(required <= set(t) for t in parsed)
+
+
+def test_parse_label_prefers_exact_then_earliest():
+    labels = ["Good", "Standard", "Bad"]
+    assert parse_label(" Standard.", labels) == "Standard"
+    assert parse_label("It is bad, not good", labels) == "Bad"
+    assert parse_label("no idea", labels) is None
+
+
+@pytest.mark.slow
+def test_deliberate_teacher_on_the_embedded_model():
+    from core import creditmix
+
+    rows = [Example(**r) for r in creditmix.generate(40, seed=3)]
+    cfg = TaskConfig()
+    teacher = DeliberateTeacher(cfg, rows[:36])
+    answers = teacher.answer([r.text for r in rows[36:38]])
+    for answer in answers:
+        assert answer.output in cfg.labels and abs(sum(answer.label_probs.values()) - 1) < 1e-6
+        assert len(answer.extra["votes"]) == cfg.teacher.votes
+        # k shots per vote, twice (the input and its content-free twin): several hundred prompt tokens
+        assert answer.prompt_tokens > 4 * cfg.teacher.votes * 40
+    # The retrieval histogram counts: with retrieval weight 1, the answer is the neighbours' majority.
+    teacher.weight = 1.0
+    [answer] = teacher.answer([rows[36].text])
+    assert max(answer.label_probs.values()) == answer.label_probs[answer.output]
