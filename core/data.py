@@ -151,3 +151,13 @@ def balanced_split(
         eval_rows.extend(shuffled[:per_class])
         rest.extend(shuffled[per_class:])
     return balance(rest, labels, train_per_class, seed), eval_rows
+
+
+def labeled_rows(cfg) -> tuple[list[Example], str]:
+    """Every labeled row of a task (`data.train`, or the demo generator's output) and where it came from."""
+    if cfg.data.train is None:
+        from core import creditmix
+
+        demo = cfg.data.demo
+        return [Example(**r) for r in creditmix.generate(demo.n_rows, seed=demo.seed)], f"creditmix generator (n={demo.n_rows}, seed={demo.seed})"
+    return load_classification(cfg.data.train, cfg.labels), str(cfg.data.train)

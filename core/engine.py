@@ -20,9 +20,11 @@ from dataclasses import dataclass
 
 from core.calibrated import CalibratedDecoder, Prediction
 from core.config import ModelConfig, TaskConfig
+from core.data import labeled_rows
 from core.evaluate import decoder_for
 from core.models import load_adapter, load_model
 from core.registry import Registry
+from core.teacher import Teacher, make_teacher
 
 
 class UnknownVariant(KeyError):
@@ -49,6 +51,8 @@ class InferenceEngine:
         self.configs: dict[str, TaskConfig] = {}
         self.variants: dict[tuple[str, str], Variant] = {}
         self.adapter_load_s: dict[str, float] = {}
+        self.teachers: dict[str, Teacher] = {}
+        self._teacher_lock = threading.Lock()
 
     def task_config(self, task: str) -> TaskConfig:
         aliases = self.registry.aliases(task)
@@ -122,6 +126,24 @@ class InferenceEngine:
             served = sorted(f"{t}:{n}" for t, n in self.variants)
             raise UnknownVariant(f"{task}:{name} is not served; served: {served}")
         return variant
+
+    def student(self, task: str) -> str:
+        """The variant `auto` answers with: production's method, else the first of kd, sft, dpo served."""
+        production = self.registry.aliases(task).get("production")
+        candidates = ([production.split("/")[0]] if production else []) + ["kd", "sft", "dpo"]
+        for name in candidates:
+            if (task, name) in self.variants:
+                return name
+        raise UnknownVariant(f"{task}:auto needs a trained adapter; served: {sorted(f'{t}:{n}' for t, n in self.variants)}")
+
+    def teacher(self, task: str) -> Teacher:
+        """The task's teacher backend, built on first escalation (a deliberate teacher loads its own model)."""
+        with self._teacher_lock:
+            if task not in self.teachers:
+                cfg = self.configs[task]
+                pool = labeled_rows(cfg)[0] if cfg.teacher.backend == "deliberate" else None
+                self.teachers[task] = make_teacher(cfg, pool)
+            return self.teachers[task]
 
     def classify(self, task: str, name: str, texts: list[str]) -> tuple[Variant, list[Prediction]]:
         with self.lock:

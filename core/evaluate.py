@@ -118,3 +118,29 @@ def add_cost(metrics: dict, cfg: TaskConfig, price: Price | None = None) -> dict
         metrics["cost_per_1k_usd"] = 1000 * seconds * cfg.cost.compute_usd_per_hour / 3600
         metrics["cost_basis"] = f"machine time at ${cfg.cost.compute_usd_per_hour}/h"
     return metrics
+
+
+def cascade_table(cfg: TaskConfig, student: dict, teacher: dict) -> list[dict]:
+    """Accuracy and cost of `auto` (student, escalating to the teacher under a confidence threshold) at each threshold.
+
+    Computed from the two variants' predictions on the same eval rows: a row escalates when the
+    student's confidence is below the threshold and then takes the teacher's answer.
+    """
+    by_id = {p["id"]: p for p in teacher["predictions"]}
+    rows = []
+    for threshold in cfg.escalation.report_thresholds:
+        gold, picked, escalated = [], [], 0
+        for p in student["predictions"]:
+            gold.append(p["gold"])
+            if p["confidence"] < threshold:
+                escalated += 1
+                picked.append(by_id[p["id"]]["pred"])
+            else:
+                picked.append(p["pred"])
+        m = classification_metrics(gold, picked, cfg.labels)
+        rate = escalated / max(len(gold), 1)
+        rows.append({
+            "threshold": threshold, "escalation_rate": rate, "macro_f1": m["macro_f1"], "accuracy": m["accuracy"],
+            "cost_per_1k_usd": student["cost_per_1k_usd"] + rate * teacher["cost_per_1k_usd"],
+        })
+    return rows

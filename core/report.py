@@ -80,6 +80,17 @@ def markdown_report(task: str, results: dict[str, dict], image_name: str = "conf
         m = results[n].get("margin")
         if m:
             lines.append(f"| {n} | {m['p10']:.3f} | {m['p50']:.3f} | {m['p90']:.3f} |")
+    for n in names:
+        if results[n].get("cascade"):
+            lines += [
+                "", f"## Cascade: {n} escalating to the teacher (`/infer/auto`)", "",
+                "| threshold | escalated | macro-F1 | accuracy | cost per 1k requests (USD) |", "|---|---|---|---|---|",
+            ]
+            for row in results[n]["cascade"]:
+                lines.append(
+                    f"| {row['threshold']:.2f} | {row['escalation_rate']:.0%} | {row['macro_f1']:.3f} | {row['accuracy']:.3f} "
+                    f"| {row['cost_per_1k_usd']:.4g} |"
+                )
     lines += ["", f"![confusion matrices]({image_name})", ""]
     return "\n".join(lines)
 

@@ -20,6 +20,9 @@ class ServiceMetrics:
             "distill_slm_batch_size", "requests scored together in one forward", ["task", "variant"],
             buckets=(1, 2, 4, 8, 16, 32), registry=self.registry,
         )
+        self.escalations = Counter(
+            "distill_slm_escalations_total", "auto requests by the tier that answered", ["task", "tier"], registry=self.registry
+        )
         self.adapter_load = Gauge(
             "distill_slm_adapter_load_seconds", "time to load each served adapter", ["adapter"], registry=self.registry
         )

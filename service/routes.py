@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.deps import Audit, Batcher, CallerKey, Engine, Metrics, SettingsDep, require_admin
 from core.registry import RegistryError
+from core.teacher import TeacherAnswer, TeacherUnavailable
 from service.schemas import (
     ChatRequest,
     ErrorResponse,
@@ -50,19 +51,35 @@ def metrics(engine: Engine, metrics: Metrics) -> Response:
 
 @router.post("/infer/{variant}", response_model=InferResponse, responses=ERRORS)
 def infer(
-    variant: Literal["base", "sft", "kd", "dpo"], body: InferRequest, batcher: Batcher, audit: Audit,
-    caller: CallerKey, settings: SettingsDep, metrics: Metrics,
+    variant: Literal["base", "sft", "kd", "dpo", "auto"], body: InferRequest, engine: Engine, batcher: Batcher,
+    audit: Audit, caller: CallerKey, settings: SettingsDep, metrics: Metrics,
 ) -> InferResponse:
+    """Classify with one variant; `auto` answers with the student and escalates to the teacher when unsure."""
     _check_length(body.input, settings, "input")
     request_id = uuid.uuid4().hex
     start = time.perf_counter()
-    served, pred = batcher.classify(body.task, variant, body.input)
+    name = engine.student(body.task) if variant == "auto" else variant
+    served, pred = batcher.classify(body.task, name, body.input)
     answer = InferResponse(
         request_id=request_id, task=body.task, variant=variant, adapter=served.ref, output=pred.label,
-        label_probs=pred.probs, confidence=pred.confidence, margin=pred.margin,
-        latency_ms=(time.perf_counter() - start) * 1000,
+        label_probs=pred.probs, confidence=pred.confidence, margin=pred.margin, latency_ms=0.0,
     )
-    metrics.latency.labels(body.task, variant, served.ref).observe(answer.latency_ms / 1000)
+    if variant == "auto":
+        threshold = engine.configs[body.task].escalation.threshold
+        if pred.confidence < threshold:
+            try:
+                reply = engine.teacher(body.task).answer_one(body.input)
+            except TeacherUnavailable as exc:  # the student's answer stands; the reason goes back with it
+                reply = TeacherAnswer(None, error=str(exc))
+            if reply.error is None:
+                probs = reply.label_probs or {reply.output: 1.0}
+                answer.tier, answer.output, answer.adapter = "teacher", reply.output, engine.teachers[body.task].name
+                answer.label_probs, answer.confidence, answer.margin = probs, max(probs.values()), None
+            else:
+                answer.escalation_error = reply.error
+        metrics.escalations.labels(body.task, answer.tier).inc()
+    answer.latency_ms = (time.perf_counter() - start) * 1000
+    metrics.latency.labels(body.task, variant, answer.adapter).observe(answer.latency_ms / 1000)
     audit.write({"at": time.time(), "route": "infer", "caller": caller, "input": body.input} | answer.model_dump())
     return answer
 

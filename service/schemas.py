@@ -33,6 +33,8 @@ class InferResponse(BaseModel):
     confidence: float | None = None
     margin: float | None = None
     latency_ms: float
+    tier: Literal["student", "teacher"] = Field("student", description="who answered: the adapter, or (auto) the teacher")
+    escalation_error: str | None = Field(None, description="auto: the teacher failed, so the student's answer stands")
 
 
 class ChatMessage(BaseModel):

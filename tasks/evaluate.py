@@ -10,7 +10,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from core.config import TaskConfig
 from core.data import load_classification
-from core.evaluate import add_cost, evaluate_variants, teacher_metrics
+from core.evaluate import add_cost, cascade_table, evaluate_variants, teacher_metrics
 from core.traces import TraceStore, price_for
 from core.report import HEADLINE, write_report
 
@@ -31,7 +31,10 @@ def evaluate_task(
         store = TraceStore(teacher_traces_file)
         store.close()
         teacher = teacher_metrics(cfg, rows, store.traces)
-        results = {"base": results.pop("base"), "teacher": add_cost(teacher, cfg, price_for(teacher["teacher"], cfg.teacher.prices))} | results
+        add_cost(teacher, cfg, price_for(teacher["teacher"], cfg.teacher.prices))
+        for name in adapters:
+            results[name]["cascade"] = cascade_table(cfg, results[name], teacher)
+        results = {"base": results.pop("base"), "teacher": teacher} | results
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for name, metrics in results.items():

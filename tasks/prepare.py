@@ -9,7 +9,7 @@ from prefect import get_run_logger, task
 
 from core import creditmix
 from core.config import TaskConfig
-from core.data import DataError, Example, balance, balanced_split, load_classification, write_jsonl
+from core.data import DataError, Example, balance, balanced_split, labeled_rows, load_classification, write_jsonl
 from core.teacher import preflight
 
 
@@ -24,13 +24,7 @@ def _fingerprint(rows: list[Example]) -> str:
 def prepare_data(cfg: TaskConfig) -> dict:
     """Write `train.jsonl` and `eval.jsonl` under the work dir; return their paths and fingerprints."""
     logger = get_run_logger()
-    if cfg.data.train is None:
-        demo = cfg.data.demo
-        rows = [Example(**r) for r in creditmix.generate(demo.n_rows, seed=demo.seed)]
-        source = f"creditmix generator (n={demo.n_rows}, seed={demo.seed})"
-    else:
-        rows = load_classification(cfg.data.train, cfg.labels)
-        source = str(cfg.data.train)
+    rows, source = labeled_rows(cfg)
     if cfg.data.eval is not None:
         eval_rows = load_classification(cfg.data.eval, cfg.labels)
         train_rows = balance(rows, cfg.labels, cfg.data.train_per_class, cfg.training.seed)

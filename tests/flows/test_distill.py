@@ -81,6 +81,10 @@ def test_distill_flow_with_teacher_traces_and_kd(prefect_server, tiny_cfg):
         assert summary["variants"][name]["cost_per_1k_usd"] >= 0 and summary["variants"][name]["latency_ms_p50"] > 0
     report = Path(summary["report"]).read_text()
     assert "| cost_per_1k_usd |" in report and "| tokens_per_request |" in report and "teacher" in report
+    assert "## Cascade: kd escalating to the teacher" in report
+    cascade = json.loads((Path(summary["eval_dir"]) / "kd.metrics.json").read_text())["cascade"]
+    assert [row["threshold"] for row in cascade] == tiny_cfg.escalation.report_thresholds
+    assert all(0 <= row["escalation_rate"] <= 1 for row in cascade)
 
     # A rerun pays the teacher nothing and trains nothing: traces and adapter are found on disk.
     again = distill(tiny_cfg)
