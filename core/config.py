@@ -77,6 +77,7 @@ class DataConfig(_Strict):
     train: Path | None = Field(None, description="labeled CSV/JSONL (text, label); absent = generate the demo data")
     eval: Path | None = Field(None, description="labeled eval file; absent = split from train")
     unlabeled: Path | None = Field(None, description="unlabeled pool for the teacher")
+    preferences: Path | None = Field(None, description="preference pairs (prompt, chosen, rejected JSONL) for DPO")
     demo: DemoData = Field(default_factory=DemoData)
     train_per_class: int = Field(800, ge=1, description="training rows per class (minority classes are repeated)")
     eval_per_class: int = Field(60, ge=1, description="eval rows per class (balanced evaluation)")
@@ -123,6 +124,16 @@ class KDConfig(_Strict):
     temperature: float = Field(1.0, gt=0, description="softening of the teacher's top-k distribution for the KL term")
 
 
+class DPOSettings(_Strict):
+    beta: float = Field(0.1, gt=0, description="how far the policy may move from the reference (higher = less)")
+    loss_type: str = Field("sigmoid", description="TRL DPO loss: sigmoid (the DPO paper), ipo, hinge, robust, ...")
+    from_sft: bool = Field(True, description="start from the SFT adapter of this run (SFT -> DPO); else from the base")
+    max_pairs: int = Field(300, ge=1, description="automatically built pairs to train on at most")
+    min_pairs: int = Field(8, ge=1, description="fewer usable pairs than this stop the run")
+    learning_rate: float = Field(5e-5, gt=0, description="DPO moves a trained adapter: far smaller steps than SFT")
+    epochs: float = Field(1.0, gt=0, description="passes over the pairs")
+
+
 class CostConfig(_Strict):
     compute_usd_per_hour: float = Field(
         0.10, ge=0, description="what an hour of the machine running local models costs; prices their latency per 1k requests"
@@ -147,11 +158,12 @@ class TaskConfig(_Strict):
     )
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
-    methods: list[Literal["sft", "kd"]] = Field(["sft", "kd"], description="training methods to run")
+    methods: list[Literal["sft", "kd", "dpo"]] = Field(["sft", "kd"], description="training methods to run")
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     kd: KDConfig = Field(default_factory=KDConfig)
+    dpo: DPOSettings = Field(default_factory=DPOSettings)
     cost: CostConfig = Field(default_factory=CostConfig)
     escalation: EscalationConfig = Field(default_factory=EscalationConfig)
     promotion: PromotionPolicy = Field(default_factory=PromotionPolicy)
@@ -164,6 +176,8 @@ class TaskConfig(_Strict):
         if "instruction" not in self.model_fields_set and self.labels != DEMO_LABELS:
             # The default instruction is the demo's; a user's own labels get one that names them.
             self.instruction = f"Classify the input as one of: {', '.join(self.labels)}. Answer with the label only."
+        if "dpo" in self.methods and self.dpo.from_sft and "sft" not in self.methods:
+            raise ValueError("dpo.from_sft starts DPO from this run's SFT adapter: add 'sft' to methods or set dpo.from_sft: false")
         if len(set(self.labels)) != len(self.labels):
             raise ValueError(f"labels must be distinct, got {self.labels}")
         for label in self.calibration.label_bias:
@@ -187,7 +201,7 @@ class TaskConfig(_Strict):
             lines = [f"{path}: field {'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors()]
             raise ConfigError("\n".join(lines)) from None
         # Relative data paths are relative to the YAML file, not to wherever the command runs.
-        for key in ("train", "eval", "unlabeled"):
+        for key in ("train", "eval", "unlabeled", "preferences"):
             value = getattr(cfg.data, key)
             if value is not None and not value.is_absolute():
                 setattr(cfg.data, key, (path.parent / value).resolve())

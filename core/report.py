@@ -80,6 +80,8 @@ def markdown_report(task: str, results: dict[str, dict], image_name: str = "conf
         m = results[n].get("margin")
         if m:
             lines.append(f"| {n} | {m['p10']:.3f} | {m['p50']:.3f} | {m['p90']:.3f} |")
+    if "dpo" in results and "sft" in results:
+        lines += dpo_vs_sft(results["sft"], results["dpo"])
     for n in names:
         if results[n].get("cascade"):
             lines += [
@@ -93,6 +95,19 @@ def markdown_report(task: str, results: dict[str, dict], image_name: str = "conf
                 )
     lines += ["", f"![confusion matrices]({image_name})", ""]
     return "\n".join(lines)
+
+
+def dpo_vs_sft(sft: dict, dpo: dict, tolerance: float = 0.05) -> list[str]:
+    """Macro-F1 change and per-class recall change of DPO over SFT; recall drops beyond `tolerance` are flagged."""
+    delta = dpo["macro_f1"] - sft["macro_f1"]
+    verdict = "improved" if delta > 0 else "did not improve"
+    lines = ["", "## DPO against the SFT adapter", "", f"DPO {verdict} macro-F1: {sft['macro_f1']:.3f} -> {dpo['macro_f1']:.3f} ({delta:+.3f}).", ""]
+    lines += ["| class | SFT recall | DPO recall | change | |", "|---|---|---|---|---|"]
+    for label in sft["labels"]:
+        before, after = sft["per_class"][label]["recall"], dpo["per_class"][label]["recall"]
+        flag = f"**FLAG: recall fell by more than {tolerance}**" if after < before - tolerance else ""
+        lines.append(f"| {label} | {before:.3f} | {after:.3f} | {after - before:+.3f} | {flag} |")
+    return lines
 
 
 def write_report(task: str, results: dict[str, dict], out_dir: Path) -> Path:

@@ -1,4 +1,4 @@
-"""The `distill` flow: prepare_data -> train_sft | (teacher_traces -> train_kd) -> evaluate -> register -> promote.
+"""The `distill` flow: prepare_data -> train_sft | (teacher_traces -> train_kd) -> train_dpo -> evaluate -> register -> promote.
 
 Run it through the CLI (`distill-slm run [CONFIG]`) or directly:
 
@@ -22,7 +22,7 @@ from tasks.evaluate import evaluate_task
 from tasks.prepare import prepare_data
 from tasks.registry import promote_task, register_task
 from tasks.teacher import teacher_traces
-from tasks.train import train_kd_task, train_sft_task
+from tasks.train import train_dpo_task, train_kd_task, train_sft_task
 
 
 # log_prints stays off: it patches print(), which breaks dill's stdout capture inside datasets.
@@ -40,6 +40,10 @@ def distill(cfg: TaskConfig = TaskConfig()) -> dict:
         summary["teacher_traces"] = pool
         adapters["kd"] = train_kd_task(cfg, pool["path"], prepared["fingerprint"])
         teacher_on_eval = teacher_traces(cfg, prepared["eval"], prepared["train"], "eval")["path"]
+    if "dpo" in cfg.methods:
+        start = adapters.get("sft") if cfg.dpo.from_sft else None
+        pool_traces = summary.get("teacher_traces", {}).get("path")
+        adapters["dpo"] = train_dpo_task(cfg, prepared["train"], start, prepared["fingerprint"], pool_traces)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     eval_dir = evaluate_task(cfg, prepared["eval"], adapters, str(cfg.work_dir / cfg.name / f"eval-{stamp}"), teacher_on_eval)
     summary |= {"eval_dir": eval_dir, "report": str(Path(eval_dir) / "report.md")}

@@ -11,7 +11,10 @@ from prefect import get_run_logger, task
 
 from core.config import TaskConfig
 from core.data import load_classification
+from core.dpo import classification_pairs, load_pairs, train_dpo
+from core.evaluate import decoder_for
 from core.kd import train_kd
+from core.models import load_adapter, load_model
 from core.sft import train_sft
 from core.traces import TraceStore
 
@@ -57,4 +60,43 @@ def train_kd_task(cfg: TaskConfig, traces_file: str, fingerprint: dict) -> str:
     adapter_dir, stats = train_kd(cfg, traces, folder / "checkpoints", adapter_dir, source=traces_file)
     done.write_text(json.dumps(asdict(stats), indent=2))
     logger.info("KD: %d steps, %.0f tokens/s, final loss %s", stats.steps, stats.tokens_per_s, stats.final_loss)
+    return str(adapter_dir)
+
+
+@task(name="train_dpo", retries=1, retry_delay_seconds=5)
+def train_dpo_task(
+    cfg: TaskConfig, train_path: str, start_adapter: str | None, fingerprint: dict, teacher_traces_file: str | None = None
+) -> str:
+    """Train a DPO adapter on user pairs (`data.preferences`) or pairs built on-policy; return its folder."""
+    logger = get_run_logger()
+    key = {"start": start_adapter, "dpo": cfg.dpo.model_dump(), "teacher": teacher_traces_file, **fingerprint}
+    folder = run_dir(cfg, "dpo", key)
+    adapter_dir, done = folder / "adapter", folder / "adapter" / "train_stats.json"
+    if done.exists():
+        logger.info("adapter already trained at %s; skipping", adapter_dir)
+        return str(adapter_dir)
+    if cfg.data.preferences is not None:
+        pairs, source = load_pairs(cfg.data.preferences, cfg.labels), str(cfg.data.preferences)
+        counts = {"user": len(pairs)}
+    else:
+        traces = None
+        if teacher_traces_file:
+            store = TraceStore(teacher_traces_file)
+            store.close()
+            traces = store.usable()
+        model, tokenizer = load_model(cfg.model)
+        if start_adapter:
+            model = load_adapter(model, start_adapter, name="start")
+            model.set_adapter("start")
+        decoder = decoder_for(cfg, model, tokenizer, adapter=start_adapter is not None)
+        pairs, counts = classification_pairs(cfg, load_classification(train_path, cfg.labels), decoder, traces)
+        source = f"pairs built on-policy from {train_path}"
+        del model, decoder
+    logger.info("DPO pairs: %s", counts)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "pairs.json").write_text(json.dumps(counts, indent=2))
+    adapter_dir, stats = train_dpo(cfg, pairs, folder / "checkpoints", adapter_dir, start_adapter=start_adapter, source=source)
+    (adapter_dir / "pairs.json").write_text(json.dumps(counts, indent=2))
+    done.write_text(json.dumps(asdict(stats), indent=2))
+    logger.info("DPO: %d steps, final loss %s", stats.steps, stats.final_loss)
     return str(adapter_dir)

@@ -92,6 +92,22 @@ def test_distill_flow_with_teacher_traces_and_kd(prefect_server, tiny_cfg):
     assert again["variants"]["kd"]["registered"] == "kd/v0002"
 
 
+def test_distill_flow_sft_then_dpo(prefect_server, tiny_cfg):
+    from flows.distill import distill
+
+    tiny_cfg.methods = ["sft", "dpo"]
+    tiny_cfg.training.max_steps = 2
+    tiny_cfg.promotion.guard_min = {}
+    summary = distill(tiny_cfg)
+
+    assert list(summary["variants"]) == ["base", "sft", "dpo"]
+    assert summary["variants"]["dpo"]["registered"] == "dpo/v0001"
+    report = Path(summary["report"]).read_text()
+    assert "## DPO against the SFT adapter" in report
+    pairs = json.loads((Registry(tiny_cfg.runs_dir).path("creditmix", "dpo/v0001") / "pairs.json").read_text())
+    assert pairs["gold"] == 24 and pairs["dropped_identical"] == 0  # 8 rows per class, each made a pair
+
+
 def test_unusable_teacher_fails_the_flow_at_its_first_step(prefect_server, tiny_cfg, monkeypatch):
     from core.teacher import TeacherUnavailable
     from flows.distill import distill

@@ -1,0 +1,171 @@
+"""Preference optimisation (DPO) of a LoRA adapter with TRL's DPOTrainer.
+
+Pairs come from the user (`prompt`, `chosen`, `rejected` JSONL; for classification `prompt` is the
+input text and the sides are labels) or are built here on-policy: chosen = the gold label (or the
+teacher's), rejected = the wrong label the student itself finds most likely.
+
+The reference model costs no second copy of the weights: from scratch, it is the base with the
+adapter disabled; from an SFT adapter (SFT -> DPO), TRL adds a frozen copy of that adapter named
+"ref" beside the trainable one (a few MB of LoRA weights).
+
+    pairs, counts = classification_pairs(cfg, train_rows, decoder)
+    adapter_dir, stats = train_dpo(cfg, pairs, checkpoint_dir, out_dir, start_adapter="runs/.../sft/v0001")
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+from peft import PeftModel
+from transformers import PreTrainedTokenizerBase
+from transformers.trainer_utils import get_last_checkpoint
+from trl import DPOConfig, DPOTrainer
+
+from core.calibrated import CalibratedDecoder, classification_messages
+from core.config import TaskConfig
+from core.data import DataError, Example, _decode, _records
+from core.models import load_model, lora_config
+from core.sft import TrainStats
+
+
+@dataclass
+class Pair:
+    prompt: str  # the input text; the chat around it is the task's
+    chosen: str
+    rejected: str
+    source: str  # 'user', 'gold' or 'teacher'
+    line: int | None = None
+
+
+def load_pairs(path: str | Path, labels: list[str] | None = None) -> list[Pair]:
+    """Read user pairs; refuse empty or identical sides (and, for classification, sides outside the labels)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, None, None, "no such file")
+    pairs = []
+    for number, record in _records(path, _decode(path)):
+        sides = {}
+        for field in ("prompt", "chosen", "rejected"):
+            value = record.get(field)
+            if not isinstance(value, str) or not value.strip():
+                raise DataError(path, number, field, "missing or empty")
+            if labels is not None and field != "prompt" and value not in labels:
+                raise DataError(path, number, field, f"{value!r} is not one of the labels {labels}")
+            sides[field] = value
+        if sides["chosen"].strip() == sides["rejected"].strip():
+            raise DataError(path, number, "rejected", "identical to chosen: the pair prefers nothing")
+        pairs.append(Pair(sides["prompt"], sides["chosen"], sides["rejected"], "user", number))
+    return pairs
+
+
+def classification_pairs(
+    cfg: TaskConfig, rows: list[Example], decoder: CalibratedDecoder, teacher_traces: list[dict] | None = None
+) -> tuple[list[Pair], dict]:
+    """On-policy pairs: chosen = gold label (rows) or teacher label (traces), rejected = the student's likeliest wrong label."""
+    sources = [(r.text, r.label, "gold") for r in rows] + [(t["prompt"], t["output"], "teacher") for t in teacher_traces or []]
+    sources = sources[: cfg.dpo.max_pairs]
+    preds = decoder.predict([text for text, _, _ in sources])
+    pairs, counts = [], {"gold": 0, "teacher": 0, "dropped_identical": 0, "student_was_wrong": 0}
+    for (text, chosen, source), pred in zip(sources, preds):
+        wrong = sorted(((p, label) for label, p in pred.probs.items() if label != chosen), reverse=True)
+        if not wrong:
+            counts["dropped_identical"] += 1
+            continue
+        counts[source] += 1
+        counts["student_was_wrong"] += pred.label != chosen
+        pairs.append(Pair(text, chosen, wrong[0][1], source))
+    return pairs, counts
+
+
+def check_pairs(pairs: list[Pair], cfg: TaskConfig, tokenizer: PreTrainedTokenizerBase, source: str) -> int:
+    """Refuse pairs whose prompt + longer side is over `training.max_length`, and too few pairs; return the tokens."""
+    if len(pairs) < cfg.dpo.min_pairs:
+        raise DataError(source, None, None, f"{len(pairs)} usable preference pairs, fewer than dpo.min_pairs={cfg.dpo.min_pairs}")
+    total = 0
+    for number, pair in enumerate(pairs, start=1):
+        prompt = tokenizer.apply_chat_template(classification_messages(cfg.instruction, pair.prompt), tokenize=False, add_generation_prompt=True)
+        n_prompt = len(tokenizer(prompt, add_special_tokens=False).input_ids)
+        n_side = max(len(tokenizer(side, add_special_tokens=False).input_ids) for side in (pair.chosen, pair.rejected)) + 2
+        if n_prompt + n_side > cfg.training.max_length:
+            raise DataError(source, pair.line or number, "prompt", f"{n_prompt + n_side} tokens, over training.max_length={cfg.training.max_length}")
+        total += 2 * (n_prompt + n_side)
+    return total
+
+
+def dpo_config(cfg: TaskConfig, checkpoint_dir: str | Path, progress: bool = True) -> DPOConfig:
+    t, d = cfg.training, cfg.dpo
+    on_gpu = torch.cuda.is_available() and cfg.model.device != "cpu"
+    return DPOConfig(
+        output_dir=str(checkpoint_dir),
+        per_device_train_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        num_train_epochs=d.epochs,
+        max_steps=t.max_steps,
+        learning_rate=d.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=t.warmup_ratio,
+        beta=d.beta,
+        loss_type=[d.loss_type],
+        max_length=t.max_length,
+        logging_steps=5,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=2,
+        seed=t.seed,
+        data_seed=t.seed,
+        report_to=[],
+        use_cpu=not on_gpu,
+        bf16=on_gpu and cfg.model.precision == "bf16",
+        disable_tqdm=not progress,
+        dataloader_num_workers=0,
+        gradient_checkpointing=False,
+    )
+
+
+def train_dpo(
+    cfg: TaskConfig,
+    pairs: list[Pair],
+    checkpoint_dir: str | Path,
+    out_dir: str | Path,
+    start_adapter: str | Path | None = None,
+    progress: bool = True,
+    source: str = "<pairs>",
+) -> tuple[Path, TrainStats]:
+    """Train (or resume) a DPO adapter, from `start_adapter` (SFT -> DPO) or a fresh LoRA; save it to `out_dir`."""
+    torch.manual_seed(cfg.training.seed)
+    model, tokenizer = load_model(cfg.model)
+    tokens = check_pairs(pairs, cfg, tokenizer, source)
+    dataset = Dataset.from_list([
+        {
+            "prompt": classification_messages(cfg.instruction, p.prompt),
+            "chosen": [{"role": "assistant", "content": p.chosen}],
+            "rejected": [{"role": "assistant", "content": p.rejected}],
+        }
+        for p in pairs
+    ])
+    if start_adapter is not None:
+        model = PeftModel.from_pretrained(model, str(start_adapter), is_trainable=True)
+        peft_config = None
+    else:
+        peft_config = lora_config(cfg.training.lora, model)
+    trainer = DPOTrainer(
+        model=model, args=dpo_config(cfg, checkpoint_dir, progress), train_dataset=dataset,
+        processing_class=tokenizer, peft_config=peft_config,
+    )
+    resume = get_last_checkpoint(str(checkpoint_dir)) if Path(checkpoint_dir).exists() else None
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume)
+    elapsed = time.perf_counter() - start
+    out_dir = Path(out_dir)
+    trainer.model.save_pretrained(str(out_dir), selected_adapters=["default"])
+    tokenizer.save_pretrained(str(out_dir))
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    processed = int(tokens * (trainer.state.epoch or cfg.dpo.epochs))
+    return out_dir, TrainStats(
+        steps=trainer.state.global_step, train_runtime_s=result.metrics.get("train_runtime", elapsed), tokens=processed,
+        tokens_per_s=processed / max(elapsed, 1e-9), final_loss=losses[-1] if losses else None, resumed_from=resume,
+    )

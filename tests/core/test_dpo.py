@@ -1,0 +1,66 @@
+"""DPO: pairs from users and built on-policy, bad pairs refused with file and line, SFT -> DPO training."""
+
+import json
+
+import pytest
+import torch
+
+from core.config import TaskConfig
+from core.data import DataError, Example
+from core.dpo import Pair, check_pairs, classification_pairs, load_pairs, train_dpo
+from core.evaluate import decoder_for
+from core.models import load_model
+from tests.conftest import make_adapter
+
+
+def write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_user_pairs_are_checked_with_file_and_line(tmp_path):
+    good = {"prompt": "Interest_Rate: 3", "chosen": "Good", "rejected": "Bad"}
+    assert [p.chosen for p in load_pairs(write(tmp_path / "ok.jsonl", [good]), ["Good", "Standard", "Bad"])] == ["Good"]
+    with pytest.raises(DataError, match=r"empty.jsonl:2: field 'rejected': missing or empty"):
+        load_pairs(write(tmp_path / "empty.jsonl", [good, good | {"rejected": " "}]))
+    with pytest.raises(DataError, match=r"same.jsonl:1: field 'rejected': identical to chosen"):
+        load_pairs(write(tmp_path / "same.jsonl", [good | {"rejected": "Good"}]))
+    with pytest.raises(DataError, match=r"label.jsonl:1: field 'chosen': 'Gold' is not one of the labels"):
+        load_pairs(write(tmp_path / "label.jsonl", [good | {"chosen": "Gold"}]), ["Good", "Standard", "Bad"])
+
+
+def test_too_few_or_too_long_pairs_stop_the_run(tiny_cfg):
+    _, tokenizer = load_model(tiny_cfg.model)
+    pairs = [Pair("Interest_Rate: 3", "Good", "Bad", "user", line=n) for n in range(1, 4)]
+    with pytest.raises(DataError, match="3 usable preference pairs, fewer than dpo.min_pairs=8"):
+        check_pairs(pairs, tiny_cfg, tokenizer, "pairs.jsonl")
+    tiny_cfg.dpo.min_pairs = 1
+    pairs.append(Pair("word " * 400, "Good", "Bad", "user", line=4))
+    with pytest.raises(DataError, match=r"pairs.jsonl:4: field 'prompt': \d+ tokens, over training.max_length=256"):
+        check_pairs(pairs, tiny_cfg, tokenizer, "pairs.jsonl")
+
+
+def test_on_policy_pairs_reject_the_students_likeliest_wrong_label(tiny_cfg):
+    model, tokenizer = load_model(tiny_cfg.model)
+    decoder = decoder_for(tiny_cfg, model, tokenizer, adapter=False)
+    rows = [Example(f"r{i}", f"Interest_Rate: {i}", label) for i, label in enumerate(["Good", "Standard", "Bad"] * 2)]
+    traces = [{"prompt": "Interest_Rate: 40", "output": "Bad"}]
+    pairs, counts = classification_pairs(tiny_cfg, rows, decoder, traces)
+    assert counts["gold"] == 6 and counts["teacher"] == 1 and len(pairs) == 7
+    for pair, pred in zip(pairs, decoder.predict([p.prompt for p in pairs])):
+        assert pair.rejected != pair.chosen
+        assert pair.rejected == max((p, label) for label, p in pred.probs.items() if label != pair.chosen)[1]
+
+
+def test_sft_to_dpo_trains_from_the_adapter_against_a_frozen_copy(tiny_cfg, tmp_path):
+    start = make_adapter(tiny_cfg, tmp_path / "sft", seed=5)
+    tiny_cfg.training.max_steps, tiny_cfg.dpo.min_pairs = 2, 1
+    tiny_cfg.dpo.learning_rate = 1e-2
+    pairs = [Pair(f"Interest_Rate: {i}", "Good", "Bad", "gold") for i in range(8)]
+    adapter, stats = train_dpo(tiny_cfg, pairs, tmp_path / "ck", tmp_path / "dpo", start_adapter=start, progress=False)
+    assert stats.steps == 2
+    from safetensors.torch import load_file
+
+    before, after = load_file(start / "adapter_model.safetensors"), load_file(adapter / "adapter_model.safetensors")
+    assert before.keys() == after.keys()  # the trained adapter only; the frozen "ref" copy is not saved
+    assert any(not torch.equal(before[k], after[k]) for k in before)
