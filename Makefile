@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 
-.PHONY: install models demo test bench
+.PHONY: install models demo demo-full test bench
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -22,6 +22,9 @@ models: install
 demo: models
 	$(VENV)/bin/distill-slm run
 
+demo-full: models  # SFT + teacher traces + KD + DPO, with the cost leaderboard (~1 h on 2 CPU cores)
+	$(VENV)/bin/distill-slm run examples/creditmix-distill.yaml
+
 test: models
 	$(PY) -m pytest -q
 
@@ -29,3 +32,5 @@ bench: models
 	$(VENV)/bin/distill-slm bench calibrated
 	$(VENV)/bin/distill-slm bench sft-throughput
 	$(VENV)/bin/distill-slm bench demo
+	$(VENV)/bin/distill-slm bench teacher-throughput
+	$(VENV)/bin/distill-slm bench kd

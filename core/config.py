@@ -158,7 +158,9 @@ class TaskConfig(_Strict):
     )
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
-    methods: list[Literal["sft", "kd", "dpo"]] = Field(["sft", "kd"], description="training methods to run")
+    methods: list[Literal["sft", "kd", "dpo"]] = Field(
+        ["sft"], description="training methods to run: sft (gold labels), kd (teacher traces), dpo (preference pairs)"
+    )
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)

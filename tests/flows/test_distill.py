@@ -113,6 +113,7 @@ def test_unusable_teacher_fails_the_flow_at_its_first_step(prefect_server, tiny_
     from flows.distill import distill
 
     monkeypatch.delenv("DISTILL_TEST_MISSING_KEY", raising=False)
+    tiny_cfg.methods = ["sft", "kd"]
     tiny_cfg.teacher.backend, tiny_cfg.teacher.model, tiny_cfg.teacher.api_key_env = "openai", "gpt-x", "DISTILL_TEST_MISSING_KEY"
     with pytest.raises(TeacherUnavailable, match="teacher.api_key_env"):
         distill(tiny_cfg)
