@@ -29,21 +29,12 @@ from core.teacher import make_teacher
 from core.traces import TraceStore, generate_traces
 
 
-def _per_request_ms(decoder, rows: list[Example]) -> float:
+def _p50_ms(answer, rows: list[Example]) -> float:
     """p50 latency of one request at a time (no batching), as a caller without a batcher sees it."""
     times = []
     for row in rows:
         start = time.perf_counter()
-        decoder.predict([row.text])
-        times.append((time.perf_counter() - start) * 1000)
-    return float(np.percentile(times, 50))
-
-
-def _teacher_ms(teacher, rows: list[Example]) -> float:
-    times = []
-    for row in rows:
-        start = time.perf_counter()
-        teacher.answer([row.text])
+        answer([row.text])
         times.append((time.perf_counter() - start) * 1000)
     return float(np.percentile(times, 50))
 
@@ -87,15 +78,15 @@ def run(quick: bool = False) -> dict:
         train_kd(cfg, pool_store.usable(), work / "kd-checkpoints", adapter)
     model, tokenizer = load_model(cfg.model)
     base = score(decoder_for(cfg, model, tokenizer, adapter=False), eval_rows)
-    base_ms = _per_request_ms(decoder_for(cfg, model, tokenizer, adapter=False), eval_rows[:30])
+    base_ms = _p50_ms(decoder_for(cfg, model, tokenizer, adapter=False).predict, eval_rows[:30])
     model = load_adapter(model, adapter, name="kd")
     model.set_adapter("kd")
     student_decoder = decoder_for(cfg, model, tokenizer, adapter=True)
     student = score(student_decoder, eval_rows)
-    student_ms = _per_request_ms(student_decoder, eval_rows[:30])
+    student_ms = _p50_ms(student_decoder.predict, eval_rows[:30])
     # Teacher latency again, one request at a time right beside the student's, so that both see
     # the same machine load (the traces' latencies may have been taken on a busier machine).
-    teacher_ms = _teacher_ms(teacher(), eval_rows[:12])
+    teacher_ms = _p50_ms(teacher().answer, eval_rows[:12])
     teacher_cache.clear()
     figures["teacher_ms_per_request_p50"] = round(teacher_ms, 1)
     figures |= {

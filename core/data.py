@@ -68,12 +68,17 @@ def _records(path: Path, text: str) -> list[tuple[int, dict]]:
     return records
 
 
+def read_records(path: Path) -> list[tuple[int, dict]]:
+    """(line number, record) pairs of a UTF-8 JSONL or CSV file; bad bytes or JSON raise DataError."""
+    return _records(path, _decode(path))
+
+
 def load_classification(path: str | Path, labels: list[str], require_labels: bool = True) -> list[Example]:
     """Read `text` (and `label`, `id`) rows; refuse empty files, unknown labels, missing fields."""
     path = Path(path)
     if not path.exists():
         raise DataError(path, None, None, "no such file")
-    records = _records(path, _decode(path))
+    records = read_records(path)
     if not records:
         raise DataError(path, None, None, "empty file: no rows")
     allowed = set(labels)

@@ -14,22 +14,17 @@ adapter disabled; from an SFT adapter (SFT -> DPO), TRL adds a frozen copy of th
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from datasets import Dataset
-from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
-from transformers.trainer_utils import get_last_checkpoint
 from trl import DPOConfig, DPOTrainer
 
 from core.calibrated import CalibratedDecoder, classification_messages
 from core.config import TaskConfig
-from core.data import DataError, Example, _decode, _records
-from core.models import load_model, lora_config
-from core.sft import TrainStats
+from core.data import DataError, Example, read_records
+from core.sft import TrainStats, run_training, trainer_args
 
 
 @dataclass
@@ -47,7 +42,7 @@ def load_pairs(path: str | Path, labels: list[str] | None = None) -> list[Pair]:
     if not path.exists():
         raise DataError(path, None, None, "no such file")
     pairs = []
-    for number, record in _records(path, _decode(path)):
+    for number, record in read_records(path):
         sides = {}
         for field in ("prompt", "chosen", "rejected"):
             value = record.get(field)
@@ -97,33 +92,9 @@ def check_pairs(pairs: list[Pair], cfg: TaskConfig, tokenizer: PreTrainedTokeniz
 
 
 def dpo_config(cfg: TaskConfig, checkpoint_dir: str | Path, progress: bool = True) -> DPOConfig:
-    t, d = cfg.training, cfg.dpo
-    on_gpu = torch.cuda.is_available() and cfg.model.device != "cpu"
-    return DPOConfig(
-        output_dir=str(checkpoint_dir),
-        per_device_train_batch_size=t.batch_size,
-        gradient_accumulation_steps=t.grad_accum,
-        num_train_epochs=d.epochs,
-        max_steps=t.max_steps,
-        learning_rate=d.learning_rate,
-        lr_scheduler_type="cosine",
-        warmup_steps=t.warmup_ratio,
-        beta=d.beta,
-        loss_type=[d.loss_type],
-        max_length=t.max_length,
-        logging_steps=5,
-        save_strategy="steps",
-        save_steps=t.save_steps,
-        save_total_limit=2,
-        seed=t.seed,
-        data_seed=t.seed,
-        report_to=[],
-        use_cpu=not on_gpu,
-        bf16=on_gpu and cfg.model.precision == "bf16",
-        disable_tqdm=not progress,
-        dataloader_num_workers=0,
-        gradient_checkpointing=False,
-    )
+    d = cfg.dpo
+    shared = trainer_args(cfg, checkpoint_dir, progress) | {"learning_rate": d.learning_rate, "num_train_epochs": d.epochs}
+    return DPOConfig(**shared, beta=d.beta, loss_type=[d.loss_type])
 
 
 def train_dpo(
@@ -136,9 +107,6 @@ def train_dpo(
     source: str = "<pairs>",
 ) -> tuple[Path, TrainStats]:
     """Train (or resume) a DPO adapter, from `start_adapter` (SFT -> DPO) or a fresh LoRA; save it to `out_dir`."""
-    torch.manual_seed(cfg.training.seed)
-    model, tokenizer = load_model(cfg.model)
-    tokens = check_pairs(pairs, cfg, tokenizer, source)
     dataset = Dataset.from_list([
         {
             "prompt": classification_messages(cfg.instruction, p.prompt),
@@ -147,25 +115,8 @@ def train_dpo(
         }
         for p in pairs
     ])
-    if start_adapter is not None:
-        model = PeftModel.from_pretrained(model, str(start_adapter), is_trainable=True)
-        peft_config = None
-    else:
-        peft_config = lora_config(cfg.training.lora, model)
-    trainer = DPOTrainer(
-        model=model, args=dpo_config(cfg, checkpoint_dir, progress), train_dataset=dataset,
-        processing_class=tokenizer, peft_config=peft_config,
-    )
-    resume = get_last_checkpoint(str(checkpoint_dir)) if Path(checkpoint_dir).exists() else None
-    start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=resume)
-    elapsed = time.perf_counter() - start
-    out_dir = Path(out_dir)
-    trainer.model.save_pretrained(str(out_dir), selected_adapters=["default"])
-    tokenizer.save_pretrained(str(out_dir))
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    processed = int(tokens * (trainer.state.epoch or cfg.dpo.epochs))
-    return out_dir, TrainStats(
-        steps=trainer.state.global_step, train_runtime_s=result.metrics.get("train_runtime", elapsed), tokens=processed,
-        tokens_per_s=processed / max(elapsed, 1e-9), final_loss=losses[-1] if losses else None, resumed_from=resume,
+    return run_training(
+        cfg, dataset, checkpoint_dir, out_dir, progress,
+        check=lambda tokenizer: check_pairs(pairs, cfg, tokenizer, source),
+        make_trainer=DPOTrainer, args=dpo_config(cfg, checkpoint_dir, progress), start_adapter=start_adapter,
     )

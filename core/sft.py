@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from datasets import Dataset
-from transformers import PreTrainedTokenizerBase
+from peft import PeftModel
+from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig, SFTTrainer
 
@@ -88,10 +89,11 @@ def check_lengths(rows: list[Example], instruction: str, tokenizer: PreTrainedTo
     return total
 
 
-def sft_config(cfg: TaskConfig, checkpoint_dir: str | Path, progress: bool = True) -> SFTConfig:
+def trainer_args(cfg: TaskConfig, checkpoint_dir: str | Path, progress: bool = True) -> dict:
+    """The training arguments every method shares (SFT, KD, DPO): batch, schedule, checkpoints, device."""
     t = cfg.training
     on_gpu = torch.cuda.is_available() and cfg.model.device != "cpu"
-    return SFTConfig(
+    return dict(
         output_dir=str(checkpoint_dir),
         per_device_train_batch_size=t.batch_size,
         gradient_accumulation_steps=t.grad_accum,
@@ -117,6 +119,10 @@ def sft_config(cfg: TaskConfig, checkpoint_dir: str | Path, progress: bool = Tru
     )
 
 
+def sft_config(cfg: TaskConfig, checkpoint_dir: str | Path, progress: bool = True) -> SFTConfig:
+    return SFTConfig(**trainer_args(cfg, checkpoint_dir, progress))
+
+
 def run_training(
     cfg: TaskConfig,
     dataset: Dataset,
@@ -124,27 +130,38 @@ def run_training(
     out_dir: str | Path,
     progress: bool,
     check: Callable[[PreTrainedTokenizerBase], int],
-    make_trainer: Callable[..., SFTTrainer] = CompletionSFTTrainer,
+    make_trainer: Callable[..., Trainer] = CompletionSFTTrainer,
+    args: TrainingArguments | None = None,
+    start_adapter: str | Path | None = None,
 ) -> tuple[Path, TrainStats]:
-    """The training loop SFT and KD share: load, check lengths, train or resume, save the adapter."""
+    """The training loop every method shares: load, check lengths, train or resume, save the adapter.
+
+    A fresh LoRA adapter is attached, or training continues from `start_adapter`.
+    """
     torch.manual_seed(cfg.training.seed)
     model, tokenizer = load_model(cfg.model)
     tokens = check(tokenizer)
+    if start_adapter is not None:
+        model, peft_config = PeftModel.from_pretrained(model, str(start_adapter), is_trainable=True), None
+    else:
+        peft_config = lora_config(cfg.training.lora, model)
     trainer = make_trainer(
         model=model,
-        args=sft_config(cfg, checkpoint_dir, progress),
+        args=args or sft_config(cfg, checkpoint_dir, progress),
         train_dataset=dataset,
         processing_class=tokenizer,
-        peft_config=lora_config(cfg.training.lora, model),
+        peft_config=peft_config,
     )
     resume = get_last_checkpoint(str(checkpoint_dir)) if Path(checkpoint_dir).exists() else None
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
     elapsed = time.perf_counter() - start
     out_dir = Path(out_dir)
-    trainer.save_model(str(out_dir))
+    # Only the trained adapter: DPO keeps a frozen reference copy beside it that is not the product.
+    trainer.model.save_pretrained(str(out_dir), selected_adapters=["default"])
+    tokenizer.save_pretrained(str(out_dir))
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    epochs_done = trainer.state.epoch or cfg.training.epochs
+    epochs_done = trainer.state.epoch or trainer.args.num_train_epochs
     processed = int(tokens * epochs_done)
     stats = TrainStats(
         steps=trainer.state.global_step,
