@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml
 	# torch first, pinned: on this project's CPU machines 2.13.0 is a local CPU wheel; an unpinned
 	# torch would pull the multi-GB CUDA build.
 	$(PIP) torch==2.13.0
-	$(PIP) -e '.[test]'
+	$(PIP) -e '.[test,bench]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -28,8 +28,8 @@ import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 
-def classification_messages(instruction: str, text: str, shots: list[tuple[str, str]] = ()) -> list[dict[str, str]]:
-    """The chat every classification prompt uses; SFT trains on exactly this format (without shots).
+def task_messages(instruction: str, text: str, shots: list[tuple[str, str]] = ()) -> list[dict[str, str]]:
+    """The chat every prompt uses (classification and extraction); SFT trains on exactly this format.
 
     `shots` are (text, label) demonstrations put before the input as earlier user/assistant turns.
     """
@@ -41,7 +41,7 @@ def classification_messages(instruction: str, text: str, shots: list[tuple[str, 
 
 def render_prompt(tokenizer: PreTrainedTokenizerBase, instruction: str, text: str, shots: list[tuple[str, str]] = ()) -> str:
     return tokenizer.apply_chat_template(
-        classification_messages(instruction, text, shots), tokenize=False, add_generation_prompt=True
+        task_messages(instruction, text, shots), tokenize=False, add_generation_prompt=True
     )
 
 

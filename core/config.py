@@ -68,19 +68,21 @@ class CalibrationConfig(_Strict):
 
 
 class DemoData(_Strict):
-    generator: Literal["creditmix"] = "creditmix"
+    generator: Literal["creditmix", "invoices"] | None = Field(None, description="demo generator; None = the task type's (creditmix / invoices)")
     n_rows: int = Field(4000, ge=30, description="rows generated before splitting")
     seed: int = Field(7, description="generator seed")
 
 
 class DataConfig(_Strict):
-    train: Path | None = Field(None, description="labeled CSV/JSONL (text, label); absent = generate the demo data")
+    train: Path | None = Field(
+        None, description="labeled CSV/JSONL (classification: text, label; idp: document, target); absent = generate the demo data"
+    )
     eval: Path | None = Field(None, description="labeled eval file; absent = split from train")
     unlabeled: Path | None = Field(None, description="unlabeled pool for the teacher")
     preferences: Path | None = Field(None, description="preference pairs (prompt, chosen, rejected JSONL) for DPO")
     demo: DemoData = Field(default_factory=DemoData)
-    train_per_class: int = Field(800, ge=1, description="training rows per class (minority classes are repeated)")
-    eval_per_class: int = Field(60, ge=1, description="eval rows per class (balanced evaluation)")
+    train_per_class: int = Field(800, ge=1, description="training rows per class (minority classes are repeated); idp: training documents")
+    eval_per_class: int = Field(60, ge=1, description="eval rows per class (balanced evaluation); idp: eval documents")
 
 
 class PromotionPolicy(_Strict):
@@ -146,14 +148,17 @@ class EscalationConfig(_Strict):
 
 
 DEMO_LABELS = ["Good", "Standard", "Bad"]
+DEMO_INSTRUCTION = "Classify the customer's credit mix as Good, Standard or Bad. Answer with the label only."
 
 
 class TaskConfig(_Strict):
     name: str = Field("creditmix", pattern=r"^[A-Za-z0-9_.-]+$", description="task name; registry folder")
-    type: Literal["classification"] = "classification"
-    labels: list[str] = Field(DEMO_LABELS, min_length=2, description="label set, in order")
+    type: Literal["classification", "idp"] = Field("classification", description="classification (labels) or idp (document -> JSON)")
+    labels: list[str] = Field(DEMO_LABELS, min_length=2, description="classification: label set, in order")
+    schema_file: Path | None = Field(None, description="idp: JSON Schema the output must validate against; absent = the invoices demo's")
+    max_new_tokens: int = Field(320, ge=8, description="idp: most tokens generated per document (the schema should bound its output below this)")
     instruction: str = Field(
-        "Classify the customer's credit mix as Good, Standard or Bad. Answer with the label only.",
+        DEMO_INSTRUCTION,
         description="system message put before every input (default: the demo's, or one naming your labels)",
     )
     data: DataConfig = Field(default_factory=DataConfig)
@@ -175,7 +180,9 @@ class TaskConfig(_Strict):
 
     @model_validator(mode="after")
     def _labels_unique(self) -> "TaskConfig":
-        if "instruction" not in self.model_fields_set and self.labels != DEMO_LABELS:
+        if self.type == "idp":
+            self._idp_defaults()
+        elif "instruction" not in self.model_fields_set and self.labels != DEMO_LABELS:
             # The default instruction is the demo's; a user's own labels get one that names them.
             self.instruction = f"Classify the input as one of: {', '.join(self.labels)}. Answer with the label only."
         if "dpo" in self.methods and self.dpo.from_sft and "sft" not in self.methods:
@@ -186,6 +193,32 @@ class TaskConfig(_Strict):
             if label not in self.labels:
                 raise ValueError(f"calibration.label_bias names {label!r}, which is not in labels {self.labels}")
         return self
+
+    def _idp_defaults(self) -> None:
+        """An idp task's defaults where the user named none: the invoices demo, field-F1 promotion."""
+        from core import invoices
+
+        if "name" not in self.model_fields_set:
+            self.name = "invoices"
+        if "instruction" not in self.model_fields_set or self.instruction == DEMO_INSTRUCTION:
+            self.instruction = invoices.INSTRUCTION if self.schema_file is None else "Extract the document's fields as JSON."
+        if "promotion" not in self.model_fields_set:
+            self.promotion = PromotionPolicy(primary_metric="field_f1", guard_min={"schema_valid_rate": 1.0})
+        if "max_length" not in self.training.model_fields_set:
+            self.training.max_length = 512  # a document and its JSON, not a text and a label
+
+    def demo_generator(self) -> str:
+        return self.data.demo.generator or ("invoices" if self.type == "idp" else "creditmix")
+
+    def task_schema(self):
+        """idp: the checked JSON Schema (`schema_file`, or the invoices demo's); raises SchemaError naming the pointer."""
+        from core.schema import TaskSchema
+
+        if self.schema_file is not None:
+            return TaskSchema.load(self.schema_file)
+        from core import invoices
+
+        return TaskSchema.from_dict(invoices.SCHEMA, "<invoices demo schema>")
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TaskConfig":
@@ -207,6 +240,8 @@ class TaskConfig(_Strict):
             value = getattr(cfg.data, key)
             if value is not None and not value.is_absolute():
                 setattr(cfg.data, key, (path.parent / value).resolve())
+        if cfg.schema_file is not None and not cfg.schema_file.is_absolute():
+            cfg.schema_file = (path.parent / cfg.schema_file).resolve()
         return cfg
 
 

@@ -29,6 +29,8 @@ class DataError(ValueError):
 
 @dataclass
 class Example:
+    """One input and its gold answer as the model should write it: a label, or (idp) the target JSON text."""
+
     id: str
     text: str
     label: str | None = None
@@ -102,6 +104,74 @@ def load_classification(path: str | Path, labels: list[str], require_labels: boo
     return examples
 
 
+def load_documents(path: str | Path, schema, require_targets: bool = True) -> list[Example]:
+    """Read idp rows (`document`, `target`, `id`); a target that does not validate is refused with its pointer.
+
+    `schema` is a `core.schema.TaskSchema`; targets are re-serialised as the decoder writes them
+    (schema key order, compact), which is what SFT trains on.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, None, None, "no such file")
+    records = read_records(path)
+    if not records:
+        raise DataError(path, None, None, "empty file: no rows")
+    rows = []
+    for number, record in records:
+        document = record.get("document")
+        if not isinstance(document, str) or not document.strip():
+            raise DataError(path, number, "document", "missing or empty")
+        target = record.get("target")
+        if isinstance(target, str):  # CSV cells, or JSONL that carries the target as text
+            try:
+                target = json.loads(target)
+            except json.JSONDecodeError as exc:
+                raise DataError(path, number, "target", f"not JSON: {exc.msg}") from None
+        if target is None:
+            if require_targets:
+                raise DataError(path, number, "target", "missing")
+            answer = None
+        else:
+            errors = schema.errors(target)
+            if errors:
+                raise DataError(path, number, "target", f"does not validate against the task schema: {errors[0]}")
+            answer = schema.dumps(target)
+        rows.append(Example(id=str(record.get("id") or f"{path.stem}-{number}"), text=document, label=answer))
+    return rows
+
+
+def to_record(cfg, row: Example) -> dict:
+    """A row in the task's file format (what `load_rows` reads back)."""
+    if cfg.type == "idp":
+        return {"id": row.id, "document": row.text} | ({"target": json.loads(row.label)} if row.label is not None else {})
+    return row.to_dict()
+
+
+def split_rows(cfg, rows: list[Example]) -> tuple[list[Example], list[Example]]:
+    """Train and eval rows as the task type wants them: balanced by class, or a seeded document split."""
+    d, seed = cfg.data, cfg.training.seed
+    if cfg.type == "idp":
+        return document_split(rows, d.train_per_class, d.eval_per_class, seed)
+    return balanced_split(rows, cfg.labels, d.train_per_class, d.eval_per_class, seed)
+
+
+def load_rows(cfg, path: str | Path, require_answers: bool = True) -> list[Example]:
+    """The task's rows from a file, whatever its type: labels (classification) or targets (idp)."""
+    if cfg.type == "idp":
+        return load_documents(path, cfg.task_schema(), require_answers)
+    return load_classification(path, cfg.labels, require_labels=require_answers)
+
+
+def document_split(rows: list[Example], train_size: int, eval_size: int, seed: int) -> tuple[list[Example], list[Example]]:
+    """idp: a seeded held-out eval set; the rest (at most `train_size` rows) for training."""
+    if len(rows) < 2:
+        raise DataError("<split>", None, "target", f"{len(rows)} rows: need at least 2 to split into train and eval")
+    shuffled = rows[:]
+    random.Random(seed).shuffle(shuffled)
+    n_eval = min(eval_size, len(rows) // 2)
+    return shuffled[n_eval:][:train_size], shuffled[:n_eval]
+
+
 def write_jsonl(path: str | Path, rows: list[dict]) -> None:
     """Write rows atomically (temp file + rename) so a crash never leaves half a file."""
     path = Path(path)
@@ -161,8 +231,16 @@ def balanced_split(
 def labeled_rows(cfg) -> tuple[list[Example], str]:
     """Every labeled row of a task (`data.train`, or the demo generator's output) and where it came from."""
     if cfg.data.train is None:
-        from core import creditmix
-
         demo = cfg.data.demo
-        return [Example(**r) for r in creditmix.generate(demo.n_rows, seed=demo.seed)], f"creditmix generator (n={demo.n_rows}, seed={demo.seed})"
-    return load_classification(cfg.data.train, cfg.labels), str(cfg.data.train)
+        name = cfg.demo_generator()
+        if name == "invoices":
+            from core import invoices
+
+            schema = cfg.task_schema()
+            rows = [Example(r["id"], r["document"], schema.dumps(r["target"])) for r in invoices.generate(demo.n_rows, seed=demo.seed)]
+        else:
+            from core import creditmix
+
+            rows = [Example(**r) for r in creditmix.generate(demo.n_rows, seed=demo.seed)]
+        return rows, f"{name} generator (n={demo.n_rows}, seed={demo.seed})"
+    return load_rows(cfg, cfg.data.train), str(cfg.data.train)

@@ -21,7 +21,7 @@ from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 from trl import DPOConfig, DPOTrainer
 
-from core.calibrated import CalibratedDecoder, classification_messages
+from core.calibrated import CalibratedDecoder, task_messages
 from core.config import TaskConfig
 from core.data import DataError, Example, read_records
 from core.sft import TrainStats, run_training, trainer_args
@@ -82,7 +82,7 @@ def check_pairs(pairs: list[Pair], cfg: TaskConfig, tokenizer: PreTrainedTokeniz
         raise DataError(source, None, None, f"{len(pairs)} usable preference pairs, fewer than dpo.min_pairs={cfg.dpo.min_pairs}")
     total = 0
     for number, pair in enumerate(pairs, start=1):
-        prompt = tokenizer.apply_chat_template(classification_messages(cfg.instruction, pair.prompt), tokenize=False, add_generation_prompt=True)
+        prompt = tokenizer.apply_chat_template(task_messages(cfg.instruction, pair.prompt), tokenize=False, add_generation_prompt=True)
         n_prompt = len(tokenizer(prompt, add_special_tokens=False).input_ids)
         n_side = max(len(tokenizer(side, add_special_tokens=False).input_ids) for side in (pair.chosen, pair.rejected)) + 2
         if n_prompt + n_side > cfg.training.max_length:
@@ -109,7 +109,7 @@ def train_dpo(
     """Train (or resume) a DPO adapter, from `start_adapter` (SFT -> DPO) or a fresh LoRA; save it to `out_dir`."""
     dataset = Dataset.from_list([
         {
-            "prompt": classification_messages(cfg.instruction, p.prompt),
+            "prompt": task_messages(cfg.instruction, p.prompt),
             "chosen": [{"role": "assistant", "content": p.chosen}],
             "rejected": [{"role": "assistant", "content": p.rejected}],
         }

@@ -18,8 +18,9 @@ import numpy as np
 from core.calibrated import CalibratedDecoder, render_prompt
 from core.config import Price, TaskConfig
 from core.data import Example
-from core.metrics import classification_metrics
+from core.metrics import classification_metrics, extraction_metrics
 from core.models import load_adapter, load_model
+from core.schema import SchemaDecoder
 from core.traces import cost_usd, input_sha256
 
 
@@ -67,16 +68,49 @@ def score(decoder: CalibratedDecoder, rows: list[Example]) -> dict:
     return metrics
 
 
+def extraction_decoder(cfg: TaskConfig, model, tokenizer, constrained: bool = True) -> SchemaDecoder:
+    """The schema decoder every idp variant (base, adapters, the deliberate teacher) is run with."""
+    return SchemaDecoder(
+        model, tokenizer, cfg.task_schema(), cfg.instruction,
+        max_new_tokens=cfg.max_new_tokens, batch_size=cfg.eval_batch_size, constrained=constrained,
+    )
+
+
+def score_extraction(decoder: SchemaDecoder, rows: list[Example]) -> dict:
+    """Extraction metrics of one decoder on documents with gold targets."""
+    import json
+
+    results = decoder.extract([r.text for r in rows])
+    metrics = extraction_metrics(
+        [json.loads(r.label) for r in rows], [x.output for x in results], [x.valid for x in results],
+        latencies_ms=[x.latency_ms for x in results],
+    )
+    metrics["latency_note"] = f"per document, amortised over batches of {decoder.batch_size}"
+    metrics["prompt_tokens_per_request"] = float(np.mean([x.prompt_tokens for x in results]))
+    metrics["completion_tokens_per_request"] = float(np.mean([x.completion_tokens for x in results]))
+    metrics["predictions"] = [
+        {"id": r.id, "valid": x.valid, "errors": x.errors, "output": x.output} for r, x in zip(rows, results)
+    ]
+    return metrics
+
+
+def score_variant(cfg: TaskConfig, model, tokenizer, rows: list[Example], adapter: bool) -> dict:
+    """One variant (the model with whatever adapter is active) scored the way the task type is."""
+    if cfg.type == "idp":
+        return score_extraction(extraction_decoder(cfg, model, tokenizer), rows)
+    return score(decoder_for(cfg, model, tokenizer, adapter=adapter), rows)
+
+
 def evaluate_variants(cfg: TaskConfig, rows: list[Example], adapters: dict[str, str | Path], include_base: bool = True) -> dict[str, dict]:
     """Metrics for the base model (optional) and each named adapter on the same rows."""
     model, tokenizer = load_model(cfg.model)
     results: dict[str, dict] = {}
     if include_base:
-        results["base"] = score(decoder_for(cfg, model, tokenizer, adapter=False), rows)
+        results["base"] = score_variant(cfg, model, tokenizer, rows, adapter=False)
     for name, adapter_dir in adapters.items():
         model = load_adapter(model, adapter_dir, name=name)
         model.set_adapter(name)
-        results[name] = score(decoder_for(cfg, model, tokenizer, adapter=True), rows)
+        results[name] = score_variant(cfg, model, tokenizer, rows, adapter=True)
     return results
 
 

@@ -23,7 +23,7 @@ from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-from core.calibrated import classification_messages
+from core.calibrated import task_messages
 from core.config import TaskConfig
 from core.data import Example
 from core.sft import CompletionSFTTrainer, TrainStats, check_lengths, run_training
@@ -129,7 +129,7 @@ def classification_kd_rows(traces: list[dict], cfg: TaskConfig) -> list[dict]:
     """Rows for KDTrainer from classification traces: soft targets (one weighted row per likely label) or argmax."""
     rows = []
     for trace in traces:
-        prompt = classification_messages(cfg.instruction, trace["prompt"])
+        prompt = task_messages(cfg.instruction, trace["prompt"])
         probs = trace.get("label_probs") or {trace["output"]: 1.0}
         if not cfg.kd.soft_targets:
             probs = {trace["output"]: 1.0}

@@ -1,4 +1,4 @@
-"""Classification metrics for balanced evaluation.
+"""Evaluation metrics: classification (balanced) and extraction (field-level).
 
 `classification_metrics` returns the fields every `metrics.json` and `distill-slm eval --json`
 carry: accuracy, macro_f1, per_class, confusion_matrix, ece, latency_ms_p50/p95, n, plus the
@@ -6,6 +6,9 @@ top-2 margin distribution and the predicted-label distribution.
 """
 
 from __future__ import annotations
+
+import re
+from datetime import date
 
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
@@ -63,6 +66,89 @@ def classification_metrics(
             "p90": float(np.percentile(m, 90)),
             "histogram": np.histogram(m, bins=10, range=(0.0, 1.0))[0].tolist(),
         }
+    if latencies_ms:
+        out["latency_ms_p50"] = float(np.percentile(latencies_ms, 50))
+        out["latency_ms_p95"] = float(np.percentile(latencies_ms, 95))
+    return out
+
+
+# ---- extraction (idp) ------------------------------------------------------------------------
+
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def flatten(value, prefix: str = "") -> dict[str, object]:
+    """Leaf fields by path: {"vendor.name": ..., "items[0].qty": ...}; empty objects/arrays count as leaves."""
+    if isinstance(value, dict) and value:
+        out: dict[str, object] = {}
+        for key, child in value.items():
+            out |= flatten(child, f"{prefix}.{key}" if prefix else str(key))
+        return out
+    if isinstance(value, list) and value:
+        out = {}
+        for i, child in enumerate(value):
+            out |= flatten(child, f"{prefix}[{i}]")
+        return out
+    return {prefix: value}
+
+
+def _normal(value):
+    """Comparable form of a leaf: numbers to 2 decimals, ISO dates as dates, strings trimmed and case-folded."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, (int, float)):
+        return round(float(value), 2)
+    if isinstance(value, str):
+        text = " ".join(value.split())
+        if _ISO_DATE.match(text):
+            try:
+                return date.fromisoformat(text)
+            except ValueError:
+                return text
+        return text.casefold()
+    return value
+
+
+def field_diff(gold: dict, predicted: dict | None) -> dict:
+    """Correct, wrong, missing and extra leaf fields of one document (None = nothing usable was produced)."""
+    g, p = flatten(gold), flatten(predicted) if predicted is not None else {}
+    correct = sum(1 for k in g if k in p and _normal(g[k]) == _normal(p[k]))
+    wrong = sum(1 for k in g if k in p and _normal(g[k]) != _normal(p[k]))
+    return {"gold": len(g), "predicted": len(p), "correct": correct, "wrong": wrong,
+            "missing": sum(1 for k in g if k not in p), "extra": sum(1 for k in p if k not in g)}
+
+
+def extraction_metrics(
+    gold: list[dict], predicted: list[dict | None], valid: list[bool], latencies_ms: list[float] | None = None
+) -> dict:
+    """Schema validity, field-level precision/recall/F1 (micro over leaf paths), exact documents, correction effort.
+
+    Correction effort is what a person would fix per document: every wrong, missing or extra field is one edit.
+    """
+    diffs = [field_diff(g, p) for g, p in zip(gold, predicted)]
+    correct = sum(d["correct"] for d in diffs)
+    n_pred, n_gold = sum(d["predicted"] for d in diffs), sum(d["gold"] for d in diffs)
+    precision = correct / n_pred if n_pred else 0.0
+    recall = correct / n_gold if n_gold else 0.0
+    edits = [d["wrong"] + d["missing"] + d["extra"] for d in diffs]
+    by_field: dict[str, list[int]] = {}
+    for g, p in zip(gold, predicted):
+        fp = flatten(p) if p is not None else {}
+        for path, value in flatten(g).items():
+            top = re.sub(r"\[\d+\]", "[]", path)
+            by_field.setdefault(top, [0, 0])
+            by_field[top][0] += path in fp and _normal(fp[path]) == _normal(value)
+            by_field[top][1] += 1
+    out = {
+        "n": len(gold),
+        "schema_valid_rate": float(np.mean(valid)) if valid else 0.0,
+        "field_precision": precision,
+        "field_recall": recall,
+        "field_f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+        "exact_match": float(np.mean([e == 0 for e in edits])) if edits else 0.0,
+        "corrections_per_doc": float(np.mean(edits)) if edits else 0.0,
+        "field_accuracy": {k: round(c / t, 4) for k, (c, t) in sorted(by_field.items())},
+    }
     if latencies_ms:
         out["latency_ms_p50"] = float(np.percentile(latencies_ms, 50))
         out["latency_ms_p95"] = float(np.percentile(latencies_ms, 95))

@@ -110,9 +110,34 @@ def dpo_vs_sft(sft: dict, dpo: dict, tolerance: float = 0.05) -> list[str]:
     return lines
 
 
+EXTRACTION_HEADLINE = [
+    "schema_valid_rate", "field_f1", "field_precision", "field_recall", "exact_match", "corrections_per_doc",
+    "latency_ms_p50", "latency_ms_p95", "tokens_per_request", "cost_per_1k_usd", "n",
+]
+
+
+def extraction_report(task: str, results: dict[str, dict]) -> str:
+    """Variants side by side on the eval documents: validity, field-level F1, correction effort, cost; accuracy per field."""
+    names = list(results)
+    lines = [f"# Evaluation: {task} (document -> JSON)", "",
+             "Fields are leaf paths (`vendor.name`, `items[0].price`); numbers compared to 2 decimals, dates as dates, "
+             "strings trimmed and case-folded. Corrections = wrong + missing + extra fields per document.", ""]
+    lines += ["| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for key in EXTRACTION_HEADLINE:
+        lines.append(f"| {key} | " + " | ".join(_fmt(results[n].get(key, "")) for n in names) + " |")
+    fields = sorted({f for n in names for f in results[n].get("field_accuracy", {})})
+    lines += ["", "## Accuracy per field", "", "| field | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for f in fields:
+        lines.append(f"| {f} | " + " | ".join(_fmt(results[n].get("field_accuracy", {}).get(f, "")) for n in names) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def write_report(task: str, results: dict[str, dict], out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
-    confusion_png(results, out_dir / "confusion.png")
     path = out_dir / "report.md"
+    if any("field_f1" in r for r in results.values()):
+        path.write_text(extraction_report(task, results))
+        return path
+    confusion_png(results, out_dir / "confusion.png")
     path.write_text(markdown_report(task, results))
     return path

@@ -22,7 +22,7 @@ from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig, SFTTrainer
 
-from core.calibrated import classification_messages
+from core.calibrated import task_messages
 from core.config import TaskConfig
 from core.data import DataError, Example
 from core.models import load_model, lora_config
@@ -69,7 +69,7 @@ def sft_dataset(rows: list[Example], instruction: str) -> Dataset:
     return Dataset.from_list(
         [
             {
-                "prompt": classification_messages(instruction, row.text),
+                "prompt": task_messages(instruction, row.text),
                 "completion": [{"role": "assistant", "content": row.label}],
             }
             for row in rows
@@ -81,7 +81,7 @@ def check_lengths(rows: list[Example], instruction: str, tokenizer: PreTrainedTo
     """Refuse rows longer than `max_length` tokens (TRL would truncate them silently); return the total tokens."""
     total = 0
     for number, row in enumerate(rows, start=1):
-        chat = classification_messages(instruction, row.text) + [{"role": "assistant", "content": row.label}]
+        chat = task_messages(instruction, row.text) + [{"role": "assistant", "content": row.label}]
         n = len(tokenizer(tokenizer.apply_chat_template(chat, tokenize=False), add_special_tokens=False).input_ids)
         if n > max_length:
             raise DataError(source, number, "text", f"row {row.id} is {n} tokens, over training.max_length={max_length}")

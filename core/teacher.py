@@ -32,7 +32,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from core.calibrated import CalibratedDecoder, _softmax, classification_messages, render_prompt
+from core.calibrated import CalibratedDecoder, _softmax, task_messages, render_prompt
 from core.config import TaskConfig
 from core.data import Example
 
@@ -146,7 +146,7 @@ class OpenAITeacher(Teacher):
     def answer_one(self, text: str) -> TeacherAnswer:
         body = {
             "model": self.cfg.model,
-            "messages": classification_messages(self.instruction, text),
+            "messages": task_messages(self.instruction, text),
             "temperature": 0,
             "max_tokens": 16,
         }

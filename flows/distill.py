@@ -25,6 +25,12 @@ from tasks.teacher import teacher_traces
 from tasks.train import train_dpo_task, train_kd_task, train_sft_task
 
 
+SUMMARY_KEYS = {
+    "classification": ("macro_f1", "accuracy", "ece", "min_class_recall", "latency_ms_p50", "cost_per_1k_usd"),
+    "idp": ("schema_valid_rate", "field_f1", "exact_match", "corrections_per_doc", "latency_ms_p50", "cost_per_1k_usd"),
+}
+
+
 # log_prints stays off: it patches print(), which breaks dill's stdout capture inside datasets.
 @flow(name="distill")
 def distill(cfg: TaskConfig = TaskConfig()) -> dict:
@@ -49,9 +55,7 @@ def distill(cfg: TaskConfig = TaskConfig()) -> dict:
     summary |= {"eval_dir": eval_dir, "report": str(Path(eval_dir) / "report.md")}
     for name in ["base", *(["teacher"] if teacher_on_eval else []), *adapters]:
         metrics = json.loads((Path(eval_dir) / f"{name}.metrics.json").read_text())
-        summary["variants"][name] = {
-            k: metrics[k] for k in ("macro_f1", "accuracy", "ece", "min_class_recall", "latency_ms_p50", "cost_per_1k_usd")
-        }
+        summary["variants"][name] = {k: metrics[k] for k in SUMMARY_KEYS[cfg.type] if k in metrics}
     for method, adapter_dir in adapters.items():
         ref = register_task(cfg, method, adapter_dir, eval_dir, prepared["fingerprint"])
         summary["variants"][method]["registered"] = ref

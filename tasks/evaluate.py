@@ -9,7 +9,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from core.config import TaskConfig
-from core.data import load_classification
+from core.data import load_rows
 from core.evaluate import add_cost, cascade_table, evaluate_variants, teacher_metrics
 from core.traces import TraceStore, price_for
 from core.report import HEADLINE, write_report
@@ -23,7 +23,7 @@ def evaluate_task(
 
     With `teacher_traces_file` (the teacher's traces on the eval rows) the teacher joins the table.
     """
-    rows = load_classification(eval_path, cfg.labels)
+    rows = load_rows(cfg, eval_path)
     results = evaluate_variants(cfg, rows, adapters)
     for metrics in results.values():
         add_cost(metrics, cfg)

@@ -7,9 +7,9 @@ import json
 
 from prefect import get_run_logger, task
 
-from core import creditmix
+from core import creditmix, invoices
 from core.config import TaskConfig
-from core.data import DataError, Example, balance, balanced_split, labeled_rows, load_classification, write_jsonl
+from core.data import DataError, Example, balance, labeled_rows, load_rows, split_rows, to_record, write_jsonl
 from core.teacher import preflight
 
 
@@ -26,20 +26,21 @@ def prepare_data(cfg: TaskConfig) -> dict:
     logger = get_run_logger()
     rows, source = labeled_rows(cfg)
     if cfg.data.eval is not None:
-        eval_rows = load_classification(cfg.data.eval, cfg.labels)
-        train_rows = balance(rows, cfg.labels, cfg.data.train_per_class, cfg.training.seed)
+        eval_rows = load_rows(cfg, cfg.data.eval)
+        if cfg.type == "idp":
+            train_rows = rows[: cfg.data.train_per_class]
+        else:
+            train_rows = balance(rows, cfg.labels, cfg.data.train_per_class, cfg.training.seed)
     else:
-        train_rows, eval_rows = balanced_split(
-            rows, cfg.labels, cfg.data.train_per_class, cfg.data.eval_per_class, cfg.training.seed
-        )
+        train_rows, eval_rows = split_rows(cfg, rows)
     out = cfg.work_dir / cfg.name / "data"
-    write_jsonl(out / "train.jsonl", [r.to_dict() for r in train_rows])
-    write_jsonl(out / "eval.jsonl", [r.to_dict() for r in eval_rows])
+    write_jsonl(out / "train.jsonl", [to_record(cfg, r) for r in train_rows])
+    write_jsonl(out / "eval.jsonl", [to_record(cfg, r) for r in eval_rows])
     paths = {"train": str(out / "train.jsonl"), "eval": str(out / "eval.jsonl")}
     if "kd" in cfg.methods:
         preflight(cfg)  # a missing key or a dead endpoint fails here, not an hour into the run
         pool = unlabeled_pool(cfg)
-        write_jsonl(out / "unlabeled.jsonl", [{"id": r.id, "text": r.text} for r in pool])
+        write_jsonl(out / "unlabeled.jsonl", [to_record(cfg, r) for r in pool])
         paths["unlabeled"] = str(out / "unlabeled.jsonl")
         logger.info("unlabeled pool for the teacher: %d rows", len(pool))
     fingerprint = {
@@ -57,7 +58,10 @@ def unlabeled_pool(cfg: TaskConfig) -> list[Example]:
     """The inputs the teacher labels: `data.unlabeled`, or (demo) fresh generator rows with their labels dropped."""
     limit = cfg.teacher.max_pool
     if cfg.data.unlabeled is not None:
-        rows = load_classification(cfg.data.unlabeled, cfg.labels, require_labels=False)
+        rows = load_rows(cfg, cfg.data.unlabeled, require_answers=False)
+    elif cfg.data.train is None and cfg.demo_generator() == "invoices":
+        demo = cfg.data.demo
+        rows = [Example(r["id"].replace("inv-", "pool-"), r["document"]) for r in invoices.generate(limit or demo.n_rows, seed=demo.seed + 1)]
     elif cfg.data.train is None:
         demo = cfg.data.demo
         rows = [Example(r["id"].replace("cm-", "pool-"), r["text"]) for r in creditmix.generate(limit or demo.n_rows, seed=demo.seed + 1)]

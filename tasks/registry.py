@@ -17,12 +17,13 @@ def model_card(cfg: TaskConfig, method: str, metrics: dict, baseline: dict | Non
         f"# {cfg.name} / {method}",
         "",
         f"LoRA adapter over `{cfg.model.base_model}` ({cfg.model.precision}, quantization {cfg.model.quantization}).",
-        f"Task type {cfg.type}; labels {', '.join(cfg.labels)}.",
+        f"Task type {cfg.type}; " + (f"labels {', '.join(cfg.labels)}." if cfg.type == "classification" else "output validated against the task's JSON Schema."),
         "",
         "| metric | adapter | base |",
         "|---|---|---|",
     ]
-    for key in ("macro_f1", "accuracy", "min_class_recall", "ece"):
+    keys = ("macro_f1", "accuracy", "min_class_recall", "ece") if cfg.type == "classification" else ("field_f1", "schema_valid_rate", "exact_match", "corrections_per_doc")
+    for key in keys:
         base_value = f"{baseline[key]:.3f}" if baseline and key in baseline else "-"
         lines.append(f"| {key} | {metrics[key]:.3f} | {base_value} |")
     return "\n".join(lines) + "\n"

@@ -9,7 +9,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
 from core.config import TaskConfig
-from core.data import load_classification
+from core.data import load_rows
 from core.teacher import make_teacher
 from core.traces import TraceStore, generate_traces
 
@@ -29,11 +29,11 @@ def traces_path(cfg: TaskConfig, split: str):
 def teacher_traces(cfg: TaskConfig, inputs_path: str, labeled_path: str, split: str) -> dict:
     """Ask the teacher about every input of `inputs_path` not yet traced; return the totals (and the file)."""
     logger = get_run_logger()
-    rows = load_classification(inputs_path, cfg.labels, require_labels=False)
+    rows = load_rows(cfg, inputs_path, require_answers=False)
     store = TraceStore(traces_path(cfg, split))
     try:
         summary = generate_traces(
-            rows, store, lambda: make_teacher(cfg, load_classification(labeled_path, cfg.labels)), prices=cfg.teacher.prices
+            rows, store, lambda: make_teacher(cfg, load_rows(cfg, labeled_path)), prices=cfg.teacher.prices
         )
     finally:
         store.close()

@@ -10,7 +10,7 @@ from pathlib import Path
 from prefect import get_run_logger, task
 
 from core.config import TaskConfig
-from core.data import load_classification
+from core.data import load_rows
 from core.dpo import classification_pairs, load_pairs, train_dpo
 from core.evaluate import decoder_for
 from core.kd import train_kd
@@ -34,7 +34,7 @@ def train_sft_task(cfg: TaskConfig, train_path: str, fingerprint: dict) -> str:
     if done.exists():
         logger.info("adapter already trained at %s; skipping", adapter_dir)
         return str(adapter_dir)
-    rows = load_classification(train_path, cfg.labels)
+    rows = load_rows(cfg, train_path)
     adapter_dir, stats = train_sft(cfg, rows, folder / "checkpoints", adapter_dir, source=train_path)
     done.write_text(json.dumps(asdict(stats), indent=2))  # written last: marks the adapter complete
     logger.info("SFT: %d steps, %.0f tokens/s, final loss %s", stats.steps, stats.tokens_per_s, stats.final_loss)
@@ -89,7 +89,7 @@ def train_dpo_task(
             model = load_adapter(model, start_adapter, name="start")
             model.set_adapter("start")
         decoder = decoder_for(cfg, model, tokenizer, adapter=start_adapter is not None)
-        pairs, counts = classification_pairs(cfg, load_classification(train_path, cfg.labels), decoder, traces)
+        pairs, counts = classification_pairs(cfg, load_rows(cfg, train_path), decoder, traces)
         source = f"pairs built on-policy from {train_path}"
         del model, decoder
     logger.info("DPO pairs: %s", counts)

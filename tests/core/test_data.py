@@ -72,3 +72,23 @@ def test_eval_share_capped_by_rarest_class():
     rows = [Example(f"{label}-{i}", "t", label) for label, n in [("Good", 6), ("Bad", 50)] for i in range(n)]
     _, eval_ = balanced_split(rows, LABELS, train_per_class=5, eval_per_class=10, seed=0)
     assert Counter(e.label for e in eval_) == {"Good": 3, "Bad": 3}
+
+
+def test_idp_targets_are_checked_against_the_schema_with_file_and_line(tmp_path):
+    from core.config import TaskConfig
+    from core.data import load_rows
+
+    cfg = TaskConfig(type="idp")
+    good = {"doc_type": "receipt", "number": "R-1", "date": "2024-01-02", "vendor": {"name": "A", "country": "DE"},
+            "currency": "EUR", "items": [{"name": "x", "qty": 1, "price": 2.5}], "total": 2.5}
+    bad = dict(good, date="02.01.2024")
+    path = write(tmp_path, "docs.jsonl", jsonl([{"document": "d1", "target": good}, {"document": "d2", "target": bad}]))
+    with pytest.raises(DataError) as caught:
+        load_rows(cfg, path)
+    assert (caught.value.line, caught.value.field) == (2, "target") and "/date" in caught.value.problem
+    [row] = load_rows(cfg, write(tmp_path, "ok.jsonl", jsonl([{"id": "a", "document": "d1", "target": good}])))
+    assert row.label.startswith('{"doc_type":"receipt","number":"R-1"')  # re-serialised in schema order, compact
+    with pytest.raises(DataError, match="field 'document'"):
+        load_rows(cfg, write(tmp_path, "nodoc.jsonl", jsonl([{"target": good}])))
+    pool = load_rows(cfg, write(tmp_path, "pool.jsonl", jsonl([{"document": "d1"}])), require_answers=False)
+    assert pool[0].label is None

@@ -6,7 +6,7 @@ import pytest
 import torch
 from datasets import Dataset
 
-from core.calibrated import classification_messages
+from core.calibrated import task_messages
 from core.config import TaskConfig
 from core.kd import KDCollator, KDTrainer, classification_kd_rows, shared_tokenizer, train_kd
 from core.models import load_model, lora_config
@@ -34,7 +34,7 @@ def _trainer(cls, cfg, tmp_path, rows, **kw):
 
 def test_kd_loss_with_unit_weights_is_the_sft_loss(tiny_cfg, tmp_path):
     rows = [
-        {"prompt": classification_messages(tiny_cfg.instruction, f"Interest_Rate: {i}"), "completion": [{"role": "assistant", "content": lab}]}
+        {"prompt": task_messages(tiny_cfg.instruction, f"Interest_Rate: {i}"), "completion": [{"role": "assistant", "content": lab}]}
         for i, lab in enumerate(["Good", "Standard", "Bad", "Good"])
     ]
     torch.manual_seed(0)
@@ -55,7 +55,7 @@ def test_kd_loss_with_unit_weights_is_the_sft_loss(tiny_cfg, tmp_path):
 
 
 def test_topk_kl_is_zero_when_the_teacher_is_the_student(tiny_cfg, tmp_path):
-    prompt = classification_messages(tiny_cfg.instruction, "Interest_Rate: 5")
+    prompt = task_messages(tiny_cfg.instruction, "Interest_Rate: 5")
     row = {"prompt": prompt, "completion": [{"role": "assistant", "content": "Standard"}], "kd_weight": 1.0}
     trainer, tok = _trainer(KDTrainer, tiny_cfg, tmp_path, [row], data_collator=KDCollator(2), token_kl_weight=1.0)
     [example] = [trainer.train_dataset[0]]

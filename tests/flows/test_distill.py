@@ -15,6 +15,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     """The real command line, in its own process."""
     return subprocess.run([sys.executable, "-m", "distill_slm.cli", *args], capture_output=True, text=True, timeout=600)
 
+IDP_REQUIRED = {"schema_valid_rate", "field_f1", "field_precision", "field_recall", "exact_match", "corrections_per_doc"}
 REQUIRED = {"accuracy", "macro_f1", "per_class", "confusion_matrix", "ece", "latency_ms_p50", "latency_ms_p95", "n"}
 
 
@@ -22,6 +23,24 @@ REQUIRED = {"accuracy", "macro_f1", "per_class", "confusion_matrix", "ece", "lat
 def prefect_server():
     with prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+def test_distill_flow_runs_document_extraction(prefect_server, tiny_cfg):
+    """type: idp end to end on the tiny model: invoices demo data, SFT on target JSON, constrained evaluation."""
+    from flows.distill import distill
+
+    cfg = type(tiny_cfg)(type="idp", model=tiny_cfg.model, runs_dir=tiny_cfg.runs_dir, work_dir=tiny_cfg.work_dir, max_new_tokens=200)
+    cfg.data.train_per_class, cfg.data.eval_per_class = 8, 4
+    cfg.training.batch_size, cfg.training.max_steps, cfg.training.save_steps = 4, 2, 2
+    summary = distill(cfg)
+    assert set(summary["variants"]) == {"base", "sft"}
+    for variant in summary["variants"].values():
+        assert variant["schema_valid_rate"] == 1.0  # a random 2-layer model, and still every output validates
+    registry = Registry(cfg.runs_dir)
+    assert registry.aliases("invoices") == {"production": "sft/v0001"}
+    metrics = registry.metrics("invoices", "production")
+    assert IDP_REQUIRED <= set(metrics) and metrics["n"] == 4
+    assert "field_f1" in Path(summary["report"]).read_text()
 
 
 def test_distill_flow_trains_evaluates_registers_promotes(prefect_server, tiny_cfg):
