@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from core.calibrated import CalibratedDecoder, Prediction
 from core.config import ModelConfig, TaskConfig
 from core.data import labeled_rows
-from core.evaluate import decoder_for
+from core.evaluate import decoder_for, extraction_decoder
 from core.models import load_adapter, load_model
 from core.registry import Registry
+from core.schema import Extraction, SchemaDecoder, TaskSchema
 from core.teacher import Teacher, make_teacher
 
 
@@ -37,7 +38,7 @@ class Variant:
     name: str  # base | sft | kd | dpo
     ref: str  # 'base' or 'method/version'
     adapter: str | None  # PEFT adapter name inside the shared model; None = base weights only
-    decoder: CalibratedDecoder
+    decoder: CalibratedDecoder | SchemaDecoder  # by the task's type: classification or idp
     loaded_at: float
 
 
@@ -111,7 +112,11 @@ class InferenceEngine:
             return {f"{task}:{name}": v.ref for (task, name), v in table.items()}
 
     def _variant(self, task: str, name: str, ref: str, adapter: str | None) -> Variant:
-        decoder = decoder_for(self.configs[task], self.model, self.tokenizer, adapter=adapter is not None)
+        cfg = self.configs[task]
+        if cfg.type == "idp":
+            # The schema compiles here (XGrammar caches it), before the variant is routable.
+            return Variant(task, name, ref, adapter, extraction_decoder(cfg, self.model, self.tokenizer), time.time())
+        decoder = decoder_for(cfg, self.model, self.tokenizer, adapter=adapter is not None)
         variant = Variant(task, name, ref, adapter, decoder, time.time())
         with self._active(variant):
             decoder.prior()  # computed before the variant is routable
@@ -148,5 +153,19 @@ class InferenceEngine:
     def classify(self, task: str, name: str, texts: list[str]) -> tuple[Variant, list[Prediction]]:
         with self.lock:
             variant = self.get(task, name)
+            if not isinstance(variant.decoder, CalibratedDecoder):
+                raise UnknownVariant(f"{task} is a document-extraction task: it has no labels to score")
             with self._active(variant):
                 return variant, variant.decoder.predict(texts)
+
+    def extract(self, task: str, name: str, documents: list[str], schema: TaskSchema | None = None) -> tuple[Variant, list[Extraction]]:
+        """Documents -> JSON with an idp task's variant, under the task's schema or a request's own (compiled once, cached)."""
+        with self.lock:
+            variant = self.get(task, name)
+            decoder = variant.decoder
+            if not isinstance(decoder, SchemaDecoder):
+                raise UnknownVariant(f"{task} is a classification task: send it to classify")
+            if schema is not None and schema.sha256 != decoder.schema.sha256:
+                decoder = SchemaDecoder(self.model, self.tokenizer, schema, decoder.instruction, decoder.max_new_tokens, decoder.batch_size)
+            with self._active(variant):
+                return variant, decoder.extract(documents)

@@ -42,6 +42,10 @@ SEPARATORS = (",", ":")  # compact JSON: fewer tokens to generate; gold targets 
 ANNOTATIONS = {"title", "description", "default", "examples", "$comment", "$schema", "$id", "deprecated", "readOnly", "writeOnly"}
 
 
+class DocumentTooLong(ValueError):
+    """A document whose prompt and answer do not fit the model's context: refused, never truncated."""
+
+
 class SchemaError(ValueError):
     """An unusable JSON Schema; `pointer` is the JSON pointer of the problem ('' = the whole schema)."""
 
@@ -283,6 +287,12 @@ class SchemaDecoder:
     def _extract_batch(self, prompts: list[str], top_k: int) -> list[Extraction]:
         start = time.perf_counter()
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+        context = getattr(self.model.config, "max_position_embeddings", None)
+        longest = int(enc["attention_mask"].sum(dim=1).max())
+        if context and longest + self.max_new_tokens > context:
+            raise DocumentTooLong(
+                f"the prompt is {longest} tokens; with max_new_tokens={self.max_new_tokens} that is over the model's context of {context}"
+            )
         enc = {k: v.to(self.model.device) for k, v in enc.items()}
         processors = [_GrammarMask(self.grammar, len(prompts))] if self.constrained else []
         out = self.model.generate(

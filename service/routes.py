@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.deps import Audit, Batcher, CallerKey, Engine, Metrics, SettingsDep, require_admin
 from core.registry import RegistryError
+from core.schema import DocumentTooLong, SchemaError, TaskSchema
 from core.teacher import TeacherAnswer, TeacherUnavailable
 from service.schemas import (
     ChatRequest,
@@ -59,6 +60,11 @@ def infer(
     request_id = uuid.uuid4().hex
     start = time.perf_counter()
     name = engine.student(body.task) if variant == "auto" else variant
+    cfg = engine.configs.get(body.task)
+    if cfg is not None and cfg.type == "idp":
+        return _extract(body, variant, name, engine, audit, caller, settings, metrics, request_id, start)
+    if body.json_schema is not None:
+        raise HTTPException(422, "json_schema: only document-extraction (idp) tasks take a schema")
     served, pred = batcher.classify(body.task, name, body.input)
     answer = InferResponse(
         request_id=request_id, task=body.task, variant=variant, adapter=served.ref, output=pred.label,
@@ -79,6 +85,27 @@ def infer(
                 answer.escalation_error = reply.error
         metrics.escalations.labels(body.task, answer.tier).inc()
     answer.latency_ms = (time.perf_counter() - start) * 1000
+    metrics.latency.labels(body.task, variant, answer.adapter).observe(answer.latency_ms / 1000)
+    audit.write({"at": time.time(), "route": "infer", "caller": caller, "input": body.input} | answer.model_dump())
+    return answer
+
+
+def _extract(body, variant, name, engine, audit, caller, settings, metrics, request_id, start) -> InferResponse:
+    """idp: schema-constrained extraction (no cross-request batching: one generate per request)."""
+    schema = None
+    if body.json_schema is not None:
+        try:
+            schema = TaskSchema.from_dict(body.json_schema, "json_schema", max_bytes=settings.max_schema_bytes)
+        except SchemaError as exc:
+            raise HTTPException(422, f"json_schema{exc.pointer}: {exc.problem}") from None
+    try:
+        served, [result] = engine.extract(body.task, name, [body.input], schema)
+    except DocumentTooLong as exc:
+        raise HTTPException(413, f"input: {exc}") from None
+    answer = InferResponse(
+        request_id=request_id, task=body.task, variant=variant, adapter=served.ref, output=result.text,
+        output_json=result.output, schema_valid=result.valid, schema_errors=result.errors, latency_ms=(time.perf_counter() - start) * 1000,
+    )
     metrics.latency.labels(body.task, variant, answer.adapter).observe(answer.latency_ms / 1000)
     audit.write({"at": time.time(), "route": "infer", "caller": caller, "input": body.input} | answer.model_dump())
     return answer
@@ -109,8 +136,21 @@ def chat_completions(
         raise HTTPException(422, "messages: no user message to answer")
     _check_length(user[-1], settings, "messages")
     start = time.perf_counter()
-    served, pred = batcher.classify(task, variant, user[-1])
     request_id = "chatcmpl-" + uuid.uuid4().hex
+    cfg = engine.configs.get(task)
+    if cfg is not None and cfg.type == "idp":  # the answer is the extracted JSON, as text
+        served, [result] = engine.extract(task, variant, [user[-1]])
+        metrics.latency.labels(task, variant, served.ref).observe(time.perf_counter() - start)
+        audit.write({"at": time.time(), "route": "chat", "caller": caller, "request_id": request_id, "task": task, "variant": variant,
+                     "adapter": served.ref, "input": user[-1], "output": result.text, "latency_ms": (time.perf_counter() - start) * 1000})
+        return {
+            "id": request_id, "object": "chat.completion", "created": int(time.time()), "model": body.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
+                      "total_tokens": result.prompt_tokens + result.completion_tokens},
+            "distill_slm": {"adapter": served.ref, "schema_valid": result.valid, "schema_errors": result.errors},
+        }
+    served, pred = batcher.classify(task, variant, user[-1])
     metrics.latency.labels(task, variant, served.ref).observe(time.perf_counter() - start)
     audit.write({
         "at": time.time(), "route": "chat", "caller": caller, "request_id": request_id, "task": task, "variant": variant,

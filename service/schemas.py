@@ -20,7 +20,10 @@ class ErrorResponse(BaseModel):
 class InferRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     task: str = Field(..., min_length=1, description="task name in the registry")
-    input: str = Field(..., min_length=1, description="the text to classify")
+    input: str = Field(..., min_length=1, description="the text to classify, or the document to extract from")
+    json_schema: dict | None = Field(
+        None, description="idp tasks: extract under this JSON Schema instead of the task's (size-limited; compiled once, then cached)"
+    )
 
 
 class InferResponse(BaseModel):
@@ -28,7 +31,10 @@ class InferResponse(BaseModel):
     task: str
     variant: str
     adapter: str  # 'base' or 'method/version'
-    output: str
+    output: str  # the label, or (idp) the extracted JSON as text
+    output_json: dict | None = Field(None, description="idp: the extracted object")
+    schema_valid: bool | None = Field(None, description="idp: the output validated against the schema after decoding")
+    schema_errors: list[str] | None = None
     label_probs: dict[str, float] | None = None
     confidence: float | None = None
     margin: float | None = None

@@ -16,6 +16,7 @@ class Settings(BaseSettings):
     audit_log: Path = Field(Path("runs/.audit/audit.jsonl"), description="append-only request log")
     audit_max_bytes: int = Field(50_000_000, description="rotate the audit log past this size")
     max_input_chars: int = Field(8_000, description="longest input accepted")
+    max_schema_bytes: int = Field(32_000, description="largest JSON Schema a request may carry (idp)")
     max_body_bytes: int = Field(1_000_000, description="largest request body accepted")
     max_batch: int = Field(16, ge=1, description="most requests scored in one forward")
     max_wait_ms: float = Field(5.0, ge=0, description="how long the first request of a batch waits for company")

@@ -94,6 +94,10 @@ def server(tiny_model_dir, tmp_path_factory):
         adapter = make_adapter(cfg, root / f"adapter{seed}", seed)
         registry.register("creditmix", "sft", adapter, {"macro_f1": 0.5 + seed / 10}, config_yaml, {})
     registry.promote("creditmix", "sft/v0001")
+    # A document-extraction task beside it (the invoices demo schema), served by the same base model.
+    idp = TaskConfig(type="idp", model=cfg.model, max_new_tokens=200)
+    registry.register("invoices", "sft", make_adapter(idp, root / "adapter-idp", 3), {"field_f1": 0.1},
+                      yaml.safe_dump(idp.model_dump(mode="json")), {})
     settings = Settings(runs_dir=root / "runs", admin_api_keys=[ADMIN_KEY], audit_log=root / "audit" / "audit.jsonl")
     srv, base = serve_in_thread(settings)
     yield {"url": base, "registry": registry, "settings": settings}

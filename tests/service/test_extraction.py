@@ -1,0 +1,53 @@
+"""Document extraction through the running service: /infer with the task's schema or the request's own."""
+
+import json
+
+import httpx
+from openai import OpenAI
+
+from core import invoices
+from core.schema import TaskSchema
+
+DOC = invoices.generate(1, seed=5)[0]["document"]
+OWN_SCHEMA = {
+    "type": "object",
+    "properties": {"vendor": {"type": "string", "maxLength": 20}, "paid": {"type": "boolean"}},
+    "required": ["vendor", "paid"],
+}
+
+
+def test_extraction_validates_against_the_task_schema(server):
+    r = httpx.post(f"{server['url']}/infer/sft", json={"task": "invoices", "input": DOC}, timeout=120)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["adapter"] == "sft/v0001" and body["schema_valid"] and body["schema_errors"] == []
+    assert json.loads(body["output"]) == body["output_json"]
+    assert not TaskSchema.from_dict(invoices.SCHEMA).errors(body["output_json"])
+    base = httpx.post(f"{server['url']}/infer/base", json={"task": "invoices", "input": DOC}, timeout=120).json()
+    assert base["adapter"] == "base" and base["schema_valid"]
+
+
+def test_a_request_may_carry_its_own_schema(server):
+    r = httpx.post(f"{server['url']}/infer/sft", json={"task": "invoices", "input": DOC, "json_schema": OWN_SCHEMA}, timeout=120)
+    assert r.status_code == 200, r.text
+    assert set(r.json()["output_json"]) == {"vendor", "paid"} and r.json()["schema_valid"]
+
+
+def test_bad_request_schemas_get_a_422_naming_the_pointer(server):
+    url = f"{server['url']}/infer/sft"
+    outside = {"type": "object", "properties": {"a": {"$ref": "https://example.com/a.json"}}}
+    r = httpx.post(url, json={"task": "invoices", "input": DOC, "json_schema": outside}, timeout=60)
+    assert r.status_code == 422 and "json_schema/properties/a/$ref" in r.json()["error"]["message"]
+    huge = {"type": "object", "properties": {f"f{i}": {"type": "string", "description": "x" * 200} for i in range(400)}}
+    r = httpx.post(url, json={"task": "invoices", "input": DOC, "json_schema": huge}, timeout=60)
+    assert r.status_code in (413, 422) and "limit" in r.json()["error"]["message"]
+    r = httpx.post(url, json={"task": "creditmix", "input": "x", "json_schema": OWN_SCHEMA}, timeout=60)
+    assert r.status_code == 422 and "idp" in r.json()["error"]["message"]
+    assert httpx.get(f"{server['url']}/healthz").status_code == 200
+
+
+def test_openai_client_gets_json_content(server):
+    client = OpenAI(base_url=f"{server['url']}/v1", api_key="any")
+    reply = client.chat.completions.create(model="invoices:sft", messages=[{"role": "user", "content": DOC}])
+    extracted = json.loads(reply.choices[0].message.content)
+    assert not TaskSchema.from_dict(invoices.SCHEMA).errors(extracted) and reply.usage.completion_tokens > 0
