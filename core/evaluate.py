@@ -119,6 +119,17 @@ def teacher_metrics(cfg: TaskConfig, rows: list[Example], traces: dict[str, dict
     found = [traces.get(input_sha256(r.text)) for r in rows]
     if any(t is None for t in found):
         raise ValueError(f"{sum(t is None for t in found)} eval rows have no teacher trace")
+    if cfg.type == "idp":
+        import json
+
+        outputs = [json.loads(t["output"]) if not t.get("error") else None for t in found]
+        metrics = extraction_metrics([json.loads(r.label) for r in rows], outputs, [o is not None for o in outputs],
+                                     latencies_ms=[t["latency_s"] * 1000 for t in found])
+        metrics |= {"teacher": found[0]["teacher"], "failed": sum(o is None for o in outputs), "latency_note": "per document"}
+        metrics["prompt_tokens_per_request"] = float(np.mean([t["prompt_tokens"] for t in found]))
+        metrics["completion_tokens_per_request"] = float(np.mean([t["completion_tokens"] for t in found]))
+        metrics["predictions"] = [{"id": r.id, "valid": o is not None, "output": o} for r, o in zip(rows, outputs)]
+        return metrics
     preds = [t["output"] if not t.get("error") else None for t in found]
     confidences = [max((t.get("label_probs") or {"": 0.0}).values()) for t in found]
     metrics = classification_metrics(

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -140,6 +141,30 @@ def classification_kd_rows(traces: list[dict], cfg: TaskConfig) -> list[dict]:
     return rows
 
 
+def generation_kd_rows(traces: list[dict], cfg: TaskConfig, tokenizer: PreTrainedTokenizerBase) -> tuple[list[dict], dict]:
+    """Rows for KDTrainer from generation traces: the teacher's output as the target (sequence-level KD), plus its
+    top-k log-probabilities per token where the teacher's tokens are provably the student's; and the counts."""
+    rows, counts = [], {"with_token_kl": 0, "sequence_only": 0, "reasons": {}}
+    for trace in traces:
+        row = {"prompt": task_messages(cfg.instruction, trace["prompt"]), "completion": [{"role": "assistant", "content": trace["output"]}], "kd_weight": 1.0}
+        top = trace.get("top_logprobs")
+        reason = shared_tokenizer(top, trace["output"], tokenizer) if top else "the teacher gave no log-probabilities"
+        if reason is None:
+            row["teacher_topk_ids"] = [tokenizer.convert_tokens_to_ids([tok for tok, _ in step]) for step in top]
+            row["teacher_topk_logprobs"] = [[float(lp) for _, lp in step] for step in top]
+            counts["with_token_kl"] += 1
+        else:
+            counts["sequence_only"] += 1
+            counts["reasons"][reason] = counts["reasons"].get(reason, 0) + 1
+        rows.append(row)
+    if counts["with_token_kl"] and counts["sequence_only"]:
+        # One batch must be all-or-nothing for the collator; rows without top-k get an empty list (no KL term).
+        for row in rows:
+            row.setdefault("teacher_topk_ids", [])
+            row.setdefault("teacher_topk_logprobs", [])
+    return rows, counts
+
+
 def train_kd(
     cfg: TaskConfig,
     traces: list[dict],
@@ -149,7 +174,17 @@ def train_kd(
     source: str = "<traces>",
 ) -> tuple[Path, TrainStats]:
     """Train (or resume) a KD adapter on usable teacher traces; save it to `out_dir`."""
-    rows = classification_kd_rows(traces, cfg)
+    if cfg.type == "idp":
+        from transformers import AutoTokenizer
+
+        from core.models import resolve_base_model
+
+        path, gguf_file = resolve_base_model(cfg.model.base_model)
+        rows, counts = generation_kd_rows(traces, cfg, AutoTokenizer.from_pretrained(path, gguf_file=gguf_file))
+        print(f"KD rows: {counts['with_token_kl']} with the token-level KL term, {counts['sequence_only']} sequence-level only "
+              f"{counts['reasons'] or ''}", file=sys.stderr)
+    else:
+        rows = classification_kd_rows(traces, cfg)
     return run_training(
         cfg,
         Dataset.from_list(rows),

@@ -22,6 +22,7 @@ Three backends behind one interface (`Teacher.answer(texts) -> list[TeacherAnswe
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -64,6 +65,20 @@ def parse_label(answer: str, labels: list[str]) -> str | None:
     return min(hits)[1] if hits else None
 
 
+def extraction_answer(content: str, schema, top_logprobs, latency_s: float, prompt_tokens: int = 0, completion_tokens: int = 0) -> TeacherAnswer:
+    """A teacher's JSON answer, parsed and validated; the output is re-serialised the way the student writes it."""
+    try:
+        value = json.loads(content)
+    except json.JSONDecodeError as exc:
+        return TeacherAnswer(None, latency_s=latency_s, error=f"unparsable answer: {exc.msg}: {content[:80]!r}",
+                             prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+    errors = schema.errors(value)
+    if errors:
+        return TeacherAnswer(None, latency_s=latency_s, error=f"answer does not validate: {errors[0]}",
+                             prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+    return TeacherAnswer(schema.dumps(value), None, top_logprobs, latency_s, prompt_tokens, completion_tokens)
+
+
 class Teacher:
     """One labeling backend. `concurrency` > 1 means answers may be requested from several threads."""
 
@@ -85,6 +100,8 @@ class OpenAITeacher(Teacher):
     def __init__(self, cfg: TaskConfig, retry_cap_s: float = 30.0) -> None:
         t = cfg.teacher
         self.cfg, self.labels, self.instruction = t, cfg.labels, cfg.instruction
+        self.schema = cfg.task_schema() if cfg.type == "idp" else None
+        self.max_new_tokens = cfg.max_new_tokens
         self.name = f"openai:{t.model}"
         self.concurrency = t.concurrency
         self.retry_cap_s = retry_cap_s
@@ -150,6 +167,9 @@ class OpenAITeacher(Teacher):
             "temperature": 0,
             "max_tokens": 16,
         }
+        if self.schema is not None:  # the teacher is held to the same schema as the student
+            body |= {"max_tokens": self.max_new_tokens,
+                     "response_format": {"type": "json_schema", "json_schema": {"name": "extraction", "schema": self.schema.schema, "strict": True}}}
         if self.cfg.top_logprobs:
             body |= {"logprobs": True, "top_logprobs": self.cfg.top_logprobs}
         start = time.perf_counter()
@@ -167,13 +187,15 @@ class OpenAITeacher(Teacher):
             return TeacherAnswer(None, latency_s=latency, error="unparsable response: no choices[0].message.content", **tokens)
         if not content.strip():
             return TeacherAnswer(None, latency_s=latency, error="empty answer", **tokens)
-        label = parse_label(content, self.labels)
-        if label is None:
-            return TeacherAnswer(None, latency_s=latency, error=f"answer outside the label set: {content[:80]!r}", **tokens)
         top = [
             [[alt.get("token"), alt.get("logprob")] for alt in (tok.get("top_logprobs") or [])]
             for tok in ((choice.get("logprobs") or {}).get("content") or [])
         ]
+        if self.schema is not None:
+            return extraction_answer(content, self.schema, top or None, latency, **tokens)
+        label = parse_label(content, self.labels)
+        if label is None:
+            return TeacherAnswer(None, latency_s=latency, error=f"answer outside the label set: {content[:80]!r}", **tokens)
         return TeacherAnswer(label, self._label_probs(label, top), top or None, latency, **tokens)
 
     def _label_probs(self, label: str, top: list) -> dict[str, float]:
@@ -215,11 +237,19 @@ class HFTeacher(Teacher):
 
         model_cfg = cfg.model.model_copy(update={"base_model": cfg.teacher.model or "embedded"})
         model, tokenizer = load_model(model_cfg)
-        self.decoder = decoder_for(cfg, model, tokenizer, adapter=False)
         self.name = f"hf:{model_cfg.base_model}"
         self.batch_size = cfg.eval_batch_size
+        self.top_k = cfg.teacher.top_logprobs
+        if cfg.type == "idp":
+            from core.evaluate import extraction_decoder
+
+            self.extractor = extraction_decoder(cfg, model, tokenizer)
+        else:
+            self.decoder = decoder_for(cfg, model, tokenizer, adapter=False)
 
     def answer(self, texts: list[str]) -> list[TeacherAnswer]:
+        if hasattr(self, "extractor"):
+            return [_from_extraction(x, self.extractor) for x in self.extractor.extract(texts, top_k=self.top_k)]
         start = time.perf_counter()
         preds = self.decoder.predict(texts)
         share = (time.perf_counter() - start) / max(len(texts), 1)
@@ -249,19 +279,57 @@ class DeliberateTeacher(Teacher):
         self.name = f"deliberate:k{self.k}v{self.votes}w{self.weight:g}"
         model, tokenizer = load_model(cfg.model)
         self.tokenizer = tokenizer
-        self.decoder = CalibratedDecoder(model, tokenizer, cfg.labels, cfg.instruction, calibrate=False)
         self.pool = labeled_pool
         self.embedder = load_embedder()
         self.pool_vectors = self.embedder.encode([r.text for r in labeled_pool], batch_size=64, normalize_embeddings=True)
+        self.top_k = cfg.teacher.top_logprobs
+        if cfg.type == "idp":
+            from core.evaluate import extraction_decoder
+
+            self.extractor = extraction_decoder(cfg, model, tokenizer)
+            self.batch_size = cfg.eval_batch_size  # generation batches well; scoring one prompt set at a time does not
+        else:
+            self.decoder = CalibratedDecoder(model, tokenizer, cfg.labels, cfg.instruction, calibrate=False)
+
+    def _neighbours(self, text: str, vector: np.ndarray) -> tuple[np.ndarray, list[int]]:
+        sims = self.pool_vectors @ vector
+        return sims, [int(i) for i in np.argsort(-sims) if self.pool[int(i)].text != text][: max(self.k * self.votes, 1)]
 
     def answer(self, texts: list[str]) -> list[TeacherAnswer]:
         vectors = self.embedder.encode(texts, batch_size=64, normalize_embeddings=True)
+        if hasattr(self, "extractor"):
+            return self._extract(texts, vectors)
         return [self._answer(text, vector) for text, vector in zip(texts, vectors)]
+
+    def _extract(self, texts: list[str], vectors: np.ndarray) -> list[TeacherAnswer]:
+        """Extraction: `votes` constrained decodes per document, each with its own retrieved shots; the medoid wins.
+
+        The medoid is the vote whose fields agree most with the other votes' (self-consistency for structured output).
+        """
+        from core.metrics import field_diff
+
+        start = time.perf_counter()
+        shot_sets = []
+        for text, vector in zip(texts, vectors):
+            _, order = self._neighbours(text, vector)
+            shot_sets.append([[(self.pool[i].text, self.pool[i].label) for i in order[v :: self.votes][: self.k]][::-1] for v in range(self.votes)])
+        runs = [self.extractor.extract(texts, shots=[s[v] for s in shot_sets], top_k=self.top_k) for v in range(self.votes)]
+        share = (time.perf_counter() - start) / max(len(texts), 1)
+        answers = []
+        for i in range(len(texts)):
+            votes = [run[i] for run in runs]
+            agreement = [sum(field_diff(a.output or {}, b.output)["correct"] for b in votes if b is not a) for a in votes]
+            best = votes[int(np.argmax(agreement))]
+            answer = _from_extraction(best, self.extractor)
+            answer.latency_s = share
+            answer.prompt_tokens = sum(v.prompt_tokens for v in votes)
+            answer.completion_tokens = sum(v.completion_tokens for v in votes)
+            answers.append(answer)
+        return answers
 
     def _answer(self, text: str, vector: np.ndarray) -> TeacherAnswer:
         start = time.perf_counter()
-        sims = self.pool_vectors @ vector
-        order = [int(i) for i in np.argsort(-sims) if self.pool[int(i)].text != text][: max(self.k * self.votes, 1)]
+        sims, order = self._neighbours(text, vector)
         prompts = []
         for v in range(self.votes):
             # Most similar shot last, nearest to the question.
@@ -288,6 +356,16 @@ class DeliberateTeacher(Teacher):
             completion_tokens=len(prompts),
             extra={"votes": [self.labels[int(p.argmax())] for p in probs]},
         )
+
+
+def _from_extraction(result, extractor) -> TeacherAnswer:
+    """A schema decoder's result as a teacher answer (invalid ones become failed traces)."""
+    if not result.valid:
+        return TeacherAnswer(None, latency_s=result.latency_ms / 1000, prompt_tokens=result.prompt_tokens,
+                             completion_tokens=result.completion_tokens, error=f"answer does not validate: {'; '.join(result.errors)[:200]}")
+    # The text exactly as generated (already schema-ordered and compact): its tokens are the ones top_logprobs describe.
+    return TeacherAnswer(result.text, None, result.top_logprobs, result.latency_ms / 1000,
+                         result.prompt_tokens, result.completion_tokens)
 
 
 def load_embedder():

@@ -32,8 +32,9 @@ def evaluate_task(
         store.close()
         teacher = teacher_metrics(cfg, rows, store.traces)
         add_cost(teacher, cfg, price_for(teacher["teacher"], cfg.teacher.prices))
-        for name in adapters:
-            results[name]["cascade"] = cascade_table(cfg, results[name], teacher)
+        if cfg.type == "classification":  # escalation needs a calibrated confidence
+            for name in adapters:
+                results[name]["cascade"] = cascade_table(cfg, results[name], teacher)
         results = {"base": results.pop("base"), "teacher": teacher} | results
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
