@@ -32,7 +32,7 @@ class Pair:
     prompt: str  # the input text; the chat around it is the task's
     chosen: str
     rejected: str
-    source: str  # 'user', 'gold' or 'teacher'
+    source: str  # 'user', 'gold', 'teacher', 'student_wrong' or 'perturbed_gold'
     line: int | None = None
 
 
@@ -73,6 +73,74 @@ def classification_pairs(
         counts[source] += 1
         counts["student_was_wrong"] += pred.label != chosen
         pairs.append(Pair(text, chosen, wrong[0][1], source))
+    return pairs, counts
+
+
+def _perturbed(target: dict, schema, rng) -> dict | None:
+    """A copy of `target` with one leaf changed so that it still validates: a plausible, valid, wrong answer."""
+    import copy
+
+    leaves = []
+
+    def walk(node, parent, key):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, node, k)
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, node, i)
+        else:
+            leaves.append((parent, key))
+
+    wrong = copy.deepcopy(target)
+    walk(wrong, None, None)
+    rng.shuffle(leaves)
+    for parent, key in leaves:
+        value = parent[key]
+        if isinstance(value, bool):
+            candidates = [not value]
+        elif isinstance(value, (int, float)):
+            candidates = [value + 1, round(value * 10, 2), type(value)(max(value - 1, 0))]
+        elif isinstance(value, str) and len(value) == 10 and value[4] == "-":  # an ISO date: move the day
+            day = int(value[8:]) % 28 + 1
+            candidates = [f"{value[:8]}{day:02d}"]
+        elif isinstance(value, str):
+            candidates = [value[:-1] or "x", value.upper() if value.upper() != value else value.lower()]
+        else:
+            continue
+        for candidate in candidates:
+            parent[key] = candidate
+            if candidate != value and not schema.errors(wrong):
+                return wrong
+        parent[key] = value
+    return None
+
+
+def extraction_pairs(cfg: TaskConfig, rows: list[Example], decoder, seed: int = 0) -> tuple[list[Pair], dict]:
+    """Pairs for idp: chosen = the gold JSON, rejected = the student's own valid-but-wrong output on the same
+    document, or (where the student was right) the gold with one field changed so that it still validates."""
+    import json
+    import random
+
+    from core.metrics import field_diff
+
+    rng = random.Random(seed)
+    rows = rows[: cfg.dpo.max_pairs]
+    outputs = decoder.extract([r.text for r in rows])
+    pairs, counts = [], {"student_wrong": 0, "perturbed_gold": 0, "dropped_identical": 0}
+    for row, out in zip(rows, outputs):
+        gold = json.loads(row.label)
+        diff = field_diff(gold, out.output)
+        if out.valid and (diff["wrong"] or diff["missing"] or diff["extra"]):
+            pairs.append(Pair(row.text, row.label, out.text, "student_wrong"))
+            counts["student_wrong"] += 1
+            continue
+        wrong = _perturbed(gold, decoder.schema, rng)
+        if wrong is None:
+            counts["dropped_identical"] += 1
+            continue
+        pairs.append(Pair(row.text, row.label, decoder.schema.dumps(wrong), "perturbed_gold"))
+        counts["perturbed_gold"] += 1
     return pairs, counts
 
 

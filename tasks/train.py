@@ -11,8 +11,8 @@ from prefect import get_run_logger, task
 
 from core.config import TaskConfig
 from core.data import load_rows
-from core.dpo import classification_pairs, load_pairs, train_dpo
-from core.evaluate import decoder_for
+from core.dpo import classification_pairs, extraction_pairs, load_pairs, train_dpo
+from core.evaluate import decoder_for, extraction_decoder
 from core.kd import train_kd
 from core.models import load_adapter, load_model
 from core.sft import train_sft
@@ -76,7 +76,8 @@ def train_dpo_task(
         logger.info("adapter already trained at %s; skipping", adapter_dir)
         return str(adapter_dir)
     if cfg.data.preferences is not None:
-        pairs, source = load_pairs(cfg.data.preferences, cfg.labels), str(cfg.data.preferences)
+        labels = cfg.labels if cfg.type == "classification" else None
+        pairs, source = load_pairs(cfg.data.preferences, labels), str(cfg.data.preferences)
         counts = {"user": len(pairs)}
     else:
         traces = None
@@ -88,10 +89,13 @@ def train_dpo_task(
         if start_adapter:
             model = load_adapter(model, start_adapter, name="start")
             model.set_adapter("start")
-        decoder = decoder_for(cfg, model, tokenizer, adapter=start_adapter is not None)
-        pairs, counts = classification_pairs(cfg, load_rows(cfg, train_path), decoder, traces)
+        if cfg.type == "idp":
+            pairs, counts = extraction_pairs(cfg, load_rows(cfg, train_path), extraction_decoder(cfg, model, tokenizer), cfg.training.seed)
+        else:
+            decoder = decoder_for(cfg, model, tokenizer, adapter=start_adapter is not None)
+            pairs, counts = classification_pairs(cfg, load_rows(cfg, train_path), decoder, traces)
         source = f"pairs built on-policy from {train_path}"
-        del model, decoder
+        del model
     logger.info("DPO pairs: %s", counts)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "pairs.json").write_text(json.dumps(counts, indent=2))

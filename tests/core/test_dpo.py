@@ -64,3 +64,35 @@ def test_sft_to_dpo_trains_from_the_adapter_against_a_frozen_copy(tiny_cfg, tmp_
     before, after = load_file(start / "adapter_model.safetensors"), load_file(adapter / "adapter_model.safetensors")
     assert before.keys() == after.keys()  # the trained adapter only; the frozen "ref" copy is not saved
     assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_extraction_pairs_reject_valid_but_wrong_json_and_train(tiny_cfg, tmp_path):
+    """idp: chosen = gold JSON; rejected = the student's wrong output, or the gold with one field changed; both validate."""
+    import json
+
+    from core.config import TaskConfig
+    from core.data import Example
+    from core.dpo import _perturbed, extraction_pairs, train_dpo
+    from core.evaluate import extraction_decoder
+    from core.invoices import generate
+    from core.metrics import field_diff
+    from core.models import load_model
+
+    cfg = TaskConfig(type="idp", model=tiny_cfg.model, max_new_tokens=200)
+    cfg.dpo.min_pairs, cfg.training.batch_size, cfg.training.max_steps, cfg.training.save_steps = 2, 2, 2, 2
+    schema = cfg.task_schema()
+    rows = [Example(r["id"], r["document"], schema.dumps(r["target"])) for r in generate(3, seed=4)]
+    model, tokenizer = load_model(cfg.model)
+    pairs, counts = extraction_pairs(cfg, rows, extraction_decoder(cfg, model, tokenizer))
+    assert len(pairs) == 3 and counts["student_wrong"] + counts["perturbed_gold"] == 3
+    for pair in pairs:
+        chosen, rejected = json.loads(pair.chosen), json.loads(pair.rejected)
+        assert not schema.errors(rejected) and pair.chosen != pair.rejected
+        assert field_diff(chosen, rejected)["correct"] < field_diff(chosen, chosen)["correct"]
+    import random
+
+    gold = json.loads(rows[0].label)
+    wrong = _perturbed(gold, schema, random.Random(1))
+    assert wrong != gold and not schema.errors(wrong) and sum(field_diff(gold, wrong)[k] for k in ("wrong", "missing", "extra")) == 1
+    adapter, stats = train_dpo(cfg, pairs, tmp_path / "ckpt", tmp_path / "dpo", progress=False)
+    assert stats.steps == 2 and (adapter / "adapter_model.safetensors").exists()

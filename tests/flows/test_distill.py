@@ -26,18 +26,23 @@ def prefect_server():
 
 
 def test_distill_flow_runs_document_extraction(prefect_server, tiny_cfg):
-    """type: idp end to end on the tiny model: invoices demo data, SFT on target JSON, constrained evaluation."""
+    """type: idp end to end on the tiny model: invoices demo data, SFT on target JSON, teacher traces under the
+    schema and KD on them, SFT -> DPO on valid-but-wrong pairs, constrained evaluation of every variant."""
     from flows.distill import distill
 
-    cfg = type(tiny_cfg)(type="idp", model=tiny_cfg.model, runs_dir=tiny_cfg.runs_dir, work_dir=tiny_cfg.work_dir, max_new_tokens=200)
+    cfg = type(tiny_cfg)(type="idp", model=tiny_cfg.model, runs_dir=tiny_cfg.runs_dir, work_dir=tiny_cfg.work_dir, max_new_tokens=200,
+                         methods=["sft", "kd", "dpo"])
     cfg.data.train_per_class, cfg.data.eval_per_class = 8, 4
     cfg.training.batch_size, cfg.training.max_steps, cfg.training.save_steps = 4, 2, 2
+    cfg.teacher.backend, cfg.teacher.model, cfg.teacher.max_pool = "hf", tiny_cfg.model.base_model, 6
+    cfg.dpo.min_pairs, cfg.dpo.max_pairs = 2, 4
     summary = distill(cfg)
-    assert set(summary["variants"]) == {"base", "sft"}
+    assert set(summary["variants"]) == {"base", "teacher", "sft", "kd", "dpo"}
+    assert summary["teacher_traces"]["traces"] == 6 and summary["teacher_traces"]["failed"] == 0
     for variant in summary["variants"].values():
         assert variant["schema_valid_rate"] == 1.0  # a random 2-layer model, and still every output validates
     registry = Registry(cfg.runs_dir)
-    assert registry.aliases("invoices") == {"production": "sft/v0001"}
+    assert registry.methods("invoices") == ["dpo", "kd", "sft"] and "production" in registry.aliases("invoices")
     metrics = registry.metrics("invoices", "production")
     assert IDP_REQUIRED <= set(metrics) and metrics["n"] == 4
     assert "field_f1" in Path(summary["report"]).read_text()
