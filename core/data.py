@@ -75,14 +75,20 @@ def read_records(path: Path) -> list[tuple[int, dict]]:
     return _records(path, _decode(path))
 
 
-def load_classification(path: str | Path, labels: list[str], require_labels: bool = True) -> list[Example]:
-    """Read `text` (and `label`, `id`) rows; refuse empty files, unknown labels, missing fields."""
-    path = Path(path)
+def nonempty_records(path: Path) -> list[tuple[int, dict]]:
+    """`read_records`, refusing a missing or empty file."""
     if not path.exists():
         raise DataError(path, None, None, "no such file")
     records = read_records(path)
     if not records:
         raise DataError(path, None, None, "empty file: no rows")
+    return records
+
+
+def load_classification(path: str | Path, labels: list[str], require_labels: bool = True) -> list[Example]:
+    """Read `text` (and `label`, `id`) rows; refuse empty files, unknown labels, missing fields."""
+    path = Path(path)
+    records = nonempty_records(path)
     allowed = set(labels)
     examples = []
     for number, record in records:
@@ -111,11 +117,7 @@ def load_documents(path: str | Path, schema, require_targets: bool = True) -> li
     (schema key order, compact), which is what SFT trains on.
     """
     path = Path(path)
-    if not path.exists():
-        raise DataError(path, None, None, "no such file")
-    records = read_records(path)
-    if not records:
-        raise DataError(path, None, None, "empty file: no rows")
+    records = nonempty_records(path)
     rows = []
     for number, record in records:
         document = record.get("document")
