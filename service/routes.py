@@ -104,7 +104,8 @@ def _extract(body, variant, name, engine, audit, caller, settings, metrics, requ
         raise HTTPException(413, f"input: {exc}") from None
     answer = InferResponse(
         request_id=request_id, task=body.task, variant=variant, adapter=served.ref, output=result.text,
-        output_json=result.output, schema_valid=result.valid, schema_errors=result.errors, latency_ms=(time.perf_counter() - start) * 1000,
+        output_json=result.output, schema_valid=result.valid, schema_errors=result.errors,
+        schema_unenforced=(schema or served.decoder.schema).unenforced, latency_ms=(time.perf_counter() - start) * 1000,
     )
     metrics.latency.labels(body.task, variant, answer.adapter).observe(answer.latency_ms / 1000)
     audit.write({"at": time.time(), "route": "infer", "caller": caller, "input": body.input} | answer.model_dump())

@@ -35,6 +35,7 @@ class InferResponse(BaseModel):
     output_json: dict | None = Field(None, description="idp: the extracted object")
     schema_valid: bool | None = Field(None, description="idp: the output validated against the schema after decoding")
     schema_errors: list[str] | None = None
+    schema_unenforced: list[str] | None = Field(None, description="idp: keywords of the schema the grammar cannot enforce (validated after)")
     label_probs: dict[str, float] | None = None
     confidence: float | None = None
     margin: float | None = None

@@ -24,6 +24,10 @@ def _fingerprint(rows: list[Example]) -> str:
 def prepare_data(cfg: TaskConfig) -> dict:
     """Write `train.jsonl` and `eval.jsonl` under the work dir; return their paths and fingerprints."""
     logger = get_run_logger()
+    if cfg.type == "idp":
+        schema = cfg.task_schema()  # an unusable schema stops the run here, naming the pointer
+        if schema.unenforced:
+            logger.warning("the grammar cannot enforce %s; outputs are validated after decoding instead", ", ".join(schema.unenforced))
     rows, source = labeled_rows(cfg)
     if cfg.data.eval is not None:
         eval_rows = load_rows(cfg, cfg.data.eval)

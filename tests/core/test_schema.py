@@ -89,6 +89,18 @@ def test_a_random_model_writes_valid_json_only_when_constrained(tiny_model_dir):
     assert not free[0].valid and free[0].errors
 
 
+def test_a_document_over_the_context_is_refused_not_truncated(tiny_model_dir):
+    from core.config import ModelConfig
+    from core.models import load_model
+    from core.schema import DocumentTooLong
+
+    model, tokenizer = load_model(ModelConfig(base_model=str(tiny_model_dir)))
+    decoder = SchemaDecoder(model, tokenizer, TaskSchema.from_dict(SMALL), "Extract.", max_new_tokens=64)
+    context = model.config.max_position_embeddings
+    with pytest.raises(DocumentTooLong, match=f"context of {context}"):
+        decoder.extract(["word " * context])
+
+
 @pytest.mark.slow
 def test_smollm2_extracts_an_invoice_that_validates(embedded_dir):
     """The real embedded model, zero-shot, on the demo schema: valid by construction, and it copies some fields."""
