@@ -17,13 +17,13 @@ class AuditLog:
     def __init__(self, path: str | Path, max_bytes: int = 50_000_000, backups: int = 20) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._logger = logging.getLogger(f"distill_slm.audit.{self.path.resolve()}")
+        # One logger (and file handler) per instance: closing one log never silences another on the same file.
+        self._logger = logging.getLogger(f"distill_slm.audit.{self.path.resolve()}.{id(self)}")
         self._logger.propagate = False
         self._logger.setLevel(logging.INFO)
-        if not self._logger.handlers:
-            handler = logging.handlers.RotatingFileHandler(self.path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
-            handler.setFormatter(logging.Formatter("%(message)s"))
-            self._logger.addHandler(handler)
+        handler = logging.handlers.RotatingFileHandler(self.path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        self._logger.addHandler(handler)
 
     def write(self, record: dict) -> None:
         self._logger.info(json.dumps(record, ensure_ascii=False, default=str))

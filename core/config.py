@@ -179,7 +179,7 @@ class TaskConfig(_Strict):
     work_dir: Path = Field(Path("runs/.work"), description="scratch space: prepared data, checkpoints")
 
     @model_validator(mode="after")
-    def _labels_unique(self) -> "TaskConfig":
+    def _consistent(self) -> "TaskConfig":
         if self.type == "idp":
             self._idp_defaults()
         elif "instruction" not in self.model_fields_set and self.labels != DEMO_LABELS:

@@ -14,6 +14,9 @@ adapter disabled; from an SFT adapter (SFT -> DPO), TRL adds a frozen copy of th
 
 from __future__ import annotations
 
+import copy
+import json
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from trl import DPOConfig, DPOTrainer
 from core.calibrated import CalibratedDecoder, task_messages
 from core.config import TaskConfig
 from core.data import DataError, Example, read_records
+from core.metrics import field_diff
 from core.sft import TrainStats, run_training, trainer_args
 
 
@@ -78,8 +82,6 @@ def classification_pairs(
 
 def _perturbed(target: dict, schema, rng) -> dict | None:
     """A copy of `target` with one leaf changed so that it still validates: a plausible, valid, wrong answer."""
-    import copy
-
     leaves = []
 
     def walk(node, parent, key):
@@ -119,11 +121,6 @@ def _perturbed(target: dict, schema, rng) -> dict | None:
 def extraction_pairs(cfg: TaskConfig, rows: list[Example], decoder, seed: int = 0) -> tuple[list[Pair], dict]:
     """Pairs for idp: chosen = the gold JSON, rejected = the student's own valid-but-wrong output on the same
     document, or (where the student was right) the gold with one field changed so that it still validates."""
-    import json
-    import random
-
-    from core.metrics import field_diff
-
     rng = random.Random(seed)
     rows = rows[: cfg.dpo.max_pairs]
     outputs = decoder.extract([r.text for r in rows])

@@ -11,6 +11,7 @@ demo, calibrating the SFT adapter cut its macro-F1 from 0.889 to 0.714: see READ
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -78,8 +79,6 @@ def extraction_decoder(cfg: TaskConfig, model, tokenizer, constrained: bool = Tr
 
 def score_extraction(decoder: SchemaDecoder, rows: list[Example]) -> dict:
     """Extraction metrics of one decoder on documents with gold targets."""
-    import json
-
     results = decoder.extract([r.text for r in rows])
     metrics = extraction_metrics(
         [json.loads(r.label) for r in rows], [x.output for x in results], [x.valid for x in results],
@@ -120,8 +119,6 @@ def teacher_metrics(cfg: TaskConfig, rows: list[Example], traces: dict[str, dict
     if any(t is None for t in found):
         raise ValueError(f"{sum(t is None for t in found)} eval rows have no teacher trace")
     if cfg.type == "idp":
-        import json
-
         outputs = [json.loads(t["output"]) if not t.get("error") else None for t in found]
         metrics = extraction_metrics([json.loads(r.label) for r in rows], outputs, [o is not None for o in outputs],
                                      latencies_ms=[t["latency_s"] * 1000 for t in found])

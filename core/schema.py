@@ -200,12 +200,12 @@ def unenforced_keywords(schema: dict) -> list[str]:
     return found
 
 
-_compilers: dict[int, xgr.GrammarCompiler] = {}
+_compilers: dict[tuple, xgr.GrammarCompiler] = {}
 
 
 def grammar_compiler(tokenizer: PreTrainedTokenizerBase, vocab_size: int) -> xgr.GrammarCompiler:
-    """One XGrammar compiler per tokenizer; it caches every grammar it compiles."""
-    key = id(tokenizer)
+    """One XGrammar compiler per tokenizer (by where it came from and its size); it caches every grammar it compiles."""
+    key = (tokenizer.name_or_path, len(tokenizer), vocab_size)
     with _cache_lock:
         if key not in _compilers:
             info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size, stop_token_ids=[tokenizer.eos_token_id])

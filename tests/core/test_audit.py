@@ -16,3 +16,11 @@ def test_audit_rotates_by_size_and_never_rewrites(tmp_path):
     log.write({"request_id": 30})
     log.close()
     assert oldest.read_text() == before
+
+
+def test_closing_one_log_leaves_another_on_the_same_file_writing(tmp_path):
+    first, second = AuditLog(tmp_path / "a.jsonl"), AuditLog(tmp_path / "a.jsonl")
+    first.write({"n": 1})
+    first.close()
+    second.write({"n": 2})
+    assert [r["n"] for r in read_audit(tmp_path / "a.jsonl")] == [1, 2]

@@ -28,7 +28,7 @@ def test_openai_client_lists_models_and_chats(server):
     reply = client.chat.completions.create(model="creditmix:production", messages=[{"role": "user", "content": "Interest_Rate: 25"}])
     assert reply.choices[0].message.content in ("Good", "Standard", "Bad")
     records = read_audit(server["settings"].audit_log)
-    chat = [r for r in records if r["route"] == "chat" and r["task"] == "creditmix"][-1]  # the session server also serves invoices
+    [chat] = [r for r in records if r.get("request_id") == reply.id]  # other tests share this server and its log
     assert chat["adapter"] == "sft/v0001" and chat["caller"].startswith("key-") and chat["input"] == "Interest_Rate: 25"
 
 
