@@ -128,6 +128,14 @@ class TaskSchema:
         """Validation errors of an output, each as 'POINTER: message'."""
         return [f"{_pointer(e.absolute_path) or '/'}: {e.message}" for e in self.validator.iter_errors(instance)]
 
+    def parse(self, text: str) -> tuple[dict | None, list[str]]:
+        """A model's answer text as (object, validation errors); (None, [why]) when it is not JSON."""
+        try:
+            output = json.loads(text)
+        except json.JSONDecodeError as exc:
+            return None, [f"not JSON: {exc.msg} at char {exc.pos}"]
+        return output, self.errors(output)
+
 
 def _ordered(value, node: dict, root: dict):
     """`value` with object keys in the order `node` (a schema) declares them; undeclared keys last."""
@@ -324,11 +332,7 @@ class SchemaDecoder:
         return steps
 
     def _parse(self, text: str, latency_ms: float, prompt_tokens: int, completion_tokens: int, top) -> Extraction:
-        try:
-            output = json.loads(text)
-        except json.JSONDecodeError as exc:
-            return Extraction(None, text, False, [f"not JSON: {exc.msg} at char {exc.pos}"], latency_ms, prompt_tokens, completion_tokens, top)
-        errors = self.schema.errors(output)
+        output, errors = self.schema.parse(text)
         if completion_tokens >= self.max_new_tokens:
             errors.append(f"stopped at max_new_tokens={self.max_new_tokens}")
         return Extraction(output, text, not errors, errors, latency_ms, prompt_tokens, completion_tokens, top)

@@ -36,6 +36,7 @@ import numpy as np
 from core.calibrated import CalibratedDecoder, _softmax, task_messages, render_prompt
 from core.config import TaskConfig
 from core.data import Example
+from core.schema import Extraction, SchemaDecoder
 
 
 class TeacherUnavailable(RuntimeError):
@@ -63,20 +64,6 @@ def parse_label(answer: str, labels: list[str]) -> str | None:
     lowered = answer.lower()
     hits = [(lowered.find(label.lower()), label) for label in labels if label.lower() in lowered]
     return min(hits)[1] if hits else None
-
-
-def extraction_answer(content: str, schema, top_logprobs, latency_s: float, prompt_tokens: int = 0, completion_tokens: int = 0) -> TeacherAnswer:
-    """A teacher's JSON answer, parsed and validated; the output is re-serialised the way the student writes it."""
-    try:
-        value = json.loads(content)
-    except json.JSONDecodeError as exc:
-        return TeacherAnswer(None, latency_s=latency_s, error=f"unparsable answer: {exc.msg}: {content[:80]!r}",
-                             prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
-    errors = schema.errors(value)
-    if errors:
-        return TeacherAnswer(None, latency_s=latency_s, error=f"answer does not validate: {errors[0]}",
-                             prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
-    return TeacherAnswer(schema.dumps(value), None, top_logprobs, latency_s, prompt_tokens, completion_tokens)
 
 
 class Teacher:
@@ -192,7 +179,8 @@ class OpenAITeacher(Teacher):
             for tok in ((choice.get("logprobs") or {}).get("content") or [])
         ]
         if self.schema is not None:
-            return extraction_answer(content, self.schema, top or None, latency, **tokens)
+            output, errors = self.schema.parse(content)
+            return _from_extraction(Extraction(output, content, not errors, errors, latency * 1000, top_logprobs=top or None, **tokens))
         label = parse_label(content, self.labels)
         if label is None:
             return TeacherAnswer(None, latency_s=latency, error=f"answer outside the label set: {content[:80]!r}", **tokens)
@@ -240,6 +228,7 @@ class HFTeacher(Teacher):
         self.name = f"hf:{model_cfg.base_model}"
         self.batch_size = cfg.eval_batch_size
         self.top_k = cfg.teacher.top_logprobs
+        self.extractor: SchemaDecoder | None = None  # idp; classification scores with self.decoder
         if cfg.type == "idp":
             from core.evaluate import extraction_decoder
 
@@ -248,8 +237,8 @@ class HFTeacher(Teacher):
             self.decoder = decoder_for(cfg, model, tokenizer, adapter=False)
 
     def answer(self, texts: list[str]) -> list[TeacherAnswer]:
-        if hasattr(self, "extractor"):
-            return [_from_extraction(x, self.extractor) for x in self.extractor.extract(texts, top_k=self.top_k)]
+        if self.extractor is not None:
+            return [_from_extraction(x) for x in self.extractor.extract(texts, top_k=self.top_k)]
         start = time.perf_counter()
         preds = self.decoder.predict(texts)
         share = (time.perf_counter() - start) / max(len(texts), 1)
@@ -283,6 +272,7 @@ class DeliberateTeacher(Teacher):
         self.embedder = load_embedder()
         self.pool_vectors = self.embedder.encode([r.text for r in labeled_pool], batch_size=64, normalize_embeddings=True)
         self.top_k = cfg.teacher.top_logprobs
+        self.extractor: SchemaDecoder | None = None  # idp; classification scores with self.decoder
         if cfg.type == "idp":
             from core.evaluate import extraction_decoder
 
@@ -297,7 +287,7 @@ class DeliberateTeacher(Teacher):
 
     def answer(self, texts: list[str]) -> list[TeacherAnswer]:
         vectors = self.embedder.encode(texts, batch_size=64, normalize_embeddings=True)
-        if hasattr(self, "extractor"):
+        if self.extractor is not None:
             return self._extract(texts, vectors)
         return [self._answer(text, vector) for text, vector in zip(texts, vectors)]
 
@@ -320,7 +310,7 @@ class DeliberateTeacher(Teacher):
             votes = [run[i] for run in runs]
             agreement = [sum(field_diff(a.output or {}, b.output)["correct"] for b in votes if b is not a) for a in votes]
             best = votes[int(np.argmax(agreement))]
-            answer = _from_extraction(best, self.extractor)
+            answer = _from_extraction(best)
             answer.latency_s = share
             answer.prompt_tokens = sum(v.prompt_tokens for v in votes)
             answer.completion_tokens = sum(v.completion_tokens for v in votes)
@@ -358,12 +348,12 @@ class DeliberateTeacher(Teacher):
         )
 
 
-def _from_extraction(result, extractor) -> TeacherAnswer:
-    """A schema decoder's result as a teacher answer (invalid ones become failed traces)."""
+def _from_extraction(result: Extraction) -> TeacherAnswer:
+    """An extraction as a teacher answer (invalid ones become failed traces)."""
     if not result.valid:
         return TeacherAnswer(None, latency_s=result.latency_ms / 1000, prompt_tokens=result.prompt_tokens,
                              completion_tokens=result.completion_tokens, error=f"answer does not validate: {'; '.join(result.errors)[:200]}")
-    # The text exactly as generated (already schema-ordered and compact): its tokens are the ones top_logprobs describe.
+    # The text exactly as generated: its tokens are the ones top_logprobs describe (the student's KL term needs them).
     return TeacherAnswer(result.text, None, result.top_logprobs, result.latency_ms / 1000,
                          result.prompt_tokens, result.completion_tokens)
 

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp
 from core.audit import AuditLog
 from core.batcher import DynamicBatcher
 from core.engine import InferenceEngine, UnknownVariant
+from core.schema import DocumentTooLong
 from service.metrics import ServiceMetrics
 from service.routes import router
 from service.settings import Settings
@@ -73,6 +74,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
         return _error(exc.status_code, str(exc.detail), "http_error")
+
+    @app.exception_handler(DocumentTooLong)  # /infer and /v1/chat/completions alike: refused, never truncated
+    async def too_long(request: Request, exc: DocumentTooLong):
+        return _error(413, f"input: {exc}", "too_large", "input")
 
     @app.exception_handler(UnknownVariant)
     async def unknown(request: Request, exc: UnknownVariant):

@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.deps import Audit, Batcher, CallerKey, Engine, Metrics, SettingsDep, require_admin
 from core.registry import RegistryError
-from core.schema import DocumentTooLong, SchemaError, TaskSchema
+from core.schema import SchemaError, TaskSchema
 from core.teacher import TeacherAnswer, TeacherUnavailable
 from service.schemas import (
     ChatRequest,
@@ -98,10 +98,7 @@ def _extract(body, variant, name, engine, audit, caller, settings, metrics, requ
             schema = TaskSchema.from_dict(body.json_schema, "json_schema", max_bytes=settings.max_schema_bytes)
         except SchemaError as exc:
             raise HTTPException(422, f"json_schema{exc.pointer}: {exc.problem}") from None
-    try:
-        served, [result] = engine.extract(body.task, name, [body.input], schema)
-    except DocumentTooLong as exc:
-        raise HTTPException(413, f"input: {exc}") from None
+    served, [result] = engine.extract(body.task, name, [body.input], schema)
     answer = InferResponse(
         request_id=request_id, task=body.task, variant=variant, adapter=served.ref, output=result.text,
         output_json=result.output, schema_valid=result.valid, schema_errors=result.errors,

@@ -195,3 +195,19 @@ def test_deliberate_teacher_on_the_embedded_model():
     teacher.weight = 1.0
     [answer] = teacher.answer([rows[36].text])
     assert max(answer.label_probs.values()) == answer.label_probs[answer.output]
+
+
+def test_openai_teacher_extracts_under_the_task_schema(server, tmp_path):
+    """idp: the openai backend against the service's own extraction model; answers validate and keep their raw text."""
+    from core.invoices import generate
+
+    cfg = TaskConfig(type="idp")
+    cfg.teacher = openai_cfg(server["url"]).teacher.model_copy(update={"model": "invoices:sft"})
+    rows = [Example(r["id"], r["document"]) for r in generate(2, seed=13)]
+    store = TraceStore(tmp_path / "traces.jsonl")
+    summary = generate_traces(rows, store, lambda: make_teacher(cfg), progress=False)
+    assert summary["usable"] == 2 and summary["failed"] == 0
+    schema = cfg.task_schema()
+    for trace in store.usable():
+        output, errors = schema.parse(trace["output"])
+        assert output is not None and not errors and trace["completion_tokens"] > 0
