@@ -96,3 +96,23 @@ def test_extraction_pairs_reject_valid_but_wrong_json_and_train(tiny_cfg, tmp_pa
     assert wrong != gold and not schema.errors(wrong) and sum(field_diff(gold, wrong)[k] for k in ("wrong", "missing", "extra")) == 1
     adapter, stats = train_dpo(cfg, pairs, tmp_path / "ckpt", tmp_path / "dpo", progress=False)
     assert stats.steps == 2 and (adapter / "adapter_model.safetensors").exists()
+
+
+def test_scoring_only_completion_positions_leaves_the_dpo_loss_unchanged(tiny_cfg, tmp_path):
+    """CompletionDPOTrainer skips the vocabulary projection over prompts; the loss must be TRL's own."""
+    from trl import DPOTrainer
+
+    from core.dpo import CompletionDPOTrainer, dpo_config, dpo_dataset
+    from core.models import lora_config
+
+    pairs = [Pair(f"Interest_Rate: {i}", "Good", "Standard", "gold") for i in range(4)]
+    model, tokenizer = load_model(tiny_cfg.model)
+    trainer = CompletionDPOTrainer(
+        model=model, args=dpo_config(tiny_cfg, tmp_path), train_dataset=dpo_dataset(pairs, tiny_cfg.instruction),
+        processing_class=tokenizer, peft_config=lora_config(tiny_cfg.training.lora, model),
+    )
+    batch = next(iter(trainer.get_train_dataloader()))
+    with torch.no_grad():
+        compact = trainer.compute_loss(trainer.model, batch)
+        stock = DPOTrainer.compute_loss(trainer, trainer.model, batch)
+    assert torch.allclose(compact, stock, atol=1e-5)
