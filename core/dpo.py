@@ -15,6 +15,7 @@ adapter disabled; from an SFT adapter (SFT -> DPO), TRL adds a frozen copy of th
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import random
 from dataclasses import dataclass
@@ -85,20 +86,57 @@ def load_pairs(path: str | Path, labels: list[str] | None = None) -> list[Pair]:
 def classification_pairs(
     cfg: TaskConfig, rows: list[Example], decoder: CalibratedDecoder, teacher_traces: list[dict] | None = None
 ) -> tuple[list[Pair], dict]:
-    """On-policy pairs: chosen = gold label (rows) or teacher label (traces), rejected = the student's likeliest wrong label."""
+    """On-policy pairs: chosen = gold label (rows) or teacher label (traces), rejected = the student's likeliest
+    wrong label; kept in balance (`label_balanced`) so that DPO moves no label's prior."""
     sources = [(r.text, r.label, "gold") for r in rows] + [(t["prompt"], t["output"], "teacher") for t in teacher_traces or []]
     sources = sources[: cfg.dpo.max_pairs]
     preds = decoder.predict([text for text, _, _ in sources])
-    pairs, counts = [], {"gold": 0, "teacher": 0, "dropped_identical": 0, "student_was_wrong": 0}
+    candidates, student_wrong, dropped_identical = [], set(), 0
     for (text, chosen, source), pred in zip(sources, preds):
         wrong = sorted(((p, label) for label, p in pred.probs.items() if label != chosen), reverse=True)
         if not wrong:
-            counts["dropped_identical"] += 1
+            dropped_identical += 1
             continue
-        counts[source] += 1
-        counts["student_was_wrong"] += pred.label != chosen
-        pairs.append(Pair(text, chosen, wrong[0][1], source))
-    return pairs, counts
+        if pred.label != chosen:
+            student_wrong.add(len(candidates))
+        candidates.append(Pair(text, chosen, wrong[0][1], source))
+    # The student's own mistakes are the most informative pairs: offer them first.
+    order = sorted(range(len(candidates)), key=lambda i: i not in student_wrong)
+    kept = label_balanced([candidates[i] for i in order])
+    kept_ids = {id(p) for p in kept}
+    counts = {
+        "gold": sum(p.source == "gold" for p in kept),
+        "teacher": sum(p.source == "teacher" for p in kept),
+        "student_was_wrong": sum(id(candidates[i]) in kept_ids for i in student_wrong),
+        "dropped_identical": dropped_identical,
+        "dropped_to_balance": len(candidates) - len(kept),
+    }
+    return kept, counts
+
+
+def label_balanced(pairs: list[Pair]) -> list[Pair]:
+    """The pairs, keeping each label chosen exactly as often as it is rejected (earlier pairs first).
+
+    The likeliest wrong label is not spread evenly: on an ordinal scale the middle class is the
+    runner-up for both ends, so unbalanced pairs push it down everywhere (on the creditmix demo DPO
+    cost "Standard" 0.43 recall). A set in which every label is chosen as often as rejected is a
+    union of cycles (a>b, b>c with c>a; a>b with b>a); it sharpens contrasts and shifts no prior.
+    3-cycles go first since each keeps three pairs for the two a 2-cycle keeps.
+    """
+    by_edge: dict[tuple[str, str], list[Pair]] = {}
+    for pair in pairs:
+        by_edge.setdefault((pair.chosen, pair.rejected), []).append(pair)
+    labels = sorted({label for edge in by_edge for label in edge})
+    cycles = list(itertools.permutations(labels, 3)) + list(itertools.combinations(labels, 2))
+    kept = []
+    for cycle in cycles:
+        edges = [(cycle[i], cycle[(i + 1) % len(cycle)]) for i in range(len(cycle))]
+        if n := min(len(by_edge.get(edge, [])) for edge in edges):
+            for edge in edges:
+                kept += by_edge[edge][:n]
+                del by_edge[edge][:n]
+    order = {id(p): i for i, p in enumerate(pairs)}
+    return sorted(kept, key=lambda p: order[id(p)])
 
 
 def _perturbed(target: dict, schema, rng) -> dict | None:

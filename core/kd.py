@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -26,7 +27,7 @@ from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from core.calibrated import task_messages
 from core.config import TaskConfig
-from core.data import Example
+from core.data import Example, balance
 from core.sft import CompletionSFTTrainer, TrainStats, check_lengths, run_training
 
 
@@ -127,9 +128,19 @@ def shared_tokenizer(top_logprobs: list, completion: str, tokenizer: PreTrainedT
 
 
 def classification_kd_rows(traces: list[dict], cfg: TaskConfig) -> list[dict]:
-    """Rows for KDTrainer from classification traces: soft targets (one weighted row per likely label) or argmax."""
+    """Rows for KDTrainer from classification traces: soft targets (one weighted row per likely label) or argmax.
+
+    Traces are first balanced by the teacher's answer (each label's traces repeated up to the most
+    common label's count), as the SFT split is by gold label: an unlabeled pool is rarely balanced,
+    and a teacher's soft targets on it carry its prior, which a student then learns before anything
+    the input says (the creditmix student, unbalanced, answered one label for every input).
+    """
+    counts = Counter(trace["output"] for trace in traces)
+    by_id = {trace["id"]: trace for trace in traces}
+    answers = [Example(trace["id"], trace["prompt"], trace["output"]) for trace in traces]
     rows = []
-    for trace in traces:
+    for example in balance(answers, list(counts), max(counts.values(), default=0), cfg.training.seed):
+        trace = by_id[example.id]
         prompt = task_messages(cfg.instruction, trace["prompt"])
         probs = trace.get("label_probs") or {trace["output"]: 1.0}
         if not cfg.kd.soft_targets:

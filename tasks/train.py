@@ -14,7 +14,7 @@ from core.data import load_rows
 from core.dpo import classification_pairs, extraction_pairs, load_pairs, train_dpo
 from core.evaluate import decoder_for, extraction_decoder
 from core.kd import train_kd
-from core.models import load_adapter, load_model
+from core.models import load_adapter, load_model, release_memory
 from core.sft import train_sft
 from core.traces import TraceStore
 
@@ -90,12 +90,14 @@ def train_dpo_task(
             model = load_adapter(model, start_adapter, name="start")
             model.set_adapter("start")
         if cfg.type == "idp":
-            pairs, counts = extraction_pairs(cfg, load_rows(cfg, train_path), extraction_decoder(cfg, model, tokenizer), cfg.training.seed)
+            decoder = extraction_decoder(cfg, model, tokenizer)
+            pairs, counts = extraction_pairs(cfg, load_rows(cfg, train_path), decoder, cfg.training.seed)
         else:
             decoder = decoder_for(cfg, model, tokenizer, adapter=start_adapter is not None)
             pairs, counts = classification_pairs(cfg, load_rows(cfg, train_path), decoder, traces)
         source = f"pairs built on-policy from {train_path}"
-        del model
+        del model, decoder
+        release_memory()
     logger.info("DPO pairs: %s", counts)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "pairs.json").write_text(json.dumps(counts, indent=2))

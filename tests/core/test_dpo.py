@@ -46,7 +46,7 @@ def test_on_policy_pairs_reject_the_students_likeliest_wrong_label(tiny_cfg):
     rows = [Example(f"r{i}", f"Interest_Rate: {i}", label) for i, label in enumerate(["Good", "Standard", "Bad"] * 2)]
     traces = [{"prompt": "Interest_Rate: 40", "output": "Bad"}]
     pairs, counts = classification_pairs(tiny_cfg, rows, decoder, traces)
-    assert counts["gold"] == 6 and counts["teacher"] == 1 and len(pairs) == 7
+    assert counts["gold"] + counts["teacher"] == len(pairs) == 7 - counts["dropped_to_balance"]
     for pair, pred in zip(pairs, decoder.predict([p.prompt for p in pairs])):
         assert pair.rejected != pair.chosen
         assert pair.rejected == max((p, label) for label, p in pred.probs.items() if label != pair.chosen)[1]
@@ -116,3 +116,18 @@ def test_scoring_only_completion_positions_leaves_the_dpo_loss_unchanged(tiny_cf
         compact = trainer.compute_loss(trainer.model, batch)
         stock = DPOTrainer.compute_loss(trainer, trainer.model, batch)
     assert torch.allclose(compact, stock, atol=1e-5)
+
+
+def test_label_balanced_pairs_choose_each_label_as_often_as_they_reject_it():
+    from collections import Counter
+
+    from core.dpo import label_balanced
+
+    edges = [("Good", "Standard")] * 5 + [("Standard", "Good")] * 2 + [("Bad", "Standard")] * 4 + [("Standard", "Bad")] * 1
+    edges += [("Good", "Bad")] * 3 + [("Bad", "Good")] * 0
+    pairs = [Pair(f"x{i}", c, r, "gold") for i, (c, r) in enumerate(edges)]
+    kept = label_balanced(pairs)
+    assert Counter(p.chosen for p in kept) == Counter(p.rejected for p in kept)
+    # Good>Bad>Standard>Good twice (Standard>Good runs out), then Bad<->Standard once; Good>Standard x3 unmatched.
+    assert len(kept) == 3 * 2 + 2 * 1
+    assert kept == sorted(kept, key=pairs.index)  # earlier pairs first, order kept

@@ -24,6 +24,18 @@ def test_soft_targets_become_weighted_rows_per_label():
     assert [(r["completion"][0]["content"], r["kd_weight"]) for r in classification_kd_rows(traces, cfg)] == [("Good", 1.0)]
 
 
+def test_kd_rows_balance_the_teachers_answers():
+    """An unbalanced pool's teacher answers are repeated up to the commonest label, as the SFT split is."""
+    from collections import Counter
+
+    cfg = TaskConfig()
+    cfg.kd.soft_targets = False
+    traces = [{"id": f"g{i}", "prompt": f"g{i}", "output": "Good"} for i in range(3)] + [{"id": "b", "prompt": "b", "output": "Bad"}]
+    rows = classification_kd_rows(traces, cfg)
+    assert Counter(r["completion"][0]["content"] for r in rows) == {"Good": 3, "Bad": 3}
+    assert {r["prompt"][-1]["content"] for r in rows} == {"g0", "g1", "g2", "b"}  # every answer used
+
+
 def _trainer(cls, cfg, tmp_path, rows, **kw):
     model, tokenizer = load_model(cfg.model)
     return cls(
