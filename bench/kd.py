@@ -8,12 +8,13 @@ request at a time, same machine).
 
     distill-slm bench kd [--quick] [--json]
 
-Traces and the adapter are cached under runs/.bench/kd/: a second run reuses the teacher's answers.
+Traces are cached under runs/.bench/kd/: a second run reuses the teacher's answers and only trains.
 """
 
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -73,9 +74,10 @@ def run(quick: bool = False) -> dict:
     )
     teacher_cache.clear()  # release the teacher's model before training
 
-    adapter = work / "kd-adapter"
-    if not (adapter / "adapter_config.json").exists():
-        train_kd(cfg, pool_store.usable(), work / "kd-checkpoints", adapter)
+    # The student is trained afresh each run (minutes): a cached one would hide changes to KD itself.
+    fresh = Path(tempfile.mkdtemp(prefix="bench-kd-"))
+    adapter, kd_stats = train_kd(cfg, pool_store.usable(), fresh / "checkpoints", fresh / "adapter")
+    figures["kd_training"] = {"steps": kd_stats.steps, "train_s": round(kd_stats.train_runtime_s, 1), "final_loss": kd_stats.final_loss}
     model, tokenizer = load_model(cfg.model)
     base = score(decoder_for(cfg, model, tokenizer, adapter=False), eval_rows)
     base_ms = _p50_ms(decoder_for(cfg, model, tokenizer, adapter=False).predict, eval_rows[:30])

@@ -229,7 +229,9 @@ def dpo_dataset(pairs: list[Pair], instruction: str) -> Dataset:
 def dpo_config(cfg: TaskConfig, checkpoint_dir: str | Path, progress: bool = True) -> DPOConfig:
     d = cfg.dpo
     shared = trainer_args(cfg, checkpoint_dir, progress) | {"learning_rate": d.learning_rate, "num_train_epochs": d.epochs}
-    return DPOConfig(**shared, beta=d.beta, loss_type=[d.loss_type])
+    # The reference's log-probs are computed once, in a pass before training, instead of a no-grad forward inside
+    # every step on top of the policy's saved activations: a lower peak (~140 MB on the demo) for the same work.
+    return DPOConfig(**shared, beta=d.beta, loss_type=[d.loss_type], precompute_ref_log_probs=True)
 
 
 def train_dpo(
