@@ -31,7 +31,7 @@ def _child(kind: str, cfg_json: str, adapter: str | None, out: str) -> dict:
     """One training run in its own process; returns its figures and its peak RSS."""
     from core.dpo import classification_pairs, train_dpo
     from core.evaluate import decoder_for
-    from core.models import load_adapter, load_model, release_memory
+    from core.models import load_adapter, load_model
     from core.sft import train_sft
 
     cfg = TaskConfig.model_validate_json(cfg_json)
@@ -45,7 +45,6 @@ def _child(kind: str, cfg_json: str, adapter: str | None, out: str) -> dict:
         model.set_adapter("sft")
         pairs, counts = classification_pairs(cfg, train, decoder_for(cfg, model, tokenizer, adapter=True))
         del model
-        release_memory()
         figures["pairs"] = counts
         _, stats = train_dpo(cfg, pairs, Path(out) / "ck", Path(out) / "adapter", start_adapter=adapter, progress=True)
     figures |= {"steps": stats.steps, "train_s": round(stats.train_runtime_s, 1), "final_loss": stats.final_loss}

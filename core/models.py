@@ -15,8 +15,6 @@ folder under `models/`, so every later load takes under a second and needs no ne
 
 from __future__ import annotations
 
-import ctypes
-import gc
 import hashlib
 import json
 import os
@@ -240,18 +238,3 @@ def load_adapter(model: PreTrainedModel, adapter_dir: str | Path, name: str = "d
         return model
     return PeftModel.from_pretrained(model, str(adapter_dir), adapter_name=name, is_trainable=False)
 
-
-def release_memory() -> None:
-    """Hand the memory of models just deleted back to the system before the next peak.
-
-    CPython frees tensors at once, but glibc keeps freed heap pages for reuse, and the scattered
-    pages an inference pass leaves behind cannot hold a training step's large tensors: building
-    DPO pairs and then training in one process otherwise peaks ~330 MB higher on the demo.
-    """
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
-        pass

@@ -14,7 +14,7 @@ from core.data import load_rows
 from core.dpo import classification_pairs, extraction_pairs, load_pairs, train_dpo
 from core.evaluate import decoder_for, extraction_decoder
 from core.kd import train_kd
-from core.models import load_adapter, load_model, release_memory
+from core.models import load_adapter, load_model
 from core.sft import train_sft
 from core.traces import TraceStore
 
@@ -97,7 +97,6 @@ def train_dpo_task(
             pairs, counts = classification_pairs(cfg, load_rows(cfg, train_path), decoder, traces)
         source = f"pairs built on-policy from {train_path}"
         del model, decoder
-        release_memory()
     logger.info("DPO pairs: %s", counts)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "pairs.json").write_text(json.dumps(counts, indent=2))
