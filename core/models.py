@@ -237,4 +237,3 @@ def load_adapter(model: PreTrainedModel, adapter_dir: str | Path, name: str = "d
         model.load_adapter(str(adapter_dir), adapter_name=name)
         return model
     return PeftModel.from_pretrained(model, str(adapter_dir), adapter_name=name, is_trainable=False)
-
