@@ -132,8 +132,8 @@ def classification_kd_rows(traces: list[dict], cfg: TaskConfig) -> list[dict]:
 
     Traces are first balanced by the teacher's answer (each label's traces repeated up to the most
     common label's count), as the SFT split is by gold label: an unlabeled pool is rarely balanced,
-    and a teacher's soft targets on it carry its prior, which a student then learns before anything
-    the input says (the creditmix student, unbalanced, answered one label for every input).
+    and a teacher's soft targets on it carry its prior, which a student learns before anything the
+    input says. (Balance alone did not save the creditmix student: see the README's `kd` figures.)
     """
     counts = Counter(trace["output"] for trace in traces)
     by_id = {trace["id"]: trace for trace in traces}
