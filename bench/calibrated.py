@@ -31,7 +31,7 @@ def eval_rows(per_class: int) -> list[Example]:
     return balanced_split(rows, cfg.labels, 1, per_class, seed=0)[1]
 
 
-def compare(cfg: TaskConfig, model, tokenizer, rows: list[Example], adapter: bool = False) -> dict:
+def compare(cfg: TaskConfig, model, tokenizer, rows: list[Example], adapter: str | None = None) -> dict:
     """Generate-and-parse vs the calibrated decoder (single and batch-16) on one model."""
     texts, gold = [r.text for r in rows], [r.label for r in rows]
     torch.manual_seed(0)
@@ -87,7 +87,7 @@ def run(quick: bool = False, adapter: str | None = None) -> dict:
     figures = compare(cfg, model, tokenizer, rows)
     if adapter:
         # The same comparison on a trained adapter, where both decoders have something to get right.
-        figures = {"base": figures, "adapter": compare(cfg, load_adapter(model, adapter), tokenizer, rows, adapter=True) | {"path": adapter}}
+        figures = {"base": figures, "adapter": compare(cfg, load_adapter(model, adapter), tokenizer, rows, adapter=adapter) | {"path": adapter}}
     for side in [figures] if not adapter else figures.values():
         side["target_latency_ratio_le_0.6"] = side["latency_ratio_calibrated_over_generate"] <= 0.6
         side["target_f1_not_worse"] = side["calibrated_macro_f1"] >= side["generate_parse_macro_f1"]

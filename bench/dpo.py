@@ -43,7 +43,7 @@ def _child(kind: str, cfg_json: str, adapter: str | None, out: str) -> dict:
         model, tokenizer = load_model(cfg.model)
         model = load_adapter(model, adapter, name="sft")
         model.set_adapter("sft")
-        pairs, counts = classification_pairs(cfg, train, decoder_for(cfg, model, tokenizer, adapter=True))
+        pairs, counts = classification_pairs(cfg, train, decoder_for(cfg, model, tokenizer, adapter=adapter))
         del model
         figures["pairs"] = counts
         _, stats = train_dpo(cfg, pairs, Path(out) / "ck", Path(out) / "adapter", start_adapter=adapter, progress=True)
@@ -83,7 +83,7 @@ def run(quick: bool = False, adapter: str | None = None) -> dict:
     for name, path in (("sft", adapter), ("dpo", out / "dpo" / "adapter")):
         model = load_adapter(model, path, name=name)
         model.set_adapter(name)
-        results[name] = score(decoder_for(cfg, model, tokenizer, adapter=True), eval_rows)
+        results[name] = score(decoder_for(cfg, model, tokenizer, adapter=path), eval_rows)
     sft, dpo_m = results["sft"], results["dpo"]
     figures |= {
         "sft_macro_f1": round(sft["macro_f1"], 4),

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from core import creditmix
+from core.calibrated import CalibratedDecoder
 from core.config import TaskConfig
 from core.data import Example, balanced_split
 from core.evaluate import decoder_for, score, teacher_metrics
@@ -79,12 +80,14 @@ def run(quick: bool = False) -> dict:
     adapter, kd_stats = train_kd(cfg, pool_store.usable(), fresh / "checkpoints", fresh / "adapter")
     figures["kd_training"] = {"steps": kd_stats.steps, "train_s": round(kd_stats.train_runtime_s, 1), "final_loss": kd_stats.final_loss}
     model, tokenizer = load_model(cfg.model)
-    base = score(decoder_for(cfg, model, tokenizer, adapter=False), eval_rows)
-    base_ms = _p50_ms(decoder_for(cfg, model, tokenizer, adapter=False).predict, eval_rows[:30])
+    base = score(decoder_for(cfg, model, tokenizer, adapter=None), eval_rows)
+    base_ms = _p50_ms(decoder_for(cfg, model, tokenizer, adapter=None).predict, eval_rows[:30])
     model = load_adapter(model, adapter, name="kd")
     model.set_adapter("kd")
-    student_decoder = decoder_for(cfg, model, tokenizer, adapter=True)
+    student_decoder = decoder_for(cfg, model, tokenizer, adapter=adapter)
     student = score(student_decoder, eval_rows)
+    # The same student without its in-domain prior divided out, for contrast.
+    uncalibrated = score(CalibratedDecoder(model, tokenizer, cfg.labels, cfg.instruction, calibrate=False), eval_rows)
     student_ms = _p50_ms(student_decoder.predict, eval_rows[:30])
     # Teacher latency again, one request at a time right beside the student's, so that both see
     # the same machine load (the traces' latencies may have been taken on a busier machine).
@@ -96,6 +99,9 @@ def run(quick: bool = False) -> dict:
         "base_ms_per_request_p50": round(base_ms, 1),
         "kd_macro_f1": round(student["macro_f1"], 4),
         "kd_min_class_recall": round(student["min_class_recall"], 4),
+        "kd_recall": {label: round(m["recall"], 3) for label, m in student["per_class"].items()},
+        "kd_pool_prior": [round(p, 3) for p in student_decoder.prior()],
+        "kd_macro_f1_without_pool_prior": round(uncalibrated["macro_f1"], 4),
         "kd_ms_per_request_p50": round(student_ms, 1),
         "teacher_gain_over_base": round(t_metrics["macro_f1"] - base["macro_f1"], 4),
         "kd_over_teacher_f1_ratio": round(student["macro_f1"] / max(t_metrics["macro_f1"], 1e-9), 4),

@@ -12,6 +12,9 @@ put in the same prompt and divide it out: calibrated log p(y|x) = log p(y|x) - l
 p_cf is the average of the label distributions on the content-free inputs. Optional per-label
 offsets are added in that calibrated log space, then everything is renormalised.
 
+A prior can also be measured on real in-domain inputs and given to the decoder (Zhou et al. 2024,
+"Batch Calibration"): KD adapters carry one measured on the unlabeled pool (`label_prior.json`).
+
 Usage:
     decoder = CalibratedDecoder(model, tokenizer, ["Good", "Standard", "Bad"], instruction)
     [pred] = decoder.predict(["Num_Bank_Accounts: 3; ..."])
@@ -20,8 +23,10 @@ Usage:
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -74,6 +79,7 @@ class CalibratedDecoder:
         calibrate: bool = True,
         label_bias: dict[str, float] | None = None,
         batch_size: int = 16,
+        prior: np.ndarray | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -86,7 +92,7 @@ class CalibratedDecoder:
         self.label_ids = [tokenizer(label, add_special_tokens=False).input_ids for label in self.labels]
         if any(len(ids) == 0 for ids in self.label_ids):
             raise ValueError(f"a label tokenizes to nothing: {dict(zip(self.labels, self.label_ids))}")
-        self._prior: np.ndarray | None = None
+        self._prior: np.ndarray | None = None if prior is None else np.asarray(prior, dtype=float)
         self._prefix: tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]] | None = None
 
     @property
@@ -190,7 +196,7 @@ class CalibratedDecoder:
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)))
 
     def prior(self) -> np.ndarray:
-        """The label distribution on content-free inputs, averaged; computed once per decoder."""
+        """The prior given to the decoder, else the label distribution on content-free inputs, averaged (once)."""
         if self._prior is None:
             self._prior = self.label_distribution(self.content_free_inputs).mean(axis=0)
         return self._prior
@@ -223,6 +229,27 @@ class CalibratedDecoder:
                     )
                 )
         return preds
+
+
+LABEL_PRIOR_FILE = "label_prior.json"
+
+
+def save_label_prior(adapter_dir: str | Path, labels: list[str], prior: np.ndarray, inputs: int, source: str) -> Path:
+    """Store an adapter's label prior measured on `inputs` real inputs, beside its weights (the registry copies it)."""
+    path = Path(adapter_dir) / LABEL_PRIOR_FILE
+    path.write_text(json.dumps({"labels": labels, "prior": [float(p) for p in prior], "inputs": inputs, "source": source}, indent=2))
+    return path
+
+
+def load_label_prior(adapter_dir: str | Path, labels: list[str]) -> np.ndarray | None:
+    """The adapter's stored label prior in `labels` order, or None if it has none (or one for other labels)."""
+    path = Path(adapter_dir) / LABEL_PRIOR_FILE
+    if not path.exists():
+        return None
+    stored = json.loads(path.read_text())
+    if sorted(stored["labels"]) != sorted(labels):
+        raise ValueError(f"{path}: prior for labels {stored['labels']}, but the task's labels are {labels}")
+    return np.array([stored["prior"][stored["labels"].index(label)] for label in labels])
 
 
 @torch.inference_mode()

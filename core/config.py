@@ -118,12 +118,13 @@ class TeacherConfig(_Strict):
 
 
 class KDConfig(_Strict):
-    soft_targets: bool = Field(True, description="classification: learn the teacher's label distribution, not only its argmax")
-    min_target_prob: float = Field(0.02, ge=0, lt=1, description="labels below this teacher probability are left out of a row's target")
-    token_kl_weight: float = Field(
-        0.5, ge=0, le=1, description="generation: weight of the top-k token KL term (rest: sequence-level cross-entropy)"
+    kl_weight: float = Field(
+        0.5, ge=0, le=1,
+        description="weight of the term matching the teacher's distribution (classification: its label probabilities; "
+        "generation: its top-k token log-probabilities, when the tokenizers match); the rest is cross-entropy on its answer",
     )
-    temperature: float = Field(1.0, gt=0, description="softening of the teacher's top-k distribution for the KL term")
+    temperature: float = Field(1.0, gt=0, description="softening (>1) or sharpening (<1) of both distributions in that term")
+    epochs: float = Field(2.0, gt=0, description="passes over the (balanced) traces: a teacher's labels are noisier than gold")
 
 
 class DPOSettings(_Strict):

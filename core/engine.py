@@ -116,7 +116,7 @@ class InferenceEngine:
         if cfg.type == "idp":
             # The schema compiles here (XGrammar caches it), before the variant is routable.
             return Variant(task, name, ref, adapter, extraction_decoder(cfg, self.model, self.tokenizer), time.time())
-        decoder = decoder_for(cfg, self.model, self.tokenizer, adapter=adapter is not None)
+        decoder = decoder_for(cfg, self.model, self.tokenizer, adapter=None if adapter is None else self.registry.path(task, ref))
         variant = Variant(task, name, ref, adapter, decoder, time.time())
         with self._active(variant):
             decoder.prior()  # computed before the variant is routable

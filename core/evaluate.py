@@ -2,8 +2,9 @@
 
 One base model is loaded; each adapter is attached beside it in turn, so an evaluation of base +
 N candidates holds one copy of the weights. Every variant is scored by label likelihood; the base model
-with contextual calibration, adapters without it unless `calibration.adapters` is set (on the
-demo, calibrating the SFT adapter cut its macro-F1 from 0.889 to 0.714: see README).
+with contextual calibration, adapters with the in-domain prior they carry (KD's) or else without
+calibration unless `calibration.adapters` is set (on the demo, calibrating the SFT adapter on
+content-free inputs cut its macro-F1 from 0.889 to 0.714: see README).
 
     report = evaluate_variants(cfg, eval_rows, {"sft": "runs/creditmix/sft/v0001"})
     report["base"]["macro_f1"], report["sft"]["macro_f1"]
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.calibrated import CalibratedDecoder, render_prompt
+from core.calibrated import CalibratedDecoder, load_label_prior, render_prompt
 from core.config import Price, TaskConfig
 from core.data import Example
 from core.metrics import classification_metrics, extraction_metrics
@@ -25,9 +26,14 @@ from core.schema import SchemaDecoder
 from core.traces import cost_usd, input_sha256
 
 
-def decoder_for(cfg: TaskConfig, model, tokenizer, adapter: bool) -> CalibratedDecoder:
-    """The decoder a variant is scored with; adapters are calibrated only if `calibration.adapters`."""
-    calibrate = cfg.calibration.enabled and (cfg.calibration.adapters or not adapter)
+def decoder_for(cfg: TaskConfig, model, tokenizer, adapter: str | Path | None) -> CalibratedDecoder:
+    """The decoder a variant is scored with: the base model (`adapter` None) or the adapter in that folder.
+
+    The base model divides out its prior on content-free inputs; an adapter divides out the prior
+    it carries (measured on in-domain inputs, as KD's are), else is calibrated only if `calibration.adapters`.
+    """
+    prior = load_label_prior(adapter, cfg.labels) if adapter is not None else None
+    calibrate = cfg.calibration.enabled and (adapter is None or prior is not None or cfg.calibration.adapters)
     return CalibratedDecoder(
         model,
         tokenizer,
@@ -37,6 +43,7 @@ def decoder_for(cfg: TaskConfig, model, tokenizer, adapter: bool) -> CalibratedD
         calibrate=calibrate,
         label_bias=cfg.calibration.label_bias,
         batch_size=cfg.eval_batch_size,
+        prior=prior,
     )
 
 
@@ -93,8 +100,8 @@ def score_extraction(decoder: SchemaDecoder, rows: list[Example]) -> dict:
     return metrics
 
 
-def score_variant(cfg: TaskConfig, model, tokenizer, rows: list[Example], adapter: bool) -> dict:
-    """One variant (the model with whatever adapter is active) scored the way the task type is."""
+def score_variant(cfg: TaskConfig, model, tokenizer, rows: list[Example], adapter: str | Path | None) -> dict:
+    """One variant (the model with the adapter from folder `adapter` active, or the base) scored the way the task type is."""
     if cfg.type == "idp":
         return score_extraction(extraction_decoder(cfg, model, tokenizer), rows)
     return score(decoder_for(cfg, model, tokenizer, adapter=adapter), rows)
@@ -105,11 +112,11 @@ def evaluate_variants(cfg: TaskConfig, rows: list[Example], adapters: dict[str, 
     model, tokenizer = load_model(cfg.model)
     results: dict[str, dict] = {}
     if include_base:
-        results["base"] = score_variant(cfg, model, tokenizer, rows, adapter=False)
+        results["base"] = score_variant(cfg, model, tokenizer, rows, adapter=None)
     for name, adapter_dir in adapters.items():
         model = load_adapter(model, adapter_dir, name=name)
         model.set_adapter(name)
-        results[name] = score_variant(cfg, model, tokenizer, rows, adapter=True)
+        results[name] = score_variant(cfg, model, tokenizer, rows, adapter=adapter_dir)
     return results
 
 

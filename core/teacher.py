@@ -234,7 +234,7 @@ class HFTeacher(Teacher):
 
             self.extractor = extraction_decoder(cfg, model, tokenizer)
         else:
-            self.decoder = decoder_for(cfg, model, tokenizer, adapter=False)
+            self.decoder = decoder_for(cfg, model, tokenizer, adapter=None)
 
     def answer(self, texts: list[str]) -> list[TeacherAnswer]:
         if self.extractor is not None:

@@ -93,7 +93,7 @@ def train_dpo_task(
             decoder = extraction_decoder(cfg, model, tokenizer)
             pairs, counts = extraction_pairs(cfg, load_rows(cfg, train_path), decoder, cfg.training.seed)
         else:
-            decoder = decoder_for(cfg, model, tokenizer, adapter=start_adapter is not None)
+            decoder = decoder_for(cfg, model, tokenizer, adapter=start_adapter)
             pairs, counts = classification_pairs(cfg, load_rows(cfg, train_path), decoder, traces)
         source = f"pairs built on-policy from {train_path}"
         del model, decoder

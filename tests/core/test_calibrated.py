@@ -77,6 +77,24 @@ def test_calibration_divides_out_the_content_free_prior(tiny):
     assert pred.confidence == max(pred.probs.values()) and pred.label == max(pred.probs, key=pred.probs.get)
 
 
+def test_a_given_prior_is_divided_out_instead_of_the_content_free_one(tiny, tmp_path):
+    """Batch calibration: a prior measured on real inputs, stored with an adapter, replaces the content-free one."""
+    from core.calibrated import load_label_prior, save_label_prior
+
+    model, tokenizer = tiny
+    texts = [r["text"] for r in creditmix.generate(8)]
+    measured = CalibratedDecoder(model, tokenizer, creditmix.LABELS, INSTRUCTION, calibrate=False).label_distribution(texts).mean(0)
+    save_label_prior(tmp_path, list(reversed(creditmix.LABELS)), measured[::-1], len(texts), "test")
+    loaded = load_label_prior(tmp_path, creditmix.LABELS)
+    np.testing.assert_allclose(loaded, measured)  # stored in another label order, read back in the task's
+    decoder = CalibratedDecoder(model, tokenizer, creditmix.LABELS, INSTRUCTION, prior=loaded)
+    preds = decoder.predict(texts)
+    raw = np.array([list(p.raw_probs.values()) for p in preds])
+    np.testing.assert_allclose([list(p.probs.values()) for p in preds], (raw / measured) / (raw / measured).sum(1, keepdims=True), atol=1e-6)
+    with pytest.raises(ValueError, match="labels"):
+        load_label_prior(tmp_path, ["yes", "no", "maybe"])
+
+
 def test_label_bias_moves_probability_in_calibrated_space(tiny):
     model, tokenizer = tiny
     plain = CalibratedDecoder(model, tokenizer, creditmix.LABELS, INSTRUCTION)

@@ -42,7 +42,7 @@ def test_too_few_or_too_long_pairs_stop_the_run(tiny_cfg):
 
 def test_on_policy_pairs_reject_the_students_likeliest_wrong_label(tiny_cfg):
     model, tokenizer = load_model(tiny_cfg.model)
-    decoder = decoder_for(tiny_cfg, model, tokenizer, adapter=False)
+    decoder = decoder_for(tiny_cfg, model, tokenizer, adapter=None)
     rows = [Example(f"r{i}", f"Interest_Rate: {i}", label) for i, label in enumerate(["Good", "Standard", "Bad"] * 2)]
     traces = [{"prompt": "Interest_Rate: 40", "output": "Bad"}]
     pairs, counts = classification_pairs(tiny_cfg, rows, decoder, traces)
@@ -116,6 +116,9 @@ def test_scoring_only_completion_positions_leaves_the_dpo_loss_unchanged(tiny_cf
         compact = trainer.compute_loss(trainer.model, batch)
         stock = DPOTrainer.compute_loss(trainer, trainer.model, batch)
     assert torch.allclose(compact, stock, atol=1e-5)
+    # A forward holds batch_size sequences (chosen + rejected) as an SFT forward does; a step still sees batch_size pairs.
+    assert batch["input_ids"].shape[0] == tiny_cfg.training.batch_size
+    assert trainer.args.per_device_train_batch_size * trainer.args.gradient_accumulation_steps == tiny_cfg.training.batch_size
 
 
 def test_label_balanced_pairs_choose_each_label_as_often_as_they_reject_it():

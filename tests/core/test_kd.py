@@ -1,6 +1,6 @@
-"""KD trainer: soft targets from teacher traces, the weighted loss, the top-k KL term, the tokenizer check."""
+"""KD trainer: rows from teacher traces, the label-distribution term, the top-k KL term, the tokenizer check."""
 
-import math
+import numpy as np
 
 import pytest
 import torch
@@ -13,15 +13,14 @@ from core.models import load_model, lora_config
 from core.sft import CompletionSFTTrainer, sft_config
 
 
-def test_soft_targets_become_weighted_rows_per_label():
+def test_rows_carry_the_teachers_answer_and_label_distribution():
     cfg = TaskConfig()
-    traces = [{"id": "a", "prompt": "x", "output": "Good", "label_probs": {"Good": 0.7, "Standard": 0.29, "Bad": 0.01}}]
-    rows = classification_kd_rows(traces, cfg)
-    weights = {r["completion"][0]["content"]: r["kd_weight"] for r in rows}
-    assert set(weights) == {"Good", "Standard"}  # Bad is under min_target_prob
-    assert math.isclose(sum(weights.values()), 1.0) and math.isclose(weights["Good"], 0.7 / 0.99)
-    cfg.kd.soft_targets = False
-    assert [(r["completion"][0]["content"], r["kd_weight"]) for r in classification_kd_rows(traces, cfg)] == [("Good", 1.0)]
+    traces = [{"id": "a", "prompt": "x", "output": "Good", "label_probs": {"Good": 0.7, "Bad": 0.1, "Standard": 0.2}}]
+    [row] = classification_kd_rows(traces, cfg)
+    assert row["completion"] == [{"role": "assistant", "content": "Good"}]
+    assert row["label_targets"] == pytest.approx([0.7, 0.2, 0.1])  # in cfg.labels order: Good, Standard, Bad
+    [row] = classification_kd_rows([{"id": "b", "prompt": "y", "output": "Bad"}], cfg)  # a teacher without probabilities
+    assert row["label_targets"] == [0.0, 0.0, 1.0]
 
 
 def test_kd_rows_balance_the_teachers_answers():
@@ -29,7 +28,6 @@ def test_kd_rows_balance_the_teachers_answers():
     from collections import Counter
 
     cfg = TaskConfig()
-    cfg.kd.soft_targets = False
     traces = [{"id": f"g{i}", "prompt": f"g{i}", "output": "Good"} for i in range(3)] + [{"id": "b", "prompt": "b", "output": "Bad"}]
     rows = classification_kd_rows(traces, cfg)
     assert Counter(r["completion"][0]["content"] for r in rows) == {"Good": 3, "Bad": 3}
@@ -44,32 +42,48 @@ def _trainer(cls, cfg, tmp_path, rows, **kw):
     ), tokenizer
 
 
-def test_kd_loss_with_unit_weights_is_the_sft_loss(tiny_cfg, tmp_path):
+def test_kd_loss_is_the_sft_loss_mixed_with_the_decoders_label_distribution(tiny_cfg, tmp_path):
+    """kl_weight 0: exactly SFT on the teacher's answers. kl_weight 1: the cross-entropy against the teacher's
+    label probabilities of the very distribution the calibrated decoder ranks (uncalibrated, over the labels)."""
+    from core.calibrated import CalibratedDecoder
+
+    texts, answers = [f"Interest_Rate: {i}" for i in range(4)], ["Good", "Standard", "Bad", "Good"]
+    targets = torch.tensor([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.1, 0.1, 0.8], [0.4, 0.4, 0.2]])
     rows = [
-        {"prompt": task_messages(tiny_cfg.instruction, f"Interest_Rate: {i}"), "completion": [{"role": "assistant", "content": lab}]}
-        for i, lab in enumerate(["Good", "Standard", "Bad", "Good"])
+        {"prompt": task_messages(tiny_cfg.instruction, text), "completion": [{"role": "assistant", "content": answer}]}
+        for text, answer in zip(texts, answers)
     ]
     torch.manual_seed(0)
     sft, tok = _trainer(CompletionSFTTrainer, tiny_cfg, tmp_path, rows)
     torch.manual_seed(0)
-    kd, _ = _trainer(KDTrainer, tiny_cfg, tmp_path, [r | {"kd_weight": 1.0} for r in rows], data_collator=KDCollator(tok.pad_token_id))
-    batch = [sft.train_dataset[i] for i in range(4)]
-    sft_inputs = sft.data_collator(batch)
-    kd_inputs = kd.data_collator([dict(b, kd_weight=1.0) for b in batch])
+    kd_rows = [r | {"label_targets": t.tolist()} for r, t in zip(rows, targets)]
+    kd, _ = _trainer(KDTrainer, tiny_cfg, tmp_path, kd_rows, data_collator=KDCollator(tok.pad_token_id), labels=tiny_cfg.labels)
+    batch = [kd.train_dataset[i] for i in range(4)]
+    decoder = CalibratedDecoder(kd.model, tok, tiny_cfg.labels, tiny_cfg.instruction, calibrate=False)
     with torch.no_grad():
-        sft_loss = sft.compute_loss(sft.model, sft_inputs)
-        kd_loss = kd.compute_loss(kd.model, kd_inputs)
-        # Down-weighting a row changes the loss: the weights reach it.
-        kd_inputs = kd.data_collator([dict(b, kd_weight=w) for b, w in zip(batch, [1.0, 0.0, 0.0, 0.0])])
-        weighted = kd.compute_loss(kd.model, kd_inputs)
-    assert torch.allclose(sft_loss, kd_loss, atol=1e-5)
-    assert not torch.allclose(weighted, kd_loss, atol=1e-4)
+        sft_loss = sft.compute_loss(sft.model, sft.data_collator([sft.train_dataset[i] for i in range(4)]))
+        kd.kl_weight = 0.0
+        hard = kd.compute_loss(kd.model, kd.data_collator(batch))
+        kd.kl_weight = 1.0
+        soft = kd.compute_loss(kd.model, kd.data_collator(batch))
+        kd.kl_weight = 0.5
+        mixed = kd.compute_loss(kd.model, kd.data_collator(batch))
+    expected = -(targets * torch.log(torch.tensor(decoder.label_distribution(texts), dtype=torch.float))).sum(-1).mean()
+    assert torch.allclose(sft_loss, hard, atol=1e-5)
+    assert soft.item() == pytest.approx(expected.item(), rel=1e-4)
+    assert mixed.item() == pytest.approx(0.5 * hard.item() + 0.5 * soft.item(), rel=1e-5)
+
+
+def test_labels_that_share_a_first_token_are_refused(tiny_cfg, tmp_path):
+    row = {"prompt": task_messages(tiny_cfg.instruction, "x"), "completion": [{"role": "assistant", "content": "Good credit"}]}
+    with pytest.raises(ValueError, match="kd.kl_weight: 0"):
+        _trainer(KDTrainer, tiny_cfg, tmp_path, [row], labels=["Good credit", "Good debt"])
 
 
 def test_topk_kl_is_zero_when_the_teacher_is_the_student(tiny_cfg, tmp_path):
     prompt = task_messages(tiny_cfg.instruction, "Interest_Rate: 5")
-    row = {"prompt": prompt, "completion": [{"role": "assistant", "content": "Standard"}], "kd_weight": 1.0}
-    trainer, tok = _trainer(KDTrainer, tiny_cfg, tmp_path, [row], data_collator=KDCollator(2), token_kl_weight=1.0)
+    row = {"prompt": prompt, "completion": [{"role": "assistant", "content": "Standard"}]}
+    trainer, tok = _trainer(KDTrainer, tiny_cfg, tmp_path, [row], data_collator=KDCollator(2), kl_weight=1.0)
     [example] = [trainer.train_dataset[0]]
     inputs = trainer.data_collator([example])
     targets = inputs["labels"][0, 1:]
@@ -104,6 +118,16 @@ def test_train_kd_saves_an_adapter(tiny_cfg, tmp_path):
     ]
     adapter, stats = train_kd(tiny_cfg, traces, tmp_path / "ck", tmp_path / "adapter", progress=False)
     assert (adapter / "adapter_config.json").exists() and stats.steps == 2
+    # The student's label prior on the pool travels with it, and its decoder divides that prior out.
+    from core.calibrated import load_label_prior
+    from core.evaluate import decoder_for
+
+    prior = load_label_prior(adapter, tiny_cfg.labels)
+    assert prior.shape == (3,) and prior.sum() == pytest.approx(1.0) and (prior > 0).all()
+    model, tokenizer = load_model(tiny_cfg.model)
+    decoder = decoder_for(tiny_cfg, model, tokenizer, adapter=adapter)
+    assert decoder.calibrate and np.allclose(decoder.prior(), prior)
+    assert not decoder_for(tiny_cfg, model, tokenizer, adapter=tmp_path / "ck").calibrate  # an adapter without a prior
 
 
 def test_extraction_kd_traces_carry_topk_and_train_with_the_token_kl(tiny_cfg, tmp_path):
