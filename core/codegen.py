@@ -1,0 +1,211 @@
+"""Code generation: spec -> plan -> Python code, checked by executing the task's tests.
+
+A codegen row (DESIGN.md) holds `prompt` (the spec), `tests` (Python source with asserts), and
+optionally `entry_point` (the function the tests call) and `solution`. The model answers with a
+one-line plan, then the code in a ```python block (`format_answer`); `extract_code` takes the
+block back out, and `run_tests` executes code + tests in a fresh interpreter and says whether
+every assert held. Preference pairs for DPO are code that passes against code that fails
+(`code_pairs`), from the student's own samples.
+
+`run_tests` isolates a candidate from this process (its own interpreter in isolated mode, an empty
+temporary folder, no inherited environment, CPU-time, memory and wall-clock limits). It is not a
+security sandbox: run code from untrusted models inside a container.
+
+    tasks = load_codegen("data/codegen.jsonl")
+    answers = sample_answers(model, tokenizer, CODEGEN_INSTRUCTION, [t.prompt for t in tasks], n=4)
+    pairs, counts = code_pairs(tasks, answers)
+    pass_rate(model, tokenizer, CODEGEN_INSTRUCTION, tasks)["pass_rate"]
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from core.calibrated import render_prompt
+from core.data import DataError, read_records
+from core.dpo import Pair
+
+CODEGEN_INSTRUCTION = (
+    "You write Python. Answer with a one-line plan starting with 'Plan:', then the complete function "
+    "in one ```python code block, and nothing else."
+)
+
+# The child sets its own limits before it runs the candidate: no preexec_fn (unsafe in a threaded parent).
+_RUNNER = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_CPU, ({cpu_s}, {cpu_s}))
+resource.setrlimit(resource.RLIMIT_AS, ({memory}, {memory}))
+source = open(sys.argv[1]).read()
+exec(compile(source, "candidate.py", "exec"), {{"__name__": "__main__"}})
+"""
+
+
+@dataclass
+class CodeTask:
+    id: str
+    prompt: str
+    tests: str
+    entry_point: str | None = None
+    solution: str | None = None
+    plan: str | None = None
+
+
+@dataclass
+class TestResult:
+    __test__ = False  # not a pytest class
+    passed: bool
+    error: str = ""  # why not: the exception's last line, or the timeout
+
+
+def run_tests(code: str, tests: str, timeout_s: float = 10.0, memory_mb: int = 1024) -> TestResult:
+    """Run `code` then `tests` in a fresh interpreter; passed = it exited cleanly (every assert held)."""
+    with tempfile.TemporaryDirectory(prefix="codegen-") as folder:
+        path = Path(folder) / "candidate.py"
+        path.write_text(f"{code}\n\n{tests}\n")
+        runner = _RUNNER.format(cpu_s=max(1, int(timeout_s)), memory=memory_mb << 20)
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-I", "-B", "-c", runner, str(path)],
+                cwd=folder, env={}, capture_output=True, text=True, timeout=timeout_s,
+            )
+        except subprocess.TimeoutExpired:
+            return TestResult(False, f"timed out after {timeout_s:g} s")
+    if proc.returncode == 0:
+        return TestResult(True)
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    return TestResult(False, lines[-1] if lines else f"exit code {proc.returncode}")
+
+
+def format_answer(code: str, plan: str | None = None) -> str:
+    """The answer format the model is trained on: an optional plan line, then one fenced block."""
+    block = f"```python\n{code.strip()}\n```"
+    return f"Plan: {plan.strip()}\n{block}" if plan else block
+
+
+def extract_code(answer: str) -> str:
+    """The code of an answer: its last complete ```python block, an unterminated one (cut off), or the text."""
+    blocks = re.findall(r"```(?:python|py)?[ \t]*\n(.*?)```", answer, flags=re.S)
+    if blocks:
+        return blocks[-1].strip()
+    opened = re.search(r"```(?:python|py)?[ \t]*\n(.*)", answer, flags=re.S)
+    return (opened.group(1) if opened else answer).strip()
+
+
+def load_codegen(path: str | Path, require_solutions: bool = False, timeout_s: float = 10.0) -> list[CodeTask]:
+    """Read codegen rows; refuse unparsable tests, tests without an assert, and solutions that fail their own tests."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, None, None, "no such file")
+    tasks: list[tuple[int, CodeTask]] = []
+    for number, record in read_records(path):
+        for field in ("prompt", "tests"):
+            if not isinstance(record.get(field), str) or not record[field].strip():
+                raise DataError(path, number, field, "missing or empty")
+        for field in ("entry_point", "solution", "plan"):
+            if record.get(field) is not None and not isinstance(record[field], str):
+                raise DataError(path, number, field, f"must be a string, got {type(record[field]).__name__}")
+        tree = _parse(path, number, "tests", record["tests"])
+        if not any(isinstance(node, ast.Assert) for node in ast.walk(tree)):
+            raise DataError(path, number, "tests", "no assert: tests that check nothing pass every answer")
+        solution = record.get("solution")
+        if solution is None and require_solutions:
+            raise DataError(path, number, "solution", "missing (this split trains on solutions)")
+        entry = record.get("entry_point")
+        if solution is not None and entry:
+            defined = {node.name for node in ast.walk(_parse(path, number, "solution", solution)) if isinstance(node, ast.FunctionDef)}
+            if entry not in defined:
+                raise DataError(path, number, "entry_point", f"{entry!r} is not defined by the solution")
+        task_id = str(record.get("id") or f"{path.stem}-{number}")
+        tasks.append((number, CodeTask(task_id, record["prompt"], record["tests"], entry, solution, record.get("plan"))))
+    with_solution = [(number, task) for number, task in tasks if task.solution is not None]
+    with ThreadPoolExecutor(max_workers=8) as pool:  # each check is a subprocess: threads only wait
+        results = list(pool.map(lambda item: run_tests(item[1].solution, item[1].tests, timeout_s), with_solution))
+    for (number, _), result in zip(with_solution, results):
+        if not result.passed:
+            raise DataError(path, number, "solution", f"fails its own tests: {result.error}")
+    return [task for _, task in tasks]
+
+
+def _parse(path: Path, number: int, field: str, source: str) -> ast.Module:
+    try:
+        return ast.parse(source)
+    except SyntaxError as exc:
+        raise DataError(path, number, field, f"not valid Python: {exc.msg} (line {exc.lineno})") from None
+
+
+@torch.inference_mode()
+def sample_answers(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    instruction: str,
+    prompts: list[str],
+    n: int = 1,
+    temperature: float = 0.8,
+    max_new_tokens: int = 160,
+) -> list[list[str]]:
+    """`n` answers per prompt: greedy for n=1, else sampled at `temperature` (one generate call per prompt)."""
+    device = next(model.parameters()).device
+    answers = []
+    for prompt in prompts:
+        enc = tokenizer(render_prompt(tokenizer, instruction, prompt), return_tensors="pt", add_special_tokens=False).to(device)
+        sampling = dict(do_sample=True, temperature=temperature, top_p=0.95) if n > 1 else dict(do_sample=False)
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, num_return_sequences=n, pad_token_id=tokenizer.pad_token_id, **sampling)
+        answers.append([tokenizer.decode(row[enc.input_ids.shape[1]:], skip_special_tokens=True) for row in out])
+    return answers
+
+
+def pass_rate(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, instruction: str, tasks: list[CodeTask], max_new_tokens: int = 160
+) -> dict:
+    """pass@1 with greedy answers: the share of tasks whose answer passes its tests, and why the rest failed."""
+    answers = [a[0] for a in sample_answers(model, tokenizer, instruction, [t.prompt for t in tasks], 1, max_new_tokens=max_new_tokens)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda item: run_tests(extract_code(item[0]), item[1].tests), zip(answers, tasks)))
+    failures = Counter(r.error.split(":")[0] for r in results if not r.passed)
+    return {
+        "pass_rate": sum(r.passed for r in results) / max(len(tasks), 1),
+        "passed": sum(r.passed for r in results),
+        "tasks": len(tasks),
+        "failures": dict(failures.most_common()),
+        "predictions": [{"id": t.id, "passed": r.passed, "error": r.error, "answer": a} for t, r, a in zip(tasks, results, answers)],
+    }
+
+
+def code_pairs(tasks: list[CodeTask], samples: list[list[str]], timeout_s: float = 10.0) -> tuple[list[Pair], dict]:
+    """DPO pairs: chosen = code that passes (the student's own passing sample, else the task's solution),
+    rejected = one of the student's samples that fails; and how many pairs each source gave."""
+    pairs: list[Pair] = []
+    counts = {"tasks": len(tasks), "student_passing": 0, "gold": 0, "all_samples_pass": 0, "no_passing_code": 0, "identical": 0}
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = [list(pool.map(lambda a, t=task: run_tests(extract_code(a), t.tests, timeout_s), answers)) for task, answers in zip(tasks, samples)]
+    for task, answers, checked in zip(tasks, samples, results):
+        failing = [a for a, r in zip(answers, checked) if not r.passed]
+        passing = [a for a, r in zip(answers, checked) if r.passed]
+        if not failing:
+            counts["all_samples_pass"] += 1
+            continue
+        if passing:
+            chosen, source = passing[0], "student_passing"
+        elif task.solution is not None:
+            chosen, source = format_answer(task.solution, task.plan), "gold"
+        else:
+            counts["no_passing_code"] += 1
+            continue
+        if chosen.strip() == failing[0].strip():
+            counts["identical"] += 1
+            continue
+        pairs.append(Pair(task.prompt, chosen, failing[0], source))
+        counts[source] += 1
+    counts["pairs"] = len(pairs)
+    return pairs, counts
