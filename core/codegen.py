@@ -20,6 +20,7 @@ security sandbox: run code from untrusted models inside a container.
 from __future__ import annotations
 
 import ast
+import itertools
 import re
 import subprocess
 import sys
@@ -87,6 +88,12 @@ def run_tests(code: str, tests: str, timeout_s: float = 10.0, memory_mb: int = 1
     return TestResult(False, lines[-1] if lines else f"exit code {proc.returncode}")
 
 
+def run_all(checks: list[tuple[str, str]], timeout_s: float = 10.0) -> list[TestResult]:
+    """`run_tests` over (code, tests) pairs, eight at a time: each is a subprocess, the threads only wait."""
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(lambda check: run_tests(*check, timeout_s=timeout_s), checks))
+
+
 def format_answer(code: str, plan: str | None = None) -> str:
     """The answer format the model is trained on: an optional plan line, then one fenced block."""
     block = f"```python\n{code.strip()}\n```"
@@ -129,8 +136,7 @@ def load_codegen(path: str | Path, require_solutions: bool = False, timeout_s: f
         task_id = str(record.get("id") or f"{path.stem}-{number}")
         tasks.append((number, CodeTask(task_id, record["prompt"], record["tests"], entry, solution, record.get("plan"))))
     with_solution = [(number, task) for number, task in tasks if task.solution is not None]
-    with ThreadPoolExecutor(max_workers=8) as pool:  # each check is a subprocess: threads only wait
-        results = list(pool.map(lambda item: run_tests(item[1].solution, item[1].tests, timeout_s), with_solution))
+    results = run_all([(task.solution, task.tests) for _, task in with_solution], timeout_s)
     for (number, _), result in zip(with_solution, results):
         if not result.passed:
             raise DataError(path, number, "solution", f"fails its own tests: {result.error}")
@@ -170,8 +176,7 @@ def pass_rate(
 ) -> dict:
     """pass@1 with greedy answers: the share of tasks whose answer passes its tests, and why the rest failed."""
     answers = [a[0] for a in sample_answers(model, tokenizer, instruction, [t.prompt for t in tasks], 1, max_new_tokens=max_new_tokens)]
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        results = list(pool.map(lambda item: run_tests(extract_code(item[0]), item[1].tests), zip(answers, tasks)))
+    results = run_all([(extract_code(answer), task.tests) for answer, task in zip(answers, tasks)])
     failures = Counter(r.error.split(":")[0] for r in results if not r.passed)
     return {
         "pass_rate": sum(r.passed for r in results) / max(len(tasks), 1),
@@ -187,9 +192,10 @@ def code_pairs(tasks: list[CodeTask], samples: list[list[str]], timeout_s: float
     rejected = one of the student's samples that fails; and how many pairs each source gave."""
     pairs: list[Pair] = []
     counts = {"tasks": len(tasks), "student_passing": 0, "gold": 0, "all_samples_pass": 0, "no_passing_code": 0, "identical": 0}
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        results = [list(pool.map(lambda a, t=task: run_tests(extract_code(a), t.tests, timeout_s), answers)) for task, answers in zip(tasks, samples)]
-    for task, answers, checked in zip(tasks, samples, results):
+    flat = run_all([(extract_code(answer), task.tests) for task, answers in zip(tasks, samples) for answer in answers], timeout_s)
+    offsets = [0, *itertools.accumulate(len(answers) for answers in samples)]
+    for task, answers, start in zip(tasks, samples, offsets):
+        checked = flat[start : start + len(answers)]
         failing = [a for a, r in zip(answers, checked) if not r.passed]
         passing = [a for a, r in zip(answers, checked) if r.passed]
         if not failing:
