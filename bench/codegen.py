@@ -29,7 +29,7 @@ MAX_NEW_TOKENS = 96  # a plan line and a one-line function body fit with room to
 
 
 def _tasks(rows: list[dict]) -> list[CodeTask]:
-    return [CodeTask(r["id"], r["prompt"], r["tests"], r["entry_point"], r["solution"], r["plan"]) for r in rows]
+    return [CodeTask(**row) for row in rows]  # pyfuncs rows carry exactly CodeTask's fields
 
 
 def _score(cfg: TaskConfig, tasks: list[CodeTask], adapter: Path | None) -> dict:

@@ -80,7 +80,7 @@ def test_embedded_model_answers_are_run_and_become_pairs_that_train(embedded_dir
     """SmolLM2's own samples on demo tasks: tested by execution, paired, and trained on with DPO."""
     from core.dpo import train_dpo
 
-    tasks = [CodeTask(r["id"], r["prompt"], r["tests"], r["entry_point"], r["solution"], r["plan"]) for r in pyfuncs.generate(3, seed=1)]
+    tasks = [CodeTask(**row) for row in pyfuncs.generate(3, seed=1)]
     model, tokenizer = load_model(ModelConfig(base_model=str(embedded_dir)))
     torch.manual_seed(0)
     samples = sample_answers(model, tokenizer, CODEGEN_INSTRUCTION, [t.prompt for t in tasks], n=3, max_new_tokens=64)
