@@ -8,7 +8,18 @@ from __future__ import annotations
 import importlib
 
 # name -> module in this package; each module has `run(quick: bool, ...) -> dict`.
-BENCHMARKS = {"calibrated": "calibrated", "schema": "schema", "idp": "idp", "sft-throughput": "sft_throughput", "demo": "demo", "service": "service", "kd": "kd", "teacher-throughput": "teacher_throughput", "dpo": "dpo", "codegen": "codegen"}
+BENCHMARKS = {
+    "calibrated": "calibrated",
+    "schema": "schema",
+    "idp": "idp",
+    "sft-throughput": "sft_throughput",
+    "demo": "demo",
+    "service": "service",
+    "kd": "kd",
+    "teacher-throughput": "teacher_throughput",
+    "dpo": "dpo",
+    "codegen": "codegen",
+}
 
 
 def run_benchmark(name: str, quick: bool = False, **options) -> dict:

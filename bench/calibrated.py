@@ -16,13 +16,13 @@ from collections import Counter
 
 import torch
 
-from core import creditmix
-from core.calibrated import generate_and_parse
-from core.config import TaskConfig
-from core.data import Example, balanced_split
-from core.evaluate import decoder_for
-from core.metrics import classification_metrics
-from core.models import load_adapter, load_model
+from core.common.config import TaskConfig
+from core.common.records import Example, balanced_split
+from core.evaluation.metrics import classification_metrics
+from core.model.calibrated import generate_and_parse
+from core.model.decoders import classification_decoder
+from core.model.loading import load_adapter, load_model
+from demos import creditmix
 
 
 def eval_rows(per_class: int) -> list[Example]:
@@ -41,14 +41,14 @@ def compare(cfg: TaskConfig, model, tokenizer, rows: list[Example], adapter: str
     generated = [generate_and_parse(model, tokenizer, cfg.labels, cfg.instruction, t, max_new_tokens=8) for t in texts]
     generate_s = time.perf_counter() - start
 
-    single = decoder_for(cfg, model, tokenizer, adapter)
+    single = classification_decoder(cfg, model, tokenizer, adapter)
     single.batch_size = 1
     single.prior()  # computed once per decoder, not per request: keep it out of the timing
     start = time.perf_counter()
     calibrated = single.predict(texts)
     single_s = time.perf_counter() - start
 
-    batched = decoder_for(cfg, model, tokenizer, adapter)
+    batched = classification_decoder(cfg, model, tokenizer, adapter)
     batched.batch_size = 16
     batched.prior()
     start = time.perf_counter()
@@ -87,10 +87,12 @@ def run(quick: bool = False, adapter: str | None = None) -> dict:
     figures = compare(cfg, model, tokenizer, rows)
     if adapter:
         # The same comparison on a trained adapter, where both decoders have something to get right.
-        figures = {"base": figures, "adapter": compare(cfg, load_adapter(model, adapter), tokenizer, rows, adapter=adapter) | {"path": adapter}}
+        figures = {
+            "base": figures,
+            "adapter": compare(cfg, load_adapter(model, adapter), tokenizer, rows, adapter=adapter) | {"path": adapter},
+        }
     for side in [figures] if not adapter else figures.values():
         side["target_latency_ratio_le_0.6"] = side["latency_ratio_calibrated_over_generate"] <= 0.6
         side["target_f1_not_worse"] = side["calibrated_macro_f1"] >= side["generate_parse_macro_f1"]
         side["target_batch_throughput_ge_2x"] = side["throughput_ratio_batch16_over_single"] >= 2.0
     return figures
-

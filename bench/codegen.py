@@ -17,13 +17,13 @@ from pathlib import Path
 
 import torch
 
-from core import pyfuncs
 from core.codegen import CODEGEN_INSTRUCTION, CodeTask, code_pairs, format_answer, pass_rate, sample_answers
-from core.config import TaskConfig
-from core.data import Example
-from core.dpo import train_dpo
-from core.models import load_adapter, load_model
-from core.sft import train_sft
+from core.common.config import TaskConfig
+from core.common.records import Example
+from core.model.loading import load_adapter, load_model
+from core.training.dpo import train_dpo
+from core.training.sft import train_sft
+from demos import pyfuncs
 
 MAX_NEW_TOKENS = 96  # a plan line and a one-line function body fit with room to spare
 
@@ -39,8 +39,11 @@ def _score(cfg: TaskConfig, tasks: list[CodeTask], adapter: Path | None) -> dict
         model.set_adapter("student")
     start = time.perf_counter()
     report = pass_rate(model, tokenizer, CODEGEN_INSTRUCTION, tasks, max_new_tokens=MAX_NEW_TOKENS)
-    return {"pass_rate": round(report["pass_rate"], 4), "failures": report["failures"],
-            "s_per_task": round((time.perf_counter() - start) / len(tasks), 2)}
+    return {
+        "pass_rate": round(report["pass_rate"], 4),
+        "failures": report["failures"],
+        "s_per_task": round((time.perf_counter() - start) / len(tasks), 2),
+    }
 
 
 def run(quick: bool = False) -> dict:

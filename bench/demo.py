@@ -9,10 +9,10 @@ Targets: wall time < 15 min on a 2-core CPU; SFT macro-F1 >= 0.85 on the balance
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-from core.config import TaskConfig
+from core.common.config import TaskConfig
 
 
 def run(quick: bool = False) -> dict:
@@ -20,7 +20,7 @@ def run(quick: bool = False) -> dict:
 
     cfg = TaskConfig()
     # A fresh registry and work dir per run (kept, so its report can be read afterwards).
-    out = Path("runs/.bench") / f"demo-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
+    out = Path("runs/.bench") / f"demo-{datetime.now(UTC):%Y%m%dT%H%M%S}"
     cfg.runs_dir, cfg.work_dir = out / "runs", out / "work"
     if quick:
         cfg.data.train_per_class, cfg.data.eval_per_class = 8, 4
@@ -41,4 +41,3 @@ def run(quick: bool = False) -> dict:
     figures["target_sft_f1_ge_0.85"] = sft["macro_f1"] >= 0.85
     figures["target_gain_ge_0.20"] = figures["gain_over_base"] >= 0.20
     return figures
-

@@ -18,21 +18,23 @@ import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from core.config import TaskConfig
-from core.data import Example, balanced_split, labeled_rows
+from core.common.config import TaskConfig
+from core.common.records import Example, balanced_split
+from core.kinds import KINDS
+
+KIND = KINDS["classification"]
 
 
 def _split(cfg: TaskConfig) -> tuple[list[Example], list[Example]]:
-    rows, _ = labeled_rows(cfg)
+    rows, _ = KIND.labeled_rows(cfg)
     return balanced_split(rows, cfg.labels, cfg.data.train_per_class, cfg.data.eval_per_class, cfg.training.seed)
 
 
 def _child(kind: str, cfg_json: str, adapter: str | None, out: str) -> dict:
     """One training run in its own process; returns its figures and its peak RSS."""
-    from core.dpo import classification_pairs, train_dpo
-    from core.evaluate import decoder_for
-    from core.models import load_adapter, load_model
-    from core.sft import train_sft
+    from core.model.loading import load_model
+    from core.training.dpo import train_dpo
+    from core.training.sft import train_sft
 
     cfg = TaskConfig.model_validate_json(cfg_json)
     train, _ = _split(cfg)
@@ -40,10 +42,8 @@ def _child(kind: str, cfg_json: str, adapter: str | None, out: str) -> dict:
     if kind == "sft":
         _, stats = train_sft(cfg, train, Path(out) / "ck", Path(out) / "adapter", progress=False)
     else:
-        model, tokenizer = load_model(cfg.model)
-        model = load_adapter(model, adapter, name="sft")
-        model.set_adapter("sft")
-        pairs, counts = classification_pairs(cfg, train, decoder_for(cfg, model, tokenizer, adapter=adapter))
+        model, tokenizer = load_model(cfg.model, adapter=adapter)
+        pairs, counts = KIND.preference_pairs(cfg, train, KIND.decoder(cfg, model, tokenizer, adapter=adapter), None)
         del model
         figures["pairs"] = counts
         _, stats = train_dpo(cfg, pairs, Path(out) / "ck", Path(out) / "adapter", start_adapter=adapter, progress=True)
@@ -58,9 +58,7 @@ def _in_fresh_process(*args) -> dict:
 
 
 def run(quick: bool = False, adapter: str | None = None) -> dict:
-    from core.evaluate import decoder_for, score
-    from core.models import load_adapter, load_model
-    from core.report import dpo_vs_sft
+    from core.evaluation.report import dpo_vs_sft
 
     cfg = TaskConfig()
     out = Path(tempfile.mkdtemp(prefix="bench-dpo-"))
@@ -78,12 +76,7 @@ def run(quick: bool = False, adapter: str | None = None) -> dict:
     figures |= {"dpo": dpo, "sft_memory_run": sft_mem}
 
     _, eval_rows = _split(cfg)
-    model, tokenizer = load_model(cfg.model)
-    results = {}
-    for name, path in (("sft", adapter), ("dpo", out / "dpo" / "adapter")):
-        model = load_adapter(model, path, name=name)
-        model.set_adapter(name)
-        results[name] = score(decoder_for(cfg, model, tokenizer, adapter=path), eval_rows)
+    results = KIND.evaluate(cfg, eval_rows, {"sft": adapter, "dpo": out / "dpo" / "adapter"}, include_base=False)
     sft, dpo_m = results["sft"], results["dpo"]
     figures |= {
         "sft_macro_f1": round(sft["macro_f1"], 4),

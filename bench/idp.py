@@ -20,20 +20,29 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from core import invoices
-from core.config import TaskConfig
-from core.data import Example, labeled_rows, split_rows
-from core.dpo import extraction_pairs, train_dpo
-from core.evaluate import add_cost, evaluate_variants, extraction_decoder, teacher_metrics
-from core.kd import train_kd
-from core.models import load_adapter, load_model
-from core.report import write_report
-from core.sft import train_sft
-from core.teacher import make_teacher
-from core.traces import TraceStore, generate_traces
+from core.common.config import TaskConfig
+from core.common.records import Example
+from core.evaluation.cost import add_cost
+from core.kinds import KINDS, make_teacher
+from core.model.loading import load_model
+from core.teachers.traces import TraceStore, generate_traces
+from core.training.dpo import train_dpo
+from core.training.sft import train_sft
+from demos import invoices
 
-KEYS = ("schema_valid_rate", "field_f1", "field_precision", "field_recall", "exact_match", "corrections_per_doc",
-        "latency_ms_p50", "latency_ms_p95", "completion_tokens_per_request", "cost_per_1k_usd")
+KIND = KINDS["idp"]
+KEYS = (
+    "schema_valid_rate",
+    "field_f1",
+    "field_precision",
+    "field_recall",
+    "exact_match",
+    "corrections_per_doc",
+    "latency_ms_p50",
+    "latency_ms_p95",
+    "completion_tokens_per_request",
+    "cost_per_1k_usd",
+)
 
 
 def run(quick: bool = False) -> dict:
@@ -41,8 +50,8 @@ def run(quick: bool = False) -> dict:
     work = Path("runs/.bench") / ("idp-quick" if quick else "idp")
     if quick:
         cfg.data.train_per_class, cfg.data.eval_per_class, cfg.training.max_steps = 16, 4, 2
-    rows, source = labeled_rows(cfg)
-    train_rows, eval_rows = split_rows(cfg, rows)
+    rows, source = KIND.labeled_rows(cfg)
+    train_rows, eval_rows = KIND.split(cfg, rows)
     adapter = work / "sft-adapter"
     figures: dict = {"source": source, "train_documents": len(train_rows), "eval_documents": len(eval_rows)}
     if not (adapter / "train_stats.json").exists():
@@ -67,25 +76,23 @@ def run(quick: bool = False) -> dict:
     teacher_cache.clear()
     kd_adapter = work / "kd-adapter"
     if not (kd_adapter / "adapter_config.json").exists():
-        train_kd(cfg, stores["pool"].usable(), work / "kd-checkpoints", kd_adapter)
+        KIND.train_kd(cfg, stores["pool"].usable(), work / "kd-checkpoints", kd_adapter)
     adapters["kd"] = kd_adapter
     dpo_adapter = work / "dpo-adapter"
     if not (dpo_adapter / "adapter_config.json").exists():
-        model, tokenizer = load_model(cfg.model)
-        model = load_adapter(model, adapter, name="sft")
-        model.set_adapter("sft")
+        model, tokenizer = load_model(cfg.model, adapter=adapter)
         cfg.dpo.max_pairs = 8 if quick else 64
-        pairs, counts = extraction_pairs(cfg, train_rows, extraction_decoder(cfg, model, tokenizer))
+        pairs, counts = KIND.preference_pairs(cfg, train_rows, KIND.decoder(cfg, model, tokenizer), None)
         (work / "dpo-pairs.json").write_text(json.dumps(counts))
         del model
         train_dpo(cfg, pairs, work / "dpo-checkpoints", dpo_adapter, start_adapter=adapter)
     adapters["dpo"] = dpo_adapter
     figures["dpo_pairs"] = json.loads((work / "dpo-pairs.json").read_text())
-    results = evaluate_variants(cfg, eval_rows, adapters)
-    results["teacher"] = teacher_metrics(cfg, eval_rows, stores["eval"].traces)
+    results = KIND.evaluate(cfg, eval_rows, adapters)
+    results["teacher"] = KIND.teacher_metrics(cfg, eval_rows, stores["eval"].traces)
     for metrics in results.values():
         add_cost(metrics, cfg)
-    figures["report"] = str(write_report(cfg.name, results, work / "eval"))
+    figures["report"] = str(KIND.write_report(cfg.name, results, work / "eval"))
     for name, metrics in results.items():
         figures[name] = {k: round(metrics[k], 4) for k in KEYS if k in metrics}
         figures[name]["field_accuracy"] = metrics["field_accuracy"]

@@ -20,15 +20,16 @@ from pathlib import Path
 
 import numpy as np
 
-from core import creditmix
-from core.calibrated import CalibratedDecoder
-from core.config import TaskConfig
-from core.data import Example, balanced_split
-from core.evaluate import decoder_for, score, teacher_metrics
-from core.kd import train_kd
-from core.models import load_adapter, load_model
-from core.teacher import make_teacher
-from core.traces import TraceStore, generate_traces
+from core.common.config import TaskConfig
+from core.common.records import Example, balanced_split, text_sha256
+from core.kinds import KINDS, make_teacher
+from core.model.calibrated import CalibratedDecoder
+from core.model.decoders import classification_decoder
+from core.model.loading import activate_adapter, load_model
+from core.teachers.traces import TraceStore, generate_traces
+from demos import creditmix
+
+KIND = KINDS["classification"]
 
 
 def _p50_ms(answer, rows: list[Example]) -> float:
@@ -60,10 +61,14 @@ def run(quick: bool = False) -> dict:
             teacher_cache.append(make_teacher(cfg, labeled))
         return teacher_cache[0]
 
-    figures: dict = {"pool": len(pool), "eval_rows": len(eval_rows), "teacher": cfg.teacher.model_dump(include={"backend", "k_shot", "votes", "retrieval_weight"})}
+    figures: dict = {
+        "pool": len(pool),
+        "eval_rows": len(eval_rows),
+        "teacher": cfg.teacher.model_dump(include={"backend", "k_shot", "votes", "retrieval_weight"}),
+    }
     eval_store = TraceStore(work / "traces-eval.jsonl")
     eval_summary = generate_traces(eval_rows, eval_store, teacher, cfg.teacher.prices)
-    t_metrics = teacher_metrics(cfg, eval_rows, eval_store.traces)
+    t_metrics = KIND.teacher_metrics(cfg, eval_rows, eval_store.traces)
     figures["teacher_macro_f1"] = round(t_metrics["macro_f1"], 4)
     print(f"teacher on eval: macro-F1 {t_metrics['macro_f1']:.3f}, {t_metrics['latency_ms_p50']:.0f} ms/request", file=sys.stderr)
 
@@ -71,23 +76,23 @@ def run(quick: bool = False) -> dict:
     pool_summary = generate_traces(pool, pool_store, teacher, cfg.teacher.prices)
     figures["pool_traces"] = {k: pool_summary[k] for k in ("traces", "asked", "cached", "failed", "elapsed_s", "traces_per_s")}
     figures["teacher_pool_accuracy_vs_hidden_gold"] = round(
-        float(np.mean([pool_store.traces[k]["output"] == g for k, g in _gold(pool_size, demo.seed + 1).items() if k in pool_store.traces])), 4
+        float(np.mean([pool_store.traces[k]["output"] == g for k, g in _gold(pool_size, demo.seed + 1).items() if k in pool_store.traces])),
+        4,
     )
     teacher_cache.clear()  # release the teacher's model before training
 
     # The student is trained afresh each run (minutes): a cached one would hide changes to KD itself.
     fresh = Path(tempfile.mkdtemp(prefix="bench-kd-"))
-    adapter, kd_stats = train_kd(cfg, pool_store.usable(), fresh / "checkpoints", fresh / "adapter")
+    adapter, kd_stats, _ = KIND.train_kd(cfg, pool_store.usable(), fresh / "checkpoints", fresh / "adapter")
     figures["kd_training"] = {"steps": kd_stats.steps, "train_s": round(kd_stats.train_runtime_s, 1), "final_loss": kd_stats.final_loss}
     model, tokenizer = load_model(cfg.model)
-    base = score(decoder_for(cfg, model, tokenizer, adapter=None), eval_rows)
-    base_ms = _p50_ms(decoder_for(cfg, model, tokenizer, adapter=None).predict, eval_rows[:30])
-    model = load_adapter(model, adapter, name="kd")
-    model.set_adapter("kd")
-    student_decoder = decoder_for(cfg, model, tokenizer, adapter=adapter)
-    student = score(student_decoder, eval_rows)
+    base = KIND.score(cfg, classification_decoder(cfg, model, tokenizer, adapter=None), eval_rows)
+    base_ms = _p50_ms(classification_decoder(cfg, model, tokenizer, adapter=None).predict, eval_rows[:30])
+    model = activate_adapter(model, adapter, name="kd")
+    student_decoder = classification_decoder(cfg, model, tokenizer, adapter=adapter)
+    student = KIND.score(cfg, student_decoder, eval_rows)
     # The same student without its in-domain prior divided out, for contrast.
-    uncalibrated = score(CalibratedDecoder(model, tokenizer, cfg.labels, cfg.instruction, calibrate=False), eval_rows)
+    uncalibrated = KIND.score(cfg, CalibratedDecoder(model, tokenizer, cfg.labels, cfg.instruction, calibrate=False), eval_rows)
     student_ms = _p50_ms(student_decoder.predict, eval_rows[:30])
     # Teacher latency again, one request at a time right beside the student's, so that both see
     # the same machine load (the traces' latencies may have been taken on a busier machine).
@@ -116,6 +121,4 @@ def run(quick: bool = False) -> dict:
 
 def _gold(n: int, seed: int) -> dict[str, str]:
     """The pool's hidden labels (the generator knows them; the student never sees them)."""
-    from core.traces import input_sha256
-
-    return {input_sha256(r["text"]): r["label"] for r in creditmix.generate(n, seed=seed)}
+    return {text_sha256(r["text"]): r["label"] for r in creditmix.generate(n, seed=seed)}

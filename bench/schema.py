@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from transformers import LogitsProcessor
 
-from core import invoices
-from core.config import ModelConfig
-from core.models import load_model
-from core.schema import SEPARATORS, SchemaDecoder, TaskSchema, grammar_compiler
+from core.common.config import ModelConfig
+from core.model.loading import load_model
+from core.model.schema import SEPARATORS, SchemaDecoder, TaskSchema, grammar_compiler
+from demos import invoices
 
 
 class _LLGuidanceMask(LogitsProcessor):
@@ -30,7 +30,9 @@ class _LLGuidanceMask(LogitsProcessor):
         import llguidance
         import llguidance.torch as llt
 
-        grammar = llguidance.LLMatcher.grammar_from_json_schema(schema_text, defaults={"whitespace_flexible": False, "item_separator": SEPARATORS[0], "key_separator": SEPARATORS[1]})
+        grammar = llguidance.LLMatcher.grammar_from_json_schema(
+            schema_text, defaults={"whitespace_flexible": False, "item_separator": SEPARATORS[0], "key_separator": SEPARATORS[1]}
+        )
         self.llt, self.matcher = llt, llguidance.LLMatcher(ll_tokenizer, grammar)
         self.vocab = ll_tokenizer.vocab_size
         self.bitmask = llt.allocate_token_bitmask(1, self.vocab)
@@ -52,8 +54,14 @@ def _tokens_per_s(model, tokenizer, prompts: list[str], max_new_tokens: int, mak
         processors = [make_processor()] if make_processor else []
         start = time.perf_counter()
         with torch.no_grad():
-            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, logits_processor=processors,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+            out = model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                logits_processor=processors,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
         elapsed += time.perf_counter() - start
         tokens += out.shape[1] - enc["input_ids"].shape[1]
     return tokens / elapsed, tokens
@@ -79,9 +87,12 @@ def run(quick: bool = False) -> dict:
     free_tps, free_n = _tokens_per_s(model, tokenizer, prompts, max_new)
     xgr_tps, xgr_n = _tokens_per_s(model, tokenizer, prompts, max_new, lambda: _mask(decoder))
     figures = {
-        "documents": len(rows), "max_new_tokens": max_new,
-        "unconstrained_tokens_per_s": round(free_tps, 2), "unconstrained_tokens": free_n,
-        "xgrammar_tokens_per_s": round(xgr_tps, 2), "xgrammar_tokens": xgr_n,
+        "documents": len(rows),
+        "max_new_tokens": max_new,
+        "unconstrained_tokens_per_s": round(free_tps, 2),
+        "unconstrained_tokens": free_n,
+        "xgrammar_tokens_per_s": round(xgr_tps, 2),
+        "xgrammar_tokens": xgr_n,
         "xgrammar_over_unconstrained": round(xgr_tps / free_tps, 3),
     }
     try:
@@ -91,8 +102,11 @@ def run(quick: bool = False) -> dict:
         ll_tokenizer = llguidance.hf.from_tokenizer(tokenizer, n_vocab=decoder.vocab_size)
         figures["llguidance_tokenizer_setup_s"] = round(time.perf_counter() - start, 3)
         ll_tps, ll_n = _tokens_per_s(model, tokenizer, prompts, max_new, lambda: _LLGuidanceMask(tokenizer, ll_tokenizer, schema.text))
-        figures |= {"llguidance_tokens_per_s": round(ll_tps, 2), "llguidance_tokens": ll_n,
-                    "llguidance_over_unconstrained": round(ll_tps / free_tps, 3)}
+        figures |= {
+            "llguidance_tokens_per_s": round(ll_tps, 2),
+            "llguidance_tokens": ll_n,
+            "llguidance_over_unconstrained": round(ll_tps / free_tps, 3),
+        }
     except ImportError:
         figures["llguidance"] = "not installed (pip install '.[bench]')"
 
@@ -108,7 +122,8 @@ def run(quick: bool = False) -> dict:
         SchemaDecoder(model, tokenizer, TaskSchema.from_dict(invoices.SCHEMA), invoices.INSTRUCTION)
     cached_ms = (time.perf_counter() - start) / 20 * 1000
     figures |= {
-        "compile_s_p50": round(float(np.percentile(cold, 50)), 3), "compile_s_p95": round(float(np.percentile(cold, 95)), 3),
+        "compile_s_p50": round(float(np.percentile(cold, 50)), 3),
+        "compile_s_p95": round(float(np.percentile(cold, 95)), 3),
         "cached_schema_decoder_ms": round(cached_ms, 3),
         "target_throughput_ge_0.9x": figures["xgrammar_over_unconstrained"] >= 0.9,
         "target_compile_p95_le_1s": float(np.percentile(cold, 95)) <= 1.0,
@@ -117,6 +132,6 @@ def run(quick: bool = False) -> dict:
 
 
 def _mask(decoder: SchemaDecoder):
-    from core.schema import _GrammarMask
+    from core.model.schema import GrammarMask
 
-    return _GrammarMask(decoder.grammar, 1)
+    return GrammarMask(decoder.grammar, 1)

@@ -26,8 +26,8 @@ import numpy as np
 
 from bench.calibrated import eval_rows
 from core.registry import Registry
+from core.settings import Settings
 from service.main import serve_in_thread
-from service.settings import Settings
 
 KEY = "bench-admin-key"
 
@@ -83,8 +83,14 @@ def run(quick: bool = False, runs_dir: str = "runs") -> dict:
             registry = Registry(runs)
             production = registry.aliases(task)["production"]
             method = production.split("/")[0]
-            fresh = registry.register(task, method, registry.path(task, production), registry.metrics(task, production),
-                                      (registry.path(task, production) / "config.yaml").read_text(), {})
+            fresh = registry.register(
+                task,
+                method,
+                registry.path(task, production),
+                registry.metrics(task, production),
+                (registry.path(task, production) / "config.yaml").read_text(),
+                {},
+            )
             registry.promote(task, fresh, force=True)
             failures, answered, stop = [], [], threading.Event()
 

@@ -16,9 +16,9 @@ import torch
 from trl import SFTTrainer
 
 from bench.calibrated import eval_rows
-from core.config import TaskConfig
-from core.models import load_model, lora_config
-from core.sft import check_lengths, sft_config, sft_dataset, train_sft
+from core.common.config import TaskConfig
+from core.model.loading import load_model, lora_config
+from core.training.sft import check_lengths, sft_config, sft_dataset, train_sft
 
 
 def bare_trl(cfg: TaskConfig, rows, out: Path) -> float:
@@ -61,4 +61,3 @@ def run(quick: bool = False) -> dict:
     }
     figures["target_within_10pct"] = figures["ratio_distill_slm_over_bare"] >= 0.9
     return figures
-

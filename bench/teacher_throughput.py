@@ -20,10 +20,10 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 
-from core.config import TaskConfig
-from core.data import Example
-from core.teacher import make_teacher
-from core.traces import TraceStore, generate_traces
+from core.common.config import TaskConfig
+from core.common.records import Example
+from core.kinds import make_teacher
+from core.teachers.traces import TraceStore, generate_traces
 
 
 def llm_like_server(latency_s: float) -> FastAPI:
@@ -38,8 +38,14 @@ def llm_like_server(latency_s: float) -> FastAPI:
         await asyncio.sleep(latency_s)
         alternatives = [{"token": "Good", "logprob": -0.2}, {"token": "Standard", "logprob": -2.0}, {"token": "Bad", "logprob": -3.0}]
         return {
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Good"}, "finish_reason": "stop",
-                         "logprobs": {"content": [{"token": "Good", "logprob": -0.2, "top_logprobs": alternatives}]}}],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "Good"},
+                    "finish_reason": "stop",
+                    "logprobs": {"content": [{"token": "Good", "logprob": -0.2, "top_logprobs": alternatives}]},
+                }
+            ],
             "usage": {"prompt_tokens": 90, "completion_tokens": 2},
         }
 
@@ -65,12 +71,18 @@ def run(quick: bool = False, latency_s: float = 0.2) -> dict:
     try:
         for concurrency in (1, 8):
             cfg = TaskConfig()
-            cfg.teacher = cfg.teacher.model_copy(update={
-                "backend": "openai", "base_url": url, "model": "remote-teacher", "api_key_env": "", "concurrency": concurrency,
-            })
+            cfg.teacher = cfg.teacher.model_copy(
+                update={
+                    "backend": "openai",
+                    "base_url": url,
+                    "model": "remote-teacher",
+                    "api_key_env": "",
+                    "concurrency": concurrency,
+                }
+            )
             with tempfile.TemporaryDirectory() as tmp:
                 store = TraceStore(Path(tmp) / "traces.jsonl")
-                summary = generate_traces(rows, store, lambda: make_teacher(cfg), progress=False)
+                summary = generate_traces(rows, store, lambda cfg=cfg: make_teacher(cfg), progress=False)
                 store.close()
             figures[f"concurrency_{concurrency}"] = {k: summary[k] for k in ("traces", "failed", "elapsed_s", "traces_per_s")}
     finally:

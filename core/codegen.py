@@ -1,15 +1,11 @@
 """Code generation: spec -> plan -> Python code, checked by executing the task's tests.
 
-A codegen row (DESIGN.md) holds `prompt` (the spec), `tests` (Python source with asserts), and
+A codegen row (the README's data formats) holds `prompt` (the spec), `tests` (Python source with asserts), and
 optionally `entry_point` (the function the tests call) and `solution`. The model answers with a
 one-line plan, then the code in a ```python block (`format_answer`); `extract_code` takes the
-block back out, and `run_tests` executes code + tests in a fresh interpreter and says whether
-every assert held. Preference pairs for DPO are code that passes against code that fails
+block back out, and `run_tests` (`core.sandbox`) executes code + tests in a fresh interpreter and
+says whether every assert held. Preference pairs for DPO are code that passes against code that fails
 (`code_pairs`), from the student's own samples.
-
-`run_tests` isolates a candidate from this process (its own interpreter in isolated mode, an empty
-temporary folder, no inherited environment, CPU-time, memory and wall-clock limits). It is not a
-security sandbox: run code from untrusted models inside a container.
 
     tasks = load_codegen("data/codegen.jsonl")
     answers = sample_answers(model, tokenizer, CODEGEN_INSTRUCTION, [t.prompt for t in tasks], n=4)
@@ -22,34 +18,22 @@ from __future__ import annotations
 import ast
 import itertools
 import re
-import subprocess
-import sys
-import tempfile
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from core.calibrated import render_prompt
-from core.data import DataError, read_records
-from core.dpo import Pair
+from core.common.prompts import render_prompt
+from core.common.records import Pair, read_records
+from core.errors import DataError
+from core.sandbox import run_all
 
 CODEGEN_INSTRUCTION = (
     "You write Python. Answer with a one-line plan starting with 'Plan:', then the complete function "
     "in one ```python code block, and nothing else."
 )
-
-# The child sets its own limits before it runs the candidate: no preexec_fn (unsafe in a threaded parent).
-_RUNNER = """
-import resource, sys
-resource.setrlimit(resource.RLIMIT_CPU, ({cpu_s}, {cpu_s}))
-resource.setrlimit(resource.RLIMIT_AS, ({memory}, {memory}))
-source = open(sys.argv[1]).read()
-exec(compile(source, "candidate.py", "exec"), {{"__name__": "__main__"}})
-"""
 
 
 @dataclass
@@ -60,38 +44,6 @@ class CodeTask:
     entry_point: str | None = None
     solution: str | None = None
     plan: str | None = None
-
-
-@dataclass
-class TestResult:
-    __test__ = False  # not a pytest class
-    passed: bool
-    error: str = ""  # why not: the exception's last line, or the timeout
-
-
-def run_tests(code: str, tests: str, timeout_s: float = 10.0, memory_mb: int = 1024) -> TestResult:
-    """Run `code` then `tests` in a fresh interpreter; passed = it exited cleanly (every assert held)."""
-    with tempfile.TemporaryDirectory(prefix="codegen-") as folder:
-        path = Path(folder) / "candidate.py"
-        path.write_text(f"{code}\n\n{tests}\n")
-        runner = _RUNNER.format(cpu_s=max(1, int(timeout_s)), memory=memory_mb << 20)
-        try:
-            proc = subprocess.run(
-                [sys.executable, "-I", "-B", "-c", runner, str(path)],
-                cwd=folder, env={}, capture_output=True, text=True, timeout=timeout_s,
-            )
-        except subprocess.TimeoutExpired:
-            return TestResult(False, f"timed out after {timeout_s:g} s")
-    if proc.returncode == 0:
-        return TestResult(True)
-    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-    return TestResult(False, lines[-1] if lines else f"exit code {proc.returncode}")
-
-
-def run_all(checks: list[tuple[str, str]], timeout_s: float = 10.0) -> list[TestResult]:
-    """`run_tests` over (code, tests) pairs, eight at a time: each is a subprocess, the threads only wait."""
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        return list(pool.map(lambda check: run_tests(*check, timeout_s=timeout_s), checks))
 
 
 def format_answer(code: str, plan: str | None = None) -> str:
@@ -112,8 +64,6 @@ def extract_code(answer: str) -> str:
 def load_codegen(path: str | Path, require_solutions: bool = False, timeout_s: float = 10.0) -> list[CodeTask]:
     """Read codegen rows; refuse unparsable tests, tests without an assert, and solutions that fail their own tests."""
     path = Path(path)
-    if not path.exists():
-        raise DataError(path, None, None, "no such file")
     tasks: list[tuple[int, CodeTask]] = []
     for number, record in read_records(path):
         for field in ("prompt", "tests"):
@@ -167,7 +117,7 @@ def sample_answers(
         enc = tokenizer(render_prompt(tokenizer, instruction, prompt), return_tensors="pt", add_special_tokens=False).to(device)
         sampling = dict(do_sample=True, temperature=temperature, top_p=0.95) if n > 1 else dict(do_sample=False)
         out = model.generate(**enc, max_new_tokens=max_new_tokens, num_return_sequences=n, pad_token_id=tokenizer.pad_token_id, **sampling)
-        answers.append([tokenizer.decode(row[enc.input_ids.shape[1]:], skip_special_tokens=True) for row in out])
+        answers.append([tokenizer.decode(row[enc.input_ids.shape[1] :], skip_special_tokens=True) for row in out])
     return answers
 
 

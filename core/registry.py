@@ -12,7 +12,7 @@ of folders, so an interrupted write can never leave the index and the folders di
 
     reg = Registry("runs")
     ref = reg.register("creditmix", "sft", adapter_dir, metrics, config_yaml, fingerprint)
-    decision = reg.promote("creditmix", ref, policy)      # moves `production` only if the gate passes
+    decision = reg.promote("creditmix", ref, cfg.promotion)   # moves `production` only if the gate passes
     reg.rollback("creditmix")                             # production back to what it was before
 """
 
@@ -25,14 +25,14 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
+from core.common.config import PromotionPolicy, TaskConfig
+from core.common.records import atomic_write_text
+from core.errors import RegistryError
+
 ALIASES = ("production", "staging")
-
-
-class RegistryError(ValueError):
-    pass
 
 
 @dataclass
@@ -41,21 +41,6 @@ class GateDecision:
     candidate: str
     incumbent: str | None
     reasons: list[str] = field(default_factory=list)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a file so readers see the old or the new content, never half of either."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class Registry:
@@ -103,6 +88,15 @@ class Registry:
 
     def path(self, task: str, ref: str) -> Path:
         return self.root / task / self.resolve(task, ref)
+
+    def task_config(self, task: str, ref: str | None = None) -> TaskConfig:
+        """The config an adapter was trained with: `ref`'s, else production's, else the first method's newest."""
+        if ref is None:
+            methods = self.methods(task)
+            if not methods:
+                raise RegistryError(f"task {task!r} has nothing registered under {self.root}")
+            ref = self.aliases(task).get("production") or methods[0]
+        return TaskConfig.from_yaml(self.path(task, ref) / "config.yaml")
 
     def metrics(self, task: str, ref: str) -> dict:
         return json.loads((self.path(task, ref) / "metrics.json").read_text())
@@ -171,48 +165,54 @@ class Registry:
             stack.pop()
         else:
             stack.append(target)
-        state["history"].append({
-            "alias": alias, "from": previous, "to": stack[-1] if stack else None,
-            "reason": reason, "at": datetime.now(timezone.utc).isoformat(),
-        })
+        state["history"].append(
+            {
+                "alias": alias,
+                "from": previous,
+                "to": stack[-1] if stack else None,
+                "reason": reason,
+                "at": datetime.now(UTC).isoformat(),
+            }
+        )
         atomic_write_text(self.root / task / "aliases.json", json.dumps(state, indent=2))
 
-    def gate(self, task: str, candidate: str, primary_metric: str, min_gain: float,
-             guard_min: dict[str, float], guard_max: dict[str, float], alias: str = "production") -> GateDecision:
+    def gate(self, task: str, candidate: str, policy: PromotionPolicy, alias: str = "production") -> GateDecision:
         """Would `candidate` be promoted to `alias`? Compares against the alias's current adapter."""
         target = self.resolve(task, candidate)
         metrics = self.metrics(task, target)
         incumbent = self.aliases(task).get(alias)
         decision = GateDecision(passed=True, candidate=target, incumbent=incumbent)
-        if primary_metric not in metrics:
-            return GateDecision(False, target, incumbent, [f"candidate has no metric {primary_metric!r}"])
-        for name, floor in guard_min.items():
+        primary = policy.primary_metric
+        if primary not in metrics:
+            return GateDecision(False, target, incumbent, [f"candidate has no metric {primary!r}"])
+        for name, floor in policy.guard_min.items():
             if metrics.get(name, float("-inf")) < floor:
                 decision.passed = False
                 decision.reasons.append(f"guard {name}={metrics.get(name)} is below {floor}")
-        for name, ceiling in guard_max.items():
+        for name, ceiling in policy.guard_max.items():
             if metrics.get(name, float("inf")) > ceiling:
                 decision.passed = False
                 decision.reasons.append(f"guard {name}={metrics.get(name)} is above {ceiling}")
         if incumbent and incumbent != target:
-            ours, theirs = metrics[primary_metric], self.metrics(task, incumbent).get(primary_metric, float("-inf"))
-            if ours < theirs + min_gain:
+            ours, theirs = metrics[primary], self.metrics(task, incumbent).get(primary, float("-inf"))
+            if ours < theirs + policy.min_gain:
                 decision.passed = False
-                decision.reasons.append(f"{primary_metric} {ours:.4f} does not beat {alias} {incumbent} ({theirs:.4f}) by {min_gain}")
+                decision.reasons.append(f"{primary} {ours:.4f} does not beat {alias} {incumbent} ({theirs:.4f}) by {policy.min_gain}")
             else:
-                decision.reasons.append(f"{primary_metric} {ours:.4f} vs {alias} {incumbent} {theirs:.4f}")
+                decision.reasons.append(f"{primary} {ours:.4f} vs {alias} {incumbent} {theirs:.4f}")
         elif not incumbent:
             decision.reasons.append(f"no {alias} adapter yet")
         return decision
 
-    def promote(self, task: str, candidate: str, primary_metric: str = "macro_f1", min_gain: float = 0.0,
-                guard_min: dict[str, float] | None = None, guard_max: dict[str, float] | None = None,
-                alias: str = "production", force: bool = False) -> GateDecision:
-        """Move `alias` to `candidate` if it passes the gate (or `force`); the decision says why."""
+    def promote(
+        self, task: str, candidate: str, policy: PromotionPolicy | None = None, alias: str = "production", force: bool = False
+    ) -> GateDecision:
+        """Move `alias` to `candidate` if it passes the gate of `policy` (None: no guards, no minimum gain) or `force`."""
         if alias not in ALIASES:
             raise RegistryError(f"alias must be one of {ALIASES}, got {alias!r}")
+        policy = policy or PromotionPolicy(guard_min={})
         with self._lock(task):
-            decision = self.gate(task, candidate, primary_metric, min_gain, guard_min or {}, guard_max or {}, alias)
+            decision = self.gate(task, candidate, policy, alias)
             if force and not decision.passed:
                 decision.reasons.append("forced")
                 decision.passed = True

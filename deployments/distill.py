@@ -10,7 +10,7 @@ its run):
 
 from __future__ import annotations
 
-from core.config import TaskConfig
+from core.common.config import TaskConfig
 from flows.distill import distill
 
 

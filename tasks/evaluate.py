@@ -1,4 +1,4 @@
-"""evaluate: base and candidates side by side on the balanced eval split; metrics, report, artifacts."""
+"""evaluate: base and candidates side by side on the eval split; metrics, report, artifacts."""
 
 from __future__ import annotations
 
@@ -8,31 +8,28 @@ from pathlib import Path
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from core.config import TaskConfig
-from core.data import load_rows
-from core.evaluate import add_cost, cascade_table, evaluate_variants, teacher_metrics
-from core.traces import TraceStore, price_for
-from core.report import HEADLINE, write_report
+from core.common.config import TaskConfig
+from core.evaluation.cost import add_cost, price_for
+from core.evaluation.evaluate import cascade_table
+from core.kinds import kind_of
+from core.teachers.traces import TraceStore
 
 
 @task(name="evaluate")
-def evaluate_task(
-    cfg: TaskConfig, eval_path: str, adapters: dict[str, str], out_dir: str, teacher_traces_file: str | None = None
-) -> str:
-    """Write `<out_dir>/<variant>.metrics.json`, `report.md` and `confusion.png`; return out_dir.
+def evaluate_task(cfg: TaskConfig, eval_path: str, adapters: dict[str, str], out_dir: str, teacher_traces_file: str | None = None) -> str:
+    """Write `<out_dir>/<variant>.metrics.json` and the report; return out_dir.
 
     With `teacher_traces_file` (the teacher's traces on the eval rows) the teacher joins the table.
     """
-    rows = load_rows(cfg, eval_path)
-    results = evaluate_variants(cfg, rows, adapters)
+    kind = kind_of(cfg)
+    rows = kind.load_rows(cfg, eval_path)
+    results = kind.evaluate(cfg, rows, adapters)
     for metrics in results.values():
         add_cost(metrics, cfg)
     if teacher_traces_file:
-        store = TraceStore(teacher_traces_file)
-        store.close()
-        teacher = teacher_metrics(cfg, rows, store.traces)
+        teacher = kind.teacher_metrics(cfg, rows, TraceStore.read(teacher_traces_file).traces)
         add_cost(teacher, cfg, price_for(teacher["teacher"], cfg.teacher.prices))
-        if cfg.type == "classification":  # escalation needs a calibrated confidence
+        if kind.escalates:
             for name in adapters:
                 results[name]["cascade"] = cascade_table(cfg, results[name], teacher)
         results = {"base": results.pop("base"), "teacher": teacher} | results
@@ -40,10 +37,10 @@ def evaluate_task(
     out.mkdir(parents=True, exist_ok=True)
     for name, metrics in results.items():
         (out / f"{name}.metrics.json").write_text(json.dumps(metrics, indent=2))
-    report = write_report(cfg.name, results, out)
-    create_markdown_artifact(key=f"{cfg.name}-evaluation", markdown=report.read_text(), description="balanced evaluation")
+    report = kind.write_report(cfg.name, results, out)
+    create_markdown_artifact(key=f"{cfg.name}-evaluation", markdown=report.read_text(), description="evaluation")
     create_table_artifact(
         key=f"{cfg.name}-leaderboard",
-        table=[{"variant": name} | {k: results[name].get(k) for k in HEADLINE} for name in results],
+        table=[{"variant": name} | {k: results[name].get(k) for k in (*kind.summary_keys, "n")} for name in results],
     )
     return str(out)

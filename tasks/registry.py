@@ -8,22 +8,23 @@ from pathlib import Path
 import yaml
 from prefect import get_run_logger, task
 
-from core.config import TaskConfig
+from core.common.config import TaskConfig
+from core.kinds import kind_of
 from core.registry import Registry
 
 
 def model_card(cfg: TaskConfig, method: str, metrics: dict, baseline: dict | None) -> str:
+    kind = kind_of(cfg)
     lines = [
         f"# {cfg.name} / {method}",
         "",
         f"LoRA adapter over `{cfg.model.base_model}` ({cfg.model.precision}, quantization {cfg.model.quantization}).",
-        f"Task type {cfg.type}; " + (f"labels {', '.join(cfg.labels)}." if cfg.type == "classification" else "output validated against the task's JSON Schema."),
+        kind.card_line(cfg),
         "",
         "| metric | adapter | base |",
         "|---|---|---|",
     ]
-    keys = ("macro_f1", "accuracy", "min_class_recall", "ece") if cfg.type == "classification" else ("field_f1", "schema_valid_rate", "exact_match", "corrections_per_doc")
-    for key in keys:
+    for key in kind.card_keys:
         base_value = f"{baseline[key]:.3f}" if baseline and key in baseline else "-"
         lines.append(f"| {key} | {metrics[key]:.3f} | {base_value} |")
     return "\n".join(lines) + "\n"
@@ -54,9 +55,6 @@ def register_task(cfg: TaskConfig, method: str, adapter_dir: str, eval_dir: str,
 @task(name="promote")
 def promote_task(cfg: TaskConfig, ref: str) -> dict:
     """Move `production` to `ref` if it passes the task's promotion gate."""
-    policy = cfg.promotion
-    decision = Registry(cfg.runs_dir).promote(
-        cfg.name, ref, policy.primary_metric, policy.min_gain, policy.guard_min, policy.guard_max
-    )
+    decision = Registry(cfg.runs_dir).promote(cfg.name, ref, cfg.promotion)
     get_run_logger().info("promotion of %s: %s (%s)", ref, "passed" if decision.passed else "refused", "; ".join(decision.reasons))
     return {"candidate": decision.candidate, "passed": decision.passed, "incumbent": decision.incumbent, "reasons": decision.reasons}

@@ -2,45 +2,52 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
+from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
-from core.config import TaskConfig
-from core.data import load_rows
-from core.teacher import make_teacher
-from core.traces import TraceStore, generate_traces
+from core.common.config import TaskConfig
+from core.common.records import json_sha256
+from core.kinds import kind_of, make_teacher
+from core.teachers.traces import TraceStore, generate_traces
 
 
-def traces_path(cfg: TaskConfig, split: str):
+def traces_path(cfg: TaskConfig, split: str) -> Path:
     """One trace file per teacher setup and split: changing the teacher never reuses another's answers."""
     t = cfg.teacher
-    setup = {"teacher": t.model_dump(exclude={"concurrency", "timeout_s", "max_retries", "prices", "max_pool"}),
-             "instruction": cfg.instruction, "labels": cfg.labels}
+    setup = {
+        "teacher": t.model_dump(exclude={"concurrency", "timeout_s", "max_retries", "prices", "max_pool"}),
+        "instruction": cfg.instruction,
+        "labels": cfg.labels,
+    }
     if t.backend != "openai":
         setup["model"] = cfg.model.model_dump(exclude={"device", "cpu_offload"})
-    digest = hashlib.sha256(json.dumps(setup, sort_keys=True).encode()).hexdigest()[:12]
-    return cfg.work_dir / cfg.name / "traces" / f"{t.backend}-{digest}" / f"{split}.jsonl"
+    return cfg.work_dir / cfg.name / "traces" / f"{t.backend}-{json_sha256(setup, 12)}" / f"{split}.jsonl"
 
 
 @task(name="teacher_traces", retries=2, retry_delay_seconds=10)
 def teacher_traces(cfg: TaskConfig, inputs_path: str, labeled_path: str, split: str) -> dict:
     """Ask the teacher about every input of `inputs_path` not yet traced; return the totals (and the file)."""
     logger = get_run_logger()
-    rows = load_rows(cfg, inputs_path, require_answers=False)
+    kind = kind_of(cfg)
+    rows = kind.load_rows(cfg, inputs_path, require_answers=False)
     store = TraceStore(traces_path(cfg, split))
     try:
-        summary = generate_traces(
-            rows, store, lambda: make_teacher(cfg, load_rows(cfg, labeled_path)), prices=cfg.teacher.prices
-        )
+        summary = generate_traces(rows, store, lambda: make_teacher(cfg, kind.load_rows(cfg, labeled_path)), prices=cfg.teacher.prices)
     finally:
         store.close()
     logger.info(
         "teacher %s on %s: %d traces (%d asked, %d cached, %d duplicates skipped), %d failed %s, cost $%.4f",
-        summary["teacher"], split, summary["traces"], summary["asked"], summary["cached"],
-        summary["duplicates_skipped"], summary["failed"], summary["failure_reasons"] or "", summary["cost_usd"],
+        summary["teacher"],
+        split,
+        summary["traces"],
+        summary["asked"],
+        summary["cached"],
+        summary["duplicates_skipped"],
+        summary["failed"],
+        summary["failure_reasons"] or "",
+        summary["cost_usd"],
     )
     create_table_artifact(key=f"{cfg.name}-teacher-{split}", table=[{k: v for k, v in summary.items() if k != "failure_reasons"}])
     return summary

@@ -22,7 +22,7 @@ import torch  # noqa: E402
 
 @pytest.fixture(scope="session")
 def embedded_dir() -> Path:
-    from core.models import fetch_embedded_model
+    from core.model.loading import fetch_embedded_model
 
     return fetch_embedded_model()
 
@@ -32,8 +32,9 @@ def tiny_model_dir(embedded_dir: Path, tmp_path_factory) -> Path:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     config = AutoConfig.from_pretrained(embedded_dir)
-    config.update(dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                       num_key_value_heads=2, head_dim=16))
+    config.update(
+        dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16)
+    )
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config)
     out = tmp_path_factory.mktemp("tiny-smollm2")
@@ -45,7 +46,7 @@ def tiny_model_dir(embedded_dir: Path, tmp_path_factory) -> Path:
 @pytest.fixture
 def tiny_cfg(tiny_model_dir: Path, tmp_path: Path):
     """The demo task config on the tiny model, with small splits and a private registry."""
-    from core.config import TaskConfig
+    from core.common.config import TaskConfig
 
     cfg = TaskConfig()
     cfg.model.base_model = str(tiny_model_dir)
@@ -63,8 +64,8 @@ ADMIN_KEY = "test-admin-key"
 
 def make_adapter(cfg, out, seed):
     """A LoRA adapter with random (large) weights: distinct answers from the base, without training."""
-    from core.config import LoraSettings
-    from core.models import attach_lora, load_model
+    from core.common.config import LoraSettings
+    from core.model.loading import attach_lora, load_model
 
     model, _ = load_model(cfg.model)
     peft_model = attach_lora(model, LoraSettings(r=4, top_layers=None))
@@ -80,10 +81,10 @@ def make_adapter(cfg, out, seed):
 def server(tiny_model_dir, tmp_path_factory):
     import yaml
 
-    from core.config import TaskConfig
+    from core.common.config import TaskConfig
     from core.registry import Registry
+    from core.settings import Settings
     from service.main import serve_in_thread
-    from service.settings import Settings
 
     root = tmp_path_factory.mktemp("service")
     cfg = TaskConfig()
@@ -96,11 +97,10 @@ def server(tiny_model_dir, tmp_path_factory):
     registry.promote("creditmix", "sft/v0001")
     # A document-extraction task beside it (the invoices demo schema), served by the same base model.
     idp = TaskConfig(type="idp", model=cfg.model, max_new_tokens=200)
-    registry.register("invoices", "sft", make_adapter(idp, root / "adapter-idp", 3), {"field_f1": 0.1},
-                      yaml.safe_dump(idp.model_dump(mode="json")), {})
+    registry.register(
+        "invoices", "sft", make_adapter(idp, root / "adapter-idp", 3), {"field_f1": 0.1}, yaml.safe_dump(idp.model_dump(mode="json")), {}
+    )
     settings = Settings(runs_dir=root / "runs", admin_api_keys=[ADMIN_KEY], audit_log=root / "audit" / "audit.jsonl")
     srv, base = serve_in_thread(settings)
     yield {"url": base, "registry": registry, "settings": settings}
     srv.should_exit = True
-
-

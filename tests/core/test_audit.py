@@ -1,4 +1,4 @@
-from core.audit import AuditLog, read_audit
+from core.serving.audit import AuditLog, read_audit
 
 
 def test_audit_rotates_by_size_and_never_rewrites(tmp_path):

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from core import creditmix
-from core.calibrated import CalibratedDecoder, render_prompt
-from core.config import ModelConfig
-from core.models import load_model
+from core.common.config import ModelConfig
+from core.common.prompts import render_prompt
+from core.model.calibrated import CalibratedDecoder
+from core.model.loading import load_model
+from demos import creditmix
 
 INSTRUCTION = "Classify the text."
 
@@ -79,7 +80,7 @@ def test_calibration_divides_out_the_content_free_prior(tiny):
 
 def test_a_given_prior_is_divided_out_instead_of_the_content_free_one(tiny, tmp_path):
     """Batch calibration: a prior measured on real inputs, stored with an adapter, replaces the content-free one."""
-    from core.calibrated import load_label_prior, save_label_prior
+    from core.model.calibrated import load_label_prior, save_label_prior
 
     model, tokenizer = tiny
     texts = [r["text"] for r in creditmix.generate(8)]
@@ -90,7 +91,9 @@ def test_a_given_prior_is_divided_out_instead_of_the_content_free_one(tiny, tmp_
     decoder = CalibratedDecoder(model, tokenizer, creditmix.LABELS, INSTRUCTION, prior=loaded)
     preds = decoder.predict(texts)
     raw = np.array([list(p.raw_probs.values()) for p in preds])
-    np.testing.assert_allclose([list(p.probs.values()) for p in preds], (raw / measured) / (raw / measured).sum(1, keepdims=True), atol=1e-6)
+    np.testing.assert_allclose(
+        [list(p.probs.values()) for p in preds], (raw / measured) / (raw / measured).sum(1, keepdims=True), atol=1e-6
+    )
     with pytest.raises(ValueError, match="labels"):
         load_label_prior(tmp_path, ["yes", "no", "maybe"])
 

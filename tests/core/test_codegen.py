@@ -5,13 +5,21 @@ import json
 import pytest
 import torch
 
-from core import pyfuncs
 from core.codegen import (
-    CODEGEN_INSTRUCTION, CodeTask, code_pairs, extract_code, format_answer, load_codegen, pass_rate, run_tests, sample_answers,
+    CODEGEN_INSTRUCTION,
+    CodeTask,
+    code_pairs,
+    extract_code,
+    format_answer,
+    load_codegen,
+    pass_rate,
+    sample_answers,
 )
-from core.config import ModelConfig, TaskConfig
-from core.data import DataError
-from core.models import load_model
+from core.common.config import ModelConfig, TaskConfig
+from core.errors import DataError
+from core.model.loading import load_model
+from core.sandbox import run_tests
+from demos import pyfuncs
 
 
 def test_run_tests_tells_passing_from_failing_code():
@@ -78,7 +86,7 @@ def test_pairs_put_passing_code_against_failing_code():
 
 def test_embedded_model_answers_are_run_and_become_pairs_that_train(embedded_dir, tiny_cfg, tmp_path):
     """SmolLM2's own samples on demo tasks: tested by execution, paired, and trained on with DPO."""
-    from core.dpo import train_dpo
+    from core.training.dpo import train_dpo
 
     tasks = [CodeTask(**row) for row in pyfuncs.generate(3, seed=1)]
     model, tokenizer = load_model(ModelConfig(base_model=str(embedded_dir)))

@@ -1,6 +1,7 @@
 import pytest
 
-from core.config import ConfigError, TaskConfig
+from core.common.config import TaskConfig
+from core.errors import ConfigError
 
 
 def test_defaults_are_the_demo():

@@ -1,6 +1,6 @@
 from collections import Counter
 
-from core import creditmix
+from demos import creditmix
 
 
 def test_seeded_and_deterministic():

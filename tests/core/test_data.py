@@ -3,9 +3,16 @@ from collections import Counter
 
 import pytest
 
-from core.data import DataError, Example, balanced_split, load_classification
+from core.common.config import TaskConfig
+from core.common.records import Example, balanced_split
+from core.errors import DataError
+from core.kinds import KINDS, kind_of
 
 LABELS = ["Good", "Standard", "Bad"]
+
+
+def load_classification(path, labels):
+    return KINDS["classification"].load_rows(TaskConfig(labels=labels), path)
 
 
 def write(tmp_path, name, content: str | bytes):
@@ -61,7 +68,9 @@ def test_non_utf8_names_the_line(tmp_path):
 
 
 def test_balanced_split_is_balanced_and_disjoint():
-    rows = [Example(f"{label}-{i}", f"t {label} {i}", label) for label, n in [("Good", 40), ("Standard", 100), ("Bad", 25)] for i in range(n)]
+    rows = [
+        Example(f"{label}-{i}", f"t {label} {i}", label) for label, n in [("Good", 40), ("Standard", 100), ("Bad", 25)] for i in range(n)
+    ]
     train, eval_ = balanced_split(rows, LABELS, train_per_class=50, eval_per_class=10, seed=0)
     assert Counter(e.label for e in eval_) == {"Good": 10, "Standard": 10, "Bad": 10}
     assert Counter(e.label for e in train) == {"Good": 50, "Standard": 50, "Bad": 50}
@@ -75,20 +84,24 @@ def test_eval_share_capped_by_rarest_class():
 
 
 def test_idp_targets_are_checked_against_the_schema_with_file_and_line(tmp_path):
-    from core.config import TaskConfig
-    from core.data import load_rows
-
     cfg = TaskConfig(type="idp")
-    good = {"doc_type": "receipt", "number": "R-1", "date": "2024-01-02", "vendor": {"name": "A", "country": "DE"},
-            "currency": "EUR", "items": [{"name": "x", "qty": 1, "price": 2.5}], "total": 2.5}
+    good = {
+        "doc_type": "receipt",
+        "number": "R-1",
+        "date": "2024-01-02",
+        "vendor": {"name": "A", "country": "DE"},
+        "currency": "EUR",
+        "items": [{"name": "x", "qty": 1, "price": 2.5}],
+        "total": 2.5,
+    }
     bad = dict(good, date="02.01.2024")
     path = write(tmp_path, "docs.jsonl", jsonl([{"document": "d1", "target": good}, {"document": "d2", "target": bad}]))
     with pytest.raises(DataError) as caught:
-        load_rows(cfg, path)
+        kind_of(cfg).load_rows(cfg, path)
     assert (caught.value.line, caught.value.field) == (2, "target") and "/date" in caught.value.problem
-    [row] = load_rows(cfg, write(tmp_path, "ok.jsonl", jsonl([{"id": "a", "document": "d1", "target": good}])))
+    [row] = kind_of(cfg).load_rows(cfg, write(tmp_path, "ok.jsonl", jsonl([{"id": "a", "document": "d1", "target": good}])))
     assert row.label.startswith('{"doc_type":"receipt","number":"R-1"')  # re-serialised in schema order, compact
     with pytest.raises(DataError, match="field 'document'"):
-        load_rows(cfg, write(tmp_path, "nodoc.jsonl", jsonl([{"target": good}])))
-    pool = load_rows(cfg, write(tmp_path, "pool.jsonl", jsonl([{"document": "d1"}])), require_answers=False)
+        kind_of(cfg).load_rows(cfg, write(tmp_path, "nodoc.jsonl", jsonl([{"target": good}])))
+    pool = kind_of(cfg).load_rows(cfg, write(tmp_path, "pool.jsonl", jsonl([{"document": "d1"}])), require_answers=False)
     assert pool[0].label is None

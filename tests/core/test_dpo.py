@@ -5,11 +5,13 @@ import json
 import pytest
 import torch
 
-from core.config import TaskConfig
-from core.data import DataError, Example
-from core.dpo import Pair, check_pairs, classification_pairs, load_pairs, train_dpo
-from core.evaluate import decoder_for
-from core.models import load_model
+from core.common.config import TaskConfig
+from core.common.records import Example, Pair
+from core.errors import DataError
+from core.kinds import KINDS
+from core.model.decoders import classification_decoder
+from core.model.loading import load_model
+from core.training.dpo import check_pairs, load_pairs, train_dpo
 from tests.conftest import make_adapter
 
 
@@ -42,10 +44,10 @@ def test_too_few_or_too_long_pairs_stop_the_run(tiny_cfg):
 
 def test_on_policy_pairs_reject_the_students_likeliest_wrong_label(tiny_cfg):
     model, tokenizer = load_model(tiny_cfg.model)
-    decoder = decoder_for(tiny_cfg, model, tokenizer, adapter=None)
+    decoder = classification_decoder(tiny_cfg, model, tokenizer, adapter=None)
     rows = [Example(f"r{i}", f"Interest_Rate: {i}", label) for i, label in enumerate(["Good", "Standard", "Bad"] * 2)]
     traces = [{"prompt": "Interest_Rate: 40", "output": "Bad"}]
-    pairs, counts = classification_pairs(tiny_cfg, rows, decoder, traces)
+    pairs, counts = KINDS["classification"].preference_pairs(tiny_cfg, rows, decoder, traces)
     assert counts["gold"] + counts["teacher"] == len(pairs) == 7 - counts["dropped_to_balance"]
     for pair, pred in zip(pairs, decoder.predict([p.prompt for p in pairs])):
         assert pair.rejected != pair.chosen
@@ -70,20 +72,20 @@ def test_extraction_pairs_reject_valid_but_wrong_json_and_train(tiny_cfg, tmp_pa
     """idp: chosen = gold JSON; rejected = the student's wrong output, or the gold with one field changed; both validate."""
     import json
 
-    from core.config import TaskConfig
-    from core.data import Example
-    from core.dpo import _perturbed, extraction_pairs, train_dpo
-    from core.evaluate import extraction_decoder
-    from core.invoices import generate
-    from core.metrics import field_diff
-    from core.models import load_model
+    from core.common.records import Example
+    from core.evaluation.metrics import field_diff
+    from core.kinds.extraction import perturbed, task_schema
+    from core.model.loading import load_model
+    from core.training.dpo import train_dpo
+    from demos.invoices import generate
 
     cfg = TaskConfig(type="idp", model=tiny_cfg.model, max_new_tokens=200)
     cfg.dpo.min_pairs, cfg.training.batch_size, cfg.training.max_steps, cfg.training.save_steps = 2, 2, 2, 2
-    schema = cfg.task_schema()
+    schema = task_schema(cfg)
     rows = [Example(r["id"], r["document"], schema.dumps(r["target"])) for r in generate(3, seed=4)]
     model, tokenizer = load_model(cfg.model)
-    pairs, counts = extraction_pairs(cfg, rows, extraction_decoder(cfg, model, tokenizer))
+    kind = KINDS["idp"]
+    pairs, counts = kind.preference_pairs(cfg, rows, kind.decoder(cfg, model, tokenizer), None)
     assert len(pairs) == 3 and counts["student_wrong"] + counts["perturbed_gold"] == 3
     for pair in pairs:
         chosen, rejected = json.loads(pair.chosen), json.loads(pair.rejected)
@@ -92,7 +94,7 @@ def test_extraction_pairs_reject_valid_but_wrong_json_and_train(tiny_cfg, tmp_pa
     import random
 
     gold = json.loads(rows[0].label)
-    wrong = _perturbed(gold, schema, random.Random(1))
+    wrong = perturbed(gold, schema, random.Random(1))
     assert wrong != gold and not schema.errors(wrong) and sum(field_diff(gold, wrong)[k] for k in ("wrong", "missing", "extra")) == 1
     adapter, stats = train_dpo(cfg, pairs, tmp_path / "ckpt", tmp_path / "dpo", progress=False)
     assert stats.steps == 2 and (adapter / "adapter_model.safetensors").exists()
@@ -102,14 +104,17 @@ def test_scoring_only_completion_positions_leaves_the_dpo_loss_unchanged(tiny_cf
     """CompletionDPOTrainer skips the vocabulary projection over prompts; the loss must be TRL's own."""
     from trl import DPOTrainer
 
-    from core.dpo import CompletionDPOTrainer, dpo_config, dpo_dataset
-    from core.models import lora_config
+    from core.model.loading import lora_config
+    from core.training.dpo import CompletionDPOTrainer, dpo_config, dpo_dataset
 
     pairs = [Pair(f"Interest_Rate: {i}", "Good", "Standard", "gold") for i in range(4)]
     model, tokenizer = load_model(tiny_cfg.model)
     trainer = CompletionDPOTrainer(
-        model=model, args=dpo_config(tiny_cfg, tmp_path), train_dataset=dpo_dataset(pairs, tiny_cfg.instruction),
-        processing_class=tokenizer, peft_config=lora_config(tiny_cfg.training.lora, model),
+        model=model,
+        args=dpo_config(tiny_cfg, tmp_path),
+        train_dataset=dpo_dataset(pairs, tiny_cfg.instruction),
+        processing_class=tokenizer,
+        peft_config=lora_config(tiny_cfg.training.lora, model),
     )
     batch = next(iter(trainer.get_train_dataloader()))
     with torch.no_grad():
@@ -124,7 +129,7 @@ def test_scoring_only_completion_positions_leaves_the_dpo_loss_unchanged(tiny_cf
 def test_label_balanced_pairs_choose_each_label_as_often_as_they_reject_it():
     from collections import Counter
 
-    from core.dpo import label_balanced
+    from core.kinds.classification import label_balanced
 
     edges = [("Good", "Standard")] * 5 + [("Standard", "Good")] * 2 + [("Bad", "Standard")] * 4 + [("Standard", "Bad")] * 1
     edges += [("Good", "Bad")] * 3 + [("Bad", "Good")] * 0

@@ -1,8 +1,8 @@
 from collections import Counter
 
-from core import invoices
-from core.metrics import extraction_metrics, field_diff, flatten
-from core.schema import TaskSchema
+from core.evaluation.metrics import extraction_metrics, field_diff, flatten
+from core.model.schema import TaskSchema
+from demos import invoices
 
 
 def test_generator_is_seeded_varied_and_valid():

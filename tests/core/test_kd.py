@@ -1,25 +1,25 @@
 """KD trainer: rows from teacher traces, the label-distribution term, the top-k KL term, the tokenizer check."""
 
 import numpy as np
-
 import pytest
 import torch
 from datasets import Dataset
 
-from core.calibrated import task_messages
-from core.config import TaskConfig
-from core.kd import KDCollator, KDTrainer, classification_kd_rows, shared_tokenizer, train_kd
-from core.models import load_model, lora_config
-from core.sft import CompletionSFTTrainer, sft_config
+from core.common.config import TaskConfig
+from core.common.prompts import task_messages
+from core.kinds import KINDS, kind_of
+from core.model.loading import load_model, lora_config
+from core.training.kd import KDCollator, KDTrainer, shared_tokenizer
+from core.training.sft import CompletionSFTTrainer, sft_config
 
 
 def test_rows_carry_the_teachers_answer_and_label_distribution():
     cfg = TaskConfig()
     traces = [{"id": "a", "prompt": "x", "output": "Good", "label_probs": {"Good": 0.7, "Bad": 0.1, "Standard": 0.2}}]
-    [row] = classification_kd_rows(traces, cfg)
+    [row] = KINDS["classification"].kd_rows(cfg, traces)[0]
     assert row["completion"] == [{"role": "assistant", "content": "Good"}]
     assert row["label_targets"] == pytest.approx([0.7, 0.2, 0.1])  # in cfg.labels order: Good, Standard, Bad
-    [row] = classification_kd_rows([{"id": "b", "prompt": "y", "output": "Bad"}], cfg)  # a teacher without probabilities
+    [row] = KINDS["classification"].kd_rows(cfg, [{"id": "b", "prompt": "y", "output": "Bad"}])[0]  # a teacher without probabilities
     assert row["label_targets"] == [0.0, 0.0, 1.0]
 
 
@@ -29,7 +29,7 @@ def test_kd_rows_balance_the_teachers_answers():
 
     cfg = TaskConfig()
     traces = [{"id": f"g{i}", "prompt": f"g{i}", "output": "Good"} for i in range(3)] + [{"id": "b", "prompt": "b", "output": "Bad"}]
-    rows = classification_kd_rows(traces, cfg)
+    rows = KINDS["classification"].kd_rows(cfg, traces)[0]
     assert Counter(r["completion"][0]["content"] for r in rows) == {"Good": 3, "Bad": 3}
     assert {r["prompt"][-1]["content"] for r in rows} == {"g0", "g1", "g2", "b"}  # every answer used
 
@@ -37,15 +37,19 @@ def test_kd_rows_balance_the_teachers_answers():
 def _trainer(cls, cfg, tmp_path, rows, **kw):
     model, tokenizer = load_model(cfg.model)
     return cls(
-        model=model, args=sft_config(cfg, tmp_path / cls.__name__, progress=False), train_dataset=Dataset.from_list(rows),
-        processing_class=tokenizer, peft_config=lora_config(cfg.training.lora, model), **kw,
+        model=model,
+        args=sft_config(cfg, tmp_path / cls.__name__, progress=False),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=lora_config(cfg.training.lora, model),
+        **kw,
     ), tokenizer
 
 
 def test_kd_loss_is_the_sft_loss_mixed_with_the_decoders_label_distribution(tiny_cfg, tmp_path):
     """kl_weight 0: exactly SFT on the teacher's answers. kl_weight 1: the cross-entropy against the teacher's
     label probabilities of the very distribution the calibrated decoder ranks (uncalibrated, over the labels)."""
-    from core.calibrated import CalibratedDecoder
+    from core.model.calibrated import CalibratedDecoder
 
     texts, answers = [f"Interest_Rate: {i}" for i in range(4)], ["Good", "Standard", "Bad", "Good"]
     targets = torch.tensor([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.1, 0.1, 0.8], [0.4, 0.4, 0.2]])
@@ -116,28 +120,29 @@ def test_train_kd_saves_an_adapter(tiny_cfg, tmp_path):
         {"id": f"t{i}", "prompt": f"Interest_Rate: {i}", "output": "Bad", "label_probs": {"Good": 0.2, "Standard": 0.1, "Bad": 0.7}}
         for i in range(6)
     ]
-    adapter, stats = train_kd(tiny_cfg, traces, tmp_path / "ck", tmp_path / "adapter", progress=False)
+    adapter, stats = kind_of(tiny_cfg).train_kd(tiny_cfg, traces, tmp_path / "ck", tmp_path / "adapter", progress=False)[:2]
     assert (adapter / "adapter_config.json").exists() and stats.steps == 2
     # The student's label prior on the pool travels with it, and its decoder divides that prior out.
-    from core.calibrated import load_label_prior
-    from core.evaluate import decoder_for
+    from core.model.calibrated import load_label_prior
+    from core.model.decoders import classification_decoder
 
     prior = load_label_prior(adapter, tiny_cfg.labels)
     assert prior.shape == (3,) and prior.sum() == pytest.approx(1.0) and (prior > 0).all()
     model, tokenizer = load_model(tiny_cfg.model)
-    decoder = decoder_for(tiny_cfg, model, tokenizer, adapter=adapter)
+    decoder = classification_decoder(tiny_cfg, model, tokenizer, adapter=adapter)
     assert decoder.calibrate and np.allclose(decoder.prior(), prior)
-    assert not decoder_for(tiny_cfg, model, tokenizer, adapter=tmp_path / "ck").calibrate  # an adapter without a prior
+    assert not classification_decoder(tiny_cfg, model, tokenizer, adapter=tmp_path / "ck").calibrate  # an adapter without a prior
 
 
 def test_extraction_kd_traces_carry_topk_and_train_with_the_token_kl(tiny_cfg, tmp_path):
     """idp: an `hf` teacher held to the schema writes traces with per-token top-k; KD uses them (same tokenizer)."""
-    from core.data import Example
-    from core.invoices import generate
-    from core.teacher import make_teacher
-    from core.traces import TraceStore, generate_traces
-    from core.kd import generation_kd_rows
     from transformers import AutoTokenizer
+
+    from core.common.records import Example
+    from core.kinds import make_teacher
+    from core.teachers.traces import TraceStore, generate_traces
+    from core.training.kd import generation_kd_rows
+    from demos.invoices import generate
 
     cfg = TaskConfig(type="idp", model=tiny_cfg.model, runs_dir=tiny_cfg.runs_dir, work_dir=tiny_cfg.work_dir, max_new_tokens=200)
     cfg.teacher.backend, cfg.teacher.model, cfg.teacher.top_logprobs = "hf", tiny_cfg.model.base_model, 3
@@ -158,5 +163,5 @@ def test_extraction_kd_traces_carry_topk_and_train_with_the_token_kl(tiny_cfg, t
     [row], counts = generation_kd_rows(agreed, cfg, tokenizer)
     assert counts["with_token_kl"] == 1 and len(row["teacher_topk_ids"]) == len(canonical)
     assert generation_kd_rows(foreign, cfg, tokenizer)[1]["sequence_only"] == 1
-    adapter, stats = train_kd(cfg, traces, tmp_path / "ckpt", tmp_path / "adapter", progress=False)
+    adapter, stats = kind_of(cfg).train_kd(cfg, traces, tmp_path / "ckpt", tmp_path / "adapter", progress=False)[:2]
     assert stats.steps == 2 and (adapter / "adapter_model.safetensors").exists()

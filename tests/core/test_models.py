@@ -3,15 +3,9 @@ import shutil
 import pytest
 import torch
 
-from core.config import LoraSettings, ModelConfig
-from core.models import (
-    EMBEDDED_NAME,
-    ModelNotAvailable,
-    attach_lora,
-    fetch_embedded_model,
-    load_model,
-    verify_model_dir,
-)
+from core.common.config import LoraSettings, ModelConfig
+from core.errors import ModelNotAvailable
+from core.model.loading import EMBEDDED_NAME, attach_lora, fetch_embedded_model, load_model, verify_model_dir
 
 
 def test_embedded_model_is_converted_and_verified(embedded_dir):

@@ -3,6 +3,7 @@ import os
 
 import pytest
 
+from core.common.config import PromotionPolicy
 from core.registry import Registry, RegistryError
 
 
@@ -25,18 +26,24 @@ def test_versions_are_numbered_and_complete(tmp_path, adapter):
     assert register(reg, adapter, 0.6) == "sft/v0002"
     assert reg.versions("t", "sft") == ["v0001", "v0002"]
     folder = reg.path("t", "sft/v0002")
-    assert {p.name for p in folder.iterdir()} >= {"adapter_model.safetensors", "metrics.json", "config.yaml", "data_fingerprint.json", "README.md"}
+    assert {p.name for p in folder.iterdir()} >= {
+        "adapter_model.safetensors",
+        "metrics.json",
+        "config.yaml",
+        "data_fingerprint.json",
+        "README.md",
+    }
     assert reg.resolve("t", "sft") == "sft/v0002"
 
 
 def test_gate_promotes_only_a_better_candidate_and_rollback_restores(tmp_path, adapter):
     reg = Registry(tmp_path / "runs")
     first, worse, better = register(reg, adapter, 0.70), register(reg, adapter, 0.69), register(reg, adapter, 0.80)
-    assert reg.promote("t", first, min_gain=0.05).passed
-    refused = reg.promote("t", worse, min_gain=0.05)
+    assert reg.promote("t", first, PromotionPolicy(min_gain=0.05, guard_min={})).passed
+    refused = reg.promote("t", worse, PromotionPolicy(min_gain=0.05, guard_min={}))
     assert not refused.passed and "does not beat" in refused.reasons[0]
     assert reg.aliases("t") == {"production": first}
-    assert reg.promote("t", better, min_gain=0.05).passed
+    assert reg.promote("t", better, PromotionPolicy(min_gain=0.05, guard_min={})).passed
     assert reg.aliases("t")["production"] == better
     assert reg.rollback("t") == first
     assert reg.aliases("t")["production"] == first
@@ -48,11 +55,11 @@ def test_gate_promotes_only_a_better_candidate_and_rollback_restores(tmp_path, a
 def test_guards_block_promotion(tmp_path, adapter):
     reg = Registry(tmp_path / "runs")
     ref = register(reg, adapter, 0.9, ece=0.4)
-    decision = reg.promote("t", ref, guard_min={"min_class_recall": 0.7}, guard_max={"ece": 0.2})
+    decision = reg.promote("t", ref, PromotionPolicy(guard_min={"min_class_recall": 0.7}, guard_max={"ece": 0.2}))
     assert not decision.passed
     assert [r.split()[1] for r in decision.reasons[:2]] == ["min_class_recall=0.6", "ece=0.4"]
     assert reg.aliases("t") == {}
-    assert reg.promote("t", ref, guard_min={"min_class_recall": 0.7}, force=True).passed
+    assert reg.promote("t", ref, PromotionPolicy(guard_min={"min_class_recall": 0.7}), force=True).passed
 
 
 def test_interrupted_register_leaves_previous_state(tmp_path, adapter, monkeypatch):

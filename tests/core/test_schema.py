@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from core import invoices
-from core.schema import SchemaDecoder, SchemaError, TaskSchema, grammar_compiler
+from core.errors import SchemaError
+from core.model.schema import SchemaDecoder, TaskSchema, grammar_compiler
+from demos import invoices
 
 SMALL = {
     "type": "object",
@@ -75,8 +76,8 @@ def test_dumps_writes_keys_in_schema_order():
 
 def test_a_random_model_writes_valid_json_only_when_constrained(tiny_model_dir):
     """The tiny model has random weights: whatever it 'wants', the grammar leaves only valid documents."""
-    from core.config import ModelConfig
-    from core.models import load_model
+    from core.common.config import ModelConfig
+    from core.model.loading import load_model
 
     model, tokenizer = load_model(ModelConfig(base_model=str(tiny_model_dir)))
     schema = TaskSchema.from_dict(SMALL)
@@ -90,9 +91,9 @@ def test_a_random_model_writes_valid_json_only_when_constrained(tiny_model_dir):
 
 
 def test_a_document_over_the_context_is_refused_not_truncated(tiny_model_dir):
-    from core.config import ModelConfig
-    from core.models import load_model
-    from core.schema import DocumentTooLong
+    from core.common.config import ModelConfig
+    from core.errors import DocumentTooLong
+    from core.model.loading import load_model
 
     model, tokenizer = load_model(ModelConfig(base_model=str(tiny_model_dir)))
     decoder = SchemaDecoder(model, tokenizer, TaskSchema.from_dict(SMALL), "Extract.", max_new_tokens=64)
@@ -104,8 +105,8 @@ def test_a_document_over_the_context_is_refused_not_truncated(tiny_model_dir):
 @pytest.mark.slow
 def test_smollm2_extracts_an_invoice_that_validates(embedded_dir):
     """The real embedded model, zero-shot, on the demo schema: valid by construction, and it copies some fields."""
-    from core.config import ModelConfig
-    from core.models import load_model
+    from core.common.config import ModelConfig
+    from core.model.loading import load_model
 
     model, tokenizer = load_model(ModelConfig(base_model=str(embedded_dir)))
     row = invoices.generate(1, seed=11)[0]

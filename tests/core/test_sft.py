@@ -2,11 +2,10 @@ import json
 
 import pytest
 
-from core.sft import CompletionSFTTrainer
-
-from core import creditmix
-from core.data import DataError, Example
-from core.sft import train_sft
+from core.common.records import Example
+from core.errors import DataError
+from core.training.sft import CompletionSFTTrainer, train_sft
+from demos import creditmix
 
 
 def rows(n):
@@ -57,13 +56,15 @@ def test_completion_only_projection_gives_the_full_logits_loss(tiny_cfg, tmp_pat
     import torch
     import torch.nn.functional as F
 
-    from core.models import load_model, lora_config
-    from core.sft import sft_config, sft_dataset
+    from core.model.loading import load_model, lora_config
+    from core.training.sft import sft_config, sft_dataset
 
     model, tokenizer = load_model(tiny_cfg.model)
     trainer = CompletionSFTTrainer(
-        model=model, args=sft_config(tiny_cfg, tmp_path / "x", progress=False),
-        train_dataset=sft_dataset(rows(4), tiny_cfg.instruction), processing_class=tokenizer,
+        model=model,
+        args=sft_config(tiny_cfg, tmp_path / "x", progress=False),
+        train_dataset=sft_dataset(rows(4), tiny_cfg.instruction),
+        processing_class=tokenizer,
         peft_config=lora_config(tiny_cfg.training.lora, model),
     )
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])

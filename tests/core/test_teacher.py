@@ -14,10 +14,15 @@ from collections import deque
 
 import pytest
 
-from core.config import TaskConfig
-from core.data import Example
-from core.teacher import DeliberateTeacher, TeacherUnavailable, make_teacher, parse_label, preflight
-from core.traces import TraceStore, generate_traces, input_sha256
+from core.common.config import TaskConfig
+from core.common.prompts import parse_label
+from core.common.records import Example, text_sha256
+from core.errors import TeacherUnavailable
+from core.kinds import kind_of, make_teacher
+from core.kinds.extraction import task_schema
+from core.teachers import preflight
+from core.teachers.deliberate import DeliberateTeacher
+from core.teachers.traces import TraceStore, generate_traces
 
 
 class FaultInjector:
@@ -71,10 +76,18 @@ def faulty(server):
 
 def openai_cfg(url: str, **teacher) -> TaskConfig:
     cfg = TaskConfig()
-    cfg.teacher = cfg.teacher.model_copy(update={
-        "backend": "openai", "base_url": url + "/v1", "model": "creditmix:sft", "api_key_env": "",
-        "timeout_s": 1.0, "max_retries": 4, "concurrency": 4, **teacher,
-    })
+    cfg.teacher = cfg.teacher.model_copy(
+        update={
+            "backend": "openai",
+            "base_url": url + "/v1",
+            "model": "creditmix:sft",
+            "api_key_env": "",
+            "timeout_s": 1.0,
+            "max_retries": 4,
+            "concurrency": 4,
+            **teacher,
+        }
+    )
     return cfg
 
 
@@ -159,14 +172,16 @@ def test_traces_dedupe_resume_and_record_failures(faulty, tmp_path):
     summary = generate_traces(rows, store, load, progress=False)
     store.close()
     assert faults.seen - before == 1 and summary["asked"] == 1 and summary["cached"] == 9
-    assert input_sha256(torn["prompt"]) in store
+    assert text_sha256(torn["prompt"]) in store
 
     # Everything cached: the teacher is not even loaded.
     store = TraceStore(tmp_path / "traces.jsonl")
     n_loads = len(loads)
     summary = generate_traces(rows, store, load, progress=False)
     assert summary["asked"] == 0 and len(loads) == n_loads
-    parsed = [json.loads(line) for line in (tmp_path / "traces.jsonl").read_text().splitlines() if line.startswith("{") and line.endswith("}")]
+    parsed = [
+        json.loads(line) for line in (tmp_path / "traces.jsonl").read_text().splitlines() if line.startswith("{") and line.endswith("}")
+    ]
     required = {"id", "input_sha256", "prompt", "output", "label_probs", "teacher", "latency_s", "prompt_tokens", "completion_tokens"}
     assert all(required <= set(t) for t in parsed)
 
@@ -180,11 +195,11 @@ def test_parse_label_prefers_exact_then_earliest():
 
 @pytest.mark.slow
 def test_deliberate_teacher_on_the_embedded_model():
-    from core import creditmix
+    from demos import creditmix
 
     rows = [Example(**r) for r in creditmix.generate(40, seed=3)]
     cfg = TaskConfig()
-    teacher = DeliberateTeacher(cfg, rows[:36])
+    teacher = DeliberateTeacher(cfg, kind_of(cfg).teacher_task(cfg), rows[:36])
     answers = teacher.answer([r.text for r in rows[36:38]])
     for answer in answers:
         assert answer.output in cfg.labels and abs(sum(answer.label_probs.values()) - 1) < 1e-6
@@ -199,7 +214,7 @@ def test_deliberate_teacher_on_the_embedded_model():
 
 def test_openai_teacher_extracts_under_the_task_schema(server, tmp_path):
     """idp: the openai backend against the service's own extraction model; answers validate and keep their raw text."""
-    from core.invoices import generate
+    from demos.invoices import generate
 
     cfg = TaskConfig(type="idp")
     cfg.teacher = openai_cfg(server["url"]).teacher.model_copy(update={"model": "invoices:sft"})
@@ -207,7 +222,7 @@ def test_openai_teacher_extracts_under_the_task_schema(server, tmp_path):
     store = TraceStore(tmp_path / "traces.jsonl")
     summary = generate_traces(rows, store, lambda: make_teacher(cfg), progress=False)
     assert summary["usable"] == 2 and summary["failed"] == 0
-    schema = cfg.task_schema()
+    schema = task_schema(cfg)
     for trace in store.usable():
         output, errors = schema.parse(trace["output"])
         assert output is not None and not errors and trace["completion_tokens"] > 0

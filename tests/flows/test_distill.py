@@ -15,6 +15,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     """The real command line, in its own process."""
     return subprocess.run([sys.executable, "-m", "distill_slm.cli", *args], capture_output=True, text=True, timeout=600)
 
+
 IDP_REQUIRED = {"schema_valid_rate", "field_f1", "field_precision", "field_recall", "exact_match", "corrections_per_doc"}
 REQUIRED = {"accuracy", "macro_f1", "per_class", "confusion_matrix", "ece", "latency_ms_p50", "latency_ms_p95", "n"}
 
@@ -30,8 +31,14 @@ def test_distill_flow_runs_document_extraction(prefect_server, tiny_cfg):
     schema and KD on them, SFT -> DPO on valid-but-wrong pairs, constrained evaluation of every variant."""
     from flows.distill import distill
 
-    cfg = type(tiny_cfg)(type="idp", model=tiny_cfg.model, runs_dir=tiny_cfg.runs_dir, work_dir=tiny_cfg.work_dir, max_new_tokens=200,
-                         methods=["sft", "kd", "dpo"])
+    cfg = type(tiny_cfg)(
+        type="idp",
+        model=tiny_cfg.model,
+        runs_dir=tiny_cfg.runs_dir,
+        work_dir=tiny_cfg.work_dir,
+        max_new_tokens=200,
+        methods=["sft", "kd", "dpo"],
+    )
     cfg.data.train_per_class, cfg.data.eval_per_class = 8, 4
     cfg.training.batch_size, cfg.training.max_steps, cfg.training.save_steps = 4, 2, 2
     cfg.teacher.backend, cfg.teacher.model, cfg.teacher.max_pool = "hf", tiny_cfg.model.base_model, 6
@@ -134,7 +141,7 @@ def test_distill_flow_sft_then_dpo(prefect_server, tiny_cfg):
 
 
 def test_unusable_teacher_fails_the_flow_at_its_first_step(prefect_server, tiny_cfg, monkeypatch):
-    from core.teacher import TeacherUnavailable
+    from core.errors import TeacherUnavailable
     from flows.distill import distill
 
     monkeypatch.delenv("DISTILL_TEST_MISSING_KEY", raising=False)
@@ -146,7 +153,7 @@ def test_unusable_teacher_fails_the_flow_at_its_first_step(prefect_server, tiny_
 
 
 def test_bad_data_stops_the_flow_before_training(prefect_server, tiny_cfg, tmp_path):
-    from core.data import DataError
+    from core.errors import DataError
     from flows.distill import distill
 
     bad = tmp_path / "train.csv"

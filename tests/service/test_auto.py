@@ -9,25 +9,29 @@ import httpx
 import pytest
 import yaml
 
-from core.audit import read_audit
-from core.config import TaskConfig
+from core.common.config import TaskConfig
 from core.registry import Registry
+from core.serving.audit import read_audit
 from tests.conftest import make_adapter
 
 
 @pytest.fixture(scope="module")
 def auto_server(server, tiny_model_dir, tmp_path_factory):
+    from core.settings import Settings
     from service.main import serve_in_thread
-    from service.settings import Settings
 
     root = tmp_path_factory.mktemp("auto")
     registry = Registry(root / "runs")
     adapter = make_adapter(TaskConfig.model_validate({"model": {"base_model": str(tiny_model_dir)}}), root / "adapter", 3)
     for task, threshold, url in (("unsure", 1.0, server["url"]), ("sure", 0.0, server["url"]), ("deadteacher", 1.0, "http://127.0.0.1:9")):
-        cfg = TaskConfig.model_validate({
-            "name": task, "model": {"base_model": str(tiny_model_dir)}, "escalation": {"threshold": threshold},
-            "teacher": {"backend": "openai", "base_url": url + "/v1", "model": "creditmix:sft", "api_key_env": "", "timeout_s": 5},
-        })
+        cfg = TaskConfig.model_validate(
+            {
+                "name": task,
+                "model": {"base_model": str(tiny_model_dir)},
+                "escalation": {"threshold": threshold},
+                "teacher": {"backend": "openai", "base_url": url + "/v1", "model": "creditmix:sft", "api_key_env": "", "timeout_s": 5},
+            }
+        )
         registry.register(task, "kd", adapter, {"macro_f1": 0.5}, yaml.safe_dump(cfg.model_dump(mode="json")), {})
         registry.promote(task, "kd/v0001")
     settings = Settings(runs_dir=root / "runs", audit_log=root / "audit.jsonl")

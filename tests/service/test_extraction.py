@@ -5,8 +5,8 @@ import json
 import httpx
 from openai import OpenAI
 
-from core import invoices
-from core.schema import TaskSchema
+from core.model.schema import TaskSchema
+from demos import invoices
 
 DOC = invoices.generate(1, seed=5)[0]["document"]
 OWN_SCHEMA = {
@@ -31,8 +31,11 @@ def test_a_request_may_carry_its_own_schema(server):
     r = httpx.post(f"{server['url']}/infer/sft", json={"task": "invoices", "input": DOC, "json_schema": OWN_SCHEMA}, timeout=120)
     assert r.status_code == 200, r.text
     assert set(r.json()["output_json"]) == {"vendor", "paid"} and r.json()["schema_valid"]
-    unique = {"type": "object", "properties": {"tags": {"type": "array", "maxItems": 2, "uniqueItems": True,
-                                                         "items": {"enum": ["a", "b"]}}}, "required": ["tags"]}
+    unique = {
+        "type": "object",
+        "properties": {"tags": {"type": "array", "maxItems": 2, "uniqueItems": True, "items": {"enum": ["a", "b"]}}},
+        "required": ["tags"],
+    }
     r = httpx.post(f"{server['url']}/infer/sft", json={"task": "invoices", "input": DOC, "json_schema": unique}, timeout=120)
     assert r.status_code == 200 and r.json()["schema_unenforced"] == ["/properties/tags/uniqueItems"]
     # What the grammar let through is still validated: a repeated tag would show up as a schema error.

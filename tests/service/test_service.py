@@ -7,8 +7,7 @@ import httpx
 import openai
 import pytest
 
-from core.audit import read_audit
-
+from core.serving.audit import read_audit
 from tests.conftest import ADMIN_KEY
 
 
@@ -40,7 +39,7 @@ def test_openai_client_lists_models_and_chats(server):
         ("/infer/nope", {"task": "creditmix", "input": "x"}, 422, "variant"),
         ("/infer/sft", {"task": "no-such-task", "input": "x"}, 404, "task"),
         ("/infer/kd", {"task": "creditmix", "input": "x"}, 404, "task"),
-        ("/infer/sft", {"task": "creditmix", "input": "x" * 9000}, 413, None),
+        ("/infer/sft", {"task": "creditmix", "input": "x" * 9000}, 413, "input"),
         ("/v1/chat/completions", {"model": "creditmix:sft", "messages": []}, 422, "messages"),
     ],
 )
@@ -108,7 +107,7 @@ def test_concurrent_requests_are_batched(server):
     counts = {
         line.split('le="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
-        if line.startswith('distill_slm_batch_size_bucket{') and 'variant="sft"' in line
+        if line.startswith("distill_slm_batch_size_bucket{") and 'variant="sft"' in line
     }
     assert counts["+Inf"] > counts["1.0"]  # some forwards scored more than one request
 

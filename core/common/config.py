@@ -1,0 +1,273 @@
+"""Task configuration: one YAML file per task, validated by pydantic.
+
+The same `TaskConfig` model is the `distill` flow's parameter, so the Prefect UI renders it as a
+form. Every field has a default that runs the embedded demo; a user's YAML overrides what it names.
+
+    name: creditmix
+    type: classification
+    labels: [Good, Standard, Bad]
+    data: {train: data/train.jsonl, eval: data/eval.jsonl}
+    training: {epochs: 1, learning_rate: 0.002}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+import demos
+from core.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelConfig(_Strict):
+    base_model: str = Field("embedded", description="'embedded' (SmolLM2-135M-Instruct), a local HF folder, a .gguf file, or a hub id")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="compute dtype; bf16 halves memory, fp32 is faster on CPUs without AVX-512"
+    )
+    quantization: Literal["none", "nf4"] = Field(
+        "none", description="nf4 loads the base in 4-bit through bitsandbytes (QLoRA when training)"
+    )
+    cpu_offload: bool = Field(False, description="on GPU, let layers that do not fit live on the CPU")
+    device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+
+class LoraSettings(_Strict):
+    r: int = Field(16, ge=1, description="LoRA rank")
+    alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / r)")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the LoRA branch")
+    target_modules: list[str] | str = Field("all-linear", description="modules that get adapters")
+    top_layers: int | None = Field(
+        10, ge=1, description="adapters only on the last N decoder layers; the backward pass stops there (faster); None = all"
+    )
+
+
+class TrainingConfig(_Strict):
+    epochs: float = Field(1.0, gt=0, description="passes over the (balanced) training split")
+    max_steps: int = Field(-1, description="stop after this many optimizer steps (-1 = use epochs)")
+    learning_rate: float = Field(2e-3, gt=0, description="peak learning rate (LoRA tolerates ~10x full fine-tuning)")
+    batch_size: int = Field(8, ge=1, description="examples per device step")
+    grad_accum: int = Field(1, ge=1, description="gradient accumulation steps")
+    max_length: int = Field(256, ge=16, description="longest tokenized prompt+completion; longer rows are refused, not truncated")
+    warmup_ratio: float = Field(0.05, ge=0, le=1, description="share of steps spent warming up the learning rate")
+    save_steps: int = Field(50, ge=1, description="checkpoint every N steps so an interrupted run resumes")
+    seed: int = Field(0, description="seed for data order and adapter init")
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+
+
+class CalibrationConfig(_Strict):
+    enabled: bool = Field(True, description="divide out the label prior measured on content-free inputs")
+    adapters: bool = Field(
+        False,
+        description=(
+            "calibrate fine-tuned adapters too. Off by default: an adapter trained on balanced data has no label prior "
+            "to remove, and content-free inputs lie outside what it was trained on, so their 'prior' only adds bias"
+        ),
+    )
+    content_free_inputs: list[str] = Field(["N/A", "", "[MASK]"], description="inputs that carry no content (Zhao et al. 2021)")
+    label_bias: dict[str, float] = Field(default_factory=dict, description="per-label offsets added in calibrated log space")
+
+
+class DemoData(_Strict):
+    generator: str | None = Field(None, description=f"demo generator, one of {sorted(demos.DEMOS)}; None = the task type's")
+    n_rows: int = Field(4000, ge=30, description="rows generated before splitting")
+    seed: int = Field(7, description="generator seed")
+
+    @field_validator("generator")
+    @classmethod
+    def _known(cls, name: str | None) -> str | None:
+        if name is not None:
+            demos.get(name)  # KeyError -> a validation error naming the demos
+        return name
+
+
+class DataConfig(_Strict):
+    train: Path | None = Field(
+        None, description="labeled CSV/JSONL (classification: text, label; idp: document, target); absent = generate the demo data"
+    )
+    eval: Path | None = Field(None, description="labeled eval file; absent = split from train")
+    unlabeled: Path | None = Field(None, description="unlabeled pool for the teacher")
+    preferences: Path | None = Field(None, description="preference pairs (prompt, chosen, rejected JSONL) for DPO")
+    demo: DemoData = Field(default_factory=DemoData)
+    train_per_class: int = Field(800, ge=1, description="training rows per class (minority classes are repeated); idp: training documents")
+    eval_per_class: int = Field(60, ge=1, description="eval rows per class (balanced evaluation); idp: eval documents")
+
+
+class PromotionPolicy(_Strict):
+    primary_metric: str = Field("macro_f1", description="metric the gate compares")
+    min_gain: float = Field(0.0, description="candidate must beat production by at least this much")
+    guard_min: dict[str, float] = Field(default_factory=lambda: {"min_class_recall": 0.5}, description="metric floors")
+    guard_max: dict[str, float] = Field(default_factory=dict, description="metric ceilings, e.g. ece")
+
+
+class Price(_Strict):
+    prompt: float = Field(0.0, ge=0, description="USD per 1M prompt tokens")
+    completion: float = Field(0.0, ge=0, description="USD per 1M completion tokens")
+
+
+class TeacherConfig(_Strict):
+    backend: Literal["deliberate", "hf", "openai"] = Field(
+        "deliberate", description="'deliberate' (the base model, k-shot + voting), 'hf' (a local model), 'openai' (any compatible endpoint)"
+    )
+    model: str = Field("", description="hf: local folder or 'embedded'; openai: the model name the endpoint serves")
+    base_url: str = Field("http://127.0.0.1:8000/v1", description="openai: endpoint root, up to and including /v1")
+    api_key_env: str = Field("OPENAI_API_KEY", description="openai: name of the environment variable holding the key")
+    concurrency: int = Field(8, ge=1, description="openai: requests in flight at once")
+    timeout_s: float = Field(60.0, gt=0, description="openai: per-request timeout")
+    max_retries: int = Field(5, ge=0, description="openai: retries on 429, 5xx, timeouts and dropped connections")
+    top_logprobs: int = Field(5, ge=0, le=20, description="openai: alternatives per token to request (0 = no logprobs)")
+    k_shot: int = Field(4, ge=0, description="deliberate: retrieved labeled examples per prompt")
+    votes: int = Field(2, ge=1, description="deliberate: self-consistency votes, each with its own disjoint set of shots")
+    retrieval_weight: float = Field(
+        0.5, ge=0, le=1, description="deliberate: share of the retrieved neighbours' label histogram in the answer (rest: the votes)"
+    )
+    max_pool: int | None = Field(600, ge=1, description="label at most this many unlabeled rows (None = all)")
+    prices: dict[str, Price] = Field(default_factory=dict, description="per-model token prices, keyed by model name")
+
+
+class KDConfig(_Strict):
+    kl_weight: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="weight of the term matching the teacher's distribution (classification: its label probabilities; "
+        "generation: its top-k token log-probabilities, when the tokenizers match); the rest is cross-entropy on its answer",
+    )
+    temperature: float = Field(1.0, gt=0, description="softening (>1) or sharpening (<1) of both distributions in that term")
+    epochs: float = Field(2.0, gt=0, description="passes over the (balanced) traces: a teacher's labels are noisier than gold")
+
+
+class DPOSettings(_Strict):
+    beta: float = Field(0.1, gt=0, description="how far the policy may move from the reference (higher = less)")
+    loss_type: str = Field("sigmoid", description="TRL DPO loss: sigmoid (the DPO paper), ipo, hinge, robust, ...")
+    from_sft: bool = Field(True, description="start from the SFT adapter of this run (SFT -> DPO); else from the base")
+    max_pairs: int = Field(300, ge=1, description="automatically built pairs to train on at most")
+    min_pairs: int = Field(8, ge=1, description="fewer usable pairs than this stop the run")
+    learning_rate: float = Field(5e-5, gt=0, description="DPO moves a trained adapter: far smaller steps than SFT")
+    epochs: float = Field(1.0, gt=0, description="passes over the pairs")
+
+
+class CostConfig(_Strict):
+    compute_usd_per_hour: float = Field(
+        0.10, ge=0, description="what an hour of the machine running local models costs; prices their latency per 1k requests"
+    )
+
+
+class EscalationConfig(_Strict):
+    threshold: float = Field(0.6, ge=0, le=1, description="/infer/auto asks the teacher when the student's confidence is below this")
+    report_thresholds: list[float] = Field([0.4, 0.5, 0.6, 0.7, 0.8, 0.9], description="thresholds in the cascade report")
+
+
+# What a task file of each type starts from, beyond the field defaults. A new task kind registers
+# its type here and its module in `core.kinds`. `instruction` is used when the task brings its own
+# data (labels or schema) and names no instruction; otherwise the type's demo's instruction applies.
+TYPE_DEFAULTS: dict[str, dict] = {
+    "classification": {"instruction": "Classify the input as one of: {labels}. Answer with the label only."},
+    "idp": {
+        "instruction": "Extract the document's fields as JSON.",
+        "promotion": {"primary_metric": "field_f1", "guard_min": {"schema_valid_rate": 1.0}},
+        "max_length": 512,  # a document and its JSON, not a text and a label
+    },
+}
+_DEMO = demos.for_type("classification")
+
+
+class TaskConfig(_Strict):
+    name: str = Field(_DEMO.name, pattern=r"^[A-Za-z0-9_.-]+$", description="task name; registry folder")
+    type: str = Field("classification", description=f"task type, one of {sorted(TYPE_DEFAULTS)}: classification (labels), idp (document -> JSON)")
+    labels: list[str] = Field(_DEMO.labels, min_length=2, description="classification: label set, in order")
+    schema_file: Path | None = Field(None, description="idp: JSON Schema the output must validate against; absent = the invoices demo's")
+    max_new_tokens: int = Field(
+        320, ge=8, description="idp: most tokens generated per document (the schema should bound its output below this)"
+    )
+    instruction: str = Field(
+        _DEMO.instruction,
+        description="system message put before every input (default: the demo's, or the task type's for your own data)",
+    )
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    methods: list[Literal["sft", "kd", "dpo"]] = Field(
+        ["sft"], description="training methods to run: sft (gold labels), kd (teacher traces), dpo (preference pairs)"
+    )
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    kd: KDConfig = Field(default_factory=KDConfig)
+    dpo: DPOSettings = Field(default_factory=DPOSettings)
+    cost: CostConfig = Field(default_factory=CostConfig)
+    escalation: EscalationConfig = Field(default_factory=EscalationConfig)
+    promotion: PromotionPolicy = Field(default_factory=PromotionPolicy)
+    eval_batch_size: int = Field(16, ge=1, description="prompts scored per forward during evaluation")
+    runs_dir: Path = Field(Path("runs"), description="adapter registry root")
+    work_dir: Path = Field(Path("runs/.work"), description="scratch space: prepared data, checkpoints")
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        if value not in TYPE_DEFAULTS:
+            raise ValueError(f"unknown task type {value!r}; expected one of {sorted(TYPE_DEFAULTS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TaskConfig":
+        self._type_defaults()
+        if "dpo" in self.methods and self.dpo.from_sft and "sft" not in self.methods:
+            raise ValueError("dpo.from_sft starts DPO from this run's SFT adapter: add 'sft' to methods or set dpo.from_sft: false")
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError(f"labels must be distinct, got {self.labels}")
+        for label in self.calibration.label_bias:
+            if label not in self.labels:
+                raise ValueError(f"calibration.label_bias names {label!r}, which is not in labels {self.labels}")
+        return self
+
+    def _type_defaults(self) -> None:
+        """The task type's defaults for every field the task file did not name."""
+        defaults, named = TYPE_DEFAULTS[self.type], self.model_fields_set
+        demo = self.demo() if self.data.demo.generator or any(d.type == self.type for d in demos.DEMOS.values()) else None
+        if "name" not in named and demo is not None:
+            self.name = demo.name
+        if demo is None:
+            own_data = True
+        else:
+            own_data = (self.labels != demo.labels) if demo.labels is not None else (self.schema_file is not None)
+        # A config saved by another type's defaults carries the classification demo's instruction: replace it too.
+        if "instruction" not in named or (self.instruction == _DEMO.instruction and demo is not _DEMO):
+            self.instruction = defaults.get("instruction", self.instruction).format(labels=", ".join(self.labels)) if own_data else demo.instruction
+        if "promotion" not in named and "promotion" in defaults:
+            self.promotion = PromotionPolicy(**defaults["promotion"])
+        if "max_length" not in self.training.model_fields_set and "max_length" in defaults:
+            self.training.max_length = defaults["max_length"]
+
+    def demo(self) -> demos.Demo:
+        """The demo that supplies data this task file does not name (and its defaults)."""
+        return demos.get(self.data.demo.generator) if self.data.demo.generator else demos.for_type(self.type)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "TaskConfig":
+        """Load and validate a YAML task file; errors name the file and the field."""
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        try:
+            cfg = cls.model_validate(raw)
+        except ValidationError as exc:
+            lines = [f"{path}: field {'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors()]
+            raise ConfigError("\n".join(lines)) from None
+        # Relative data paths are relative to the YAML file, not to wherever the command runs.
+        for key in ("train", "eval", "unlabeled", "preferences"):
+            value = getattr(cfg.data, key)
+            if value is not None and not value.is_absolute():
+                setattr(cfg.data, key, (path.parent / value).resolve())
+        if cfg.schema_file is not None and not cfg.schema_file.is_absolute():
+            cfg.schema_file = (path.parent / cfg.schema_file).resolve()
+        return cfg

@@ -1,0 +1,50 @@
+"""The prompt format every task, trainer, decoder and teacher shares, and how answers are read back.
+
+A prompt is a chat: the task's instruction as the system message, optional (input, answer)
+demonstrations as earlier turns, then the input. SFT, KD and DPO train on exactly this chat, the
+decoders score or generate after it, and the `openai` teacher is sent it.
+
+    messages = task_messages("Classify ...", "Num_Bank_Accounts: 3; ...")
+    prompt = render_prompt(tokenizer, "Classify ...", text, shots=[("an input", "Good")])
+    parse_label("  standard.", ["Good", "Standard", "Bad"])   # -> "Standard"
+"""
+
+from __future__ import annotations
+
+from transformers import PreTrainedTokenizerBase
+
+Shots = list[tuple[str, str]] | tuple[tuple[str, str], ...]
+
+
+def task_messages(instruction: str, text: str, shots: Shots = ()) -> list[dict[str, str]]:
+    """The chat every prompt uses; `shots` are (input, answer) demonstrations put before the input."""
+    messages = [{"role": "system", "content": instruction}]
+    for shot_text, shot_answer in shots:
+        messages += [{"role": "user", "content": shot_text}, {"role": "assistant", "content": shot_answer}]
+    return messages + [{"role": "user", "content": text}]
+
+
+def render_prompt(tokenizer: PreTrainedTokenizerBase, instruction: str, text: str, shots: Shots = ()) -> str:
+    """The chat as text, ending where the assistant's answer begins."""
+    return tokenizer.apply_chat_template(task_messages(instruction, text, shots), tokenize=False, add_generation_prompt=True)
+
+
+def completion_chat(instruction: str, text: str, answer: str) -> dict:
+    """One training row in TRL's prompt/completion chat form (the loss falls on `answer` only)."""
+    return {"prompt": task_messages(instruction, text), "completion": [{"role": "assistant", "content": answer}]}
+
+
+def prompt_tokens(tokenizer: PreTrainedTokenizerBase, instruction: str, text: str) -> int:
+    """Tokens of the rendered prompt: what a request costs before any answer."""
+    return len(tokenizer(render_prompt(tokenizer, instruction, text), add_special_tokens=False).input_ids)
+
+
+def parse_label(answer: str, labels: list[str]) -> str | None:
+    """The label an answer names: an exact match first (case-insensitive), else the earliest label mentioned."""
+    stripped = answer.strip().strip(".").strip()
+    for label in labels:
+        if stripped.lower() == label.lower():
+            return label
+    lowered = answer.lower()
+    hits = [(lowered.find(label.lower()), label) for label in labels if label.lower() in lowered]
+    return min(hits)[1] if hits else None

@@ -1,0 +1,74 @@
+"""Every error a user can cause or fix, under one base class.
+
+The CLI prints any `DistillError` as one line, `error: <message>`, with no traceback; the service
+turns the ones a request can cause into 4xx answers. Each message names what to fix: the file,
+line and field of bad data, the JSON pointer of a bad schema, or the setting to change.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class DistillError(Exception):
+    """Base of every project error; its message alone tells the user what to fix."""
+
+
+class ConfigError(DistillError, ValueError):
+    """A task file that cannot be used; the message names file and field."""
+
+
+class DataError(DistillError, ValueError):
+    """Unusable input; `str()` reads `FILE:LINE: field F: what is wrong`."""
+
+    def __init__(self, path: str | Path, line: int | None, field: str | None, problem: str) -> None:
+        self.path, self.line, self.field, self.problem = str(path), line, field, problem
+        where = f"{path}:{line}" if line else str(path)
+        super().__init__(f"{where}: field {field!r}: {problem}" if field else f"{where}: {problem}")
+
+
+class SchemaError(DistillError, ValueError):
+    """An unusable JSON Schema; `pointer` is the JSON pointer of the problem ('' = the whole schema)."""
+
+    def __init__(self, pointer: str, problem: str, source: str = "<schema>") -> None:
+        self.pointer, self.problem, self.source = pointer, problem, source
+        super().__init__(f"{source}: at {pointer or '/'}: {problem}")
+
+
+class DocumentTooLong(DistillError, ValueError):
+    """A document whose prompt and answer do not fit the model's context: refused, never truncated."""
+
+
+class ModelNotAvailable(DistillError, RuntimeError):
+    """The requested base model is not on disk and could not be fetched."""
+
+
+class TeacherUnavailable(DistillError, RuntimeError):
+    """The teacher cannot be used as configured; the message names the setting to fix."""
+
+
+class RegistryError(DistillError, ValueError):
+    """A registry reference (task, method, version, alias) that does not exist, or a move it refuses."""
+
+
+class UnknownVariant(DistillError, KeyError):
+    """The task or variant is not served; the message lists what is."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class InvalidRequest(DistillError, ValueError):
+    """A service request that cannot be answered as asked; `field` names the request field to fix."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field, self.problem = field, problem
+        super().__init__(f"{field}: {problem}")
+
+
+class InputTooLong(DistillError, ValueError):
+    """A request input over the service's size limit (`field` names it)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field, self.problem = field, problem
+        super().__init__(f"{field}: {problem}")

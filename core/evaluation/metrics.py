@@ -1,0 +1,157 @@
+"""Evaluation metrics: classification (balanced) and extraction (field-level).
+
+`classification_metrics` returns the fields every `metrics.json` and `distill-slm eval --json`
+carry: accuracy, macro_f1, per_class, confusion_matrix, ece, latency_ms_p50/p95, n, plus the
+top-2 margin distribution and the predicted-label distribution.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+
+import numpy as np
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+
+def expected_calibration_error(confidences: list[float], correct: list[bool], n_bins: int = 10) -> float:
+    """ECE: |accuracy - confidence| averaged over equal-width confidence bins, weighted by bin size."""
+    conf = np.asarray(confidences, dtype=float)
+    hit = np.asarray(correct, dtype=float)
+    if conf.size == 0:
+        return 0.0
+    bins = np.minimum((conf * n_bins).astype(int), n_bins - 1)
+    ece = 0.0
+    for b in range(n_bins):
+        in_bin = bins == b
+        if in_bin.any():
+            ece += in_bin.mean() * abs(hit[in_bin].mean() - conf[in_bin].mean())
+    return float(ece)
+
+
+def classification_metrics(
+    gold: list[str],
+    predicted: list[str | None],
+    labels: list[str],
+    confidences: list[float] | None = None,
+    margins: list[float] | None = None,
+    latencies_ms: list[float] | None = None,
+) -> dict:
+    """All evaluation figures for one model on one eval set. `None` predictions count as wrong."""
+    pred = [p if p is not None else "<none>" for p in predicted]
+    precision, recall, f1, support = precision_recall_fscore_support(gold, pred, labels=labels, zero_division=0)
+    per_class = {
+        label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+        for label, p, r, f, s in zip(labels, precision, recall, f1, support)
+    }
+    out = {
+        "n": len(gold),
+        "accuracy": float(accuracy_score(gold, pred)),
+        "macro_f1": float(f1_score(gold, pred, labels=labels, average="macro", zero_division=0)),
+        "per_class": per_class,
+        "min_class_recall": float(min(recall)) if len(recall) else 0.0,
+        "labels": labels,
+        "confusion_matrix": confusion_matrix(gold, pred, labels=labels).tolist(),
+        "predicted_distribution": {label: pred.count(label) for label in labels} | {"<none>": pred.count("<none>")},
+    }
+    if confidences is not None:
+        out["ece"] = expected_calibration_error(confidences, [g == p for g, p in zip(gold, pred)])
+    if margins is not None:
+        m = np.asarray(margins, dtype=float)
+        out["margin"] = {
+            "p10": float(np.percentile(m, 10)),
+            "p50": float(np.percentile(m, 50)),
+            "p90": float(np.percentile(m, 90)),
+            "histogram": np.histogram(m, bins=10, range=(0.0, 1.0))[0].tolist(),
+        }
+    if latencies_ms:
+        out["latency_ms_p50"] = float(np.percentile(latencies_ms, 50))
+        out["latency_ms_p95"] = float(np.percentile(latencies_ms, 95))
+    return out
+
+
+# ---- extraction (idp) ------------------------------------------------------------------------
+
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def flatten(value, prefix: str = "") -> dict[str, object]:
+    """Leaf fields by path: {"vendor.name": ..., "items[0].qty": ...}; empty objects/arrays count as leaves."""
+    if isinstance(value, dict) and value:
+        out: dict[str, object] = {}
+        for key, child in value.items():
+            out |= flatten(child, f"{prefix}.{key}" if prefix else str(key))
+        return out
+    if isinstance(value, list) and value:
+        out = {}
+        for i, child in enumerate(value):
+            out |= flatten(child, f"{prefix}[{i}]")
+        return out
+    return {prefix: value}
+
+
+def _normal(value):
+    """Comparable form of a leaf: numbers to 2 decimals, ISO dates as dates, strings trimmed and case-folded."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, (int, float)):
+        return round(float(value), 2)
+    if isinstance(value, str):
+        text = " ".join(value.split())
+        if _ISO_DATE.match(text):
+            try:
+                return date.fromisoformat(text)
+            except ValueError:
+                return text
+        return text.casefold()
+    return value
+
+
+def field_diff(gold: dict, predicted: dict | None) -> dict:
+    """Correct, wrong, missing and extra leaf fields of one document (None = nothing usable was produced)."""
+    g, p = flatten(gold), flatten(predicted) if predicted is not None else {}
+    correct = sum(1 for k in g if k in p and _normal(g[k]) == _normal(p[k]))
+    wrong = sum(1 for k in g if k in p and _normal(g[k]) != _normal(p[k]))
+    return {
+        "gold": len(g),
+        "predicted": len(p),
+        "correct": correct,
+        "wrong": wrong,
+        "missing": sum(1 for k in g if k not in p),
+        "extra": sum(1 for k in p if k not in g),
+    }
+
+
+def extraction_metrics(gold: list[dict], predicted: list[dict | None], valid: list[bool], latencies_ms: list[float] | None = None) -> dict:
+    """Schema validity, field-level precision/recall/F1 (micro over leaf paths), exact documents, correction effort.
+
+    Correction effort is what a person would fix per document: every wrong, missing or extra field is one edit.
+    """
+    diffs = [field_diff(g, p) for g, p in zip(gold, predicted)]
+    correct = sum(d["correct"] for d in diffs)
+    n_pred, n_gold = sum(d["predicted"] for d in diffs), sum(d["gold"] for d in diffs)
+    precision = correct / n_pred if n_pred else 0.0
+    recall = correct / n_gold if n_gold else 0.0
+    edits = [d["wrong"] + d["missing"] + d["extra"] for d in diffs]
+    by_field: dict[str, list[int]] = {}
+    for g, p in zip(gold, predicted):
+        fp = flatten(p) if p is not None else {}
+        for path, value in flatten(g).items():
+            top = re.sub(r"\[\d+\]", "[]", path)
+            by_field.setdefault(top, [0, 0])
+            by_field[top][0] += path in fp and _normal(fp[path]) == _normal(value)
+            by_field[top][1] += 1
+    out = {
+        "n": len(gold),
+        "schema_valid_rate": float(np.mean(valid)) if valid else 0.0,
+        "field_precision": precision,
+        "field_recall": recall,
+        "field_f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+        "exact_match": float(np.mean([e == 0 for e in edits])) if edits else 0.0,
+        "corrections_per_doc": float(np.mean(edits)) if edits else 0.0,
+        "field_accuracy": {k: round(c / t, 4) for k, (c, t) in sorted(by_field.items())},
+    }
+    if latencies_ms:
+        out["latency_ms_p50"] = float(np.percentile(latencies_ms, 50))
+        out["latency_ms_p95"] = float(np.percentile(latencies_ms, 95))
+    return out

@@ -1,0 +1,179 @@
+"""A report a person reads: Markdown tables of every variant side by side, confusion-matrix image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on servers or CI
+import matplotlib.pyplot as plt  # noqa: E402
+
+HEADLINE = [
+    "accuracy",
+    "macro_f1",
+    "min_class_recall",
+    "ece",
+    "latency_ms_p50",
+    "latency_ms_p95",
+    "tokens_per_request",
+    "cost_per_1k_usd",
+    "n",
+]
+
+
+def confusion_png(results: dict[str, dict], path: Path) -> Path:
+    """One confusion matrix per variant, side by side, rows = gold, columns = predicted."""
+    names = list(results)
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.8), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        matrix = results[name]["confusion_matrix"]
+        labels = results[name]["labels"]
+        ax.imshow(matrix, cmap="Blues")
+        ax.set_xticks(range(len(labels)), labels, rotation=30)
+        ax.set_yticks(range(len(labels)), labels)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("gold")
+        ax.set_title(f"{name}  macro-F1 {results[name]['macro_f1']:.3f}")
+        peak = max(max(row) for row in matrix) or 1
+        for i, row in enumerate(matrix):
+            for j, value in enumerate(row):
+                ax.text(j, i, str(value), ha="center", va="center", color="white" if value > peak / 2 else "black")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}" if 0 < abs(value) < 0.01 else f"{value:.3f}"
+    return str(value)
+
+
+def _counts(choice: dict) -> str:
+    return ", ".join(f"{label} {count}" for label, count in choice["predicted_distribution"].items() if label != "<none>")
+
+
+def markdown_report(task: str, results: dict[str, dict], image_name: str = "confusion.png") -> str:
+    names = list(results)
+    lines = [f"# Evaluation: {task}", "", "Balanced eval split: the same number of rows per class.", ""]
+    notes = [f"{n}: {results[n]['latency_note']}" for n in names if results[n].get("latency_note")]
+    notes += [f"{n}: cost from {results[n]['cost_basis']}" for n in names if results[n].get("cost_basis")]
+    if notes:
+        lines += ["Latency and cost: " + "; ".join(notes) + ".", ""]
+    lines += ["| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for key in HEADLINE:
+        lines.append(f"| {key} | " + " | ".join(_fmt(results[n].get(key, "")) for n in names) + " |")
+    labels = results[names[0]]["labels"]
+    lines += ["", "## Per class (precision / recall)", "", "| class | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for label in labels:
+        cells = [f"{results[n]['per_class'][label]['precision']:.2f} / {results[n]['per_class'][label]['recall']:.2f}" for n in names]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "## Label choice with and without contextual calibration",
+        "",
+        "| variant | scored with calibration | macro-F1 with | labels with | macro-F1 without | labels without |",
+        "|---|---|---|---|---|---|",
+    ]
+    for n in names:
+        w, wo = results[n].get("with_calibration"), results[n].get("without_calibration")
+        if w and wo:
+            lines.append(
+                f"| {n} | {results[n]['calibrated']} | {w['macro_f1']:.3f} | {_counts(w)} | {wo['macro_f1']:.3f} | {_counts(wo)} |"
+            )
+    lines += ["", "## Top-2 margin (as scored)", "", "| variant | p10 | p50 | p90 |", "|---|---|---|---|"]
+    for n in names:
+        m = results[n].get("margin")
+        if m:
+            lines.append(f"| {n} | {m['p10']:.3f} | {m['p50']:.3f} | {m['p90']:.3f} |")
+    if "dpo" in results and "sft" in results:
+        lines += dpo_vs_sft(results["sft"], results["dpo"])
+    for n in names:
+        if results[n].get("cascade"):
+            lines += [
+                "",
+                f"## Cascade: {n} escalating to the teacher (`/infer/auto`)",
+                "",
+                "| threshold | escalated | macro-F1 | accuracy | cost per 1k requests (USD) |",
+                "|---|---|---|---|---|",
+            ]
+            for row in results[n]["cascade"]:
+                lines.append(
+                    f"| {row['threshold']:.2f} | {row['escalation_rate']:.0%} | {row['macro_f1']:.3f} | {row['accuracy']:.3f} "
+                    f"| {row['cost_per_1k_usd']:.4g} |"
+                )
+    lines += ["", f"![confusion matrices]({image_name})", ""]
+    return "\n".join(lines)
+
+
+def dpo_vs_sft(sft: dict, dpo: dict, tolerance: float = 0.05) -> list[str]:
+    """Macro-F1 change and per-class recall change of DPO over SFT; recall drops beyond `tolerance` are flagged."""
+    delta = dpo["macro_f1"] - sft["macro_f1"]
+    verdict = "improved" if delta > 0 else "did not improve"
+    lines = [
+        "",
+        "## DPO against the SFT adapter",
+        "",
+        f"DPO {verdict} macro-F1: {sft['macro_f1']:.3f} -> {dpo['macro_f1']:.3f} ({delta:+.3f}).",
+        "",
+    ]
+    lines += ["| class | SFT recall | DPO recall | change | |", "|---|---|---|---|---|"]
+    for label in sft["labels"]:
+        before, after = sft["per_class"][label]["recall"], dpo["per_class"][label]["recall"]
+        flag = f"**FLAG: recall fell by more than {tolerance}**" if after < before - tolerance else ""
+        lines.append(f"| {label} | {before:.3f} | {after:.3f} | {after - before:+.3f} | {flag} |")
+    return lines
+
+
+EXTRACTION_HEADLINE = [
+    "schema_valid_rate",
+    "field_f1",
+    "field_precision",
+    "field_recall",
+    "exact_match",
+    "corrections_per_doc",
+    "latency_ms_p50",
+    "latency_ms_p95",
+    "tokens_per_request",
+    "cost_per_1k_usd",
+    "n",
+]
+
+
+def extraction_report(task: str, results: dict[str, dict]) -> str:
+    """Variants side by side on the eval documents: validity, field-level F1, correction effort, cost; accuracy per field."""
+    names = list(results)
+    lines = [
+        f"# Evaluation: {task} (document -> JSON)",
+        "",
+        "Fields are leaf paths (`vendor.name`, `items[0].price`); numbers compared to 2 decimals, dates as dates, "
+        "strings trimmed and case-folded. Corrections = wrong + missing + extra fields per document.",
+        "",
+    ]
+    lines += ["| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for key in EXTRACTION_HEADLINE:
+        lines.append(f"| {key} | " + " | ".join(_fmt(results[n].get(key, "")) for n in names) + " |")
+    fields = sorted({f for n in names for f in results[n].get("field_accuracy", {})})
+    lines += ["", "## Accuracy per field", "", "| field | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for f in fields:
+        lines.append(f"| {f} | " + " | ".join(_fmt(results[n].get("field_accuracy", {}).get(f, "")) for n in names) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_classification_report(task: str, results: dict[str, dict], out_dir: Path) -> Path:
+    """`report.md` and `confusion.png` under `out_dir`."""
+    confusion_png(results, out_dir / "confusion.png")
+    return _write(out_dir / "report.md", markdown_report(task, results))
+
+
+def write_extraction_report(task: str, results: dict[str, dict], out_dir: Path) -> Path:
+    return _write(out_dir / "report.md", extraction_report(task, results))
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path

@@ -1,0 +1,212 @@
+"""The task-kind interface: everything that differs between task types, behind one small base class.
+
+A task kind is the one place that knows what is special about its task type: which fields a row
+holds, how rows are split, which decoder a variant runs and how it is scored, how the teacher is
+asked and read, which rows KD trains on, how preference pairs are built, what the reports and
+summaries show, and how the service answers. Everything else (the flow, the Prefect tasks, the
+evaluation loop, the trainers, the teacher backends, the serving runtime) calls through this
+interface and never branches on the type.
+
+Adding a task type = one module with a `TaskKind` subclass, registered in `core/kinds/__init__.py`
+(and its defaults in `core.common.config.TYPE_DEFAULTS`).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from core.common.config import TaskConfig
+from core.common.records import Example, Pair, nonempty_records, text_sha256
+from core.errors import DataError
+from core.evaluation.evaluate import evaluate_variants
+from core.teachers.base import TeacherTask
+from core.training.kd import train_kd
+from core.training.sft import TrainStats
+
+
+@dataclass
+class ServedAnswer:
+    """One answer of the service, whatever the task type; the routes turn it into their response shapes."""
+
+    task: str
+    variant: str  # as requested: base | sft | kd | dpo | auto
+    adapter: str  # 'base', 'method/version', or (escalated) the teacher's name
+    output: str  # the label, or the extracted JSON as text
+    output_json: dict | None = None
+    schema_valid: bool | None = None
+    schema_errors: list[str] | None = None
+    schema_unenforced: list[str] | None = None
+    label_probs: dict[str, float] | None = None
+    confidence: float | None = None
+    margin: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    tier: str = "student"
+    escalation_error: str | None = None
+    request_id: str = ""
+    latency_ms: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class TaskKind(ABC):
+    type: ClassVar[str]  # the task file's `type`
+    answer_field: ClassVar[str]  # the row field that holds the gold answer
+    summary_keys: ClassVar[tuple[str, ...]]  # metrics in the flow's summary
+    card_keys: ClassVar[tuple[str, ...]]  # metrics in the model card
+    escalates: ClassVar[bool] = False  # answers carry a calibrated confidence: cascade report, /infer/auto
+
+    # -- data --------------------------------------------------------------------------------
+    @abstractmethod
+    def parse_record(self, cfg: TaskConfig, record: dict, path: Path, line: int, require_answer: bool) -> Example:
+        """One row of a task file as an example; raise DataError naming path, line and field."""
+
+    def check_rows(self, cfg: TaskConfig, rows: list[Example], path: Path, require_answers: bool) -> None:
+        """Refuse a file whose rows are each fine but together unusable."""
+
+    @abstractmethod
+    def to_record(self, cfg: TaskConfig, row: Example) -> dict:
+        """A row in the task's file format (what `load_rows` reads back)."""
+
+    @abstractmethod
+    def split(self, cfg: TaskConfig, rows: list[Example]) -> tuple[list[Example], list[Example]]:
+        """Train and eval rows out of one labeled set."""
+
+    @abstractmethod
+    def train_rows(self, cfg: TaskConfig, rows: list[Example]) -> list[Example]:
+        """The training rows out of a labeled set when the eval rows come from their own file."""
+
+    def load_rows(self, cfg: TaskConfig, path: str | Path, require_answers: bool = True) -> list[Example]:
+        """The task's rows from a JSONL/CSV file; bad rows stop here, naming file, line and field."""
+        path = Path(path)
+        rows = [self.parse_record(cfg, record, path, number, require_answers) for number, record in nonempty_records(path)]
+        self.check_rows(cfg, rows, path, require_answers)
+        return rows
+
+    def labeled_rows(self, cfg: TaskConfig) -> tuple[list[Example], str]:
+        """Every labeled row of the task (`data.train`, or its demo's) and where they came from."""
+        if cfg.data.train is not None:
+            return self.load_rows(cfg, cfg.data.train), str(cfg.data.train)
+        demo, d = cfg.demo(), cfg.data.demo
+        source = f"{demo.name} generator (n={d.n_rows}, seed={d.seed})"
+        return self._demo_rows(cfg, demo.generate(d.n_rows, d.seed), source), source
+
+    def unlabeled_pool(self, cfg: TaskConfig) -> list[Example]:
+        """The inputs the teacher answers: `data.unlabeled`, or (demo) fresh demo rows without their answers."""
+        limit = cfg.teacher.max_pool
+        if cfg.data.unlabeled is not None:
+            rows = self.load_rows(cfg, cfg.data.unlabeled, require_answers=False)
+        elif cfg.data.train is None:
+            d = cfg.data.demo
+            rows = self._demo_rows(cfg, cfg.demo().pool(limit or d.n_rows, d.seed + 1), "<demo pool>", require_answers=False)
+        else:
+            raise DataError("<config>", None, "data.unlabeled", "method 'kd' needs an unlabeled pool for the teacher")
+        return rows[:limit] if limit else rows
+
+    def _demo_rows(self, cfg: TaskConfig, records: list[dict], source: str, require_answers: bool = True) -> list[Example]:
+        return [self.parse_record(cfg, record, Path(source), i, require_answers) for i, record in enumerate(records, start=1)]
+
+    def check_task(self, cfg: TaskConfig) -> list[str]:
+        """Problems with the task itself found before any data is read (raise), and warnings (returned)."""
+        return []
+
+    # -- model and evaluation ----------------------------------------------------------------
+    @abstractmethod
+    def decoder(self, cfg: TaskConfig, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, adapter: str | Path | None = None):
+        """The decoder a variant runs: the base model (`adapter` None) or the adapter saved in that folder (active on `model`)."""
+
+    def warm_up(self, decoder) -> None:
+        """Work done once per served variant before it takes requests."""
+
+    @abstractmethod
+    def score(self, cfg: TaskConfig, decoder, rows: list[Example]) -> dict:
+        """Metrics of one decoder on rows with gold answers (with `predictions`, latency and token counts)."""
+
+    def score_variant(self, cfg: TaskConfig, model, tokenizer, rows: list[Example], adapter: str | Path | None) -> dict:
+        return self.score(cfg, self.decoder(cfg, model, tokenizer, adapter), rows)
+
+    def evaluate(self, cfg: TaskConfig, rows: list[Example], adapters: dict[str, str | Path], include_base: bool = True) -> dict[str, dict]:
+        """The base model (optional) and each named adapter scored on the same rows."""
+        return evaluate_variants(cfg, rows, adapters, self.score_variant, include_base)
+
+    @abstractmethod
+    def teacher_metrics(self, cfg: TaskConfig, rows: list[Example], traces: dict[str, dict]) -> dict:
+        """The teacher scored like any variant, from its traces on the rows (failed answers count as wrong)."""
+
+    @abstractmethod
+    def teacher_task(self, cfg: TaskConfig) -> TeacherTask:
+        """How the teacher backends ask, read and answer for this task type."""
+
+    @abstractmethod
+    def write_report(self, task: str, results: dict[str, dict], out_dir: Path) -> Path:
+        """`report.md` (and images) comparing the variants; return the report's path."""
+
+    def card_line(self, cfg: TaskConfig) -> str:
+        return f"Task type {self.type}."
+
+    # -- training ----------------------------------------------------------------------------
+    @abstractmethod
+    def kd_rows(self, cfg: TaskConfig, traces: list[dict]) -> tuple[list[dict], dict]:
+        """KDTrainer rows from usable teacher traces, and counts worth logging."""
+
+    def kd_labels(self, cfg: TaskConfig) -> list[str] | None:
+        """Labels whose distribution the KD loss matches (None: the top-k token term, where the tokenizers agree)."""
+        return None
+
+    def after_kd(self, cfg: TaskConfig, adapter_dir: Path, traces: list[dict]) -> None:
+        """Anything stored beside a freshly trained KD adapter."""
+
+    def train_kd(
+        self,
+        cfg: TaskConfig,
+        traces: list[dict],
+        checkpoint_dir: str | Path,
+        out_dir: str | Path,
+        progress: bool = True,
+        source: str = "<traces>",
+    ) -> tuple[Path, TrainStats, dict]:
+        """Train (or resume) a KD adapter on usable traces: this kind's rows and loss, then `after_kd`; return the rows' counts too."""
+        rows, counts = self.kd_rows(cfg, traces)
+        answers = [Example(t["id"], t["prompt"], t["output"]) for t in traces]
+        adapter_dir, stats = train_kd(
+            cfg, rows, answers, checkpoint_dir, out_dir, labels=self.kd_labels(cfg), progress=progress, source=source
+        )
+        self.after_kd(cfg, adapter_dir, traces)
+        return adapter_dir, stats, counts
+
+    def pair_labels(self, cfg: TaskConfig) -> list[str] | None:
+        """The values a user's preference pair's sides must take (None: any text)."""
+        return None
+
+    @abstractmethod
+    def preference_pairs(self, cfg: TaskConfig, rows: list[Example], decoder, teacher_traces: list[dict] | None) -> tuple[list[Pair], dict]:
+        """On-policy DPO pairs (chosen: gold or teacher; rejected: the student's own wrong answer), and their counts."""
+
+    # -- serving -----------------------------------------------------------------------------
+    @abstractmethod
+    def answer(self, engine, batcher, task: str, variant: str, text: str, json_schema: dict | None, max_schema_bytes: int) -> ServedAnswer:
+        """One request answered by the served variant (`engine` and `batcher` from `core.serving`)."""
+
+
+def traces_for_rows(rows: list[Example], traces: dict[str, dict]) -> list[dict]:
+    """The teacher's trace of each row's input; every row must have one."""
+    found = [traces.get(text_sha256(r.text)) for r in rows]
+    if any(t is None for t in found):
+        raise ValueError(f"{sum(t is None for t in found)} eval rows have no teacher trace")
+    return found
+
+
+def trace_costs(found: list[dict], failed: int, note: str) -> dict:
+    """The teacher's name, failures and token counts per request, from its traces."""
+    return {
+        "teacher": found[0]["teacher"],
+        "failed": failed,
+        "latency_note": note,
+        "prompt_tokens_per_request": float(np.mean([t["prompt_tokens"] for t in found])),
+        "completion_tokens_per_request": float(np.mean([t["completion_tokens"] for t in found])),
+    }

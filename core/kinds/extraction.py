@@ -1,0 +1,267 @@
+"""Document extraction (`type: idp`): a document in, JSON that validates against the task's JSON Schema out.
+
+Rows are `{"id"?, "document", "target"?}`; a target that does not validate is refused with the
+JSON pointer of the problem, and targets are re-serialised exactly as the schema decoder writes
+them (the schema's key order, compact), which is what SFT trains on.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+
+from core.common.config import TaskConfig
+from core.common.records import Example, Pair, document_split
+from core.errors import DataError, InvalidRequest, SchemaError
+from core.evaluation.metrics import extraction_metrics, field_diff
+from core.evaluation.report import write_extraction_report
+from core.kinds.base import ServedAnswer, TaskKind, trace_costs, traces_for_rows
+from core.model.decoders import extraction_decoder
+from core.model.loading import load_tokenizer
+from core.model.schema import Extraction, SchemaDecoder, TaskSchema
+from core.teachers.base import TeacherAnswer, TeacherTask
+from core.training.kd import generation_kd_rows
+
+
+def task_schema(cfg: TaskConfig) -> TaskSchema:
+    """The checked JSON Schema (`schema_file`, or the demo's); raises SchemaError naming the pointer."""
+    if cfg.schema_file is not None:
+        return TaskSchema.load(cfg.schema_file)
+    demo = cfg.demo()
+    return TaskSchema.from_dict(demo.schema, f"<{demo.name} demo schema>")
+
+
+class DocumentExtraction(TaskKind):
+    type = "idp"
+    answer_field = "target"
+    summary_keys = ("schema_valid_rate", "field_f1", "exact_match", "corrections_per_doc", "latency_ms_p50", "cost_per_1k_usd")
+    card_keys = ("field_f1", "schema_valid_rate", "exact_match", "corrections_per_doc")
+
+    # -- data --------------------------------------------------------------------------------
+    def parse_record(self, cfg: TaskConfig, record: dict, path: Path, line: int, require_answer: bool) -> Example:
+        document = record.get("document")
+        if not isinstance(document, str) or not document.strip():
+            raise DataError(path, line, "document", "missing or empty")
+        target = record.get("target")
+        if isinstance(target, str):  # CSV cells, or JSONL that carries the target as text
+            try:
+                target = json.loads(target)
+            except json.JSONDecodeError as exc:
+                raise DataError(path, line, "target", f"not JSON: {exc.msg}") from None
+        if target is None:
+            if require_answer:
+                raise DataError(path, line, "target", "missing")
+            answer = None
+        else:
+            schema = task_schema(cfg)
+            errors = schema.errors(target)
+            if errors:
+                raise DataError(path, line, "target", f"does not validate against the task schema: {errors[0]}")
+            answer = schema.dumps(target)
+        return Example(id=str(record.get("id") or f"{path.stem}-{line}"), text=document, label=answer)
+
+    def to_record(self, cfg: TaskConfig, row: Example) -> dict:
+        return {"id": row.id, "document": row.text} | ({"target": json.loads(row.label)} if row.label is not None else {})
+
+    def split(self, cfg: TaskConfig, rows: list[Example]) -> tuple[list[Example], list[Example]]:
+        return document_split(rows, cfg.data.train_per_class, cfg.data.eval_per_class, cfg.training.seed)
+
+    def train_rows(self, cfg: TaskConfig, rows: list[Example]) -> list[Example]:
+        return rows[: cfg.data.train_per_class]
+
+    def check_task(self, cfg: TaskConfig) -> list[str]:
+        schema = task_schema(cfg)  # an unusable schema stops the run here, naming the pointer
+        if schema.unenforced:
+            return [f"the grammar cannot enforce {', '.join(schema.unenforced)}; outputs are validated after decoding instead"]
+        return []
+
+    # -- model and evaluation ----------------------------------------------------------------
+    def decoder(self, cfg: TaskConfig, model, tokenizer, adapter: str | Path | None = None) -> SchemaDecoder:
+        return extraction_decoder(cfg, model, tokenizer, task_schema(cfg))  # the grammar compiles here (cached)
+
+    def score(self, cfg: TaskConfig, decoder: SchemaDecoder, rows: list[Example]) -> dict:
+        results = decoder.extract([r.text for r in rows])
+        metrics = extraction_metrics(
+            [json.loads(r.label) for r in rows],
+            [x.output for x in results],
+            [x.valid for x in results],
+            latencies_ms=[x.latency_ms for x in results],
+        )
+        metrics["latency_note"] = f"per document, amortised over batches of {decoder.batch_size}"
+        metrics["prompt_tokens_per_request"] = float(np.mean([x.prompt_tokens for x in results]))
+        metrics["completion_tokens_per_request"] = float(np.mean([x.completion_tokens for x in results]))
+        metrics["predictions"] = [{"id": r.id, "valid": x.valid, "errors": x.errors, "output": x.output} for r, x in zip(rows, results)]
+        return metrics
+
+    def teacher_metrics(self, cfg: TaskConfig, rows: list[Example], traces: dict[str, dict]) -> dict:
+        found = traces_for_rows(rows, traces)
+        outputs = [json.loads(t["output"]) if not t.get("error") else None for t in found]
+        metrics = extraction_metrics(
+            [json.loads(r.label) for r in rows],
+            outputs,
+            [o is not None for o in outputs],
+            latencies_ms=[t["latency_s"] * 1000 for t in found],
+        )
+        metrics |= trace_costs(found, failed=sum(o is None for o in outputs), note="per document")
+        metrics["predictions"] = [{"id": r.id, "valid": o is not None, "output": o} for r, o in zip(rows, outputs)]
+        return metrics
+
+    def teacher_task(self, cfg: TaskConfig) -> TeacherTask:
+        return ExtractionTeaching(cfg, task_schema(cfg))
+
+    def write_report(self, task: str, results: dict[str, dict], out_dir: Path) -> Path:
+        return write_extraction_report(task, results, out_dir)
+
+    def card_line(self, cfg: TaskConfig) -> str:
+        return f"Task type {self.type}; output validated against the task's JSON Schema."
+
+    # -- training ----------------------------------------------------------------------------
+    def kd_rows(self, cfg: TaskConfig, traces: list[dict]) -> tuple[list[dict], dict]:
+        return generation_kd_rows(traces, cfg, load_tokenizer(cfg.model))
+
+    def preference_pairs(self, cfg: TaskConfig, rows: list[Example], decoder: SchemaDecoder, teacher_traces: list[dict] | None):
+        """chosen = the gold JSON, rejected = the student's own valid-but-wrong output on the same document, or
+        (where the student was right) the gold with one field changed so that it still validates."""
+        rng = random.Random(cfg.training.seed)
+        rows = rows[: cfg.dpo.max_pairs]
+        outputs = decoder.extract([r.text for r in rows])
+        pairs, counts = [], {"student_wrong": 0, "perturbed_gold": 0, "dropped_identical": 0}
+        for row, out in zip(rows, outputs):
+            gold = json.loads(row.label)
+            diff = field_diff(gold, out.output)
+            if out.valid and (diff["wrong"] or diff["missing"] or diff["extra"]):
+                pairs.append(Pair(row.text, row.label, out.text, "student_wrong"))
+                counts["student_wrong"] += 1
+                continue
+            wrong = perturbed(gold, decoder.schema, rng)
+            if wrong is None:
+                counts["dropped_identical"] += 1
+                continue
+            pairs.append(Pair(row.text, row.label, decoder.schema.dumps(wrong), "perturbed_gold"))
+            counts["perturbed_gold"] += 1
+        return pairs, counts
+
+    # -- serving -----------------------------------------------------------------------------
+    def answer(self, engine, batcher, task, variant, text, json_schema, max_schema_bytes) -> ServedAnswer:
+        """Schema-constrained extraction (no cross-request batching: one generate per request)."""
+        schema = None
+        if json_schema is not None:
+            try:
+                schema = TaskSchema.from_dict(json_schema, "json_schema", max_bytes=max_schema_bytes)
+            except SchemaError as exc:
+                raise InvalidRequest(f"json_schema{exc.pointer}", exc.problem) from None
+        served, [result] = engine.extract(task, variant, [text], schema)
+        return ServedAnswer(
+            task=task,
+            variant=variant,
+            adapter=served.ref,
+            output=result.text,
+            output_json=result.output,
+            schema_valid=result.valid,
+            schema_errors=result.errors,
+            schema_unenforced=(schema or served.decoder.schema).unenforced,
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+        )
+
+
+def perturbed(target: dict, schema: TaskSchema, rng: random.Random) -> dict | None:
+    """A copy of `target` with one leaf changed so that it still validates: a plausible, valid, wrong answer."""
+    leaves = []
+
+    def walk(node, parent, key):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, node, k)
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, node, i)
+        else:
+            leaves.append((parent, key))
+
+    wrong = copy.deepcopy(target)
+    walk(wrong, None, None)
+    rng.shuffle(leaves)
+    for parent, key in leaves:
+        value = parent[key]
+        if isinstance(value, bool):
+            candidates = [not value]
+        elif isinstance(value, (int, float)):
+            candidates = [value + 1, round(value * 10, 2), type(value)(max(value - 1, 0))]
+        elif isinstance(value, str) and len(value) == 10 and value[4] == "-":  # an ISO date: move the day
+            day = int(value[8:]) % 28 + 1
+            candidates = [f"{value[:8]}{day:02d}"]
+        elif isinstance(value, str):
+            candidates = [value[:-1] or "x", value.upper() if value.upper() != value else value.lower()]
+        else:
+            continue
+        for candidate in candidates:
+            parent[key] = candidate
+            if candidate != value and not schema.errors(wrong):
+                return wrong
+        parent[key] = value
+    return None
+
+
+def _as_answer(result: Extraction) -> TeacherAnswer:
+    """An extraction as a teacher answer (invalid ones become failed traces)."""
+    if not result.valid:
+        return TeacherAnswer(
+            None,
+            latency_s=result.latency_ms / 1000,
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            error=f"answer does not validate: {'; '.join(result.errors)[:200]}",
+        )
+    # The text exactly as generated: its tokens are the ones top_logprobs describe (the student's KL term needs them).
+    return TeacherAnswer(result.text, None, result.top_logprobs, result.latency_ms / 1000, result.prompt_tokens, result.completion_tokens)
+
+
+class ExtractionTeaching(TeacherTask):
+    """JSON held to the task's schema: `response_format` for an endpoint, the schema decoder locally, medoid of votes."""
+
+    def __init__(self, cfg: TaskConfig, schema: TaskSchema) -> None:
+        self.cfg, self.schema = cfg, schema
+        self.batch_size = cfg.eval_batch_size  # generation batches well
+        self.extractor: SchemaDecoder | None = None
+
+    def request(self) -> dict:
+        return {
+            "max_tokens": self.cfg.max_new_tokens,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "extraction", "schema": self.schema.schema, "strict": True}},
+        }
+
+    def read_reply(self, content, top, latency_s, prompt_tokens, completion_tokens) -> TeacherAnswer:
+        output, errors = self.schema.parse(content)
+        return _as_answer(Extraction(output, content, not errors, errors, latency_s * 1000, prompt_tokens, completion_tokens, top or None))
+
+    def attach(self, model, tokenizer, calibrated: bool) -> None:
+        self.extractor = extraction_decoder(self.cfg, model, tokenizer, self.schema)
+
+    def answer(self, texts: list[str], top_k: int) -> list[TeacherAnswer]:
+        return [_as_answer(x) for x in self.extractor.extract(texts, top_k=top_k)]
+
+    def deliberate(self, texts, shot_sets, neighbours, top_k) -> list[TeacherAnswer]:
+        """`votes` constrained decodes per document, each with its own retrieved shots; the medoid wins.
+
+        The medoid is the vote whose fields agree most with the other votes' (self-consistency for structured output).
+        """
+        start = time.perf_counter()
+        n_votes = len(shot_sets[0]) if shot_sets else 0
+        runs = [self.extractor.extract(texts, shots=[s[v] for s in shot_sets], top_k=top_k) for v in range(n_votes)]
+        share = (time.perf_counter() - start) / max(len(texts), 1)
+        answers = []
+        for i in range(len(texts)):
+            votes = [run[i] for run in runs]
+            agreement = [sum(field_diff(a.output or {}, b.output)["correct"] for b in votes if b is not a) for a in votes]
+            answer = _as_answer(votes[int(np.argmax(agreement))])
+            answer.latency_s = share
+            answer.prompt_tokens = sum(v.prompt_tokens for v in votes)
+            answer.completion_tokens = sum(v.completion_tokens for v in votes)
+            answers.append(answer)
+        return answers

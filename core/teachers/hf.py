@@ -1,0 +1,34 @@
+"""The `hf` backend: a local transformers model (any precision the model layer supports), answering
+zero-shot through the task kind's decoder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.common.config import TaskConfig
+from core.errors import TeacherUnavailable
+from core.model.loading import load_model
+from core.settings import settings
+from core.teachers.base import Teacher, TeacherAnswer, TeacherTask
+
+
+def check_hf_source(source: str) -> None:
+    """Refuse a teacher model that is neither the embedded one nor on disk while the hub is off."""
+    if source == "embedded" or Path(source).exists():
+        return
+    if settings().hf_hub_offline:
+        raise TeacherUnavailable(f"teacher.model: {source!r} is not a local folder or file (and the hub is offline: HF_HUB_OFFLINE=1)")
+
+
+class HFTeacher(Teacher):
+    def __init__(self, cfg: TaskConfig, task: TeacherTask) -> None:
+        source = cfg.teacher.model or "embedded"
+        check_hf_source(source)
+        model, tokenizer = load_model(cfg.model.model_copy(update={"base_model": source}))
+        self.name = f"hf:{source}"
+        self.task, self.top_k = task, cfg.teacher.top_logprobs
+        self.batch_size = cfg.eval_batch_size
+        task.attach(model, tokenizer, calibrated=True)
+
+    def answer(self, texts: list[str]) -> list[TeacherAnswer]:
+        return self.task.answer(texts, self.top_k)

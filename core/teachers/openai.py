@@ -1,0 +1,122 @@
+"""The `openai` backend: any OpenAI-compatible chat-completions endpoint (vLLM, Ollama, llama.cpp
+server, a hosted API, or this project's own service).
+
+Asks for `logprobs`/`top_logprobs` so a task kind can turn the answer's first-token alternatives
+into a label distribution; retries 429, 5xx, timeouts and dropped connections with exponential
+backoff, honouring `Retry-After`. `check()` fails early, naming the setting to fix.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+
+import httpx
+
+from core.common.config import TaskConfig
+from core.common.prompts import task_messages
+from core.errors import TeacherUnavailable
+from core.teachers.base import Teacher, TeacherAnswer, TeacherTask
+
+
+class OpenAITeacher(Teacher):
+    def __init__(self, cfg: TaskConfig, task: TeacherTask | None = None, retry_cap_s: float = 30.0) -> None:
+        t = cfg.teacher
+        self.cfg, self.task, self.instruction = t, task, cfg.instruction
+        self.name = f"openai:{t.model}"
+        self.concurrency = t.concurrency
+        self.retry_cap_s = retry_cap_s
+        key = os.environ.get(t.api_key_env, "") if t.api_key_env else ""
+        self._key_missing = bool(t.api_key_env) and not key
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        limits = httpx.Limits(max_connections=t.concurrency, max_keepalive_connections=t.concurrency)
+        self.client = httpx.Client(base_url=t.base_url.rstrip("/"), headers=headers, timeout=t.timeout_s, limits=limits)
+
+    def check(self) -> None:
+        t = self.cfg
+        if not t.model:
+            raise TeacherUnavailable("teacher.model is empty: name the model the endpoint serves")
+        if self._key_missing:
+            raise TeacherUnavailable(
+                f"teacher.api_key_env: environment variable {t.api_key_env} is not set "
+                "(set it, or set teacher.api_key_env to '' for an endpoint without keys)"
+            )
+        try:
+            response = self.client.get("/models", timeout=min(t.timeout_s, 10.0))
+        except httpx.HTTPError as exc:
+            raise TeacherUnavailable(f"teacher.base_url: {t.base_url} is unreachable ({type(exc).__name__}: {exc})") from None
+        if response.status_code in (401, 403):
+            raise TeacherUnavailable(f"teacher.api_key_env: the key in {t.api_key_env} was refused ({response.status_code})")
+        if response.status_code != 200:
+            raise TeacherUnavailable(f"teacher.base_url: GET {t.base_url}/models answered {response.status_code}")
+        served = [m.get("id") for m in response.json().get("data", [])]
+        if t.model not in served:
+            raise TeacherUnavailable(f"teacher.model: {t.model!r} is not served by {t.base_url}; it serves {served}")
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _post(self, body: dict) -> dict:
+        """POST with retries; raises the last error when they run out."""
+        attempt = 0
+        while True:
+            try:
+                response = self.client.post("/chat/completions", json=body)
+                if response.status_code == 429 or response.status_code >= 500:
+                    raise _Retryable(f"HTTP {response.status_code}", response.headers.get("retry-after"))
+                if response.status_code >= 400:
+                    raise _Fatal(f"HTTP {response.status_code}: {response.text[:200]}")
+                return response.json()
+            except (httpx.TransportError, _Retryable) as exc:
+                if attempt >= self.cfg.max_retries:
+                    raise _Fatal(f"gave up after {attempt + 1} attempts: {type(exc).__name__}: {exc}") from None
+                time.sleep(self._backoff(attempt, getattr(exc, "retry_after", None)))
+                attempt += 1
+
+    def _backoff(self, attempt: int, retry_after: str | None) -> float:
+        if retry_after:
+            try:
+                return min(float(retry_after), self.retry_cap_s)
+            except ValueError:
+                pass  # an HTTP date; fall back to our own schedule
+        return min(self.retry_cap_s, 0.5 * 2**attempt) * (0.5 + random.random() / 2)
+
+    def answer(self, texts: list[str]) -> list[TeacherAnswer]:
+        return [self.answer_one(t) for t in texts]
+
+    def answer_one(self, text: str) -> TeacherAnswer:
+        body = {"model": self.cfg.model, "messages": task_messages(self.instruction, text), "temperature": 0, "max_tokens": 16}
+        body |= self.task.request()
+        if self.cfg.top_logprobs:
+            body |= {"logprobs": True, "top_logprobs": self.cfg.top_logprobs}
+        start = time.perf_counter()
+        try:
+            data = self._post(body)
+        except _Fatal as exc:
+            return TeacherAnswer(None, latency_s=time.perf_counter() - start, error=str(exc))
+        latency = time.perf_counter() - start
+        usage = data.get("usage") or {}
+        tokens = {"prompt_tokens": int(usage.get("prompt_tokens") or 0), "completion_tokens": int(usage.get("completion_tokens") or 0)}
+        try:
+            choice = data["choices"][0]
+            content = choice["message"]["content"] or ""
+        except (KeyError, IndexError, TypeError):
+            return TeacherAnswer(None, latency_s=latency, error="unparsable response: no choices[0].message.content", **tokens)
+        if not content.strip():
+            return TeacherAnswer(None, latency_s=latency, error="empty answer", **tokens)
+        top = [
+            [[alt.get("token"), alt.get("logprob")] for alt in (tok.get("top_logprobs") or [])]
+            for tok in ((choice.get("logprobs") or {}).get("content") or [])
+        ]
+        return self.task.read_reply(content, top, latency, **tokens)
+
+
+class _Retryable(Exception):
+    def __init__(self, message: str, retry_after: str | None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class _Fatal(Exception):
+    pass

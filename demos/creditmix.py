@@ -1,0 +1,107 @@
+"""CreditMix-style demo data: feature strings -> Good / Standard / Bad.
+
+The latent rule (what the student has to learn):
+
+    risk = [Interest_Rate >= 20] + [Delay_from_due_date >= 30] + [Num_of_Loan >= 5]
+    label = Good if risk == 0, Standard if risk == 1, Bad if risk >= 2
+
+Three numeric features each carry one risk flag, so no single feature decides the label; the
+other five features (bank accounts, cards, debt, history age, minimum payment) are drawn
+independently of the label as distractors. Flags fire with different rates (0.30 / 0.35 / 0.40),
+which makes the classes imbalanced (about 27% Good, 45% Standard, 28% Bad), and `noise` of the
+labels are replaced by a uniformly drawn other label. `best_single_feature_f1` measures how far
+one feature alone gets (it stays near 0.5 macro-F1).
+
+Usage:
+    rows = generate(3000, seed=7)        # [{"id": "cm-00000", "text": "...", "label": "Standard"}, ...]
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+from sklearn.metrics import f1_score
+from sklearn.tree import DecisionTreeClassifier
+
+LABELS = ["Good", "Standard", "Bad"]
+INSTRUCTION = "Classify the customer's credit mix as Good, Standard or Bad. Answer with the label only."
+NUMERIC_FEATURES = [
+    "Num_Bank_Accounts",
+    "Num_Credit_Card",
+    "Interest_Rate",
+    "Num_of_Loan",
+    "Delay_from_due_date",
+    "Outstanding_Debt",
+    "Credit_History_Months",
+]
+
+
+def _flagged(rng: random.Random, p: float, low: range, high: range) -> tuple[int, bool]:
+    flag = rng.random() < p
+    return rng.choice(high if flag else low), flag
+
+
+def risk_label(interest_rate: int, delay: int, num_loans: int) -> str:
+    """The latent rule, noise-free."""
+    risk = (interest_rate >= 20) + (delay >= 30) + (num_loans >= 5)
+    return LABELS[min(risk, 2)]
+
+
+def generate_row(rng: random.Random, noise: float) -> tuple[str, str, dict[str, float]]:
+    # Flagged and unflagged values are drawn from ranges with a gap between them, so every
+    # flag is crisp in the text; a 135M model reads "25" vs "7" far more easily than 21 vs 19.
+    interest, _ = _flagged(rng, 0.30, range(1, 13), range(20, 35))
+    delay, _ = _flagged(rng, 0.35, range(0, 16), range(30, 61))
+    loans, _ = _flagged(rng, 0.40, range(0, 4), range(6, 10))
+    accounts = rng.randint(0, 10)
+    cards = rng.randint(0, 10)
+    debt = round(rng.uniform(0, 5000), 2)
+    history = rng.randint(12, 400)
+    min_payment = rng.choice(["Yes", "No", "NM"])
+    label = risk_label(interest, delay, loans)
+    if rng.random() < noise:
+        label = rng.choice([other for other in LABELS if other != label])
+    text = (
+        f"Num_Bank_Accounts: {accounts}; Num_Credit_Card: {cards}; Interest_Rate: {interest}; "
+        f"Num_of_Loan: {loans}; Delay_from_due_date: {delay}; Outstanding_Debt: {debt:.2f}; "
+        f"Credit_History_Age: {history // 12} Years and {history % 12} Months; Payment_of_Min_Amount: {min_payment}"
+    )
+    features = dict(zip(NUMERIC_FEATURES, [accounts, cards, interest, loans, delay, debt, history]))
+    features["Payment_of_Min_Amount"] = ["Yes", "No", "NM"].index(min_payment)
+    return text, label, features
+
+
+def generate(n: int, seed: int = 7, noise: float = 0.03) -> list[dict]:
+    """`n` rows of {id, text, label}; the same seed always gives the same rows."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        text, label, _ = generate_row(rng, noise)
+        rows.append({"id": f"cm-{seed}-{i:05d}", "text": text, "label": label})
+    return rows
+
+
+def feature_table(n: int, seed: int = 7, noise: float = 0.03) -> tuple[list[dict[str, float]], list[str]]:
+    """Numeric features and labels of the same rows `generate` makes, for baselines."""
+    rng = random.Random(seed)
+    feats, labels = [], []
+    for _ in range(n):
+        _, label, features = generate_row(rng, noise)
+        feats.append(features)
+        labels.append(label)
+    return feats, labels
+
+
+def best_single_feature_f1(n: int = 4000, seed: int = 7) -> dict[str, float]:
+    """Balanced macro-F1 of the best depth-3 decision tree on each single feature (fit on half, scored on half)."""
+    feats, labels = feature_table(n, seed)
+    y = np.array(labels)
+    half = n // 2
+    scores = {}
+    for name in feats[0]:
+        x = np.array([[row[name]] for row in feats])
+        tree = DecisionTreeClassifier(max_depth=3, class_weight="balanced", random_state=0)
+        tree.fit(x[:half], y[:half])
+        scores[name] = float(f1_score(y[half:], tree.predict(x[half:]), average="macro"))
+    return scores
