@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 
-.PHONY: install models demo demo-full test bench
+.PHONY: install models demo demo-full test lint bench
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -27,6 +27,10 @@ demo-full: models  # SFT + teacher traces + KD + DPO, with the cost leaderboard 
 
 test: models
 	$(PY) -m pytest -q
+
+lint: install  # zero findings, or CI fails
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 bench: models
 	$(VENV)/bin/distill-slm bench calibrated

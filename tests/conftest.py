@@ -43,6 +43,15 @@ def tiny_model_dir(embedded_dir: Path, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def prefect_server():
+    """A real, temporary Prefect server (SQLite) for the flow and task tests."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
 @pytest.fixture
 def tiny_cfg(tiny_model_dir: Path, tmp_path: Path):
     """The demo task config on the tiny model, with small splits and a private registry."""

@@ -106,7 +106,13 @@ def test_no_import_circles():
 
 
 def test_the_model_layer_has_no_function_level_imports_of_project_code():
-    hidden = [f"{src} imports {dst} inside a function" for src, targets in EDGES.items() if src.startswith("core") for dst, nested in targets if nested]
+    hidden = [
+        f"{src} imports {dst} inside a function"
+        for src, targets in EDGES.items()
+        if src.startswith("core")
+        for dst, nested in targets
+        if nested
+    ]
     assert not hidden, "\n".join(hidden)
 
 

@@ -180,7 +180,9 @@ _DEMO = demos.for_type("classification")
 
 class TaskConfig(_Strict):
     name: str = Field(_DEMO.name, pattern=r"^[A-Za-z0-9_.-]+$", description="task name; registry folder")
-    type: str = Field("classification", description=f"task type, one of {sorted(TYPE_DEFAULTS)}: classification (labels), idp (document -> JSON)")
+    type: str = Field(
+        "classification", description=f"task type, one of {sorted(TYPE_DEFAULTS)}: classification (labels), idp (document -> JSON)"
+    )
     labels: list[str] = Field(_DEMO.labels, min_length=2, description="classification: label set, in order")
     schema_file: Path | None = Field(None, description="idp: JSON Schema the output must validate against; absent = the invoices demo's")
     max_new_tokens: int = Field(
@@ -238,7 +240,9 @@ class TaskConfig(_Strict):
             own_data = (self.labels != demo.labels) if demo.labels is not None else (self.schema_file is not None)
         # A config saved by another type's defaults carries the classification demo's instruction: replace it too.
         if "instruction" not in named or (self.instruction == _DEMO.instruction and demo is not _DEMO):
-            self.instruction = defaults.get("instruction", self.instruction).format(labels=", ".join(self.labels)) if own_data else demo.instruction
+            self.instruction = (
+                defaults.get("instruction", self.instruction).format(labels=", ".join(self.labels)) if own_data else demo.instruction
+            )
         if "promotion" not in named and "promotion" in defaults:
             self.promotion = PromotionPolicy(**defaults["promotion"])
         if "max_length" not in self.training.model_fields_set and "max_length" in defaults:

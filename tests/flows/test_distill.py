@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 from core.registry import Registry
 
@@ -18,12 +17,6 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 IDP_REQUIRED = {"schema_valid_rate", "field_f1", "field_precision", "field_recall", "exact_match", "corrections_per_doc"}
 REQUIRED = {"accuracy", "macro_f1", "per_class", "confusion_matrix", "ece", "latency_ms_p50", "latency_ms_p95", "n"}
-
-
-@pytest.fixture(scope="module")
-def prefect_server():
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
 
 
 def test_distill_flow_runs_document_extraction(prefect_server, tiny_cfg):

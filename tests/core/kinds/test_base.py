@@ -79,7 +79,9 @@ def test_an_unregistered_type_is_refused_naming_the_field(tmp_path):
 def test_a_registered_toy_kind_runs_through_the_generic_code(echo, tmp_path):
     data = tmp_path / "echo.jsonl"
     data.write_text("".join(json.dumps({"text": f"w{i} and more", "word": f"w{i}"}) + "\n" for i in range(10)))
-    (tmp_path / "task.yaml").write_text(f"name: echo-task\ntype: echo\ndata: {{train: {data.name}, train_per_class: 6, eval_per_class: 4}}\n")
+    (tmp_path / "task.yaml").write_text(
+        f"name: echo-task\ntype: echo\ndata: {{train: {data.name}, train_per_class: 6, eval_per_class: 4}}\n"
+    )
     cfg = TaskConfig.from_yaml(tmp_path / "task.yaml")
     kind = kind_of(cfg)
     assert isinstance(kind, Echo) and cfg.instruction == "Repeat the first word."

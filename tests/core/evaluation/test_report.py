@@ -1,0 +1,33 @@
+"""Reports a person reads: every variant side by side, the confusion image, the extraction field table."""
+
+from core.evaluation.metrics import classification_metrics, extraction_metrics
+from core.evaluation.report import dpo_vs_sft, write_classification_report, write_extraction_report
+
+LABELS = ["Good", "Standard", "Bad"]
+
+
+def _variant(pred):
+    gold = ["Good", "Standard", "Bad"] * 2
+    return classification_metrics(gold, pred, LABELS, confidences=[0.8] * 6, margins=[0.3] * 6, latencies_ms=[5.0] * 6) | {
+        "latency_note": "per request"
+    }
+
+
+def test_classification_report_has_every_variant_and_the_confusion_image(tmp_path):
+    results = {"base": _variant(["Good"] * 6), "sft": _variant(["Good", "Standard", "Bad"] * 2)}
+    report = write_classification_report("t", results, tmp_path)
+    text = report.read_text()
+    assert "| metric | base | sft |" in text and "| macro_f1 |" in text and "per request" in text
+    assert (tmp_path / "confusion.png").stat().st_size > 1000
+
+
+def test_dpo_against_sft_flags_a_recall_drop_beyond_the_tolerance():
+    lines = dpo_vs_sft(_variant(["Good", "Standard", "Bad"] * 2), _variant(["Good", "Good", "Bad"] * 2))
+    flagged = [line for line in lines if "FLAG" in line]
+    assert len(flagged) == 1 and flagged[0].startswith("| Standard |")
+
+
+def test_extraction_report_lists_accuracy_per_field(tmp_path):
+    m = extraction_metrics([{"a": 1, "b": "x"}], [{"a": 1, "b": "z"}], [True])
+    text = write_extraction_report("docs", {"base": m}, tmp_path).read_text()
+    assert "| field_f1 |" in text and "| a | 1.000 |" in text and "| b | 0.000 |" in text

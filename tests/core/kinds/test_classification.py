@@ -1,0 +1,71 @@
+"""The classification kind: rows, splits, the teacher's replies read as label distributions, its traces scored."""
+
+import math
+
+import pytest
+
+from core.common.config import TaskConfig
+from core.common.records import Example, text_sha256
+from core.errors import DataError
+from core.kinds import KINDS
+from core.kinds.classification import label_balanced
+
+KIND = KINDS["classification"]
+
+
+def test_demo_rows_round_trip_through_the_file_format(tmp_path):
+    cfg = TaskConfig()
+    cfg.data.demo.n_rows = 60
+    rows, source = KIND.labeled_rows(cfg)
+    assert len(rows) == 60 and source.startswith("creditmix generator")
+    path = tmp_path / "rows.jsonl"
+    from core.common.records import write_jsonl
+
+    write_jsonl(path, [KIND.to_record(cfg, r) for r in rows])
+    assert KIND.load_rows(cfg, path) == rows
+    train, eval_rows = KIND.split(cfg, rows)
+    assert {r.label for r in eval_rows} == set(cfg.labels) and not {r.id for r in eval_rows} & {r.id for r in train}
+
+
+def test_an_unlabeled_pool_needs_no_label_but_a_training_file_does(tmp_path):
+    cfg = TaskConfig()
+    path = tmp_path / "pool.jsonl"
+    path.write_text('{"text": "a"}\n{"text": "b"}\n')
+    assert [r.label for r in KIND.load_rows(cfg, path, require_answers=False)] == [None, None]
+    with pytest.raises(DataError, match=r"pool.jsonl:1: field 'label': missing"):
+        KIND.load_rows(cfg, path)
+
+
+def test_the_openai_reply_becomes_a_label_distribution_from_first_token_alternatives():
+    teaching = KIND.teacher_task(TaskConfig())
+    top = [[["Stand", math.log(0.6)], ["Good", math.log(0.3)], ["xyz", math.log(0.1)]]]
+    answer = teaching.read_reply("Standard", top, 0.1, 20, 1)
+    assert answer.output == "Standard" and answer.label_probs["Standard"] == pytest.approx(2 / 3)
+    assert teaching.read_reply("no idea", [], 0.1, 20, 1).error.startswith("answer outside the label set")
+    assert teaching.read_reply("bad.", [], 0.1, 20, 1).label_probs == {"Good": 0.0, "Standard": 0.0, "Bad": 1.0}
+
+
+def test_teacher_metrics_count_failed_traces_as_wrong():
+    cfg = TaskConfig()
+    rows = [Example("a", "x", "Good"), Example("b", "y", "Bad")]
+    trace = {"teacher": "t", "latency_s": 0.1, "prompt_tokens": 10, "completion_tokens": 1}
+    traces = {
+        text_sha256("x"): trace | {"output": "Good", "label_probs": {"Good": 0.9, "Standard": 0.05, "Bad": 0.05}},
+        text_sha256("y"): trace | {"output": None, "error": "empty answer"},
+    }
+    m = KIND.teacher_metrics(cfg, rows, traces)
+    assert m["accuracy"] == 0.5 and m["failed"] == 1 and m["prompt_tokens_per_request"] == 10.0
+    with pytest.raises(ValueError, match="1 eval rows have no teacher trace"):
+        KIND.teacher_metrics(cfg, rows + [Example("c", "z", "Bad")], traces)
+
+
+def test_label_balanced_pairs_choose_each_label_as_often_as_they_reject_it():
+    from core.common.records import Pair
+
+    pairs = (
+        [Pair("t", "Good", "Standard", "gold")] * 3 + [Pair("t", "Bad", "Standard", "gold")] * 2 + [Pair("t", "Standard", "Good", "gold")]
+    )
+    kept = label_balanced(pairs)
+    for label in ("Good", "Standard", "Bad"):
+        assert sum(p.chosen == label for p in kept) == sum(p.rejected == label for p in kept)
+    assert len(kept) == 2
