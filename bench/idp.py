@@ -23,6 +23,7 @@ from pathlib import Path
 from core.common.config import TaskConfig
 from core.common.records import Example
 from core.evaluation.cost import add_cost
+from core.evaluation.report import EXTRACTION_HEADLINE
 from core.kinds import KINDS, make_teacher
 from core.model.loading import load_model
 from core.teachers.traces import TraceStore, generate_traces
@@ -31,18 +32,7 @@ from core.training.sft import train_sft
 from demos import invoices
 
 KIND = KINDS["idp"]
-KEYS = (
-    "schema_valid_rate",
-    "field_f1",
-    "field_precision",
-    "field_recall",
-    "exact_match",
-    "corrections_per_doc",
-    "latency_ms_p50",
-    "latency_ms_p95",
-    "completion_tokens_per_request",
-    "cost_per_1k_usd",
-)
+KEYS = (*EXTRACTION_HEADLINE, "completion_tokens_per_request")
 
 
 def run(quick: bool = False) -> dict:

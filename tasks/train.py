@@ -11,6 +11,7 @@ from prefect import get_run_logger, task
 
 from core.common.config import TaskConfig
 from core.common.records import json_sha256
+from core.errors import DataError
 from core.kinds import kind_of
 from core.model.loading import load_model
 from core.teachers.traces import TraceStore
@@ -58,7 +59,7 @@ def train_kd_task(cfg: TaskConfig, traces_file: str, fingerprint: dict) -> str:
     store = TraceStore.read(traces_file)
     traces, failed = store.usable(), len(store.traces) - len(store.usable())
     if not traces:
-        raise ValueError(f"{traces_file}: no usable teacher traces ({failed} failed): nothing to distill")
+        raise DataError(traces_file, None, None, f"no usable teacher traces ({failed} failed): nothing to distill")
     kind = kind_of(cfg)
     folder = run_dir(cfg, "kd", {"traces": sorted(t["input_sha256"] for t in traces), "kd": cfg.kd.model_dump(), **fingerprint})
 

@@ -197,7 +197,7 @@ def traces_for_rows(rows: list[Example], traces: dict[str, dict]) -> list[dict]:
     """The teacher's trace of each row's input; every row must have one."""
     found = [traces.get(text_sha256(r.text)) for r in rows]
     if any(t is None for t in found):
-        raise ValueError(f"{sum(t is None for t in found)} eval rows have no teacher trace")
+        raise DataError("<teacher traces>", None, None, f"{sum(t is None for t in found)} eval rows have no teacher trace")
     return found
 
 

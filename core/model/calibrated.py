@@ -33,6 +33,7 @@ import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from core.common.prompts import parse_label, render_prompt
+from core.errors import ConfigError
 
 
 @dataclass
@@ -76,7 +77,7 @@ class CalibratedDecoder:
         self.batch_size = batch_size
         self.label_ids = [tokenizer(label, add_special_tokens=False).input_ids for label in self.labels]
         if any(len(ids) == 0 for ids in self.label_ids):
-            raise ValueError(f"a label tokenizes to nothing: {dict(zip(self.labels, self.label_ids))}")
+            raise ConfigError(f"labels: a label tokenizes to nothing: {dict(zip(self.labels, self.label_ids))}")
         self._prior: np.ndarray | None = None if prior is None else np.asarray(prior, dtype=float)
         self._prefix: tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]] | None = None
 
@@ -237,7 +238,7 @@ def load_label_prior(adapter_dir: str | Path, labels: list[str]) -> np.ndarray |
         return None
     stored = json.loads(path.read_text())
     if sorted(stored["labels"]) != sorted(labels):
-        raise ValueError(f"{path}: prior for labels {stored['labels']}, but the task's labels are {labels}")
+        raise ConfigError(f"{path}: prior for labels {stored['labels']}, but the task's labels are {labels}")
     return np.array([stored["prior"][stored["labels"].index(label)] for label in labels])
 
 

@@ -34,6 +34,7 @@ from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 from core.common.config import TaskConfig
 from core.common.prompts import completion_chat
 from core.common.records import Example
+from core.errors import ConfigError
 from core.training.completion import completion_forward
 from core.training.sft import CompletionSFTTrainer, TrainStats, check_lengths, run_training, trainer_args
 
@@ -79,7 +80,7 @@ class KDTrainer(CompletionSFTTrainer):
         if labels:
             first = [self.processing_class(label, add_special_tokens=False).input_ids[0] for label in labels]
             if len(set(first)) < len(first):
-                raise ValueError(
+                raise ConfigError(
                     f"labels {labels} do not all start with different tokens ({first}); the soft-target term needs that. "
                     "Rename the labels or set kd.kl_weight: 0 (the teacher's answer only)"
                 )

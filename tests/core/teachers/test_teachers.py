@@ -5,90 +5,21 @@ its OpenAI-compatible route; fault tests put an ASGI middleware in front of it t
 500, too slowly, cuts the connection, or returns answers outside the label set.
 """
 
-import asyncio
-import json
 import socket
-import threading
 import time
-from collections import deque
 
 import pytest
 
 from core.common.config import TaskConfig
 from core.common.prompts import parse_label
-from core.common.records import Example, text_sha256
+from core.common.records import Example
 from core.errors import TeacherUnavailable
 from core.kinds import kind_of, make_teacher
 from core.kinds.extraction import task_schema
 from core.teachers import preflight
 from core.teachers.deliberate import DeliberateTeacher
 from core.teachers.traces import TraceStore, generate_traces
-
-
-class FaultInjector:
-    """ASGI middleware: each chat-completions request takes the next planned fault ('ok' when none is left)."""
-
-    def __init__(self, app) -> None:
-        self.app, self.plan, self.seen = app, deque(), 0
-        self._lock = threading.Lock()
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or not scope["path"].endswith("/chat/completions"):
-            return await self.app(scope, receive, send)
-        with self._lock:
-            self.seen += 1
-            action = self.plan.popleft() if self.plan else "ok"
-        if action in ("429", "500"):
-            headers = [(b"content-type", b"application/json")] + ([(b"retry-after", b"0.2")] if action == "429" else [])
-            await send({"type": "http.response.start", "status": int(action), "headers": headers})
-            return await send({"type": "http.response.body", "body": b'{"error": "injected"}'})
-        if action == "slow":
-            await asyncio.sleep(2.0)
-        if action == "cut":  # promise a body, send a byte of it, hang up
-            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"500")]})
-            await send({"type": "http.response.body", "body": b"{", "more_body": True})
-            raise ConnectionResetError("injected cut")
-        if action in ("empty", "outside"):
-            content = "" if action == "empty" else "I would rather not say"
-            body = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]}).encode()
-            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
-            return await send({"type": "http.response.body", "body": body})
-        if action == "garbage":
-            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
-            return await send({"type": "http.response.body", "body": b'{"choices": []}'})
-        return await self.app(scope, receive, send)
-
-
-@pytest.fixture(scope="module")
-def faulty(server):
-    from service.main import serve_in_thread
-
-    holder = {}
-
-    def wrap(app):
-        holder["injector"] = FaultInjector(app)
-        return holder["injector"]
-
-    srv, url = serve_in_thread(server["settings"], wrap=wrap)
-    yield {"url": url, "faults": holder["injector"]}
-    srv.should_exit = True
-
-
-def openai_cfg(url: str, **teacher) -> TaskConfig:
-    cfg = TaskConfig()
-    cfg.teacher = cfg.teacher.model_copy(
-        update={
-            "backend": "openai",
-            "base_url": url + "/v1",
-            "model": "creditmix:sft",
-            "api_key_env": "",
-            "timeout_s": 1.0,
-            "max_retries": 4,
-            "concurrency": 4,
-            **teacher,
-        }
-    )
-    return cfg
+from tests.core.teachers.conftest import openai_cfg
 
 
 def test_openai_teacher_reads_label_distribution_from_logprobs(server):
@@ -136,54 +67,6 @@ def test_preflight_names_the_setting_to_fix(server, monkeypatch):
         preflight(openai_cfg(server["url"], model="no-such-model"))
     with pytest.raises(TeacherUnavailable, match="teacher.model"):
         preflight(TaskConfig.model_validate({"teacher": {"backend": "hf", "model": "/no/such/folder"}}))
-
-
-def test_traces_dedupe_resume_and_record_failures(faulty, tmp_path):
-    faults = faulty["faults"]
-    cfg = openai_cfg(faulty["url"], max_retries=0)
-    texts = [f"Interest_Rate: {i}; Num_of_Loan: {i % 7}" for i in range(10)]
-    rows = [Example(f"r{i}", t) for i, t in enumerate(texts)] + [Example("dup", texts[0])]
-    loads = []
-
-    def load():
-        loads.append(1)
-        return make_teacher(cfg)
-
-    store = TraceStore(tmp_path / "traces.jsonl")
-    faults.plan.extend(["empty", "outside", "garbage"])
-    before = faults.seen
-    summary = generate_traces(rows, store, load, progress=False)
-    store.close()
-    assert faults.seen - before == 10  # 11 rows, one a duplicate: each distinct input asked once
-    assert summary["traces"] == 10 and summary["duplicates_skipped"] == 1
-    assert summary["failed"] == 3 and summary["usable"] == 7
-    reasons = {t["error"] for t in store.traces.values() if t.get("error")}
-    assert any(r.startswith("empty answer") for r in reasons)
-    assert any(r.startswith("answer outside the label set") for r in reasons)
-    assert any(r.startswith("unparsable response") for r in reasons)
-    assert len(store.usable()) == 7
-
-    # A crash mid-write leaves a torn last line: that input is asked again, nothing else is.
-    lines = (tmp_path / "traces.jsonl").read_text().splitlines()
-    torn = json.loads(lines[-1])
-    (tmp_path / "traces.jsonl").write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:25])
-    store = TraceStore(tmp_path / "traces.jsonl")
-    before = faults.seen
-    summary = generate_traces(rows, store, load, progress=False)
-    store.close()
-    assert faults.seen - before == 1 and summary["asked"] == 1 and summary["cached"] == 9
-    assert text_sha256(torn["prompt"]) in store
-
-    # Everything cached: the teacher is not even loaded.
-    store = TraceStore(tmp_path / "traces.jsonl")
-    n_loads = len(loads)
-    summary = generate_traces(rows, store, load, progress=False)
-    assert summary["asked"] == 0 and len(loads) == n_loads
-    parsed = [
-        json.loads(line) for line in (tmp_path / "traces.jsonl").read_text().splitlines() if line.startswith("{") and line.endswith("}")
-    ]
-    required = {"id", "input_sha256", "prompt", "output", "label_probs", "teacher", "latency_s", "prompt_tokens", "completion_tokens"}
-    assert all(required <= set(t) for t in parsed)
 
 
 def test_parse_label_prefers_exact_then_earliest():
