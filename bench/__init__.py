@@ -16,6 +16,7 @@ BENCHMARKS = {
     "demo": "demo",
     "service": "service",
     "kd": "kd",
+    "kd-strong": "kd_strong",
     "teacher-throughput": "teacher_throughput",
     "dpo": "dpo",
     "codegen": "codegen",

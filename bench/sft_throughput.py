@@ -27,7 +27,7 @@ def bare_trl(cfg: TaskConfig, rows, out: Path) -> float:
     model, tokenizer = load_model(cfg.model)
     trainer = SFTTrainer(
         model=model,
-        args=sft_config(cfg, out, progress=False),
+        args=sft_config(cfg, out, len(rows), progress=False),
         train_dataset=sft_dataset(rows, cfg.instruction),
         processing_class=tokenizer,
         peft_config=lora_config(cfg.training.lora, model),

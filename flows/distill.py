@@ -33,7 +33,7 @@ def distill(cfg: TaskConfig = TaskConfig()) -> dict:  # noqa: B008 (the default 
     prepared = prepare_data(cfg)
     adapters = {}
     if "sft" in cfg.methods:
-        adapters["sft"] = train_sft_task(cfg, prepared["train"], prepared["fingerprint"])
+        adapters["sft"] = train_sft_task(cfg, prepared["train"], prepared["fingerprint"], prepared["validation"])
     teacher_on_eval = None
     summary: dict = {"task": cfg.name, "variants": {}}
     if "kd" in cfg.methods:

@@ -11,6 +11,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from core.common.config import TaskConfig
 from core.evaluation.cost import add_cost, price_for
 from core.evaluation.evaluate import cascade_table
+from core.evaluation.report import add_learning_curves
 from core.kinds import kind_of
 from core.teachers.traces import TraceStore
 
@@ -38,9 +39,21 @@ def evaluate_task(cfg: TaskConfig, eval_path: str, adapters: dict[str, str], out
     for name, metrics in results.items():
         (out / f"{name}.metrics.json").write_text(json.dumps(metrics, indent=2))
     report = kind.write_report(cfg.name, results, out)
+    curves = {name: _curve(Path(folder)) for name, folder in adapters.items()}
+    if add_learning_curves(report, curves):
+        create_table_artifact(
+            key=f"{cfg.name}-learning-curve",
+            table=[{"adapter": name, **point} for name, c in curves.items() if c for point in c["curve"]],
+            description=f"validation {cfg.promotion.primary_metric} per evaluation step",
+        )
     create_markdown_artifact(key=f"{cfg.name}-evaluation", markdown=report.read_text(), description="evaluation")
     create_table_artifact(
         key=f"{cfg.name}-leaderboard",
         table=[{"variant": name} | {k: results[name].get(k) for k in (*kind.summary_keys, "n")} for name in results],
     )
     return str(out)
+
+
+def _curve(adapter_dir: Path) -> dict | None:
+    path = adapter_dir / "learning_curve.json"
+    return json.loads(path.read_text()) if path.exists() else None

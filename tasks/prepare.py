@@ -12,20 +12,20 @@ from core.teachers import preflight
 
 @task(name="prepare_data")
 def prepare_data(cfg: TaskConfig) -> dict:
-    """Write `train.jsonl` and `eval.jsonl` (and the teacher's `unlabeled.jsonl`) under the work dir; return paths and fingerprints."""
+    """Write `train.jsonl`, `validation.jsonl` and `eval.jsonl` (and the teacher's `unlabeled.jsonl`) under the work dir;
+    return their paths and fingerprints."""
     logger = get_run_logger()
     kind = kind_of(cfg)
     for warning in kind.check_task(cfg):
         logger.warning(warning)
     rows, source = kind.labeled_rows(cfg)
-    if cfg.data.eval is not None:
-        train_rows, eval_rows = kind.train_rows(cfg, rows), kind.load_rows(cfg, cfg.data.eval)
-    else:
-        train_rows, eval_rows = kind.split(cfg, rows)
+    given_eval = kind.load_rows(cfg, cfg.data.eval) if cfg.data.eval is not None else None
+    train_rows, validation_rows, eval_rows = kind.splits(cfg, rows, given_eval)
     out = cfg.work_dir / cfg.name / "data"
-    write_jsonl(out / "train.jsonl", [kind.to_record(cfg, r) for r in train_rows])
-    write_jsonl(out / "eval.jsonl", [kind.to_record(cfg, r) for r in eval_rows])
-    paths = {"train": str(out / "train.jsonl"), "eval": str(out / "eval.jsonl")}
+    paths = {}
+    for split, split_rows in (("train", train_rows), ("validation", validation_rows), ("eval", eval_rows)):
+        write_jsonl(out / f"{split}.jsonl", [kind.to_record(cfg, r) for r in split_rows])
+        paths[split] = str(out / f"{split}.jsonl")
     if "kd" in cfg.methods:
         preflight(cfg)  # a missing key or a dead endpoint fails here, not an hour into the run
         pool = kind.unlabeled_pool(cfg)
@@ -36,8 +36,12 @@ def prepare_data(cfg: TaskConfig) -> dict:
         "source": source,
         "train_sha256": rows_fingerprint(train_rows),
         "eval_sha256": rows_fingerprint(eval_rows),
+        "validation_sha256": rows_fingerprint(validation_rows),
         "n_train": len(train_rows),
+        "n_validation": len(validation_rows),
         "n_eval": len(eval_rows),
     }
-    logger.info("prepared %d training rows and %d eval rows from %s", len(train_rows), len(eval_rows), source)
+    logger.info(
+        "prepared %d training, %d validation and %d eval rows from %s", len(train_rows), len(validation_rows), len(eval_rows), source
+    )
     return paths | {"fingerprint": fingerprint}

@@ -13,7 +13,7 @@ from core.common.config import TaskConfig
 from core.common.records import json_sha256
 from core.errors import DataError
 from core.kinds import kind_of
-from core.model.loading import load_model
+from core.model.loading import load_model, load_tokenizer
 from core.teachers.traces import TraceStore
 from core.training.dpo import load_pairs, train_dpo
 from core.training.sft import TrainStats, train_sft
@@ -38,18 +38,31 @@ def trained_once(folder: Path, method: str, train: Callable[[Path, Path], tuple[
         return str(adapter_dir)
     adapter_dir, stats = train(folder / "checkpoints", adapter_dir)
     done.write_text(json.dumps(asdict(stats), indent=2))
-    logger.info("%s: %d steps, %.0f tokens/s, final loss %s", method, stats.steps, stats.tokens_per_s, stats.final_loss)
+    logger.info(
+        "%s: %d of %d planned steps (%.3g epochs), %.0f tokens/s, final loss %s, kept step %s",
+        method,
+        stats.steps,
+        stats.planned_steps,
+        stats.epochs,
+        stats.tokens_per_s,
+        stats.final_loss,
+        stats.best_step or stats.steps,
+    )
     return str(adapter_dir)
 
 
 @task(name="train_sft", retries=1, retry_delay_seconds=5)
-def train_sft_task(cfg: TaskConfig, train_path: str, fingerprint: dict) -> str:
-    """Train an SFT adapter; return the folder it was saved to."""
-    return trained_once(
-        run_dir(cfg, "sft", fingerprint),
-        "SFT",
-        lambda checkpoints, out: train_sft(cfg, kind_of(cfg).load_rows(cfg, train_path), checkpoints, out, source=train_path),
-    )
+def train_sft_task(cfg: TaskConfig, train_path: str, fingerprint: dict, validation_path: str | None = None) -> str:
+    """Train an SFT adapter, keeping the best step on the validation rows (when there are any); return its folder."""
+    kind = kind_of(cfg)
+
+    def train(checkpoints: Path, out: Path) -> tuple[Path, TrainStats]:
+        validation = kind.load_rows(cfg, validation_path) if fingerprint.get("n_validation") else []
+        tokenizer = load_tokenizer(cfg.model)
+        validate = (lambda model: kind.validation_score(cfg, model, tokenizer, validation)) if validation else None
+        return train_sft(cfg, kind.load_rows(cfg, train_path), checkpoints, out, source=train_path, validate=validate)
+
+    return trained_once(run_dir(cfg, "sft", fingerprint), "SFT", train)
 
 
 @task(name="train_kd", retries=1, retry_delay_seconds=5)

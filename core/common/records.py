@@ -169,10 +169,36 @@ def balance(examples: list[Example], labels: list[str], per_class: int, seed: in
     return out
 
 
-def balanced_split(
-    examples: list[Example], labels: list[str], train_per_class: int, eval_per_class: int, seed: int
+def stratified_holdout(
+    examples: list[Example], labels: list[str], per_class: int, seed: int, strict: bool = True
 ) -> tuple[list[Example], list[Example]]:
-    """Hold out the same number of rows of every class for evaluation; balance the rest for training.
+    """(rest, held out): `per_class` rows of every label held out, the rest kept in order.
+
+    `strict`: a class needs twice `per_class` rows, else DataError says how many; otherwise a class gives at most a
+    quarter of its rows (labels a teacher chose, which no one balanced).
+    """
+    groups = _by_label(examples, labels)
+    short = {label: len(g) for label, g in groups.items() if g and len(g) < 2 * per_class}
+    if short and strict:
+        raise DataError(
+            "<split>",
+            None,
+            "label",
+            f"too few rows per class to hold out {per_class} per class: {short}; each class needs at least {2 * per_class} "
+            "(or lower training.validation_per_class; 0 turns the validation split off)",
+        )
+    rng = random.Random(seed)
+    held = set()
+    for group in groups.values():
+        held |= {id(e) for e in rng.sample(group, min(per_class, len(group) if strict else len(group) // 4))}
+    return [e for e in examples if id(e) not in held], [e for e in examples if id(e) in held]
+
+
+def balanced_split(
+    examples: list[Example], labels: list[str], train_per_class: int, eval_per_class: int, seed: int, balance_rest: bool = True
+) -> tuple[list[Example], list[Example]]:
+    """Hold out the same number of rows of every class for evaluation; balance the rest for training
+    (`balance_rest`; else the rest is returned as it is).
 
     The eval share is capped by the rarest class (keeping at least half of it for training), so
     evaluation stays balanced on imbalanced data.
@@ -189,7 +215,7 @@ def balanced_split(
         rng.shuffle(shuffled)
         eval_rows.extend(shuffled[:per_class])
         rest.extend(shuffled[per_class:])
-    return balance(rest, labels, train_per_class, seed), eval_rows
+    return (balance(rest, labels, train_per_class, seed) if balance_rest else rest), eval_rows
 
 
 def document_split(rows: list[Example], train_size: int, eval_size: int, seed: int) -> tuple[list[Example], list[Example]]:

@@ -177,3 +177,31 @@ def _write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
+
+
+def add_learning_curves(report: Path, curves: dict[str, dict]) -> Path | None:
+    """Append each adapter's validation curve (`learning_curve.json`: metric per evaluation step) to the report, as a plot
+    (`learning_curve.png` beside it) and a table; return the plot's path, None when no adapter kept a curve."""
+    curves = {name: c for name, c in curves.items() if c and c.get("curve")}
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name, c in curves.items():
+        ax.plot([p["step"] for p in c["curve"]], [p["value"] for p in c["curve"]], marker="o", label=name)
+    metric = next(iter(curves.values()))["metric"]
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel(f"validation {metric}")
+    ax.legend()
+    fig.tight_layout()
+    image = report.parent / "learning_curve.png"
+    fig.savefig(image, dpi=110)
+    plt.close(fig)
+    lines = ["", "## Learning curves (validation split, held out of the training rows)", ""]
+    for name, c in curves.items():
+        best = max(c["curve"], key=lambda p: (p["value"], -p["step"]))
+        points = ", ".join(f"{p['step']}: {p['value']:.3f}" for p in c["curve"])
+        lines.append(f"- {name}: {metric} by step {points}; kept step {best['step']} ({best['value']:.3f})")
+    lines += ["", f"![learning curves]({image.name})", ""]
+    with open(report, "a", encoding="utf-8") as f:
+        f.write("\n".join(lines))
+    return image

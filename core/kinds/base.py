@@ -25,9 +25,12 @@ from core.common.config import TaskConfig
 from core.common.records import Example, Pair, nonempty_records, text_sha256
 from core.errors import DataError
 from core.evaluation.evaluate import evaluate_variants
+from core.model.loading import load_tokenizer
 from core.teachers.base import TeacherTask
 from core.training.kd import train_kd
 from core.training.sft import TrainStats
+
+TRAINING = "<training>"  # `decoder(..., adapter=TRAINING)`: the adapter being trained, scored as saved adapters are
 
 
 @dataclass
@@ -75,11 +78,25 @@ class TaskKind(ABC):
 
     @abstractmethod
     def split(self, cfg: TaskConfig, rows: list[Example]) -> tuple[list[Example], list[Example]]:
-        """Train and eval rows out of one labeled set."""
+        """(rows left for training, eval rows) out of one labeled set."""
+
+    @abstractmethod
+    def hold_out_validation(self, cfg: TaskConfig, rows: list[Example], strict: bool = True) -> tuple[list[Example], list[Example]]:
+        """(rows left for training, validation rows) out of training rows (`training.validation_per_class`; 0 = none).
+        `strict`: too few rows for that is an error naming how many are needed; else fewer are held out (teacher answers)."""
 
     @abstractmethod
     def train_rows(self, cfg: TaskConfig, rows: list[Example]) -> list[Example]:
-        """The training rows out of a labeled set when the eval rows come from their own file."""
+        """The rows training runs on, out of the rows left for it (balanced, or limited)."""
+
+    def splits(
+        self, cfg: TaskConfig, rows: list[Example], eval_rows: list[Example] | None = None
+    ) -> tuple[list[Example], list[Example], list[Example]]:
+        """(train, validation, eval) rows: eval held out first (unless given), validation out of the rest, then the training rows."""
+        if eval_rows is None:
+            rows, eval_rows = self.split(cfg, rows)
+        rows, validation = self.hold_out_validation(cfg, rows)
+        return self.train_rows(cfg, rows), validation, eval_rows
 
     def load_rows(self, cfg: TaskConfig, path: str | Path, require_answers: bool = True) -> list[Example]:
         """The task's rows from a JSONL/CSV file; bad rows stop here, naming file, line and field."""
@@ -127,6 +144,11 @@ class TaskKind(ABC):
     def score(self, cfg: TaskConfig, decoder, rows: list[Example]) -> dict:
         """Metrics of one decoder on rows with gold answers (with `predictions`, latency and token counts)."""
 
+    def validation_score(self, cfg: TaskConfig, model, tokenizer, rows: list[Example]) -> float:
+        """The primary metric of the model being trained (its adapter active) on validation rows."""
+        metrics = self.score(cfg, self.decoder(cfg, model, tokenizer, adapter=TRAINING), rows)
+        return metrics.get(cfg.promotion.primary_metric, metrics.get(self.summary_keys[0]))
+
     def score_variant(self, cfg: TaskConfig, model, tokenizer, rows: list[Example], adapter: str | Path | None) -> dict:
         return self.score(cfg, self.decoder(cfg, model, tokenizer, adapter), rows)
 
@@ -170,14 +192,22 @@ class TaskKind(ABC):
         progress: bool = True,
         source: str = "<traces>",
     ) -> tuple[Path, TrainStats, dict]:
-        """Train (or resume) a KD adapter on usable traces: this kind's rows and loss, then `after_kd`; return the rows' counts too."""
-        rows, counts = self.kd_rows(cfg, traces)
+        """Train (or resume) a KD adapter on usable traces: this kind's rows and loss, early stopping on agreement with the
+        teacher's answers on held-out traces, then `after_kd`; return the rows' counts too."""
         answers = [Example(t["id"], t["prompt"], t["output"]) for t in traces]
+        kept, validation = self.hold_out_validation(cfg, answers, strict=False)
+        if len(validation) < 2 * len(set(e.label for e in answers)):
+            kept, validation = answers, []  # too few traces to tell one step from another: train on them all
+        held = {e.id for e in validation}
+        train_traces = [t for t in traces if t["id"] not in held]
+        rows, counts = self.kd_rows(cfg, train_traces)
+        tokenizer = load_tokenizer(cfg.model)
+        validate = (lambda model: self.validation_score(cfg, model, tokenizer, validation)) if validation else None
         adapter_dir, stats = train_kd(
-            cfg, rows, answers, checkpoint_dir, out_dir, labels=self.kd_labels(cfg), progress=progress, source=source
+            cfg, rows, kept, checkpoint_dir, out_dir, labels=self.kd_labels(cfg), progress=progress, source=source, validate=validate
         )
-        self.after_kd(cfg, adapter_dir, traces)
-        return adapter_dir, stats, counts
+        self.after_kd(cfg, adapter_dir, train_traces)
+        return adapter_dir, stats, counts | {"validation_traces": len(validation)}
 
     def pair_labels(self, cfg: TaskConfig) -> list[str] | None:
         """The values a user's preference pair's sides must take (None: any text)."""

@@ -71,6 +71,10 @@ class DocumentExtraction(TaskKind):
     def split(self, cfg: TaskConfig, rows: list[Example]) -> tuple[list[Example], list[Example]]:
         return document_split(rows, cfg.data.train_per_class, cfg.data.eval_per_class, cfg.training.seed)
 
+    def hold_out_validation(self, cfg: TaskConfig, rows: list[Example], strict: bool = True) -> tuple[list[Example], list[Example]]:
+        n = cfg.training.validation_per_class  # documents: extraction has no classes
+        return (rows[n:], rows[:n]) if n else (rows, [])
+
     def train_rows(self, cfg: TaskConfig, rows: list[Example]) -> list[Example]:
         return rows[: cfg.data.train_per_class]
 

@@ -92,9 +92,9 @@ def dpo_dataset(pairs: list[Pair], instruction: str) -> Dataset:
     return Dataset.from_list(rows)
 
 
-def dpo_config(cfg: TaskConfig, checkpoint_dir: str | Path, progress: bool = True) -> DPOConfig:
+def dpo_config(cfg: TaskConfig, checkpoint_dir: str | Path, n_pairs: int, progress: bool = True) -> DPOConfig:
     d = cfg.dpo
-    shared = trainer_args(cfg, checkpoint_dir, progress) | {"learning_rate": d.learning_rate, "num_train_epochs": d.epochs}
+    shared = trainer_args(cfg, checkpoint_dir, n_pairs, progress, epochs=d.epochs) | {"learning_rate": d.learning_rate}
     # A pair is two sequences. Half as many pairs per forward and twice the accumulation keep an optimizer step at
     # `batch_size` pairs (the loss is a mean over pairs, so the gradient is the same) and a forward at `batch_size`
     # sequences, as an SFT step: the demo's peak went from 1.40x to 1.04x an SFT run's (`distill-slm bench dpo`).
@@ -123,6 +123,6 @@ def train_dpo(
         progress,
         check=lambda tokenizer: check_pairs(pairs, cfg, tokenizer, source),
         make_trainer=CompletionDPOTrainer,
-        args=dpo_config(cfg, checkpoint_dir, progress),
+        args=dpo_config(cfg, checkpoint_dir, len(pairs), progress),
         start_adapter=start_adapter,
     )

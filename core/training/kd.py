@@ -36,7 +36,7 @@ from core.common.prompts import completion_chat
 from core.common.records import Example
 from core.errors import ConfigError
 from core.training.completion import completion_forward
-from core.training.sft import CompletionSFTTrainer, TrainStats, check_lengths, run_training, trainer_args
+from core.training.sft import CompletionSFTTrainer, TrainStats, Validate, check_lengths, run_training, trainer_args
 
 
 class KDCollator:
@@ -190,6 +190,7 @@ def train_kd(
     labels: list[str] | None = None,
     progress: bool = True,
     source: str = "<traces>",
+    validate: Validate | None = None,
 ) -> tuple[Path, TrainStats]:
     """Train (or resume) a KD adapter on `rows` (a task kind's `kd_rows`); save it to `out_dir`.
 
@@ -210,5 +211,6 @@ def train_kd(
             temperature=cfg.kd.temperature,
             labels=labels,
         ),
-        args=SFTConfig(**trainer_args(cfg, checkpoint_dir, progress) | {"num_train_epochs": cfg.kd.epochs}),
+        args=SFTConfig(**trainer_args(cfg, checkpoint_dir, len(rows), progress, epochs=cfg.kd.epochs)),
+        validate=validate,
     )

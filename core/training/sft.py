@@ -9,9 +9,11 @@ loss falls on the label tokens only (TRL's completion-only loss). Checkpoints ar
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -28,6 +30,8 @@ from core.common.records import Example
 from core.errors import DataError
 from core.model.loading import load_model, lora_config
 from core.training.completion import CompletionStep, completion_forward
+from core.training.recipe import plan_steps
+from core.training.validation import BestOnValidation
 
 
 class CompletionSFTTrainer(SFTTrainer):
@@ -54,6 +58,14 @@ class TrainStats:
     tokens_per_s: float
     final_loss: float | None
     resumed_from: str | None
+    planned_steps: int = 0
+    epochs: float = 0.0
+    best_step: int | None = None  # the step whose adapter was kept (validation), None = the last
+    learning_curve: list[dict] = field(default_factory=list)  # [{"step", "value"}] of the validation metric
+
+
+# (model being trained) -> the validation split's primary metric, higher is better
+Validate = Callable[[torch.nn.Module], float]
 
 
 def sft_dataset(rows: list[Example], instruction: str) -> Dataset:
@@ -72,15 +84,16 @@ def check_lengths(rows: list[Example], instruction: str, tokenizer: PreTrainedTo
     return total
 
 
-def trainer_args(cfg: TaskConfig, checkpoint_dir: str | Path, progress: bool = True) -> dict:
-    """The training arguments every method shares (SFT, KD, DPO): batch, schedule, checkpoints, device."""
+def trainer_args(cfg: TaskConfig, checkpoint_dir: str | Path, n_rows: int, progress: bool = True, epochs: float | None = None) -> dict:
+    """The training arguments every method shares (SFT, KD, DPO): batch, schedule (`core.training.recipe`), checkpoints, device."""
     t = cfg.training
     on_gpu = torch.cuda.is_available() and cfg.model.device != "cpu"
+    plan = plan_steps(t, n_rows, epochs)
     return dict(
         output_dir=str(checkpoint_dir),
         per_device_train_batch_size=t.batch_size,
         gradient_accumulation_steps=t.grad_accum,
-        num_train_epochs=t.epochs,
+        num_train_epochs=plan.epochs,
         max_steps=t.max_steps,
         learning_rate=t.learning_rate,
         lr_scheduler_type="cosine",
@@ -102,8 +115,8 @@ def trainer_args(cfg: TaskConfig, checkpoint_dir: str | Path, progress: bool = T
     )
 
 
-def sft_config(cfg: TaskConfig, checkpoint_dir: str | Path, progress: bool = True) -> SFTConfig:
-    return SFTConfig(**trainer_args(cfg, checkpoint_dir, progress))
+def sft_config(cfg: TaskConfig, checkpoint_dir: str | Path, n_rows: int, progress: bool = True, epochs: float | None = None) -> SFTConfig:
+    return SFTConfig(**trainer_args(cfg, checkpoint_dir, n_rows, progress, epochs))
 
 
 def run_training(
@@ -116,10 +129,13 @@ def run_training(
     make_trainer: Callable[..., Trainer] = CompletionSFTTrainer,
     args: TrainingArguments | None = None,
     start_adapter: str | Path | None = None,
+    validate: Validate | None = None,
 ) -> tuple[Path, TrainStats]:
     """The training loop every method shares: load, check lengths, train or resume, save the adapter.
 
-    A fresh LoRA adapter is attached, or training continues from `start_adapter`.
+    A fresh LoRA adapter is attached, or training continues from `start_adapter`. With `validate`,
+    the validation metric is taken every `eval_steps`, training stops early when it no longer
+    improves, and the best adapter seen is the one saved (`core.training.validation`).
     """
     torch.manual_seed(cfg.training.seed)
     model, tokenizer = load_model(cfg.model)
@@ -128,13 +144,13 @@ def run_training(
         model, peft_config = PeftModel.from_pretrained(model, str(start_adapter), is_trainable=True), None
     else:
         peft_config = lora_config(cfg.training.lora, model)
-    trainer = make_trainer(
-        model=model,
-        args=args or sft_config(cfg, checkpoint_dir, progress),
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-    )
+    args = args or sft_config(cfg, checkpoint_dir, len(dataset), progress)
+    trainer = make_trainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
+    plan = plan_steps(cfg.training, len(dataset), args.num_train_epochs)
+    best = None
+    if validate is not None:
+        best = BestOnValidation(validate, plan.eval_steps, cfg.training.patience, checkpoint_dir)
+        trainer.add_callback(best)
     resume = get_last_checkpoint(str(checkpoint_dir)) if Path(checkpoint_dir).exists() else None
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
@@ -142,6 +158,9 @@ def run_training(
     out_dir = Path(out_dir)
     # Only the trained adapter: DPO keeps a frozen reference copy beside it that is not the product.
     trainer.model.save_pretrained(str(out_dir), selected_adapters=["default"])
+    if best is not None and best.best is not None and best.best["step"] != trainer.state.global_step:
+        for item in best.best_dir.iterdir():  # the best adapter seen replaces the last one
+            shutil.copy2(item, out_dir / item.name)
     tokenizer.save_pretrained(str(out_dir))
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     epochs_done = trainer.state.epoch or trainer.args.num_train_epochs
@@ -153,7 +172,13 @@ def run_training(
         tokens_per_s=processed / max(elapsed, 1e-9),
         final_loss=losses[-1] if losses else None,
         resumed_from=resume,
+        planned_steps=plan.steps,
+        epochs=plan.epochs,
+        best_step=best.best["step"] if best is not None and best.best else None,
+        learning_curve=best.curve if best is not None else [],
     )
+    if stats.learning_curve:
+        (out_dir / "learning_curve.json").write_text(json.dumps({"metric": cfg.promotion.primary_metric, "curve": stats.learning_curve}))
     return out_dir, stats
 
 
@@ -164,8 +189,9 @@ def train_sft(
     out_dir: str | Path,
     progress: bool = True,
     source: str = "<train split>",
+    validate: Validate | None = None,
 ) -> tuple[Path, TrainStats]:
-    """Train (or resume) an SFT adapter on `rows`; save the adapter to `out_dir`."""
+    """Train (or resume) an SFT adapter on `rows`; save the adapter (the best on validation, with `validate`) to `out_dir`."""
     return run_training(
         cfg,
         sft_dataset(rows, cfg.instruction),
@@ -173,4 +199,5 @@ def train_sft(
         out_dir,
         progress,
         check=lambda tokenizer: check_lengths(rows, cfg.instruction, tokenizer, cfg.training.max_length, source),
+        validate=validate,
     )

@@ -20,6 +20,19 @@ def test_prepare_data_writes_balanced_splits_and_fingerprints(prefect_server, ti
     assert len(train) == 3 * 8 and len(eval_rows) == 3 * 4
     assert prepared["fingerprint"]["n_train"] == 24 and len(prepared["fingerprint"]["train_sha256"]) == 64
     assert prepare_data(tiny_cfg)["fingerprint"] == prepared["fingerprint"]  # seeded: the same rows again
+    validation = [json.loads(line) for line in Path(prepared["validation"]).read_text().splitlines()]
+    assert len(validation) == 3 * tiny_cfg.training.validation_per_class
+    assert not {r["text"] for r in validation} & ({r["text"] for r in train} | {r["text"] for r in eval_rows})
+
+
+def test_too_few_rows_per_class_for_a_validation_split_say_how_many_are_needed(prefect_server, tiny_cfg, tmp_path):
+    rows = tmp_path / "few.jsonl"
+    rows.write_text("".join(json.dumps({"text": f"t{i}", "label": ["Good", "Standard", "Bad"][i % 3]}) + "\n" for i in range(60)))
+    tiny_cfg.data.train = rows
+    with pytest.raises(DataError, match=r"hold out 20 per class: .*each class needs at least 40"):
+        prepare_data(tiny_cfg)
+    tiny_cfg.training.validation_per_class = 0  # the way out the message's setting names
+    assert prepare_data(tiny_cfg)["fingerprint"]["n_validation"] == 0
 
 
 def test_prepare_data_refuses_bad_rows_before_anything_runs(prefect_server, tiny_cfg, tmp_path):

@@ -111,7 +111,7 @@ def test_scoring_only_completion_positions_leaves_the_dpo_loss_unchanged(tiny_cf
     model, tokenizer = load_model(tiny_cfg.model)
     trainer = CompletionDPOTrainer(
         model=model,
-        args=dpo_config(tiny_cfg, tmp_path),
+        args=dpo_config(tiny_cfg, tmp_path, len(pairs)),
         train_dataset=dpo_dataset(pairs, tiny_cfg.instruction),
         processing_class=tokenizer,
         peft_config=lora_config(tiny_cfg.training.lora, model),

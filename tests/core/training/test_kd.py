@@ -38,7 +38,7 @@ def _trainer(cls, cfg, tmp_path, rows, **kw):
     model, tokenizer = load_model(cfg.model)
     return cls(
         model=model,
-        args=sft_config(cfg, tmp_path / cls.__name__, progress=False),
+        args=sft_config(cfg, tmp_path / cls.__name__, len(rows), progress=False),
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
         peft_config=lora_config(cfg.training.lora, model),

@@ -62,7 +62,7 @@ def test_completion_only_projection_gives_the_full_logits_loss(tiny_cfg, tmp_pat
     model, tokenizer = load_model(tiny_cfg.model)
     trainer = CompletionSFTTrainer(
         model=model,
-        args=sft_config(tiny_cfg, tmp_path / "x", progress=False),
+        args=sft_config(tiny_cfg, tmp_path / "x", 4, progress=False),
         train_dataset=sft_dataset(rows(4), tiny_cfg.instruction),
         processing_class=tokenizer,
         peft_config=lora_config(tiny_cfg.training.lora, model),

@@ -1,0 +1,56 @@
+"""Early stopping on the task's primary metric, keeping the best adapter seen (a transformers callback).
+
+Every `every` optimizer steps the callback scores the validation rows with the model as it is
+(`score(model) -> float`, higher is better), appends the figure to the learning curve, saves the
+adapter when it is the best so far, and stops training after `patience` validations without
+improvement. The curve and the best adapter live in the checkpoint folder, so a resumed run
+continues where the crashed one stopped.
+
+    callback = BestOnValidation(score, every=30, patience=3, folder=checkpoint_dir)
+    trainer.add_callback(callback); trainer.train()
+    callback.best_dir   # the adapter to keep; callback.curve: [{"step": 30, "value": 0.71}, ...]
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+
+
+class BestOnValidation(TrainerCallback):
+    def __init__(self, score: Callable[[torch.nn.Module], float], every: int, patience: int, folder: str | Path) -> None:
+        self.score, self.every, self.patience = score, every, patience
+        self.best_dir = Path(folder) / "best"
+        self._state_path = Path(folder) / "validation.json"
+        saved = json.loads(self._state_path.read_text()) if self._state_path.exists() else {}
+        self.curve: list[dict] = saved.get("curve", [])
+
+    @property
+    def best(self) -> dict | None:
+        return max(self.curve, key=lambda point: (point["value"], -point["step"])) if self.curve else None
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        last = state.global_step >= state.max_steps
+        if state.global_step % self.every and not last:
+            return control
+        if any(point["step"] == state.global_step for point in self.curve):
+            return control  # validated before a crash and resume
+        was_training = model.training
+        model.eval()
+        try:
+            value = float(self.score(model))
+        finally:
+            model.train(was_training)
+        best = self.best
+        self.curve.append({"step": state.global_step, "value": value})
+        if best is None or value > best["value"]:
+            model.save_pretrained(str(self.best_dir), selected_adapters=["default"])
+        elif sum(point["step"] > self.best["step"] for point in self.curve) >= self.patience:
+            control.should_training_stop = True
+        self._state_path.parent.mkdir(parents=True, exist_ok=True)
+        self._state_path.write_text(json.dumps({"curve": self.curve}))
+        return control
