@@ -17,6 +17,7 @@ BENCHMARKS = {
     "service": "service",
     "kd": "kd",
     "kd-strong": "kd_strong",
+    "small-data": "small_data",
     "teacher-throughput": "teacher_throughput",
     "dpo": "dpo",
     "codegen": "codegen",

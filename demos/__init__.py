@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from demos import creditmix, invoices, pyfuncs
+from demos import creditmix, invoices, pyfuncs, tickets
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,7 @@ class Demo:
 DEMOS: dict[str, Demo] = {
     "creditmix": Demo("creditmix", "classification", creditmix.INSTRUCTION, creditmix.generate, ("label",), labels=creditmix.LABELS),
     "invoices": Demo("invoices", "idp", invoices.INSTRUCTION, invoices.generate, ("target",), schema=invoices.SCHEMA),
+    "tickets": Demo("tickets", "classification", tickets.INSTRUCTION, tickets.generate, ("label",), labels=tickets.LABELS),
     "pyfuncs": Demo("pyfuncs", "codegen", pyfuncs.INSTRUCTION, pyfuncs.generate, ("solution", "plan")),
 }
 
