@@ -63,7 +63,7 @@ def _teacher_adapter(adapter: str | None, work: Path) -> Path:
 def fresh_eval_rows(cfg: TaskConfig, per_class: int) -> list[Example]:
     """Balanced rows from a seed neither the demo's splits nor its pool use."""
     demo = cfg.demo()
-    rows = KIND._demo_rows(cfg, demo.generate(per_class * 8, cfg.data.demo.seed + 100), "<fresh eval rows>")
+    rows = KIND.rows_from_records(cfg, demo.generate(per_class * 8, cfg.data.demo.seed + 100), "<fresh eval rows>")
     return balanced_split(rows, cfg.labels, 1, per_class, seed=0)[1]
 
 
@@ -104,7 +104,14 @@ def run(quick: bool = False, adapter: str | None = None) -> dict:
 
     # KD student on the teacher's answers; an SFT student on the same inputs with their gold labels.
     kd_dir, kd_stats, kd_counts = KIND.train_kd(cfg, traces, tmp / "kd-checkpoints", tmp / "kd-adapter")
-    figures["kd_training"] = {"steps": kd_stats.steps, "train_s": round(kd_stats.train_runtime_s, 1), "rows": kd_counts}
+    figures["kd_training"] = {
+        "steps": kd_stats.steps,
+        "planned_steps": kd_stats.planned_steps,
+        "kept_step": kd_stats.best_step,
+        "learning_curve": kd_stats.learning_curve,
+        "train_s": round(kd_stats.train_runtime_s, 1),
+        "rows": kd_counts,
+    }
     gold = {r["id"]: r for r in cfg.demo().generate(pool_size, cfg.data.demo.seed + 1)}
     gold_rows = [Example(row.id, row.text, gold["cm-" + row.id.split("-", 1)[1]]["label"]) for row in pool]
     sft_cfg = cfg.model_copy(deep=True)

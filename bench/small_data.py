@@ -35,9 +35,9 @@ def _task(name: str, per_class: int, eval_per_class: int, quick: bool) -> dict:
     if quick:
         cfg.training.max_steps, cfg.training.validation_per_class = 4, 2
     demo = cfg.demo()
-    labeled = KIND._demo_rows(cfg, demo.generate(per_class * 8, cfg.data.demo.seed), f"<{name} labeled>")
+    labeled = KIND.rows_from_records(cfg, demo.generate(per_class * 8, cfg.data.demo.seed), f"<{name} labeled>")
     _, labeled = balanced_split(labeled, cfg.labels, 0, per_class, cfg.training.seed)  # exactly per_class of each
-    fresh = KIND._demo_rows(cfg, demo.generate(eval_per_class * 8, cfg.data.demo.seed + 100), f"<{name} fresh>")
+    fresh = KIND.rows_from_records(cfg, demo.generate(eval_per_class * 8, cfg.data.demo.seed + 100), f"<{name} fresh>")
     _, eval_rows = balanced_split(fresh, cfg.labels, 0, eval_per_class, 0)
     train, validation, _ = KIND.splits(cfg, labeled, eval_rows)
     tokenizer = load_tokenizer(cfg.model)

@@ -111,7 +111,7 @@ class TaskKind(ABC):
             return self.load_rows(cfg, cfg.data.train), str(cfg.data.train)
         demo, d = cfg.demo(), cfg.data.demo
         source = f"{demo.name} generator (n={d.n_rows}, seed={d.seed})"
-        return self._demo_rows(cfg, demo.generate(d.n_rows, d.seed), source), source
+        return self.rows_from_records(cfg, demo.generate(d.n_rows, d.seed), source), source
 
     def unlabeled_pool(self, cfg: TaskConfig) -> list[Example]:
         """The inputs the teacher answers: `data.unlabeled`, or (demo) fresh demo rows without their answers."""
@@ -120,12 +120,13 @@ class TaskKind(ABC):
             rows = self.load_rows(cfg, cfg.data.unlabeled, require_answers=False)
         elif cfg.data.train is None:
             d = cfg.data.demo
-            rows = self._demo_rows(cfg, cfg.demo().pool(limit or d.n_rows, d.seed + 1), "<demo pool>", require_answers=False)
+            rows = self.rows_from_records(cfg, cfg.demo().pool(limit or d.n_rows, d.seed + 1), "<demo pool>", require_answers=False)
         else:
             raise DataError("<config>", None, "data.unlabeled", "method 'kd' needs an unlabeled pool for the teacher")
         return rows[:limit] if limit else rows
 
-    def _demo_rows(self, cfg: TaskConfig, records: list[dict], source: str, require_answers: bool = True) -> list[Example]:
+    def rows_from_records(self, cfg: TaskConfig, records: list[dict], source: str, require_answers: bool = True) -> list[Example]:
+        """Records in the task's file format (a demo's, say) as examples, checked as a file's rows are."""
         return [self.parse_record(cfg, record, Path(source), i, require_answers) for i, record in enumerate(records, start=1)]
 
     def check_task(self, cfg: TaskConfig) -> list[str]:

@@ -10,7 +10,8 @@ The rule (every value overridable in the task file's `training` section):
 * **Stopping.** Several passes over a small split overfit it, so training keeps a validation
   split (balanced, held out of the *training* rows, never the eval split), scores it with the
   task's primary metric every `eval_steps` steps (default: a tenth of the planned steps), keeps the
-  best adapter seen, and stops after `patience` evaluations without improvement.
+  best adapter seen, and, once half the planned steps have run, stops after `patience` evaluations
+  without improvement (a student often sits at chance for the first third of its steps).
 * Learning rate, warm-up and LoRA placement stay as configured (their defaults were measured on
   the demo at 2,400 rows and held at 450: see the README's small-data figures).
 

@@ -149,7 +149,7 @@ def run_training(
     plan = plan_steps(cfg.training, len(dataset), args.num_train_epochs)
     best = None
     if validate is not None:
-        best = BestOnValidation(validate, plan.eval_steps, cfg.training.patience, checkpoint_dir)
+        best = BestOnValidation(validate, plan.eval_steps, cfg.training.patience, checkpoint_dir, not_before=plan.steps // 2)
         trainer.add_callback(best)
     resume = get_last_checkpoint(str(checkpoint_dir)) if Path(checkpoint_dir).exists() else None
     start = time.perf_counter()

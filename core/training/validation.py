@@ -3,7 +3,8 @@
 Every `every` optimizer steps the callback scores the validation rows with the model as it is
 (`score(model) -> float`, higher is better), appends the figure to the learning curve, saves the
 adapter when it is the best so far, and stops training after `patience` validations without
-improvement. The curve and the best adapter live in the checkpoint folder, so a resumed run
+improvement — but not before step `not_before`: a LoRA student often sits at chance for the first
+third of its steps and then learns fast, so an early plateau is no reason to stop. The curve and the best adapter live in the checkpoint folder, so a resumed run
 continues where the crashed one stopped.
 
     callback = BestOnValidation(score, every=30, patience=3, folder=checkpoint_dir)
@@ -22,8 +23,10 @@ from transformers import TrainerCallback
 
 
 class BestOnValidation(TrainerCallback):
-    def __init__(self, score: Callable[[torch.nn.Module], float], every: int, patience: int, folder: str | Path) -> None:
-        self.score, self.every, self.patience = score, every, patience
+    def __init__(
+        self, score: Callable[[torch.nn.Module], float], every: int, patience: int, folder: str | Path, not_before: int = 0
+    ) -> None:
+        self.score, self.every, self.patience, self.not_before = score, every, patience, not_before
         self.best_dir = Path(folder) / "best"
         self._state_path = Path(folder) / "validation.json"
         saved = json.loads(self._state_path.read_text()) if self._state_path.exists() else {}
@@ -49,7 +52,7 @@ class BestOnValidation(TrainerCallback):
         self.curve.append({"step": state.global_step, "value": value})
         if best is None or value > best["value"]:
             model.save_pretrained(str(self.best_dir), selected_adapters=["default"])
-        elif sum(point["step"] > self.best["step"] for point in self.curve) >= self.patience:
+        elif state.global_step >= self.not_before and sum(point["step"] > self.best["step"] for point in self.curve) >= self.patience:
             control.should_training_stop = True
         self._state_path.parent.mkdir(parents=True, exist_ok=True)
         self._state_path.write_text(json.dumps({"curve": self.curve}))
