@@ -52,9 +52,14 @@ def get(name: str) -> Demo:
     return DEMOS[name]
 
 
+def find(task_type: str) -> Demo | None:
+    """The demo a task type runs when its task file names no data (the first registered for it), or None."""
+    return next((demo for demo in DEMOS.values() if demo.type == task_type), None)
+
+
 def for_type(task_type: str) -> Demo:
-    """The demo a task type runs when its task file names no data (the first registered for that type)."""
-    for demo in DEMOS.values():
-        if demo.type == task_type:
-            return demo
-    raise KeyError(f"no demo for task type {task_type!r}")
+    """`find`, refusing a task type without a demo."""
+    demo = find(task_type)
+    if demo is None:
+        raise KeyError(f"no demo for task type {task_type!r}")
+    return demo

@@ -242,7 +242,7 @@ class TaskConfig(_Strict):
     def _type_defaults(self) -> None:
         """The task type's defaults for every field the task file did not name."""
         defaults, named = TYPE_DEFAULTS[self.type], self.model_fields_set
-        demo = self.demo() if self.data.demo.generator or any(d.type == self.type for d in demos.DEMOS.values()) else None
+        demo = demos.get(self.data.demo.generator) if self.data.demo.generator else demos.find(self.type)
         if "name" not in named and demo is not None:
             self.name = demo.name
         if demo is None:

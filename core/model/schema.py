@@ -230,7 +230,8 @@ class GrammarMask(LogitsProcessor):
                 matcher.fill_next_token_bitmask(self.bitmask, i)
         self.started = True
         device = scores.device
-        scores = scores.to("cpu") if device.type != "cuda" else scores
+        # XGrammar's kernel runs on CUDA tensors or on the CPU; anything else goes through the CPU.
+        scores = scores if scores.is_cuda or scores.is_cpu else scores.to("cpu")
         xgr.apply_token_bitmask_inplace(scores, self.bitmask.to(scores.device))
         return scores.to(device)
 

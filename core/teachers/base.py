@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from core.common.prompts import Shots
 from core.common.records import Example
 
 
@@ -27,9 +28,6 @@ class TeacherAnswer:
     completion_tokens: int = 0
     error: str | None = None  # why this answer cannot be used for training
     extra: dict = field(default_factory=dict)
-
-
-Shots = list[tuple[str, str]]
 
 
 class TeacherTask(ABC):
