@@ -52,7 +52,7 @@ class TrainingConfig(_Strict):
     epochs: float | None = Field(
         None, gt=0, description="passes over the (balanced) training split; None = the size rule: enough passes for min_steps"
     )
-    min_steps: int = Field(300, ge=1, description="the size rule: passes are added until this many optimizer steps (up to max_epochs)")
+    min_steps: int = Field(500, ge=1, description="the size rule: passes until this many optimizer steps (at least 1, at most max_epochs)")
     max_epochs: float = Field(8.0, gt=0, description="the size rule's cap on passes over a small split")
     max_steps: int = Field(-1, description="stop after this many optimizer steps (-1 = use epochs)")
     validation_per_class: int = Field(

@@ -5,11 +5,11 @@ from core.training.recipe import plan_steps
 
 
 def test_a_large_split_gets_one_pass_and_a_small_one_enough_passes_for_the_minimum_steps():
-    t = TrainingConfig()  # batch 8, min_steps 300, max_epochs 8
-    assert (plan_steps(t, 2400).epochs, plan_steps(t, 2400).steps) == (1.0, 300)
-    small = plan_steps(t, 450)
-    assert small.epochs == 6.0 and small.steps == 342 and small.eval_steps == 34
-    assert plan_steps(t, 100).epochs == 8.0  # capped
+    t = TrainingConfig()  # batch 8, min_steps 500, max_epochs 8
+    assert plan_steps(t, 8000).epochs == 1.0 and plan_steps(t, 8000).steps == 1000  # never less than one pass
+    large = plan_steps(t, 2400)
+    assert large.steps == 500 and large.eval_steps == 50
+    assert plan_steps(t, 450).epochs == 8.0 and plan_steps(t, 450).steps == 456  # capped at max_epochs
 
 
 def test_explicit_epochs_and_max_steps_override_the_rule():
