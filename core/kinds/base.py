@@ -14,9 +14,9 @@ Adding a task type = one module with a `TaskKind` subclass, registered in `core/
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -54,12 +54,10 @@ class ServedAnswer:
     escalation_error: str | None = None
     request_id: str = ""
     latency_ms: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class TaskKind(ABC):
     type: ClassVar[str]  # the task file's `type`
-    answer_field: ClassVar[str]  # the row field that holds the gold answer
     summary_keys: ClassVar[tuple[str, ...]]  # metrics in the flow's summary
     card_keys: ClassVar[tuple[str, ...]]  # metrics in the model card
     escalates: ClassVar[bool] = False  # answers carry a calibrated confidence: cascade report, /infer/auto

@@ -32,7 +32,6 @@ PRIOR_INPUTS = 256  # pool inputs a KD student's label prior is averaged over (~
 
 class Classification(TaskKind):
     type = "classification"
-    answer_field = "label"
     summary_keys = ("macro_f1", "accuracy", "ece", "min_class_recall", "latency_ms_p50", "cost_per_1k_usd")
     card_keys = ("macro_f1", "accuracy", "min_class_recall", "ece")
     escalates = True

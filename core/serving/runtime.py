@@ -132,5 +132,5 @@ class ServingRuntime:
         answer.latency_ms = (time.perf_counter() - start) * 1000
         self.metrics.latency.labels(answer.task, answer.variant, answer.adapter).observe(answer.latency_ms / 1000)
         record = {"at": time.time(), "route": route, "caller": caller, "input": text}
-        self.audit.write(record | {k: v for k, v in dataclasses.asdict(answer).items() if k != "extra"})
+        self.audit.write(record | dataclasses.asdict(answer))
         return answer

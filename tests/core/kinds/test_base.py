@@ -18,7 +18,6 @@ class Echo(TaskKind):
     """Toy task type: the answer is the input's first word (scored by exact match, no model)."""
 
     type = "echo"
-    answer_field = "word"
     summary_keys = ("exact_match",)
     card_keys = ("exact_match",)
 
