@@ -1,4 +1,5 @@
-"""The `distill` flow: prepare_data -> train_sft | (teacher_traces -> train_kd) -> train_dpo -> evaluate -> register -> promote.
+"""The `distill` flow: prepare_data -> train_sft -> train_selftrain | (teacher_traces -> train_kd) -> train_dpo -> evaluate
+-> register -> promote.
 
 Run it through the CLI (`distill-slm run [CONFIG]`) or directly:
 
@@ -23,7 +24,7 @@ from tasks.evaluate import evaluate_task
 from tasks.prepare import prepare_data
 from tasks.registry import promote_task, register_task
 from tasks.teacher import teacher_traces
-from tasks.train import train_dpo_task, train_kd_task, train_sft_task
+from tasks.train import train_dpo_task, train_kd_task, train_selftrain_task, train_sft_task
 
 
 # log_prints stays off: it patches print(), which breaks dill's stdout capture inside datasets.
@@ -35,12 +36,27 @@ def distill(cfg: TaskConfig = TaskConfig()) -> dict:  # noqa: B008 (the default 
     if "sft" in cfg.methods:
         adapters["sft"] = train_sft_task(cfg, prepared["train"], prepared["fingerprint"], prepared["validation"])
     teacher_on_eval = None
-    summary: dict = {"task": cfg.name, "variants": {}}
+    summary: dict = {"task": cfg.name, "variants": {}, "pool": prepared["pool"]}
+    if "selftrain" in cfg.methods:  # the SFT adapter, run the deliberate way, labels the pool and the validation rows
+        labeled = {
+            split: teacher_traces(cfg, prepared[split], prepared["train"], split, adapters["sft"]) for split in ("unlabeled", "validation")
+        }
+        summary["self_training_traces"] = labeled["unlabeled"]
+        adapters["selftrain"] = train_selftrain_task(
+            cfg,
+            prepared["train"],
+            prepared["validation"],
+            labeled["unlabeled"]["path"],
+            labeled["validation"]["path"],
+            prepared["fingerprint"],
+        )
     if "kd" in cfg.methods:
-        pool = teacher_traces(cfg, prepared["unlabeled"], prepared["train"], "unlabeled")
+        # The embedded teacher runs this run's SFT adapter where labeled data trained one (`teacher.from_sft`).
+        teacher_adapter = adapters.get("sft") if cfg.teacher.backend == "deliberate" and cfg.teacher.from_sft else None
+        pool = teacher_traces(cfg, prepared["unlabeled"], prepared["train"], "unlabeled", teacher_adapter)
         summary["teacher_traces"] = pool
         adapters["kd"] = train_kd_task(cfg, pool["path"], prepared["fingerprint"])
-        teacher_on_eval = teacher_traces(cfg, prepared["eval"], prepared["train"], "eval")["path"]
+        teacher_on_eval = teacher_traces(cfg, prepared["eval"], prepared["train"], "eval", teacher_adapter)["path"]
     if "dpo" in cfg.methods:
         start = adapters.get("sft") if cfg.dpo.from_sft else None
         pool_traces = summary.get("teacher_traces", {}).get("path")

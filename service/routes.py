@@ -56,7 +56,9 @@ def metrics(runtime: Runtime) -> Response:
 
 
 @router.post("/infer/{variant}", response_model=InferResponse, responses=ERRORS)
-def infer(variant: Literal["base", "sft", "kd", "dpo", "auto"], body: InferRequest, runtime: Runtime, caller: CallerKey) -> InferResponse:
+def infer(
+    variant: Literal["base", "sft", "selftrain", "kd", "dpo", "auto"], body: InferRequest, runtime: Runtime, caller: CallerKey
+) -> InferResponse:
     """Answer with one variant; `auto` answers with the student and escalates to the teacher when unsure."""
     answer = runtime.infer(body.task, variant, body.input, body.json_schema, caller)
     return InferResponse.model_validate({k: v for k, v in asdict(answer).items() if k in InferResponse.model_fields})

@@ -26,12 +26,22 @@ def prepare_data(cfg: TaskConfig) -> dict:
     for split, split_rows in (("train", train_rows), ("validation", validation_rows), ("eval", eval_rows)):
         write_jsonl(out / f"{split}.jsonl", [kind.to_record(cfg, r) for r in split_rows])
         paths[split] = str(out / f"{split}.jsonl")
-    if "kd" in cfg.methods:
-        preflight(cfg)  # a missing key or a dead endpoint fails here, not an hour into the run
-        pool = kind.unlabeled_pool(cfg)
+    if "selftrain" in cfg.methods and not kind.escalates:
+        kind.confident_rows(cfg, [], {}, [])  # raises: this type's answers carry no confidence to select by
+    pool_counts = None
+    if "kd" in cfg.methods or "selftrain" in cfg.methods:
+        if "kd" in cfg.methods:
+            preflight(cfg)  # a missing key or a dead endpoint fails here, not an hour into the run
+        pool, pool_counts = kind.unlabeled_pool(cfg, validation_rows + eval_rows)
         write_jsonl(out / "unlabeled.jsonl", [kind.to_record(cfg, r) for r in pool])
         paths["unlabeled"] = str(out / "unlabeled.jsonl")
-        logger.info("unlabeled pool for the teacher: %d rows", len(pool))
+        logger.info(
+            "unlabeled pool for the teacher: %d rows (of %d: %d repeated inputs and %d validation/eval inputs dropped)",
+            len(pool),
+            pool_counts["rows"],
+            pool_counts["duplicates_dropped"],
+            pool_counts["held_out_inputs_dropped"],
+        )
     fingerprint = {
         "source": source,
         "train_sha256": rows_fingerprint(train_rows),
@@ -44,4 +54,4 @@ def prepare_data(cfg: TaskConfig) -> dict:
     logger.info(
         "prepared %d training, %d validation and %d eval rows from %s", len(train_rows), len(validation_rows), len(eval_rows), source
     )
-    return paths | {"fingerprint": fingerprint}
+    return paths | {"fingerprint": fingerprint, "pool": pool_counts}

@@ -13,7 +13,7 @@ from core.kinds import kind_of, make_teacher
 from core.teachers.traces import TraceStore, generate_traces
 
 
-def traces_path(cfg: TaskConfig, split: str) -> Path:
+def traces_path(cfg: TaskConfig, split: str, adapter: str | None = None) -> Path:
     """One trace file per teacher setup and split: changing the teacher never reuses another's answers."""
     t = cfg.teacher
     setup = {
@@ -23,18 +23,24 @@ def traces_path(cfg: TaskConfig, split: str) -> Path:
     }
     if t.backend != "openai":
         setup["model"] = cfg.model.model_dump(exclude={"device", "cpu_offload"})
+    if adapter is not None:
+        setup["adapter"] = str(adapter)
     return cfg.work_dir / cfg.name / "traces" / f"{t.backend}-{json_sha256(setup, 12)}" / f"{split}.jsonl"
 
 
 @task(name="teacher_traces", retries=2, retry_delay_seconds=10)
-def teacher_traces(cfg: TaskConfig, inputs_path: str, labeled_path: str, split: str) -> dict:
-    """Ask the teacher about every input of `inputs_path` not yet traced; return the totals (and the file)."""
+def teacher_traces(cfg: TaskConfig, inputs_path: str, labeled_path: str, split: str, adapter: str | None = None) -> dict:
+    """Ask the teacher about every input of `inputs_path` not yet traced; return the totals (and the file).
+    `adapter`: the SFT adapter the deliberate backend runs instead of the base (`teacher.from_sft`, self-training)."""
     logger = get_run_logger()
+    if adapter is not None:  # only the local deliberate backend runs an adapter
+        cfg = cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"backend": "deliberate"})})
     kind = kind_of(cfg)
     rows = kind.load_rows(cfg, inputs_path, require_answers=False)
-    store = TraceStore(traces_path(cfg, split))
+    store = TraceStore(traces_path(cfg, split, adapter))
     try:
-        summary = generate_traces(rows, store, lambda: make_teacher(cfg, kind.load_rows(cfg, labeled_path)), prices=cfg.teacher.prices)
+        teacher = lambda: make_teacher(cfg, kind.load_rows(cfg, labeled_path), adapter)  # noqa: E731 (loaded only if asked)
+        summary = generate_traces(rows, store, teacher, prices=cfg.teacher.prices)
     finally:
         store.close()
     logger.info(

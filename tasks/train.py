@@ -10,7 +10,7 @@ from pathlib import Path
 from prefect import get_run_logger, task
 
 from core.common.config import TaskConfig
-from core.common.records import json_sha256
+from core.common.records import atomic_write_text, json_sha256, text_sha256
 from core.errors import DataError
 from core.kinds import kind_of
 from core.model.loading import load_model, load_tokenizer
@@ -63,6 +63,39 @@ def train_sft_task(cfg: TaskConfig, train_path: str, fingerprint: dict, validati
         return train_sft(cfg, kind.load_rows(cfg, train_path), checkpoints, out, source=train_path, validate=validate)
 
     return trained_once(run_dir(cfg, "sft", fingerprint), "SFT", train)
+
+
+@task(name="train_selftrain", retries=1, retry_delay_seconds=5)
+def train_selftrain_task(
+    cfg: TaskConfig, train_path: str, validation_path: str, pool_traces_file: str, validation_traces_file: str, fingerprint: dict
+) -> str:
+    """Train again on the gold rows plus the SFT labeler's confident pool answers; return the adapter folder.
+
+    The confidence threshold is chosen on the labeler's answers to the validation rows (`self_training.min_precision`);
+    the choice and the rows it added are written beside the adapter (`self_training.json`)."""
+    logger = get_run_logger()
+    kind = kind_of(cfg)
+    if not fingerprint.get("n_validation"):
+        raise DataError(
+            validation_path, None, None, "selftrain chooses its threshold on the validation split: set training.validation_per_class"
+        )
+    validation = kind.load_rows(cfg, validation_path)
+    pool_store, checked_store = TraceStore.read(pool_traces_file), TraceStore.read(validation_traces_file)
+    added, report = kind.confident_rows(cfg, validation, checked_store.traces, list(pool_store.traces.values()))
+    logger.info("self-training: %s", report)
+    gold = list({r.id: r for r in kind.load_rows(cfg, train_path)}.values())  # train.jsonl repeats minority rows
+    rows = kind.train_rows(cfg, gold + added)
+    report |= {"gold_rows": len(gold), "training_rows_after_balancing": len(rows)}
+    folder = run_dir(cfg, "selftrain", {"added": sorted(text_sha256(r.text) + r.label for r in added), **fingerprint})
+
+    def train(checkpoints: Path, out: Path) -> tuple[Path, TrainStats]:
+        tokenizer = load_tokenizer(cfg.model)
+        validate = lambda model: kind.validation_score(cfg, model, tokenizer, validation)  # noqa: E731
+        adapter_dir, stats = train_sft(cfg, rows, checkpoints, out, source=f"{train_path} + {pool_traces_file}", validate=validate)
+        atomic_write_text(adapter_dir / "self_training.json", json.dumps(report, indent=2))
+        return adapter_dir, stats
+
+    return trained_once(folder, "self-training", train)
 
 
 @task(name="train_kd", retries=1, retry_delay_seconds=5)

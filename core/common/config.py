@@ -136,6 +136,11 @@ class TeacherConfig(_Strict):
     retrieval_weight: float = Field(
         0.5, ge=0, le=1, description="deliberate: share of the retrieved neighbours' label histogram in the answer (rest: the votes)"
     )
+    from_sft: bool = Field(
+        True,
+        description="deliberate: when the run trains an SFT adapter, run it (k-shot + votes) instead of the base model: "
+        "a teacher clearly better than the base, and the labeler of self-training",
+    )
     max_pool: int | None = Field(600, ge=1, description="label at most this many unlabeled rows (None = all)")
     prices: dict[str, Price] = Field(default_factory=dict, description="per-model token prices, keyed by model name")
 
@@ -150,6 +155,16 @@ class KDConfig(_Strict):
     )
     temperature: float = Field(1.0, gt=0, description="softening (>1) or sharpening (<1) of both distributions in that term")
     epochs: float | None = Field(None, gt=0, description="passes over the (balanced) traces; None = the training size rule")
+
+
+class SelfTrainingConfig(_Strict):
+    min_precision: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="confidence threshold: the lowest at which the labeler's answers on the validation split are at least "
+        "this precise; pool answers at or above it join the training data",
+    )
 
 
 class DPOSettings(_Strict):
@@ -205,13 +220,16 @@ class TaskConfig(_Strict):
     )
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
-    methods: list[Literal["sft", "kd", "dpo"]] = Field(
-        ["sft"], description="training methods to run: sft (gold labels), kd (teacher traces), dpo (preference pairs)"
+    methods: list[Literal["sft", "selftrain", "kd", "dpo"]] = Field(
+        ["sft"],
+        description="training methods to run: sft (gold labels), selftrain (gold plus the SFT adapter's confident labels "
+        "of the unlabeled pool), kd (teacher traces), dpo (preference pairs)",
     )
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     kd: KDConfig = Field(default_factory=KDConfig)
+    self_training: SelfTrainingConfig = Field(default_factory=SelfTrainingConfig)
     dpo: DPOSettings = Field(default_factory=DPOSettings)
     cost: CostConfig = Field(default_factory=CostConfig)
     escalation: EscalationConfig = Field(default_factory=EscalationConfig)
@@ -232,6 +250,8 @@ class TaskConfig(_Strict):
         self._type_defaults()
         if "dpo" in self.methods and self.dpo.from_sft and "sft" not in self.methods:
             raise ValueError("dpo.from_sft starts DPO from this run's SFT adapter: add 'sft' to methods or set dpo.from_sft: false")
+        if "selftrain" in self.methods and "sft" not in self.methods:
+            raise ValueError("selftrain labels the pool with this run's SFT adapter: add 'sft' to methods")
         if len(set(self.labels)) != len(self.labels):
             raise ValueError(f"labels must be distinct, got {self.labels}")
         for label in self.calibration.label_bias:

@@ -147,6 +147,24 @@ def write_jsonl(path: str | Path, rows: list[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
+def distinct_inputs(rows: list[Example], held_out: list[Example]) -> tuple[list[Example], dict[str, int]]:
+    """`rows` (an unlabeled pool) without repeated inputs and without inputs the held-out rows (validation, evaluation)
+    hold, first occurrence kept; and how many of each were dropped. Identical text counts as identical input."""
+    held = {text_sha256(r.text) for r in held_out}
+    seen: set[str] = set()
+    kept, duplicates, overlapping = [], 0, 0
+    for row in rows:
+        key = text_sha256(row.text)
+        if key in held:
+            overlapping += 1
+        elif key in seen:
+            duplicates += 1
+        else:
+            seen.add(key)
+            kept.append(row)
+    return kept, {"rows": len(rows), "kept": len(kept), "duplicates_dropped": duplicates, "held_out_inputs_dropped": overlapping}
+
+
 def _by_label(examples: list[Example], labels: list[str]) -> dict[str, list[Example]]:
     groups: dict[str, list[Example]] = defaultdict(list)
     for e in examples:

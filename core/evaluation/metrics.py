@@ -11,7 +11,7 @@ import re
 from datetime import date
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_curve, precision_recall_fscore_support
 
 
 def expected_calibration_error(confidences: list[float], correct: list[bool], n_bins: int = 10) -> float:
@@ -27,6 +27,23 @@ def expected_calibration_error(confidences: list[float], correct: list[bool], n_
         if in_bin.any():
             ece += in_bin.mean() * abs(hit[in_bin].mean() - conf[in_bin].mean())
     return float(ece)
+
+
+def confidence_threshold(confidences: list[float], correct: list[bool], min_precision: float) -> dict:
+    """The lowest confidence at which answers are at least `min_precision` correct (the most answers kept at that
+    precision), with the precision and the share of answers kept there; `threshold` None when no threshold reaches it."""
+    conf, hit = np.asarray(confidences, dtype=float), np.asarray(correct, dtype=bool)
+    found = {"threshold": None, "precision": None, "kept_share": 0.0, "answers": int(conf.size), "correct": int(hit.sum())}
+    if conf.size == 0 or not hit.any():
+        return found
+    if hit.all():
+        return found | {"threshold": float(conf.min()), "precision": 1.0, "kept_share": 1.0}
+    precision, _, thresholds = precision_recall_curve(hit, conf)
+    reaching = np.flatnonzero(precision[:-1] >= min_precision)  # the last point (precision 1, no threshold) is not one
+    if reaching.size == 0:
+        return found
+    threshold = float(thresholds[reaching[0]])
+    return found | {"threshold": threshold, "precision": float(precision[reaching[0]]), "kept_share": float((conf >= threshold).mean())}
 
 
 def classification_metrics(

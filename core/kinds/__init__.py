@@ -10,6 +10,8 @@ below, and give its defaults in `core.common.config.TYPE_DEFAULTS`.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from core.common.config import TYPE_DEFAULTS, TaskConfig
 from core.common.records import Example
 from core.kinds.base import ServedAnswer, TaskKind
@@ -26,9 +28,10 @@ def kind_of(cfg: TaskConfig) -> TaskKind:
     return KINDS[cfg.type]
 
 
-def make_teacher(cfg: TaskConfig, labeled_pool: list[Example] | None = None) -> Teacher:
-    """The configured teacher backend for this task's type, checked: raises TeacherUnavailable naming the setting to fix."""
-    return build_teacher(cfg, kind_of(cfg).teacher_task(cfg), labeled_pool)
+def make_teacher(cfg: TaskConfig, labeled_pool: list[Example] | None = None, adapter: str | Path | None = None) -> Teacher:
+    """The configured teacher backend for this task's type, checked: raises TeacherUnavailable naming the setting to fix.
+    `adapter`: an SFT adapter the deliberate backend runs instead of the base model."""
+    return build_teacher(cfg, kind_of(cfg).teacher_task(cfg), labeled_pool, adapter)
 
 
 __all__ = ["KINDS", "ServedAnswer", "TaskKind", "kind_of", "make_teacher"]

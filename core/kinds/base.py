@@ -22,8 +22,8 @@ import numpy as np
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from core.common.config import TaskConfig
-from core.common.records import Example, Pair, nonempty_records, text_sha256
-from core.errors import DataError
+from core.common.records import Example, Pair, distinct_inputs, nonempty_records, text_sha256
+from core.errors import ConfigError, DataError
 from core.evaluation.evaluate import evaluate_variants
 from core.model.loading import load_tokenizer
 from core.teachers.base import TeacherTask
@@ -111,8 +111,9 @@ class TaskKind(ABC):
         source = f"{demo.name} generator (n={d.n_rows}, seed={d.seed})"
         return self.rows_from_records(cfg, demo.generate(d.n_rows, d.seed), source), source
 
-    def unlabeled_pool(self, cfg: TaskConfig) -> list[Example]:
-        """The inputs the teacher answers: `data.unlabeled`, or (demo) fresh demo rows without their answers."""
+    def unlabeled_pool(self, cfg: TaskConfig, held_out: list[Example] | None = None) -> tuple[list[Example], dict[str, int]]:
+        """The inputs the teacher answers: `data.unlabeled`, or (demo) fresh demo rows without their answers; repeated
+        inputs and inputs of `held_out` rows (validation, evaluation) dropped and counted, then at most `teacher.max_pool`."""
         limit = cfg.teacher.max_pool
         if cfg.data.unlabeled is not None:
             rows = self.load_rows(cfg, cfg.data.unlabeled, require_answers=False)
@@ -120,8 +121,9 @@ class TaskKind(ABC):
             d = cfg.data.demo
             rows = self.rows_from_records(cfg, cfg.demo().pool(limit or d.n_rows, d.seed + 1), "<demo pool>", require_answers=False)
         else:
-            raise DataError("<config>", None, "data.unlabeled", "method 'kd' needs an unlabeled pool for the teacher")
-        return rows[:limit] if limit else rows
+            raise DataError("<config>", None, "data.unlabeled", f"methods {cfg.methods} need an unlabeled pool for the teacher")
+        rows, counts = distinct_inputs(rows, held_out or [])
+        return (rows[:limit] if limit else rows), counts
 
     def rows_from_records(self, cfg: TaskConfig, records: list[dict], source: str, require_answers: bool = True) -> list[Example]:
         """Records in the task's file format (a demo's, say) as examples, checked as a file's rows are."""
@@ -207,6 +209,13 @@ class TaskKind(ABC):
         )
         self.after_kd(cfg, adapter_dir, train_traces)
         return adapter_dir, stats, counts | {"validation_traces": len(validation)}
+
+    def confident_rows(
+        self, cfg: TaskConfig, validation: list[Example], validation_traces: dict[str, dict], pool_traces: list[dict]
+    ) -> tuple[list[Example], dict]:
+        """Self-training: the labeler's pool answers confident enough to train on (a threshold chosen on its answers to the
+        validation rows, `validation_traces` keyed by input hash), and a report of the choice."""
+        raise ConfigError(f"methods: selftrain needs answers with a calibrated confidence; task type {self.type!r} has none")
 
     def pair_labels(self, cfg: TaskConfig) -> list[str] | None:
         """The values a user's preference pair's sides must take (None: any text)."""

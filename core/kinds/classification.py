@@ -19,7 +19,7 @@ from core.common.config import TaskConfig
 from core.common.prompts import completion_chat, parse_label, prompt_tokens, render_prompt
 from core.common.records import Example, Pair, balance, balanced_split, stratified_holdout
 from core.errors import DataError, InvalidRequest
-from core.evaluation.metrics import classification_metrics
+from core.evaluation.metrics import classification_metrics, confidence_threshold
 from core.evaluation.report import write_classification_report
 from core.kinds.base import ServedAnswer, TaskKind, trace_costs, traces_for_rows
 from core.model.calibrated import CalibratedDecoder, save_label_prior, softmax
@@ -173,6 +173,35 @@ class Classification(TaskKind):
         ratio = np.mean(student, axis=0) / np.clip(np.mean(teacher, axis=0), 1e-6, None)
         save_label_prior(adapter_dir, cfg.labels, ratio / ratio.sum(), inputs, "the student's lean relative to its teacher on the pool")
 
+    def confident_rows(self, cfg, validation, validation_traces, pool_traces) -> tuple[list[Example], dict]:
+        """Pool answers at or above the lowest confidence at which the labeler's validation answers are
+        `self_training.min_precision` correct. With none reaching it nothing is added, and the report says so."""
+        checked = traces_for_rows(validation, validation_traces)
+        labeler = self.teacher_metrics(cfg, validation, validation_traces)
+        chosen = confidence_threshold(
+            [_confidence(t) for t in checked],
+            [t["output"] == r.label for r, t in zip(validation, checked)],
+            cfg.self_training.min_precision,
+        )
+        threshold = chosen["threshold"]
+        usable = [t for t in pool_traces if not t.get("error")]
+        kept = [Example(t["id"], t["prompt"], t["output"]) for t in usable if threshold is not None and _confidence(t) >= threshold]
+        report = {
+            "labeler": labeler["teacher"],
+            "labeler_validation_macro_f1": round(labeler["macro_f1"], 4),
+            "min_precision": cfg.self_training.min_precision,
+            "threshold": chosen,
+            "pool_answers": len(usable),
+            "pool_failed": len(pool_traces) - len(usable),
+            "pool_kept": len(kept),
+            "pool_kept_per_label": {label: sum(e.label == label for e in kept) for label in cfg.labels},
+        }
+        if threshold is None:
+            report["why_none"] = (
+                f"no confidence threshold makes the labeler's validation answers {cfg.self_training.min_precision:g} precise"
+            )
+        return kept, report
+
     def pair_labels(self, cfg: TaskConfig) -> list[str]:
         return cfg.labels
 
@@ -243,6 +272,11 @@ def label_balanced(pairs: list[Pair]) -> list[Pair]:
     return sorted(kept, key=lambda p: order[id(p)])
 
 
+def _confidence(trace: dict) -> float:
+    """The labeler's probability of its own answer (0 for a failed answer)."""
+    return 0.0 if trace.get("error") else max((trace.get("label_probs") or {trace["output"]: 1.0}).values())
+
+
 def _distribution(trace: dict, labels: list[str]) -> list[float]:
     """The teacher's label distribution of a trace in `labels` order (one-hot on its answer when it gave none)."""
     probs = trace.get("label_probs") or {trace["output"]: 1.0}
@@ -290,7 +324,9 @@ class LabelTeaching(TeacherTask):
             return {c: float(c == label) for c in self.labels}
         return {c: v / total for c, v in mass.items()}
 
-    def attach(self, model, tokenizer, calibrated: bool) -> None:
+    def attach(self, model, tokenizer, calibrated: bool, adapter: Path | None = None) -> None:
+        # Votes of an adapter are calibrated only where adapters are (`calibration.adapters`): see that field.
+        self.calibrate_votes = self.cfg.calibration.enabled and (adapter is None or self.cfg.calibration.adapters)
         if calibrated:
             self.decoder = classification_decoder(self.cfg, model, tokenizer)
         else:  # the deliberate backend calibrates each vote under its own shots

@@ -243,7 +243,7 @@ class ExtractionTeaching(TeacherTask):
         output, errors = self.schema.parse(content)
         return _as_answer(Extraction(output, content, not errors, errors, latency_s * 1000, prompt_tokens, completion_tokens, top or None))
 
-    def attach(self, model, tokenizer, calibrated: bool) -> None:
+    def attach(self, model, tokenizer, calibrated: bool, adapter: Path | None = None) -> None:
         self.extractor = extraction_decoder(self.cfg, model, tokenizer, self.schema)
 
     def answer(self, texts: list[str], top_k: int) -> list[TeacherAnswer]:

