@@ -27,6 +27,10 @@ def evaluate_task(cfg: TaskConfig, eval_path: str, adapters: dict[str, str], out
     results = kind.evaluate(cfg, rows, adapters)
     for metrics in results.values():
         add_cost(metrics, cfg)
+    for name, folder in adapters.items():
+        chosen = Path(folder) / "self_training.json"
+        if chosen.exists():  # what the labeler added, for the report's self-training section
+            results[name]["self_training"] = json.loads(chosen.read_text())
     if teacher_traces_file:
         teacher = kind.teacher_metrics(cfg, rows, TraceStore.read(teacher_traces_file).traces)
         add_cost(teacher, cfg, price_for(teacher["teacher"], cfg.teacher.prices))

@@ -91,6 +91,8 @@ def markdown_report(task: str, results: dict[str, dict], image_name: str = "conf
             lines.append(f"| {n} | {m['p10']:.3f} | {m['p50']:.3f} | {m['p90']:.3f} |")
     if "dpo" in results and "sft" in results:
         lines += dpo_vs_sft(results["sft"], results["dpo"])
+    if "selftrain" in results and "sft" in results:
+        lines += selftrain_vs_sft(results["sft"], results["selftrain"])
     for n in names:
         if results[n].get("cascade"):
             lines += [
@@ -107,6 +109,31 @@ def markdown_report(task: str, results: dict[str, dict], image_name: str = "conf
                 )
     lines += ["", f"![confusion matrices]({image_name})", ""]
     return "\n".join(lines)
+
+
+def selftrain_vs_sft(sft: dict, selftrain: dict) -> list[str]:
+    """The gain of self-training over the SFT adapter it started from, whatever its sign, and what the labeler added."""
+    delta = selftrain["macro_f1"] - sft["macro_f1"]
+    lines = [
+        "",
+        "## Self-training against the SFT adapter",
+        "",
+        f"macro-F1 {sft['macro_f1']:.3f} -> {selftrain['macro_f1']:.3f} ({delta:+.3f}).",
+    ]
+    chosen = selftrain.get("self_training")
+    if chosen:
+        t = chosen["threshold"]
+        if t["threshold"] is None:
+            lines.append(f"Nothing was added: {chosen.get('why_none', 'no threshold')}; the retrain saw the gold rows only.")
+        else:
+            lines.append(
+                f"The labeler ({chosen['labeler']}, validation macro-F1 {chosen['labeler_validation_macro_f1']:.3f}) kept "
+                f"{chosen['pool_kept']} of {chosen['pool_answers']} pool answers at confidence >= {t['threshold']:.3f}, where its "
+                f"validation answers were {t['precision']:.0%} correct (target {chosen['min_precision']:.0%}); per label: "
+                + ", ".join(f"{k} {v}" for k, v in chosen["pool_kept_per_label"].items())
+                + f". Trained on {chosen['gold_rows']} gold rows plus those."
+            )
+    return lines
 
 
 def dpo_vs_sft(sft: dict, dpo: dict, tolerance: float = 0.05) -> list[str]:

@@ -116,6 +116,30 @@ def test_distill_flow_with_teacher_traces_and_kd(prefect_server, tiny_cfg):
     assert again["variants"]["kd"]["registered"] == "kd/v0002"
 
 
+def test_distill_flow_self_trains_and_distils_from_its_sft_adapter(prefect_server, tiny_cfg):
+    """sft -> the SFT adapter, run the deliberate way, labels the pool and the validation rows -> selftrain on gold plus
+    its confident labels; KD's embedded teacher is that same labeler, so its pool answers are asked once."""
+    from flows.distill import distill
+
+    tiny_cfg.methods = ["sft", "selftrain", "kd"]
+    tiny_cfg.training.max_steps, tiny_cfg.training.validation_per_class = 2, 2
+    tiny_cfg.promotion.guard_min = {}
+    tiny_cfg.teacher.max_pool, tiny_cfg.teacher.k_shot = 10, 2
+    tiny_cfg.self_training.min_precision = 0.01  # a random model: keep whatever it says
+    summary = distill(tiny_cfg)
+
+    assert list(summary["variants"]) == ["base", "teacher", "sft", "selftrain", "kd"]
+    assert summary["pool"]["kept"] == 10 and summary["pool"]["held_out_inputs_dropped"] >= 0
+    labeled = summary["self_training_traces"]
+    assert labeled["asked"] == 10 and labeled["teacher"].startswith("deliberate:") and "+sft-" in labeled["teacher"]
+    assert summary["teacher_traces"]["asked"] == 0 and summary["teacher_traces"]["cached"] == 10  # the same teacher
+    ref = summary["variants"]["selftrain"]["registered"]
+    assert ref == "selftrain/v0001"
+    chosen = json.loads((Registry(tiny_cfg.runs_dir).path("creditmix", ref) / "self_training.json").read_text())
+    assert chosen["pool_answers"] == 10 and chosen["threshold"]["answers"] == 6 and chosen["gold_rows"] > 0
+    assert "## Self-training against the SFT adapter" in Path(summary["report"]).read_text()
+
+
 def test_distill_flow_sft_then_dpo(prefect_server, tiny_cfg):
     from flows.distill import distill
 

@@ -105,3 +105,12 @@ def test_idp_targets_are_checked_against_the_schema_with_file_and_line(tmp_path)
         kind_of(cfg).load_rows(cfg, write(tmp_path, "nodoc.jsonl", jsonl([{"target": good}])))
     pool = kind_of(cfg).load_rows(cfg, write(tmp_path, "pool.jsonl", jsonl([{"document": "d1"}])), require_answers=False)
     assert pool[0].label is None
+
+
+def test_a_pool_loses_repeated_inputs_and_inputs_of_held_out_rows_and_says_how_many():
+    from core.common.records import distinct_inputs
+
+    pool = [Example(f"p{i}", text, None) for i, text in enumerate(["a", "b", "a", "c", "d", "c"])]
+    kept, counts = distinct_inputs(pool, [Example("e1", "d", "Good"), Example("e2", "zz", "Bad")])
+    assert [r.id for r in kept] == ["p0", "p1", "p3"]
+    assert counts == {"rows": 6, "kept": 3, "duplicates_dropped": 2, "held_out_inputs_dropped": 1}

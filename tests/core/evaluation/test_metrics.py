@@ -38,3 +38,15 @@ def test_extraction_metrics_score_invalid_outputs_as_all_missing():
     assert m["schema_valid_rate"] == 0.5 and m["exact_match"] == 0.5
     assert m["field_recall"] == pytest.approx(0.5) and m["field_precision"] == pytest.approx(1.0)
     assert m["corrections_per_doc"] == pytest.approx(1.0)
+
+
+def test_the_confidence_threshold_is_the_lowest_that_keeps_the_precision():
+    from core.evaluation.metrics import confidence_threshold
+
+    confidences, correct = [0.95, 0.9, 0.8, 0.7, 0.6, 0.5], [True, True, False, True, True, False]
+    loose = confidence_threshold(confidences, correct, 0.75)
+    assert loose["threshold"] == 0.6 and loose["precision"] == 0.8 and loose["kept_share"] == pytest.approx(5 / 6)
+    strict = confidence_threshold(confidences, correct, 0.95)
+    assert strict["threshold"] == 0.9 and strict["precision"] == 1.0
+    assert confidence_threshold([0.9, 0.8], [False, False], 0.5)["threshold"] is None  # nothing reaches it: nothing kept
+    assert confidence_threshold([], [], 0.5)["threshold"] is None

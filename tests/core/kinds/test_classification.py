@@ -69,3 +69,36 @@ def test_label_balanced_pairs_choose_each_label_as_often_as_they_reject_it():
     for label in ("Good", "Standard", "Bad"):
         assert sum(p.chosen == label for p in kept) == sum(p.rejected == label for p in kept)
     assert len(kept) == 2
+
+
+def test_self_training_keeps_pool_answers_as_confident_as_the_validation_threshold():
+    """The threshold is the lowest confidence at which the labeler's validation answers are min_precision correct."""
+    cfg = TaskConfig()
+    cfg.self_training.min_precision = 0.75
+    base = {"teacher": "deliberate+sft", "latency_s": 0.1, "prompt_tokens": 10, "completion_tokens": 1}
+
+    def trace(text, output, confidence):
+        rest = (1 - confidence) / 2
+        probs = {label: (confidence if label == output else rest) for label in cfg.labels}
+        return base | {"id": text, "prompt": text, "input_sha256": text_sha256(text), "output": output, "label_probs": probs}
+
+    validation = [Example(f"v{i}", f"v{i}", gold) for i, gold in enumerate(["Good", "Bad", "Standard", "Good"])]
+    answered = [("Good", 0.9), ("Bad", 0.8), ("Good", 0.7), ("Good", 0.5)]  # wrong at 0.7: 3 of 4 right from 0.5
+    checked = {text_sha256(r.text): trace(r.text, out, c) for r, (out, c) in zip(validation, answered)}
+    pool = [
+        trace("p1", "Bad", 0.95),
+        trace("p2", "Good", 0.4),
+        trace("p3", "Standard", 0.5),
+        base | {"id": "p4", "output": None, "error": "x"},
+    ]
+    kept, report = KIND.confident_rows(cfg, validation, checked, pool)
+    assert [(e.text, e.label) for e in kept] == [("p1", "Bad"), ("p3", "Standard")]
+    assert report["threshold"]["threshold"] == 0.5 and report["pool_failed"] == 1 and report["pool_kept"] == 2
+    cfg.self_training.min_precision = 1.0
+    kept, report = KIND.confident_rows(cfg, validation, checked, pool)
+    assert [e.text for e in kept] == ["p1"] and report["threshold"]["threshold"] == 0.8
+
+
+def test_self_training_needs_sft_in_the_same_run():
+    with pytest.raises(ValueError, match="add 'sft' to methods"):
+        TaskConfig(methods=["selftrain"])
