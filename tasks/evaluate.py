@@ -14,6 +14,7 @@ from core.evaluation.evaluate import cascade_table
 from core.evaluation.report import add_learning_curves
 from core.kinds import kind_of
 from core.teachers.traces import TraceStore
+from tasks.artifacts import artifact_key
 
 
 @task(name="evaluate")
@@ -46,13 +47,13 @@ def evaluate_task(cfg: TaskConfig, eval_path: str, adapters: dict[str, str], out
     curves = {name: _curve(Path(folder)) for name, folder in adapters.items()}
     if add_learning_curves(report, curves):
         create_table_artifact(
-            key=f"{cfg.name}-learning-curve",
+            key=artifact_key(cfg.name, "learning-curve"),
             table=[{"adapter": name, **point} for name, c in curves.items() if c for point in c["curve"]],
             description=f"validation {cfg.promotion.primary_metric} per evaluation step",
         )
-    create_markdown_artifact(key=f"{cfg.name}-evaluation", markdown=report.read_text(), description="evaluation")
+    create_markdown_artifact(key=artifact_key(cfg.name, "evaluation"), markdown=report.read_text(), description="evaluation")
     create_table_artifact(
-        key=f"{cfg.name}-leaderboard",
+        key=artifact_key(cfg.name, "leaderboard"),
         table=[{"variant": name} | {k: results[name].get(k) for k in (*kind.summary_keys, "n")} for name in results],
     )
     return str(out)

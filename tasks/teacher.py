@@ -11,6 +11,7 @@ from core.common.config import TaskConfig
 from core.common.records import json_sha256
 from core.kinds import kind_of, make_teacher
 from core.teachers.traces import TraceStore, generate_traces
+from tasks.artifacts import artifact_key
 
 
 def traces_path(cfg: TaskConfig, split: str, adapter: str | None = None) -> Path:
@@ -55,5 +56,7 @@ def teacher_traces(cfg: TaskConfig, inputs_path: str, labeled_path: str, split: 
         summary["failure_reasons"] or "",
         summary["cost_usd"],
     )
-    create_table_artifact(key=f"{cfg.name}-teacher-{split}", table=[{k: v for k, v in summary.items() if k != "failure_reasons"}])
+    create_table_artifact(
+        key=artifact_key(cfg.name, "teacher", split), table=[{k: v for k, v in summary.items() if k != "failure_reasons"}]
+    )
     return summary

@@ -24,8 +24,9 @@ from core.evaluation.report import write_classification_report
 from core.kinds.base import ServedAnswer, TaskKind, trace_costs, traces_for_rows
 from core.model.calibrated import CalibratedDecoder, save_label_prior, softmax
 from core.model.decoders import classification_decoder
-from core.model.loading import load_model
+from core.model.loading import load_model, load_tokenizer
 from core.teachers.base import TeacherAnswer, TeacherTask
+from core.training.kd import parting_tokens
 
 PRIOR_INPUTS = 256  # pool inputs a KD student's label prior is averaged over (~30 s on 2 CPU cores)
 
@@ -54,6 +55,11 @@ class Classification(TaskKind):
         seen = Counter(e.label for e in rows)
         if require_answers and len(seen) < 2:
             raise DataError(path, None, "label", f"a single class {sorted(seen)}: need at least two to train or evaluate")
+
+    def check_task(self, cfg: TaskConfig) -> list[str]:
+        if "kd" in cfg.methods and cfg.kd.kl_weight > 0:
+            parting_tokens(load_tokenizer(cfg.model), cfg.labels)  # labels the soft term cannot read stop the run now
+        return []
 
     def to_record(self, cfg: TaskConfig, row: Example) -> dict:
         return row.to_dict()

@@ -79,7 +79,7 @@ class KDTrainer(CompletionSFTTrainer):
         self.kl_weight, self.temperature = kl_weight, temperature
         super().__init__(*args, **kwargs)
         self.label_token_ids, self.label_depth = None, 0
-        if labels:
+        if labels and kl_weight > 0:  # with no soft term the labels need not part anywhere
             self.label_depth, self.label_token_ids = parting_tokens(self.processing_class, labels)
 
     def _set_signature_columns_if_needed(self):
@@ -92,7 +92,7 @@ class KDTrainer(CompletionSFTTrainer):
         step = completion_forward(model, inputs)
         logits, picked, scored = step.logits, step.targets, step.scored
         loss = F.cross_entropy(logits.transpose(1, 2), picked.masked_fill(~scored, -100), ignore_index=-100)
-        if self.kl_weight > 0 and label_targets is not None:
+        if self.label_token_ids is not None and label_targets is not None:
             loss = (1 - self.kl_weight) * loss + self.kl_weight * self._label_ce(logits, picked, scored, label_targets)
         elif self.kl_weight > 0 and topk_ids is not None:
             loss = (1 - self.kl_weight) * loss + self.kl_weight * self._topk_kl(logits, scored, topk_ids, topk_lps)

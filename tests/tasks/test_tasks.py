@@ -62,3 +62,34 @@ def test_a_run_folder_depends_on_data_and_settings_only(tiny_cfg):
     assert run_dir(tiny_cfg, "sft", {"train_sha256": "x"}) == first
     tiny_cfg.training.learning_rate = 1e-4
     assert run_dir(tiny_cfg, "sft", {"train_sha256": "x"}) != first
+
+
+def test_labels_the_kd_term_cannot_read_stop_the_run_in_prepare_data(prefect_server, tiny_cfg):
+    """Before any training: 'Bug' is a prefix of 'Bugfix', so the two never part at one token."""
+    from core.errors import ConfigError
+    from core.kinds import kind_of
+
+    tiny_cfg.labels, tiny_cfg.methods = ["Bug", "Bugfix"], ["sft", "kd"]
+    with pytest.raises(ConfigError, match="kd.kl_weight: 0"):
+        prepare_data(tiny_cfg)
+    tiny_cfg.kd.kl_weight = 0.0  # the way out the message names: the teacher's answers only
+    assert kind_of(tiny_cfg).check_task(tiny_cfg) == []
+    tiny_cfg.labels, tiny_cfg.kd.kl_weight = ["P1", "P2", "P3"], 0.5  # share "P", part after it: fine
+    assert kind_of(tiny_cfg).check_task(tiny_cfg) == []
+
+
+def test_the_pool_loses_repeats_and_held_out_inputs_and_the_counts_are_returned(prefect_server, tiny_cfg, tmp_path):
+    prepared = prepare_data(tiny_cfg)
+    eval_text = json.loads(Path(prepared["eval"]).read_text().splitlines()[0])["text"]
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["fresh 1", "fresh 2", "fresh 1", eval_text]))
+    tiny_cfg.data.unlabeled, tiny_cfg.methods = pool, ["sft", "selftrain"]
+    prepared = prepare_data(tiny_cfg)
+    assert prepared["pool"] == {"rows": 4, "kept": 2, "duplicates_dropped": 1, "held_out_inputs_dropped": 1}
+    assert [json.loads(line)["text"] for line in Path(prepared["unlabeled"]).read_text().splitlines()] == ["fresh 1", "fresh 2"]
+
+
+def test_artifact_keys_are_made_safe_from_any_valid_task_name():
+    from tasks.artifacts import artifact_key
+
+    assert artifact_key("Creditmix_KD.v2", "teacher", "unlabeled") == "creditmix-kd-v2-teacher-unlabeled"
