@@ -6,9 +6,11 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
+from prefect.runtime import task_run
 
 from core.common.config import TaskConfig
 from core.common.records import json_sha256
+from core.errors import TeacherUnavailable
 from core.kinds import kind_of, make_teacher
 from core.teachers.traces import TraceStore, generate_traces
 from tasks.artifacts import artifact_key
@@ -29,7 +31,10 @@ def traces_path(cfg: TaskConfig, split: str, adapter: str | None = None) -> Path
     return cfg.work_dir / cfg.name / "traces" / f"{t.backend}-{json_sha256(setup, 12)}" / f"{split}.jsonl"
 
 
-@task(name="teacher_traces", retries=2, retry_delay_seconds=10)
+RETRIES = 2  # attempts after the first; each asks again only what failed in transit
+
+
+@task(name="teacher_traces", retries=RETRIES, retry_delay_seconds=10)
 def teacher_traces(cfg: TaskConfig, inputs_path: str, labeled_path: str, split: str, adapter: str | None = None) -> dict:
     """Ask the teacher about every input of `inputs_path` not yet traced; return the totals (and the file).
     `adapter`: the SFT adapter the deliberate backend runs instead of the base (`teacher.from_sft`, self-training)."""
@@ -56,6 +61,9 @@ def teacher_traces(cfg: TaskConfig, inputs_path: str, labeled_path: str, split: 
         summary["failure_reasons"] or "",
         summary["cost_usd"],
     )
+    if summary["failed_in_transit"] and task_run.run_count <= RETRIES:
+        # Make the task's retry fire: it asks again only the inputs whose answers the transport lost.
+        raise TeacherUnavailable(f"{summary['failed_in_transit']} teacher answers failed in transit; asking them again")
     create_table_artifact(
         key=artifact_key(cfg.name, "teacher", split), table=[{k: v for k, v in summary.items() if k != "failure_reasons"}]
     )

@@ -28,6 +28,7 @@ class TeacherAnswer:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     error: str | None = None  # why this answer cannot be used for training
+    transient: bool = False  # the error was the transport's (timeouts, 429, 5xx), not the answer's: a rerun asks again
     extra: dict = field(default_factory=dict)
 
 

@@ -70,7 +70,7 @@ class OpenAITeacher(Teacher):
                 return response.json()
             except (httpx.TransportError, _Retryable) as exc:
                 if attempt >= self.cfg.max_retries:
-                    raise _Fatal(f"gave up after {attempt + 1} attempts: {type(exc).__name__}: {exc}") from None
+                    raise _Fatal(f"gave up after {attempt + 1} attempts: {type(exc).__name__}: {exc}", transient=True) from None
                 time.sleep(self._backoff(attempt, getattr(exc, "retry_after", None)))
                 attempt += 1
 
@@ -94,7 +94,7 @@ class OpenAITeacher(Teacher):
         try:
             data = self._post(body)
         except _Fatal as exc:
-            return TeacherAnswer(None, latency_s=time.perf_counter() - start, error=str(exc))
+            return TeacherAnswer(None, latency_s=time.perf_counter() - start, error=str(exc), transient=exc.transient)
         latency = time.perf_counter() - start
         usage = data.get("usage") or {}
         tokens = {"prompt_tokens": int(usage.get("prompt_tokens") or 0), "completion_tokens": int(usage.get("completion_tokens") or 0)}
@@ -119,4 +119,6 @@ class _Retryable(Exception):
 
 
 class _Fatal(Exception):
-    pass
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient  # retries ran out on a transport fault; the input itself may be fine

@@ -2,10 +2,13 @@
 
 A trace file is JSONL, one line per distinct input (the README lists the fields):
 `id, input_sha256, prompt, output, label_probs, top_logprobs, teacher, latency_s, prompt_tokens,
-completion_tokens` plus `error` on a failed answer. Every line is flushed and fsynced as soon as its
-answer arrives, so killing the run loses at most the answers in flight; a rerun reads the file,
-skips every input whose hash is already there (failed ones included: a rerun never pays twice)
-and asks only for the rest. A torn last line from a crash is ignored and asked again.
+completion_tokens` plus `error` on a failed answer (and `transient: true` when the transport failed
+it: timeouts, 429s, 5xx after every retry). Every line is flushed and fsynced as soon as its answer
+arrives, so killing the run loses at most the answers in flight; a rerun reads the file, skips every
+input whose hash is already there and asks only for the rest. Answers that failed for their content
+(unparsable, outside the label set, invalid JSON) are never asked again: a rerun does not pay twice
+for the same refusal. Answers that failed in transit are asked again, and the newer line wins. A
+torn last line from a crash is ignored and asked again.
 
     store = TraceStore("runs/.work/creditmix/traces/deliberate.jsonl")
     summary = generate_traces(rows, store, lambda: make_teacher(cfg, pool), prices=cfg.teacher.prices)   # core.kinds
@@ -58,7 +61,9 @@ class TraceStore:
         return store
 
     def __contains__(self, key: str) -> bool:
-        return key in self.traces
+        """Answered for good: a trace that failed in transit does not count (it is asked again)."""
+        trace = self.traces.get(key)
+        return trace is not None and not trace.get("transient")
 
     def append(self, trace: dict) -> None:
         with self._lock:
@@ -89,6 +94,8 @@ def _trace(row: Example, key: str, answer: TeacherAnswer, teacher: str) -> dict:
     }
     if answer.error:
         trace["error"] = answer.error
+        if answer.transient:
+            trace["transient"] = True
     return trace
 
 
@@ -135,6 +142,7 @@ def generate_traces(
     wanted = {text_sha256(r.text) for r in rows}
     traces = [store.traces[k] for k in wanted]
     failed = [t for t in traces if t.get("error")]
+    transient = sum(bool(t.get("transient")) for t in failed)
     name = teacher.name if teacher is not None else (traces[0]["teacher"] if traces else "")
     price = price_for(name, prices)
     prompt_tokens = sum(t["prompt_tokens"] for t in traces)
@@ -150,6 +158,7 @@ def generate_traces(
         "cached": cached,
         "duplicates_skipped": duplicates,
         "failed": len(failed),
+        "failed_in_transit": transient,
         "failure_reasons": reasons,
         "usable": len(traces) - len(failed),
         "elapsed_s": round(elapsed, 2),

@@ -12,7 +12,7 @@ import pytest
 
 from core.common.config import TaskConfig
 from core.common.prompts import parse_label
-from core.common.records import Example
+from core.common.records import Example, text_sha256
 from core.errors import TeacherUnavailable
 from core.kinds import kind_of, make_teacher
 from core.kinds.extraction import task_schema
@@ -109,3 +109,31 @@ def test_openai_teacher_extracts_under_the_task_schema(server, tmp_path):
     for trace in store.usable():
         output, errors = schema.parse(trace["output"])
         assert output is not None and not errors and trace["completion_tokens"] > 0
+
+
+def test_a_rerun_asks_again_what_failed_in_transit_but_not_what_failed_for_its_content(faulty, tmp_path):
+    """Input 1: three 500s (retries run out: a transport fault). Input 2: an answer outside the label set (its content).
+    The rerun asks input 1 again, once, and its new answer replaces the failed line; input 2 is not paid for twice."""
+    faults = faulty["faults"]
+    cfg = openai_cfg(faulty["url"], max_retries=2, concurrency=1)
+    rows = [Example("a", "Interest_Rate: 3"), Example("b", "Interest_Rate: 30")]
+    store = TraceStore(tmp_path / "traces.jsonl")
+
+    def teacher():
+        t = make_teacher(cfg)
+        t.retry_cap_s = 0.05
+        return t
+
+    faults.plan.extend(["500", "500", "500", "outside"])
+    first = generate_traces(rows, store, teacher, progress=False)
+    store.close()
+    assert first["failed"] == 2 and first["failed_in_transit"] == 1
+    before = faults.seen
+    store = TraceStore(tmp_path / "traces.jsonl")
+    again = generate_traces(rows, store, teacher, progress=False)
+    store.close()
+    assert faults.seen - before == 1 and again["asked"] == 1  # only the transport's failure
+    assert again["failed"] == 1 and again["failed_in_transit"] == 0
+    final = TraceStore.read(tmp_path / "traces.jsonl").traces
+    assert final[text_sha256("Interest_Rate: 3")]["output"] in ("Good", "Standard", "Bad")
+    assert final[text_sha256("Interest_Rate: 30")]["error"].startswith("answer outside the label set")
