@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from core.common.config import PromotionPolicy, TaskConfig
-from core.common.records import atomic_write_text
+from core.common.records import atomic_write_text, fsync_folder
 from core.errors import RegistryError
 
 ALIASES = ("production", "staging")
@@ -150,7 +150,9 @@ class Registry:
                 (staging / "config.yaml").write_text(config_yaml)
                 (staging / "data_fingerprint.json").write_text(json.dumps(fingerprint, indent=2))
                 (staging / "README.md").write_text(model_card or f"# {task} {method} {version}\n")
+                fsync_folder(staging)  # on disk before the rename publishes it: a power cut cannot publish empty files
                 os.rename(staging, folder / version)  # the version appears complete or not at all
+                fsync_folder(folder, files=False)
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise

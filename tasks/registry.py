@@ -6,19 +6,44 @@ import json
 from pathlib import Path
 
 import yaml
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from prefect import get_run_logger, task
 
 from core.common.config import TaskConfig
 from core.kinds import kind_of
 from core.registry import Registry
 
+HUB_IDS = {"embedded": "HuggingFaceTB/SmolLM2-135M-Instruct"}  # what the embedded base is on the Hugging Face Hub
+LICENSES = {"embedded": "apache-2.0"}  # an adapter is published under its base model's license; others: say so by hand
+
 
 def model_card(cfg: TaskConfig, method: str, metrics: dict, baseline: dict | None) -> str:
+    """A Hugging Face model card (YAML metadata + text): the adapter folder can be pushed to the Hub as it is."""
     kind = kind_of(cfg)
+    base = cfg.model.base_model
+    data = ModelCardData(
+        base_model=HUB_IDS.get(base, base),
+        library_name="peft",
+        license=LICENSES.get(base, "other"),
+        tags=["distill-slm", "lora", kind.type, method],
+        model_name=f"{cfg.name}-{method}",
+        eval_results=[
+            EvalResult(
+                task_type=kind.hf_task,
+                dataset_type=cfg.name,
+                dataset_name=f"{cfg.name} evaluation split ({metrics.get('n', '?')} rows)",
+                metric_type=key,
+                metric_value=round(float(metrics[key]), 4),
+            )
+            for key in kind.card_keys
+            if key in metrics
+        ],
+    )
     lines = [
         f"# {cfg.name} / {method}",
         "",
-        f"LoRA adapter over `{cfg.model.base_model}` ({cfg.model.precision}, quantization {cfg.model.quantization}).",
+        f"LoRA adapter ({method}) over `{data.base_model}` ({cfg.model.precision}, quantization {cfg.model.quantization}), "
+        "trained by distill-slm.",
         kind.card_line(cfg),
         "",
         "| metric | adapter | base |",
@@ -27,7 +52,9 @@ def model_card(cfg: TaskConfig, method: str, metrics: dict, baseline: dict | Non
     for key in kind.card_keys:
         base_value = f"{baseline[key]:.3f}" if baseline and key in baseline else "-"
         lines.append(f"| {key} | {metrics[key]:.3f} | {base_value} |")
-    return "\n".join(lines) + "\n"
+    if data.license == "other":
+        lines += ["", f"License: that of the base model `{base}`; set `license` in the metadata before publishing."]
+    return str(ModelCard("---\n" + data.to_yaml() + "\n---\n\n" + "\n".join(lines) + "\n"))
 
 
 @task(name="register")

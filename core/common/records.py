@@ -125,6 +125,20 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def fsync_folder(folder: str | Path, files: bool = True) -> None:
+    """Flush the files directly in `folder` (unless `files` is False) and the folder's own entries to disk."""
+    folder = Path(folder)
+    if files:
+        for item in folder.iterdir():
+            if item.is_file():
+                fd = os.open(item, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+    _fsync_dir(folder)
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Publish a file whole: temp file in the same folder, fsync, rename, fsync the folder."""
     path = Path(path)

@@ -36,6 +36,7 @@ class Classification(TaskKind):
     summary_keys = ("macro_f1", "accuracy", "ece", "min_class_recall", "latency_ms_p50", "cost_per_1k_usd")
     card_keys = ("macro_f1", "accuracy", "min_class_recall", "ece")
     escalates = True
+    hf_task = "text-classification"
 
     # -- data --------------------------------------------------------------------------------
     def parse_record(self, cfg: TaskConfig, record: dict, path: Path, line: int, require_answer: bool) -> Example:

@@ -54,6 +54,12 @@ def test_register_then_promote_through_the_gate(prefect_server, tiny_cfg, tmp_pa
     assert ref == "sft/v0001"
     card = (tiny_cfg.runs_dir / tiny_cfg.name / "sft" / "v0001" / "README.md").read_text()
     assert "| macro_f1 | 0.800 | 0.200 |" in card
+    from huggingface_hub import ModelCard
+
+    meta = ModelCard(card).data  # the Hugging Face model-card convention: the folder can be published as it is
+    assert meta.library_name == "peft" and meta.base_model == str(tiny_cfg.model.base_model) and meta.license == "other"
+    assert {"distill-slm", "lora", "classification", "sft"} <= set(meta.tags)
+    assert {(r.metric_type, r.metric_value) for r in meta.eval_results} >= {("macro_f1", 0.8), ("min_class_recall", 0.6)}
     assert promote_task(tiny_cfg, ref)["passed"] and Registry(tiny_cfg.runs_dir).aliases(tiny_cfg.name)["production"] == ref
 
 
