@@ -41,6 +41,10 @@ class GateDecision:
     candidate: str
     incumbent: str | None
     reasons: list[str] = field(default_factory=list)
+    metric: str = ""  # the primary metric compared
+    candidate_value: float | None = None
+    incumbent_value: float | None = None  # the incumbent's figure on the candidate's evaluation rows
+    eval_sha256: str | None = None  # those rows' fingerprint
 
 
 class Registry:
@@ -158,7 +162,7 @@ class Registry:
                 raise
         return f"{method}/{version}"
 
-    def _move_alias(self, task: str, alias: str, target: str | None, reason: str) -> None:
+    def _move_alias(self, task: str, alias: str, target: str | None, reason: str, details: dict | None = None) -> None:
         """Push `target` on the alias's stack (None pops it: a rollback), recording the move."""
         state = self._alias_state(task)
         stack = state["stacks"].setdefault(alias, [])
@@ -173,20 +177,35 @@ class Registry:
                 "from": previous,
                 "to": stack[-1] if stack else None,
                 "reason": reason,
+                **(details or {}),
                 "at": datetime.now(UTC).isoformat(),
             }
         )
         atomic_write_text(self.root / task / "aliases.json", json.dumps(state, indent=2))
 
-    def gate(self, task: str, candidate: str, policy: PromotionPolicy, alias: str = "production") -> GateDecision:
-        """Would `candidate` be promoted to `alias`? Compares against the alias's current adapter."""
+    def fingerprint(self, task: str, ref: str) -> dict:
+        path = self.path(task, ref) / "data_fingerprint.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def gate(
+        self, task: str, candidate: str, policy: PromotionPolicy, alias: str = "production", incumbent_metrics: dict | None = None
+    ) -> GateDecision:
+        """Would `candidate` be promoted to `alias`? Compares against the alias's current adapter on the same rows.
+
+        The incumbent's stored metrics count only when it was evaluated on the candidate's evaluation rows (same
+        fingerprint); otherwise `incumbent_metrics` must be its figures measured on those rows (the `distill` flow
+        measures them), or the gate refuses to compare and says why.
+        """
         target = self.resolve(task, candidate)
         metrics = self.metrics(task, target)
         incumbent = self.aliases(task).get(alias)
-        decision = GateDecision(passed=True, candidate=target, incumbent=incumbent)
         primary = policy.primary_metric
+        rows = self.fingerprint(task, target).get("eval_sha256")
+        decision = GateDecision(True, target, incumbent, metric=primary, candidate_value=metrics.get(primary), eval_sha256=rows)
         if primary not in metrics:
-            return GateDecision(False, target, incumbent, [f"candidate has no metric {primary!r}"])
+            decision.passed = False
+            decision.reasons.append(f"candidate has no metric {primary!r}")
+            return decision
         for name, floor in policy.guard_min.items():
             if metrics.get(name, float("-inf")) < floor:
                 decision.passed = False
@@ -196,30 +215,49 @@ class Registry:
                 decision.passed = False
                 decision.reasons.append(f"guard {name}={metrics.get(name)} is above {ceiling}")
         if incumbent and incumbent != target:
-            ours, theirs = metrics[primary], self.metrics(task, incumbent).get(primary, float("-inf"))
+            if incumbent_metrics is None:
+                theirs_rows = self.fingerprint(task, incumbent).get("eval_sha256")
+                if rows is None or theirs_rows != rows:
+                    decision.passed = False
+                    decision.reasons.append(
+                        f"{alias} {incumbent} was evaluated on other rows (eval {theirs_rows} vs the candidate's {rows}): "
+                        "evaluate it on the candidate's rows (the distill flow does) or promote with force"
+                    )
+                    return decision
+                incumbent_metrics = self.metrics(task, incumbent)
+            ours, theirs = metrics[primary], incumbent_metrics.get(primary, float("-inf"))
+            decision.incumbent_value = theirs
             if ours < theirs + policy.min_gain:
                 decision.passed = False
                 decision.reasons.append(f"{primary} {ours:.4f} does not beat {alias} {incumbent} ({theirs:.4f}) by {policy.min_gain}")
             else:
-                decision.reasons.append(f"{primary} {ours:.4f} vs {alias} {incumbent} {theirs:.4f}")
+                decision.reasons.append(f"{primary} {ours:.4f} vs {alias} {incumbent} {theirs:.4f} on the same rows")
         elif not incumbent:
             decision.reasons.append(f"no {alias} adapter yet")
         return decision
 
     def promote(
-        self, task: str, candidate: str, policy: PromotionPolicy | None = None, alias: str = "production", force: bool = False
+        self,
+        task: str,
+        candidate: str,
+        policy: PromotionPolicy | None = None,
+        alias: str = "production",
+        force: bool = False,
+        incumbent_metrics: dict | None = None,
     ) -> GateDecision:
-        """Move `alias` to `candidate` if it passes the gate of `policy` (None: no guards, no minimum gain) or `force`."""
+        """Move `alias` to `candidate` if it passes the gate of `policy` (None: no guards, no minimum gain) or `force`;
+        `incumbent_metrics`: the alias's current adapter measured on the candidate's evaluation rows (see `gate`)."""
         if alias not in ALIASES:
             raise RegistryError(f"alias must be one of {ALIASES}, got {alias!r}")
         policy = policy or PromotionPolicy(guard_min={})
         with self._lock(task):
-            decision = self.gate(task, candidate, policy, alias)
+            decision = self.gate(task, candidate, policy, alias, incumbent_metrics)
             if force and not decision.passed:
                 decision.reasons.append("forced")
                 decision.passed = True
             if decision.passed:
-                self._move_alias(task, alias, decision.candidate, "; ".join(decision.reasons))
+                figures = {k: getattr(decision, k) for k in ("metric", "candidate_value", "incumbent_value", "eval_sha256")}
+                self._move_alias(task, alias, decision.candidate, "; ".join(decision.reasons), {"gate": figures})
         return decision
 
     def rollback(self, task: str, alias: str = "production") -> str | None:

@@ -70,5 +70,5 @@ def distill(cfg: TaskConfig = TaskConfig()) -> dict:  # noqa: B008 (the default 
     for method, adapter_dir in adapters.items():
         ref = register_task(cfg, method, adapter_dir, eval_dir, prepared["fingerprint"])
         summary["variants"][method]["registered"] = ref
-        summary["variants"][method]["promotion"] = promote_task(cfg, ref)
+        summary["variants"][method]["promotion"] = promote_task(cfg, ref, prepared["eval"])
     return summary

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import yaml
@@ -80,8 +81,19 @@ def register_task(cfg: TaskConfig, method: str, adapter_dir: str, eval_dir: str,
 
 
 @task(name="promote")
-def promote_task(cfg: TaskConfig, ref: str) -> dict:
-    """Move `production` to `ref` if it passes the task's promotion gate."""
-    decision = Registry(cfg.runs_dir).promote(cfg.name, ref, cfg.promotion)
-    get_run_logger().info("promotion of %s: %s (%s)", ref, "passed" if decision.passed else "refused", "; ".join(decision.reasons))
-    return {"candidate": decision.candidate, "passed": decision.passed, "incumbent": decision.incumbent, "reasons": decision.reasons}
+def promote_task(cfg: TaskConfig, ref: str, eval_path: str | None = None) -> dict:
+    """Move `production` to `ref` if it passes the task's promotion gate, comparing both on the same rows: an incumbent
+    evaluated on other rows is evaluated again on `eval_path` (the candidate's evaluation rows)."""
+    logger = get_run_logger()
+    registry = Registry(cfg.runs_dir)
+    incumbent = registry.aliases(cfg.name).get("production")
+    rows_of = lambda r: registry.fingerprint(cfg.name, r).get("eval_sha256")  # noqa: E731
+    incumbent_metrics = None
+    if incumbent and eval_path and incumbent != registry.resolve(cfg.name, ref) and rows_of(incumbent) != rows_of(ref):
+        kind = kind_of(cfg)
+        logger.info("evaluating production %s on %s's evaluation rows, to compare like with like", incumbent, ref)
+        scored = kind.evaluate(cfg, kind.load_rows(cfg, eval_path), {"incumbent": registry.path(cfg.name, incumbent)}, include_base=False)
+        incumbent_metrics = scored["incumbent"]
+    decision = registry.promote(cfg.name, ref, cfg.promotion, incumbent_metrics=incumbent_metrics)
+    logger.info("promotion of %s: %s (%s)", ref, "passed" if decision.passed else "refused", "; ".join(decision.reasons))
+    return asdict(decision) | {"incumbent_reevaluated": incumbent_metrics is not None}

@@ -102,7 +102,7 @@ def server(tiny_model_dir, tmp_path_factory):
     config_yaml = yaml.safe_dump(cfg.model_dump(mode="json"))
     for seed in (1, 2):
         adapter = make_adapter(cfg, root / f"adapter{seed}", seed)
-        registry.register("creditmix", "sft", adapter, {"macro_f1": 0.5 + seed / 10}, config_yaml, {})
+        registry.register("creditmix", "sft", adapter, {"macro_f1": 0.5 + seed / 10}, config_yaml, {"eval_sha256": "demo"})
     registry.promote("creditmix", "sft/v0001")
     # A document-extraction task beside it (the invoices demo schema), served by the same base model.
     idp = TaskConfig(type="idp", model=cfg.model, max_new_tokens=200)

@@ -16,8 +16,8 @@ def adapter(tmp_path):
     return folder
 
 
-def register(reg, adapter, f1, method="sft", **extra):
-    return reg.register("t", method, adapter, {"macro_f1": f1, "min_class_recall": 0.6, **extra}, "name: t\n", {"sha": "x"})
+def register(reg, adapter, f1, method="sft", rows="x", **extra):
+    return reg.register("t", method, adapter, {"macro_f1": f1, "min_class_recall": 0.6, **extra}, "name: t\n", {"eval_sha256": rows})
 
 
 def test_versions_are_numbered_and_complete(tmp_path, adapter):
@@ -50,6 +50,21 @@ def test_gate_promotes_only_a_better_candidate_and_rollback_restores(tmp_path, a
     assert reg.rollback("t") is None
     with pytest.raises(RegistryError):
         reg.rollback("t")
+
+
+def test_the_gate_compares_on_the_candidates_rows_or_refuses_to_compare(tmp_path, adapter):
+    """An incumbent scored on other rows is not compared by its stored figure: the caller measures it on the candidate's
+    rows (the distill flow does), or the gate says why it cannot compare. The move records both figures and the rows."""
+    reg = Registry(tmp_path / "runs")
+    first = register(reg, adapter, 0.90, rows="old-rows")
+    assert reg.promote("t", first).passed
+    other = register(reg, adapter, 0.80, rows="new-rows")  # lower, but on harder rows than the incumbent's 0.90
+    refused = reg.promote("t", other)
+    assert not refused.passed and "was evaluated on other rows" in refused.reasons[0] and reg.aliases("t")["production"] == first
+    passed = reg.promote("t", other, incumbent_metrics={"macro_f1": 0.75})  # the incumbent on the new rows
+    assert passed.passed and (passed.candidate_value, passed.incumbent_value, passed.eval_sha256) == (0.80, 0.75, "new-rows")
+    moved = reg.describe("t")["history"][-1]
+    assert moved["gate"] == {"metric": "macro_f1", "candidate_value": 0.80, "incumbent_value": 0.75, "eval_sha256": "new-rows"}
 
 
 def test_guards_block_promotion(tmp_path, adapter):

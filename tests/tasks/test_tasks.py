@@ -99,3 +99,16 @@ def test_artifact_keys_are_made_safe_from_any_valid_task_name():
     from tasks.artifacts import artifact_key
 
     assert artifact_key("Creditmix_KD.v2", "teacher", "unlabeled") == "creditmix-kd-v2-teacher-unlabeled"
+
+
+def test_promote_evaluates_an_incumbent_scored_on_other_rows_on_the_candidates_rows(prefect_server, tiny_cfg, tmp_path):
+    tiny_cfg.promotion.guard_min = {}
+    prepared = prepare_data(tiny_cfg)
+    registry = Registry(tiny_cfg.runs_dir)
+    for seed, rows in ((1, "other-rows"), (2, prepared["fingerprint"]["eval_sha256"])):
+        adapter = make_adapter(tiny_cfg, tmp_path / f"adapter{seed}", seed=seed)
+        registry.register(tiny_cfg.name, "sft", adapter, {"macro_f1": 0.99 if seed == 1 else 0.0}, "", {"eval_sha256": rows})
+    registry.promote(tiny_cfg.name, "sft/v0001")
+    decision = promote_task(tiny_cfg, "sft/v0002", prepared["eval"])
+    assert decision["incumbent_reevaluated"] and decision["eval_sha256"] == prepared["fingerprint"]["eval_sha256"]
+    assert decision["incumbent_value"] != 0.99  # measured again on these rows, not the stored figure
