@@ -64,6 +64,10 @@ class PromoteResponse(BaseModel):
     candidate: str
     incumbent: str | None
     reasons: list[str]
+    metric: str = Field("", description="the primary metric the gate compared")
+    candidate_value: float | None = None
+    incumbent_value: float | None = Field(None, description="the incumbent's figure on the candidate's evaluation rows")
+    eval_sha256: str | None = Field(None, description="fingerprint of those rows")
     served: dict[str, str]
 
 
