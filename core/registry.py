@@ -24,7 +24,7 @@ import os
 import shutil
 import tempfile
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -45,6 +45,8 @@ class GateDecision:
     candidate_value: float | None = None
     incumbent_value: float | None = None  # the incumbent's figure on the candidate's evaluation rows
     eval_sha256: str | None = None  # those rows' fingerprint
+    forced: bool = False  # passed only because the caller forced it
+    promoted: bool = False  # the alias moved to this candidate
 
 
 class Registry:
@@ -89,6 +91,25 @@ class Registry:
         if version not in versions:
             raise RegistryError(f"{task}/{method} has no version {version!r}; it has {versions}")
         return f"{method}/{version}"
+
+    def gate_record(self, task: str, ref: str) -> list[dict]:
+        """Every gate decision taken on this version (`gate.json` in its folder), oldest first."""
+        path = self.path(task, ref) / "gate.json"
+        return json.loads(path.read_text()) if path.exists() else []
+
+    def verdict(self, task: str, ref: str) -> str | None:
+        """'passed' if a gate ever passed this version, 'forced' if it was only ever promoted by force, else None."""
+        record = self.gate_record(task, ref)
+        if any(d["passed"] and not d.get("forced") for d in record):
+            return "passed"
+        return "forced" if any(d.get("forced") for d in record) else None
+
+    def newest_servable(self, task: str, method: str) -> str | None:
+        """The newest version of `method` that passed its gate or was promoted by force (None: no such version)."""
+        for version in reversed(self.versions(task, method)):
+            if self.verdict(task, f"{method}/{version}"):
+                return f"{method}/{version}"
+        return None
 
     def path(self, task: str, ref: str) -> Path:
         return self.root / task / self.resolve(task, ref)
@@ -247,18 +268,48 @@ class Registry:
     ) -> GateDecision:
         """Move `alias` to `candidate` if it passes the gate of `policy` (None: no guards, no minimum gain) or `force`;
         `incumbent_metrics`: the alias's current adapter measured on the candidate's evaluation rows (see `gate`)."""
+        return self.promote_best(task, [candidate], policy, alias, force, incumbent_metrics)[0]
+
+    def promote_best(
+        self,
+        task: str,
+        candidates: list[str],
+        policy: PromotionPolicy | None = None,
+        alias: str = "production",
+        force: bool = False,
+        incumbent_metrics: dict | None = None,
+    ) -> list[GateDecision]:
+        """Gate every candidate (one run's adapters, evaluated on the same rows) and move `alias` at most once: to the
+        passing candidate with the best primary metric. One move per run means one rollback undoes the run.
+
+        Every decision is recorded in its version's `gate.json`; the service serves only versions that passed
+        (or were forced)."""
         if alias not in ALIASES:
             raise RegistryError(f"alias must be one of {ALIASES}, got {alias!r}")
         policy = policy or PromotionPolicy(guard_min={})
         with self._lock(task):
-            decision = self.gate(task, candidate, policy, alias, incumbent_metrics)
-            if force and not decision.passed:
-                decision.reasons.append("forced")
-                decision.passed = True
-            if decision.passed:
-                figures = {k: getattr(decision, k) for k in ("metric", "candidate_value", "incumbent_value", "eval_sha256")}
-                self._move_alias(task, alias, decision.candidate, "; ".join(decision.reasons), {"gate": figures})
-        return decision
+            decisions = [self.gate(task, candidate, policy, alias, incumbent_metrics) for candidate in candidates]
+            for decision in decisions:
+                if force and not decision.passed:
+                    decision.reasons.append("forced")
+                    decision.passed, decision.forced = True, True
+            passing = [d for d in decisions if d.passed]
+            best = max(passing, key=lambda d: d.candidate_value if d.candidate_value is not None else float("-inf"), default=None)
+            for decision in decisions:
+                decision.promoted = decision is best
+                if decision.passed and not decision.promoted:
+                    decision.reasons.append(f"passed, but {best.candidate} scored higher in the same run")
+                self._record_gate(task, decision, alias)
+            if best is not None:
+                figures = {k: getattr(best, k) for k in ("metric", "candidate_value", "incumbent_value", "eval_sha256")}
+                self._move_alias(task, alias, best.candidate, "; ".join(best.reasons), {"gate": figures})
+        return decisions
+
+    def _record_gate(self, task: str, decision: GateDecision, alias: str) -> None:
+        path = self.path(task, decision.candidate) / "gate.json"
+        record = json.loads(path.read_text()) if path.exists() else []
+        record.append(asdict(decision) | {"alias": alias, "at": datetime.now(UTC).isoformat()})
+        atomic_write_text(path, json.dumps(record, indent=2))
 
     def rollback(self, task: str, alias: str = "production") -> str | None:
         """Point `alias` back at what it held before its last promotion; return the new target."""

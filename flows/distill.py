@@ -67,8 +67,8 @@ def distill(cfg: TaskConfig = TaskConfig()) -> dict:  # noqa: B008 (the default 
     for name in ["base", *(["teacher"] if teacher_on_eval else []), *adapters]:
         metrics = json.loads((Path(eval_dir) / f"{name}.metrics.json").read_text())
         summary["variants"][name] = {k: metrics[k] for k in kind_of(cfg).summary_keys if k in metrics}
-    for method, adapter_dir in adapters.items():
-        ref = register_task(cfg, method, adapter_dir, eval_dir, prepared["fingerprint"])
-        summary["variants"][method]["registered"] = ref
-        summary["variants"][method]["promotion"] = promote_task(cfg, ref, prepared["eval"])
+    refs = {method: register_task(cfg, method, adapter_dir, eval_dir, prepared["fingerprint"]) for method, adapter_dir in adapters.items()}
+    decisions = promote_task(cfg, list(refs.values()), prepared["eval"]) if refs else {}
+    for method, ref in refs.items():
+        summary["variants"][method] |= {"registered": ref, "promotion": decisions[ref]}
     return summary

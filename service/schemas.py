@@ -31,6 +31,9 @@ class InferResponse(BaseModel):
     task: str
     variant: str
     adapter: str = Field(..., description="'base', 'method/version', or (auto, escalated) the teacher")
+    gate: Literal["passed", "forced"] | None = Field(
+        None, description="how the served version got there: it passed its promotion gate, or was promoted by force"
+    )
     output: str = Field(..., description="the label, or (idp) the extracted JSON as text")
     output_json: dict | None = Field(None, description="idp: the extracted object")
     schema_valid: bool | None = Field(None, description="idp: the output validated against the schema after decoding")

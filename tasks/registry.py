@@ -81,19 +81,21 @@ def register_task(cfg: TaskConfig, method: str, adapter_dir: str, eval_dir: str,
 
 
 @task(name="promote")
-def promote_task(cfg: TaskConfig, ref: str, eval_path: str | None = None) -> dict:
-    """Move `production` to `ref` if it passes the task's promotion gate, comparing both on the same rows: an incumbent
-    evaluated on other rows is evaluated again on `eval_path` (the candidate's evaluation rows)."""
+def promote_task(cfg: TaskConfig, refs: list[str], eval_path: str | None = None) -> dict[str, dict]:
+    """Gate one run's adapters and move `production` at most once, to the best that passes; both sides are compared on
+    the same rows: an incumbent evaluated on other rows is evaluated again on `eval_path` (the candidates' rows)."""
     logger = get_run_logger()
     registry = Registry(cfg.runs_dir)
     incumbent = registry.aliases(cfg.name).get("production")
     rows_of = lambda r: registry.fingerprint(cfg.name, r).get("eval_sha256")  # noqa: E731
     incumbent_metrics = None
-    if incumbent and eval_path and incumbent != registry.resolve(cfg.name, ref) and rows_of(incumbent) != rows_of(ref):
+    if incumbent and eval_path and any(incumbent != registry.resolve(cfg.name, r) and rows_of(incumbent) != rows_of(r) for r in refs):
         kind = kind_of(cfg)
-        logger.info("evaluating production %s on %s's evaluation rows, to compare like with like", incumbent, ref)
+        logger.info("evaluating production %s on this run's evaluation rows, to compare like with like", incumbent)
         scored = kind.evaluate(cfg, kind.load_rows(cfg, eval_path), {"incumbent": registry.path(cfg.name, incumbent)}, include_base=False)
         incumbent_metrics = scored["incumbent"]
-    decision = registry.promote(cfg.name, ref, cfg.promotion, incumbent_metrics=incumbent_metrics)
-    logger.info("promotion of %s: %s (%s)", ref, "passed" if decision.passed else "refused", "; ".join(decision.reasons))
-    return asdict(decision) | {"incumbent_reevaluated": incumbent_metrics is not None}
+    decisions = registry.promote_best(cfg.name, refs, cfg.promotion, incumbent_metrics=incumbent_metrics)
+    for d in decisions:
+        verdict = "promoted" if d.promoted else ("passed" if d.passed else "refused")
+        logger.info("gate of %s: %s (%s)", d.candidate, verdict, "; ".join(d.reasons))
+    return {ref: asdict(d) | {"incumbent_reevaluated": incumbent_metrics is not None} for ref, d in zip(refs, decisions)}

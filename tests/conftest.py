@@ -109,6 +109,7 @@ def server(tiny_model_dir, tmp_path_factory):
     registry.register(
         "invoices", "sft", make_adapter(idp, root / "adapter-idp", 3), {"field_f1": 0.1}, yaml.safe_dump(idp.model_dump(mode="json")), {}
     )
+    registry.promote("invoices", "sft/v0001", idp.promotion.model_copy(update={"guard_min": {}}))  # only gated versions are served
     settings = Settings(runs_dir=root / "runs", admin_api_keys=[ADMIN_KEY], audit_log=root / "audit" / "audit.jsonl")
     srv, base = serve_in_thread(settings)
     yield {"url": base, "registry": registry, "settings": settings}

@@ -246,6 +246,7 @@ class Classification(TaskKind):
             task=task,
             variant=variant,
             adapter=served.ref,
+            gate=served.gate,
             output=pred.label,
             label_probs=pred.probs,
             confidence=pred.confidence,

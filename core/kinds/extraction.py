@@ -163,6 +163,7 @@ class DocumentExtraction(TaskKind):
             task=task,
             variant=variant,
             adapter=served.ref,
+            gate=served.gate,
             output=result.text,
             output_json=result.output,
             schema_valid=result.valid,

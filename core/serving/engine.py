@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from core.common.config import ModelConfig, TaskConfig
 from core.errors import UnknownVariant
@@ -31,11 +31,12 @@ from core.teachers.base import Teacher
 @dataclass
 class Variant:
     task: str
-    name: str  # base | sft | kd | dpo
+    name: str  # base | a method (sft, selftrain, kd, dpo) | an alias (production, staging)
     ref: str  # 'base' or 'method/version'
     adapter: str | None  # PEFT adapter name inside the shared model; None = base weights only
     decoder: CalibratedDecoder | SchemaDecoder  # the task kind's
     loaded_at: float
+    gate: str | None = None  # 'passed' or 'forced' (how this version got to be served); None for the base model
 
 
 class InferenceEngine:
@@ -55,12 +56,18 @@ class InferenceEngine:
         return self.registry.task_config(task)
 
     def _wanted(self) -> dict[tuple[str, str], str]:
-        """(task, method) -> 'method/version': production when it is that method, else the newest."""
+        """(task, variant) -> 'method/version': each alias exactly the version it names; each method production's version
+        when production is that method, else its newest version that passed the gate or was forced (none: not served)."""
         wanted = {}
         for task in self.registry.tasks():
-            production = self.registry.aliases(task).get("production", "")
+            aliases = self.registry.aliases(task)
+            for alias, ref in aliases.items():
+                wanted[(task, alias)] = ref
+            production = aliases.get("production", "")
             for method in self.registry.methods(task):
-                wanted[(task, method)] = production if production.startswith(method + "/") else self.registry.resolve(task, method)
+                ref = production if production.startswith(method + "/") else self.registry.newest_servable(task, method)
+                if ref is not None:
+                    wanted[(task, method)] = ref
         return wanted
 
     @contextlib.contextmanager
@@ -84,17 +91,17 @@ class InferenceEngine:
         """Bring the served adapters in line with the registry; return {task:variant: ref}."""
         with self.lock:
             self.configs = {task: self.task_config(task) for task in self.registry.tasks()}
-            current = {key: v.ref for key, v in self.variants.items()}
+            # One adapter per version, however many variants (a method, an alias) name it.
+            loaded = {(v.task, v.ref): v for v in self.variants.values() if v.adapter}
             table: dict[tuple[str, str], Variant] = {}
-            for (task, method), ref in self._wanted().items():
-                if current.get((task, method)) == ref:
-                    table[(task, method)] = self.variants[(task, method)]
-                    continue
-                name = f"{task}__{ref}".replace("/", "__").replace(".", "_")  # torch module names: no dots
-                start = time.perf_counter()
-                self.model = load_adapter(self.model, self.registry.root / task / ref, name=name)
-                self.adapter_load_s[name] = time.perf_counter() - start
-                table[(task, method)] = self._variant(task, method, ref, name)
+            for (task, variant), ref in self._wanted().items():
+                if (task, ref) not in loaded:
+                    name = f"{task}__{ref}".replace("/", "__").replace(".", "_")  # torch module names: no dots
+                    start = time.perf_counter()
+                    self.model = load_adapter(self.model, self.registry.root / task / ref, name=name)
+                    self.adapter_load_s[name] = time.perf_counter() - start
+                    loaded[(task, ref)] = self._variant(task, variant, ref, name)
+                table[(task, variant)] = replace(loaded[(task, ref)], name=variant, gate=self.registry.verdict(task, ref))
             for task in self.configs:
                 # Base decoders are rebuilt too: the model object is a PEFT wrapper once any adapter is in.
                 table[(task, "base")] = self._variant(task, "base", "base", None)
@@ -125,10 +132,8 @@ class InferenceEngine:
         return variant
 
     def student(self, task: str) -> str:
-        """The variant `auto` answers with: production's method, else the first of kd, selftrain, sft, dpo served."""
-        production = self.registry.aliases(task).get("production")
-        candidates = ([production.split("/")[0]] if production else []) + ["kd", "selftrain", "sft", "dpo"]
-        for name in candidates:
+        """The variant `auto` answers with: production, else the first of kd, selftrain, sft, dpo served."""
+        for name in ("production", "kd", "selftrain", "sft", "dpo"):
             if (task, name) in self.variants:
                 return name
         raise UnknownVariant(f"{task}:auto needs a trained adapter; served: {sorted(f'{t}:{n}' for t, n in self.variants)}")

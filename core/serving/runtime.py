@@ -75,11 +75,8 @@ class ServingRuntime:
         task, _, variant = model.partition(":")
         if not variant:
             raise UnknownVariant(f"model: {model!r}; use <task>:<variant> or <task>:<alias> (see /v1/models)")
-        if variant in ALIASES:
-            ref = self.engine.registry.aliases(task).get(variant)
-            if ref is None:
-                raise UnknownVariant(f"model: task {task!r} has no {variant!r} adapter")
-            variant = ref.split("/")[0]
+        if variant in ALIASES and (task, variant) not in self.engine.variants:
+            raise UnknownVariant(f"model: task {task!r} has no {variant!r} adapter")
         self._check_length(text, "messages")
         start = time.perf_counter()
         answer = self._answer(task, variant, text, None)
@@ -87,8 +84,7 @@ class ServingRuntime:
         return self._finish(answer, start, "chat", caller, text)
 
     def model_names(self) -> list[str]:
-        names = sorted({f"{v.task}:{v.name}" for v in self.engine.served()})
-        return names + sorted(f"{task}:{alias}" for task in self.engine.configs for alias in self.engine.registry.aliases(task))
+        return sorted(f"{v.task}:{v.name}" for v in self.engine.served())
 
     # -- admin -----------------------------------------------------------------------------
     def reload(self) -> dict[str, str]:

@@ -138,6 +138,13 @@ def test_distill_flow_self_trains_and_distils_from_its_sft_adapter(prefect_serve
     chosen = json.loads((Registry(tiny_cfg.runs_dir).path("creditmix", ref) / "self_training.json").read_text())
     assert chosen["pool_answers"] == 10 and chosen["threshold"]["answers"] == 6 and chosen["gold_rows"] > 0
     assert "## Self-training against the SFT adapter" in Path(summary["report"]).read_text()
+    # Three adapters gated, production moved once (to the best that passed): one rollback undoes the run.
+    promotions = [summary["variants"][m]["promotion"] for m in ("sft", "selftrain", "kd")]
+    assert all(p["passed"] for p in promotions) and sum(p["promoted"] for p in promotions) == 1
+    registry = Registry(tiny_cfg.runs_dir)
+    assert len(registry.describe("creditmix")["history"]) == 1
+    registry.rollback("creditmix")
+    assert registry.aliases("creditmix") == {}
 
 
 def test_distill_flow_sft_then_dpo(prefect_server, tiny_cfg):

@@ -12,11 +12,12 @@ from tests.conftest import ADMIN_KEY
 
 
 def test_infer_base_and_sft(server):
-    for variant, adapter in [("base", "base"), ("sft", "sft/v0001")]:
+    """sft serves v0001, the version that passed its gate, not the newer v0002 that no gate has passed; the answer says so."""
+    for variant, adapter, gate in [("base", "base", None), ("sft", "sft/v0001", "passed")]:
         r = httpx.post(server["url"] + f"/infer/{variant}", json={"task": "creditmix", "input": "Num_Bank_Accounts: 3"})
         assert r.status_code == 200, r.text
         body = r.json()
-        assert body["adapter"] == adapter and body["output"] in ("Good", "Standard", "Bad")
+        assert body["adapter"] == adapter and body["gate"] == gate and body["output"] in ("Good", "Standard", "Bad")
         assert abs(sum(body["label_probs"].values()) - 1) < 1e-5 and body["request_id"]
 
 

@@ -60,7 +60,7 @@ def test_register_then_promote_through_the_gate(prefect_server, tiny_cfg, tmp_pa
     assert meta.library_name == "peft" and meta.base_model == str(tiny_cfg.model.base_model) and meta.license == "other"
     assert {"distill-slm", "lora", "classification", "sft"} <= set(meta.tags)
     assert {(r.metric_type, r.metric_value) for r in meta.eval_results} >= {("macro_f1", 0.8), ("min_class_recall", 0.6)}
-    assert promote_task(tiny_cfg, ref)["passed"] and Registry(tiny_cfg.runs_dir).aliases(tiny_cfg.name)["production"] == ref
+    assert promote_task(tiny_cfg, [ref])[ref]["promoted"] and Registry(tiny_cfg.runs_dir).aliases(tiny_cfg.name)["production"] == ref
 
 
 def test_a_run_folder_depends_on_data_and_settings_only(tiny_cfg):
@@ -109,6 +109,6 @@ def test_promote_evaluates_an_incumbent_scored_on_other_rows_on_the_candidates_r
         adapter = make_adapter(tiny_cfg, tmp_path / f"adapter{seed}", seed=seed)
         registry.register(tiny_cfg.name, "sft", adapter, {"macro_f1": 0.99 if seed == 1 else 0.0}, "", {"eval_sha256": rows})
     registry.promote(tiny_cfg.name, "sft/v0001")
-    decision = promote_task(tiny_cfg, "sft/v0002", prepared["eval"])
+    decision = promote_task(tiny_cfg, ["sft/v0002"], prepared["eval"])["sft/v0002"]
     assert decision["incumbent_reevaluated"] and decision["eval_sha256"] == prepared["fingerprint"]["eval_sha256"]
     assert decision["incumbent_value"] != 0.99  # measured again on these rows, not the stored figure

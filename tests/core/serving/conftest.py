@@ -22,7 +22,7 @@ def registry(tiny_model_dir, tmp_path_factory):
             make_adapter(cfg, root / f"a{seed}", seed),
             {"macro_f1": 0.5},
             yaml.safe_dump(cfg.model_dump(mode="json")),
-            {},
+            {"eval_sha256": "rows"},
         )
     registry.promote("creditmix", "sft/v0001")
     return registry
