@@ -72,3 +72,16 @@ class InputTooLong(DistillError, ValueError):
     def __init__(self, field: str, problem: str) -> None:
         self.field, self.problem = field, problem
         super().__init__(f"{field}: {problem}")
+
+
+class MethodsFailed(DistillError, RuntimeError):
+    """Some training methods of a run failed; the others were evaluated, registered and gated (`summary`)."""
+
+    def __init__(self, failed: dict[str, str], summary: dict) -> None:
+        self.failed, self.summary = failed, summary
+        finished = [m for m in summary.get("variants", {}) if m not in ("base", "teacher")]
+        super().__init__(
+            "methods that did not finish: "
+            + "; ".join(f"{method}: {why}" for method, why in failed.items())
+            + f". Finished, evaluated and gated: {finished or 'none'}"
+        )

@@ -16,9 +16,10 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from prefect import flow
+from prefect import flow, get_run_logger
 
 from core.common.config import TaskConfig
+from core.errors import MethodsFailed
 from core.kinds import kind_of
 from tasks.evaluate import evaluate_task
 from tasks.prepare import prepare_data
@@ -30,37 +31,62 @@ from tasks.train import train_dpo_task, train_kd_task, train_selftrain_task, tra
 # log_prints stays off: it patches print(), which breaks dill's stdout capture inside datasets.
 @flow(name="distill")
 def distill(cfg: TaskConfig = TaskConfig()) -> dict:  # noqa: B008 (the default fills the Prefect UI's form)
-    """Distill one task into adapters, evaluate them against the base model, register, promote."""
+    """Distill one task into adapters, evaluate them against the base model, register, promote.
+
+    A method that fails does not take the others with it: they are still evaluated, registered and
+    gated, and then the run fails naming the methods that did not finish (a rerun resumes them).
+    """
     prepared = prepare_data(cfg)
-    adapters = {}
-    if "sft" in cfg.methods:
-        adapters["sft"] = train_sft_task(cfg, prepared["train"], prepared["fingerprint"], prepared["validation"])
-    teacher_on_eval = None
+    adapters: dict[str, str] = {}
+    failed: dict[str, str] = {}
     summary: dict = {"task": cfg.name, "variants": {}, "pool": prepared["pool"]}
-    if "selftrain" in cfg.methods:  # the SFT adapter, run the deliberate way, labels the pool and the validation rows
-        labeled = {
-            split: teacher_traces(cfg, prepared[split], prepared["train"], split, adapters["sft"]) for split in ("unlabeled", "validation")
-        }
+    teacher_on_eval = None
+
+    def attempt(method: str, needs: str | None, train) -> None:
+        if needs and needs not in adapters:
+            failed[method] = f"needs this run's {needs} adapter, which did not finish"
+            return
+        try:
+            adapters[method] = train()
+        except Exception as exc:  # noqa: BLE001 (recorded, named at the end of the run)
+            failed[method] = f"{type(exc).__name__}: {exc}"
+            get_run_logger().error("%s failed; the other methods go on: %s", method, failed[method])
+
+    if "sft" in cfg.methods:
+        attempt("sft", None, lambda: train_sft_task(cfg, prepared["train"], prepared["fingerprint"], prepared["validation"]))
+
+    def self_train() -> str:  # the SFT adapter, run the deliberate way, labels the pool and the validation rows
+        splits = ("unlabeled", "validation")
+        labeled = {split: teacher_traces(cfg, prepared[split], prepared["train"], split, adapters["sft"]) for split in splits}
         summary["self_training_traces"] = labeled["unlabeled"]
-        adapters["selftrain"] = train_selftrain_task(
-            cfg,
-            prepared["train"],
-            prepared["validation"],
-            labeled["unlabeled"]["path"],
-            labeled["validation"]["path"],
-            prepared["fingerprint"],
-        )
-    if "kd" in cfg.methods:
-        # The embedded teacher runs this run's SFT adapter where labeled data trained one (`teacher.from_sft`).
-        teacher_adapter = adapters.get("sft") if cfg.teacher.backend == "deliberate" and cfg.teacher.from_sft else None
+        paths = [labeled[split]["path"] for split in splits]
+        return train_selftrain_task(cfg, prepared["train"], prepared["validation"], *paths, prepared["fingerprint"])
+
+    if "selftrain" in cfg.methods:
+        attempt("selftrain", "sft", self_train)
+    # The embedded teacher runs this run's SFT adapter where labeled data trained one (`teacher.from_sft`).
+    teacher_needs = "sft" if cfg.teacher.backend == "deliberate" and cfg.teacher.from_sft and "sft" in cfg.methods else None
+
+    def distil() -> str:
+        nonlocal teacher_on_eval
+        teacher_adapter = adapters.get(teacher_needs) if teacher_needs else None
         pool = teacher_traces(cfg, prepared["unlabeled"], prepared["train"], "unlabeled", teacher_adapter)
         summary["teacher_traces"] = pool
-        adapters["kd"] = train_kd_task(cfg, pool["path"], prepared["fingerprint"])
+        adapter = train_kd_task(cfg, pool["path"], prepared["fingerprint"])
         teacher_on_eval = teacher_traces(cfg, prepared["eval"], prepared["train"], "eval", teacher_adapter)["path"]
+        return adapter
+
+    if "kd" in cfg.methods:
+        attempt("kd", teacher_needs, distil)
     if "dpo" in cfg.methods:
-        start = adapters.get("sft") if cfg.dpo.from_sft else None
         pool_traces = summary.get("teacher_traces", {}).get("path")
-        adapters["dpo"] = train_dpo_task(cfg, prepared["train"], start, prepared["fingerprint"], pool_traces)
+        attempt(
+            "dpo",
+            "sft" if cfg.dpo.from_sft else None,
+            lambda: train_dpo_task(
+                cfg, prepared["train"], adapters.get("sft") if cfg.dpo.from_sft else None, prepared["fingerprint"], pool_traces
+            ),
+        )
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     eval_dir = evaluate_task(cfg, prepared["eval"], adapters, str(cfg.work_dir / cfg.name / f"eval-{stamp}"), teacher_on_eval)
     summary |= {"eval_dir": eval_dir, "report": str(Path(eval_dir) / "report.md")}
@@ -71,4 +97,7 @@ def distill(cfg: TaskConfig = TaskConfig()) -> dict:  # noqa: B008 (the default 
     decisions = promote_task(cfg, list(refs.values()), prepared["eval"]) if refs else {}
     for method, ref in refs.items():
         summary["variants"][method] |= {"registered": ref, "promotion": decisions[ref]}
+    if failed:
+        get_run_logger().info("summary of the finished methods: %s", json.dumps(summary, default=str))
+        raise MethodsFailed(failed, summary)
     return summary

@@ -194,3 +194,19 @@ def test_cli_refuses_bad_eval_data_naming_file_line_field(tmp_path):
     done = cli("eval", "--task", "creditmix", "--adapter", "base", "--data", str(bad), "--runs-dir", str(tmp_path / "runs"))
     assert done.returncode == 1
     assert f"{bad}:2: field 'text': missing or empty" in done.stderr
+
+
+def test_a_failed_method_leaves_the_others_evaluated_registered_and_gated(prefect_server, tiny_cfg):
+    """DPO cannot find enough pairs (a real DataError, raised mid-run): SFT is still evaluated, registered and promoted,
+    and the run then fails naming DPO and why."""
+    from core.errors import MethodsFailed
+    from flows.distill import distill
+
+    tiny_cfg.methods = ["sft", "dpo"]
+    tiny_cfg.training.max_steps = 2
+    tiny_cfg.promotion.guard_min = {}
+    tiny_cfg.dpo.min_pairs = 10_000
+    with pytest.raises(MethodsFailed, match=r"dpo: DataError: .*fewer than dpo.min_pairs=10000.*Finished, evaluated and gated: \['sft'\]"):
+        distill(tiny_cfg)
+    registry = Registry(tiny_cfg.runs_dir)
+    assert registry.methods("creditmix") == ["sft"] and registry.aliases("creditmix") == {"production": "sft/v0001"}
