@@ -56,9 +56,21 @@ def _counts(choice: dict) -> str:
     return ", ".join(f"{label} {count}" for label, count in choice["predicted_distribution"].items() if label != "<none>")
 
 
+def balance_note(metrics: dict) -> str:
+    """What the evaluation rows were, said plainly: balanced (how many per class) or not (the counts)."""
+    support = {label: c["support"] for label, c in metrics["per_class"].items()}
+    if len(set(support.values())) == 1:
+        return f"Balanced evaluation: {next(iter(support.values()))} rows per class."
+    counts = ", ".join(f"{label} {n}" for label, n in support.items())
+    return (
+        f"**The evaluation rows are not balanced** ({counts}; a `data.eval` file is used as given). Macro-averaged "
+        "figures (macro_f1, min_class_recall) weigh every class equally and hold either way; accuracy does not."
+    )
+
+
 def markdown_report(task: str, results: dict[str, dict], image_name: str = "confusion.png") -> str:
     names = list(results)
-    lines = [f"# Evaluation: {task}", "", "Balanced eval split: the same number of rows per class.", ""]
+    lines = [f"# Evaluation: {task}", "", balance_note(results[names[0]]), ""]
     notes = [f"{n}: {results[n]['latency_note']}" for n in names if results[n].get("latency_note")]
     notes += [f"{n}: cost from {results[n]['cost_basis']}" for n in names if results[n].get("cost_basis")]
     if notes:

@@ -18,6 +18,7 @@ def test_classification_report_has_every_variant_and_the_confusion_image(tmp_pat
     report = write_classification_report("t", results, tmp_path)
     text = report.read_text()
     assert "| metric | base | sft |" in text and "| macro_f1 |" in text and "per request" in text
+    assert "Balanced evaluation: 2 rows per class." in text
     assert (tmp_path / "confusion.png").stat().st_size > 1000
 
 
@@ -31,3 +32,10 @@ def test_extraction_report_lists_accuracy_per_field(tmp_path):
     m = extraction_metrics([{"a": 1, "b": "x"}], [{"a": 1, "b": "z"}], [True])
     text = write_extraction_report("docs", {"base": m}, tmp_path).read_text()
     assert "| field_f1 |" in text and "| a | 1.000 |" in text and "| b | 0.000 |" in text
+
+
+def test_a_report_on_unbalanced_rows_says_so_with_the_counts(tmp_path):
+    gold = ["Good"] * 4 + ["Standard", "Bad"]
+    metrics = classification_metrics(gold, gold, LABELS, latencies_ms=[5.0] * 6)
+    text = write_classification_report("t", {"base": metrics}, tmp_path).read_text()
+    assert "**The evaluation rows are not balanced** (Good 4, Standard 1, Bad 1;" in text and "Balanced evaluation" not in text
