@@ -10,6 +10,22 @@ from core.kinds import kind_of
 from core.teachers import preflight
 
 
+def check_inputs(cfg: TaskConfig) -> None:
+    """Every check that needs no Prefect: the task, the labeled rows, the eval file, the pool and the teacher's
+    endpoint. The CLI runs it before the flow starts, so bad input stops a run in seconds, not after a server boots."""
+    kind = kind_of(cfg)
+    kind.check_task(cfg)
+    kind.labeled_rows(cfg)
+    if cfg.data.eval is not None:
+        kind.load_rows(cfg, cfg.data.eval)
+    if cfg.data.unlabeled is not None and {"kd", "selftrain"} & set(cfg.methods):
+        kind.load_rows(cfg, cfg.data.unlabeled, require_answers=False)
+    if "selftrain" in cfg.methods and not kind.escalates:
+        kind.confident_rows(cfg, [], {}, [])  # raises: this type's answers carry no confidence to select by
+    if "kd" in cfg.methods:
+        preflight(cfg)
+
+
 @task(name="prepare_data")
 def prepare_data(cfg: TaskConfig) -> dict:
     """Write `train.jsonl`, `validation.jsonl` and `eval.jsonl` (and the teacher's `unlabeled.jsonl`) under the work dir;

@@ -22,6 +22,23 @@ import demos
 from core.errors import ConfigError
 
 
+def _yaml_line(text: str, loc: tuple) -> int:
+    """The 1-based line of the YAML node at `loc` (a pydantic error location), or of its nearest parent that exists."""
+    node, line = yaml.compose(text), 1
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            found = [(k, v) for k, v in node.value if k.value == str(key)]
+            if not found:
+                break
+            node, line = found[0][1], found[0][0].start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -297,7 +314,10 @@ class TaskConfig(_Strict):
         try:
             cfg = cls.model_validate(raw)
         except ValidationError as exc:
-            lines = [f"{path}: field {'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors()]
+            text = path.read_text(encoding="utf-8")
+            lines = [
+                f"{path}:{_yaml_line(text, e['loc'])}: field {'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors()
+            ]
             raise ConfigError("\n".join(lines)) from None
         # Relative data paths are relative to the YAML file, not to wherever the command runs.
         for key in ("train", "eval", "unlabeled", "preferences"):

@@ -210,3 +210,16 @@ def test_a_failed_method_leaves_the_others_evaluated_registered_and_gated(prefec
         distill(tiny_cfg)
     registry = Registry(tiny_cfg.runs_dir)
     assert registry.methods("creditmix") == ["sft"] and registry.aliases("creditmix") == {"production": "sft/v0001"}
+
+
+def test_cli_run_stops_on_bad_data_in_seconds_before_any_prefect_server(tmp_path):
+    import time
+
+    bad = tmp_path / "train.jsonl"
+    bad.write_text('{"text": "a", "label": "Good"}\n{"text": "b", "label": "Gold"}\n')
+    task = tmp_path / "task.yaml"
+    task.write_text(f"name: creditmix\ndata: {{train: {bad}}}\nwork_dir: {tmp_path / 'work'}\n")
+    start = time.perf_counter()
+    done = cli("run", str(task), "--runs-dir", str(tmp_path / "runs"))
+    assert done.returncode == 1 and f"{bad}:2: field 'label': unknown label 'Gold'" in done.stderr
+    assert "temporary server" not in done.stderr.lower() and time.perf_counter() - start < 60

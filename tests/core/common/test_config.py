@@ -35,3 +35,10 @@ def test_bad_yaml_names_file_and_field(tmp_path, text, words):
     with pytest.raises(ConfigError) as err:
         TaskConfig.from_yaml(path)
     assert str(path) in str(err.value) and words in str(err.value)
+
+
+def test_yaml_errors_name_the_line_of_the_field(tmp_path):
+    path = tmp_path / "task.yaml"
+    path.write_text("name: tickets\nlabels: [P1, P2, P3]\ntraining:\n  epochs: 1\n  learning_rate: -3\n")
+    with pytest.raises(ConfigError, match=r"task.yaml:5: field training.learning_rate: "):
+        TaskConfig.from_yaml(path)
