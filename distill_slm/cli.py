@@ -34,13 +34,14 @@ def _config(path: str | None):
 
 def cmd_run(args: argparse.Namespace) -> int:
     from flows.distill import distill
+    from flows.server import run_server
     from tasks.prepare import check_inputs
 
     cfg = _config(args.config)
     if args.runs_dir:
         cfg.runs_dir = Path(args.runs_dir)
     check_inputs(cfg)  # bad input stops here, before Prefect's temporary server starts
-    with contextlib.redirect_stdout(sys.stderr):  # trainer logs and progress must not mix into the JSON
+    with run_server(), contextlib.redirect_stdout(sys.stderr):  # trainer logs and progress must not mix into the JSON
         summary = distill(cfg)
     print(json.dumps(summary, indent=2))
     return 0
