@@ -35,7 +35,8 @@ ERROR_STATUS: list[tuple[type[DistillError], int, str, str | None]] = [
 
 
 def _error(status: int, message: str, kind: str, field: str | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": kind, "field": field}}, status_code=status)
+    """OpenAI's error shape (`message`, `type`, `param`, `code`) on every route; `field` repeats `param` for older clients."""
+    return JSONResponse({"error": {"message": message, "type": kind, "param": field, "code": kind, "field": field}}, status_code=status)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Response
+from fastapi.responses import StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from core.kinds import ServedAnswer
@@ -18,9 +20,12 @@ from service.deps import CallerKey, Runtime, require_admin
 from service.schemas import (
     AssistantMessage,
     ChatCompletion,
+    ChatCompletionChunk,
     ChatRequest,
     Choice,
     ChoiceLogprobs,
+    ChunkChoice,
+    Delta,
     ErrorResponse,
     InferRequest,
     InferResponse,
@@ -74,10 +79,18 @@ def chat_completions(body: ChatRequest, runtime: Runtime, caller: CallerKey) -> 
     user = [m.content for m in body.messages if m.role == "user"]
     if not user:
         raise HTTPException(422, "messages: no user message to answer")
-    answer = runtime.chat(body.model, user[-1], caller)
-    choice = Choice(message=AssistantMessage(content=answer.output), logprobs=_label_logprobs(answer, body) if body.logprobs else None)
-    extra = {k: v for k, v in asdict(answer).items() if k in ("adapter", "label_probs", "confidence", "schema_valid", "schema_errors")}
-    return ChatCompletion(
+    stop = [body.stop] if isinstance(body.stop, str) else body.stop
+    who = f"{caller}/{body.user}" if body.user else caller
+    answer = runtime.chat(body.model, user[-1], who, body.max_completion_tokens or body.max_tokens, stop)
+    choice = Choice(
+        message=AssistantMessage(content=answer.output),
+        finish_reason=answer.finish_reason,
+        logprobs=_label_logprobs(answer, body) if body.logprobs else None,
+    )
+    extra = {
+        k: v for k, v in asdict(answer).items() if k in ("adapter", "gate", "label_probs", "confidence", "schema_valid", "schema_errors")
+    }
+    completion = ChatCompletion(
         id=answer.request_id,
         created=int(time.time()),
         model=body.model,
@@ -89,6 +102,26 @@ def chat_completions(body: ChatRequest, runtime: Runtime, caller: CallerKey) -> 
         ),
         distill_slm={k: v for k, v in extra.items() if v is not None},
     )
+    if body.stream:
+        usage = body.stream_options is not None and body.stream_options.include_usage
+        return StreamingResponse(_events(completion, usage), media_type="text/event-stream")
+    return completion
+
+
+def _events(completion: ChatCompletion, include_usage: bool) -> Iterator[str]:
+    """The answer as OpenAI's server-sent events: the role, the content, the finish reason, (usage), [DONE]."""
+    choice = completion.choices[0]
+    head = {"id": completion.id, "created": completion.created, "model": completion.model}
+    chunks = [
+        ChatCompletionChunk(**head, choices=[ChunkChoice(delta=Delta(role="assistant", content=""))]),
+        ChatCompletionChunk(**head, choices=[ChunkChoice(delta=Delta(content=choice.message.content))]),
+        ChatCompletionChunk(**head, choices=[ChunkChoice(delta=Delta(), finish_reason=choice.finish_reason)]),
+    ]
+    if include_usage:
+        chunks.append(ChatCompletionChunk(**head, choices=[], usage=completion.usage))
+    for chunk in chunks:
+        yield f"data: {chunk.model_dump_json(exclude_none=True)}\n\n"
+    yield "data: [DONE]\n\n"
 
 
 def _label_logprobs(answer: ServedAnswer, body: ChatRequest) -> ChoiceLogprobs | None:

@@ -8,9 +8,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class ErrorDetail(BaseModel):
+    """OpenAI's error object."""
+
     message: str
     type: str
-    field: str | None = None
+    param: str | None = Field(None, description="the request field at fault")
+    code: str | None = None
+    field: str | None = Field(None, description="the same as param")
 
 
 class ErrorResponse(BaseModel):
@@ -80,13 +84,29 @@ class ChatMessage(BaseModel):
     content: str
 
 
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    include_usage: bool = Field(False, description="a last chunk (no choices) carrying the request's token usage")
+
+
 class ChatRequest(BaseModel):
+    """The chat-completions fields the service honours; any other field is refused (422 naming it), never ignored."""
+
+    model_config = ConfigDict(extra="forbid")
     model: str = Field(..., description="<task>:<variant> or <task>:<alias>")
     messages: list[ChatMessage] = Field(..., min_length=1)
-    temperature: float | None = None
-    max_tokens: int | None = None
+    temperature: float | None = Field(
+        None, ge=0, le=0, description="only 0 (or absent): answers are scored (classification) or greedy-decoded, never sampled"
+    )
+    n: int | None = Field(None, ge=1, le=1, description="only 1: one answer per request")
+    max_tokens: int | None = Field(None, ge=1, description="cut the answer after this many tokens (finish_reason 'length')")
+    max_completion_tokens: int | None = Field(None, ge=1, description="the same as max_tokens (OpenAI's newer name)")
+    stop: str | list[str] | None = Field(None, description="cut the answer before the first of these strings")
+    stream: bool = Field(False, description="answer as server-sent events (chat.completion.chunk), ending with [DONE]")
+    stream_options: StreamOptions | None = None
     logprobs: bool = Field(False, description="return the answer's log-probability; alternatives are the task's labels")
     top_logprobs: int | None = Field(None, ge=0, le=20, description="how many label alternatives to return with logprobs")
+    user: str | None = Field(None, description="the end user, recorded in the audit log beside the caller's key")
 
 
 class TopLogprob(BaseModel):
@@ -113,6 +133,26 @@ class Choice(BaseModel):
     message: AssistantMessage
     finish_reason: Literal["stop", "length"] = "stop"
     logprobs: ChoiceLogprobs | None = None
+
+
+class Delta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChunkChoice(BaseModel):
+    index: int = 0
+    delta: Delta
+    finish_reason: Literal["stop", "length"] | None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: "Usage | None" = None
 
 
 class Usage(BaseModel):

@@ -54,6 +54,7 @@ class ServedAnswer:
     escalation_error: str | None = None
     request_id: str = ""
     latency_ms: float = 0.0
+    finish_reason: str = "stop"  # "length" when a client's max_tokens cut the answer
     gate: str | None = None  # how the served version got there: 'passed' its gate or 'forced'; None for the base model
 
 

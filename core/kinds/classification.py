@@ -242,6 +242,7 @@ class Classification(TaskKind):
         if json_schema is not None:
             raise InvalidRequest("json_schema", "only document-extraction (idp) tasks take a schema")
         served, pred = batcher.classify(task, variant, text)
+        tokenizer = served.decoder.tokenizer
         return ServedAnswer(
             task=task,
             variant=variant,
@@ -251,7 +252,8 @@ class Classification(TaskKind):
             label_probs=pred.probs,
             confidence=pred.confidence,
             margin=pred.margin,
-            completion_tokens=1,
+            prompt_tokens=prompt_tokens(tokenizer, served.decoder.instruction, text),
+            completion_tokens=len(tokenizer(pred.label, add_special_tokens=False).input_ids),  # scored, not generated
         )
 
 

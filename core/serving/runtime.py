@@ -70,8 +70,11 @@ class ServingRuntime:
             self._maybe_escalate(answer, text)
         return self._finish(answer, start, "infer", caller, text)
 
-    def chat(self, model: str, text: str, caller: str = "anonymous") -> ServedAnswer:
-        """The OpenAI-compatible path: `model` is `<task>:<variant>` or `<task>:<alias>`."""
+    def chat(
+        self, model: str, text: str, caller: str = "anonymous", max_tokens: int | None = None, stop: list[str] | None = None
+    ) -> ServedAnswer:
+        """The OpenAI-compatible path: `model` is `<task>:<variant>` or `<task>:<alias>`. `max_tokens` cuts the answer
+        after that many tokens (`finish_reason` "length"); `stop` cuts it before the first stop string ("stop")."""
         task, _, variant = model.partition(":")
         if not variant:
             raise UnknownVariant(f"model: {model!r}; use <task>:<variant> or <task>:<alias> (see /v1/models)")
@@ -81,7 +84,19 @@ class ServingRuntime:
         start = time.perf_counter()
         answer = self._answer(task, variant, text, None)
         answer.request_id = "chatcmpl-" + uuid.uuid4().hex
+        self._limit(answer, max_tokens, stop)
         return self._finish(answer, start, "chat", caller, text)
+
+    def _limit(self, answer: ServedAnswer, max_tokens: int | None, stop: list[str] | None) -> None:
+        """Apply a client's `max_tokens` and `stop` to an answer, counting tokens with the served model's tokenizer."""
+        if max_tokens is not None and answer.completion_tokens > max_tokens:
+            ids = self.engine.tokenizer(answer.output, add_special_tokens=False).input_ids[:max_tokens]
+            answer.output, answer.completion_tokens, answer.finish_reason = self.engine.tokenizer.decode(ids), len(ids), "length"
+        cuts = [answer.output.find(s) for s in stop or [] if s and s in answer.output]
+        if cuts:
+            answer.output = answer.output[: min(cuts)]
+            answer.completion_tokens = len(self.engine.tokenizer(answer.output, add_special_tokens=False).input_ids)
+            answer.finish_reason = "stop"
 
     def model_names(self) -> list[str]:
         return sorted(f"{v.task}:{v.name}" for v in self.engine.served())

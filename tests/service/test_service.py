@@ -126,3 +126,38 @@ def test_admin_promote_runs_the_gate(server):
     assert r.json()["served"] == {}
     r = httpx.post(url + "/admin/promote", json={"task": "creditmix", "ref": "sft/v0001", "force": True}, headers=key, timeout=120)
     assert r.status_code == 200 and r.json()["passed"] and r.json()["served"]["creditmix:sft"] == "sft/v0001"
+
+
+def test_openai_contract_usage_limits_and_refusals(server):
+    """Real token counts; max_tokens and stop honoured (finish_reason says which); temperature, n and unknown fields
+    refused with a 422 naming the field; errors in OpenAI's shape, read by the official client."""
+    from core.model.loading import load_tokenizer
+
+    client = openai.OpenAI(base_url=server["url"] + "/v1", api_key="client-key")
+    tokenizer = load_tokenizer(server["registry"].task_config("creditmix").model)
+    ask = [{"role": "user", "content": "Interest_Rate: 25"}]
+    reply = client.chat.completions.create(model="creditmix:sft", messages=ask)
+    label = reply.choices[0].message.content
+    assert reply.usage.completion_tokens == len(tokenizer(label, add_special_tokens=False).input_ids)
+    assert reply.usage.prompt_tokens > 10 and reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+    cut = client.chat.completions.create(model="creditmix:sft", messages=ask, stop=[label[1:]])
+    assert cut.choices[0].message.content == label[:1] and cut.choices[0].finish_reason == "stop"
+    short = client.chat.completions.create(model="invoices:sft", messages=[{"role": "user", "content": "Invoice INV-1"}], max_tokens=3)
+    assert short.usage.completion_tokens == 3 and short.choices[0].finish_reason == "length"
+    for bad, field in (({"temperature": 0.7}, "temperature"), ({"n": 2}, "n"), ({"extra_body": {"top_k": 5}}, "top_k")):
+        with pytest.raises(openai.UnprocessableEntityError) as refused:
+            client.chat.completions.create(model="creditmix:sft", messages=ask, **bad)
+        assert refused.value.body["param"] == field and field in refused.value.body["message"]
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.chat.completions.create(model="creditmix:nope", messages=ask)
+    assert missing.value.body["type"] == "unknown_model" and "not served" in missing.value.body["message"]
+
+
+def test_openai_client_reads_a_streamed_answer(server):
+    client = openai.OpenAI(base_url=server["url"] + "/v1", api_key="client-key")
+    ask = [{"role": "user", "content": "Interest_Rate: 25"}]
+    whole = client.chat.completions.create(model="creditmix:sft", messages=ask)
+    chunks = list(client.chat.completions.create(model="creditmix:sft", messages=ask, stream=True, stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == whole.choices[0].message.content
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
