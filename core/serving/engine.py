@@ -44,6 +44,7 @@ class InferenceEngine:
         self.registry = Registry(runs_dir)
         self.model_cfg = model_cfg
         self.lock = threading.RLock()  # one forward at a time; reload swaps under it
+        self._reload_lock = threading.Lock()
         self.model = None
         self.tokenizer = None
         self.configs: dict[str, TaskConfig] = {}
@@ -88,28 +89,47 @@ class InferenceEngine:
         self.reload()
 
     def reload(self) -> dict[str, str]:
-        """Bring the served adapters in line with the registry; return {task:variant: ref}."""
-        with self.lock:
-            self.configs = {task: self.task_config(task) for task in self.registry.tasks()}
-            # One adapter per version, however many variants (a method, an alias) name it.
+        """Bring the served adapters in line with the registry; return {task:variant: ref}.
+
+        New adapters are read from disk and attached beside the served ones *outside* the lock: attaching adds
+        weights without changing the active adapter, so requests keep being answered meanwhile. Only the short
+        part (their warm-up forward, the routing-table swap, deleting what nothing names) holds the lock.
+        """
+        with self._reload_lock:  # one reload at a time
+            configs = {task: self.task_config(task) for task in self.registry.tasks()}
+            wanted = self._wanted()
             loaded = {(v.task, v.ref): v for v in self.variants.values() if v.adapter}
-            table: dict[tuple[str, str], Variant] = {}
-            for (task, variant), ref in self._wanted().items():
-                if (task, ref) not in loaded:
-                    name = f"{task}__{ref}".replace("/", "__").replace(".", "_")  # torch module names: no dots
-                    start = time.perf_counter()
-                    self.model = load_adapter(self.model, self.registry.root / task / ref, name=name)
-                    self.adapter_load_s[name] = time.perf_counter() - start
-                    loaded[(task, ref)] = self._variant(task, variant, ref, name)
-                table[(task, variant)] = replace(loaded[(task, ref)], name=variant, gate=self.registry.verdict(task, ref))
-            for task in self.configs:
-                # Base decoders are rebuilt too: the model object is a PEFT wrapper once any adapter is in.
-                table[(task, "base")] = self._variant(task, "base", "base", None)
-            stale = {v.adapter for v in self.variants.values() if v.adapter} - {v.adapter for v in table.values() if v.adapter}
-            self.variants = table
-            for adapter in stale:
-                self.model.delete_adapter(adapter)
-                self.adapter_load_s.pop(adapter, None)
+            attached: dict[tuple[str, str], str] = {}
+            for (task, _), ref in wanted.items():
+                if (task, ref) in loaded or (task, ref) in attached:
+                    continue
+                name = f"{task}__{ref}".replace("/", "__").replace(".", "_")  # torch module names: no dots
+                start = time.perf_counter()
+                if hasattr(self.model, "peft_config"):
+                    load_adapter(self.model, self.registry.root / task / ref, name=name)
+                else:  # the first adapter wraps the model in a new object: not while a request may hold the old one
+                    with self.lock:
+                        self.model = load_adapter(self.model, self.registry.root / task / ref, name=name)
+                self.adapter_load_s[name] = time.perf_counter() - start
+                attached[(task, ref)] = name
+            with self.lock:
+                previous, self.configs = self.configs, configs
+                for (task, ref), name in attached.items():
+                    loaded[(task, ref)] = self._variant(task, "", ref, name)
+                table = {
+                    (task, variant): replace(loaded[(task, ref)], name=variant, gate=self.registry.verdict(task, ref))
+                    for (task, variant), ref in wanted.items()
+                }
+                for task, cfg in configs.items():
+                    old = self.variants.get((task, "base"))
+                    # The base decoder (and its content-free prior) is kept unless its config or the model object changed.
+                    reuse = old is not None and previous.get(task) == cfg and getattr(old.decoder, "model", None) is self.model
+                    table[(task, "base")] = old if reuse else self._variant(task, "base", "base", None)
+                stale = {v.adapter for v in self.variants.values() if v.adapter} - {v.adapter for v in table.values() if v.adapter}
+                self.variants = table
+                for adapter in stale:
+                    self.model.delete_adapter(adapter)
+                    self.adapter_load_s.pop(adapter, None)
             return {f"{task}:{name}": v.ref for (task, name), v in table.items()}
 
     def _variant(self, task: str, name: str, ref: str, adapter: str | None) -> Variant:

@@ -48,3 +48,30 @@ def test_only_versions_that_passed_their_gate_are_served_and_aliases_serve_exact
     served = engine.reload()
     assert served["creditmix:staging"] == worse and served["creditmix:production"] == production  # each alias: its version
     assert engine.get("creditmix", "staging").gate == "forced" and engine.get("creditmix", "production").gate == "passed"
+
+
+def test_a_reload_attaches_new_adapters_while_requests_are_answered(engine, registry, tmp_path, monkeypatch):
+    """While the new version's weights are read and attached, another thread's request is answered (the lock is free);
+    afterwards the swap serves the new version."""
+    import threading
+
+    import core.serving.engine as engine_module
+    from core.common.config import PromotionPolicy
+    from tests.conftest import make_adapter
+
+    cfg = registry.task_config("creditmix")
+    fresh = registry.register("creditmix", "sft", make_adapter(cfg, tmp_path / "a9", 9), {"macro_f1": 0.99}, "", {"eval_sha256": "rows"})
+    assert registry.promote("creditmix", fresh, PromotionPolicy(guard_min={})).passed
+    answered_during_attach = []
+    real = engine_module.load_adapter
+
+    def attach_while_serving(model, adapter_dir, name):
+        request = threading.Thread(target=lambda: answered_during_attach.append(engine.classify("creditmix", "sft", ["Num_of_Loan: 7"])))
+        request.start()
+        request.join(timeout=30)
+        return real(model, adapter_dir, name=name)
+
+    monkeypatch.setattr(engine_module, "load_adapter", attach_while_serving)
+    served = engine.reload()
+    assert len(answered_during_attach) == 1 and answered_during_attach[0][0].ref != fresh  # the old version answered
+    assert served["creditmix:sft"] == fresh and engine.get("creditmix", "sft").ref == fresh
