@@ -2,9 +2,10 @@
 
 Figures: throughput and p50/p95 latency with 1 client vs 16 concurrent clients; latency when
 consecutive requests alternate adapters vs stay on one; failed requests while `/admin/reload`
-swaps in a newly promoted adapter under steady load.
+swaps in a newly promoted adapter under 8 steady clients, and their p95 latency during the reload
+against the p95 of the same traffic before it.
 Targets: 16-client throughput >= 3x one client; adapter switching adds <= 5% latency;
-zero failed requests across a reload.
+zero failed requests across a reload; p95 during a reload <= 1.5x the steady p95.
 
 The registry (default `runs/`, e.g. after `make demo`) is copied to a temporary folder first,
 so the promotion the reload phase makes never touches it.
@@ -93,24 +94,34 @@ def run(quick: bool = False, runs_dir: str = "runs") -> dict:
             )
             registry.promote(task, fresh, force=True)
             failures, answered, stop = [], [], threading.Event()
+            spans: list[tuple[float, float]] = []  # (start, end) of every answered request
 
             def steady() -> None:
                 with httpx.Client() as client:
                     i = 0
                     while not stop.is_set():
+                        begun = time.perf_counter()
                         r = client.post(f"{url}/infer/{method}", json={"task": task, "input": texts[i % len(texts)]}, timeout=120)
-                        (answered if r.status_code == 200 else failures).append(r.json().get("adapter"))
+                        if r.status_code == 200:
+                            answered.append(r.json().get("adapter"))
+                            spans.append((begun, time.perf_counter()))
+                        else:
+                            failures.append(r.status_code)
                         i += 1
 
             load = [threading.Thread(target=steady) for _ in range(8)]
             for t in load:
                 t.start()
-            time.sleep(1.0)
+            time.sleep(2.0 if quick else 8.0)  # steady traffic without a reload: the reference p95
+            reload_start = time.perf_counter()
             reload = httpx.post(f"{url}/admin/reload", headers={"X-API-Key": KEY}, timeout=300)
+            reload_end = time.perf_counter()
             time.sleep(1.0)
             stop.set()
             for t in load:
                 t.join(60)
+            steady_ms = [(e - b) * 1000 for b, e in spans if e < reload_start and b > spans[0][0] + 1.0]  # past the ramp-up
+            during_ms = [(e - b) * 1000 for b, e in spans if b < reload_end and e > reload_start]
         finally:
             server.should_exit = True
     figures = {
@@ -122,6 +133,10 @@ def run(quick: bool = False, runs_dir: str = "runs") -> dict:
         "alternating_adapters_ms_mean": round(float(np.mean(switching)), 1),
         "switching_overhead": round(float(np.mean(switching)) / unswitched_ms - 1, 4),
         "reload_status": reload.status_code,
+        "reload_s": round(reload_end - reload_start, 3),
+        "steady_p95_ms": round(float(np.percentile(steady_ms, 95)), 1) if steady_ms else None,
+        "during_reload_p95_ms": round(float(np.percentile(during_ms, 95)), 1) if during_ms else None,
+        "during_reload_requests": len(during_ms),
         "reload_requests_answered": len(answered),
         "reload_requests_failed": len(failures),
         "reload_served_after": answered[-1] if answered else None,
@@ -130,4 +145,7 @@ def run(quick: bool = False, runs_dir: str = "runs") -> dict:
     figures["target_throughput_ge_3x"] = figures["throughput_ratio_16_over_1"] >= 3.0
     figures["target_switching_le_5pct"] = figures["switching_overhead"] <= 0.05
     figures["target_zero_failed_on_reload"] = not failures and reload.status_code == 200
+    if steady_ms and during_ms:
+        figures["reload_p95_ratio"] = round(figures["during_reload_p95_ms"] / figures["steady_p95_ms"], 2)
+        figures["target_reload_p95_le_1.5x"] = figures["reload_p95_ratio"] <= 1.5
     return figures
