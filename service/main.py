@@ -13,9 +13,10 @@ from contextlib import asynccontextmanager
 
 import httpx
 import uvicorn
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp
 
 from core.errors import DistillError, DocumentTooLong, InputTooLong, InvalidRequest, RegistryError, SchemaError, UnknownVariant
@@ -70,8 +71,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         field = ".".join(str(p) for p in first["loc"] if p not in ("body", "path", "query"))
         return _error(422, f"{field or 'body'}: {first['msg']}", "invalid_request", field or None)
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException):
+    @app.exception_handler(StarletteHTTPException)  # fastapi's HTTPException and starlette's own (unparsable bodies)
+    async def http_error(request: Request, exc: StarletteHTTPException):
         return _error(exc.status_code, str(exc.detail), "http_error")
 
     @app.exception_handler(DistillError)

@@ -117,6 +117,9 @@ class ServingRuntime:
     def _check_length(self, text: str, field: str) -> None:
         if len(text) > self.settings.max_input_chars:
             raise InputTooLong(field, f"{len(text)} characters, over the limit of {self.settings.max_input_chars}")
+        tokens = len(self.engine.tokenizer(text, add_special_tokens=False).input_ids)
+        if tokens > self.settings.max_input_tokens:
+            raise InputTooLong(field, f"{tokens} tokens, over the limit of {self.settings.max_input_tokens} (max_input_tokens)")
 
     def _answer(self, task: str, variant: str, text: str, json_schema: dict | None) -> ServedAnswer:
         cfg = self.engine.configs.get(task)

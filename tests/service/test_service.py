@@ -41,6 +41,7 @@ def test_openai_client_lists_models_and_chats(server):
         ("/infer/sft", {"task": "no-such-task", "input": "x"}, 404, "task"),
         ("/infer/kd", {"task": "creditmix", "input": "x"}, 404, "task"),
         ("/infer/sft", {"task": "creditmix", "input": "x" * 9000}, 413, "input"),
+        ("/infer/sft", {"task": "creditmix", "input": "Num_of_Loan: 7; " * 400}, 413, "input"),  # 6,400 characters, over 1,024 tokens
         ("/v1/chat/completions", {"model": "creditmix:sft", "messages": []}, 422, "messages"),
     ],
 )
@@ -56,6 +57,10 @@ def test_malformed_json_and_oversized_body(server):
     assert r.status_code == 422 and "error" in r.json()
     r = httpx.post(server["url"] + "/infer/sft", content=b"x" * 1_100_000, headers={"content-type": "application/json"})
     assert r.status_code == 413
+    # Bodies the JSON parser cannot even read (bad UTF-8, nesting past its recursion limit) get the same error shape.
+    for body in (b'{"task": "creditmix", "input": "\xff\xfe"}', b"[" * 100_000 + b"]" * 100_000):
+        r = httpx.post(server["url"] + "/infer/sft", content=body, headers={"content-type": "application/json"})
+        assert 400 <= r.status_code < 500 and set(r.json()["error"]) >= {"message", "type", "param", "code"}
 
 
 def test_admin_reload_needs_a_key_and_swaps_under_load(server):
