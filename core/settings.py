@@ -8,6 +8,7 @@ environment's through `settings()`.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import AliasChoices, Field
@@ -16,11 +17,24 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def _default_models_dir() -> Path:
+    """`models/` beside the code in a checkout (where `make models` puts the embedded model); else, for an installed
+    package, the user's data folder (`$XDG_DATA_HOME/distill-slm/models`, ~/.local/share/...), never site-packages."""
+    if (REPO_ROOT / "pyproject.toml").exists():
+        return REPO_ROOT / "models"
+    data = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return data / "distill-slm" / "models"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DISTILL_SLM_")
 
     # Models
-    models_dir: Path = Field(REPO_ROOT / "models", description="where converted base models live (the embedded one is fetched here)")
+    models_dir: Path = Field(
+        default_factory=_default_models_dir,
+        description="where converted base models live (the embedded one is fetched here): models/ in a checkout, "
+        "else the user's data folder",
+    )
     hf_hub_offline: bool = Field(
         True,
         validation_alias=AliasChoices("HF_HUB_OFFLINE", "DISTILL_SLM_HF_HUB_OFFLINE"),
