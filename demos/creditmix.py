@@ -21,8 +21,6 @@ from __future__ import annotations
 import random
 
 import numpy as np
-from sklearn.metrics import f1_score
-from sklearn.tree import DecisionTreeClassifier
 
 LABELS = ["Good", "Standard", "Bad"]
 INSTRUCTION = "Classify the customer's credit mix as Good, Standard or Bad. Answer with the label only."
@@ -95,6 +93,9 @@ def feature_table(n: int, seed: int = 7, noise: float = 0.03) -> tuple[list[dict
 
 def best_single_feature_f1(n: int = 4000, seed: int = 7) -> dict[str, float]:
     """Balanced macro-F1 of the best depth-3 decision tree on each single feature (fit on half, scored on half)."""
+    from sklearn.metrics import f1_score  # noqa: PLC0415 (sklearn costs ~1.5 s at import, which every command would pay)
+    from sklearn.tree import DecisionTreeClassifier  # noqa: PLC0415
+
     feats, labels = feature_table(n, seed)
     y = np.array(labels)
     half = n // 2

@@ -114,3 +114,43 @@ def server(tiny_model_dir, tmp_path_factory):
     srv, base = serve_in_thread(settings)
     yield {"url": base, "registry": registry, "settings": settings}
     srv.should_exit = True
+
+
+# -- crash tests: real subprocesses killed with SIGKILL at seeded random moments ----------------------------
+KILLS: list[dict] = []  # one entry per kill, for the summary printed at the end of the run
+
+
+def kill_at_random_moment(args: list[str], ready: str, rng, max_delay_s: float, what: str, env: dict | None = None) -> dict:
+    """Start `args`, wait for the line `ready` on its stdout, let it run a random while, SIGKILL it; return the kill."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    child = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    for line in child.stdout:
+        if line.strip() == ready:
+            break
+    else:
+        raise AssertionError(f"{what}: the child exited before it was ready (code {child.wait()})")
+    delay = rng.uniform(0, max_delay_s)
+    time.sleep(delay)
+    finished = child.poll() is not None
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    kill = {"what": what, "delay_s": round(delay, 3), "finished_before_kill": finished}
+    KILLS.append(kill)
+    return kill
+
+
+def pytest_terminal_summary(terminalreporter):
+    if KILLS:
+        by_what: dict[str, int] = {}
+        for kill in KILLS:
+            by_what[kill["what"]] = by_what.get(kill["what"], 0) + 1
+        landed = sum(not k["finished_before_kill"] for k in KILLS)
+        terminalreporter.write_line(
+            f"crash tests: {len(KILLS)} SIGKILLs ({landed} mid-work) at seeded random moments: "
+            + ", ".join(f"{what} {n}" for what, n in sorted(by_what.items()))
+            + "; every check after them passed (a failed one fails its test)"
+        )

@@ -1,5 +1,6 @@
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -120,3 +121,52 @@ def test_describe_lists_methods_versions_metrics(tmp_path, adapter):
     assert info["methods"]["sft"][0] == {"version": "v0001", "metrics": {"macro_f1": 0.5, "min_class_recall": 0.6}}
     with pytest.raises(RegistryError, match="no version"):
         reg.resolve("t", "sft/v0009")
+
+
+REGISTER_AND_PROMOTE = """
+import json, sys
+from core.common.config import PromotionPolicy
+from core.registry import Registry
+reg, adapter = Registry(sys.argv[1]), sys.argv[2]
+print("ready", flush=True)
+for i in range(1000):
+    ref = reg.register("t", ("sft", "kd")[i % 2], adapter, {"macro_f1": 0.5 + (i % 7) / 100}, "name: t\\n", {"eval_sha256": "x"})
+    reg.promote("t", ref, PromotionPolicy(guard_min={}))
+"""
+
+
+def test_a_registry_killed_mid_write_is_the_old_state_or_the_new_one(tmp_path, adapter):
+    """20 SIGKILLs at seeded random moments of a process registering and promoting in a loop: after each, every version
+    folder is complete and the alias file parses and names existing versions; `registry show` reads the result."""
+    import random
+    import subprocess
+    import sys
+
+    from tests.conftest import kill_at_random_moment
+
+    rng = random.Random(20261124)
+    script = tmp_path / "loop.py"
+    script.write_text(REGISTER_AND_PROMOTE)
+    runs = tmp_path / "runs"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    for _ in range(20):
+        kill_at_random_moment([str(script), str(runs), str(adapter)], "ready", rng, 1.5, "registry", env)
+        reg = Registry(runs)
+        for method in reg.methods("t"):
+            for version in reg.versions("t", method):
+                folder = reg.path("t", f"{method}/{version}")
+                assert {"adapter_model.safetensors", "metrics.json", "config.yaml", "data_fingerprint.json", "README.md"} <= {
+                    p.name for p in folder.iterdir()
+                }, folder
+                json.loads((folder / "metrics.json").read_text())
+        for alias, ref in reg.aliases("t").items():
+            assert reg.path("t", ref).exists(), (alias, ref)
+        assert reg.describe("t")["aliases"] == reg.aliases("t")  # what `registry show` and the service read
+    shown = subprocess.run(
+        [sys.executable, "-m", "distill_slm.cli", "registry", "show", "t", "--runs-dir", str(runs), "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert sum(len(Registry(runs).versions("t", m)) for m in ("sft", "kd")) > 5  # the kills landed mid-loop, many times
