@@ -120,19 +120,27 @@ def server(tiny_model_dir, tmp_path_factory):
 KILLS: list[dict] = []  # one entry per kill, for the summary printed at the end of the run
 
 
-def kill_at_random_moment(args: list[str], ready: str, rng, max_delay_s: float, what: str, env: dict | None = None) -> dict:
-    """Start `args`, wait for the line `ready` on its stdout, let it run a random while, SIGKILL it; return the kill."""
+def kill_at_random_moment(args: list[str], ready, rng, max_delay_s: float, what: str, env: dict | None = None) -> dict:
+    """Start `python args...`, wait until it is ready (the line `ready` on its stdout, or the callable `ready()` true),
+    let it run a random while, SIGKILL it; return the kill."""
     import signal
     import subprocess
     import sys
     import time
 
     child = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-    for line in child.stdout:
-        if line.strip() == ready:
-            break
+    if callable(ready):
+        deadline = time.monotonic() + 180
+        while not ready():
+            assert child.poll() is None, f"{what}: the child exited before it was ready (code {child.returncode})"
+            assert time.monotonic() < deadline, f"{what}: not ready within 180 s"
+            time.sleep(0.2)
     else:
-        raise AssertionError(f"{what}: the child exited before it was ready (code {child.wait()})")
+        for line in child.stdout:
+            if line.strip() == ready:
+                break
+        else:
+            raise AssertionError(f"{what}: the child exited before it was ready (code {child.wait()})")
     delay = rng.uniform(0, max_delay_s)
     time.sleep(delay)
     finished = child.poll() is not None
