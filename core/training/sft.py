@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from datasets import Dataset
 from peft import PeftModel
 from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import SFTConfig, SFTTrainer
 
 from core.common.config import TaskConfig
@@ -119,6 +119,25 @@ def sft_config(cfg: TaskConfig, checkpoint_dir: str | Path, n_rows: int, progres
     return SFTConfig(**trainer_args(cfg, checkpoint_dir, n_rows, progress, epochs))
 
 
+def last_complete_checkpoint(checkpoint_dir: str | Path) -> str | None:
+    """The newest checkpoint the Trainer finished writing, or None; newer, half-written ones are removed.
+
+    The Trainer fills `checkpoint-N/` in place and writes `trainer_state.json` last: a run killed while saving
+    leaves a folder without it, which `get_last_checkpoint` would pick and the resume would fail on.
+    """
+    folder = Path(checkpoint_dir)
+    if not folder.exists():
+        return None
+    steps = sorted(
+        (int(p.name.rsplit("-", 1)[1]), p) for p in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if p.name.rsplit("-", 1)[1].isdigit()
+    )
+    for _, path in reversed(steps):
+        if (path / "trainer_state.json").exists():
+            return str(path)
+        shutil.rmtree(path)  # killed mid-save: never resumed from, and in the way of the step's next save
+    return None
+
+
 def run_training(
     cfg: TaskConfig,
     dataset: Dataset,
@@ -151,7 +170,7 @@ def run_training(
     if validate is not None:
         best = BestOnValidation(validate, plan.eval_steps, cfg.training.patience, checkpoint_dir, not_before=plan.steps // 2)
         trainer.add_callback(best)
-    resume = get_last_checkpoint(str(checkpoint_dir)) if Path(checkpoint_dir).exists() else None
+    resume = last_complete_checkpoint(checkpoint_dir)
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
     elapsed = time.perf_counter() - start

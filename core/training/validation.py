@@ -15,11 +15,15 @@ continues where the crashed one stopped.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from transformers import TrainerCallback
+
+from core.common.records import atomic_write_text, fsync_folder
 
 
 class BestOnValidation(TrainerCallback):
@@ -29,6 +33,7 @@ class BestOnValidation(TrainerCallback):
         self.score, self.every, self.patience, self.not_before = score, every, patience, not_before
         self.best_dir = Path(folder) / "best"
         self._state_path = Path(folder) / "validation.json"
+        _recover(self.best_dir)
         saved = json.loads(self._state_path.read_text()) if self._state_path.exists() else {}
         self.curve: list[dict] = saved.get("curve", [])
 
@@ -51,9 +56,31 @@ class BestOnValidation(TrainerCallback):
         best = self.best
         self.curve.append({"step": state.global_step, "value": value})
         if best is None or value > best["value"]:
-            model.save_pretrained(str(self.best_dir), selected_adapters=["default"])
+            self._save_best(model)
         elif state.global_step >= self.not_before and sum(point["step"] > self.best["step"] for point in self.curve) >= self.patience:
             control.should_training_stop = True
-        self._state_path.parent.mkdir(parents=True, exist_ok=True)
-        self._state_path.write_text(json.dumps({"curve": self.curve}))
+        atomic_write_text(self._state_path, json.dumps({"curve": self.curve}))
         return control
+
+    def _save_best(self, model) -> None:
+        """Replace the best adapter whole: written beside it, then swapped in by renames, so a kill at any moment leaves
+        the old best or the new one (`_recover` finishes an interrupted swap)."""
+        fresh, old = self.best_dir.with_name("best.incoming"), self.best_dir.with_name("best.old")
+        shutil.rmtree(fresh, ignore_errors=True)
+        model.save_pretrained(str(fresh), selected_adapters=["default"])
+        fsync_folder(fresh)
+        if self.best_dir.exists():
+            os.rename(self.best_dir, old)
+        os.rename(fresh, self.best_dir)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _recover(best_dir: Path) -> None:
+    """After a kill mid-swap: a half-written `best.incoming` is dropped; a `best.old` without a `best` is put back."""
+    shutil.rmtree(best_dir.with_name("best.incoming"), ignore_errors=True)
+    old = best_dir.with_name("best.old")
+    if old.exists():
+        if best_dir.exists():
+            shutil.rmtree(old)
+        else:
+            os.rename(old, best_dir)

@@ -12,29 +12,69 @@ def rows(n):
     return [Example(**r) for r in creditmix.generate(n, seed=5)]
 
 
-def test_interrupted_training_resumes_from_last_checkpoint(tiny_cfg, tmp_path, monkeypatch):
-    tiny_cfg.training.max_steps = 4
-    original = CompletionSFTTrainer.training_step
-    calls = {"n": 0}
+TRAIN = """
+import sys
+from core.common.config import TaskConfig
+from core.common.records import Example
+from core.kinds import KINDS
+from core.model.loading import load_tokenizer
+from core.training.sft import train_sft
+from demos import creditmix
 
-    def dies_on_third_step(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt("power cut")
-        return original(self, *args, **kwargs)
+model_dir, ckpt, out = sys.argv[1:4]
+cfg = TaskConfig()
+cfg.model.base_model = model_dir
+cfg.training.max_steps, cfg.training.save_steps, cfg.training.eval_steps, cfg.training.batch_size = 60, 3, 4, 4
+kind, tokenizer = KINDS["classification"], load_tokenizer(cfg.model)
+rows = [Example(**r) for r in creditmix.generate(48, seed=5)]
+validation = rows[:6]
+validate = lambda model: kind.validation_score(cfg, model, tokenizer, validation)
+print("ready", flush=True)
+adapter, stats = train_sft(cfg, rows[6:], ckpt, out, progress=False, validate=validate)
+print("resumed_from", stats.resumed_from, "steps", stats.steps, flush=True)
+"""
 
-    monkeypatch.setattr(CompletionSFTTrainer, "training_step", dies_on_third_step)
-    with pytest.raises(KeyboardInterrupt):
-        train_sft(tiny_cfg, rows(16), tmp_path / "ckpt", tmp_path / "adapter", progress=False)
-    assert (tmp_path / "ckpt" / "checkpoint-2").is_dir()
-    assert not (tmp_path / "adapter").exists()
-    monkeypatch.undo()
 
-    adapter, stats = train_sft(tiny_cfg, rows(16), tmp_path / "ckpt", tmp_path / "adapter", progress=False)
-    assert stats.resumed_from.endswith("checkpoint-2")
-    assert stats.steps == 4
-    assert json.loads((adapter / "adapter_config.json").read_text())["r"] == tiny_cfg.training.lora.r
-    assert (adapter / "adapter_model.safetensors").stat().st_size > 0
+def test_training_killed_at_random_moments_resumes_from_its_last_complete_checkpoint(tiny_model_dir, tmp_path):
+    """12 SIGKILLs of a real training process at seeded random moments (mid-step, mid-checkpoint, mid-validation): after
+    each, the newest complete checkpoint, the validation curve and the best adapter read back whole, and progress never
+    goes backwards; the final run resumes from the last checkpoint and finishes the plan."""
+    import os
+    import random
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from core.training.sft import last_complete_checkpoint
+    from tests.conftest import kill_at_random_moment
+
+    rng = random.Random(7)
+    script = tmp_path / "train.py"
+    script.write_text(TRAIN)
+    ckpt, out = tmp_path / "ckpt", tmp_path / "adapter"
+    args = [str(script), str(tiny_model_dir), str(ckpt), str(out)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
+    progress = 0
+    for _ in range(12):
+        kill_at_random_moment(args, "ready", rng, 2.0, "training", env)
+        last = last_complete_checkpoint(ckpt)
+        if last is None:
+            continue
+        step = json.loads((Path(last) / "trainer_state.json").read_text())["global_step"]
+        assert step >= progress
+        progress = step
+        if (ckpt / "validation.json").exists():
+            json.loads((ckpt / "validation.json").read_text())
+        if (ckpt / "best").exists():
+            assert load_file(ckpt / "best" / "adapter_model.safetensors")
+            json.loads((ckpt / "best" / "adapter_config.json").read_text())
+    assert progress > 0, "no kill landed after the first checkpoint"
+    done = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resumed_from " + str(ckpt / f"checkpoint-{progress}") in done.stdout
+    assert (out / "adapter_model.safetensors").stat().st_size > 0
 
 
 def test_rows_over_max_length_are_refused_not_truncated(tiny_cfg, tmp_path):
