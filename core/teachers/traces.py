@@ -29,7 +29,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from core.common.config import Price
-from core.common.records import Example, text_sha256
+from core.common.records import Example, fsync_folder, text_sha256
 from core.evaluation.cost import cost_usd, price_for
 from core.teachers.base import Teacher, TeacherAnswer
 
@@ -49,7 +49,10 @@ class TraceStore:
                 except json.JSONDecodeError:
                     continue  # a line torn by a crash: that input is asked again
                 self.traces[trace["input_sha256"]] = trace
+        created = not self.path.exists()
         self._file = open(self.path, "a", encoding="utf-8")
+        if created:
+            fsync_folder(self.path.parent, files=False)  # the new file's name is on disk before its first trace
         if self.path.stat().st_size and not self.path.read_bytes().endswith(b"\n"):
             self._file.write("\n")  # end the torn line so the next trace starts on its own
 

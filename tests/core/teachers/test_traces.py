@@ -54,3 +54,69 @@ def test_traces_dedupe_resume_and_record_failures(faulty, tmp_path):
     ]
     required = {"id", "input_sha256", "prompt", "output", "label_probs", "teacher", "latency_s", "prompt_tokens", "completion_tokens"}
     assert all(required <= set(t) for t in parsed)
+
+
+GENERATE = """
+import sys
+from core.common.records import Example
+from core.kinds import make_teacher
+from core.teachers.traces import TraceStore, generate_traces
+from tests.core.teachers.conftest import openai_cfg
+
+cfg = openai_cfg(sys.argv[1], concurrency=4)
+rows = [Example(f"r{i}", f"Interest_Rate: {i}; Num_of_Loan: {i % 9}; Delay_from_due_date: {i * 7 % 60}") for i in range(80)]
+store = TraceStore(sys.argv[2])
+teacher = make_teacher(cfg)
+print("ready", flush=True)
+generate_traces(rows, store, lambda: teacher, progress=False)
+"""
+
+
+def test_trace_generation_killed_at_random_moments_asks_no_input_twice_but_those_in_flight(faulty, tmp_path):
+    """13 SIGKILLs of a real trace-generating process (concurrency 4) at seeded random moments. The server counts every
+    request: after each kill, requests beyond the new traces on disk are at most the 4 in flight; every line but a torn
+    last one parses; no input is on disk twice; a last run completes the 80 inputs."""
+    import os
+    import random
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import kill_at_random_moment
+
+    faults = faulty["faults"]
+    rng = random.Random(3)
+    script, path = tmp_path / "generate.py", tmp_path / "traces.jsonl"
+    script.write_text(GENERATE)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
+    args = [str(script), faulty["url"], str(path)]
+
+    def on_disk() -> tuple[list[dict], int]:
+        """The traces in the file, and how many lines a kill tore (a rerun ends a torn line and starts afresh)."""
+        if not path.exists():
+            return [], 0
+        traces, torn = [], 0
+        for line in path.read_text().splitlines():
+            try:
+                traces.append(json.loads(line))
+            except json.JSONDecodeError:
+                torn += 1
+        return traces, torn
+
+    lost = 0
+    for kill in range(1, 14):
+        before_requests, before_traces = faults.seen, len({t["input_sha256"] for t in on_disk()[0]})
+        kill_at_random_moment(args, "ready", rng, 1.5, "teacher traces", env)
+        traces, torn = on_disk()
+        hashes = [t["input_sha256"] for t in traces]
+        asked, written = faults.seen - before_requests, len(set(hashes)) - before_traces
+        assert asked - written <= 4, f"{asked} requests for {written} new traces: more than the 4 in flight were lost"
+        assert len(hashes) == len(set(hashes)), "an input is on disk twice"
+        assert torn <= kill  # at most the line being written when each kill landed
+        lost += asked - written
+    before, remaining = faults.seen, 80 - len(on_disk()[0])
+    done = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    final, _ = on_disk()
+    assert len({t["input_sha256"] for t in final}) == 80 == len(final)
+    assert faults.seen - before == remaining  # the last run asked exactly what was missing
