@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, HTTPException, Response
 from fastapi.responses import StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from core.errors import InvalidRequest
 from core.kinds import ServedAnswer
 from service.deps import CallerKey, Runtime, require_admin
 from service.schemas import (
@@ -81,7 +82,12 @@ def chat_completions(body: ChatRequest, runtime: Runtime, caller: CallerKey) -> 
         raise HTTPException(422, "messages: no user message to answer")
     stop = [body.stop] if isinstance(body.stop, str) else body.stop
     who = f"{caller}/{body.user}" if body.user else caller
-    answer = runtime.chat(body.model, user[-1], who, body.max_completion_tokens or body.max_tokens, stop)
+    schema = None
+    if body.response_format is not None and body.response_format.type == "json_schema":
+        schema = (body.response_format.json_schema or {}).get("schema")
+        if not isinstance(schema, dict):
+            raise InvalidRequest("response_format.json_schema.schema", "missing: the JSON Schema to answer under")
+    answer = runtime.chat(body.model, user[-1], who, body.max_completion_tokens or body.max_tokens, stop, schema)
     choice = Choice(
         message=AssistantMessage(content=answer.output),
         finish_reason=answer.finish_reason,

@@ -89,6 +89,12 @@ class StreamOptions(BaseModel):
     include_usage: bool = Field(False, description="a last chunk (no choices) carrying the request's token usage")
 
 
+class ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["text", "json_object", "json_schema"] = "text"
+    json_schema: dict | None = Field(None, description="json_schema: {name, schema, strict?}; the answer is constrained to `schema`")
+
+
 class ChatRequest(BaseModel):
     """The chat-completions fields the service honours; any other field is refused (422 naming it), never ignored."""
 
@@ -107,6 +113,9 @@ class ChatRequest(BaseModel):
     logprobs: bool = Field(False, description="return the answer's log-probability; alternatives are the task's labels")
     top_logprobs: int | None = Field(None, ge=0, le=20, description="how many label alternatives to return with logprobs")
     user: str | None = Field(None, description="the end user, recorded in the audit log beside the caller's key")
+    response_format: ResponseFormat | None = Field(
+        None, description="idp tasks: json_schema constrains the answer to the request's schema (json_object: the task's own)"
+    )
 
 
 class TopLogprob(BaseModel):

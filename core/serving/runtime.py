@@ -71,10 +71,17 @@ class ServingRuntime:
         return self._finish(answer, start, "infer", caller, text)
 
     def chat(
-        self, model: str, text: str, caller: str = "anonymous", max_tokens: int | None = None, stop: list[str] | None = None
+        self,
+        model: str,
+        text: str,
+        caller: str = "anonymous",
+        max_tokens: int | None = None,
+        stop: list[str] | None = None,
+        json_schema: dict | None = None,
     ) -> ServedAnswer:
         """The OpenAI-compatible path: `model` is `<task>:<variant>` or `<task>:<alias>`. `max_tokens` cuts the answer
-        after that many tokens (`finish_reason` "length"); `stop` cuts it before the first stop string ("stop")."""
+        after that many tokens (`finish_reason` "length"); `stop` cuts it before the first stop string ("stop");
+        `json_schema` (a request's `response_format`) constrains an extraction to that schema."""
         task, _, variant = model.partition(":")
         if not variant:
             raise UnknownVariant(f"model: {model!r}; use <task>:<variant> or <task>:<alias> (see /v1/models)")
@@ -82,7 +89,7 @@ class ServingRuntime:
             raise UnknownVariant(f"model: task {task!r} has no {variant!r} adapter")
         self._check_length(text, "messages")
         start = time.perf_counter()
-        answer = self._answer(task, variant, text, None)
+        answer = self._answer(task, variant, text, json_schema)
         answer.request_id = "chatcmpl-" + uuid.uuid4().hex
         self._limit(answer, max_tokens, stop)
         return self._finish(answer, start, "chat", caller, text)

@@ -24,14 +24,18 @@ from demos import creditmix
 model_dir, ckpt, out = sys.argv[1:4]
 cfg = TaskConfig()
 cfg.model.base_model = model_dir
-cfg.training.max_steps, cfg.training.save_steps, cfg.training.eval_steps, cfg.training.batch_size = 60, 3, 4, 4
+cfg.training.max_steps, cfg.training.save_steps, cfg.training.eval_steps, cfg.training.batch_size = 120, 3, 4, 4
 kind, tokenizer = KINDS["classification"], load_tokenizer(cfg.model)
 rows = [Example(**r) for r in creditmix.generate(48, seed=5)]
 validation = rows[:6]
-validate = lambda model: kind.validation_score(cfg, model, tokenizer, validation)
-print("ready", flush=True)
+
+def validate(model):  # the first validation of a run comes after a checkpoint: the kills land in real work
+    print("ready", flush=True)
+    return kind.validation_score(cfg, model, tokenizer, validation)
+
 adapter, stats = train_sft(cfg, rows[6:], ckpt, out, progress=False, validate=validate)
 print("resumed_from", stats.resumed_from, "steps", stats.steps, flush=True)
+print("ready", flush=True)  # nothing was left to validate: the kill lands after the end
 """
 
 
