@@ -11,7 +11,7 @@ from core.teachers import preflight
 
 
 def check_inputs(cfg: TaskConfig) -> None:
-    """Every check that needs no Prefect: the task, the labeled rows, the eval file, the pool and the teacher's
+    """Every check that needs no Prefect: the task (and its methods), the labeled rows, the eval file, the pool and the teacher's
     endpoint. The CLI runs it before the flow starts, so bad input stops a run in seconds, not after a server boots."""
     kind = kind_of(cfg)
     kind.check_task(cfg)
@@ -20,8 +20,6 @@ def check_inputs(cfg: TaskConfig) -> None:
         kind.load_rows(cfg, cfg.data.eval)
     if cfg.data.unlabeled is not None and {"kd", "selftrain"} & set(cfg.methods):
         kind.load_rows(cfg, cfg.data.unlabeled, require_answers=False)
-    if "selftrain" in cfg.methods and not kind.escalates:
-        kind.confident_rows(cfg, [], {}, [])  # raises: this type's answers carry no confidence to select by
     if "kd" in cfg.methods:
         preflight(cfg)
 
@@ -42,8 +40,6 @@ def prepare_data(cfg: TaskConfig) -> dict:
     for split, split_rows in (("train", train_rows), ("validation", validation_rows), ("eval", eval_rows)):
         write_jsonl(out / f"{split}.jsonl", [kind.to_record(cfg, r) for r in split_rows])
         paths[split] = str(out / f"{split}.jsonl")
-    if "selftrain" in cfg.methods and not kind.escalates:
-        kind.confident_rows(cfg, [], {}, [])  # raises: this type's answers carry no confidence to select by
     pool_counts = None
     if "kd" in cfg.methods or "selftrain" in cfg.methods:
         if "kd" in cfg.methods:

@@ -133,7 +133,10 @@ class TaskKind(ABC):
         return [self.parse_record(cfg, record, Path(source), i, require_answers) for i, record in enumerate(records, start=1)]
 
     def check_task(self, cfg: TaskConfig) -> list[str]:
-        """Problems with the task itself found before any data is read (raise), and warnings (returned)."""
+        """Problems with the task itself found before any data is read (raise), and warnings (returned).
+        Kinds that override it call this first."""
+        if "selftrain" in cfg.methods and not self.escalates:
+            raise ConfigError(f"methods: selftrain needs answers with a calibrated confidence; task type {self.type!r} has none")
         return []
 
     # -- model and evaluation ----------------------------------------------------------------
@@ -217,8 +220,9 @@ class TaskKind(ABC):
         self, cfg: TaskConfig, validation: list[Example], validation_traces: dict[str, dict], pool_traces: list[dict]
     ) -> tuple[list[Example], dict]:
         """Self-training: the labeler's pool answers confident enough to train on (a threshold chosen on its answers to the
-        validation rows, `validation_traces` keyed by input hash), and a report of the choice."""
-        raise ConfigError(f"methods: selftrain needs answers with a calibrated confidence; task type {self.type!r} has none")
+        validation rows, `validation_traces` keyed by input hash), and a report of the choice. Only kinds that escalate
+        (calibrated confidences) implement it; `check_task` refuses selftrain for the others."""
+        raise NotImplementedError(f"{type(self).__name__} answers carry no confidence to select by")
 
     def pair_labels(self, cfg: TaskConfig) -> list[str] | None:
         """The values a user's preference pair's sides must take (None: any text)."""

@@ -58,9 +58,10 @@ class Classification(TaskKind):
             raise DataError(path, None, "label", f"a single class {sorted(seen)}: need at least two to train or evaluate")
 
     def check_task(self, cfg: TaskConfig) -> list[str]:
+        warnings = super().check_task(cfg)
         if "kd" in cfg.methods and cfg.kd.kl_weight > 0:
             parting_tokens(load_tokenizer(cfg.model), cfg.labels)  # labels the soft term cannot read stop the run now
-        return []
+        return warnings
 
     def to_record(self, cfg: TaskConfig, row: Example) -> dict:
         return row.to_dict()

@@ -78,10 +78,11 @@ class DocumentExtraction(TaskKind):
         return rows[: cfg.data.train_per_class]
 
     def check_task(self, cfg: TaskConfig) -> list[str]:
+        warnings = super().check_task(cfg)
         schema = task_schema(cfg)  # an unusable schema stops the run here, naming the pointer
         if schema.unenforced:
-            return [f"the grammar cannot enforce {', '.join(schema.unenforced)}; outputs are validated after decoding instead"]
-        return []
+            warnings.append(f"the grammar cannot enforce {', '.join(schema.unenforced)}; outputs are validated after decoding instead")
+        return warnings
 
     # -- model and evaluation ----------------------------------------------------------------
     def decoder(self, cfg: TaskConfig, model, tokenizer, adapter: str | Path | None = None) -> SchemaDecoder:

@@ -103,7 +103,6 @@ def test_trace_generation_killed_at_random_moments_asks_no_input_twice_but_those
                 torn += 1
         return traces, torn
 
-    lost = 0
     for kill in range(1, 14):
         before_requests, before_traces = faults.seen, len({t["input_sha256"] for t in on_disk()[0]})
         kill_at_random_moment(args, "ready", rng, 1.5, "teacher traces", env)
@@ -113,7 +112,6 @@ def test_trace_generation_killed_at_random_moments_asks_no_input_twice_but_those
         assert asked - written <= 4, f"{asked} requests for {written} new traces: more than the 4 in flight were lost"
         assert len(hashes) == len(set(hashes)), "an input is on disk twice"
         assert torn <= kill  # at most the line being written when each kill landed
-        lost += asked - written
     before, remaining = faults.seen, 80 - len(on_disk()[0])
     done = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
