@@ -92,6 +92,11 @@ class Registry:
             raise RegistryError(f"{task}/{method} has no version {version!r}; it has {versions}")
         return f"{method}/{version}"
 
+    def fingerprint(self, task: str, ref: str) -> dict:
+        """The data fingerprint the version was registered with (`eval_sha256`: its evaluation rows)."""
+        path = self.path(task, ref) / "data_fingerprint.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
     def gate_record(self, task: str, ref: str) -> list[dict]:
         """Every gate decision taken on this version (`gate.json` in its folder), oldest first."""
         path = self.path(task, ref) / "gate.json"
@@ -203,10 +208,6 @@ class Registry:
             }
         )
         atomic_write_text(self.root / task / "aliases.json", json.dumps(state, indent=2))
-
-    def fingerprint(self, task: str, ref: str) -> dict:
-        path = self.path(task, ref) / "data_fingerprint.json"
-        return json.loads(path.read_text()) if path.exists() else {}
 
     def gate(
         self, task: str, candidate: str, policy: PromotionPolicy, alias: str = "production", incumbent_metrics: dict | None = None
