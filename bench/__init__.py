@@ -21,6 +21,7 @@ BENCHMARKS = {
     "teacher-throughput": "teacher_throughput",
     "dpo": "dpo",
     "codegen": "codegen",
+    "drift": "drift",
 }
 
 

@@ -85,3 +85,8 @@ class MethodsFailed(DistillError, RuntimeError):
             + "; ".join(f"{method}: {why}" for method, why in failed.items())
             + f". Finished, evaluated and gated: {finished or 'none'}"
         )
+
+
+class ServiceReloadFailed(DistillError, RuntimeError):
+    """The service named in the task's `service` settings could not be made to serve the promoted version; the
+    adapter stays registered and promoted (a reload by hand, or the next run, picks it up)."""

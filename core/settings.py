@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,6 +47,11 @@ class Settings(BaseSettings):
     admin_api_keys: list[str] = Field(default_factory=list, description="keys accepted on /admin routes (X-API-Key)")
     audit_log: Path = Field(Path("runs/.audit/audit.jsonl"), description="append-only request log")
     audit_max_bytes: int = Field(50_000_000, description="rotate the audit log past this size")
+    audit_redact: Literal["none", "hash", "drop"] = Field(
+        "none",
+        description="keep inputs out of the audit log: 'hash' stores their SHA-256, 'drop' nothing (their length stays); "
+        "drift evaluation then runs without its input signals and says so",
+    )
     max_input_chars: int = Field(8_000, description="longest input accepted, in characters (checked first: it costs nothing)")
     max_input_tokens: int = Field(
         1_024,

@@ -46,36 +46,55 @@ def risk_label(interest_rate: int, delay: int, num_loans: int) -> str:
     return LABELS[min(risk, 2)]
 
 
-def generate_row(rng: random.Random, noise: float) -> tuple[str, str, dict[str, float]]:
+# Traffic unlike the training data, for drift tests: how far each strength moves the generator.
+SHIFTS = {
+    # a distractor's range moved: debts up to 8,000 instead of 5,000
+    "weak": {"debt_max": 8000.0},
+    # the population moved: risk flags fire more often (more Bad customers), debts and histories longer
+    "medium": {"debt_max": 12000.0, "history_max": 700, "flag_rates": (0.5, 0.55, 0.6)},
+    # another system's export: other field names and order, new words
+    "strong": {"debt_max": 12000.0, "flag_rates": (0.5, 0.55, 0.6), "layout": "export"},
+}
+
+
+def generate_row(rng: random.Random, noise: float, shift: dict | None = None) -> tuple[str, str, dict[str, float]]:
+    shift = shift or {}
+    rates = shift.get("flag_rates", (0.30, 0.35, 0.40))
     # Flagged and unflagged values are drawn from ranges with a gap between them, so every
     # flag is crisp in the text; a 135M model reads "25" vs "7" far more easily than 21 vs 19.
-    interest, _ = _flagged(rng, 0.30, range(1, 13), range(20, 35))
-    delay, _ = _flagged(rng, 0.35, range(0, 16), range(30, 61))
-    loans, _ = _flagged(rng, 0.40, range(0, 4), range(6, 10))
+    interest, _ = _flagged(rng, rates[0], range(1, 13), range(20, 35))
+    delay, _ = _flagged(rng, rates[1], range(0, 16), range(30, 61))
+    loans, _ = _flagged(rng, rates[2], range(0, 4), range(6, 10))
     accounts = rng.randint(0, 10)
     cards = rng.randint(0, 10)
-    debt = round(rng.uniform(0, 5000), 2)
-    history = rng.randint(12, 400)
+    debt = round(rng.uniform(0, shift.get("debt_max", 5000.0)), 2)
+    history = rng.randint(12, shift.get("history_max", 400))
     min_payment = rng.choice(["Yes", "No", "NM"])
     label = risk_label(interest, delay, loans)
     if rng.random() < noise:
         label = rng.choice([other for other in LABELS if other != label])
-    text = (
-        f"Num_Bank_Accounts: {accounts}; Num_Credit_Card: {cards}; Interest_Rate: {interest}; "
-        f"Num_of_Loan: {loans}; Delay_from_due_date: {delay}; Outstanding_Debt: {debt:.2f}; "
-        f"Credit_History_Age: {history // 12} Years and {history % 12} Months; Payment_of_Min_Amount: {min_payment}"
-    )
+    if shift.get("layout") == "export":
+        text = (
+            f"customer record | late by {delay} days | loans open {loans} | rate {interest}% | debt outstanding {debt:.2f} "
+            f"| bank accounts {accounts} | credit cards {cards} | history {history} months | pays minimum {min_payment}"
+        )
+    else:
+        text = (
+            f"Num_Bank_Accounts: {accounts}; Num_Credit_Card: {cards}; Interest_Rate: {interest}; "
+            f"Num_of_Loan: {loans}; Delay_from_due_date: {delay}; Outstanding_Debt: {debt:.2f}; "
+            f"Credit_History_Age: {history // 12} Years and {history % 12} Months; Payment_of_Min_Amount: {min_payment}"
+        )
     features = dict(zip(NUMERIC_FEATURES, [accounts, cards, interest, loans, delay, debt, history]))
     features["Payment_of_Min_Amount"] = ["Yes", "No", "NM"].index(min_payment)
     return text, label, features
 
 
-def generate(n: int, seed: int = 7, noise: float = 0.03) -> list[dict]:
-    """`n` rows of {id, text, label}; the same seed always gives the same rows."""
+def generate(n: int, seed: int = 7, noise: float = 0.03, shift: str | None = None) -> list[dict]:
+    """`n` rows of {id, text, label}; the same seed always gives the same rows. `shift`: one of SHIFTS (drift tests)."""
     rng = random.Random(seed)
     rows = []
     for i in range(n):
-        text, label, _ = generate_row(rng, noise)
+        text, label, _ = generate_row(rng, noise, SHIFTS[shift] if shift else None)
         rows.append({"id": f"cm-{seed}-{i:05d}", "text": text, "label": label})
     return rows
 

@@ -1,5 +1,5 @@
 """The `distill` flow: prepare_data -> train_sft -> train_selftrain | (teacher_traces -> train_kd) -> train_dpo -> evaluate
--> register -> promote.
+-> register -> promote -> reload_service.
 
 Run it through the CLI (`distill-slm run [CONFIG]`) or directly:
 
@@ -23,20 +23,23 @@ from core.errors import MethodsFailed
 from core.kinds import kind_of
 from tasks.evaluate import evaluate_task
 from tasks.prepare import prepare_data
-from tasks.registry import promote_task, register_task
+from tasks.registry import promote_task, register_task, reload_service
 from tasks.teacher import teacher_traces
 from tasks.train import train_dpo_task, train_kd_task, train_selftrain_task, train_sft_task
 
 
 # log_prints stays off: it patches print(), which breaks dill's stdout capture inside datasets.
 @flow(name="distill")
-def distill(cfg: TaskConfig = TaskConfig()) -> dict:  # noqa: B008 (the default fills the Prefect UI's form)
-    """Distill one task into adapters, evaluate them against the base model, register, promote.
+def distill(cfg: TaskConfig = TaskConfig(), extra_pool: str | None = None) -> dict:  # noqa: B008 (the default fills the Prefect UI's form)
+    """Distill one task into adapters, evaluate them against the base model, register, promote, and (with `service.url`)
+    reload the service so it serves the new production version.
+
+    `extra_pool`: a JSONL of inputs the teacher answers first (a drift window's traffic: the retrain's reason).
 
     A method that fails does not take the others with it: they are still evaluated, registered and
     gated, and then the run fails naming the methods that did not finish (a rerun resumes them).
     """
-    prepared = prepare_data(cfg)
+    prepared = prepare_data(cfg, extra_pool)
     adapters: dict[str, str] = {}
     failed: dict[str, str] = {}
     summary: dict = {"task": cfg.name, "variants": {}, "pool": prepared["pool"]}
@@ -97,6 +100,9 @@ def distill(cfg: TaskConfig = TaskConfig()) -> dict:  # noqa: B008 (the default 
     decisions = promote_task(cfg, list(refs.values()), prepared["eval"]) if refs else {}
     for method, ref in refs.items():
         summary["variants"][method] |= {"registered": ref, "promotion": decisions[ref]}
+    promoted = next((ref for ref, d in decisions.items() if d["promoted"]), None)
+    if promoted and cfg.service.url:
+        summary["service"] = reload_service(cfg, promoted)
     if failed:
         get_run_logger().info("summary of the finished methods: %s", json.dumps(summary, default=str))
         raise MethodsFailed(failed, summary)

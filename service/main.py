@@ -22,6 +22,7 @@ from starlette.types import ASGIApp
 from core.errors import DistillError, DocumentTooLong, InputTooLong, InvalidRequest, RegistryError, SchemaError, UnknownVariant
 from core.serving.runtime import ServingRuntime
 from core.settings import Settings
+from service.deps import caller_key_id
 from service.routes import router
 
 # A project error a request can cause -> (status, error type, the request field it names)
@@ -35,8 +36,12 @@ ERROR_STATUS: list[tuple[type[DistillError], int, str, str | None]] = [
 ]
 
 
-def _error(status: int, message: str, kind: str, field: str | None = None) -> JSONResponse:
-    """OpenAI's error shape (`message`, `type`, `param`, `code`) on every route; `field` repeats `param` for older clients."""
+def _error(status: int, message: str, kind: str, field: str | None = None, request: Request | None = None) -> JSONResponse:
+    """OpenAI's error shape (`message`, `type`, `param`, `code`) on every route; `field` repeats `param` for older clients.
+    A refused request is audited (route, status, message, field, the caller's key id), answered ones by the runtime."""
+    if request is not None:
+        caller = caller_key_id(request.headers.get("x-api-key"), request.headers.get("authorization"))
+        request.app.state.runtime.audit_event(request.url.path, caller, status=status, error=message, field=field)
     return JSONResponse({"error": {"message": message, "type": kind, "param": field, "code": kind, "field": field}}, status_code=status)
 
 
@@ -58,7 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def limit_body_and_count(request: Request, call_next):
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > settings.max_body_bytes:
-            response = _error(413, f"body of {length} bytes is over the limit of {settings.max_body_bytes}", "too_large")
+            response = _error(413, f"body of {length} bytes is over the limit of {settings.max_body_bytes}", "too_large", None, request)
         else:
             response = await call_next(request)
         route = request.scope.get("route")  # the template (/infer/{variant}), so label values stay few
@@ -69,19 +74,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def invalid(request: Request, exc: RequestValidationError):
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"] if p not in ("body", "path", "query"))
-        return _error(422, f"{field or 'body'}: {first['msg']}", "invalid_request", field or None)
+        return _error(422, f"{field or 'body'}: {first['msg']}", "invalid_request", field or None, request)
 
     @app.exception_handler(StarletteHTTPException)  # fastapi's HTTPException and starlette's own (unparsable bodies)
     async def http_error(request: Request, exc: StarletteHTTPException):
-        return _error(exc.status_code, str(exc.detail), "http_error")
+        return _error(exc.status_code, str(exc.detail), "http_error", None, request)
 
     @app.exception_handler(DistillError)
     async def project_error(request: Request, exc: DistillError):
         for cls, status, kind, field in ERROR_STATUS:
             if isinstance(exc, cls):
                 message = f"input: {exc}" if isinstance(exc, DocumentTooLong) else str(exc)
-                return _error(status, message, kind, getattr(exc, "field", None) or field)
-        return _error(400, str(exc), "bad_request")
+                return _error(status, message, kind, getattr(exc, "field", None) or field, request)
+        return _error(400, str(exc), "bad_request", None, request)
 
     return app
 

@@ -51,7 +51,8 @@ def healthz() -> dict:
 
 @router.get("/readyz", responses=ERRORS)
 def readyz(runtime: Runtime) -> dict:
-    return {"status": "ready", "served": sorted(f"{v.task}:{v.name}" for v in runtime.engine.served())}
+    served = {f"{v.task}:{v.name}": v.ref for v in runtime.engine.served()}
+    return {"status": "ready", "served": sorted(served), "refs": served}
 
 
 @router.get("/metrics")
@@ -144,14 +145,14 @@ def _label_logprobs(answer: ServedAnswer, body: ChatRequest) -> ChoiceLogprobs |
 
 
 @router.post("/admin/reload", response_model=ReloadResponse, responses=ERRORS, dependencies=[Depends(require_admin)])
-def reload(runtime: Runtime) -> ReloadResponse:
+def reload(runtime: Runtime, caller: CallerKey) -> ReloadResponse:
     start = time.perf_counter()
-    served = runtime.reload()
+    served = runtime.reload(caller)
     return ReloadResponse(served=served, reload_s=time.perf_counter() - start)
 
 
 @router.post("/admin/promote", response_model=PromoteResponse, responses=ERRORS, dependencies=[Depends(require_admin)])
-def promote(body: PromoteRequest, runtime: Runtime) -> PromoteResponse:
+def promote(body: PromoteRequest, runtime: Runtime, caller: CallerKey) -> PromoteResponse:
     """Move an alias through the task's promotion gate, then reload so the answer takes effect."""
-    decision, served = runtime.promote(body.task, body.ref, body.alias, body.force)
+    decision, served = runtime.promote(body.task, body.ref, body.alias, body.force, caller)
     return PromoteResponse(**decision.__dict__, served=served)

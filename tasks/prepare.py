@@ -25,9 +25,9 @@ def check_inputs(cfg: TaskConfig) -> None:
 
 
 @task(name="prepare_data")
-def prepare_data(cfg: TaskConfig) -> dict:
+def prepare_data(cfg: TaskConfig, extra_pool: str | None = None) -> dict:
     """Write `train.jsonl`, `validation.jsonl` and `eval.jsonl` (and the teacher's `unlabeled.jsonl`) under the work dir;
-    return their paths and fingerprints."""
+    return their paths and fingerprints. `extra_pool`: inputs (a drift window's) the teacher answers first."""
     logger = get_run_logger()
     kind = kind_of(cfg)
     for warning in kind.check_task(cfg):
@@ -44,7 +44,8 @@ def prepare_data(cfg: TaskConfig) -> dict:
     if "kd" in cfg.methods or "selftrain" in cfg.methods:
         if "kd" in cfg.methods:
             preflight(cfg)  # a missing key or a dead endpoint fails here, not an hour into the run
-        pool, pool_counts = kind.unlabeled_pool(cfg, validation_rows + eval_rows)
+        first = kind.load_rows(cfg, extra_pool, require_answers=False) if extra_pool else None
+        pool, pool_counts = kind.unlabeled_pool(cfg, validation_rows + eval_rows, first)
         write_jsonl(out / "unlabeled.jsonl", [kind.to_record(cfg, r) for r in pool])
         paths["unlabeled"] = str(out / "unlabeled.jsonl")
         logger.info(
@@ -54,6 +55,8 @@ def prepare_data(cfg: TaskConfig) -> dict:
             pool_counts["duplicates_dropped"],
             pool_counts["held_out_inputs_dropped"],
         )
+    elif extra_pool:
+        logger.warning("extra_pool %s is not used: methods %s ask no teacher (add kd or selftrain)", extra_pool, cfg.methods)
     fingerprint = {
         "source": source,
         "train_sha256": rows_fingerprint(train_rows),

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 
+import httpx
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from prefect import get_run_logger, task
 
 from core.common.config import TaskConfig
+from core.errors import ServiceReloadFailed
 from core.kinds import kind_of
 from core.registry import Registry
 
@@ -58,12 +61,22 @@ def model_card(cfg: TaskConfig, method: str, metrics: dict, baseline: dict | Non
     return str(ModelCard("---\n" + data.to_yaml() + "\n---\n\n" + "\n".join(lines) + "\n"))
 
 
+def agreement(student: list[dict], teacher: list[dict]) -> float:
+    """Share of rows where the student's answer (`pred`, or an extraction's `output`) is the teacher's."""
+    answer = lambda p: p.get("pred", p.get("output"))  # noqa: E731
+    theirs = {p["id"]: answer(p) for p in teacher}
+    return sum(answer(p) == theirs.get(p["id"]) for p in student) / max(len(student), 1)
+
+
 @task(name="register")
 def register_task(cfg: TaskConfig, method: str, adapter_dir: str, eval_dir: str, fingerprint: dict) -> str:
     """Register an adapter with its metrics (base metrics kept beside them); return 'method/version'."""
     metrics = json.loads((Path(eval_dir) / f"{method}.metrics.json").read_text())
     base_path = Path(eval_dir) / "base.metrics.json"
     baseline = json.loads(base_path.read_text()) if base_path.exists() else None
+    teacher_path = Path(eval_dir) / "teacher.metrics.json"
+    if teacher_path.exists():  # what drift compares a night's student-teacher agreement with
+        metrics["teacher_agreement"] = agreement(metrics["predictions"], json.loads(teacher_path.read_text())["predictions"])
     metrics.pop("predictions", None)
     if baseline:
         metrics["baseline"] = {k: v for k, v in baseline.items() if k != "predictions"}
@@ -99,3 +112,25 @@ def promote_task(cfg: TaskConfig, refs: list[str], eval_path: str | None = None)
         verdict = "promoted" if d.promoted else ("passed" if d.passed else "refused")
         logger.info("gate of %s: %s (%s)", d.candidate, verdict, "; ".join(d.reasons))
     return {ref: asdict(d) | {"incumbent_reevaluated": incumbent_metrics is not None} for ref, d in zip(refs, decisions)}
+
+
+@task(name="reload_service", retries=2, retry_delay_seconds=10)
+def reload_service(cfg: TaskConfig, promoted: str) -> dict:
+    """Make the running service serve `promoted` (the new production version): POST /admin/reload, then check on
+    /readyz that `<task>:production` is that version. Fails naming the setting to fix; nothing registered is undone."""
+    link = cfg.service
+    key = os.environ.get(link.admin_key_env)
+    if not key:
+        raise ServiceReloadFailed(f"service.admin_key_env: the environment variable {link.admin_key_env} holding the admin key is not set")
+    want, name = promoted, f"{cfg.name}:production"
+    try:
+        reply = httpx.post(f"{link.url.rstrip('/')}/admin/reload", headers={"X-API-Key": key}, timeout=link.timeout_s)
+        if reply.status_code != 200:
+            raise ServiceReloadFailed(f"service.url {link.url}: /admin/reload answered {reply.status_code}: {reply.text[:300]}")
+        served = httpx.get(f"{link.url.rstrip('/')}/readyz", timeout=30).json().get("refs", {})
+    except httpx.HTTPError as exc:
+        raise ServiceReloadFailed(f"service.url {link.url}: cannot reach the service ({type(exc).__name__}: {exc})") from exc
+    if served.get(name) != want:
+        raise ServiceReloadFailed(f"service.url {link.url}: after the reload it serves {name} = {served.get(name)!r}, not {want!r}")
+    get_run_logger().info("service %s now serves %s = %s", link.url, name, want)
+    return {"url": link.url, "served": served}

@@ -205,6 +205,33 @@ class EscalationConfig(_Strict):
     report_thresholds: list[float] = Field([0.4, 0.5, 0.6, 0.7, 0.8, 0.9], description="thresholds in the cascade report")
 
 
+class DriftConfig(_Strict):
+    window_hours: float = Field(24.0, gt=0, description="the nightly run reads the audit log since its last run, at most this far back")
+    min_requests: int = Field(
+        50, ge=1, description="fewer requests of the task in the window: no verdict beyond ok, and the report says so"
+    )
+    sample_size: int = Field(500, ge=20, description="window inputs (a uniform reservoir sample) the input and confidence tests compare")
+    reference_size: int = Field(
+        500,
+        ge=20,
+        description="inputs of the task's own distribution the production adapter answers once as the reference: data.unlabeled, "
+        "else fresh demo rows, else the eval rows (its training rows never: an adapter is surer of those)",
+    )
+    p_warn: float = Field(0.05, gt=0, lt=1, description="'warn' when a test's p-value, Bonferroni-corrected over the tests run, is below")
+    p_drift: float = Field(0.01, gt=0, lt=1, description="'drift' (a retrain) when a corrected p-value is below this")
+    permutations: int = Field(500, ge=50, description="permutations behind the embedding and vocabulary tests' p-values")
+    teacher_sample: int = Field(30, ge=0, description="window inputs the teacher answers to estimate agreement without labels (0 = none)")
+    teacher_budget_usd: float = Field(1.0, ge=0, description="most the teacher's answers may cost per night (priced by teacher.prices)")
+
+
+class ServiceLink(_Strict):
+    url: str | None = Field(
+        None, description="the service that serves this task (e.g. http://127.0.0.1:8080): after a promotion the flow reloads it"
+    )
+    admin_key_env: str = Field("DISTILL_SLM_ADMIN_KEY", description="name of the environment variable holding its admin API key")
+    timeout_s: float = Field(300.0, gt=0, description="how long the reload (loading the new adapter) may take")
+
+
 # What a task file of each type starts from, beyond the field defaults. A new task kind registers
 # its type here and its module in `core.kinds`. `instruction` is used when the task brings its own
 # data (labels or schema) and names no instruction; otherwise the type's demo's instruction applies.
@@ -251,6 +278,8 @@ class TaskConfig(_Strict):
     cost: CostConfig = Field(default_factory=CostConfig)
     escalation: EscalationConfig = Field(default_factory=EscalationConfig)
     promotion: PromotionPolicy = Field(default_factory=PromotionPolicy)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+    service: ServiceLink = Field(default_factory=ServiceLink)
     eval_batch_size: int = Field(16, ge=1, description="prompts scored per forward during evaluation")
     runs_dir: Path = Field(Path("runs"), description="adapter registry root")
     work_dir: Path = Field(Path("runs/.work"), description="scratch space: prepared data, checkpoints")

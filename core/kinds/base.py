@@ -13,6 +13,7 @@ Adding a task type = one module with a `TaskKind` subclass, registered in `core/
 
 from __future__ import annotations
 
+import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,7 @@ class ServedAnswer:
     latency_ms: float = 0.0
     finish_reason: str = "stop"  # "length" when a client's max_tokens cut the answer
     gate: str | None = None  # how the served version got there: 'passed' its gate or 'forced'; None for the base model
+    student: dict | None = None  # auto, escalated: the student's own answer (adapter, output, confidence), for drift
 
 
 class TaskKind(ABC):
@@ -114,10 +116,17 @@ class TaskKind(ABC):
         source = f"{demo.name} generator (n={d.n_rows}, seed={d.seed})"
         return self.rows_from_records(cfg, demo.generate(d.n_rows, d.seed), source), source
 
-    def unlabeled_pool(self, cfg: TaskConfig, held_out: list[Example] | None = None) -> tuple[list[Example], dict[str, int]]:
-        """The inputs the teacher answers: `data.unlabeled`, or (demo) fresh demo rows without their answers; repeated
-        inputs and inputs of `held_out` rows (validation, evaluation) dropped and counted, then at most `teacher.max_pool`."""
+    def unlabeled_pool(
+        self, cfg: TaskConfig, held_out: list[Example] | None = None, first: list[Example] | None = None
+    ) -> tuple[list[Example], dict[str, int]]:
+        """The inputs the teacher answers: `first` (a retrain's drifted traffic), then `data.unlabeled`, or (demo) fresh
+        demo rows without their answers; repeated inputs and inputs of `held_out` rows (validation, evaluation) dropped
+        and counted, then at most `teacher.max_pool`."""
         limit = cfg.teacher.max_pool
+        if first:
+            rest = self.unlabeled_pool(cfg, held_out)[0] if (cfg.data.unlabeled is not None or cfg.data.train is None) else []
+            rows, counts = distinct_inputs(first + rest, held_out or [])
+            return (rows[:limit] if limit else rows), counts | {"from_traffic": len(first)}
         if cfg.data.unlabeled is not None:
             rows = self.load_rows(cfg, cfg.data.unlabeled, require_answers=False)
         elif cfg.data.train is None:
@@ -231,6 +240,40 @@ class TaskKind(ABC):
     @abstractmethod
     def preference_pairs(self, cfg: TaskConfig, rows: list[Example], decoder, teacher_traces: list[dict] | None) -> tuple[list[Pair], dict]:
         """On-policy DPO pairs (chosen: gold or teacher; rejected: the student's own wrong answer), and their counts."""
+
+    # -- drift -------------------------------------------------------------------------------
+    def reference_rows(self, cfg: TaskConfig) -> tuple[list[Example], str]:
+        """Inputs of the task's own distribution for the drift reference, and where they came from: `data.unlabeled`,
+        else (demo) fresh demo rows, else the eval file, else the eval split. Never training rows: the adapter is
+        surer of those than of anything new, which would make every night look drifted."""
+        n, seed = cfg.drift.reference_size, cfg.data.demo.seed
+        if cfg.data.unlabeled is not None:
+            rows, source = self.load_rows(cfg, cfg.data.unlabeled, require_answers=False), str(cfg.data.unlabeled)
+        elif cfg.data.train is None:
+            records = cfg.demo().pool(n, seed + 1000)  # seeds of its own: neither the training rows nor the teacher's pool
+            rows, source = self.rows_from_records(cfg, records, "<demo reference>", require_answers=False), f"{cfg.demo().name} generator"
+        elif cfg.data.eval is not None:
+            rows, source = self.load_rows(cfg, cfg.data.eval), str(cfg.data.eval)
+        else:
+            rows, source = self.split(cfg, self.labeled_rows(cfg)[0])[1], "the eval split (balanced: label shares differ from traffic's)"
+        rows = random.Random(seed).sample(rows, n) if len(rows) > n else rows
+        return rows, source
+
+    @abstractmethod
+    def reference_answers(self, cfg: TaskConfig, decoder, texts: list[str]) -> list[dict]:
+        """The decoder's answers to `texts` with the fields an audit record of the same answer holds."""
+
+    @abstractmethod
+    def drift_view(self, cfg: TaskConfig, record: dict) -> dict | None:
+        """What output and confidence drift read from one answer (an audit record or a reference answer); None if unusable."""
+
+    @abstractmethod
+    def agrees(self, cfg: TaskConfig, view: dict, teacher_output: str) -> bool:
+        """Whether an answer (its drift view) says what the teacher said (a trace's `output`)."""
+
+    @abstractmethod
+    def output_signals(self, cfg: TaskConfig, reference: list[dict], window: list[dict]) -> list:
+        """Tests (`core.drift.Signal`) of the window's answers against the reference's, from their drift views."""
 
     # -- serving -----------------------------------------------------------------------------
     @abstractmethod

@@ -18,6 +18,7 @@ import numpy as np
 from core.common.config import TaskConfig
 from core.common.prompts import completion_chat, parse_label, prompt_tokens, render_prompt
 from core.common.records import Example, Pair, balance, balanced_split, stratified_holdout
+from core.drift import Signal, counts_test
 from core.errors import DataError, InvalidRequest
 from core.evaluation.metrics import classification_metrics, confidence_threshold
 from core.evaluation.report import write_classification_report
@@ -237,6 +238,25 @@ class Classification(TaskKind):
             "dropped_to_balance": len(wrong_side) + len(right_side) - len(kept),
         }
         return kept, counts
+
+    # -- drift -------------------------------------------------------------------------------
+    def reference_answers(self, cfg: TaskConfig, decoder: CalibratedDecoder, texts: list[str]) -> list[dict]:
+        return [{"output": p.label, "confidence": p.confidence, "label_probs": p.probs} for p in decoder.predict(texts)]
+
+    def drift_view(self, cfg: TaskConfig, record: dict) -> dict | None:
+        if record.get("output") not in cfg.labels:
+            return None
+        return {"label": record["output"], "confidence": record.get("confidence")}
+
+    def agrees(self, cfg: TaskConfig, view: dict, teacher_output: str) -> bool:
+        return view["label"] == teacher_output
+
+    def output_signals(self, cfg: TaskConfig, reference: list[dict], window: list[dict]) -> list[Signal]:
+        ref, win = Counter(v["label"] for v in reference), Counter(v["label"] for v in window)
+        chi2, p, js = counts_test(ref, win, cfg.labels)
+        share = lambda c: {label: c.get(label, 0) / max(sum(c.values()), 1) for label in cfg.labels}  # noqa: E731
+        detail = {"jensen_shannon": js, "reference": share(ref), "window": share(win)}
+        return [Signal("output.labels", chi2, p, detail)]
 
     # -- serving -----------------------------------------------------------------------------
     def answer(self, engine, batcher, task, variant, text, json_schema, max_schema_bytes) -> ServedAnswer:

@@ -17,6 +17,7 @@ import numpy as np
 
 from core.common.config import TaskConfig
 from core.common.records import Example, Pair, document_split
+from core.drift import Signal, proportion_test
 from core.errors import DataError, InvalidRequest, SchemaError
 from core.evaluation.metrics import extraction_metrics, field_diff
 from core.evaluation.report import write_extraction_report
@@ -149,6 +150,40 @@ class DocumentExtraction(TaskKind):
             pairs.append(Pair(row.text, row.label, decoder.schema.dumps(wrong), "perturbed_gold"))
             counts["perturbed_gold"] += 1
         return pairs, counts
+
+    # -- drift -------------------------------------------------------------------------------
+    def reference_answers(self, cfg: TaskConfig, decoder: SchemaDecoder, texts: list[str]) -> list[dict]:
+        return [{"output": x.text, "output_json": x.output, "schema_valid": x.valid} for x in decoder.extract(texts)]
+
+    def drift_view(self, cfg: TaskConfig, record: dict) -> dict | None:
+        if record.get("schema_valid") is None:
+            return None
+        fields = list(task_schema(cfg).schema.get("properties", {}))
+        output = record.get("output_json") if isinstance(record.get("output_json"), dict) else {}
+        missing = [f for f in fields if output.get(f) in (None, "", [], {})]
+        return {"valid": bool(record["schema_valid"]), "missing": missing, "output": output}
+
+    def agrees(self, cfg: TaskConfig, view: dict, teacher_output: str) -> bool:
+        try:
+            return view["output"] == json.loads(teacher_output)
+        except (TypeError, json.JSONDecodeError):
+            return False
+
+    def output_signals(self, cfg: TaskConfig, reference: list[dict], window: list[dict]) -> list[Signal]:
+        valid = lambda views: sum(v["valid"] for v in views)  # noqa: E731
+        p = proportion_test(valid(reference), len(reference), valid(window), len(window))
+        rates = {"reference": valid(reference) / len(reference), "window": valid(window) / len(window)}
+        signals = [Signal("output.schema_valid_rate", rates["window"], p, rates)]
+        fields = list(task_schema(cfg).schema.get("properties", {}))
+        missing = {f: (sum(f in v["missing"] for v in reference), sum(f in v["missing"] for v in window)) for f in fields}
+        tested = {f: proportion_test(r, len(reference), w, len(window)) for f, (r, w) in missing.items()}
+        if tested:
+            worst = min(tested, key=tested.get)
+            detail = {f: {"reference": r / len(reference), "window": w / len(window)} for f, (r, w) in missing.items()} | {
+                "most_changed": worst
+            }
+            signals.append(Signal("output.missing_fields", missing[worst][1] / len(window), min(1.0, tested[worst] * len(tested)), detail))
+        return signals
 
     # -- serving -----------------------------------------------------------------------------
     def answer(self, engine, batcher, task, variant, text, json_schema, max_schema_bytes) -> ServedAnswer:

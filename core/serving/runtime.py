@@ -44,7 +44,7 @@ class ServingRuntime:
 
     def start(self) -> None:
         s = self.settings
-        self.audit = AuditLog(s.audit_log, max_bytes=s.audit_max_bytes)
+        self.audit = AuditLog(s.audit_log, max_bytes=s.audit_max_bytes, redact=s.audit_redact)
         engine = InferenceEngine(str(s.runs_dir))
         engine.load()
         self.batcher = DynamicBatcher(
@@ -109,16 +109,24 @@ class ServingRuntime:
         return sorted(f"{v.task}:{v.name}" for v in self.engine.served())
 
     # -- admin -----------------------------------------------------------------------------
-    def reload(self) -> dict[str, str]:
-        return self.engine.reload()
+    def reload(self, caller: str = "anonymous") -> dict[str, str]:
+        served = self.engine.reload()
+        self.audit_event("admin.reload", caller, served=served)
+        return served
 
-    def promote(self, task: str, ref: str, alias: str, force: bool) -> tuple[GateDecision, dict[str, str]]:
+    def promote(self, task: str, ref: str, alias: str, force: bool, caller: str = "anonymous") -> tuple[GateDecision, dict[str, str]]:
         """Move an alias through the task's promotion gate, then reload so the answer takes effect."""
         if task not in self.engine.registry.tasks():
             raise RegistryError(f"task {task!r} is not in the registry")
         policy = self.engine.task_config(task).promotion
         decision = self.engine.registry.promote(task, ref, policy, alias=alias, force=force)
+        self.audit_event("admin.promote", caller, task=task, ref=ref, alias=alias, force=force, passed=decision.passed)
         return decision, (self.engine.reload() if decision.passed else {})
+
+    def audit_event(self, route: str, caller: str, **fields) -> None:
+        """An audit record of something other than an answer: an admin action, a refused request (`status`, `error`)."""
+        if self.audit is not None:
+            self.audit.write({"at": time.time(), "route": route, "caller": caller} | fields)
 
     # -- pieces ----------------------------------------------------------------------------
     def _check_length(self, text: str, field: str) -> None:
@@ -143,6 +151,7 @@ class ServingRuntime:
                 reply = TeacherAnswer(None, error=str(exc))
             if reply.error is None:
                 probs = reply.label_probs or {reply.output: 1.0}
+                answer.student = {"adapter": answer.adapter, "output": answer.output, "confidence": answer.confidence}
                 answer.tier, answer.output, answer.adapter = "teacher", reply.output, self.engine.teachers[answer.task].name
                 answer.label_probs, answer.confidence, answer.margin = probs, max(probs.values()), None
             else:
