@@ -15,11 +15,12 @@ answers are near-random but deterministic; the input signals do not depend on th
 `--runs-dir runs` (after `make demo`) it is the demo's production adapter, copied first (then use
 `--quick`: 3 nights per condition). Teacher calls are left out (teacher_sample 0).
 
-    distill-slm bench drift [--quick] [--runs-dir runs] [--json]
+    distill-slm bench drift [--quick] [--runs-dir runs] [--tasks nights,scale,loop] [--json]
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -97,7 +98,12 @@ def _night(cfg, kind, reference, decoder, ref, embed, audit_path: Path, texts: l
     return assess(cfg, kind, reference, window, embed, seed=seed)
 
 
-def run(quick: bool = False, runs_dir: str | None = None, nights: int | None = None, requests: int = 500) -> dict:
+def run(
+    quick: bool = False, runs_dir: str | None = None, nights: int | None = None, requests: int = 500, tasks: str = "nights,scale,loop"
+) -> dict:
+    """`tasks`: the parts to run, of `nights` (false alarms and detection), `scale` (10,000 records) and `loop` (drift
+    verdict -> retrain -> the service serving it, timed per step); default all."""
+    parts = set(tasks.split(","))
     nights = nights or (3 if quick else 20)
     work = Path(tempfile.mkdtemp(prefix="bench-drift-"))
     if runs_dir and Registry(runs_dir).aliases(TASK).get("production"):
@@ -122,7 +128,7 @@ def run(quick: bool = False, runs_dir: str | None = None, nights: int | None = N
     embed = lambda texts: embedder.encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False)  # noqa: E731
 
     figures: dict = {"student": model_note, "nights": nights, "requests_per_night": requests, "reference_build_s": round(reference_s, 1)}
-    for condition in (None, "weak", "medium", "strong"):
+    for condition in (None, "weak", "medium", "strong") if "nights" in parts else ():
         verdicts, fired = Counter(), Counter()
         for night in range(nights):
             seed = 10_000 + night * 7 + (0 if condition is None else 1000 * (1 + list(creditmix.SHIFTS).index(condition)))
@@ -137,8 +143,67 @@ def run(quick: bool = False, runs_dir: str | None = None, nights: int | None = N
         figures[f"{name}_warn_nights"] = f"{verdicts['warn']} of {nights}"
         figures[f"{name}_signals_that_fired"] = dict(fired)
         print(f"{name}: {dict(verdicts)} {dict(fired)}", flush=True)
-    figures |= _scale(cfg, kind, reference, decoder, ref, embed, work)
+    if "scale" in parts:
+        figures |= _scale(cfg, kind, reference, decoder, ref, embed, work)
+    if "loop" in parts:
+        figures |= _loop(Path(tempfile.mkdtemp(prefix="bench-loop-")))
     shutil.rmtree(work, ignore_errors=True)
+    return figures
+
+
+def _loop(work: Path) -> dict:
+    """A drift night on the tiny model's registry, then the retrain it asks for (SFT + KD on the drifted inputs, 30
+    steps each), gate, promotion and the reload of a running service: wall time from the verdict to the service
+    answering with the new version, and each step's share (Prefect's task-run times)."""
+    import httpx
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from core.settings import Settings
+    from flows.distill import distill
+    from flows.drift import nightly_drift
+    from flows.server import run_server
+    from service.main import serve_in_thread
+
+    runs = tiny_registry(work)
+    registry = Registry(runs)
+    before = registry.aliases(TASK)["production"]
+    cfg = registry.task_config(TASK, before)
+    cfg.runs_dir, cfg.work_dir = runs, work / "work"
+    cfg.drift.teacher_sample = 0
+    cfg.methods, cfg.teacher.max_pool = ["sft", "kd"], 60
+    cfg.training.max_steps, cfg.training.validation_per_class = 30, 0
+    cfg.promotion.min_gain, cfg.promotion.guard_min = -1.0, {}  # an untrained tiny model: the loop's mechanics are measured
+    key = "bench-loop-key"
+    settings = Settings(runs_dir=runs, admin_api_keys=[key], audit_log=work / "audit.jsonl")
+    srv, url = serve_in_thread(settings)
+    cfg.service.url = url
+    os.environ["DISTILL_SLM_ADMIN_KEY"] = key
+    model, tokenizer = load_model(cfg.model)
+    model = activate_adapter(model, registry.path(TASK, before), name="production")
+    log = AuditLog(settings.audit_log)
+    texts = [r["text"] for r in creditmix.generate(300, 4242, shift="strong")]
+    write_traffic(log, cfg, kind_of(cfg).decoder(cfg, model, tokenizer, registry.path(TASK, before)), before, texts, time.time() - 600)
+    log.close()
+    try:
+        with run_server():
+            night = nightly_drift(str(runs), str(settings.audit_log))[TASK]
+            verdict_at = time.perf_counter()
+            state = distill(cfg, extra_pool=night["inputs"], return_state=True)
+            while httpx.get(url + "/readyz").json()["refs"].get(f"{TASK}:production") == before:
+                time.sleep(0.1)
+            total = time.perf_counter() - verdict_at
+            with get_client(sync_client=True) as client:
+                runs_of = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+            steps = Counter()
+            for task_run in runs_of:
+                steps[task_run.name.rsplit("-", 1)[0]] += task_run.total_run_time.total_seconds()
+    finally:
+        srv.should_exit = True
+    figures = {"loop_verdict": night["verdict"], "loop_verdict_to_served_s": round(total, 1)}
+    figures["loop_step_seconds"] = {name: round(seconds, 1) for name, seconds in steps.most_common()}
+    figures["loop_step_share"] = {name: round(seconds / total, 3) for name, seconds in steps.most_common()}
+    figures["loop_other_s"] = round(total - sum(steps.values()), 1)  # flow and task orchestration, model loading between tasks
     return figures
 
 

@@ -37,7 +37,9 @@ def retrain_name(cfg: TaskConfig) -> str:
     return f"retrain-{cfg.name}"
 
 
-def build(configs: list[TaskConfig], cron: str = NIGHTLY, timezone: str = "UTC", settings: Settings | None = None) -> list[RunnerDeployment]:
+def build(
+    configs: list[TaskConfig], cron: str = NIGHTLY, timezone: str = "UTC", settings: Settings | None = None
+) -> list[RunnerDeployment]:
     """One retrain deployment per task file (with its drift trigger) and the nightly drift check over the service's log."""
     s = settings or Settings()
     deployments = [

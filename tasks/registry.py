@@ -114,7 +114,7 @@ def promote_task(cfg: TaskConfig, refs: list[str], eval_path: str | None = None)
     return {ref: asdict(d) | {"incumbent_reevaluated": incumbent_metrics is not None} for ref, d in zip(refs, decisions)}
 
 
-@task(name="reload_service", retries=2, retry_delay_seconds=10)
+@task(name="reload_service", retries=2, retry_delay_seconds=5)  # a service restarting gets a few seconds
 def reload_service(cfg: TaskConfig, promoted: str) -> dict:
     """Make the running service serve `promoted` (the new production version): POST /admin/reload, then check on
     /readyz that `<task>:production` is that version. Fails naming the setting to fix; nothing registered is undone."""

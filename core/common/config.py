@@ -219,7 +219,12 @@ class DriftConfig(_Strict):
     )
     p_warn: float = Field(0.05, gt=0, lt=1, description="'warn' when a test's p-value, Bonferroni-corrected over the tests run, is below")
     p_drift: float = Field(0.01, gt=0, lt=1, description="'drift' (a retrain) when a corrected p-value is below this")
-    permutations: int = Field(500, ge=50, description="permutations behind the embedding and vocabulary tests' p-values")
+    permutations: int = Field(
+        2000,
+        ge=50,
+        description="permutations behind the embedding and vocabulary tests' p-values; their smallest p-value is "
+        "1/(permutations+1), which must stay under p_drift after the correction (x the number of tests)",
+    )
     teacher_sample: int = Field(30, ge=0, description="window inputs the teacher answers to estimate agreement without labels (0 = none)")
     teacher_budget_usd: float = Field(1.0, ge=0, description="most the teacher's answers may cost per night (priced by teacher.prices)")
 

@@ -48,7 +48,8 @@ def test_distill_flow_runs_document_extraction(prefect_server, tiny_cfg):
     assert "field_f1" in Path(summary["report"]).read_text()
 
 
-def test_distill_flow_trains_evaluates_registers_promotes(prefect_server, tiny_cfg):
+def test_distill_flow_trains_evaluates_registers_promotes(prefect_server, tiny_cfg, monkeypatch):
+    from core.errors import ServiceReloadFailed
     from flows.distill import distill
 
     tiny_cfg.methods = ["sft"]
@@ -67,9 +68,13 @@ def test_distill_flow_trains_evaluates_registers_promotes(prefect_server, tiny_c
     report = tiny_cfg.work_dir / "creditmix"
     assert list(report.glob("eval-*/report.md")) and list(report.glob("eval-*/confusion.png"))
 
-    # A rerun finds the finished adapter instead of training again, and registers the next version.
-    again = distill(tiny_cfg)
-    assert again["variants"]["sft"]["registered"] == "sft/v0002"
+    # A rerun finds the finished adapter instead of training again, registers and promotes the next version. The service
+    # it should then reload is down: the run fails naming the setting, and nothing registered or promoted is undone.
+    tiny_cfg.service.url = "http://127.0.0.1:9"
+    monkeypatch.setenv("DISTILL_SLM_ADMIN_KEY", "some-key")
+    with pytest.raises(ServiceReloadFailed, match=r"service.url http://127.0.0.1:9: cannot reach the service"):
+        distill(tiny_cfg)
+    assert registry.aliases("creditmix")["production"] == "sft/v0002"
 
     eval_file = tiny_cfg.work_dir / "creditmix" / "data" / "eval.jsonl"
     runs = str(tiny_cfg.runs_dir)

@@ -98,6 +98,10 @@ def test_nightly_drift_says_ok_in_distribution_and_drift_on_shifted_traffic_skip
     inputs = [json.loads(line)["text"] for line in Path(night["inputs"]).read_text().splitlines()]
     assert len(inputs) == 300 and all(t.startswith("customer record |") for t in inputs)
 
+    night = nightly_drift(str(cfg.runs_dir), str(audit), now=NOW + 90_000)[cfg.name]  # nothing new: an empty window
+    report = json.loads(Path(night["json"]).read_text())
+    assert night["verdict"] == "ok" and report["window"]["requests"] == 0 and "fewer than drift.min_requests" in report["reasons"][0]
+
 
 def test_deploy_registers_the_loop_and_drift_retrains_until_the_service_serves_the_new_version(prefect_server, tiny_model_dir, tmp_path):
     """`distill-slm deploy` (its own process) serves retrain-<task> and nightly-drift; a drift night's event makes the

@@ -46,10 +46,13 @@ def test_openai_client_lists_models_and_chats(server):
     ],
 )
 def test_bad_requests_get_4xx_json_naming_the_field(server, path, payload, status, field):
-    r = httpx.post(server["url"] + path, json=payload)
+    r = httpx.post(server["url"] + path, json=payload, headers={"X-API-Key": "client-key"})
     assert r.status_code == status, r.text
     assert r.json()["error"]["field"] == field
     assert httpx.get(server["url"] + "/healthz").status_code == 200  # still serving
+    refused = read_audit(server["settings"].audit_log)[-1]  # refused requests are audited too
+    assert refused["route"] == path and refused["status"] == status and refused["field"] == field
+    assert refused["error"] == r.json()["error"]["message"] and refused["caller"].startswith("key-")
 
 
 def test_malformed_json_and_oversized_body(server):
@@ -90,6 +93,8 @@ def test_admin_reload_needs_a_key_and_swaps_under_load(server):
     assert not failures and len(answered) > 4
     assert {a.json()["adapter"] for a in answered} <= {"sft/v0001", "sft/v0002"}
     assert answered[-1].json()["adapter"] == "sft/v0002"
+    actions = [r for r in read_audit(server["settings"].audit_log) if r["route"] == "admin.reload"]
+    assert actions and actions[-1]["served"]["creditmix:sft"] == "sft/v0002"  # admin actions are audited
 
 
 def test_metrics_count_requests_and_latency_per_adapter(server):

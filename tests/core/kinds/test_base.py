@@ -64,6 +64,18 @@ class Echo(TaskKind):
     def answer(self, engine, batcher, task, variant, text, json_schema, max_schema_bytes):
         return ServedAnswer(task=task, variant=variant, adapter="base", output=text.split()[0])
 
+    def reference_answers(self, cfg, decoder, texts):
+        return [{"output": decoder(t)} for t in texts]
+
+    def drift_view(self, cfg, record):
+        return {"word": record["output"]} if "output" in record else None
+
+    def agrees(self, cfg, view, teacher_output):
+        return view["word"] == teacher_output
+
+    def output_signals(self, cfg, reference, window):
+        return []
+
 
 @pytest.fixture
 def echo(monkeypatch):
