@@ -24,7 +24,7 @@ from core.kinds import kind_of
 from tasks.evaluate import evaluate_task
 from tasks.prepare import prepare_data
 from tasks.registry import promote_task, register_task, reload_service
-from tasks.teacher import teacher_traces
+from tasks.teacher import LABELER_MODES, choose_labeler, teacher_traces
 from tasks.train import train_dpo_task, train_kd_task, train_selftrain_task, train_sft_task
 
 
@@ -58,12 +58,18 @@ def distill(cfg: TaskConfig = TaskConfig(), extra_pool: str | None = None) -> di
     if "sft" in cfg.methods:
         attempt("sft", None, lambda: train_sft_task(cfg, prepared["train"], prepared["fingerprint"], prepared["validation"]))
 
-    def self_train() -> str:  # the SFT adapter, run the deliberate way, labels the pool and the validation rows
-        splits = ("unlabeled", "validation")
-        labeled = {split: teacher_traces(cfg, prepared[split], prepared["train"], split, adapters["sft"]) for split in splits}
-        summary["self_training_traces"] = labeled["unlabeled"]
-        paths = [labeled[split]["path"] for split in splits]
-        return train_selftrain_task(cfg, prepared["train"], prepared["validation"], *paths, prepared["fingerprint"])
+    def self_train() -> str:
+        # The SFT adapter labels the validation rows both ways (deliberate: retrieved shots + votes; zero-shot: as served);
+        # the better on them labels the pool, and its validation answers choose the confidence threshold.
+        ask = lambda split, mode: teacher_traces(cfg, prepared[split], prepared["train"], split, adapters["sft"], mode == "zero-shot")  # noqa: E731
+        checked = {mode: ask("validation", mode) for mode in LABELER_MODES}
+        choice = choose_labeler(cfg, prepared["validation"], {mode: t["path"] for mode, t in checked.items()})
+        summary["self_training_labeler"] = choice
+        pool = ask("unlabeled", choice["mode"])
+        summary["self_training_traces"] = pool
+        return train_selftrain_task(
+            cfg, prepared["train"], prepared["validation"], pool["path"], checked[choice["mode"]]["path"], prepared["fingerprint"], choice
+        )
 
     if "selftrain" in cfg.methods:
         attempt("selftrain", "sft", self_train)

@@ -34,13 +34,23 @@ def traces_path(cfg: TaskConfig, split: str, adapter: str | None = None) -> Path
 RETRIES = 2  # attempts after the first; each asks again only what failed in transit
 
 
+def labeler_config(cfg: TaskConfig, zero_shot: bool) -> TaskConfig:
+    """The teacher settings under which this run's SFT adapter labels: the deliberate backend (retrieved shots + votes),
+    or `zero_shot`, the hf backend over the run's own base model (the adapter answering as it is served)."""
+    update = {"backend": "hf", "model": cfg.model.base_model} if zero_shot else {"backend": "deliberate"}
+    return cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update=update)})
+
+
 @task(name="teacher_traces", retries=RETRIES, retry_delay_seconds=10)
-def teacher_traces(cfg: TaskConfig, inputs_path: str, labeled_path: str, split: str, adapter: str | None = None) -> dict:
+def teacher_traces(
+    cfg: TaskConfig, inputs_path: str, labeled_path: str, split: str, adapter: str | None = None, zero_shot: bool = False
+) -> dict:
     """Ask the teacher about every input of `inputs_path` not yet traced; return the totals (and the file).
-    `adapter`: the SFT adapter the deliberate backend runs instead of the base (`teacher.from_sft`, self-training)."""
+    `adapter`: this run's SFT adapter answers instead, the deliberate way or (`zero_shot`) as it is served
+    (`teacher.from_sft`, self-training)."""
     logger = get_run_logger()
-    if adapter is not None:  # only the local deliberate backend runs an adapter
-        cfg = cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"backend": "deliberate"})})
+    if adapter is not None:  # only the local backends run an adapter
+        cfg = labeler_config(cfg, zero_shot)
     kind = kind_of(cfg)
     rows = kind.load_rows(cfg, inputs_path, require_answers=False)
     store = TraceStore(traces_path(cfg, split, adapter))
@@ -68,3 +78,19 @@ def teacher_traces(cfg: TaskConfig, inputs_path: str, labeled_path: str, split: 
         key=artifact_key(cfg.name, "teacher", split), table=[{k: v for k, v in summary.items() if k != "failure_reasons"}]
     )
     return summary
+
+
+LABELER_MODES = ("deliberate", "zero-shot")
+
+
+@task(name="choose_labeler")
+def choose_labeler(cfg: TaskConfig, validation_path: str, traces: dict[str, str]) -> dict:
+    """The self-training labeler's mode with the better primary metric on the validation rows (`traces`: mode -> the
+    file of its answers to them); both figures are returned and logged. Ties go to the first mode given."""
+    kind = kind_of(cfg)
+    rows = kind.load_rows(cfg, validation_path)
+    metric = cfg.promotion.primary_metric
+    scores = {mode: kind.teacher_metrics(cfg, rows, TraceStore.read(path).traces)[metric] for mode, path in traces.items()}
+    best = max(scores, key=scores.get)
+    get_run_logger().info("self-training labeler: %s (validation %s %s)", best, metric, {m: round(v, 4) for m, v in scores.items()})
+    return {"mode": best, "metric": metric, "validation": scores}

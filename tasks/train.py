@@ -67,7 +67,13 @@ def train_sft_task(cfg: TaskConfig, train_path: str, fingerprint: dict, validati
 
 @task(name="train_selftrain", retries=1, retry_delay_seconds=5)
 def train_selftrain_task(
-    cfg: TaskConfig, train_path: str, validation_path: str, pool_traces_file: str, validation_traces_file: str, fingerprint: dict
+    cfg: TaskConfig,
+    train_path: str,
+    validation_path: str,
+    pool_traces_file: str,
+    validation_traces_file: str,
+    fingerprint: dict,
+    labeler_choice: dict | None = None,
 ) -> str:
     """Train again on the gold rows plus the SFT labeler's confident pool answers; return the adapter folder.
 
@@ -85,7 +91,7 @@ def train_selftrain_task(
     logger.info("self-training: %s", report)
     gold = list({r.id: r for r in kind.load_rows(cfg, train_path)}.values())  # train.jsonl repeats minority rows
     rows = kind.train_rows(cfg, gold + added)
-    report |= {"gold_rows": len(gold), "training_rows_after_balancing": len(rows)}
+    report |= {"gold_rows": len(gold), "training_rows_after_balancing": len(rows), "labeler_choice": labeler_choice}
     folder = run_dir(cfg, "selftrain", {"added": sorted(text_sha256(r.text) + r.label for r in added), **fingerprint})
 
     def train(checkpoints: Path, out: Path) -> tuple[Path, TrainStats]:

@@ -145,6 +145,13 @@ def selftrain_vs_sft(sft: dict, selftrain: dict) -> list[str]:
                 + ", ".join(f"{k} {v}" for k, v in chosen["pool_kept_per_label"].items())
                 + f". Trained on {chosen['gold_rows']} gold rows plus those."
             )
+        choice = chosen.get("labeler_choice")
+        if choice:
+            lines.append(
+                f"The labeler's mode was chosen on the validation rows ({choice['metric']}): "
+                + ", ".join(f"{mode} {value:.3f}" for mode, value in choice["validation"].items())
+                + f" -> {choice['mode']}."
+            )
     return lines
 
 

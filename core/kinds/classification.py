@@ -358,8 +358,8 @@ class LabelTeaching(TeacherTask):
     def attach(self, model, tokenizer, calibrated: bool, adapter: Path | None = None) -> None:
         # Votes of an adapter are calibrated only where adapters are (`calibration.adapters`): see that field.
         self.calibrate_votes = self.cfg.calibration.enabled and (adapter is None or self.cfg.calibration.adapters)
-        if calibrated:
-            self.decoder = classification_decoder(self.cfg, model, tokenizer)
+        if calibrated:  # zero-shot: the decoder a served variant runs (an adapter calibrated only per calibration.adapters)
+            self.decoder = classification_decoder(self.cfg, model, tokenizer, adapter)
         else:  # the deliberate backend calibrates each vote under its own shots
             self.decoder = CalibratedDecoder(model, tokenizer, self.labels, self.instruction, calibrate=False)
 

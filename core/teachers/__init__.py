@@ -28,12 +28,12 @@ def build_teacher(
     cfg: TaskConfig, task: TeacherTask, labeled_pool: list[Example] | None = None, adapter: str | Path | None = None
 ) -> Teacher:
     """The configured backend for this task type, checked: raises TeacherUnavailable naming the setting to fix.
-    `adapter`: the SFT adapter the deliberate backend runs instead of the base model (ignored by the others)."""
+    `adapter`: the SFT adapter the local backends (deliberate, hf) run over their model (ignored by openai)."""
     backend = cfg.teacher.backend
     if backend == "openai":
         teacher: Teacher = OpenAITeacher(cfg, task)
     elif backend == "hf":
-        teacher = HFTeacher(cfg, task)
+        teacher = HFTeacher(cfg, task, adapter)
     else:
         teacher = DeliberateTeacher(cfg, task, labeled_pool or [], adapter)
     teacher.check()

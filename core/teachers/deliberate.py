@@ -25,6 +25,7 @@ from core.common.records import Example
 from core.errors import TeacherUnavailable
 from core.model.loading import load_model
 from core.teachers.base import Teacher, TeacherAnswer, TeacherTask
+from core.teachers.hf import adapter_label
 
 
 def load_embedder() -> SentenceTransformer:
@@ -38,7 +39,7 @@ class DeliberateTeacher(Teacher):
             raise TeacherUnavailable("teacher.backend=deliberate needs a labeled pool to retrieve examples from (data.train)")
         t = cfg.teacher
         self.k, self.votes, self.top_k = t.k_shot, t.votes, t.top_logprobs
-        self.name = f"deliberate:k{self.k}v{self.votes}w{t.retrieval_weight:g}" + (f"+{_adapter_name(adapter)}" if adapter else "")
+        self.name = f"deliberate:k{self.k}v{self.votes}w{t.retrieval_weight:g}" + (f"+{adapter_label(adapter)}" if adapter else "")
         self.task = task
         model, tokenizer = load_model(cfg.model, adapter=adapter)
         task.attach(model, tokenizer, calibrated=False, adapter=adapter)
@@ -58,9 +59,3 @@ class DeliberateTeacher(Teacher):
             )
             neighbours.append([(self.pool[i], float(sims[i])) for i in order])
         return self.task.deliberate(texts, shot_sets, neighbours, self.top_k)
-
-
-def _adapter_name(adapter: str | Path) -> str:
-    """`sft-1a2b3c` for `.../sft-1a2b3c/adapter`: which run's adapter answered, in every trace."""
-    path = Path(adapter)
-    return path.parent.name if path.name == "adapter" else path.name

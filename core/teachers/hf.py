@@ -21,14 +21,22 @@ def check_hf_source(source: str) -> None:
 
 
 class HFTeacher(Teacher):
-    def __init__(self, cfg: TaskConfig, task: TeacherTask) -> None:
+    def __init__(self, cfg: TaskConfig, task: TeacherTask, adapter: str | Path | None = None) -> None:
+        """`adapter`: a LoRA adapter over that model answering instead (self-training's zero-shot labeler), decoded as
+        the service decodes it."""
         source = cfg.teacher.model or "embedded"
         check_hf_source(source)
-        model, tokenizer = load_model(cfg.model.model_copy(update={"base_model": source}))
-        self.name = f"hf:{source}"
+        model, tokenizer = load_model(cfg.model.model_copy(update={"base_model": source}), adapter=adapter)
+        self.name = f"hf:{source}" + (f"+{adapter_label(adapter)}" if adapter else "")
         self.task, self.top_k = task, cfg.teacher.top_logprobs
         self.batch_size = cfg.eval_batch_size
-        task.attach(model, tokenizer, calibrated=True)
+        task.attach(model, tokenizer, calibrated=True, adapter=Path(adapter) if adapter else None)
 
     def answer(self, texts: list[str]) -> list[TeacherAnswer]:
         return self.task.answer(texts, self.top_k)
+
+
+def adapter_label(adapter: str | Path) -> str:
+    """`sft-1a2b3c` for `.../sft-1a2b3c/adapter`: which run's adapter answered, in every trace."""
+    path = Path(adapter)
+    return path.parent.name if path.name == "adapter" else path.name

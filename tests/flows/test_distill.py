@@ -122,8 +122,9 @@ def test_distill_flow_with_teacher_traces_and_kd(prefect_server, tiny_cfg):
 
 
 def test_distill_flow_self_trains_and_distils_from_its_sft_adapter(prefect_server, tiny_cfg):
-    """sft -> the SFT adapter, run the deliberate way, labels the pool and the validation rows -> selftrain on gold plus
-    its confident labels; KD's embedded teacher is that same labeler, so its pool answers are asked once."""
+    """sft -> the SFT adapter labels the validation rows the deliberate way and zero-shot; the better labels the pool ->
+    selftrain on gold plus its confident labels; KD's embedded teacher is the deliberate one (its pool answers are
+    asked once when that is also self-training's labeler)."""
     from flows.distill import distill
 
     tiny_cfg.methods = ["sft", "selftrain", "kd"]
@@ -135,14 +136,22 @@ def test_distill_flow_self_trains_and_distils_from_its_sft_adapter(prefect_serve
 
     assert list(summary["variants"]) == ["base", "teacher", "sft", "selftrain", "kd"]
     assert summary["pool"]["kept"] == 10 and summary["pool"]["held_out_inputs_dropped"] >= 0
-    labeled = summary["self_training_traces"]
-    assert labeled["asked"] == 10 and labeled["teacher"].startswith("deliberate:") and "+sft-" in labeled["teacher"]
-    assert summary["teacher_traces"]["asked"] == 0 and summary["teacher_traces"]["cached"] == 10  # the same teacher
+    labeled, choice = summary["self_training_traces"], summary["self_training_labeler"]
+    assert set(choice["validation"]) == {"deliberate", "zero-shot"} and choice["mode"] in choice["validation"]
+    assert choice["validation"][choice["mode"]] == max(choice["validation"].values())
+    deliberate = choice["mode"] == "deliberate"
+    assert (
+        labeled["asked"] == 10 and labeled["teacher"].startswith("deliberate:" if deliberate else "hf:") and "+sft-" in labeled["teacher"]
+    )
+    kd_pool = summary["teacher_traces"]
+    assert kd_pool["teacher"].startswith("deliberate:") and kd_pool["asked"] == (0 if deliberate else 10)  # asked once per teacher
     ref = summary["variants"]["selftrain"]["registered"]
     assert ref == "selftrain/v0001"
     chosen = json.loads((Registry(tiny_cfg.runs_dir).path("creditmix", ref) / "self_training.json").read_text())
     assert chosen["pool_answers"] == 10 and chosen["threshold"]["answers"] == 6 and chosen["gold_rows"] > 0
-    assert "## Self-training against the SFT adapter" in Path(summary["report"]).read_text()
+    assert chosen["labeler_choice"] == choice
+    report = Path(summary["report"]).read_text()
+    assert "## Self-training against the SFT adapter" in report and "chosen on the validation rows" in report
     # Three adapters gated, production moved once (to the best that passed): one rollback undoes the run.
     promotions = [summary["variants"][m]["promotion"] for m in ("sft", "selftrain", "kd")]
     assert all(p["passed"] for p in promotions) and sum(p["promoted"] for p in promotions) == 1
