@@ -145,6 +145,7 @@ def run(
         print(f"{name}: {dict(verdicts)} {dict(fired)}", flush=True)
     if "scale" in parts:
         figures |= _scale(cfg, kind, reference, decoder, ref, embed, work)
+        print(f"scale: { {k: v for k, v in figures.items() if k.startswith('log_') or k.startswith('peak')} }", flush=True)
     if "loop" in parts:
         figures |= _loop(Path(tempfile.mkdtemp(prefix="bench-loop-")))
     shutil.rmtree(work, ignore_errors=True)
@@ -158,6 +159,7 @@ def _loop(work: Path) -> dict:
     import httpx
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import TaskRunSort
 
     from core.settings import Settings
     from flows.distill import distill
@@ -194,7 +196,11 @@ def _loop(work: Path) -> dict:
                 time.sleep(0.1)
             total = time.perf_counter() - verdict_at
             with get_client(sync_client=True) as client:
-                runs_of = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+                runs_of = client.read_task_runs(
+                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])),
+                    limit=200,
+                    sort=TaskRunSort.EXPECTED_START_TIME_ASC,
+                )
             steps = Counter()
             for task_run in runs_of:
                 steps[task_run.name.rsplit("-", 1)[0]] += task_run.total_run_time.total_seconds()
