@@ -10,7 +10,8 @@ Per task, on 450 fresh balanced rows (150 per class), each with its training tim
 * supervised: SFT with the adaptive recipe (passes from the split's size, a validation split of 20
   per class held out of the 150, early stopping on macro-F1 keeping the best step);
 * labeler: that adapter run the deliberate way (retrieved k-shot demonstrations from the labeled
-  rows + votes) — the embedded teacher wherever labeled data exists (`teacher.from_sft`);
+  rows + votes) or zero-shot as it is served, whichever scores better on the validation rows (as
+  the flow's self-training chooses; both validation figures are printed);
 * self-trained: SFT again on the labeled rows plus the labeler's answers on a 1,500-row unlabeled
   pool at or above the confidence threshold chosen on the validation split (`self_training`);
 * KD: a student distilled from the labeler's answers (and label distributions) on the same pool.
@@ -33,6 +34,7 @@ from core.kinds import KINDS, make_teacher
 from core.model.loading import load_tokenizer
 from core.teachers.traces import TraceStore, generate_traces
 from core.training.sft import train_sft
+from tasks.teacher import LABELER_MODES, labeler_config
 
 KIND = KINDS["classification"]
 TASKS = ("creditmix", "tickets")
@@ -67,20 +69,30 @@ def _task(name: str, per_class: int, eval_per_class: int, pool_size: int, quick:
 
     (supervised, stats), supervised_s = _timed(lambda: train_sft(cfg, train, work / "sft-ck", work / "sft", validate=validate))
 
-    # The labeler answers the pool, the validation rows (its threshold) and the eval rows (the teacher's own figure).
-    teacher_cache = []
-
-    def labeler():
-        if not teacher_cache:
-            teacher_cache.append(make_teacher(cfg, gold, adapter=supervised))
-        return teacher_cache[0]
-
-    stores = {split: TraceStore(work / "traces" / f"{split}.jsonl") for split in ("pool", "validation", "eval")}
-    labeling_s = {}
-    for split, rows in (("pool", pool), ("validation", validation), ("eval", eval_rows)):
-        _, labeling_s[split] = _timed(lambda rows=rows, split=split: generate_traces(rows, stores[split], labeler))
+    # As the flow does: the supervised adapter labels the validation rows the deliberate way and zero-shot; the better
+    # one answers the pool, the validation rows (its threshold) and the eval rows (the labeler's own figure).
+    labeling_s, checked = {}, {}
+    for mode in LABELER_MODES:
+        mode_cfg = labeler_config(cfg, mode == "zero-shot")
+        store = TraceStore(work / "traces" / mode / "validation.jsonl")
+        teacher = []
+        _, labeling_s[f"validation_{mode}"] = _timed(
+            lambda store=store, teacher=teacher, mode_cfg=mode_cfg: generate_traces(
+                validation, store, lambda: teacher.append(make_teacher(mode_cfg, gold, adapter=supervised)) or teacher[0]
+            )
+        )
+        store.close()
+        checked[mode] = (store, teacher[0] if teacher else None)
+    scores = {mode: KIND.teacher_metrics(cfg, validation, store.traces)["macro_f1"] for mode, (store, _) in checked.items()}
+    mode = max(scores, key=scores.get)
+    labeler = [checked[mode][1] or make_teacher(labeler_config(cfg, mode == "zero-shot"), gold, adapter=supervised)]
+    del checked
+    stores = {"validation": TraceStore.read(work / "traces" / mode / "validation.jsonl")}
+    for split, rows in (("pool", pool), ("eval", eval_rows)):
+        stores[split] = TraceStore(work / "traces" / mode / f"{split}.jsonl")
+        _, labeling_s[split] = _timed(lambda rows=rows, split=split: generate_traces(rows, stores[split], lambda: labeler[0]))
         stores[split].close()
-    del teacher_cache[:]
+    labeler.clear()  # its model goes before training starts
     pool_traces = list(stores["pool"].traces.values())
     added, choice = KIND.confident_rows(cfg, validation, stores["validation"].traces, pool_traces)
     self_rows = KIND.train_rows(cfg, gold + added)
@@ -106,6 +118,7 @@ def _task(name: str, per_class: int, eval_per_class: int, pool_size: int, quick:
         "training_s": {"supervised": supervised_s, "self_trained": self_s, "kd": kd_s},
         "labeling_s": labeling_s,
         "self_training": choice | {"training_rows_after_balancing": len(self_rows)},
+        "labeler_mode": {"chosen": mode, "validation_macro_f1": {m: round(v, 4) for m, v in scores.items()}},
         "kd_rows": kd_counts,
         "steps": {
             "supervised": [stats.steps, stats.planned_steps, stats.best_step],
