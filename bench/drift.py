@@ -33,12 +33,11 @@ import torch
 import yaml
 
 from core.common.config import TaskConfig
-from core.drift import Window, assess, load_reference
+from core.drift import Window, assess, load_reference, sentence_embedder
 from core.kinds import kind_of
 from core.model.loading import activate_adapter, load_model
 from core.registry import Registry
 from core.serving.audit import AuditLog, iter_audit
-from core.teachers.deliberate import load_embedder
 from demos import creditmix
 
 TASK = "creditmix"
@@ -124,8 +123,7 @@ def run(
     model, tokenizer = load_model(cfg.model)
     model = activate_adapter(model, registry.path(TASK, ref), name="production")
     decoder = kind.decoder(cfg, model, tokenizer, registry.path(TASK, ref))
-    embedder = load_embedder()
-    embed = lambda texts: embedder.encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False)  # noqa: E731
+    embed = sentence_embedder()
 
     figures: dict = {"student": model_note, "nights": nights, "requests_per_night": requests, "reference_build_s": round(reference_s, 1)}
     for condition in (None, "weak", "medium", "strong") if "nights" in parts else ():

@@ -44,6 +44,7 @@ from core.errors import TeacherUnavailable
 from core.evaluation.cost import cost_usd, price_for
 from core.model.loading import activate_adapter, load_model
 from core.teachers import build_teacher
+from core.teachers.deliberate import load_embedder
 from core.teachers.traces import TraceStore, generate_traces
 
 matplotlib.use("Agg")  # files only
@@ -445,6 +446,12 @@ def write_report(report: dict, history: list[dict], out_dir, stamp: str) -> dict
 
 
 # -- the pieces that touch models, the registry and the teacher ------------------------------------
+def sentence_embedder() -> Callable[[list[str]], np.ndarray]:
+    """Texts -> unit-length all-MiniLM-L6-v2 vectors (the deliberate teacher's embedder, offline)."""
+    model = load_embedder()
+    return lambda texts: model.encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False)
+
+
 def load_reference(cfg, kind, registry, task: str, ref: str, cache_dir) -> Reference:
     """The production adapter's answers to the task's reference inputs, computed once per version and kept in
     `cache_dir` (a new version gets its own)."""

@@ -12,11 +12,10 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from core.common.records import Example, atomic_write_text, write_jsonl
-from core.drift import Window, ask_teacher, assess, load_reference, write_report
+from core.drift import Window, ask_teacher, assess, load_reference, sentence_embedder, write_report
 from core.kinds import kind_of
 from core.registry import Registry
 from core.serving.audit import iter_audit
-from core.teachers.deliberate import load_embedder
 from tasks.artifacts import artifact_key
 
 HISTORY_NIGHTS = 14  # earlier reports drawn in the embedding-score plot
@@ -59,8 +58,7 @@ def drift_check(runs_dir: str, audit_log: str, task_name: str, now: float | None
     reference = load_reference(cfg, kind, registry, task_name, production, out)
     embedder = None
     if embed and window.inputs:
-        model = load_embedder()
-        embedder = lambda texts: model.encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False)  # noqa: E731
+        embedder = sentence_embedder()
     agreement, note, cost = (None, "window below drift.min_requests", 0.0)
     if window.requests >= cfg.drift.min_requests:
         agreement, note, cost = ask_teacher(cfg, kind, window, out / "traces" / f"{cfg.teacher.backend}.jsonl")
