@@ -100,10 +100,12 @@ def test_extraction_pairs_reject_valid_but_wrong_json_and_train(tiny_cfg, tmp_pa
     assert stats.steps == 2 and (adapter / "adapter_model.safetensors").exists()
 
 
-def test_scoring_only_completion_positions_leaves_the_dpo_loss_unchanged(tiny_cfg, tmp_path):
-    """CompletionDPOTrainer skips the vocabulary projection over prompts; the loss must be TRL's own."""
-    from trl import DPOTrainer
+def test_scoring_only_completion_positions_keeps_trls_fused_head_contract(tiny_cfg, tmp_path):
+    """CompletionDPOTrainer's LM head skips prompts; every field TRL's trainer reads, and the loss, must be TRL's own.
 
+    Fails loudly if a TRL upgrade stops calling the model with `fused_lm_head=True` (the head would be dead code)
+    or changes what a `FusedCausalLMOutput` field means.
+    """
     from core.model.loading import lora_config
     from core.training.dpo import CompletionDPOTrainer, dpo_config, dpo_dataset
 
@@ -116,11 +118,31 @@ def test_scoring_only_completion_positions_leaves_the_dpo_loss_unchanged(tiny_cf
         processing_class=tokenizer,
         peft_config=lora_config(tiny_cfg.training.lora, model),
     )
+    base = trainer.model.get_base_model()
+    ours, trls = base.forward, base.forward.__wrapped__
+    calls = []
+    base.forward = lambda *a, **kw: calls.append(kw.get("fused_lm_head")) or ours(*a, **kw)
     batch = next(iter(trainer.get_train_dataloader()))
     with torch.no_grad():
         compact = trainer.compute_loss(trainer.model, batch)
-        stock = DPOTrainer.compute_loss(trainer, trainer.model, batch)
+        assert True in calls, "TRL no longer calls the model with fused_lm_head=True: CompletionDPOTrainer's head is unused"
+        base.forward = trls
+        stock = trainer.compute_loss(trainer.model, batch)
+        labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "labels": labels, "fused_lm_head": True}
+        theirs, mine = trls(**inputs), ours(**inputs)
     assert torch.allclose(compact, stock, atol=1e-5)
+    grads = []
+    for forward in (ours, trls):  # and the gradient the LoRA weights get
+        base.forward = forward
+        trainer.model.zero_grad()
+        trainer.compute_loss(trainer.model, batch).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in trainer.model.parameters() if p.requires_grad]))
+    assert grads[0].abs().sum() > 0 and torch.allclose(grads[0], grads[1], atol=1e-5, rtol=1e-3)
+    for field in ("loss", "log_probs", "entropy", "mean_logits", "is_top1", "label_mask"):
+        expected, got = getattr(theirs, field), getattr(mine, field)
+        assert expected is not None and got.shape == expected.shape, field
+        assert torch.allclose(got.float(), expected.float(), atol=1e-4), field
     # A forward holds batch_size sequences (chosen + rejected) as an SFT forward does; a step still sees batch_size pairs.
     assert batch["input_ids"].shape[0] == tiny_cfg.training.batch_size
     assert trainer.args.per_device_train_batch_size * trainer.args.gradient_accumulation_steps == tiny_cfg.training.batch_size
