@@ -42,6 +42,12 @@ class Settings(BaseSettings):
         description="never reach a model hub (set HF_HUB_OFFLINE=0 to allow hub ids where a hub is reachable)",
     )
     max_schema_bytes: int = Field(64 * 1024, description="largest JSON Schema accepted, from a task file or a request (idp)")
+    schema_compile_s: float = Field(
+        5.0,
+        gt=0,
+        description="longest a request's own JSON Schema may take to compile into a grammar (off the request path); "
+        "past it the request gets a 422 naming json_schema and the compile finishes in the background for a retry",
+    )
     # Service
     runs_dir: Path = Field(Path("runs"), description="adapter registry to serve from")
     admin_api_keys: list[str] = Field(default_factory=list, description="keys accepted on /admin routes (X-API-Key)")

@@ -86,6 +86,9 @@ def make_adapter(cfg, out, seed):
     return out
 
 
+SCHEMA_COMPILE_S = 0.5  # the service fixture's budget for compiling a request's schema (small ones take milliseconds)
+
+
 @pytest.fixture(scope="session")
 def server(tiny_model_dir, tmp_path_factory):
     import yaml
@@ -110,7 +113,9 @@ def server(tiny_model_dir, tmp_path_factory):
         "invoices", "sft", make_adapter(idp, root / "adapter-idp", 3), {"field_f1": 0.1}, yaml.safe_dump(idp.model_dump(mode="json")), {}
     )
     registry.promote("invoices", "sft/v0001", idp.promotion.model_copy(update={"guard_min": {}}))  # only gated versions are served
-    settings = Settings(runs_dir=root / "runs", admin_api_keys=[ADMIN_KEY], audit_log=root / "audit" / "audit.jsonl")
+    settings = Settings(
+        runs_dir=root / "runs", admin_api_keys=[ADMIN_KEY], audit_log=root / "audit" / "audit.jsonl", schema_compile_s=SCHEMA_COMPILE_S
+    )
     srv, base = serve_in_thread(settings)
     yield {"url": base, "registry": registry, "settings": settings}
     srv.should_exit = True

@@ -23,7 +23,7 @@ from core.errors import UnknownVariant
 from core.kinds import kind_of, make_teacher
 from core.model.calibrated import CalibratedDecoder, Prediction
 from core.model.loading import load_adapter, load_model
-from core.model.schema import Extraction, SchemaDecoder, TaskSchema
+from core.model.schema import Extraction, SchemaDecoder, TaskSchema, compile_grammar
 from core.registry import Registry
 from core.teachers.base import Teacher
 
@@ -40,9 +40,10 @@ class Variant:
 
 
 class InferenceEngine:
-    def __init__(self, runs_dir: str = "runs", model_cfg: ModelConfig | None = None) -> None:
+    def __init__(self, runs_dir: str = "runs", model_cfg: ModelConfig | None = None, schema_compile_s: float | None = None) -> None:
         self.registry = Registry(runs_dir)
         self.model_cfg = model_cfg
+        self.schema_compile_s = schema_compile_s  # budget for compiling a request's own JSON Schema (None: no limit)
         self.lock = threading.RLock()  # one forward at a time; reload swaps under it
         self._reload_lock = threading.Lock()
         self.model = None
@@ -176,7 +177,17 @@ class InferenceEngine:
                 return variant, variant.decoder.predict(texts)
 
     def extract(self, task: str, name: str, documents: list[str], schema: TaskSchema | None = None) -> tuple[Variant, list[Extraction]]:
-        """Documents -> JSON with an idp task's variant, under the task's schema or a request's own (compiled once, cached)."""
+        """Documents -> JSON with an idp task's variant, under the task's schema or a request's own.
+
+        A request's schema is compiled before the engine's lock is taken, within `schema_compile_s` (SchemaError
+        past it), so a slow one holds no other request; compiled grammars are kept by schema.
+        """
+        if (
+            schema is not None
+            and isinstance(decoder := self.get(task, name).decoder, SchemaDecoder)
+            and schema.sha256 != decoder.schema.sha256
+        ):
+            compile_grammar(self.tokenizer, decoder.vocab_size, schema, self.schema_compile_s)
         with self.lock:
             variant = self.get(task, name)
             decoder = variant.decoder

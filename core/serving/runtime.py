@@ -45,7 +45,7 @@ class ServingRuntime:
     def start(self) -> None:
         s = self.settings
         self.audit = AuditLog(s.audit_log, max_bytes=s.audit_max_bytes, redact=s.audit_redact)
-        engine = InferenceEngine(str(s.runs_dir))
+        engine = InferenceEngine(str(s.runs_dir), schema_compile_s=s.schema_compile_s)
         engine.load()
         self.batcher = DynamicBatcher(
             engine, s.max_batch, s.max_wait_ms, on_batch=lambda task, variant, n: self.metrics.batch_size.labels(task, variant).observe(n)

@@ -1,12 +1,15 @@
 """Document extraction through the running service: /infer with the task's schema or the request's own."""
 
 import json
+import threading
+import time
 
 import httpx
 from openai import OpenAI
 
 from core.model.schema import TaskSchema
 from demos import invoices
+from tests.conftest import SCHEMA_COMPILE_S
 
 DOC = invoices.generate(1, seed=5)[0]["document"]
 OWN_SCHEMA = {
@@ -60,3 +63,28 @@ def test_openai_client_gets_json_content(server):
     reply = client.chat.completions.create(model="invoices:sft", messages=[{"role": "user", "content": DOC}])
     extracted = json.loads(reply.choices[0].message.content)
     assert not TaskSchema.from_dict(invoices.SCHEMA).errors(extracted) and reply.usage.completion_tokens > 0
+
+
+def test_a_schema_slow_to_compile_is_refused_while_other_requests_are_answered(server):
+    """Long bounded strings make XGrammar work for seconds (1.4 s for 8 such fields here); the budget is 0.5 s."""
+    fields = {f"f{i}": {"type": "string", "minLength": 1, "maxLength": 1000} for i in range(12)}
+    slow = {"type": "object", "properties": fields, "required": list(fields)}
+    refused = {}
+
+    def send_slow() -> None:
+        start = time.perf_counter()
+        r = httpx.post(f"{server['url']}/infer/base", json={"task": "invoices", "input": DOC, "json_schema": slow}, timeout=60)
+        refused.update(status=r.status_code, error=r.json()["error"], seconds=time.perf_counter() - start)
+
+    sender = threading.Thread(target=send_slow)
+    sender.start()
+    others = []
+    while sender.is_alive():  # short requests keep being answered while the schema compiles
+        start = time.perf_counter()
+        r = httpx.post(f"{server['url']}/infer/base", json={"task": "creditmix", "input": "Interest_Rate: 3"}, timeout=60)
+        others.append((r.status_code, time.perf_counter() - start))
+    sender.join()
+    assert refused["status"] == 422 and refused["error"]["param"] == "json_schema", refused
+    assert "schema_compile_s" in refused["error"]["message"] and refused["seconds"] < SCHEMA_COMPILE_S + 2
+    assert others and all(status == 200 for status, _ in others)
+    assert max(seconds for _, seconds in others) < SCHEMA_COMPILE_S, others
