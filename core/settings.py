@@ -65,6 +65,12 @@ class Settings(BaseSettings):
         description="longest input accepted, in the served model's tokens: prefill time grows with it, and one request "
         "holds the model while it runs (a 7,999-character input took 12 s on 2 CPU cores)",
     )
+    prefill_chunk_tokens: int = Field(
+        256,
+        ge=16,
+        description="a classification input longer than this many tokens is scored in steps of this size with other "
+        "requests answered between the steps (chunked prefill), so one long input does not hold the model for the rest",
+    )
     max_body_bytes: int = Field(1_000_000, description="largest request body accepted")
     max_batch: int = Field(16, ge=1, description="most requests scored in one forward")
     max_wait_ms: float = Field(5.0, ge=0, description="how long the first request of a batch waits for company")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,17 +123,38 @@ class CalibratedDecoder:
     def prompt_log_likelihoods(self, prompts: list[str]) -> np.ndarray:
         """Like `label_log_likelihoods`, for prompts already rendered (e.g. with k-shot turns)."""
         prefix, rows = self._encode(prompts)
+        return self._score_rows(rows, len(prefix), self._shared_prefix()[1] if prefix else [])
+
+    @torch.inference_mode()
+    def chunked_log_likelihoods(self, text: str, chunk_tokens: int) -> Iterator[np.ndarray | None]:
+        """`label_log_likelihoods([text])` one forward of at most `chunk_tokens` tokens per step (None until the last).
+
+        A long input's prefill, run in steps, lets a server answer short requests between the steps instead of
+        after the whole prefill (chunked prefill): the KV cache carries over, so the scores are the same.
+        """
+        prefix, [row] = self._encode([render_prompt(self.tokenizer, self.instruction, text)])
+        done, layers = len(prefix), self._shared_prefix()[1] if prefix else []
+        cache = DynamicCache(ddp_cache_data=layers) if layers else DynamicCache()
+        while len(row) > chunk_tokens:
+            piece, row = row[:chunk_tokens], row[chunk_tokens:]
+            positions = torch.arange(done, done + len(piece), device=self.device).unsqueeze(0)
+            self.model(input_ids=torch.tensor([piece], device=self.device), position_ids=positions, past_key_values=cache, logits_to_keep=1)
+            done += len(piece)
+            yield None
+        yield self._score_rows([row], done, [(layer.keys, layer.values) for layer in cache.layers])
+
+    def _score_rows(self, rows: list[list[int]], done: int, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> np.ndarray:
+        """Label scores after each row of tokens, every row continuing the same `done` cached tokens (`layers`)."""
         width = max(len(r) for r in rows)
         pad = self.tokenizer.pad_token_id
-        # Left padding between the shared prefix and each prompt's own tokens; the mask hides it.
+        # Left padding between the cached tokens and each prompt's own tokens; the mask hides it.
         ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.device)
         own = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
-        mask = torch.cat([torch.ones((len(rows), len(prefix)), dtype=torch.long, device=self.device), own], dim=1)
+        mask = torch.cat([torch.ones((len(rows), done), dtype=torch.long, device=self.device), own], dim=1)
         # Positions count real tokens only, or padded rows would get shifted RoPE.
-        positions = len(prefix) + (own.cumsum(-1) - 1).clamp(min=0)
+        positions = done + (own.cumsum(-1) - 1).clamp(min=0)
         cache = None
-        if prefix:
-            _, layers = self._shared_prefix()
+        if layers:
             cache = DynamicCache(ddp_cache_data=[(k.expand(len(rows), -1, -1, -1), v.expand(len(rows), -1, -1, -1)) for k, v in layers])
         multi_token = max(len(x) for x in self.label_ids) > 1
         out = self.model(
@@ -203,21 +225,26 @@ class CalibratedDecoder:
         for start in range(0, len(texts), self.batch_size):
             batch = texts[start : start + self.batch_size]
             t0 = time.perf_counter()
-            raw = softmax(self.label_log_likelihoods(batch))
-            probs = np.exp(self.calibrated_log_probs(raw))
-            share_ms = (time.perf_counter() - t0) * 1000 / len(batch)
-            for row_raw, row in zip(raw, probs):
-                order = np.argsort(-row)
-                preds.append(
-                    Prediction(
-                        label=self.labels[order[0]],
-                        probs={label: float(p) for label, p in zip(self.labels, row)},
-                        confidence=float(row[order[0]]),
-                        margin=float(row[order[0]] - row[order[1]]),
-                        raw_probs={label: float(p) for label, p in zip(self.labels, row_raw)},
-                        latency_ms=share_ms,
-                    )
+            scores = self.label_log_likelihoods(batch)
+            preds.extend(self.predictions(scores, (time.perf_counter() - t0) * 1000 / len(batch)))
+        return preds
+
+    def predictions(self, scores: np.ndarray, latency_ms: float = 0.0) -> list[Prediction]:
+        """Label log-likelihoods ([n, labels], from `label_log_likelihoods` or its chunked form) -> calibrated predictions."""
+        raw = softmax(scores)
+        preds = []
+        for row_raw, row in zip(raw, np.exp(self.calibrated_log_probs(raw))):
+            order = np.argsort(-row)
+            preds.append(
+                Prediction(
+                    label=self.labels[order[0]],
+                    probs={label: float(p) for label, p in zip(self.labels, row)},
+                    confidence=float(row[order[0]]),
+                    margin=float(row[order[0]] - row[order[1]]),
+                    raw_probs={label: float(p) for label, p in zip(self.labels, row_raw)},
+                    latency_ms=latency_ms,
                 )
+            )
         return preds
 
 

@@ -1,5 +1,7 @@
 """A small dynamic batcher in front of the engine: requests for the same task and variant that
-arrive within `max_wait_ms` of each other are scored in one forward.
+arrive within `max_wait_ms` of each other are scored in one forward. An input longer than
+`chunk_tokens` is not batched: its prefill runs in steps on the caller's thread, and the batches
+of short requests run between the steps (`InferenceEngine.classify_in_chunks`).
 
     batcher = DynamicBatcher(engine, max_batch=16, max_wait_ms=5)
     variant, prediction = batcher.classify("creditmix", "sft", text)   # blocks until answered
@@ -28,8 +30,10 @@ class DynamicBatcher:
         max_batch: int = 16,
         max_wait_ms: float = 5.0,
         on_batch: Callable[[str, str, int], None] | None = None,
+        chunk_tokens: int | None = None,
     ) -> None:
         self.engine = engine
+        self.chunk_tokens = chunk_tokens
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000
         self.on_batch = on_batch
@@ -38,6 +42,11 @@ class DynamicBatcher:
         self._worker.start()
 
     def classify(self, task: str, variant: str, text: str, timeout: float = 300.0) -> tuple[Variant, Prediction]:
+        if self.chunk_tokens and len(self.engine.tokenizer(text, add_special_tokens=False).input_ids) > self.chunk_tokens:
+            answer = self.engine.classify_in_chunks(task, variant, text, self.chunk_tokens)
+            if self.on_batch:
+                self.on_batch(task, variant, 1)
+            return answer
         future: Future = Future()
         self._queue.put((task, variant, text, future))
         return future.result(timeout=timeout)

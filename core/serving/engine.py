@@ -176,6 +176,26 @@ class InferenceEngine:
             with self._active(variant):
                 return variant, variant.decoder.predict(texts)
 
+    def classify_in_chunks(self, task: str, name: str, text: str, chunk_tokens: int) -> tuple[Variant, Prediction]:
+        """One long input, its prefill run `chunk_tokens` at a time with the lock released between steps.
+
+        A 1,024-token prefill holds the model for about a second on 2 CPU cores; in steps, other requests'
+        forwards run between them. A reload that swaps the variant mid-way restarts the input on the new one.
+        """
+        served, steps, start = None, None, time.perf_counter()
+        while True:
+            with self.lock:
+                variant = self.get(task, name)
+                if variant is not served:
+                    if not isinstance(variant.decoder, CalibratedDecoder):
+                        raise UnknownVariant(f"{task} is a document-extraction task: it has no labels to score")
+                    served, steps = variant, variant.decoder.chunked_log_likelihoods(text, chunk_tokens)
+                with self._active(served):
+                    scores = next(steps)
+            if scores is not None:
+                return served, served.decoder.predictions(scores, (time.perf_counter() - start) * 1000)[0]
+            time.sleep(0.001)  # a request waiting for the lock takes it before the next step
+
     def extract(self, task: str, name: str, documents: list[str], schema: TaskSchema | None = None) -> tuple[Variant, list[Extraction]]:
         """Documents -> JSON with an idp task's variant, under the task's schema or a request's own.
 

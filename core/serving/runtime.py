@@ -48,7 +48,11 @@ class ServingRuntime:
         engine = InferenceEngine(str(s.runs_dir), schema_compile_s=s.schema_compile_s)
         engine.load()
         self.batcher = DynamicBatcher(
-            engine, s.max_batch, s.max_wait_ms, on_batch=lambda task, variant, n: self.metrics.batch_size.labels(task, variant).observe(n)
+            engine,
+            s.max_batch,
+            s.max_wait_ms,
+            on_batch=lambda task, variant, n: self.metrics.batch_size.labels(task, variant).observe(n),
+            chunk_tokens=s.prefill_chunk_tokens,
         )
         self.engine = engine
 

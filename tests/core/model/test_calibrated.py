@@ -64,6 +64,20 @@ def test_batch_and_single_requests_agree(tiny):
     )
 
 
+def test_a_long_input_scored_in_chunks_gets_the_scores_of_one_forward(tiny):
+    """Chunked prefill (the service's path for long inputs) carries the KV cache: same scores, one step per chunk."""
+    model, tokenizer = tiny
+    labels = ["Approve", "Manual review", "Deny outright please"]
+    text = " ".join(r["text"] for r in creditmix.generate(4, seed=3))
+    decoder = CalibratedDecoder(model, tokenizer, labels, INSTRUCTION)
+    steps = list(decoder.chunked_log_likelihoods(text, chunk_tokens=32))
+    n_tokens = len(decoder._encode([render_prompt(tokenizer, INSTRUCTION, text)])[1][0])
+    assert len(steps) == -(-n_tokens // 32) > 3 and all(step is None for step in steps[:-1])
+    np.testing.assert_allclose(steps[-1], decoder.label_log_likelihoods([text]), atol=2e-4)
+    [short] = list(decoder.chunked_log_likelihoods("x", chunk_tokens=32))  # one step when it fits
+    np.testing.assert_allclose(short, decoder.label_log_likelihoods(["x"]), atol=2e-4)
+
+
 def test_calibration_divides_out_the_content_free_prior(tiny):
     model, tokenizer = tiny
     decoder = CalibratedDecoder(model, tokenizer, creditmix.LABELS, INSTRUCTION)
