@@ -1,10 +1,14 @@
 """Calibrated decoder vs generate-and-parse on the embedded model and the creditmix eval rows.
 
 Figures: latency per request of each, macro-F1 of each, single-request vs batch-16 throughput,
-and the base model's predicted-label distribution with and without calibration.
+and the base model's predicted-label distribution with and without calibration. How close the
+decoder runs to the machine: its floating-point operations (counted by torch's FlopCounterMode on
+the same calls) per second of the timed calls, as a share of this machine's dense matrix-multiply
+rate measured in the same run, with the same threads and dtype.
 With `--adapter DIR` the same figures are taken again on a trained adapter.
 Targets: latency ratio (calibrated / generate) <= 0.6 at equal or better macro-F1;
-batch-16 throughput >= 2x single-request throughput.
+batch-16 throughput >= 2x single-request throughput; achieved FLOP rate at batch 16 >= 0.5 of the
+matrix-multiply rate.
 
     distill-slm bench calibrated [--quick] [--json]
 """
@@ -15,6 +19,7 @@ import time
 from collections import Counter
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from core.common.config import TaskConfig
 from core.common.records import Example, balanced_split
@@ -29,6 +34,26 @@ def eval_rows(per_class: int) -> list[Example]:
     cfg = TaskConfig()
     rows = [Example(**r) for r in creditmix.generate(cfg.data.demo.n_rows, seed=cfg.data.demo.seed)]
     return balanced_split(rows, cfg.labels, 1, per_class, seed=0)[1]
+
+
+def matmul_rate(dtype: torch.dtype = torch.float32, size: int = 1024, seconds: float = 2.0) -> float:
+    """This machine's dense matrix-multiply rate (FLOP/s): the best of repeated `size`-cubed products."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    best, deadline = 0.0, time.perf_counter() + seconds
+    a @ b  # warm-up
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        best = max(best, 4 * 2 * size**3 / (time.perf_counter() - start))
+    return best
+
+
+def counted_flops(decoder, texts: list[str]) -> int:
+    """Floating-point operations of `decoder.predict(texts)` as torch dispatches them (padding included)."""
+    with FlopCounterMode(display=False) as counter:
+        decoder.predict(texts)
+    return counter.get_total_flops()
 
 
 def compare(cfg: TaskConfig, model, tokenizer, rows: list[Example], adapter: str | None = None) -> dict:
@@ -56,6 +81,10 @@ def compare(cfg: TaskConfig, model, tokenizer, rows: list[Example], adapter: str
     batch_s = time.perf_counter() - start
 
     n = len(texts)
+    peak = matmul_rate(next(model.parameters()).dtype)
+    flop_share = {
+        name: round(counted_flops(decoder, texts) / seconds / peak, 3) for name, decoder, seconds in (("batch1", single, single_s), ("batch16", batched, batch_s))
+    }
     gen_f1 = classification_metrics(gold, generated, cfg.labels)["macro_f1"]
     cal_f1 = classification_metrics(gold, [p.label for p in calibrated], cfg.labels)["macro_f1"]
     uncal = [max(p.raw_probs, key=p.raw_probs.get) for p in calibrated]
@@ -72,6 +101,9 @@ def compare(cfg: TaskConfig, model, tokenizer, rows: list[Example], adapter: str
         "single_requests_per_s": round(n / single_s, 2),
         "batch16_requests_per_s": round(n / batch_s, 2),
         "throughput_ratio_batch16_over_single": round(single_s / batch_s, 2),
+        "matmul_gflop_per_s": round(peak / 1e9, 1),
+        "torch_threads": torch.get_num_threads(),
+        "flop_rate_share_of_matmul": flop_share,
         "predicted_labels_generate": dict(Counter(g or "<none>" for g in generated)),
         "predicted_labels_uncalibrated": dict(Counter(uncal)),
         "predicted_labels_calibrated": dict(Counter(p.label for p in calibrated)),
@@ -95,4 +127,5 @@ def run(quick: bool = False, adapter: str | None = None) -> dict:
         side["target_latency_ratio_le_0.6"] = side["latency_ratio_calibrated_over_generate"] <= 0.6
         side["target_f1_not_worse"] = side["calibrated_macro_f1"] >= side["generate_parse_macro_f1"]
         side["target_batch_throughput_ge_2x"] = side["throughput_ratio_batch16_over_single"] >= 2.0
+        side["target_batch16_flop_share_ge_0.5"] = side["flop_rate_share_of_matmul"]["batch16"] >= 0.5
     return figures
