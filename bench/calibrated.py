@@ -83,7 +83,8 @@ def compare(cfg: TaskConfig, model, tokenizer, rows: list[Example], adapter: str
     n = len(texts)
     peak = matmul_rate(next(model.parameters()).dtype)
     flop_share = {
-        name: round(counted_flops(decoder, texts) / seconds / peak, 3) for name, decoder, seconds in (("batch1", single, single_s), ("batch16", batched, batch_s))
+        name: round(counted_flops(decoder, texts) / seconds / peak, 3)
+        for name, decoder, seconds in (("batch1", single, single_s), ("batch16", batched, batch_s))
     }
     gen_f1 = classification_metrics(gold, generated, cfg.labels)["macro_f1"]
     cal_f1 = classification_metrics(gold, [p.label for p in calibrated], cfg.labels)["macro_f1"]

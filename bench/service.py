@@ -6,6 +6,9 @@ swaps in a newly promoted adapter under 8 steady clients, and their p95 latency 
 against the p95 of the same traffic before it.
 Targets: 16-client throughput >= 3x one client; adapter switching adds <= 5% latency;
 zero failed requests across a reload; p95 during a reload <= 1.5x the steady p95.
+Memory: resident memory (VmRSS, and its peak VmHWM) of `distill-slm serve` in its own process with
+the base model and one adapter vs the base model and four (the production adapter registered as
+sft, kd, dpo and selftrain), after one request to every variant.
 
 The registry (default `runs/`, e.g. after `make demo`) is copied to a temporary folder first,
 so the promotion the reload phase makes never touches it.
@@ -15,7 +18,11 @@ so the promotion the reload phase makes never touches it.
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -56,6 +63,51 @@ def _load(url: str, task: str, texts: list[str], clients: int) -> dict:
         "latency_ms_p50": round(float(np.percentile(latencies, 50)), 1),
         "latency_ms_p95": round(float(np.percentile(latencies, 95)), 1),
     }
+
+
+def _status_mb(pid: int) -> dict:
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return {name: round(int(fields[name].split()[0]) / 1024, 1) for name in ("VmRSS", "VmHWM")}
+
+
+def service_memory(source: Path, task: str, methods: list[str], text: str) -> dict:
+    """Resident memory of `distill-slm serve` (own process) serving the task's production adapter as each method."""
+    with tempfile.TemporaryDirectory() as tmp:
+        registry = Registry(Path(tmp) / "runs")
+        src = Registry(source)
+        production = src.aliases(task)["production"]
+        for method in methods:
+            ref = registry.register(
+                task,
+                method,
+                src.path(task, production),
+                src.metrics(task, production),
+                (src.path(task, production) / "config.yaml").read_text(),
+                {},
+            )
+            registry.promote(task, ref, force=True)
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        env = os.environ | {"DISTILL_SLM_AUDIT_LOG": str(Path(tmp) / "audit.jsonl")}
+        command = [sys.executable, "-m", "distill_slm.cli", "serve", "--port", str(port), "--runs-dir", str(registry.root)]
+        server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                try:
+                    if httpx.get(url + "/readyz").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.5)
+            with httpx.Client() as client:
+                for variant in ["base", *methods]:
+                    _timed(client, url, variant, task, text)
+            return {"adapters": len(methods)} | {f"{k}_mb": v for k, v in _status_mb(server.pid).items()}
+        finally:
+            server.terminate()
+            server.wait(30)
 
 
 def run(quick: bool = False, runs_dir: str = "runs") -> dict:
@@ -141,6 +193,13 @@ def run(quick: bool = False, runs_dir: str = "runs") -> dict:
         "reload_requests_failed": len(failures),
         "reload_served_after": answered[-1] if answered else None,
         "reload_promoted": fresh,
+    }
+    one_adapter = service_memory(Path(runs_dir), task, ["sft"], texts[0])
+    four_adapters = service_memory(Path(runs_dir), task, ["sft", "kd", "dpo", "selftrain"], texts[0])
+    figures["memory"] = {
+        "one_adapter": one_adapter,
+        "four_adapters": four_adapters,
+        "mb_per_extra_adapter": round((four_adapters["VmRSS_mb"] - one_adapter["VmRSS_mb"]) / 3, 1),
     }
     figures["target_throughput_ge_3x"] = figures["throughput_ratio_16_over_1"] >= 3.0
     figures["target_switching_le_5pct"] = figures["switching_overhead"] <= 0.05
