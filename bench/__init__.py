@@ -22,6 +22,7 @@ BENCHMARKS = {
     "dpo": "dpo",
     "codegen": "codegen",
     "drift": "drift",
+    "generate": "generate",
 }
 
 

@@ -212,7 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     reg.set_defaults(func=cmd_registry)
 
     bench = sub.add_parser("bench", help="run one benchmark and print its figures and ratios")
-    bench.add_argument("name", help="calibrated | sft-throughput | demo | service | kd | teacher-throughput | dpo | schema | idp | codegen")
+    bench.add_argument(
+        "name",
+        help="calibrated | generate | sft-throughput | demo | service | kd | teacher-throughput | dpo | schema | idp | codegen | drift",
+    )
     bench.add_argument("--adapter", help="calibrated: also compare on this adapter folder; dpo: the SFT adapter to start from")
     bench.add_argument("--runs-dir", help="service: registry to serve (copied first; default runs)")
     bench.add_argument("--tasks", help="small-data: only these tasks (creditmix,tickets); drift: only these parts (nights,scale,loop)")

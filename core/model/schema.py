@@ -1,6 +1,7 @@
 """The schema decoder: document in, JSON out that validates against the task's JSON Schema.
 
-Generation runs through transformers' `generate` with an XGrammar logits processor: at every step
+Generation runs through the shared greedy loop (`core.model.decoding`, the same answers as
+transformers' `generate`, with its fast path on a CPU) with an XGrammar logits processor: at every step
 the grammar compiled from the schema masks the tokens that cannot continue a valid document, so
 the output parses and has the schema's shape by construction. XGrammar was chosen over llguidance
 and Outlines because it runs on the CPU, plugs into `generate` as a `LogitsProcessor`, caches
@@ -39,6 +40,7 @@ from transformers import LogitsProcessor, PreTrainedModel, PreTrainedTokenizerBa
 
 from core.common.prompts import render_prompt
 from core.errors import DocumentTooLong, SchemaError
+from core.model.decoding import greedy_decode
 from core.settings import settings
 
 SEPARATORS = (",", ":")  # compact JSON: fewer tokens to generate; gold targets are written the same way
@@ -346,23 +348,21 @@ class SchemaDecoder:
             )
         enc = {k: v.to(self.model.device) for k, v in enc.items()}
         processors = [GrammarMask(self.grammar, len(prompts))] if self.constrained else []
-        out = self.model.generate(
-            **enc,
-            max_new_tokens=self.max_new_tokens,
-            do_sample=False,
-            logits_processor=processors,
-            pad_token_id=self.tokenizer.pad_token_id,
+        new, scores = greedy_decode(
+            self.model,
+            enc,
+            self.max_new_tokens,
             eos_token_id=self.tokenizer.eos_token_id,
-            return_dict_in_generate=True,
-            output_scores=top_k > 0,
+            pad_token_id=self.tokenizer.pad_token_id,
+            processors=processors,
+            keep_scores=top_k > 0,
         )
         elapsed_ms = (time.perf_counter() - start) * 1000 / len(prompts)
-        new = out.sequences[:, enc["input_ids"].shape[1] :]
         results = []
         for row, ids in enumerate(new.tolist()):
             n = next((i for i, t in enumerate(ids) if t == self.tokenizer.eos_token_id), len(ids))
             text = self.tokenizer.decode(ids[:n], skip_special_tokens=True)
-            top = self._top_logprobs(out.scores, row, n, top_k) if top_k > 0 else None
+            top = self._top_logprobs(scores, row, n, top_k) if top_k > 0 else None
             results.append(self._parse(text, elapsed_ms, int(enc["attention_mask"][row].sum()), n, top))
         return results
 

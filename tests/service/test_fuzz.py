@@ -22,7 +22,9 @@ def test_no_operation_answers_with_a_server_error(server):
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "25")), deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(
+            max_examples=int(os.environ.get("FUZZ_EXAMPLES", "25")), deadline=None, suppress_health_check=list(HealthCheck), database=None
+        )
         def no_server_error(case):
             sent[operation.label] = sent.get(operation.label, 0) + 1
             case.call_and_validate(checks=[not_a_server_error])
