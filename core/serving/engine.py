@@ -22,6 +22,7 @@ from core.common.config import ModelConfig, TaskConfig
 from core.errors import UnknownVariant
 from core.kinds import kind_of, make_teacher
 from core.model.calibrated import CalibratedDecoder, Prediction
+from core.model.decoding import enable_fast_decode
 from core.model.loading import load_adapter, load_model
 from core.model.schema import Extraction, SchemaDecoder, TaskSchema, compile_grammar
 from core.registry import Registry
@@ -40,9 +41,12 @@ class Variant:
 
 
 class InferenceEngine:
-    def __init__(self, runs_dir: str = "runs", model_cfg: ModelConfig | None = None, schema_compile_s: float | None = None) -> None:
+    def __init__(
+        self, runs_dir: str = "runs", model_cfg: ModelConfig | None = None, schema_compile_s: float | None = None, fast_decode: bool = False
+    ) -> None:
         self.registry = Registry(runs_dir)
         self.model_cfg = model_cfg
+        self.fast_decode = fast_decode  # fp16 decode copies of the linear weights for one-row generation (core.model.decoding)
         self.schema_compile_s = schema_compile_s  # budget for compiling a request's own JSON Schema (None: no limit)
         self.lock = threading.RLock()  # one forward at a time; reload swaps under it
         self._reload_lock = threading.Lock()
@@ -87,6 +91,8 @@ class InferenceEngine:
         self.configs = {task: self.task_config(task) for task in tasks}
         model_cfg = self.model_cfg or (next(iter(self.configs.values())).model if self.configs else ModelConfig())
         self.model, self.tokenizer = load_model(model_cfg)
+        if self.fast_decode:
+            self.fast_decode = enable_fast_decode(self.model)  # before adapters: their LoRA layers wrap the decode copies
         self.reload()
 
     def reload(self) -> dict[str, str]:

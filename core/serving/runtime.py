@@ -45,7 +45,7 @@ class ServingRuntime:
     def start(self) -> None:
         s = self.settings
         self.audit = AuditLog(s.audit_log, max_bytes=s.audit_max_bytes, redact=s.audit_redact)
-        engine = InferenceEngine(str(s.runs_dir), schema_compile_s=s.schema_compile_s)
+        engine = InferenceEngine(str(s.runs_dir), schema_compile_s=s.schema_compile_s, fast_decode=s.fast_decode)
         engine.load()
         self.batcher = DynamicBatcher(
             engine,

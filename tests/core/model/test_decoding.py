@@ -57,3 +57,29 @@ def test_fast_decode_keeps_answers_valid_and_leaves_training_weights_alone(embed
     batched = SchemaDecoder(fast, tokenizer, schema, "Extract the invoice as JSON.", max_new_tokens=40, batch_size=2).extract(docs)
     reference = SchemaDecoder(model, tokenizer, schema, "Extract the invoice as JSON.", max_new_tokens=40, batch_size=2).extract(docs)
     assert [r.text for r in batched] == [r.text for r in reference]
+
+
+def test_adapters_attach_over_the_decode_copies_and_act_on_the_fast_path(tiny_model_dir, tmp_path):
+    from core.common.config import TaskConfig
+    from core.model.decoding import fast_steps
+    from core.model.loading import load_adapter
+    from tests.conftest import make_adapter
+
+    cfg = TaskConfig()
+    cfg.model.base_model = str(tiny_model_dir)
+    adapter = make_adapter(cfg, tmp_path / "adapter", seed=1)
+    model, _ = load_model(cfg.model)
+    if not enable_fast_decode(model):
+        pytest.skip("fp16 matrix-vector products are not faster than fp32 on this CPU: the fast path stays off")
+    peft_model = load_adapter(model, adapter)
+    lora = next(m for m in peft_model.modules() if hasattr(m, "base_layer") and hasattr(m, "lora_A"))
+    assert isinstance(lora.base_layer, DecodeLinear)
+    x = torch.randn(1, 1, lora.base_layer.in_features)
+    with torch.no_grad():
+        slow = lora(x)
+        with fast_steps():
+            fast = lora(x)
+            with peft_model.disable_adapter():
+                fast_base = lora(x)
+    assert not torch.equal(fast, slow) and torch.allclose(fast, slow, atol=5e-2)  # fp16 weights, the same layer
+    assert not torch.allclose(fast, fast_base, atol=5e-2)  # the adapter acts on the fast path
