@@ -65,6 +65,7 @@ class TaskKind(ABC):
     summary_keys: ClassVar[tuple[str, ...]]  # metrics in the flow's summary
     card_keys: ClassVar[tuple[str, ...]]  # metrics in the model card
     escalates: ClassVar[bool] = False  # answers carry a calibrated confidence: cascade report, /infer/auto
+    generates: ClassVar[bool] = False  # answers are decoded token by token (the service's fast decode path applies)
     hf_task: ClassVar[str] = "text-generation"  # the Hugging Face task type the model card's metrics are filed under
 
     # -- data --------------------------------------------------------------------------------

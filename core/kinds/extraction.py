@@ -38,6 +38,7 @@ def task_schema(cfg: TaskConfig) -> TaskSchema:
 
 
 class DocumentExtraction(TaskKind):
+    generates = True
     type = "idp"
     summary_keys = ("schema_valid_rate", "field_f1", "exact_match", "corrections_per_doc", "latency_ms_p50", "cost_per_1k_usd")
     card_keys = ("field_f1", "schema_valid_rate", "exact_match", "corrections_per_doc")

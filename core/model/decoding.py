@@ -23,32 +23,74 @@ import logging
 import time
 
 import torch
+from peft.tuners.lora import LoraLayer
 from transformers import DynamicCache, LogitsProcessor, PreTrainedModel
 
 log = logging.getLogger(__name__)
 
 _fast = contextvars.ContextVar("fast_decode", default=False)
+_merged = contextvars.ContextVar("merged_adapter", default=None)  # the active adapter, where it has merged decode copies
 
 
 class DecodeLinear(torch.nn.Linear):
-    """`nn.Linear` with an fp16 copy of its weight, used inside `fast_steps()` for one-row inputs."""
+    """`nn.Linear` with an fp16 copy of its weight (and of weight + LoRA delta per merged adapter), used inside
+    `fast_steps()` for one-row inputs."""
 
     half_weight: torch.Tensor
+    merged: dict[str, torch.Tensor]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if _fast.get() and x.shape[:-1].numel() == 1:
+            adapter = _merged.get()
+            weight = self.merged.get(adapter, self.half_weight) if adapter else self.half_weight
             bias = None if self.bias is None else self.bias.to(torch.float16)
-            return torch.nn.functional.linear(x.to(torch.float16), self.half_weight, bias).to(x.dtype)
+            return torch.nn.functional.linear(x.to(torch.float16), weight, bias).to(x.dtype)
         return super().forward(x)
 
 
 @contextlib.contextmanager
-def fast_steps():
+def fast_steps(model: PreTrainedModel):
+    """Single-row decode steps on the fp16 copies; with a merged adapter active, its LoRA branches are off (merged in)."""
     token = _fast.set(True)
+    try:
+        with model.disable_adapter() if _merged.get() else contextlib.nullcontext():
+            yield
+    finally:
+        _fast.reset(token)
+
+
+@contextlib.contextmanager
+def merged_adapter(model: PreTrainedModel, adapter: str):
+    """While active, fast decode steps use `adapter`'s merged copies (if `merge_for_decode` made them)."""
+    token = _merged.set(adapter if adapter in getattr(model, "decode_merged", ()) else None)
     try:
         yield
     finally:
-        _fast.reset(token)
+        _merged.reset(token)
+
+
+def merge_for_decode(model: PreTrainedModel, adapter: str) -> bool:
+    """fp16 copies of weight + LoRA delta for `adapter` beside the base copies: its fast steps cost what the base's do.
+
+    A LoRA adapter on every linear layer doubles the small operations of a decode step (measured over HTTP: fast decode
+    1.4x with the adapter's branches, vs 2.7x for the base); merged, it costs the model's fp16 size again in memory
+    (270 MB for SmolLM2-135M), so the service merges the production adapter of generating tasks only.
+    """
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer) and isinstance(m.base_layer, DecodeLinear) and adapter in m.lora_A]
+    for layer in layers:
+        with torch.no_grad():
+            layer.base_layer.merged[adapter] = (layer.base_layer.weight + layer.get_delta_weight(adapter)).to(torch.float16)
+    if layers:
+        model.decode_merged = getattr(model, "decode_merged", set()) | {adapter}
+    return bool(layers)
+
+
+def drop_merged(model: PreTrainedModel, adapter: str) -> None:
+    for module in model.modules():
+        if isinstance(module, DecodeLinear):
+            module.merged.pop(adapter, None)
+    if hasattr(model, "decode_merged"):
+        model.decode_merged.discard(adapter)
 
 
 def _fp16_gemv_speedup(rows: int = 8192, cols: int = 576, repeats: int = 50) -> float:
@@ -81,6 +123,7 @@ def enable_fast_decode(model: PreTrainedModel) -> bool:
             if type(child) is torch.nn.Linear and not name.startswith("lora_"):
                 child.__class__ = DecodeLinear  # same module, same fp32 parameters: PEFT and training see an nn.Linear
                 child.register_buffer("half_weight", child.weight.detach().to(torch.float16), persistent=False)
+                child.merged = {}
     return True
 
 
@@ -107,7 +150,7 @@ def greedy_decode(
     sequences = ids
     new, scores = [], []
     done = torch.zeros(rows, dtype=torch.bool, device=ids.device)
-    fast = fast_steps() if rows == 1 else contextlib.nullcontext()
+    fast = fast_steps(model) if rows == 1 else contextlib.nullcontext()
     with fast:
         for _ in range(max_new_tokens):
             logits = out.logits[:, -1].float()

@@ -61,7 +61,7 @@ def test_fast_decode_keeps_answers_valid_and_leaves_training_weights_alone(embed
 
 def test_adapters_attach_over_the_decode_copies_and_act_on_the_fast_path(tiny_model_dir, tmp_path):
     from core.common.config import TaskConfig
-    from core.model.decoding import fast_steps
+    from core.model.decoding import fast_steps, merge_for_decode, merged_adapter
     from core.model.loading import load_adapter
     from tests.conftest import make_adapter
 
@@ -77,9 +77,13 @@ def test_adapters_attach_over_the_decode_copies_and_act_on_the_fast_path(tiny_mo
     x = torch.randn(1, 1, lora.base_layer.in_features)
     with torch.no_grad():
         slow = lora(x)
-        with fast_steps():
+        with fast_steps(peft_model):
             fast = lora(x)
             with peft_model.disable_adapter():
                 fast_base = lora(x)
+        assert merge_for_decode(peft_model, "default")  # the production variant's copy: weight + LoRA delta in fp16
+        with merged_adapter(peft_model, "default"), fast_steps(peft_model):
+            merged = lora(x)
     assert not torch.equal(fast, slow) and torch.allclose(fast, slow, atol=5e-2)  # fp16 weights, the same layer
     assert not torch.allclose(fast, fast_base, atol=5e-2)  # the adapter acts on the fast path
+    assert torch.allclose(merged, slow, atol=5e-2) and not torch.equal(merged, fast)  # merged in, not added twice
