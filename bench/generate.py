@@ -117,6 +117,8 @@ def run(quick: bool = False) -> dict:
     torch.manual_seed(0)
     rows = invoices.generate(8 if quick else 30, seed=9)
     documents, gold = [r["document"] for r in rows], [r["target"] for r in rows]
+    # Over HTTP first: the servers' model threads must not share the cores with OpenMP teams this thread starts below.
+    http = over_http(documents[: 4 if quick else 10])
     model, tokenizer = load_model(ModelConfig())
     schema = TaskSchema.from_dict(invoices.SCHEMA)
     fast_model = copy.deepcopy(model)
@@ -142,7 +144,7 @@ def run(quick: bool = False) -> dict:
         "ratio_loop_over_generate": round(sides["loop"]["tokens_per_s"] / sides["generate"]["tokens_per_s"], 2),
         "field_f1_fast_minus_fp32": round(sides["fast"]["field_f1"] - sides["loop"]["field_f1"], 4),
     }
-    figures["http"] = over_http(documents[: 4 if quick else 10])
+    figures["http"] = http
     figures["target_50_tokens_per_s"] = sides["fast"]["tokens_per_s"] >= 50
     figures["target_3.5x_generate"] = figures["ratio_fast_over_generate"] >= 3.5
     figures["target_f1_within_0.005"] = abs(figures["field_f1_fast_minus_fp32"]) <= 0.005

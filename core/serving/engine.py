@@ -67,6 +67,10 @@ class ModelThread:
             return fn(*args)
         return self._pool.submit(fn, *args).result()
 
+    def close(self) -> None:
+        """End the thread (and its OpenMP team, which would otherwise slow the next engine in this process)."""
+        self._pool.shutdown(wait=True)
+
 
 class InferenceEngine:
     def __init__(
@@ -86,6 +90,9 @@ class InferenceEngine:
         self.adapter_load_s: dict[str, float] = {}
         self.teachers: dict[str, Teacher] = {}
         self._teacher_lock = threading.Lock()
+
+    def close(self) -> None:
+        self.on_model_thread.close()
 
     def task_config(self, task: str) -> TaskConfig:
         return self.registry.task_config(task)

@@ -59,6 +59,8 @@ class ServingRuntime:
     def close(self) -> None:
         if self.batcher is not None:
             self.batcher.close()
+        if self.engine is not None:
+            self.engine.close()
         if self.audit is not None:
             self.audit.close()
 
