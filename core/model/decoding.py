@@ -118,12 +118,11 @@ def enable_fast_decode(model: PreTrainedModel) -> bool:
     if speedup < 1.3:
         log.warning("fast decode off: fp16 matrix-vector products are only %.2fx fp32 on this CPU; decoding in fp32", speedup)
         return False
-    for module in model.modules():
-        for name, child in list(module.named_children()):
-            if type(child) is torch.nn.Linear and not name.startswith("lora_"):
-                child.__class__ = DecodeLinear  # same module, same fp32 parameters: PEFT and training see an nn.Linear
-                child.register_buffer("half_weight", child.weight.detach().to(torch.float16), persistent=False)
-                child.merged = {}
+    for path, child in model.named_modules():
+        if type(child) is torch.nn.Linear and ".lora_" not in f".{path}":
+            child.__class__ = DecodeLinear  # same module, same fp32 parameters: PEFT and training see an nn.Linear
+            child.register_buffer("half_weight", child.weight.detach().to(torch.float16), persistent=False)
+            child.merged = {}
     return True
 
 

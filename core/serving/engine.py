@@ -79,6 +79,7 @@ class InferenceEngine:
         self.registry = Registry(runs_dir)
         self.model_cfg = model_cfg
         self.fast_decode = fast_decode  # fp16 decode copies of the linear weights for one-row generation (core.model.decoding)
+        self.fast_decode_on = False  # set up once a generating task is served (classification never decodes)
         self.on_model_thread = ModelThread()
         self.schema_compile_s = schema_compile_s  # budget for compiling a request's own JSON Schema (None: no limit)
         self.lock = threading.RLock()  # one forward at a time; reload swaps under it
@@ -131,8 +132,6 @@ class InferenceEngine:
         self.configs = {task: self.task_config(task) for task in tasks}
         model_cfg = self.model_cfg or (next(iter(self.configs.values())).model if self.configs else ModelConfig())
         self.model, self.tokenizer = load_model(model_cfg)
-        if self.fast_decode:
-            self.fast_decode = enable_fast_decode(self.model)  # before adapters: their LoRA layers wrap the decode copies
         self.reload()
 
     def reload(self) -> dict[str, str]:
@@ -159,11 +158,13 @@ class InferenceEngine:
                         self.model = load_adapter(self.model, self.registry.root / task / ref, name=name)
                 self.adapter_load_s[name] = time.perf_counter() - start
                 attached[(task, ref)] = name
-            merged = set()  # production of a generating task decodes on a merged copy (outside the lock: nothing uses it yet)
+            if self.fast_decode and not self.fast_decode_on and any(kind_of(cfg).generates for cfg in configs.values()):
+                self.on_model_thread(self._enable_fast_decode)
+            merged = set()  # production of a generating task decodes on a merged copy (nothing uses it until routed)
             for (task, variant), ref in wanted.items():
                 name = attached.get((task, ref)) or (loaded[(task, ref)].adapter if (task, ref) in loaded else None)
-                if self.fast_decode and variant == "production" and kind_of(configs[task]).generates and name:
-                    if name in getattr(self.model, "decode_merged", ()) or merge_for_decode(self.model, name):
+                if self.fast_decode_on and variant == "production" and kind_of(configs[task]).generates and name:
+                    if name in getattr(self.model, "decode_merged", ()) or self.on_model_thread(merge_for_decode, self.model, name):
                         merged.add(name)
             with self.lock:
                 previous, self.configs = self.configs, configs
@@ -186,6 +187,10 @@ class InferenceEngine:
                     self.model.delete_adapter(adapter)
                     self.adapter_load_s.pop(adapter, None)
             return {f"{task}:{name}": v.ref for (task, name), v in table.items()}
+
+    def _enable_fast_decode(self) -> None:
+        with self.lock:  # it swaps layer classes: not while a forward runs
+            self.fast_decode_on = enable_fast_decode(self.model)
 
     def _variant(self, task: str, name: str, ref: str, adapter: str | None) -> Variant:
         cfg = self.configs[task]

@@ -87,3 +87,19 @@ def test_adapters_attach_over_the_decode_copies_and_act_on_the_fast_path(tiny_mo
     assert not torch.equal(fast, slow) and torch.allclose(fast, slow, atol=5e-2)  # fp16 weights, the same layer
     assert not torch.allclose(fast, fast_base, atol=5e-2)  # the adapter acts on the fast path
     assert torch.allclose(merged, slow, atol=5e-2) and not torch.equal(merged, fast)  # merged in, not added twice
+
+
+def test_fast_decode_set_up_after_adapters_leaves_their_lora_weights_alone(tiny_model_dir, tmp_path):
+    """The service turns the fast path on when a generating task appears, adapters may already be attached."""
+    from core.common.config import TaskConfig
+    from core.model.loading import load_adapter
+    from tests.conftest import make_adapter
+
+    cfg = TaskConfig()
+    cfg.model.base_model = str(tiny_model_dir)
+    model, _ = load_model(cfg.model)
+    peft_model = load_adapter(model, make_adapter(cfg, tmp_path / "adapter", seed=2))
+    if not enable_fast_decode(peft_model):
+        pytest.skip("fp16 matrix-vector products are not faster than fp32 on this CPU: the fast path stays off")
+    lora = next(m for m in peft_model.modules() if hasattr(m, "base_layer") and hasattr(m, "lora_A"))
+    assert isinstance(lora.base_layer, DecodeLinear) and type(lora.lora_A["default"]) is torch.nn.Linear
