@@ -70,22 +70,20 @@ def _status_mb(pid: int) -> dict:
     return {name: round(int(fields[name].split()[0]) / 1024, 1) for name in ("VmRSS", "VmHWM")}
 
 
+def _copy_production(source: Registry, target: Registry, task: str, method: str) -> str:
+    """Register `source`'s production adapter of `task` again, in `target`, as a new version of `method`."""
+    production = source.path(task, source.aliases(task)["production"])
+    return target.register(
+        task, method, production, source.metrics(task, source.aliases(task)["production"]), (production / "config.yaml").read_text(), {}
+    )
+
+
 def service_memory(source: Path, task: str, methods: list[str], text: str) -> dict:
     """Resident memory of `distill-slm serve` (own process) serving the task's production adapter as each method."""
     with tempfile.TemporaryDirectory() as tmp:
         registry = Registry(Path(tmp) / "runs")
-        src = Registry(source)
-        production = src.aliases(task)["production"]
         for method in methods:
-            ref = registry.register(
-                task,
-                method,
-                src.path(task, production),
-                src.metrics(task, production),
-                (src.path(task, production) / "config.yaml").read_text(),
-                {},
-            )
-            registry.promote(task, ref, force=True)
+            registry.promote(task, _copy_production(Registry(source), registry, task, method), force=True)
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
@@ -134,16 +132,8 @@ def run(quick: bool = False, runs_dir: str = "runs") -> dict:
             unswitched_ms = float(np.mean(same) + np.mean(base_only)) / 2
 
             registry = Registry(runs)
-            production = registry.aliases(task)["production"]
-            method = production.split("/")[0]
-            fresh = registry.register(
-                task,
-                method,
-                registry.path(task, production),
-                registry.metrics(task, production),
-                (registry.path(task, production) / "config.yaml").read_text(),
-                {},
-            )
+            method = registry.aliases(task)["production"].split("/")[0]
+            fresh = _copy_production(registry, registry, task, method)
             registry.promote(task, fresh, force=True)
             failures, answered, stop = [], [], threading.Event()
             spans: list[tuple[float, float]] = []  # (start, end) of every answered request

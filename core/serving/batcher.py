@@ -42,7 +42,12 @@ class DynamicBatcher:
         self._worker.start()
 
     def classify(self, task: str, variant: str, text: str, timeout: float = 300.0) -> tuple[Variant, Prediction]:
-        if self.chunk_tokens and len(self.engine.tokenizer(text, add_special_tokens=False).input_ids) > self.chunk_tokens:
+        # A token spans at least one character: only inputs longer than the chunk in characters need counting.
+        if (
+            self.chunk_tokens
+            and len(text) > self.chunk_tokens
+            and len(self.engine.tokenizer(text, add_special_tokens=False).input_ids) > self.chunk_tokens
+        ):
             answer = self.engine.classify_in_chunks(task, variant, text, self.chunk_tokens)
             if self.on_batch:
                 self.on_batch(task, variant, 1)
