@@ -1,14 +1,16 @@
 """One greedy decode loop for every generating task kind, and its fast path on a CPU.
 
-`generate` spends most of a CPU decode step outside the model (its per-token machinery) only on
-small models; what dominates here is the model's own step: ~30 layers of small matrix-vector
-products over fp32 weights. Measured on the embedded SmolLM2-135M, 2 CPU cores (`distill-slm bench
-generate`): the linear layers with fp16 weights and fp32 everything else (norms, attention, the KV
-cache, logits) decode a single row 2.5x faster than fp32, while a batch of 16 rows is slower in
-fp16 (the CPU's fp16 matrix-matrix kernel is). So the fast path is a decode-time copy of each
-linear layer's weight in fp16, used only for single-row decode steps; prefill, batches, training
-and classification keep the fp32 weights. LoRA layers keep their (fp32) A and B: the adapter
-still works on the fast path without a merged copy per adapter.
+A CPU decode step of a small model is ~30 layers of small matrix-vector products over fp32 weights,
+plus attention and a few hundred small operations; `generate`'s own per-token machinery is not
+what costs (the loop below answers as fast, with the same answers). Measured on the embedded
+SmolLM2-135M, 2 CPU cores (`distill-slm bench generate`): the linear layers on fp16 weights, with
+everything else in fp32 (norms, attention, the KV cache, logits), decode one row 2.7x faster,
+while a batch of 16 rows is slower in fp16 (this CPU's fp16 matrix-matrix kernel is). So the fast
+path is a decode-time fp16 copy of each linear weight, used only for single-row decode steps;
+prefill, batches, training and classification keep the fp32 weights. LoRA layers wrap the copies
+and keep their fp32 A and B, so every adapter works on the fast path; the service also merges its
+production adapter into a copy of its own (`merge_for_decode`), which removes the LoRA branches'
+extra operations from each step.
 
     enable_fast_decode(model)                                  # False (and a warning) where fp16 is not faster
     ids, scores = greedy_decode(model, enc, max_new_tokens=256, eos_token_id=..., pad_token_id=...,
