@@ -1,7 +1,7 @@
 """A small dynamic batcher in front of the engine: requests for the same task and variant that
 arrive within `max_wait_ms` of each other are scored in one forward. An input longer than
-`chunk_tokens` is not batched: its prefill runs in steps on the caller's thread, and the batches
-of short requests run between the steps (`InferenceEngine.classify_in_chunks`).
+`chunk_tokens` is not batched: its prefill runs in steps, each queued on the engine's model thread,
+and the batches of short requests run between the steps (`InferenceEngine.classify_in_chunks`).
 
     batcher = DynamicBatcher(engine, max_batch=16, max_wait_ms=5)
     variant, prediction = batcher.classify("creditmix", "sft", text)   # blocks until answered

@@ -166,27 +166,33 @@ class InferenceEngine:
                 if self.fast_decode_on and variant == "production" and kind_of(configs[task]).generates and name:
                     if name in getattr(self.model, "decode_merged", ()) or self.on_model_thread(merge_for_decode, self.model, name):
                         merged.add(name)
-            with self.lock:
-                previous, self.configs = self.configs, configs
-                for (task, ref), name in attached.items():
-                    loaded[(task, ref)] = self._variant(task, "", ref, name)
-                table = {
-                    (task, variant): replace(loaded[(task, ref)], name=variant, gate=self.registry.verdict(task, ref))
-                    for (task, variant), ref in wanted.items()
-                }
-                for task, cfg in configs.items():
-                    old = self.variants.get((task, "base"))
-                    # The base decoder (and its content-free prior) is kept unless its config or the model object changed.
-                    reuse = old is not None and previous.get(task) == cfg and getattr(old.decoder, "model", None) is self.model
-                    table[(task, "base")] = old if reuse else self._variant(task, "base", "base", None)
-                stale = {v.adapter for v in self.variants.values() if v.adapter} - {v.adapter for v in table.values() if v.adapter}
-                self.variants = table
-                for adapter in set(getattr(self.model, "decode_merged", ())) - merged:  # under the lock: a decode may use it
-                    drop_merged(self.model, adapter)
-                for adapter in stale:
-                    self.model.delete_adapter(adapter)
-                    self.adapter_load_s.pop(adapter, None)
-            return {f"{task}:{name}": v.ref for (task, name), v in table.items()}
+            # The swap runs on the model thread: its warm-up forwards go there, and a request that holds the model thread
+            # while it waits for the lock would otherwise wait on a reload that waits on it.
+            return self.on_model_thread(self._swap_in, configs, wanted, loaded, attached, merged)
+
+    def _swap_in(self, configs: dict, wanted: dict, loaded: dict, attached: dict, merged: set) -> dict[str, str]:
+        """Warm up the new variants, swap the routing table, drop what nothing names (under the lock)."""
+        with self.lock:
+            previous, self.configs = self.configs, configs
+            for (task, ref), name in attached.items():
+                loaded[(task, ref)] = self._variant(task, "", ref, name)
+            table = {
+                (task, variant): replace(loaded[(task, ref)], name=variant, gate=self.registry.verdict(task, ref))
+                for (task, variant), ref in wanted.items()
+            }
+            for task, cfg in configs.items():
+                old = self.variants.get((task, "base"))
+                # The base decoder (and its content-free prior) is kept unless its config or the model object changed.
+                reuse = old is not None and previous.get(task) == cfg and getattr(old.decoder, "model", None) is self.model
+                table[(task, "base")] = old if reuse else self._variant(task, "base", "base", None)
+            stale = {v.adapter for v in self.variants.values() if v.adapter} - {v.adapter for v in table.values() if v.adapter}
+            self.variants = table
+            for adapter in set(getattr(self.model, "decode_merged", ())) - merged:  # under the lock: a decode may use it
+                drop_merged(self.model, adapter)
+            for adapter in stale:
+                self.model.delete_adapter(adapter)
+                self.adapter_load_s.pop(adapter, None)
+        return {f"{task}:{name}": v.ref for (task, name), v in table.items()}
 
     def _enable_fast_decode(self) -> None:
         with self.lock:  # it swaps layer classes: not while a forward runs
@@ -236,11 +242,15 @@ class InferenceEngine:
 
     def _classify(self, task: str, name: str, texts: list[str]) -> tuple[Variant, list[Prediction]]:
         with self.lock:
-            variant = self.get(task, name)
-            if not isinstance(variant.decoder, CalibratedDecoder):
-                raise UnknownVariant(f"{task} is a document-extraction task: it has no labels to score")
+            variant = self._classifier(task, name)
             with self._active(variant):
                 return variant, variant.decoder.predict(texts)
+
+    def _classifier(self, task: str, name: str) -> Variant:
+        variant = self.get(task, name)
+        if not isinstance(variant.decoder, CalibratedDecoder):
+            raise UnknownVariant(f"{task} is a document-extraction task: it has no labels to score")
+        return variant
 
     def classify_in_chunks(self, task: str, name: str, text: str, chunk_tokens: int) -> tuple[Variant, Prediction]:
         """One long input, its prefill run `chunk_tokens` at a time with the lock released between steps.
@@ -252,10 +262,8 @@ class InferenceEngine:
 
         def step():
             with self.lock:
-                variant = self.get(task, name)
+                variant = self._classifier(task, name)
                 if variant is not state["served"]:
-                    if not isinstance(variant.decoder, CalibratedDecoder):
-                        raise UnknownVariant(f"{task} is a document-extraction task: it has no labels to score")
                     state["served"], state["steps"] = variant, variant.decoder.chunked_log_likelihoods(text, chunk_tokens)
                 with self._active(state["served"]):
                     return next(state["steps"])
