@@ -39,6 +39,14 @@ class DocumentTooLong(DistillError, ValueError):
     """A document whose prompt and answer do not fit the model's context: refused, never truncated."""
 
 
+class AnswerBudgetTooSmall(DistillError, ValueError):
+    """A token budget smaller than the shortest answer the schema allows: refused before decoding."""
+
+    def __init__(self, budget: int, needed: int) -> None:
+        self.budget, self.needed = budget, needed
+        super().__init__(f"{budget} tokens cannot hold the shortest valid answer ({needed} tokens with end-of-sequence)")
+
+
 class ModelNotAvailable(DistillError, RuntimeError):
     """The requested base model is not on disk and could not be fetched."""
 

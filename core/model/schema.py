@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -39,7 +40,8 @@ import xgrammar as xgr
 from transformers import LogitsProcessor, PreTrainedModel, PreTrainedTokenizerBase
 
 from core.common.prompts import render_prompt
-from core.errors import DocumentTooLong, SchemaError
+from core.errors import AnswerBudgetTooSmall, ConfigError, DocumentTooLong, SchemaError
+from core.model.closing import JsonPrefix
 from core.model.decoding import greedy_decode
 from core.settings import settings
 
@@ -268,17 +270,36 @@ def compile_grammar(
 
 
 class GrammarMask(LogitsProcessor):
-    """XGrammar's HF logits processor, tolerant of rows that already finished (they are padding now)."""
+    """XGrammar's HF logits processor, tolerant of rows that already finished (they are padding now).
 
-    def __init__(self, compiled: xgr.CompiledGrammar, batch_size: int) -> None:
+    With `budget` (the decode's `max_new_tokens`) and `schema`, it also keeps every row closable inside the budget
+    (`core.model.closing`): a token is taken only if what it leaves can still be closed validly, end-of-sequence
+    included, in the tokens left; otherwise the shortest closing is forced, once XGrammar has accepted it.
+    """
+
+    def __init__(
+        self, compiled: xgr.CompiledGrammar, batch_size: int, budget: int | None = None, schema: dict | None = None, tokenizer=None
+    ) -> None:
         self.matchers = [xgr.GrammarMatcher(compiled) for _ in range(batch_size)]
         self.bitmask = xgr.allocate_token_bitmask(batch_size, compiled.tokenizer_info.vocab_size)
         self.started = False
+        self.budget, self.tokenizer, self.steps = budget, tokenizer, 0
+        if budget is not None:
+            self.vocab = compiled.tokenizer_info.decoded_vocab  # each token's bytes
+            self.eos = compiled.tokenizer_info.stop_token_ids[0]
+            self.prefixes = [JsonPrefix(schema) for _ in range(batch_size)]
+            self.pending = [b""] * batch_size  # bytes of a character split across tokens
+            self.forced: list[list[int]] = [[] for _ in range(batch_size)]
+            self.closed_early = [False] * batch_size
+            self.unclosable = [False] * batch_size  # the closer had no verified closing for this row
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         for i, matcher in enumerate(self.matchers):
             if self.started and not matcher.is_terminated():
-                matcher.accept_token(int(input_ids[i, -1]))
+                token = int(input_ids[i, -1])
+                matcher.accept_token(token)
+                if self.budget is not None:
+                    self.prefixes[i], self.pending[i] = self._fed(i, token)
             if not matcher.is_terminated():
                 matcher.fill_next_token_bitmask(self.bitmask, i)
         self.started = True
@@ -286,7 +307,57 @@ class GrammarMask(LogitsProcessor):
         # XGrammar's kernel runs on CUDA tensors or on the CPU; anything else goes through the CPU.
         scores = scores if scores.is_cuda or scores.is_cpu else scores.to("cpu")
         xgr.apply_token_bitmask_inplace(scores, self.bitmask.to(scores.device))
+        if self.budget is not None:
+            self._keep_closable(scores)
+            self.steps += 1
         return scores.to(device)
+
+    def _fed(self, row: int, token: int) -> tuple[JsonPrefix, bytes]:
+        """Row `row`'s answer state after `token` (a copy; bytes of an unfinished character are held back)."""
+        data = self.pending[row] + (self.vocab[token] if token != self.eos else b"")
+        for cut in range(len(data), max(len(data) - 4, -1), -1):
+            try:
+                text = data[:cut].decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            return self.prefixes[row].clone().feed(text), data[cut:]
+        return self.prefixes[row].clone().feed(data.decode("utf-8", "replace")), b""
+
+    def _tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False).input_ids)
+
+    def _keep_closable(self, scores: torch.FloatTensor) -> None:
+        left = self.budget - self.steps  # tokens this row may still write, this one included
+        for i, matcher in enumerate(self.matchers):
+            if matcher.is_terminated():
+                continue
+            if not self.forced[i]:
+                choice = int(scores[i].argmax())
+                if choice == self.eos or self.unclosable[i]:
+                    continue
+                closing = self._fed(i, choice)[0].closing()
+                if closing is None:
+                    continue  # the closer cannot follow this answer: it decodes as without a budget
+                # this token, the closing, end-of-sequence; a token spans at least one byte (the bound saves a tokenizer call)
+                if 1 + len(closing.encode()) + 1 + 1 <= left or 1 + self._tokens(closing) + 1 <= left:
+                    continue
+                self.forced[i] = self._verified_closing(i)
+                if not self.forced[i]:
+                    self.unclosable[i] = True
+                    continue
+                self.closed_early[i] = True
+            token = self.forced[i].pop(0)
+            scores[i] = -math.inf
+            scores[i, token] = 0.0
+
+    def _verified_closing(self, row: int) -> list[int]:
+        """The tokens of row `row`'s shortest closing and end-of-sequence, if XGrammar accepts them; else []."""
+        closing = self.prefixes[row].closing()
+        if closing is None:
+            return []
+        tokens = self.tokenizer(closing, add_special_tokens=False).input_ids + [self.eos]
+        trial = self.matchers[row].fork()
+        return tokens if all(trial.accept_token(t) for t in tokens) and trial.is_terminated() else []
 
 
 @dataclass
@@ -299,6 +370,7 @@ class Extraction:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     top_logprobs: list | None = None  # per completion token: [[token, logprob], ...] (teacher traces)
+    closed_early: bool = False  # the token budget ran short: the answer was closed with its shortest valid ending
 
 
 class SchemaDecoder:
@@ -323,38 +395,56 @@ class SchemaDecoder:
             start = time.perf_counter()
             self.grammar = compile_grammar(tokenizer, self.vocab_size, schema)
             self.compile_s = time.perf_counter() - start
+            shortest = JsonPrefix(schema.schema).closing()
+            # the fewest tokens a valid answer takes, end-of-sequence included (None: the closer cannot model the schema)
+            self.min_answer_tokens = None if shortest is None else len(tokenizer(shortest, add_special_tokens=False).input_ids) + 1
+            if self.min_answer_tokens is not None and self.min_answer_tokens > max_new_tokens:
+                raise ConfigError(
+                    f"max_new_tokens={max_new_tokens} cannot hold the shortest answer {schema.source} allows "
+                    f"({self.min_answer_tokens} tokens with end-of-sequence): raise max_new_tokens"
+                )
 
     def prompt(self, document: str, shots: list[tuple[str, str]] = ()) -> str:
         return render_prompt(self.tokenizer, self.instruction, document, shots)
 
     @torch.no_grad()
-    def extract(self, documents: list[str], shots: list[list[tuple[str, str]]] | None = None, top_k: int = 0) -> list[Extraction]:
-        """Extract every document; `shots` gives each document its own demonstrations; `top_k` > 0 keeps per-token alternatives."""
+    def extract(
+        self,
+        documents: list[str],
+        shots: list[list[tuple[str, str]]] | None = None,
+        top_k: int = 0,
+        max_new_tokens: int | None = None,
+    ) -> list[Extraction]:
+        """Extract every document; `shots` gives each document its own demonstrations; `top_k` > 0 keeps per-token
+        alternatives; `max_new_tokens` (at most the decoder's) is a smaller budget, within which answers still validate."""
+        budget = min(max_new_tokens or self.max_new_tokens, self.max_new_tokens)
+        if self.constrained and self.min_answer_tokens is not None and budget < self.min_answer_tokens:
+            raise AnswerBudgetTooSmall(budget, self.min_answer_tokens)
         results: list[Extraction] = []
         for begin in range(0, len(documents), self.batch_size):
             chunk = documents[begin : begin + self.batch_size]
             chunk_shots = shots[begin : begin + self.batch_size] if shots else [()] * len(chunk)
-            results.extend(self._extract_batch([self.prompt(d, s) for d, s in zip(chunk, chunk_shots)], top_k))
+            results.extend(self._extract_batch([self.prompt(d, s) for d, s in zip(chunk, chunk_shots)], top_k, budget))
         return results
 
-    def _extract_batch(self, prompts: list[str], top_k: int) -> list[Extraction]:
+    def _extract_batch(self, prompts: list[str], top_k: int, budget: int) -> list[Extraction]:
         start = time.perf_counter()
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
         context = getattr(self.model.config, "max_position_embeddings", None)
         longest = int(enc["attention_mask"].sum(dim=1).max())
-        if context and longest + self.max_new_tokens > context:
+        if context and longest + budget > context:
             raise DocumentTooLong(
-                f"the prompt is {longest} tokens; with max_new_tokens={self.max_new_tokens} that is over the model's context of {context}"
+                f"the prompt is {longest} tokens; with max_new_tokens={budget} that is over the model's context of {context}"
             )
         enc = {k: v.to(self.model.device) for k, v in enc.items()}
-        processors = [GrammarMask(self.grammar, len(prompts))] if self.constrained else []
+        mask = GrammarMask(self.grammar, len(prompts), budget, self.schema.schema, self.tokenizer) if self.constrained else None
         new, scores = greedy_decode(
             self.model,
             enc,
-            self.max_new_tokens,
+            budget,
             eos_token_id=self.tokenizer.eos_token_id,
             pad_token_id=self.tokenizer.pad_token_id,
-            processors=processors,
+            processors=[mask] if mask else [],
             keep_scores=top_k > 0,
         )
         elapsed_ms = (time.perf_counter() - start) * 1000 / len(prompts)
@@ -363,7 +453,9 @@ class SchemaDecoder:
             n = next((i for i, t in enumerate(ids) if t == self.tokenizer.eos_token_id), len(ids))
             text = self.tokenizer.decode(ids[:n], skip_special_tokens=True)
             top = self._top_logprobs(scores, row, n, top_k) if top_k > 0 else None
-            results.append(self._parse(text, elapsed_ms, int(enc["attention_mask"][row].sum()), n, top))
+            result = self._parse(text, elapsed_ms, int(enc["attention_mask"][row].sum()), n, top, budget)
+            result.closed_early = bool(mask and mask.closed_early[row])
+            results.append(result)
         return results
 
     def _top_logprobs(self, scores, row: int, n: int, k: int) -> list:
@@ -376,8 +468,8 @@ class SchemaDecoder:
             )
         return steps
 
-    def _parse(self, text: str, latency_ms: float, prompt_tokens: int, completion_tokens: int, top) -> Extraction:
+    def _parse(self, text: str, latency_ms: float, prompt_tokens: int, completion_tokens: int, top, budget: int) -> Extraction:
         output, errors = self.schema.parse(text)
-        if completion_tokens >= self.max_new_tokens:
-            errors.append(f"stopped at max_new_tokens={self.max_new_tokens}")
+        if completion_tokens >= budget:
+            errors.append(f"stopped at max_new_tokens={budget}")
         return Extraction(output, text, not errors, errors, latency_ms, prompt_tokens, completion_tokens, top)

@@ -20,7 +20,7 @@ def _encode(tokenizer, prompts):
 def test_the_loop_answers_as_generate_does_on_a_padded_batch(tiny_model_dir, constrained):
     model, tokenizer = load_model(ModelConfig(base_model=str(tiny_model_dir)))
     schema = TaskSchema.from_dict(invoices.SCHEMA)
-    decoder = SchemaDecoder(model, tokenizer, schema, "Extract.", max_new_tokens=24)
+    decoder = SchemaDecoder(model, tokenizer, schema, "Extract.")
     enc = _encode(tokenizer, [decoder.prompt(d["document"]) for d in invoices.generate(3, seed=1)] + [decoder.prompt("x")])
 
     def processors():
@@ -54,8 +54,8 @@ def test_fast_decode_keeps_answers_valid_and_leaves_training_weights_alone(embed
     # on these two documents not one token changes.
     assert [r.text for r in quick] == [r.text for r in slow] and quick[0].valid
     # Batches (and prefill) stay on the fp32 weights: the same answers as the slow model.
-    batched = SchemaDecoder(fast, tokenizer, schema, "Extract the invoice as JSON.", max_new_tokens=40, batch_size=2).extract(docs)
-    reference = SchemaDecoder(model, tokenizer, schema, "Extract the invoice as JSON.", max_new_tokens=40, batch_size=2).extract(docs)
+    batched = SchemaDecoder(fast, tokenizer, schema, "Extract the invoice as JSON.", batch_size=2).extract(docs, max_new_tokens=80)
+    reference = SchemaDecoder(model, tokenizer, schema, "Extract the invoice as JSON.", batch_size=2).extract(docs, max_new_tokens=80)
     assert [r.text for r in batched] == [r.text for r in reference]
 
 
