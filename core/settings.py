@@ -67,9 +67,10 @@ class Settings(BaseSettings):
     )
     fast_decode: bool = Field(
         True,
-        description="generate one-row answers (extraction) on fp16 copies of the linear weights where this CPU multiplies "
-        "them faster (2.7x tokens/s on the embedded model, field F1 -0.004: distill-slm bench generate); costs half the "
-        "model's fp32 size in memory once, for every adapter",
+        description="decode generated answers (extraction) on 16-bit copies of the linear weights where this CPU "
+        "multiplies them faster: fp16 for one row (2.7x tokens/s on the embedded model, field F1 -0.004), bf16 for "
+        "batched rows (distill-slm bench generate); each copy costs half the model's fp32 size in memory, once for "
+        "every adapter",
     )
     prefill_chunk_tokens: int = Field(
         256,
@@ -80,6 +81,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_000_000, description="largest request body accepted")
     max_batch: int = Field(16, ge=1, description="most requests scored in one forward")
     max_wait_ms: float = Field(5.0, ge=0, description="how long the first request of a batch waits for company")
+    extract_max_batch: int = Field(
+        8, ge=1, description="most extraction requests decoded together (same task, variant, schema and token budget)"
+    )
+    extract_wait_ms: float = Field(
+        20.0, ge=0, description="how long the first extraction request of a batch waits for company (a decode takes seconds)"
+    )
 
 
 def settings() -> Settings:

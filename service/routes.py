@@ -95,7 +95,9 @@ def chat_completions(body: ChatRequest, runtime: Runtime, caller: CallerKey) -> 
         logprobs=_label_logprobs(answer, body) if body.logprobs else None,
     )
     extra = {
-        k: v for k, v in asdict(answer).items() if k in ("adapter", "gate", "label_probs", "confidence", "schema_valid", "schema_errors")
+        k: v
+        for k, v in asdict(answer).items()
+        if k in ("adapter", "gate", "label_probs", "confidence", "schema_valid", "schema_errors", "closed_early")
     }
     completion = ChatCompletion(
         id=answer.request_id,

@@ -42,6 +42,9 @@ class InferResponse(BaseModel):
     output_json: dict | None = Field(None, description="idp: the extracted object")
     schema_valid: bool | None = Field(None, description="idp: the output validated against the schema after decoding")
     schema_errors: list[str] | None = None
+    closed_early: bool | None = Field(
+        None, description="idp: the token budget ran short, so the answer was closed with its shortest valid ending"
+    )
     schema_unenforced: list[str] | None = Field(
         None, description="idp: keywords of the schema the grammar cannot enforce (validated after)"
     )
@@ -105,7 +108,12 @@ class ChatRequest(BaseModel):
         None, ge=0, le=0, description="only 0 (or absent): answers are scored (classification) or greedy-decoded, never sampled"
     )
     n: int | None = Field(None, ge=1, le=1, description="only 1: one answer per request")
-    max_tokens: int | None = Field(None, ge=1, description="cut the answer after this many tokens (finish_reason 'length')")
+    max_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="cut the answer after this many tokens (finish_reason 'length'); an extraction is decoded within it "
+        "and closed early so that it still validates",
+    )
     max_completion_tokens: int | None = Field(None, ge=1, description="the same as max_tokens (OpenAI's newer name)")
     stop: str | list[str] | None = Field(None, description="cut the answer before the first of these strings")
     stream: bool = Field(False, description="answer as server-sent events (chat.completion.chunk), ending with [DONE]")

@@ -55,7 +55,8 @@ class ServedAnswer:
     escalation_error: str | None = None
     request_id: str = ""
     latency_ms: float = 0.0
-    finish_reason: str = "stop"  # "length" when a client's max_tokens cut the answer
+    finish_reason: str = "stop"  # "length" when a token budget cut the answer (or, idp, closed it early)
+    closed_early: bool | None = None  # idp: the budget ran short and the answer was closed with its shortest valid ending
     gate: str | None = None  # how the served version got there: 'passed' its gate or 'forced'; None for the base model
     student: dict | None = None  # auto, escalated: the student's own answer (adapter, output, confidence), for drift
 
@@ -278,8 +279,19 @@ class TaskKind(ABC):
 
     # -- serving -----------------------------------------------------------------------------
     @abstractmethod
-    def answer(self, engine, batcher, task: str, variant: str, text: str, json_schema: dict | None, max_schema_bytes: int) -> ServedAnswer:
-        """One request answered by the served variant (`engine` and `batcher` from `core.serving`)."""
+    def answer(
+        self,
+        engine,
+        batcher,
+        task: str,
+        variant: str,
+        text: str,
+        json_schema: dict | None,
+        max_schema_bytes: int,
+        max_new_tokens: int | None = None,
+    ) -> ServedAnswer:
+        """One request answered by the served variant (`engine` and `batcher` from `core.serving`); generating kinds
+        decode within `max_new_tokens` (a client's budget), where given."""
 
 
 def traces_for_rows(rows: list[Example], traces: dict[str, dict]) -> list[dict]:

@@ -259,7 +259,7 @@ class Classification(TaskKind):
         return [Signal("output.labels", chi2, p, detail)]
 
     # -- serving -----------------------------------------------------------------------------
-    def answer(self, engine, batcher, task, variant, text, json_schema, max_schema_bytes) -> ServedAnswer:
+    def answer(self, engine, batcher, task, variant, text, json_schema, max_schema_bytes, max_new_tokens=None) -> ServedAnswer:
         if json_schema is not None:
             raise InvalidRequest("json_schema", "only document-extraction (idp) tasks take a schema")
         served, pred = batcher.classify(task, variant, text)

@@ -187,15 +187,15 @@ class DocumentExtraction(TaskKind):
         return signals
 
     # -- serving -----------------------------------------------------------------------------
-    def answer(self, engine, batcher, task, variant, text, json_schema, max_schema_bytes) -> ServedAnswer:
-        """Schema-constrained extraction (no cross-request batching: one generate per request)."""
+    def answer(self, engine, batcher, task, variant, text, json_schema, max_schema_bytes, max_new_tokens=None) -> ServedAnswer:
+        """Schema-constrained extraction, decoded beside the requests sent meanwhile under the same schema."""
         schema = None
         if json_schema is not None:
             try:
                 schema = TaskSchema.from_dict(json_schema, "json_schema", max_bytes=max_schema_bytes)
             except SchemaError as exc:
                 raise InvalidRequest(f"json_schema{exc.pointer}", exc.problem) from None
-        served, [result] = engine.extract(task, variant, [text], schema)
+        served, result = batcher.extract(task, variant, text, schema, max_new_tokens)
         return ServedAnswer(
             task=task,
             variant=variant,
@@ -208,6 +208,8 @@ class DocumentExtraction(TaskKind):
             schema_unenforced=(schema or served.decoder.schema).unenforced,
             prompt_tokens=result.prompt_tokens,
             completion_tokens=result.completion_tokens,
+            finish_reason="length" if result.closed_early else "stop",
+            closed_early=result.closed_early,
         )
 
 

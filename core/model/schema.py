@@ -219,7 +219,8 @@ def grammar_compiler(tokenizer: PreTrainedTokenizerBase, vocab_size: int) -> xgr
     with _cache_lock:
         if key not in _compilers:
             info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size, stop_token_ids=[tokenizer.eos_token_id])
-            _compilers[key] = xgr.GrammarCompiler(info, cache_enabled=True)
+            # one thread: a request's schema compiling must leave the other cores to the model (2 cores here)
+            _compilers[key] = xgr.GrammarCompiler(info, max_threads=1, cache_enabled=True)
         return _compilers[key]
 
 
@@ -414,16 +415,19 @@ class SchemaDecoder:
         shots: list[list[tuple[str, str]]] | None = None,
         top_k: int = 0,
         max_new_tokens: int | None = None,
+        batch_size: int | None = None,
     ) -> list[Extraction]:
         """Extract every document; `shots` gives each document its own demonstrations; `top_k` > 0 keeps per-token
-        alternatives; `max_new_tokens` (at most the decoder's) is a smaller budget, within which answers still validate."""
+        alternatives; `max_new_tokens` (at most the decoder's) is a smaller budget, within which answers still validate;
+        `batch_size` overrides the decoder's rows per decode."""
         budget = min(max_new_tokens or self.max_new_tokens, self.max_new_tokens)
         if self.constrained and self.min_answer_tokens is not None and budget < self.min_answer_tokens:
             raise AnswerBudgetTooSmall(budget, self.min_answer_tokens)
+        rows = batch_size or self.batch_size
         results: list[Extraction] = []
-        for begin in range(0, len(documents), self.batch_size):
-            chunk = documents[begin : begin + self.batch_size]
-            chunk_shots = shots[begin : begin + self.batch_size] if shots else [()] * len(chunk)
+        for begin in range(0, len(documents), rows):
+            chunk = documents[begin : begin + rows]
+            chunk_shots = shots[begin : begin + rows] if shots else [()] * len(chunk)
             results.extend(self._extract_batch([self.prompt(d, s) for d, s in zip(chunk, chunk_shots)], top_k, budget))
         return results
 

@@ -1,10 +1,21 @@
-"""A small dynamic batcher in front of the engine: requests for the same task and variant that
-arrive within `max_wait_ms` of each other are scored in one forward. An input longer than
-`chunk_tokens` is not batched: its prefill runs in steps, each queued on the engine's model thread,
-and the batches of short requests run between the steps (`InferenceEngine.classify_in_chunks`).
+"""Dynamic batching in front of the engine, one lane per kind of work.
+
+Classification: requests for the same task and variant that arrive within `max_wait_ms` of each
+other are scored in one forward. An input longer than `chunk_tokens` is not batched: its prefill
+runs in steps, each queued on the engine's model thread, and the batches of short requests run
+between the steps (`InferenceEngine.classify_in_chunks`).
+
+Extraction: requests for the same task, variant, schema and token budget that arrive within
+`extract_wait_ms` of each other decode together, one row each, every row under its own grammar
+state (static batching: a batch runs until its last row ends). A batched decode step costs little
+more than a one-row step on a CPU (the weights are read once for all rows; the service runs them on
+bf16 copies, `core.model.decoding`), so concurrent clients share the model instead of queueing for
+it. A batch that fails is retried row by row, so a row that cannot be answered fails alone.
+Each lane has its own worker: a decode of several seconds never holds classification's queue.
 
     batcher = DynamicBatcher(engine, max_batch=16, max_wait_ms=5)
-    variant, prediction = batcher.classify("creditmix", "sft", text)   # blocks until answered
+    variant, prediction = batcher.classify("creditmix", "sft", text)        # blocks until answered
+    variant, extraction = batcher.extract("invoices", "production", document)
     batcher.close()
 """
 
@@ -18,42 +29,25 @@ from collections.abc import Callable
 from concurrent.futures import Future
 
 from core.model.calibrated import Prediction
+from core.model.schema import Extraction, TaskSchema
 from core.serving.engine import InferenceEngine, Variant
 
 _CLOSE = object()
 
 
-class DynamicBatcher:
-    def __init__(
-        self,
-        engine: InferenceEngine,
-        max_batch: int = 16,
-        max_wait_ms: float = 5.0,
-        on_batch: Callable[[str, str, int], None] | None = None,
-        chunk_tokens: int | None = None,
-    ) -> None:
-        self.engine = engine
-        self.chunk_tokens = chunk_tokens
-        self.max_batch = max_batch
-        self.max_wait_s = max_wait_ms / 1000
-        self.on_batch = on_batch
+class _Lane:
+    """A queue and its worker: items that arrive within `max_wait_s` of the first are grouped by key, each group run
+    as one call of `run(key, items) -> results` (one per item)."""
+
+    def __init__(self, name: str, run: Callable[[tuple, list], list], max_batch: int, max_wait_s: float, on_batch) -> None:
+        self.run, self.max_batch, self.max_wait_s, self.on_batch = run, max_batch, max_wait_s, on_batch
         self._queue: queue.Queue = queue.Queue()
-        self._worker = threading.Thread(target=self._run, name="distill-slm-batcher", daemon=True)
+        self._worker = threading.Thread(target=self._serve, name=name, daemon=True)
         self._worker.start()
 
-    def classify(self, task: str, variant: str, text: str, timeout: float = 300.0) -> tuple[Variant, Prediction]:
-        # A token spans at least one character: only inputs longer than the chunk in characters need counting.
-        if (
-            self.chunk_tokens
-            and len(text) > self.chunk_tokens
-            and len(self.engine.tokenizer(text, add_special_tokens=False).input_ids) > self.chunk_tokens
-        ):
-            answer = self.engine.classify_in_chunks(task, variant, text, self.chunk_tokens)
-            if self.on_batch:
-                self.on_batch(task, variant, 1)
-            return answer
+    def submit(self, key: tuple, item, timeout: float):
         future: Future = Future()
-        self._queue.put((task, variant, text, future))
+        self._queue.put((key, item, future))
         return future.result(timeout=timeout)
 
     def close(self) -> None:
@@ -76,22 +70,100 @@ class DynamicBatcher:
             batch.append(item)
         return batch
 
-    def _run(self) -> None:
+    def _serve(self) -> None:
         while True:
             first = self._queue.get()
             if first is _CLOSE:
                 return
-            groups: dict[tuple[str, str], list] = defaultdict(list)
-            for task, variant, text, future in self._collect(first):
-                groups[(task, variant)].append((text, future))
-            for (task, variant), items in groups.items():
+            groups: dict[tuple, list] = defaultdict(list)
+            for key, item, future in self._collect(first):
+                groups[key].append((item, future))
+            for key, members in groups.items():
                 try:
-                    served, preds = self.engine.classify(task, variant, [text for text, _ in items])
+                    results = self.run(key, [item for item, _ in members])
                 except Exception as exc:  # the callers get the error; the worker keeps serving
-                    for _, future in items:
+                    for _, future in members:
                         future.set_exception(exc)
                     continue
                 if self.on_batch:
-                    self.on_batch(task, variant, len(items))
-                for (_, future), pred in zip(items, preds):
-                    future.set_result((served, pred))
+                    self.on_batch(key[0], key[1], len(members))
+                for (_, future), result in zip(members, results):
+                    if isinstance(result, Exception):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+
+
+class DynamicBatcher:
+    def __init__(
+        self,
+        engine: InferenceEngine,
+        max_batch: int = 16,
+        max_wait_ms: float = 5.0,
+        on_batch: Callable[[str, str, int], None] | None = None,
+        chunk_tokens: int | None = None,
+        extract_batch: int = 8,
+        extract_wait_ms: float = 20.0,
+    ) -> None:
+        self.engine = engine
+        self.chunk_tokens = chunk_tokens
+        self.on_batch = on_batch
+        self._classify = _Lane("distill-slm-batcher", self._run_classify, max_batch, max_wait_ms / 1000, on_batch)
+        self._extract = _Lane("distill-slm-extract-batcher", self._run_extract, extract_batch, extract_wait_ms / 1000, on_batch)
+
+    def classify(self, task: str, variant: str, text: str, timeout: float = 300.0) -> tuple[Variant, Prediction]:
+        # A token spans at least one character: only inputs longer than the chunk in characters need counting.
+        if (
+            self.chunk_tokens
+            and len(text) > self.chunk_tokens
+            and len(self.engine.tokenizer(text, add_special_tokens=False).input_ids) > self.chunk_tokens
+        ):
+            answer = self.engine.classify_in_chunks(task, variant, text, self.chunk_tokens)
+            if self.on_batch:
+                self.on_batch(task, variant, 1)
+            return answer
+        return self._classify.submit((task, variant), text, timeout)
+
+    def extract(
+        self,
+        task: str,
+        variant: str,
+        document: str,
+        schema: TaskSchema | None = None,
+        max_new_tokens: int | None = None,
+        timeout: float = 600.0,
+    ) -> tuple[Variant, Extraction]:
+        """One document, decoded beside the others sent meanwhile under the same schema and budget.
+
+        A request's own schema is compiled here, in the caller's thread and within the engine's compile budget, so a
+        slow schema holds neither the batch nor the lane.
+        """
+        self.engine.prepare_schema(task, variant, schema)
+        key = (task, variant, schema.sha256 if schema is not None else None, max_new_tokens)
+        return self._extract.submit(key, (document, schema), timeout)
+
+    def close(self) -> None:
+        self._classify.close()
+        self._extract.close()
+
+    def _run_classify(self, key: tuple, texts: list[str]) -> list:
+        served, predictions = self.engine.classify(*key, texts)
+        return [(served, p) for p in predictions]
+
+    def _run_extract(self, key: tuple, items: list) -> list:
+        task, variant, _, budget = key
+        documents, schema = [d for d, _ in items], items[0][1]
+        try:
+            served, results = self.engine.extract(task, variant, documents, schema, budget)
+            return [(served, r) for r in results]
+        except Exception:
+            if len(items) == 1:
+                raise
+        answers = []  # row by row: the failing one fails alone (its caller gets its error), the others are answered
+        for document in documents:
+            try:
+                served, [result] = self.engine.extract(task, variant, [document], schema, budget)
+                answers.append((served, result))
+            except Exception as exc:
+                answers.append(exc)
+        return answers

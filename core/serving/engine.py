@@ -274,21 +274,27 @@ class InferenceEngine:
                 return state["served"], state["served"].decoder.predictions(scores, (time.perf_counter() - start) * 1000)[0]
             time.sleep(0.001)
 
-    def extract(self, task: str, name: str, documents: list[str], schema: TaskSchema | None = None) -> tuple[Variant, list[Extraction]]:
-        """Documents -> JSON with an idp task's variant, under the task's schema or a request's own.
-
-        A request's schema is compiled before the engine's lock is taken, within `schema_compile_s` (SchemaError
-        past it), so a slow one holds no other request; compiled grammars are kept by schema.
-        """
+    def prepare_schema(self, task: str, name: str, schema: TaskSchema | None) -> None:
+        """Compile a request's own schema for `task:name` within `schema_compile_s` (SchemaError past it); compiled
+        grammars are kept by schema. Call it before `extract`, outside the lock, so a slow schema holds no other request."""
         if (
             schema is not None
             and isinstance(decoder := self.get(task, name).decoder, SchemaDecoder)
             and schema.sha256 != decoder.schema.sha256
         ):
             compile_grammar(self.tokenizer, decoder.vocab_size, schema, self.schema_compile_s)
-        return self.on_model_thread(self._extract, task, name, documents, schema)
 
-    def _extract(self, task: str, name: str, documents: list[str], schema: TaskSchema | None) -> tuple[Variant, list[Extraction]]:
+    def extract(
+        self, task: str, name: str, documents: list[str], schema: TaskSchema | None = None, max_new_tokens: int | None = None
+    ) -> tuple[Variant, list[Extraction]]:
+        """Documents -> JSON with an idp task's variant, decoded as one batch, under the task's schema or a request's own,
+        within `max_new_tokens` (at most the task's; answers still validate, closed early where the budget ran short)."""
+        self.prepare_schema(task, name, schema)
+        return self.on_model_thread(self._extract, task, name, documents, schema, max_new_tokens)
+
+    def _extract(
+        self, task: str, name: str, documents: list[str], schema: TaskSchema | None, max_new_tokens: int | None
+    ) -> tuple[Variant, list[Extraction]]:
         with self.lock:
             variant = self.get(task, name)
             decoder = variant.decoder
@@ -297,4 +303,4 @@ class InferenceEngine:
             if schema is not None and schema.sha256 != decoder.schema.sha256:
                 decoder = SchemaDecoder(self.model, self.tokenizer, schema, decoder.instruction, decoder.max_new_tokens, decoder.batch_size)
             with self._active(variant):
-                return variant, decoder.extract(documents)
+                return variant, decoder.extract(documents, max_new_tokens=max_new_tokens, batch_size=len(documents))

@@ -21,7 +21,7 @@ class ServiceMetrics:
         )
         self.batch_size = Histogram(
             "distill_slm_batch_size",
-            "requests scored together in one forward",
+            "requests answered together: one forward (classification) or one batched decode (extraction)",
             ["task", "variant"],
             buckets=(1, 2, 4, 8, 16, 32),
             registry=self.registry,

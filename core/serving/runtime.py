@@ -19,7 +19,7 @@ import dataclasses
 import time
 import uuid
 
-from core.errors import InputTooLong, RegistryError, TeacherUnavailable, UnknownVariant
+from core.errors import AnswerBudgetTooSmall, InputTooLong, InvalidRequest, RegistryError, TeacherUnavailable, UnknownVariant
 from core.kinds import ServedAnswer, kind_of
 from core.registry import ALIASES, GateDecision
 from core.serving.audit import AuditLog
@@ -53,6 +53,8 @@ class ServingRuntime:
             s.max_wait_ms,
             on_batch=lambda task, variant, n: self.metrics.batch_size.labels(task, variant).observe(n),
             chunk_tokens=s.prefill_chunk_tokens,
+            extract_batch=s.extract_max_batch,
+            extract_wait_ms=s.extract_wait_ms,
         )
         self.engine = engine
 
@@ -86,8 +88,10 @@ class ServingRuntime:
         json_schema: dict | None = None,
     ) -> ServedAnswer:
         """The OpenAI-compatible path: `model` is `<task>:<variant>` or `<task>:<alias>`. `max_tokens` cuts the answer
-        after that many tokens (`finish_reason` "length"); `stop` cuts it before the first stop string ("stop");
-        `json_schema` (a request's `response_format`) constrains an extraction to that schema."""
+        after that many tokens (`finish_reason` "length"); an extraction is instead decoded within it and closed early
+        where it runs short, so it still validates (a budget under the shortest valid answer is refused before decoding);
+        `stop` cuts it before the first stop string ("stop"); `json_schema` (a request's `response_format`) constrains an
+        extraction to that schema."""
         task, _, variant = model.partition(":")
         if not variant:
             raise UnknownVariant(f"model: {model!r}; use <task>:<variant> or <task>:<alias> (see /v1/models)")
@@ -95,7 +99,10 @@ class ServingRuntime:
             raise UnknownVariant(f"model: task {task!r} has no {variant!r} adapter")
         self._check_length(text, "messages")
         start = time.perf_counter()
-        answer = self._answer(task, variant, text, json_schema)
+        try:
+            answer = self._answer(task, variant, text, json_schema, max_tokens)
+        except AnswerBudgetTooSmall as exc:
+            raise InvalidRequest("max_tokens", str(exc)) from None
         answer.request_id = "chatcmpl-" + uuid.uuid4().hex
         self._limit(answer, max_tokens, stop)
         return self._finish(answer, start, "chat", caller, text)
@@ -142,11 +149,12 @@ class ServingRuntime:
         if tokens > self.settings.max_input_tokens:
             raise InputTooLong(field, f"{tokens} tokens, over the limit of {self.settings.max_input_tokens} (max_input_tokens)")
 
-    def _answer(self, task: str, variant: str, text: str, json_schema: dict | None) -> ServedAnswer:
+    def _answer(self, task: str, variant: str, text: str, json_schema: dict | None, max_tokens: int | None = None) -> ServedAnswer:
         cfg = self.engine.configs.get(task)
         if cfg is None:
             self.engine.get(task, variant)  # raises UnknownVariant listing what is served
-        return kind_of(cfg).answer(self.engine, self.batcher, task, variant, text, json_schema, self.settings.max_schema_bytes)
+        kind = kind_of(cfg)
+        return kind.answer(self.engine, self.batcher, task, variant, text, json_schema, self.settings.max_schema_bytes, max_tokens)
 
     def _maybe_escalate(self, answer: ServedAnswer, text: str) -> None:
         """Ask the teacher when the student is unsure; a failing teacher leaves the student's answer, with the reason."""

@@ -88,3 +88,22 @@ def test_a_schema_slow_to_compile_is_refused_while_other_requests_are_answered(s
     assert "schema_compile_s" in refused["error"]["message"] and refused["seconds"] < SCHEMA_COMPILE_S + 2
     assert others and all(status == 200 for status, _ in others)
     assert max(seconds for _, seconds in others) < SCHEMA_COMPILE_S, others
+
+
+def test_concurrent_extraction_requests_share_decode_steps(server):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i):
+        body = {"task": "invoices", "input": f"INVOICE INV-{i:04d} from Acme Ltd, total 12.50 EUR"}
+        return httpx.post(f"{server['url']}/infer/sft", json=body, timeout=120)
+
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(one, range(6)))
+    assert all(a.status_code == 200 and a.json()["schema_valid"] for a in answers), [a.text for a in answers]
+    text = httpx.get(server["url"] + "/metrics").text
+    counts = {
+        line.split('le="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("distill_slm_batch_size_bucket{") and 'task="invoices",variant="sft"' in line
+    }
+    assert counts["+Inf"] > counts["1.0"]  # some decodes answered more than one request

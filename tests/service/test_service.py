@@ -1,5 +1,6 @@
 """The real service: uvicorn on a loopback port, driven by plain HTTP and the official openai client."""
 
+import json
 import threading
 import time
 
@@ -118,7 +119,7 @@ def test_concurrent_requests_are_batched(server):
     counts = {
         line.split('le="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
-        if line.startswith("distill_slm_batch_size_bucket{") and 'variant="sft"' in line
+        if line.startswith("distill_slm_batch_size_bucket{") and 'task="creditmix",variant="sft"' in line
     }
     assert counts["+Inf"] > counts["1.0"]  # some forwards scored more than one request
 
@@ -152,8 +153,16 @@ def test_openai_contract_usage_limits_and_refusals(server):
     assert reply.usage.prompt_tokens > 10 and reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
     cut = client.chat.completions.create(model="creditmix:sft", messages=ask, stop=[label[1:]])
     assert cut.choices[0].message.content == label[:1] and cut.choices[0].finish_reason == "stop"
-    short = client.chat.completions.create(model="invoices:sft", messages=[{"role": "user", "content": "Invoice INV-1"}], max_tokens=3)
-    assert short.usage.completion_tokens == 3 and short.choices[0].finish_reason == "length"
+    # An extraction is decoded within max_tokens and closed early, so it still parses and validates; a budget under the
+    # shortest valid answer is refused before decoding, naming the field.
+    invoice = [{"role": "user", "content": "Invoice INV-1"}]
+    short = client.chat.completions.create(model="invoices:sft", messages=invoice, max_tokens=70)
+    assert short.usage.completion_tokens <= 70 and short.choices[0].finish_reason == "length"
+    extra = short.model_extra["distill_slm"]
+    assert json.loads(short.choices[0].message.content) and extra["schema_valid"] and extra["closed_early"]
+    with pytest.raises(openai.UnprocessableEntityError) as refused:
+        client.chat.completions.create(model="invoices:sft", messages=invoice, max_tokens=3)
+    assert refused.value.body["param"] == "max_tokens" and "shortest valid answer" in refused.value.body["message"]
     for bad, field in (({"temperature": 0.7}, "temperature"), ({"n": 2}, "n"), ({"extra_body": {"top_k": 5}}, "top_k")):
         with pytest.raises(openai.UnprocessableEntityError) as refused:
             client.chat.completions.create(model="creditmix:sft", messages=ask, **bad)

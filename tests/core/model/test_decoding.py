@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from core.common.config import ModelConfig
+from core.evaluation.metrics import field_diff
 from core.model.decoding import DecodeLinear, enable_fast_decode, greedy_decode
 from core.model.loading import load_model
 from core.model.schema import GrammarMask, SchemaDecoder, TaskSchema
@@ -45,7 +46,11 @@ def test_fast_decode_keeps_answers_valid_and_leaves_training_weights_alone(embed
     if not enable_fast_decode(fast):
         pytest.skip("fp16 matrix-vector products are not faster than fp32 on this CPU: the fast path stays off")
     linear = fast.model.layers[0].mlp.up_proj
-    assert isinstance(linear, DecodeLinear) and linear.weight.dtype == torch.float32 and linear.half_weight.dtype == torch.float16
+    assert (
+        isinstance(linear, DecodeLinear)
+        and linear.weight.dtype == torch.float32
+        and linear.copies[(None, torch.float16)].dtype == torch.float16
+    )
     schema = TaskSchema.from_dict(invoices.SCHEMA)
     docs = [d["document"] for d in invoices.generate(2, seed=3)]
     slow = SchemaDecoder(model, tokenizer, schema, "Extract the invoice as JSON.", max_new_tokens=200, batch_size=1).extract(docs)
@@ -53,10 +58,14 @@ def test_fast_decode_keeps_answers_valid_and_leaves_training_weights_alone(embed
     # fp16 weights could change a close call between two tokens (bench generate reports field F1 on 30 documents);
     # on these two documents not one token changes.
     assert [r.text for r in quick] == [r.text for r in slow] and quick[0].valid
-    # Batches (and prefill) stay on the fp32 weights: the same answers as the slow model.
+    # Prefill stays on the fp32 weights; batched decode steps run on the bf16 copies (where this CPU multiplies bf16
+    # faster): a few close calls may change, the answers stay valid and agree with fp32 on most fields.
     batched = SchemaDecoder(fast, tokenizer, schema, "Extract the invoice as JSON.", batch_size=2).extract(docs, max_new_tokens=80)
     reference = SchemaDecoder(model, tokenizer, schema, "Extract the invoice as JSON.", batch_size=2).extract(docs, max_new_tokens=80)
-    assert [r.text for r in batched] == [r.text for r in reference]
+    if torch.bfloat16 not in fast.decode_dtypes:
+        assert [r.text for r in batched] == [r.text for r in reference]
+    agreement = [field_diff(r.output, b.output) for r, b in zip(reference, batched)]
+    assert all(b.valid for b in batched) and sum(a["correct"] for a in agreement) >= 0.7 * sum(a["gold"] for a in agreement), agreement
 
 
 def test_adapters_attach_over_the_decode_copies_and_act_on_the_fast_path(tiny_model_dir, tmp_path):

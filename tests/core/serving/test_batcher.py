@@ -66,3 +66,43 @@ def test_a_long_input_does_not_hold_short_ones_behind_its_prefill(embedded_dir, 
     batcher.close()
     assert waits and max(waits) < long_s / 3, (waits, long_s)
     assert answers["long"].label == alone.label and abs(answers["long"].confidence - alone.confidence) < 1e-4
+
+
+def test_extraction_requests_decode_together_and_a_row_that_fails_fails_alone(tiny_model_dir, tmp_path):
+    import yaml
+
+    from core.common.config import TaskConfig
+    from core.errors import DocumentTooLong
+    from core.registry import Registry
+    from core.serving.engine import InferenceEngine
+    from demos import invoices
+    from tests.conftest import make_adapter
+
+    cfg = TaskConfig(type="idp", max_new_tokens=120)
+    cfg.model.base_model = str(tiny_model_dir)
+    registry = Registry(tmp_path / "runs")
+    adapter = make_adapter(cfg, tmp_path / "adapter", seed=1)
+    registry.register("invoices", "sft", adapter, {"field_f1": 0.1}, yaml.safe_dump(cfg.model_dump(mode="json")), {})
+    engine = InferenceEngine(str(registry.root), fast_decode=True)
+    engine.load()
+    sizes, answers, errors = [], {}, {}
+    batcher = DynamicBatcher(engine, extract_batch=8, extract_wait_ms=500, on_batch=lambda task, variant, n: sizes.append(n))
+    documents = [d["document"] for d in invoices.generate(4, seed=2)] + ["word " * 9000]  # the last is over the context
+
+    def ask(i):
+        try:
+            answers[i] = batcher.extract("invoices", "base", documents[i])
+        except DocumentTooLong as exc:
+            errors[i] = exc
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(documents))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    together = batcher.extract("invoices", "base", documents[0])  # alone now
+    batcher.close()
+    engine.close()
+    assert sizes[0] == 5 and list(errors) == [4] and "context" in str(errors[4])
+    assert sorted(answers) == [0, 1, 2, 3] and all(extraction.valid for _, extraction in answers.values())
+    assert together[1].valid and sizes[-1] == 1
