@@ -48,7 +48,9 @@ class DecodeLinear(torch.nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if _fast.get():
             dtype = step_dtype(x.shape[:-1].numel())
-            weight = self.copies.get((_merged.get(), dtype))
+            # a layer the merged adapter does not touch has no copy of its own: the base copy is its weight
+            weight = self.copies.get((_merged.get(), dtype)) if _merged.get() else None
+            weight = self.copies.get((None, dtype)) if weight is None else weight
             if weight is not None:
                 bias = None if self.bias is None else self.bias.to(dtype)
                 return torch.nn.functional.linear(x.to(dtype), weight, bias).to(x.dtype)

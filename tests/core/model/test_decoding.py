@@ -91,8 +91,15 @@ def test_adapters_attach_over_the_decode_copies_and_act_on_the_fast_path(tiny_mo
             with peft_model.disable_adapter():
                 fast_base = lora(x)
         assert merge_for_decode(peft_model, "default")  # the production variant's copy: weight + LoRA delta in fp16
+        # a layer the adapter does not touch keeps running on its base fp16 copy while the merged adapter is active
+        wrapped = {id(m.base_layer) for m in peft_model.modules() if hasattr(m, "base_layer") and hasattr(m, "lora_A")}
+        plain = next(m for m in peft_model.modules() if isinstance(m, DecodeLinear) and id(m) not in wrapped)
+        y = torch.randn(1, 1, plain.in_features)
         with merged_adapter(peft_model, "default"), fast_steps(peft_model):
             merged = lora(x)
+            untouched = plain(y)
+    expected = torch.nn.functional.linear(y.half(), plain.copies[(None, torch.float16)]).float()
+    assert torch.equal(untouched, expected)  # not the fp32 weight: that would be the slow path
     assert not torch.equal(fast, slow) and torch.allclose(fast, slow, atol=5e-2)  # fp16 weights, the same layer
     assert not torch.allclose(fast, fast_base, atol=5e-2)  # the adapter acts on the fast path
     assert torch.allclose(merged, slow, atol=5e-2) and not torch.equal(merged, fast)  # merged in, not added twice
