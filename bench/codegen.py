@@ -1,5 +1,8 @@
 """Benchmark: code generation on the pyfuncs demo — base vs SFT vs DPO, pass@1 by executing tests.
 
+First, the sandbox's own cost: spawning, isolating and running a trivial passing test, p50/p95
+beside the plain subprocess it replaced (target: p50 <= 150 ms).
+
 SFT trains on the reference answers (plan + code) of the training tasks. DPO trains a fresh LoRA
 on pairs built from the base model's own samples on training tasks (code that passes vs code that
 fails; the SFT student passes nearly all its samples, leaving too few pairs). Every variant
@@ -10,22 +13,61 @@ answers the same held-out tasks greedily; pass@1 is the share whose code passes.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from core.codegen import CODEGEN_INSTRUCTION, CodeTask, code_pairs, format_answer, pass_rate, sample_answers
 from core.common.config import TaskConfig
 from core.common.records import Example
 from core.model.loading import load_adapter, load_model
+from core.sandbox import isolation, run_tests
 from core.training.dpo import train_dpo
 from core.training.sft import train_sft
 from demos import pyfuncs
 
 MAX_NEW_TOKENS = 96  # a plan line and a one-line function body fit with room to spare
+_PLAIN_RUNNER = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_CPU, (10, 10))
+resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+exec(compile(open(sys.argv[1]).read(), "candidate.py", "exec"), {"__name__": "__main__"})
+"""
+
+
+def _plain_run(code: str, tests: str) -> bool:
+    """The sandbox before it was hardened: a fresh interpreter with CPU and memory limits, passed on exit code 0."""
+    with tempfile.TemporaryDirectory(prefix="codegen-") as folder:
+        path = Path(folder) / "candidate.py"
+        path.write_text(f"{code}\n\n{tests}\n")
+        proc = subprocess.run([sys.executable, "-I", "-B", "-c", _PLAIN_RUNNER, str(path)], cwd=folder, env={}, capture_output=True)
+    return proc.returncode == 0
+
+
+def sandbox_overhead(runs: int = 30) -> dict:
+    """Spawn, isolate and run a trivial passing test: p50/p95 ms of the sandbox beside the plain subprocess it replaced."""
+    code, tests = "def f(x):\n    return x + 1", "assert f(1) == 2"
+    figures = {"isolation": isolation()}
+    for name, check in (("plain_subprocess", lambda: _plain_run(code, tests)), ("sandbox", lambda: run_tests(code, tests).passed)):
+        assert check()  # warm: the interpreter's files are in the page cache for both
+        timings = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            assert check()
+            timings.append((time.perf_counter() - start) * 1000)
+        figures[name] = {
+            "runs": runs,
+            "ms_p50": round(float(np.percentile(timings, 50)), 1),
+            "ms_p95": round(float(np.percentile(timings, 95)), 1),
+        }
+    figures["ratio_sandbox_over_plain_p50"] = round(figures["sandbox"]["ms_p50"] / figures["plain_subprocess"]["ms_p50"], 2)
+    figures["target_p50_150ms"] = figures["sandbox"]["ms_p50"] <= 150
+    return figures
 
 
 def _tasks(rows: list[dict]) -> list[CodeTask]:
@@ -54,6 +96,8 @@ def run(quick: bool = False) -> dict:
     cfg.training.max_length = 384
     out = Path(tempfile.mkdtemp(prefix="bench-codegen-"))
     figures: dict = {"train_tasks": n_train, "eval_tasks": n_eval, "sft_steps": cfg.training.max_steps}
+    figures["sandbox_overhead"] = sandbox_overhead(10 if quick else 30)
+    print(f"sandbox p50 {figures['sandbox_overhead']['sandbox']['ms_p50']} ms", file=sys.stderr)
 
     figures["base"] = _score(cfg, held_out, None)
     print(f"base pass@1 {figures['base']['pass_rate']:.3f}", file=sys.stderr)

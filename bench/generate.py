@@ -177,6 +177,8 @@ def over_http(documents: list[str], max_new_tokens: int = 150) -> dict:
                 with httpx.Client(base_url=url, timeout=600) as client:
                     client.post("/infer/sft", json={"task": "invoices", "input": documents[0]}).raise_for_status()  # warm-up
                     figures[name] = _clients(client, documents, tokenizer, 1)
+                    model = server.config.app.state.runtime.engine.model  # what the service set up on this CPU
+                    figures[name]["decode_dtypes"] = sorted(str(d).removeprefix("torch.") for d in getattr(model, "decode_dtypes", ()))
                     if fast:  # concurrent clients: their requests share decode steps (the service's extraction batcher)
                         figures["clients_8"] = _clients(client, documents, tokenizer, 8)
             finally:
