@@ -124,16 +124,19 @@ def sample_answers(
 def pass_rate(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, instruction: str, tasks: list[CodeTask], max_new_tokens: int = 160
 ) -> dict:
-    """pass@1 with greedy answers: the share of tasks whose answer passes its tests, and why the rest failed."""
+    """pass@1 with greedy answers: the share of tasks whose answer passes its tests, and why the rest failed (by cause:
+    syntax, assertion, timeout, crash, output, incomplete)."""
     answers = [a[0] for a in sample_answers(model, tokenizer, instruction, [t.prompt for t in tasks], 1, max_new_tokens=max_new_tokens)]
     results = run_all([(extract_code(answer), task.tests) for answer, task in zip(answers, tasks)])
-    failures = Counter(r.error.split(":")[0] for r in results if not r.passed)
+    failures = Counter(r.cause for r in results if not r.passed)
     return {
         "pass_rate": sum(r.passed for r in results) / max(len(tasks), 1),
         "passed": sum(r.passed for r in results),
         "tasks": len(tasks),
         "failures": dict(failures.most_common()),
-        "predictions": [{"id": t.id, "passed": r.passed, "error": r.error, "answer": a} for t, r, a in zip(tasks, results, answers)],
+        "predictions": [
+            {"id": t.id, "passed": r.passed, "cause": r.cause, "error": r.error, "answer": a} for t, r, a in zip(tasks, results, answers)
+        ],
     }
 
 
