@@ -1,5 +1,8 @@
 """Benchmark: code generation on the pyfuncs demo — base vs SFT vs DPO, pass@1 by executing tests.
 
+Every variant is scored on tasks of the held-out function families (`pyfuncs.HELD_OUT`: no training
+row comes from them); base and SFT also on new rows of the training families, for comparison.
+
 First, the sandbox's own cost: spawning, isolating and running a trivial passing test, p50/p95
 beside the plain subprocess it replaced (target: p50 <= 150 ms).
 
@@ -83,6 +86,8 @@ def _score(cfg: TaskConfig, tasks: list[CodeTask], adapter: Path | None) -> dict
     report = pass_rate(model, tokenizer, CODEGEN_INSTRUCTION, tasks, max_new_tokens=MAX_NEW_TOKENS)
     return {
         "pass_rate": round(report["pass_rate"], 4),
+        "syntax_rate": round(report["syntax_rate"], 4),
+        "lint_pass_rate": round(report["lint_pass_rate"], 4),
         "failures": report["failures"],
         "s_per_task": round((time.perf_counter() - start) / len(tasks), 2),
     }
@@ -91,7 +96,9 @@ def _score(cfg: TaskConfig, tasks: list[CodeTask], adapter: Path | None) -> dict
 def run(quick: bool = False) -> dict:
     cfg = TaskConfig(instruction=CODEGEN_INSTRUCTION)
     n_train, n_eval, n_pair_tasks = (24, 6, 6) if quick else (240, 40, 60)
-    train, held_out = _tasks(pyfuncs.generate(n_train, seed=11)), _tasks(pyfuncs.generate(n_eval, seed=12))
+    train = _tasks(pyfuncs.generate(n_train, seed=11))
+    held_out = _tasks(pyfuncs.generate(n_eval, seed=12, families=pyfuncs.HELD_OUT))  # no training row comes from these
+    seen = _tasks(pyfuncs.generate(n_eval, seed=12))  # new rows of the training families
     cfg.training.max_steps = 3 if quick else 60
     cfg.training.max_length = 384
     out = Path(tempfile.mkdtemp(prefix="bench-codegen-"))
@@ -100,11 +107,13 @@ def run(quick: bool = False) -> dict:
     print(f"sandbox p50 {figures['sandbox_overhead']['sandbox']['ms_p50']} ms", file=sys.stderr)
 
     figures["base"] = _score(cfg, held_out, None)
+    figures["base_seen_families"] = _score(cfg, seen, None)
     print(f"base pass@1 {figures['base']['pass_rate']:.3f}", file=sys.stderr)
     rows = [Example(t.id, t.prompt, format_answer(t.solution, t.plan)) for t in train]
     sft_adapter, stats = train_sft(cfg, rows, out / "sft-ck", out / "sft")
     figures["sft_training"] = {"steps": stats.steps, "train_s": round(stats.train_runtime_s, 1)}
     figures["sft"] = _score(cfg, held_out, sft_adapter)
+    figures["sft_seen_families"] = _score(cfg, seen, sft_adapter)
     print(f"SFT pass@1 {figures['sft']['pass_rate']:.3f}", file=sys.stderr)
 
     model, tokenizer = load_model(cfg.model)

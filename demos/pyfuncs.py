@@ -1,11 +1,14 @@
 """pyfuncs: an embedded demo data set for code generation — small Python functions with tests.
 
 Each row is a spec, asserts that check it, the function's name, a one-line plan and a reference
-solution (the README's codegen row format). Fourteen families over numbers, strings and lists — eight
-one-step ones that SmolLM2-135M mostly solves zero-shot, six two-step ones that it mostly does not —
-each with random constants and names, so a student cannot pass by memorising one answer per family.
+solution (the README's codegen row format). Fourteen training families over numbers, strings and
+lists — eight one-step ones that SmolLM2-135M mostly solves zero-shot, six two-step ones that it
+mostly does not — each with random constants and names, so a student cannot pass by memorising one
+answer per family. Six more families are held out (`HELD_OUT`): no training row comes from them,
+so pass@1 on them measures what generalises, not what was seen.
 
-    rows = generate(200, seed=0)   # [{"id", "prompt", "tests", "entry_point", "plan", "solution"}, ...]
+    rows = generate(200, seed=0)                      # training families
+    held_out = generate(40, seed=1, families=HELD_OUT)
 """
 
 from __future__ import annotations
@@ -20,10 +23,16 @@ INSTRUCTION = (
 _WORDS = ["alpha", "delta", "kilo", "lima", "nova", "orbit", "pixel", "quartz", "sigma", "tango", "vega", "zulu"]
 
 
-def _family(rng: random.Random) -> tuple[str, str, str, str, list[tuple[str, object]]]:
-    """(spec, plan, signature, body, [(call, expected)]) of one random function."""
+TRAIN = tuple(range(14))
+HELD_OUT = tuple(range(14, 20))
+
+
+def _family(rng: random.Random, families: tuple[int, ...] = TRAIN) -> tuple[str, str, str, str, list[tuple[str, object]]]:
+    """(spec, plan, signature, body, [(call, expected)]) of one random function from one of `families`."""
     k = rng.randint(2, 9)
-    kind = rng.randrange(14)
+    kind = rng.choice(families)
+    if kind >= 14:
+        return _held_out(rng, kind, k)
     if kind == 0:
         xs = [rng.randint(-20, 50) for _ in range(3)]
         return f"returns x plus {k}", f"add {k} to x", "(x)", f"return x + {k}", [(f"({x})", x + k) for x in xs]
@@ -132,11 +141,69 @@ def _family(rng: random.Random) -> tuple[str, str, str, str, list[tuple[str, obj
     )
 
 
-def generate(n: int, seed: int = 0) -> list[dict]:
+def _held_out(rng: random.Random, kind: int, k: int) -> tuple[str, str, str, str, list[tuple[str, object]]]:
+    lists = [[rng.randint(-10, 40) for _ in range(rng.randint(2, 7))] for _ in range(3)]
+    if kind == 14:
+        lists = [xs + [xs[0]] for xs in lists]  # a repeat in every case: `return xs` must fail
+        return (
+            "returns the list xs without repeated items, keeping the first occurrence of each in order",
+            "walk xs, keep an item the first time it is seen",
+            "(xs)",
+            "seen, out = set(), []\n    for x in xs:\n        if x not in seen:\n            seen.add(x)\n            out.append(x)\n"
+            "    return out",
+            [(f"({xs})", list(dict.fromkeys(xs))) for xs in lists],
+        )
+    if kind == 15:
+        sentences = [" ".join(rng.choice(_WORDS)[: rng.randint(2, 6)] for _ in range(rng.randint(3, 6))) for _ in range(3)]
+        return (
+            f"returns how many words of the string s (separated by spaces) are longer than {k // 2} letters",
+            f"split s, count the words with len > {k // 2}",
+            "(s)",
+            f"return sum(1 for w in s.split() if len(w) > {k // 2})",
+            [(f"({t!r})", sum(1 for w in t.split() if len(w) > k // 2)) for t in sentences],
+        )
+    if kind == 16:
+        words = [rng.choice(_WORDS), "Level", "abca"]
+        return (
+            "returns True if the string s reads the same backwards, ignoring case, else False",
+            "lower-case s and compare it with its reverse",
+            "(s)",
+            "t = s.lower()\n    return t == t[::-1]",
+            [(f"({w!r})", w.lower() == w.lower()[::-1]) for w in words],
+        )
+    if kind == 17:
+        cases = [xs[:2] + [-rng.randint(1, 9)] + xs[2:] for xs in lists[:2]] + [[abs(x) for x in lists[2]]]
+        return (
+            "returns the index of the first negative number in the list xs, or -1 if there is none",
+            "enumerate xs and return the first index whose item is below 0",
+            "(xs)",
+            "for i, x in enumerate(xs):\n        if x < 0:\n            return i\n    return -1",
+            [(f"({xs})", next((i for i, x in enumerate(xs) if x < 0), -1)) for xs in cases],
+        )
+    if kind == 18:
+        r = k % 3 + 1
+        return (
+            f"returns the list xs rotated left by {r} places (the first {r} items move to the end)",
+            f"slice xs at {r} mod its length and swap the halves",
+            "(xs)",
+            f"r = {r} % len(xs)\n    return xs[r:] + xs[:r]",
+            [(f"({xs})", xs[r % len(xs) :] + xs[: r % len(xs)]) for xs in lists],
+        )
+    lists = [xs + [max(xs) + 1, max(xs) + 1] for xs in lists]  # the largest repeated: the second largest is distinct
+    return (
+        "returns the second largest distinct number in the list xs",
+        "take the distinct values, sort them, return the one before the last",
+        "(xs)",
+        "return sorted(set(xs))[-2]",
+        [(f"({xs})", sorted(set(xs))[-2]) for xs in lists],
+    )
+
+
+def generate(n: int, seed: int = 0, families: tuple[int, ...] = TRAIN) -> list[dict]:
     rng = random.Random(seed)
     rows = []
     for i in range(n):
-        spec, plan, signature, body, cases = _family(rng)
+        spec, plan, signature, body, cases = _family(rng, families)
         name = f"{rng.choice(_WORDS)}_{rng.choice(['value', 'calc', 'fn', 'op'])}_{i}"
         rows.append(
             {

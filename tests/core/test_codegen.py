@@ -107,3 +107,13 @@ def test_embedded_model_answers_are_run_and_become_pairs_that_train(embedded_dir
     cfg.dpo.min_pairs, cfg.training.batch_size, cfg.training.max_steps, cfg.training.max_length = 1, 2, 1, 512
     adapter, stats = train_dpo(cfg, pairs, tmp_path / "ckpt", tmp_path / "dpo", progress=False)
     assert stats.steps == 1 and (adapter / "adapter_model.safetensors").exists()
+
+
+def test_syntax_lint_and_pass_at_k():
+    from core.codegen import lint_ok, pass_at_k, syntax_ok
+
+    assert syntax_ok("def f(x):\n    return x") and not syntax_ok("def f(x) return x")
+    assert lint_ok("def f(x):\n    return x\n")
+    assert not lint_ok("import os\n\n\ndef f(x):\n    return y\n")  # unused import, undefined name
+    assert pass_at_k(10, 3, 1) == pytest.approx(0.3) and pass_at_k(10, 3, 5) == pytest.approx(1 - 21 / 252)
+    assert pass_at_k(5, 0, 1) == 0.0 and pass_at_k(5, 4, 2) == 1.0  # fewer failures than k: some draw passes
