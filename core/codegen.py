@@ -37,6 +37,7 @@ CODEGEN_INSTRUCTION = (
     "You write Python. Answer with a one-line plan starting with 'Plan:', then the complete function "
     "in one ```python code block, and nothing else."
 )
+CODE_ONLY_INSTRUCTION = "You write Python. Answer with the complete function in one ```python code block, and nothing else."
 
 
 @dataclass

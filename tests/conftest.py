@@ -121,6 +121,17 @@ def server(tiny_model_dir, tmp_path_factory):
     srv.should_exit = True
 
 
+def batch_size_counts(url: str, task: str, variant: str) -> dict[str, float]:
+    """The service's batch-size histogram for one task and variant, bucket bound -> cumulative count (from /metrics)."""
+    import httpx
+
+    return {
+        line.split('le="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+        for line in httpx.get(url + "/metrics").text.splitlines()
+        if line.startswith("distill_slm_batch_size_bucket{") and f'task="{task}",variant="{variant}"' in line
+    }
+
+
 # -- crash tests: real subprocesses killed with SIGKILL at seeded random moments ----------------------------
 KILLS: list[dict] = []  # one entry per kill, for the summary printed at the end of the run
 

@@ -9,7 +9,7 @@ from openai import OpenAI
 
 from core.model.schema import TaskSchema
 from demos import invoices
-from tests.conftest import SCHEMA_COMPILE_S
+from tests.conftest import SCHEMA_COMPILE_S, batch_size_counts
 
 DOC = invoices.generate(1, seed=5)[0]["document"]
 OWN_SCHEMA = {
@@ -100,10 +100,5 @@ def test_concurrent_extraction_requests_share_decode_steps(server):
     with ThreadPoolExecutor(6) as pool:
         answers = list(pool.map(one, range(6)))
     assert all(a.status_code == 200 and a.json()["schema_valid"] for a in answers), [a.text for a in answers]
-    text = httpx.get(server["url"] + "/metrics").text
-    counts = {
-        line.split('le="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("distill_slm_batch_size_bucket{") and 'task="invoices",variant="sft"' in line
-    }
+    counts = batch_size_counts(server["url"], "invoices", "sft")
     assert counts["+Inf"] > counts["1.0"]  # some decodes answered more than one request

@@ -9,7 +9,7 @@ import openai
 import pytest
 
 from core.serving.audit import read_audit
-from tests.conftest import ADMIN_KEY
+from tests.conftest import ADMIN_KEY, batch_size_counts
 
 
 def test_infer_base_and_sft(server):
@@ -115,12 +115,7 @@ def test_concurrent_requests_are_batched(server):
     with ThreadPoolExecutor(16) as pool:
         answers = list(pool.map(one, range(48)))
     assert all(a.status_code == 200 for a in answers)
-    text = httpx.get(server["url"] + "/metrics").text
-    counts = {
-        line.split('le="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("distill_slm_batch_size_bucket{") and 'task="creditmix",variant="sft"' in line
-    }
+    counts = batch_size_counts(server["url"], "creditmix", "sft")
     assert counts["+Inf"] > counts["1.0"]  # some forwards scored more than one request
 
 
