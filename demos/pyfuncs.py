@@ -4,8 +4,8 @@ Each row is a spec, asserts that check it, the function's name, a one-line plan 
 solution (the README's codegen row format). Fourteen training families over numbers, strings and
 lists — eight one-step ones that SmolLM2-135M mostly solves zero-shot, six two-step ones that it
 mostly does not — each with random constants and names, so a student cannot pass by memorising one
-answer per family. Six more families are held out (`HELD_OUT`): no training row comes from them,
-so pass@1 on them measures what generalises, not what was seen.
+answer per family. Ten more families are held out (`HELD_OUT`: six two-step, four one-step): no
+training row comes from them, so pass@1 on them measures what generalises, not what was seen.
 
     rows = generate(200, seed=0)                      # training families
     held_out = generate(40, seed=1, families=HELD_OUT)
@@ -24,7 +24,7 @@ _WORDS = ["alpha", "delta", "kilo", "lima", "nova", "orbit", "pixel", "quartz", 
 
 
 TRAIN = tuple(range(14))
-HELD_OUT = tuple(range(14, 20))
+HELD_OUT = tuple(range(14, 24))  # six two-step families (14-19), four one-step ones (20-23)
 
 
 def _family(rng: random.Random, families: tuple[int, ...] = TRAIN) -> tuple[str, str, str, str, list[tuple[str, object]]]:
@@ -143,6 +143,22 @@ def _family(rng: random.Random, families: tuple[int, ...] = TRAIN) -> tuple[str,
 
 def _held_out(rng: random.Random, kind: int, k: int) -> tuple[str, str, str, str, list[tuple[str, object]]]:
     lists = [[rng.randint(-10, 40) for _ in range(rng.randint(2, 7))] for _ in range(3)]
+    if kind == 20:
+        return (
+            "returns the smallest number in the non-empty list xs",
+            "use min",
+            "(xs)",
+            "return min(xs)",
+            [(f"({xs})", min(xs)) for xs in lists],
+        )
+    if kind == 21:
+        xs = [rng.randint(-20, 50) for _ in range(3)]
+        return f"returns x minus {k}", f"subtract {k} from x", "(x)", f"return x - {k}", [(f"({x})", x - k) for x in xs]
+    if kind == 22:
+        return "returns how many items the list xs has", "use len", "(xs)", "return len(xs)", [(f"({xs})", len(xs)) for xs in lists]
+    if kind == 23:
+        words = [w.capitalize() for w in rng.sample(_WORDS, 2)] + ["MiXeD"]
+        return "returns the string s in lower case", "use lower()", "(s)", "return s.lower()", [(f"({w!r})", w.lower()) for w in words]
     if kind == 14:
         lists = [xs + [xs[0]] for xs in lists]  # a repeat in every case: `return xs` must fail
         return (

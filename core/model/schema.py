@@ -293,14 +293,17 @@ class GrammarMask(LogitsProcessor):
             self.forced: list[list[int]] = [[] for _ in range(batch_size)]
             self.closed_early = [False] * batch_size
             self.unclosable = [False] * batch_size  # the closer had no verified closing for this row
+            self.ahead: list[tuple] = [(None, None)] * batch_size  # (token, state after it) from the last look-ahead
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         for i, matcher in enumerate(self.matchers):
             if self.started and not matcher.is_terminated():
                 token = int(input_ids[i, -1])
                 matcher.accept_token(token)
-                if self.budget is not None:
-                    self.prefixes[i], self.pending[i] = self._fed(i, token)
+                if self.budget is not None:  # the state the look-ahead computed for this token, if it was the one taken
+                    seen, state = self.ahead[i]
+                    self.prefixes[i], self.pending[i] = state if seen == token else self._fed(i, token)
+                    self.ahead[i] = (None, None)
             if not matcher.is_terminated():
                 matcher.fill_next_token_bitmask(self.bitmask, i)
         self.started = True
@@ -336,7 +339,8 @@ class GrammarMask(LogitsProcessor):
                 choice = int(scores[i].argmax())
                 if choice == self.eos or self.unclosable[i]:
                     continue
-                closing = self._fed(i, choice)[0].closing()
+                self.ahead[i] = (choice, self._fed(i, choice))
+                closing = self.ahead[i][1][0].closing()
                 if closing is None:
                     continue  # the closer cannot follow this answer: it decodes as without a budget
                 # this token, the closing, end-of-sequence; a token spans at least one byte (the bound saves a tokenizer call)
