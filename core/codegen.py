@@ -31,6 +31,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from core.common.prompts import render_prompt
 from core.common.records import Pair, read_records
 from core.errors import DataError
+from core.model.decoding import greedy_decode
 from core.sandbox import run_all
 
 CODEGEN_INSTRUCTION = (
@@ -114,12 +115,17 @@ def sample_answers(
     temperature: float = 0.8,
     max_new_tokens: int = 160,
 ) -> list[list[str]]:
-    """`n` answers per prompt: greedy for n=1, else sampled at `temperature` (one generate call per prompt)."""
+    """`n` answers per prompt: greedy for n=1 (the shared decode loop, `core.model.decoding`, with its fast path where
+    set up), else sampled at `temperature` (one generate call per prompt)."""
     device = next(model.parameters()).device
     answers = []
     for prompt in prompts:
         enc = tokenizer(render_prompt(tokenizer, instruction, prompt), return_tensors="pt", add_special_tokens=False).to(device)
-        sampling = dict(do_sample=True, temperature=temperature, top_p=0.95) if n > 1 else dict(do_sample=False)
+        if n == 1:
+            new, _ = greedy_decode(model, dict(enc), max_new_tokens, tokenizer.eos_token_id, tokenizer.pad_token_id)
+            answers.append([tokenizer.decode(new[0], skip_special_tokens=True)])
+            continue
+        sampling = dict(do_sample=True, temperature=temperature, top_p=0.95)
         out = model.generate(**enc, max_new_tokens=max_new_tokens, num_return_sequences=n, pad_token_id=tokenizer.pad_token_id, **sampling)
         answers.append([tokenizer.decode(row[enc.input_ids.shape[1] :], skip_special_tokens=True) for row in out])
     return answers

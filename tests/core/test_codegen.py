@@ -117,3 +117,16 @@ def test_syntax_lint_and_pass_at_k():
     assert not lint_ok("import os\n\n\ndef f(x):\n    return y\n")  # unused import, undefined name
     assert pass_at_k(10, 3, 1) == pytest.approx(0.3) and pass_at_k(10, 3, 5) == pytest.approx(1 - 21 / 252)
     assert pass_at_k(5, 0, 1) == 0.0 and pass_at_k(5, 4, 2) == 1.0  # fewer failures than k: some draw passes
+
+
+def test_greedy_answers_come_from_the_shared_decode_loop_unchanged(tiny_model_dir):
+    from core.codegen import CODEGEN_INSTRUCTION, sample_answers
+    from core.common.prompts import render_prompt
+
+    model, tokenizer = load_model(ModelConfig(base_model=str(tiny_model_dir)))
+    prompts = [row["prompt"] for row in pyfuncs.generate(2, seed=4)]
+    got = [answers[0] for answers in sample_answers(model, tokenizer, CODEGEN_INSTRUCTION, prompts, n=1, max_new_tokens=24)]
+    for prompt, answer in zip(prompts, got):
+        enc = tokenizer(render_prompt(tokenizer, CODEGEN_INSTRUCTION, prompt), return_tensors="pt", add_special_tokens=False)
+        out = model.generate(**enc, max_new_tokens=24, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        assert answer == tokenizer.decode(out[0, enc.input_ids.shape[1] :], skip_special_tokens=True)
