@@ -45,13 +45,15 @@ log = logging.getLogger(__name__)
 NOBODY = 65534
 OUTPUT_LIMIT = 1 << 20  # bytes of stdout + stderr kept (and the largest file the candidate may write)
 
-# Runs in the child (`python -I -S -c RUNNER folder token isolate cpu_s memory nproc`): trusted code, before the
+# Runs in the child (`python -I -S -c RUNNER folder isolate cpu_s memory nproc`, the token on stdin): trusted code, before the
 # candidate. With isolation it unshares its namespaces, maps its own uid to root inside, forks into the new PID
 # namespace, mounts a fresh /proc, makes every mount but its folder read-only, sets its
 # limits, and runs the candidate; after the last test it prints the token.
 RUNNER = r"""
 import ctypes, os, resource, sys
-folder, token, isolate, cpu_s, memory, nproc = sys.argv[1], sys.argv[2], sys.argv[3] == "1", *map(int, sys.argv[4:7])
+folder, isolate, cpu_s, memory, nproc = sys.argv[1], sys.argv[2] == "1", *map(int, sys.argv[3:6])
+token = sys.stdin.readline().strip()  # not in argv, where /proc/self/cmdline would show it to the candidate
+sys.stdin.close()
 if isolate:
     libc = ctypes.CDLL(None, use_errno=True)
     uid, gid = os.getuid(), os.getgid()
@@ -163,17 +165,19 @@ def _run(code: str, tests: str, timeout_s: float, memory_mb: int, isolate: bool)
         Path(folder, "candidate.py").write_text(f"{code}\n\n{tests}\n")
         if identity:
             os.chown(folder, NOBODY, NOBODY)
-        args = [folder, token, "1" if isolate else "0", str(max(1, int(timeout_s))), str(memory_mb << 20), "64"]
+        args = [folder, "1" if isolate else "0", str(max(1, int(timeout_s))), str(memory_mb << 20), "64"]
         proc = subprocess.Popen(
             [interpreter, "-I", "-S", "-B", "-c", RUNNER, *args],
             cwd=folder,
             env={},
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: killed whole at the limit
             **identity,
         )
+        proc.stdin.write(f"{token}\n".encode())
+        proc.stdin.close()
         try:
             proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:

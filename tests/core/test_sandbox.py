@@ -29,6 +29,17 @@ def test_exiting_before_the_tests_is_not_a_pass(exit_call):
     assert not result.passed and result.cause in ("incomplete", "crash"), result
 
 
+def test_the_pass_token_is_not_in_the_candidates_command_line():
+    forge = (  # print whatever looks like a 32-hex-digit token among its arguments, last, and leave before the tests
+        "import os, re, sys\n"
+        "args = open('/proc/self/cmdline').read().split('\\0')\n"
+        "print('\\n'.join(a for a in args if re.fullmatch('[0-9a-f]{32}', a)))\n"
+        "sys.stdout.flush()\nos._exit(0)"
+    )
+    result = run_tests(f"{GOOD}\n{forge}", "assert double(2) == 5")
+    assert not result.passed and result.cause == "incomplete", result
+
+
 def test_an_endless_loop_is_stopped_at_the_time_limit():
     result = run_tests("def double(x):\n    while True:\n        pass", TESTS, timeout_s=1)
     assert not result.passed and result.cause == "timeout"
