@@ -1,23 +1,25 @@
-"""Benchmark: code generation on the pyfuncs demo — base vs SFT vs DPO, pass@1 by executing tests.
+"""Benchmark: code generation on the pyfuncs demo, end to end through the `distill` flow.
 
-Every variant is scored on tasks of the held-out function families (`pyfuncs.HELD_OUT`: no training
-row comes from them); base and SFT also on new rows of the training families, for comparison. A
-second SFT student trains on the same rows without their plan line (code only): plan-then-code vs
-code-only, both reported. Per variant: pass@1, syntax rate, lint pass rate, failures by cause.
+`examples/pyfuncs.yaml` runs as a user would run it: SFT on the demo's reference answers (plan + code,
+14 function families), the embedded teacher (base model + retrieved solved tasks) writing
+`teacher.candidates` answers per pool task of which only those that pass the task's tests are kept,
+KD on those verified traces, DPO on passing vs failing samples; then every variant and the teacher
+are scored on the example's eval file: 40 tasks of 10 function families no training row comes from
+(`pyfuncs.HELD_OUT`). A second run trains the same SFT student on the same rows without the plan
+line (`plan: false`): plan-then-code vs code-only, both reported.
 
-First, the sandbox's own cost: spawning, isolating and running a trivial passing test, p50/p95
-beside the plain subprocess it replaced (target: p50 <= 150 ms).
-
-SFT trains on the reference answers (plan + code) of the training tasks. DPO trains a fresh LoRA
-on pairs built from the base model's own samples on training tasks (code that passes vs code that
-fails; the SFT student passes nearly all its samples, leaving too few pairs). Every variant
-answers the same held-out tasks greedily; pass@1 is the share whose code passes.
+Printed per variant: pass@1, syntax rate, lint pass rate, latency p50 per task, failures by cause;
+the targets: SFT and KD >= base + 0.15 pass@1, KD >= 0.9x the teacher's pass@1 at <= 0.2x its latency
+per task, syntax >= 0.98. First, the sandbox's own cost: spawning, isolating and running a trivial
+passing test, p50/p95 beside the plain subprocess it replaced (target: p50 <= 150 ms).
 
     distill-slm bench codegen [--quick] [--json]
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import subprocess
 import sys
 import tempfile
@@ -25,18 +27,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from core.codegen import CODE_ONLY_INSTRUCTION, CODEGEN_INSTRUCTION, CodeTask, code_pairs, format_answer, pass_rate, sample_answers
 from core.common.config import TaskConfig
-from core.common.records import Example
-from core.model.loading import load_adapter, load_model
+from core.common.prompts import CODE_ONLY_INSTRUCTION
+from core.common.records import read_records, write_jsonl
 from core.sandbox import isolation, run_tests
-from core.training.dpo import train_dpo
-from core.training.sft import train_sft
-from demos import pyfuncs
 
-MAX_NEW_TOKENS = 96  # a plan line and a one-line function body fit with room to spare
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "pyfuncs.yaml"
 _PLAIN_RUNNER = """
 import resource, sys
 resource.setrlimit(resource.RLIMIT_CPU, (10, 10))
@@ -75,70 +72,65 @@ def sandbox_overhead(runs: int = 30) -> dict:
     return figures
 
 
-def _tasks(rows: list[dict]) -> list[CodeTask]:
-    return [CodeTask(**row) for row in rows]  # pyfuncs rows carry exactly CodeTask's fields
+VARIANT_KEYS = ("pass_at_1", "syntax_rate", "lint_pass_rate", "latency_ms_p50", "failures")
 
 
-def _score(cfg: TaskConfig, tasks: list[CodeTask], adapter: Path | None, instruction: str = CODEGEN_INSTRUCTION) -> dict:
-    model, tokenizer = load_model(cfg.model)
-    if adapter is not None:
-        model = load_adapter(model, adapter, name="student")
-        model.set_adapter("student")
+def _flow(cfg: TaskConfig) -> dict:
+    """One `distill` run (Prefect's temporary server), and each variant's figures from its evaluation folder."""
+    from flows.distill import distill
+    from flows.server import run_server
+
     start = time.perf_counter()
-    report = pass_rate(model, tokenizer, instruction, tasks, max_new_tokens=MAX_NEW_TOKENS)
+    with run_server(), contextlib.redirect_stdout(sys.stderr):
+        summary = distill(cfg)
+    eval_dir = Path(summary["eval_dir"])
+    variants = {}
+    for name in summary["variants"]:
+        metrics = json.loads((eval_dir / f"{name}.metrics.json").read_text())
+        variants[name] = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items() if k in VARIANT_KEYS}
+        if name == "teacher":
+            variants[name] |= {k: metrics.get(k) for k in ("verified_rate", "candidates_per_task", "pass_at_2")}
     return {
-        "pass_rate": round(report["pass_rate"], 4),
-        "syntax_rate": round(report["syntax_rate"], 4),
-        "lint_pass_rate": round(report["lint_pass_rate"], 4),
-        "failures": report["failures"],
-        "s_per_task": round((time.perf_counter() - start) / len(tasks), 2),
+        "variants": variants,
+        "teacher_traces": summary.get("teacher_traces"),
+        "report": summary["report"],
+        "flow_s": round(time.perf_counter() - start),
     }
 
 
+def _config(out: Path, quick: bool, **update) -> TaskConfig:
+    raw = TaskConfig.from_yaml(EXAMPLE).model_dump(mode="json", exclude_unset=True) | update
+    raw |= {"runs_dir": str(out / "runs"), "work_dir": str(out / "work")}
+    if quick:
+        rows = [record for _, record in read_records(raw["data"]["eval"])][:6]
+        write_jsonl(out / "eval.jsonl", rows)
+        raw["data"] |= {"eval": str(out / "eval.jsonl"), "train_per_class": 24}
+        raw["teacher"] |= {"max_pool": 6, "candidates": 2}
+        raw["training"] = {"max_steps": 3}
+        raw["dpo"] |= {"max_pairs": 6, "min_pairs": 1}
+    return TaskConfig.model_validate(raw)
+
+
 def run(quick: bool = False) -> dict:
-    cfg = TaskConfig(instruction=CODEGEN_INSTRUCTION)
-    n_train, n_eval, n_pair_tasks = (24, 6, 6) if quick else (240, 40, 60)
-    train = _tasks(pyfuncs.generate(n_train, seed=11))
-    held_out = _tasks(pyfuncs.generate(n_eval, seed=12, families=pyfuncs.HELD_OUT))  # no training row comes from these
-    seen = _tasks(pyfuncs.generate(n_eval, seed=12))  # new rows of the training families
-    cfg.training.max_steps = 3 if quick else 60
-    cfg.training.max_length = 384
-    out = Path(tempfile.mkdtemp(prefix="bench-codegen-"))
-    figures: dict = {"train_tasks": n_train, "eval_tasks": n_eval, "sft_steps": cfg.training.max_steps}
-    figures["sandbox_overhead"] = sandbox_overhead(10 if quick else 30)
+    figures: dict = {"sandbox_overhead": sandbox_overhead(10 if quick else 30)}
     print(f"sandbox p50 {figures['sandbox_overhead']['sandbox']['ms_p50']} ms", file=sys.stderr)
-
-    figures["base"] = _score(cfg, held_out, None)
-    figures["base_seen_families"] = _score(cfg, seen, None)
-    print(f"base pass@1 {figures['base']['pass_rate']:.3f}", file=sys.stderr)
-    rows = [Example(t.id, t.prompt, format_answer(t.solution, t.plan)) for t in train]
-    sft_adapter, stats = train_sft(cfg, rows, out / "sft-ck", out / "sft")
-    figures["sft_training"] = {"steps": stats.steps, "train_s": round(stats.train_runtime_s, 1)}
-    figures["sft"] = _score(cfg, held_out, sft_adapter)
-    figures["sft_seen_families"] = _score(cfg, seen, sft_adapter)
-    print(f"SFT pass@1 {figures['sft']['pass_rate']:.3f}", file=sys.stderr)
-    # The same student and data without the plan line (the published finding: a small model gains from a stronger
-    # model's plans, not its own; here the plans are the data's).
-    code_cfg = cfg.model_copy(update={"instruction": CODE_ONLY_INSTRUCTION})
-    rows = [Example(t.id, t.prompt, format_answer(t.solution)) for t in train]
-    code_adapter, _ = train_sft(code_cfg, rows, out / "code-ck", out / "code-only")
-    figures["sft_code_only"] = _score(code_cfg, held_out, code_adapter, CODE_ONLY_INSTRUCTION)
-    figures["plan_minus_code_only"] = round(figures["sft"]["pass_rate"] - figures["sft_code_only"]["pass_rate"], 4)
-
-    model, tokenizer = load_model(cfg.model)
-    pair_tasks = train[:n_pair_tasks]
-    torch.manual_seed(cfg.training.seed)
-    start = time.perf_counter()
-    samples = sample_answers(model, tokenizer, CODEGEN_INSTRUCTION, [t.prompt for t in pair_tasks], n=4, max_new_tokens=MAX_NEW_TOKENS)
-    pairs, counts = code_pairs(pair_tasks, samples)
-    figures["pairs_from_base_samples"] = counts | {"sampling_s": round(time.perf_counter() - start, 1)}
-    del model
-    # A fresh LoRA, not a trained adapter: the SFT-sized learning rate, two passes over the few pairs.
-    cfg.dpo.min_pairs, cfg.dpo.learning_rate, cfg.dpo.epochs = 1, cfg.training.learning_rate / 4, 2.0
-    cfg.training.max_steps = -1
-    dpo_adapter, stats = train_dpo(cfg, pairs, out / "dpo-ck", out / "dpo")
-    figures["dpo_training"] = {"steps": stats.steps, "train_s": round(stats.train_runtime_s, 1), "learning_rate": cfg.dpo.learning_rate}
-    figures["dpo"] = _score(cfg, held_out, dpo_adapter)
-    figures["sft_gain_over_base"] = round(figures["sft"]["pass_rate"] - figures["base"]["pass_rate"], 4)
-    figures["dpo_gain_over_base"] = round(figures["dpo"]["pass_rate"] - figures["base"]["pass_rate"], 4)
+    out = Path(tempfile.mkdtemp(prefix="bench-codegen-"))
+    planned = _flow(_config(out / "plan", quick))
+    figures |= planned
+    v = planned["variants"]
+    code_only = _flow(_config(out / "code-only", quick, plan=False, instruction=CODE_ONLY_INSTRUCTION, methods=["sft"]))
+    v["sft_code_only"] = code_only["variants"]["sft"]
+    base, teacher = v["base"]["pass_at_1"], v["teacher"]["pass_at_1"]
+    figures["targets"] = {
+        "sft_gain_over_base": round(v["sft"]["pass_at_1"] - base, 4),
+        "kd_gain_over_base": round(v["kd"]["pass_at_1"] - base, 4),
+        "gain_target_0.15_met": min(v["sft"]["pass_at_1"], v["kd"]["pass_at_1"]) - base >= 0.15,
+        "kd_over_teacher_pass_at_1": round(v["kd"]["pass_at_1"] / teacher, 3) if teacher else None,
+        "kd_over_teacher_latency": round(v["kd"]["latency_ms_p50"] / v["teacher"]["latency_ms_p50"], 3),
+        "plan_minus_code_only": round(v["sft"]["pass_at_1"] - v["sft_code_only"]["pass_at_1"], 4),
+        "syntax_0.98_met": {name: m["syntax_rate"] >= 0.98 for name, m in v.items()},
+    }
+    for name, m in v.items():
+        print(f"{name:14s} pass@1 {m['pass_at_1']:.3f} syntax {m['syntax_rate']:.3f} lint {m['lint_pass_rate']:.3f} "
+              f"p50 {m['latency_ms_p50']:.0f} ms {m.get('failures')}", file=sys.stderr)  # fmt: skip
     return figures

@@ -21,24 +21,20 @@ import math
 import re
 import subprocess
 import sys
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from core.common.prompts import render_prompt
+from core.common.prompts import CODE_ONLY_INSTRUCTION, CODEGEN_INSTRUCTION, Shots, render_prompt  # noqa: F401 (re-exported)
 from core.common.records import Pair, read_records
 from core.errors import DataError
 from core.model.decoding import greedy_decode
 from core.sandbox import run_all
-
-CODEGEN_INSTRUCTION = (
-    "You write Python. Answer with a one-line plan starting with 'Plan:', then the complete function "
-    "in one ```python code block, and nothing else."
-)
-CODE_ONLY_INSTRUCTION = "You write Python. Answer with the complete function in one ```python code block, and nothing else."
 
 
 @dataclass
@@ -66,36 +62,56 @@ def extract_code(answer: str) -> str:
     return (opened.group(1) if opened else answer).strip()
 
 
+def parse_code_record(record: dict, path: Path, line: int, require_solution: bool = False) -> CodeTask:
+    """One codegen row, checked without running anything: fields present and typed, tests that parse and assert
+    something, a solution (where there is one) that defines `entry_point`. Raises DataError naming file, line and field."""
+    for field in ("prompt", "tests"):
+        if not isinstance(record.get(field), str) or not record[field].strip():
+            raise DataError(path, line, field, "missing or empty")
+    for field in ("entry_point", "solution", "plan"):
+        if record.get(field) is not None and not isinstance(record[field], str):
+            raise DataError(path, line, field, f"must be a string, got {type(record[field]).__name__}")
+    tests_problem = check_tests(record["tests"])
+    if tests_problem:
+        raise DataError(path, line, "tests", tests_problem)
+    solution = record.get("solution")
+    if solution is None and require_solution:
+        raise DataError(path, line, "solution", "missing (this split trains on solutions)")
+    entry = record.get("entry_point")
+    if solution is not None and entry:
+        defined = {node.name for node in ast.walk(_parse(path, line, "solution", solution)) if isinstance(node, ast.FunctionDef)}
+        if entry not in defined:
+            raise DataError(path, line, "entry_point", f"{entry!r} is not defined by the solution")
+    task_id = str(record.get("id") or f"{path.stem}-{line}")
+    return CodeTask(task_id, record["prompt"], record["tests"], entry, solution, record.get("plan"))
+
+
+def check_tests(tests: str) -> str | None:
+    """Why `tests` cannot check an answer (not Python, or no assert: tests that check nothing pass every answer), or None."""
+    try:
+        tree = ast.parse(tests)
+    except SyntaxError as exc:
+        return f"not valid Python: {exc.msg} (line {exc.lineno})"
+    if not any(isinstance(node, ast.Assert) for node in ast.walk(tree)):
+        return "no assert: tests that check nothing pass every answer"
+    return None
+
+
+def check_solutions(path: Path, numbered: list[tuple[int, CodeTask]], timeout_s: float = 10.0) -> None:
+    """Run every solution against its own tests (in the sandbox, in parallel); the first that fails stops the read."""
+    with_solution = [(line, task) for line, task in numbered if task.solution is not None]
+    results = run_all([(task.solution, task.tests) for _, task in with_solution], timeout_s)
+    for (line, _), result in zip(with_solution, results):
+        if not result.passed:
+            raise DataError(path, line, "solution", f"fails its own tests: {result.error}")
+
+
 def load_codegen(path: str | Path, require_solutions: bool = False, timeout_s: float = 10.0) -> list[CodeTask]:
     """Read codegen rows; refuse unparsable tests, tests without an assert, and solutions that fail their own tests."""
     path = Path(path)
-    tasks: list[tuple[int, CodeTask]] = []
-    for number, record in read_records(path):
-        for field in ("prompt", "tests"):
-            if not isinstance(record.get(field), str) or not record[field].strip():
-                raise DataError(path, number, field, "missing or empty")
-        for field in ("entry_point", "solution", "plan"):
-            if record.get(field) is not None and not isinstance(record[field], str):
-                raise DataError(path, number, field, f"must be a string, got {type(record[field]).__name__}")
-        tree = _parse(path, number, "tests", record["tests"])
-        if not any(isinstance(node, ast.Assert) for node in ast.walk(tree)):
-            raise DataError(path, number, "tests", "no assert: tests that check nothing pass every answer")
-        solution = record.get("solution")
-        if solution is None and require_solutions:
-            raise DataError(path, number, "solution", "missing (this split trains on solutions)")
-        entry = record.get("entry_point")
-        if solution is not None and entry:
-            defined = {node.name for node in ast.walk(_parse(path, number, "solution", solution)) if isinstance(node, ast.FunctionDef)}
-            if entry not in defined:
-                raise DataError(path, number, "entry_point", f"{entry!r} is not defined by the solution")
-        task_id = str(record.get("id") or f"{path.stem}-{number}")
-        tasks.append((number, CodeTask(task_id, record["prompt"], record["tests"], entry, solution, record.get("plan"))))
-    with_solution = [(number, task) for number, task in tasks if task.solution is not None]
-    results = run_all([(task.solution, task.tests) for _, task in with_solution], timeout_s)
-    for (number, _), result in zip(with_solution, results):
-        if not result.passed:
-            raise DataError(path, number, "solution", f"fails its own tests: {result.error}")
-    return [task for _, task in tasks]
+    numbered = [(line, parse_code_record(record, path, line, require_solutions)) for line, record in read_records(path)]
+    check_solutions(path, numbered, timeout_s)
+    return [task for _, task in numbered]
 
 
 def _parse(path: Path, number: int, field: str, source: str) -> ast.Module:
@@ -105,7 +121,86 @@ def _parse(path: Path, number: int, field: str, source: str) -> ast.Module:
         raise DataError(path, number, field, f"not valid Python: {exc.msg} (line {exc.lineno})") from None
 
 
-@torch.inference_mode()
+@dataclass
+class CodeAnswer:
+    """One generated answer (plan and code as written) and what it cost."""
+
+    text: str
+    latency_ms: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    stopped: bool = True  # ended by the model (end of sequence), not by the token budget
+
+    @property
+    def code(self) -> str:
+        return extract_code(self.text)
+
+
+class CodeDecoder:
+    """A variant's answers to specs under the task's instruction: greedy (pass@1, the service, the teacher's first
+    candidate) in left-padded batches on the shared decode loop (`core.model.decoding`, fast path included where set up),
+    or `n` samples per spec at `temperature` (pass@k, teacher candidates, DPO)."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        instruction: str,
+        max_new_tokens: int = 160,
+        batch_size: int = 8,
+        temperature: float = 0.8,
+    ) -> None:
+        self.model, self.tokenizer, self.instruction = model, tokenizer, instruction
+        self.max_new_tokens, self.batch_size, self.temperature = max_new_tokens, batch_size, temperature
+
+    def _encode(self, prompts: list[str], shots: list[Shots] | None):
+        texts = [render_prompt(self.tokenizer, self.instruction, p, shots[i] if shots else ()) for i, p in enumerate(prompts)]
+        device = next(self.model.parameters()).device
+        return self.tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False).to(device)
+
+    @torch.inference_mode()
+    def answer(self, prompts: list[str], shots: list[Shots] | None = None, max_new_tokens: int | None = None) -> list[CodeAnswer]:
+        """Greedy answers, `batch_size` prompts per decode (latency: each batch's time shared by its rows)."""
+        answers = []
+        for begin in range(0, len(prompts), self.batch_size):
+            chunk = prompts[begin : begin + self.batch_size]
+            enc = self._encode(chunk, shots[begin : begin + self.batch_size] if shots else None)
+            start = time.perf_counter()
+            budget = min(max_new_tokens or self.max_new_tokens, self.max_new_tokens)
+            new, _ = greedy_decode(self.model, dict(enc), budget, self.tokenizer.eos_token_id, self.tokenizer.pad_token_id)
+            share = (time.perf_counter() - start) * 1000 / len(chunk)
+            for row, mask in zip(new, enc.attention_mask):
+                answers.append(self._answer(row, share, int(mask.sum())))
+        return answers
+
+    def _answer(self, row: torch.Tensor, latency_ms: float, prompt_tokens: int) -> CodeAnswer:
+        """A decoded row: its text up to the first end-of-sequence (the padding after it may be the same token)."""
+        ended = (row == self.tokenizer.eos_token_id).nonzero()
+        length = int(ended[0]) if len(ended) else len(row)
+        text = self.tokenizer.decode(row[:length], skip_special_tokens=True)
+        return CodeAnswer(text, latency_ms, prompt_tokens, length + bool(len(ended)), bool(len(ended)))
+
+    @torch.inference_mode()
+    def sample(self, prompts: list[str], n: int, shots: list[Shots] | None = None) -> list[list[CodeAnswer]]:
+        """`n` answers per prompt sampled at `temperature` (top-p 0.95), one generate call per prompt."""
+        out = []
+        for i, prompt in enumerate(prompts):
+            enc = self._encode([prompt], [shots[i]] if shots else None)
+            start = time.perf_counter()
+            rows = self.model.generate(
+                **enc,
+                max_new_tokens=self.max_new_tokens,
+                num_return_sequences=n,
+                do_sample=True,
+                temperature=self.temperature,
+                top_p=0.95,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+            share = (time.perf_counter() - start) * 1000 / n
+            out.append([self._answer(row[enc.input_ids.shape[1] :], share, enc.input_ids.shape[1]) for row in rows])
+        return out
+
+
 def sample_answers(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -115,20 +210,11 @@ def sample_answers(
     temperature: float = 0.8,
     max_new_tokens: int = 160,
 ) -> list[list[str]]:
-    """`n` answers per prompt: greedy for n=1 (the shared decode loop, `core.model.decoding`, with its fast path where
-    set up), else sampled at `temperature` (one generate call per prompt)."""
-    device = next(model.parameters()).device
-    answers = []
-    for prompt in prompts:
-        enc = tokenizer(render_prompt(tokenizer, instruction, prompt), return_tensors="pt", add_special_tokens=False).to(device)
-        if n == 1:
-            new, _ = greedy_decode(model, dict(enc), max_new_tokens, tokenizer.eos_token_id, tokenizer.pad_token_id)
-            answers.append([tokenizer.decode(new[0], skip_special_tokens=True)])
-            continue
-        sampling = dict(do_sample=True, temperature=temperature, top_p=0.95)
-        out = model.generate(**enc, max_new_tokens=max_new_tokens, num_return_sequences=n, pad_token_id=tokenizer.pad_token_id, **sampling)
-        answers.append([tokenizer.decode(row[enc.input_ids.shape[1] :], skip_special_tokens=True) for row in out])
-    return answers
+    """`n` answers per prompt as text: greedy for n=1 (`CodeDecoder.answer`), else sampled (`CodeDecoder.sample`)."""
+    decoder = CodeDecoder(model, tokenizer, instruction, max_new_tokens, batch_size=1, temperature=temperature)
+    if n == 1:
+        return [[a.text] for a in decoder.answer(prompts)]
+    return [[a.text for a in answers] for answers in decoder.sample(prompts, n)]
 
 
 # The lint check of generated code: pyflakes (F) and pycodestyle errors (E) without line length; pinned with ruff's
@@ -166,26 +252,49 @@ def pass_at_k(n: int, correct: int, k: int) -> float:
     return 1.0 - math.prod(1.0 - k / i for i in range(n - correct + 1, n + 1))
 
 
+def code_metrics(
+    tests: list[str], greedy: list[CodeAnswer], samples: list[list[CodeAnswer]] | None = None, k: int = 2, timeout_s: float = 10.0
+) -> dict:
+    """Scores of one variant's answers to tasks with `tests`: pass@1 of the greedy answers, pass@k (the unbiased
+    estimator over `samples`, where given), syntax and lint pass rates, failures by cause (syntax, assertion, timeout,
+    crash, output, incomplete), latency p50/p95 and tokens per task, and each task's verdict (`predictions`)."""
+    n = max(len(tests), 1)
+    codes = [a.code for a in greedy]
+    results = run_all(list(zip(codes, tests)), timeout_s)
+    metrics = {
+        "pass_at_1": sum(r.passed for r in results) / n,
+        "syntax_rate": sum(map(syntax_ok, codes)) / n,
+        "lint_pass_rate": sum(map(lint_ok, codes)) / n,
+        "passed": sum(r.passed for r in results),
+        "n": len(tests),
+        "failures": dict(Counter(r.cause for r in results if not r.passed).most_common()),
+        "latency_ms_p50": float(np.percentile([a.latency_ms for a in greedy], 50)) if greedy else 0.0,
+        "latency_ms_p95": float(np.percentile([a.latency_ms for a in greedy], 95)) if greedy else 0.0,
+        "prompt_tokens_per_request": float(np.mean([a.prompt_tokens for a in greedy])) if greedy else 0.0,
+        "completion_tokens_per_request": float(np.mean([a.completion_tokens for a in greedy])) if greedy else 0.0,
+    }
+    predictions = [{"passed": r.passed, "cause": r.cause, "error": r.error, "answer": a.text} for r, a in zip(results, greedy)]
+    if samples:
+        flat = run_all([(a.code, t) for t, answers in zip(tests, samples) for a in answers], timeout_s)
+        offsets = [0, *itertools.accumulate(len(answers) for answers in samples)]
+        correct = [sum(r.passed for r in flat[offsets[i] : offsets[i + 1]]) for i in range(len(samples))]
+        metrics["samples_per_task"] = len(samples[0])
+        metrics[f"pass_at_{k}"] = float(np.mean([pass_at_k(len(s), c, k) for s, c in zip(samples, correct)]))
+        for prediction, c in zip(predictions, correct):
+            prediction["samples_passed"] = c
+    metrics["predictions"] = predictions
+    return metrics
+
+
 def pass_rate(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, instruction: str, tasks: list[CodeTask], max_new_tokens: int = 160
 ) -> dict:
-    """pass@1 with greedy answers: the share of tasks whose answer passes its tests, and why the rest failed (by cause:
-    syntax, assertion, timeout, crash, output, incomplete)."""
-    answers = [a[0] for a in sample_answers(model, tokenizer, instruction, [t.prompt for t in tasks], 1, max_new_tokens=max_new_tokens)]
-    results = run_all([(extract_code(answer), task.tests) for answer, task in zip(answers, tasks)])
-    failures = Counter(r.cause for r in results if not r.passed)
-    codes = [extract_code(answer) for answer in answers]
-    return {
-        "pass_rate": sum(r.passed for r in results) / max(len(tasks), 1),
-        "syntax_rate": sum(map(syntax_ok, codes)) / max(len(tasks), 1),
-        "lint_pass_rate": sum(map(lint_ok, codes)) / max(len(tasks), 1),
-        "passed": sum(r.passed for r in results),
-        "tasks": len(tasks),
-        "failures": dict(failures.most_common()),
-        "predictions": [
-            {"id": t.id, "passed": r.passed, "cause": r.cause, "error": r.error, "answer": a} for t, r, a in zip(tasks, results, answers)
-        ],
-    }
+    """`code_metrics` of the model's greedy answers (one at a time) to `tasks`, with each prediction's task id."""
+    answers = CodeDecoder(model, tokenizer, instruction, max_new_tokens, batch_size=1).answer([t.prompt for t in tasks])
+    metrics = code_metrics([t.tests for t in tasks], answers)
+    for task, prediction in zip(tasks, metrics["predictions"]):
+        prediction["id"] = task.id
+    return metrics
 
 
 def code_pairs(tasks: list[CodeTask], samples: list[list[str]], timeout_s: float = 10.0) -> tuple[list[Pair], dict]:

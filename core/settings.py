@@ -58,6 +58,7 @@ class Settings(BaseSettings):
         description="keep inputs out of the audit log: 'hash' stores their SHA-256, 'drop' nothing (their length stays); "
         "drift evaluation then runs without its input signals and says so",
     )
+    max_tests_bytes: int = Field(16 * 1024, description="largest `tests` a codegen request may send to be run against its answer")
     max_input_chars: int = Field(8_000, description="longest input accepted, in characters (checked first: it costs nothing)")
     max_input_tokens: int = Field(
         1_024,

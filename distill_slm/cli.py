@@ -193,7 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--task", required=True, help="task name in the registry")
     ev.add_argument("--adapter", default="production", help="base | production | staging | METHOD | METHOD/VERSION")
     ev.add_argument(
-        "--data", required=True, help="labeled CSV/JSONL in the task's format (classification: text, label; idp: document, target)"
+        "--data",
+        required=True,
+        help="labeled CSV/JSONL in the task's format (classification: text, label; idp: document, target; codegen: prompt, tests)",
     )
     ev.add_argument("--config", help="task YAML (default: the config registered with the adapter)")
     ev.add_argument("--runs-dir", **runs)

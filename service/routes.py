@@ -67,7 +67,11 @@ def infer(
     variant: Literal["base", "sft", "selftrain", "kd", "dpo", "auto"], body: InferRequest, runtime: Runtime, caller: CallerKey
 ) -> InferResponse:
     """Answer with one variant; `auto` answers with the student and escalates to the teacher when unsure."""
-    answer = runtime.infer(body.task, variant, body.input, body.json_schema, caller)
+    if body.verify and body.tests is None:
+        raise InvalidRequest("tests", "verify needs the tests to run the answer against")
+    if body.tests is not None and not body.verify:
+        raise InvalidRequest("verify", "tests were sent without verify: true (set it to run them)")
+    answer = runtime.infer(body.task, variant, body.input, body.json_schema, caller, body.tests)
     return InferResponse.model_validate({k: v for k, v in asdict(answer).items() if k in InferResponse.model_fields})
 
 
@@ -88,7 +92,7 @@ def chat_completions(body: ChatRequest, runtime: Runtime, caller: CallerKey) -> 
         schema = (body.response_format.json_schema or {}).get("schema")
         if not isinstance(schema, dict):
             raise InvalidRequest("response_format.json_schema.schema", "missing: the JSON Schema to answer under")
-    answer = runtime.chat(body.model, user[-1], who, body.max_completion_tokens or body.max_tokens, stop, schema)
+    answer = runtime.chat(body.model, user[-1], who, body.max_completion_tokens or body.max_tokens, stop, schema, body.tests)
     choice = Choice(
         message=AssistantMessage(content=answer.output),
         finish_reason=answer.finish_reason,
@@ -97,7 +101,7 @@ def chat_completions(body: ChatRequest, runtime: Runtime, caller: CallerKey) -> 
     extra = {
         k: v
         for k, v in asdict(answer).items()
-        if k in ("adapter", "gate", "label_probs", "confidence", "schema_valid", "schema_errors", "closed_early")
+        if k in ("adapter", "gate", "label_probs", "confidence", "schema_valid", "schema_errors", "closed_early", "verdict")
     }
     completion = ChatCompletion(
         id=answer.request_id,

@@ -28,6 +28,8 @@ class InferRequest(BaseModel):
     json_schema: dict | None = Field(
         None, description="idp tasks: extract under this JSON Schema instead of the task's (size-limited; compiled once, then cached)"
     )
+    verify: bool = Field(False, description="codegen tasks: run the answer's code against `tests` in the sandbox; the verdict comes back")
+    tests: str | None = Field(None, description="codegen tasks, with verify: Python asserts calling the function (size-limited)")
 
 
 class InferResponse(BaseModel):
@@ -38,7 +40,7 @@ class InferResponse(BaseModel):
     gate: Literal["passed", "forced"] | None = Field(
         None, description="how the served version got there: it passed its promotion gate, or was promoted by force"
     )
-    output: str = Field(..., description="the label, or (idp) the extracted JSON as text")
+    output: str = Field(..., description="the label, (idp) the extracted JSON as text, or (codegen) the plan and the code block")
     output_json: dict | None = Field(None, description="idp: the extracted object")
     schema_valid: bool | None = Field(None, description="idp: the output validated against the schema after decoding")
     schema_errors: list[str] | None = None
@@ -47,6 +49,9 @@ class InferResponse(BaseModel):
     )
     schema_unenforced: list[str] | None = Field(
         None, description="idp: keywords of the schema the grammar cannot enforce (validated after)"
+    )
+    verdict: dict | None = Field(
+        None, description="codegen, verify: the sandboxed run of the answer's code against the request's tests: passed, cause, error"
     )
     label_probs: dict[str, float] | None = None
     confidence: float | None = None
@@ -123,6 +128,9 @@ class ChatRequest(BaseModel):
     user: str | None = Field(None, description="the end user, recorded in the audit log beside the caller's key")
     response_format: ResponseFormat | None = Field(
         None, description="idp tasks: json_schema constrains the answer to the request's schema (json_object: the task's own)"
+    )
+    tests: str | None = Field(
+        None, description="codegen tasks: Python asserts the answer's code is run against in the sandbox (verdict in distill_slm.verdict)"
     )
 
 

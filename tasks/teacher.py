@@ -56,7 +56,8 @@ def teacher_traces(
     store = TraceStore(traces_path(cfg, split, adapter))
     try:
         teacher = lambda: make_teacher(cfg, kind.load_rows(cfg, labeled_path), adapter)  # noqa: E731 (loaded only if asked)
-        summary = generate_traces(rows, store, teacher, prices=cfg.teacher.prices)
+        check = lambda asked, answers: kind.check_teacher_answers(cfg, asked, answers)  # noqa: E731
+        summary = generate_traces(rows, store, teacher, prices=cfg.teacher.prices, check=check)
     finally:
         store.close()
     logger.info(

@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 import demos
+from core.common.prompts import CODE_ONLY_INSTRUCTION, CODEGEN_INSTRUCTION
 from core.errors import ConfigError
 
 
@@ -153,6 +154,12 @@ class TeacherConfig(_Strict):
     retrieval_weight: float = Field(
         0.5, ge=0, le=1, description="deliberate: share of the retrieved neighbours' label histogram in the answer (rest: the votes)"
     )
+    candidates: int = Field(
+        4,
+        ge=1,
+        description="codegen: answers asked per task (the first greedy, the rest sampled); only those that pass the "
+        "task's tests are kept (execution-verified rejection sampling)",
+    )
     from_sft: bool = Field(
         True,
         description="deliberate: when the run trains an SFT adapter, run it (k-shot + votes) instead of the base model: "
@@ -192,6 +199,16 @@ class DPOSettings(_Strict):
     min_pairs: int = Field(8, ge=1, description="fewer usable pairs than this stop the run")
     learning_rate: float = Field(5e-5, gt=0, description="DPO moves a trained adapter: far smaller steps than SFT")
     epochs: float = Field(1.0, gt=0, description="passes over the pairs")
+
+
+class CodegenSettings(_Strict):
+    samples: int = Field(
+        0, ge=0, description="evaluation: answers sampled per task for pass@k (0 = greedy pass@1 only; sampling costs n decodes a task)"
+    )
+    k: int = Field(2, ge=1, description="the k of pass@k (at most `samples`)")
+    temperature: float = Field(0.8, gt=0, description="sampling temperature of pass@k samples, teacher candidates and DPO samples")
+    timeout_s: float = Field(10.0, gt=0, description="wall-clock limit of one sandboxed test run")
+    dpo_samples: int = Field(4, ge=2, description="DPO: the student's samples per task; a passing one is chosen, a failing one rejected")
 
 
 class CostConfig(_Strict):
@@ -249,6 +266,16 @@ TYPE_DEFAULTS: dict[str, dict] = {
         # constrained generation, ~10 s a document per validation on 2 CPU cores.
         "training": {"max_length": 512, "validation_per_class": 0},
     },
+    "codegen": {
+        "instruction": CODEGEN_INSTRUCTION,
+        "instruction_without_plan": CODE_ONLY_INSTRUCTION,  # `plan: false`
+        "promotion": {"primary_metric": "pass_at_1", "guard_min": {"syntax_rate": 0.9}},
+        # Scoring a validation split means decoding and running tests: none by default (as idp).
+        "training": {"max_length": 384, "validation_per_class": 0},
+        # Every row's solution runs against its tests when it is read: a demo of thousands would take minutes.
+        "data": {"train_per_class": 240, "eval_per_class": 40},
+        "demo": {"n_rows": 400},
+    },
 }
 _DEMO = demos.for_type("classification")
 
@@ -256,13 +283,18 @@ _DEMO = demos.for_type("classification")
 class TaskConfig(_Strict):
     name: str = Field(_DEMO.name, pattern=r"^[A-Za-z0-9_.-]+$", description="task name; registry folder")
     type: str = Field(
-        "classification", description=f"task type, one of {sorted(TYPE_DEFAULTS)}: classification (labels), idp (document -> JSON)"
+        "classification",
+        description=f"task type, one of {sorted(TYPE_DEFAULTS)}: classification (labels), idp (document -> JSON), codegen (spec -> "
+        "plan and Python code, checked by running tests)",
     )
     labels: list[str] = Field(_DEMO.labels, min_length=2, description="classification: label set, in order")
     schema_file: Path | None = Field(None, description="idp: JSON Schema the output must validate against; absent = the invoices demo's")
     max_new_tokens: int = Field(
-        320, ge=8, description="idp: most tokens generated per document (the schema should bound its output below this)"
+        320,
+        ge=8,
+        description="idp: most tokens generated per document (the schema should bound its output below this); codegen: per answer",
     )
+    plan: bool = Field(True, description="codegen: answers are a one-line plan, then the code (plan-then-code); false: the code alone")
     instruction: str = Field(
         _DEMO.instruction,
         description="system message put before every input (default: the demo's, or the task type's for your own data)",
@@ -280,6 +312,7 @@ class TaskConfig(_Strict):
     kd: KDConfig = Field(default_factory=KDConfig)
     self_training: SelfTrainingConfig = Field(default_factory=SelfTrainingConfig)
     dpo: DPOSettings = Field(default_factory=DPOSettings)
+    codegen: CodegenSettings = Field(default_factory=CodegenSettings)
     cost: CostConfig = Field(default_factory=CostConfig)
     escalation: EscalationConfig = Field(default_factory=EscalationConfig)
     promotion: PromotionPolicy = Field(default_factory=PromotionPolicy)
@@ -325,11 +358,14 @@ class TaskConfig(_Strict):
             self.instruction = (
                 defaults.get("instruction", self.instruction).format(labels=", ".join(self.labels)) if own_data else demo.instruction
             )
+            if "instruction_without_plan" in defaults:  # the answer format is the `plan` switch's, whoever's data it is
+                self.instruction = defaults["instruction" if self.plan else "instruction_without_plan"]
         if "promotion" not in named and "promotion" in defaults:
             self.promotion = PromotionPolicy(**defaults["promotion"])
-        for key, value in defaults.get("training", {}).items():
-            if key not in self.training.model_fields_set:
-                setattr(self.training, key, value)
+        for section, settings in (("training", self.training), ("data", self.data), ("demo", self.data.demo)):
+            for key, value in defaults.get(section, {}).items():
+                if key not in settings.model_fields_set:
+                    setattr(settings, key, value)
 
     def demo(self) -> demos.Demo:
         """The demo that supplies data this task file does not name (and its defaults)."""

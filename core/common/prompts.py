@@ -15,6 +15,13 @@ from transformers import PreTrainedTokenizerBase
 
 Shots = list[tuple[str, str]] | tuple[tuple[str, str], ...]
 
+# Code generation's two answer formats (`plan` in the task file): a plan line then the code, or the code alone.
+CODEGEN_INSTRUCTION = (
+    "You write Python. Answer with a one-line plan starting with 'Plan:', then the complete function "
+    "in one ```python code block, and nothing else."
+)
+CODE_ONLY_INSTRUCTION = "You write Python. Answer with the complete function in one ```python code block, and nothing else."
+
 
 def task_messages(instruction: str, text: str, shots: Shots = ()) -> list[dict[str, str]]:
     """The chat every prompt uses; `shots` are (input, answer) demonstrations put before the input."""

@@ -30,11 +30,13 @@ from core.errors import DataError
 
 @dataclass
 class Example:
-    """One input and its gold answer as the model should write it: a label, or (idp) the target JSON text."""
+    """One input and its gold answer as the model should write it: a label, (idp) the target JSON text, or (codegen) the
+    plan and code; codegen rows also carry the `tests` an answer must pass."""
 
     id: str
     text: str
     label: str | None = None
+    tests: str | None = None
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}

@@ -219,6 +219,69 @@ def write_extraction_report(task: str, results: dict[str, dict], out_dir: Path) 
     return _write(out_dir / "report.md", extraction_report(task, results))
 
 
+CODEGEN_HEADLINE = [
+    "pass_at_1",
+    "pass_at_2",
+    "verified_rate",
+    "syntax_rate",
+    "lint_pass_rate",
+    "latency_ms_p50",
+    "latency_ms_p95",
+    "tokens_per_request",
+    "cost_per_1k_usd",
+    "n",
+]
+CAUSES = ("syntax", "assertion", "timeout", "crash", "output", "incomplete", "failed")
+
+
+def codegen_report(task: str, results: dict[str, dict], image_name: str = "pass_rates.png") -> str:
+    """Variants side by side on the eval tasks: pass rates, syntax and lint, latency and cost; failures by cause."""
+    names = list(results)
+    lines = [
+        f"# Evaluation: {task} (spec -> plan and code, run against tests)",
+        "",
+        "pass@1: the greedy answer passes every test in the sandbox. pass@k: the unbiased estimator over sampled answers "
+        "(`codegen.samples`). The teacher's pass@1 is its first (greedy) candidate's; `verified_rate` is the share of tasks "
+        "any of its candidates solved (what KD may learn from). Lint: ruff, rules E and F without E501.",
+        "",
+        "| metric | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    keys = [k for k in CODEGEN_HEADLINE if any(k in results[n] for n in names)]
+    keys += sorted({k for n in names for k in results[n] if k.startswith("pass_at_") and k not in keys})
+    for key in keys:
+        lines.append(f"| {key} | " + " | ".join(_fmt(results[n].get(key, "")) for n in names) + " |")
+    lines += ["", "## Failures by cause (greedy answers)", "", "| cause | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for cause in [c for c in CAUSES if any(results[n].get("failures", {}).get(c) for n in names)]:
+        lines.append(f"| {cause} | " + " | ".join(str(results[n].get("failures", {}).get(cause, 0)) for n in names) + " |")
+    return "\n".join(lines + ["", f"![pass rates]({image_name})", ""])
+
+
+def pass_rates_png(results: dict[str, dict], path: Path) -> Path:
+    """pass@1, syntax rate and lint pass rate of each variant as grouped bars."""
+    names, keys = list(results), ("pass_at_1", "syntax_rate", "lint_pass_rate")
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(names), 3.5))
+    width = 0.8 / len(keys)
+    for i, key in enumerate(keys):
+        values = [results[n].get(key, 0.0) for n in names]
+        bars = ax.bar([x + i * width for x in range(len(names))], values, width, label=key)
+        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+    ax.set_xticks([x + width for x in range(len(names))], names)
+    ax.set_ylim(0, 1.1)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_codegen_report(task: str, results: dict[str, dict], out_dir: Path) -> Path:
+    """`report.md` and `pass_rates.png` under `out_dir`."""
+    pass_rates_png(results, out_dir / "pass_rates.png")
+    return _write(out_dir / "report.md", codegen_report(task, results))
+
+
 def _write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)

@@ -16,11 +16,12 @@ from core.common.config import TYPE_DEFAULTS, TaskConfig
 from core.common.records import Example
 from core.kinds.base import ServedAnswer, TaskKind
 from core.kinds.classification import Classification
+from core.kinds.codegen import CodeGeneration
 from core.kinds.extraction import DocumentExtraction
 from core.teachers import build_teacher
 from core.teachers.base import Teacher
 
-KINDS: dict[str, TaskKind] = {kind.type: kind for kind in (Classification(), DocumentExtraction())}
+KINDS: dict[str, TaskKind] = {kind.type: kind for kind in (Classification(), DocumentExtraction(), CodeGeneration())}
 assert set(KINDS) == set(TYPE_DEFAULTS), f"task types {sorted(TYPE_DEFAULTS)} and kinds {sorted(KINDS)} disagree"
 
 

@@ -27,7 +27,7 @@ from core.common.records import Example, Pair, distinct_inputs, nonempty_records
 from core.errors import ConfigError, DataError
 from core.evaluation.evaluate import evaluate_variants
 from core.model.loading import load_tokenizer
-from core.teachers.base import TeacherTask
+from core.teachers.base import TeacherAnswer, TeacherTask
 from core.training.kd import train_kd
 from core.training.sft import TrainStats
 
@@ -57,6 +57,7 @@ class ServedAnswer:
     latency_ms: float = 0.0
     finish_reason: str = "stop"  # "length" when a token budget cut the answer (or, idp, closed it early)
     closed_early: bool | None = None  # idp: the budget ran short and the answer was closed with its shortest valid ending
+    verdict: dict | None = None  # codegen with the request's tests: the sandboxed run's {passed, cause, error, isolation}
     gate: str | None = None  # how the served version got there: 'passed' its gate or 'forced'; None for the base model
     student: dict | None = None  # auto, escalated: the student's own answer (adapter, output, confidence), for drift
 
@@ -74,8 +75,9 @@ class TaskKind(ABC):
     def parse_record(self, cfg: TaskConfig, record: dict, path: Path, line: int, require_answer: bool) -> Example:
         """One row of a task file as an example; raise DataError naming path, line and field."""
 
-    def check_rows(self, cfg: TaskConfig, rows: list[Example], path: Path, require_answers: bool) -> None:
-        """Refuse a file whose rows are each fine but together unusable."""
+    def check_rows(self, cfg: TaskConfig, rows: list[Example], path: Path, require_answers: bool, lines: list[int]) -> None:
+        """Refuse a file whose rows are each fine but together unusable, or whose checks are worth running together
+        (`lines`: each row's line in the file)."""
 
     @abstractmethod
     def to_record(self, cfg: TaskConfig, row: Example) -> dict:
@@ -106,8 +108,9 @@ class TaskKind(ABC):
     def load_rows(self, cfg: TaskConfig, path: str | Path, require_answers: bool = True) -> list[Example]:
         """The task's rows from a JSONL/CSV file; bad rows stop here, naming file, line and field."""
         path = Path(path)
-        rows = [self.parse_record(cfg, record, path, number, require_answers) for number, record in nonempty_records(path)]
-        self.check_rows(cfg, rows, path, require_answers)
+        numbered = nonempty_records(path)
+        rows = [self.parse_record(cfg, record, path, number, require_answers) for number, record in numbered]
+        self.check_rows(cfg, rows, path, require_answers, [number for number, _ in numbered])
         return rows
 
     def labeled_rows(self, cfg: TaskConfig) -> tuple[list[Example], str]:
@@ -141,7 +144,9 @@ class TaskKind(ABC):
 
     def rows_from_records(self, cfg: TaskConfig, records: list[dict], source: str, require_answers: bool = True) -> list[Example]:
         """Records in the task's file format (a demo's, say) as examples, checked as a file's rows are."""
-        return [self.parse_record(cfg, record, Path(source), i, require_answers) for i, record in enumerate(records, start=1)]
+        rows = [self.parse_record(cfg, record, Path(source), i, require_answers) for i, record in enumerate(records, start=1)]
+        self.check_rows(cfg, rows, Path(source), require_answers, list(range(1, len(rows) + 1)))
+        return rows
 
     def check_task(self, cfg: TaskConfig) -> list[str]:
         """Problems with the task itself found before any data is read (raise), and warnings (returned).
@@ -181,6 +186,11 @@ class TaskKind(ABC):
     @abstractmethod
     def teacher_task(self, cfg: TaskConfig) -> TeacherTask:
         """How the teacher backends ask, read and answer for this task type."""
+
+    def check_teacher_answers(self, cfg: TaskConfig, rows: list[Example], answers: list[TeacherAnswer]) -> list[TeacherAnswer]:
+        """The teacher's answers to `rows` as they are stored: kinds whose answers can be checked against the row (codegen:
+        its tests) keep only what passes and mark the rest failed, so no unchecked answer is trained on."""
+        return answers
 
     @abstractmethod
     def write_report(self, task: str, results: dict[str, dict], out_dir: Path) -> Path:
@@ -289,9 +299,11 @@ class TaskKind(ABC):
         json_schema: dict | None,
         max_schema_bytes: int,
         max_new_tokens: int | None = None,
+        tests: str | None = None,
     ) -> ServedAnswer:
         """One request answered by the served variant (`engine` and `batcher` from `core.serving`); generating kinds
-        decode within `max_new_tokens` (a client's budget), where given."""
+        decode within `max_new_tokens` (a client's budget), where given; `tests` (codegen) are run against the answer
+        in the sandbox, and other kinds refuse them."""
 
 
 def traces_for_rows(rows: list[Example], traces: dict[str, dict]) -> list[dict]:

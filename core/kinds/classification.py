@@ -53,7 +53,7 @@ class Classification(TaskKind):
             raise DataError(path, line, "label", f"unknown label {label!r}; expected one of {cfg.labels}")
         return Example(id=str(record.get("id") or f"{path.stem}-{line}"), text=text, label=label)
 
-    def check_rows(self, cfg: TaskConfig, rows: list[Example], path: Path, require_answers: bool) -> None:
+    def check_rows(self, cfg: TaskConfig, rows: list[Example], path: Path, require_answers: bool, lines: list[int]) -> None:
         seen = Counter(e.label for e in rows)
         if require_answers and len(seen) < 2:
             raise DataError(path, None, "label", f"a single class {sorted(seen)}: need at least two to train or evaluate")
@@ -259,9 +259,11 @@ class Classification(TaskKind):
         return [Signal("output.labels", chi2, p, detail)]
 
     # -- serving -----------------------------------------------------------------------------
-    def answer(self, engine, batcher, task, variant, text, json_schema, max_schema_bytes, max_new_tokens=None) -> ServedAnswer:
+    def answer(self, engine, batcher, task, variant, text, json_schema, max_schema_bytes, max_new_tokens=None, tests=None) -> ServedAnswer:
         if json_schema is not None:
             raise InvalidRequest("json_schema", "only document-extraction (idp) tasks take a schema")
+        if tests is not None:
+            raise InvalidRequest("tests", "only code-generation (codegen) tasks run tests")
         served, pred = batcher.classify(task, variant, text)
         tokenizer = served.decoder.tokenizer
         return ServedAnswer(

@@ -187,8 +187,10 @@ class DocumentExtraction(TaskKind):
         return signals
 
     # -- serving -----------------------------------------------------------------------------
-    def answer(self, engine, batcher, task, variant, text, json_schema, max_schema_bytes, max_new_tokens=None) -> ServedAnswer:
+    def answer(self, engine, batcher, task, variant, text, json_schema, max_schema_bytes, max_new_tokens=None, tests=None) -> ServedAnswer:
         """Schema-constrained extraction, decoded beside the requests sent meanwhile under the same schema."""
+        if tests is not None:
+            raise InvalidRequest("tests", "only code-generation (codegen) tasks run tests")
         schema = None
         if json_schema is not None:
             try:

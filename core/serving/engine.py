@@ -40,7 +40,7 @@ class Variant:
     name: str  # base | a method (sft, selftrain, kd, dpo) | an alias (production, staging)
     ref: str  # 'base' or 'method/version'
     adapter: str | None  # PEFT adapter name inside the shared model; None = base weights only
-    decoder: CalibratedDecoder | SchemaDecoder  # the task kind's
+    decoder: object  # the task kind's (CalibratedDecoder, SchemaDecoder, CodeDecoder)
     loaded_at: float
     gate: str | None = None  # 'passed' or 'forced' (how this version got to be served); None for the base model
 
@@ -304,3 +304,13 @@ class InferenceEngine:
                 decoder = SchemaDecoder(self.model, self.tokenizer, schema, decoder.instruction, decoder.max_new_tokens, decoder.batch_size)
             with self._active(variant):
                 return variant, decoder.extract(documents, max_new_tokens=max_new_tokens, batch_size=len(documents))
+
+    def decode(self, task: str, name: str, run: Callable[[object], T]) -> tuple[Variant, T]:
+        """`run(decoder)` with a variant's decoder on the model thread, under the lock, its adapter active (codegen)."""
+        return self.on_model_thread(self._decode, task, name, run)
+
+    def _decode(self, task: str, name: str, run: Callable[[object], T]) -> tuple[Variant, T]:
+        with self.lock:
+            variant = self.get(task, name)
+            with self._active(variant):
+                return variant, run(variant.decoder)

@@ -67,12 +67,15 @@ class ServingRuntime:
             self.audit.close()
 
     # -- requests --------------------------------------------------------------------------
-    def infer(self, task: str, variant: str, text: str, json_schema: dict | None = None, caller: str = "anonymous") -> ServedAnswer:
-        """Answer with one variant (`base`, a method, or `auto`)."""
+    def infer(
+        self, task: str, variant: str, text: str, json_schema: dict | None = None, caller: str = "anonymous", tests: str | None = None
+    ) -> ServedAnswer:
+        """Answer with one variant (`base`, a method, or `auto`); `tests` (codegen) are run against the answer."""
         self._check_length(text, "input")
+        self._check_tests(tests)
         start = time.perf_counter()
         name = self.engine.student(task) if variant == "auto" else variant
-        answer = self._answer(task, name, text, json_schema)
+        answer = self._answer(task, name, text, json_schema, tests=tests)
         answer.variant, answer.request_id = variant, uuid.uuid4().hex
         if variant == "auto" and kind_of(self.engine.configs[task]).escalates:
             self._maybe_escalate(answer, text)
@@ -86,21 +89,23 @@ class ServingRuntime:
         max_tokens: int | None = None,
         stop: list[str] | None = None,
         json_schema: dict | None = None,
+        tests: str | None = None,
     ) -> ServedAnswer:
         """The OpenAI-compatible path: `model` is `<task>:<variant>` or `<task>:<alias>`. `max_tokens` cuts the answer
         after that many tokens (`finish_reason` "length"); an extraction is instead decoded within it and closed early
         where it runs short, so it still validates (a budget under the shortest valid answer is refused before decoding);
         `stop` cuts it before the first stop string ("stop"); `json_schema` (a request's `response_format`) constrains an
-        extraction to that schema."""
+        extraction to that schema; `tests` (codegen) are run against the answer."""
         task, _, variant = model.partition(":")
         if not variant:
             raise UnknownVariant(f"model: {model!r}; use <task>:<variant> or <task>:<alias> (see /v1/models)")
         if variant in ALIASES and (task, variant) not in self.engine.variants:
             raise UnknownVariant(f"model: task {task!r} has no {variant!r} adapter")
         self._check_length(text, "messages")
+        self._check_tests(tests)
         start = time.perf_counter()
         try:
-            answer = self._answer(task, variant, text, json_schema, max_tokens)
+            answer = self._answer(task, variant, text, json_schema, max_tokens, tests)
         except AnswerBudgetTooSmall as exc:
             raise InvalidRequest("max_tokens", str(exc)) from None
         answer.request_id = "chatcmpl-" + uuid.uuid4().hex
@@ -149,12 +154,20 @@ class ServingRuntime:
         if tokens > self.settings.max_input_tokens:
             raise InputTooLong(field, f"{tokens} tokens, over the limit of {self.settings.max_input_tokens} (max_input_tokens)")
 
-    def _answer(self, task: str, variant: str, text: str, json_schema: dict | None, max_tokens: int | None = None) -> ServedAnswer:
+    def _check_tests(self, tests: str | None) -> None:
+        if tests is not None and len(tests.encode()) > self.settings.max_tests_bytes:
+            raise InvalidRequest(
+                "tests", f"{len(tests.encode())} bytes, over the limit of {self.settings.max_tests_bytes} (max_tests_bytes)"
+            )
+
+    def _answer(
+        self, task: str, variant: str, text: str, json_schema: dict | None, max_tokens: int | None = None, tests: str | None = None
+    ) -> ServedAnswer:
         cfg = self.engine.configs.get(task)
         if cfg is None:
             self.engine.get(task, variant)  # raises UnknownVariant listing what is served
         kind = kind_of(cfg)
-        return kind.answer(self.engine, self.batcher, task, variant, text, json_schema, self.settings.max_schema_bytes, max_tokens)
+        return kind.answer(self.engine, self.batcher, task, variant, text, json_schema, self.settings.max_schema_bytes, max_tokens, tests)
 
     def _maybe_escalate(self, answer: ServedAnswer, text: str) -> None:
         """Ask the teacher when the student is unsure; a failing teacher leaves the student's answer, with the reason."""

@@ -36,6 +36,12 @@ class TeacherTask(ABC):
     """The task type as the teacher backends see it (implemented by each task kind)."""
 
     batch_size: int = 1  # inputs a local model answers per call
+    candidates: int = 1  # answers an endpoint is asked per input (the first at temperature 0, the rest at `temperature`)
+    temperature: float = 0.0
+
+    def combine(self, answers: list[TeacherAnswer]) -> TeacherAnswer:
+        """One answer out of an endpoint's `candidates` answers to the same input."""
+        return answers[0]
 
     @abstractmethod
     def request(self) -> dict:

@@ -86,7 +86,15 @@ class OpenAITeacher(Teacher):
         return [self.answer_one(t) for t in texts]
 
     def answer_one(self, text: str) -> TeacherAnswer:
-        body = {"model": self.cfg.model, "messages": task_messages(self.instruction, text), "temperature": 0, "max_tokens": 16}
+        """One answer, or (a task that wants several candidates, codegen) the task's combination of `candidates` answers:
+        the first at temperature 0, the rest sampled."""
+        first = self._ask(text, 0.0)
+        if self.task.candidates == 1:
+            return first
+        return self.task.combine([first, *(self._ask(text, self.task.temperature) for _ in range(self.task.candidates - 1))])
+
+    def _ask(self, text: str, temperature: float) -> TeacherAnswer:
+        body = {"model": self.cfg.model, "messages": task_messages(self.instruction, text), "temperature": temperature, "max_tokens": 16}
         body |= self.task.request()
         if self.cfg.top_logprobs:
             body |= {"logprobs": True, "top_logprobs": self.cfg.top_logprobs}

@@ -95,6 +95,7 @@ def _trace(row: Example, key: str, answer: TeacherAnswer, teacher: str) -> dict:
         "prompt_tokens": answer.prompt_tokens,
         "completion_tokens": answer.completion_tokens,
     }
+    trace |= answer.extra  # what the task kind records beside the answer (codegen: every candidate and its verdict)
     if answer.error:
         trace["error"] = answer.error
         if answer.transient:
@@ -108,11 +109,14 @@ def generate_traces(
     load_teacher: Callable[[], Teacher],
     prices: dict[str, Price] | None = None,
     progress: bool = True,
+    check: Callable[[list[Example], list[TeacherAnswer]], list[TeacherAnswer]] | None = None,
 ) -> dict:
     """Ask the teacher about every distinct input of `rows` not yet in `store`; return totals over `rows`.
 
     `load_teacher` is called only when something is left to ask: a fully cached rerun loads nothing.
+    `check(rows, answers)`: the task kind's check of answers before they are stored (`TaskKind.check_teacher_answers`).
     """
+    check = check or (lambda _rows, answers: answers)
     todo: dict[str, Example] = {}
     duplicates = 0
     for row in rows:
@@ -132,12 +136,13 @@ def generate_traces(
             futures = {pool.submit(teacher.answer_one, row.text): (key, row) for key, row in items}
             for future in as_completed(futures):
                 key, row = futures[future]
-                store.append(_trace(row, key, future.result(), teacher.name))
+                store.append(_trace(row, key, check([row], [future.result()])[0], teacher.name))
                 bar.update(1)
     elif teacher is not None:
         for begin in range(0, len(items), teacher.batch_size):
             chunk = items[begin : begin + teacher.batch_size]
-            for (key, row), answer in zip(chunk, teacher.answer([row.text for _, row in chunk])):
+            answers = check([row for _, row in chunk], teacher.answer([row.text for _, row in chunk]))
+            for (key, row), answer in zip(chunk, answers):
                 store.append(_trace(row, key, answer, teacher.name))
                 bar.update(1)
     bar.close()

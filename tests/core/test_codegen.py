@@ -100,8 +100,8 @@ def test_embedded_model_answers_are_run_and_become_pairs_that_train(embedded_dir
         task = next(t for t in tasks if t.prompt == pair.prompt)
         assert run_tests(extract_code(pair.chosen), task.tests).passed and not run_tests(extract_code(pair.rejected), task.tests).passed
     report = pass_rate(model, tokenizer, CODEGEN_INSTRUCTION, tasks[:2], max_new_tokens=64)
-    assert report["tasks"] == 2 and report["passed"] == sum(p["passed"] for p in report["predictions"])
-    assert 0.0 <= report["pass_rate"] <= 1.0 and sum(report["failures"].values()) == 2 - report["passed"]
+    assert report["n"] == 2 and report["passed"] == sum(p["passed"] for p in report["predictions"])
+    assert 0.0 <= report["pass_at_1"] <= 1.0 and sum(report["failures"].values()) == 2 - report["passed"]
 
     cfg = TaskConfig(model=tiny_cfg.model, runs_dir=tiny_cfg.runs_dir, work_dir=tiny_cfg.work_dir, instruction=CODEGEN_INSTRUCTION)
     cfg.dpo.min_pairs, cfg.training.batch_size, cfg.training.max_steps, cfg.training.max_length = 1, 2, 1, 512

@@ -136,7 +136,7 @@ for i in range(1000):
 
 
 def test_a_registry_killed_mid_write_is_the_old_state_or_the_new_one(tmp_path, adapter):
-    """20 SIGKILLs at seeded random moments of a process registering and promoting in a loop: after each, every version
+    """12 SIGKILLs at seeded random moments of a process registering and promoting in a loop: after each, every version
     folder is complete and the alias file parses and names existing versions; `registry show` reads the result."""
     import random
     import subprocess
@@ -149,7 +149,7 @@ def test_a_registry_killed_mid_write_is_the_old_state_or_the_new_one(tmp_path, a
     script.write_text(REGISTER_AND_PROMOTE)
     runs = tmp_path / "runs"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    for _ in range(20):
+    for _ in range(12):
         kill_at_random_moment([str(script), str(runs), str(adapter)], "ready", rng, 1.5, "registry", env)
         reg = Registry(runs)
         for method in reg.methods("t"):

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from core.registry import Registry
+from core.teachers.traces import TraceStore
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -46,6 +47,50 @@ def test_distill_flow_runs_document_extraction(prefect_server, tiny_cfg):
     metrics = registry.metrics("invoices", "production")
     assert IDP_REQUIRED <= set(metrics) and metrics["n"] == 4
     assert "field_f1" in Path(summary["report"]).read_text()
+
+
+def test_distill_flow_runs_code_generation(prefect_server, tiny_cfg, embedded_dir, tmp_path):
+    """type: codegen end to end: pyfuncs demo rows (solutions run against their tests as they are read), SFT on plan and
+    code, the embedded model as teacher with two candidates per task kept only where they pass (execution-verified),
+    KD on those, SFT -> DPO on passing vs failing samples, every variant scored by running tests, registered, gated;
+    then `distill-slm eval` on the registered adapter."""
+    from demos import pyfuncs
+    from flows.distill import distill
+
+    pool = tmp_path / "specs.jsonl"  # one-step families the embedded model solves: the teacher has something to keep
+    pool.write_text("".join(json.dumps({k: r[k] for k in ("id", "prompt", "tests")}) + "\n" for r in pyfuncs.generate(3, 5, (0, 1))))
+    cfg = type(tiny_cfg)(type="codegen", model=tiny_cfg.model, runs_dir=tiny_cfg.runs_dir, work_dir=tiny_cfg.work_dir, max_new_tokens=48)
+    cfg.methods = ["sft", "kd", "dpo"]
+    cfg.data.unlabeled, cfg.data.demo.n_rows, cfg.data.train_per_class, cfg.data.eval_per_class = pool, 30, 8, 3
+    cfg.training.batch_size, cfg.training.max_steps, cfg.training.save_steps = 4, 2, 2
+    cfg.teacher.backend, cfg.teacher.model, cfg.teacher.candidates = "hf", str(embedded_dir), 2
+    cfg.dpo.min_pairs, cfg.dpo.max_pairs, cfg.codegen.dpo_samples = 1, 4, 2
+    cfg.promotion.guard_min = {}  # a random 2-layer model writes no Python
+    summary = distill(cfg)
+
+    assert set(summary["variants"]) == {"base", "teacher", "sft", "kd", "dpo"}
+    traces = summary["teacher_traces"]
+    assert traces["traces"] == 3 and traces["usable"] >= 1 and traces["usable"] + traces["failed"] == 3
+    assert set(traces["failure_reasons"]) <= {"no candidate passed the tests"}
+    for trace in TraceStore.read(traces["path"]).traces.values():
+        assert len(trace["candidates"]) == 2 and (trace.get("error") is None) == any(c["passed"] for c in trace["candidates"])
+    eval_dir = Path(summary["eval_dir"])
+    for name in ("base", "teacher", "sft", "kd", "dpo"):
+        metrics = json.loads((eval_dir / f"{name}.metrics.json").read_text())
+        assert {"pass_at_1", "syntax_rate", "lint_pass_rate", "latency_ms_p50", "cost_per_1k_usd", "n"} <= set(metrics), name
+        assert metrics["n"] == 3 and 0 <= metrics["pass_at_1"] <= 1
+    assert json.loads((eval_dir / "teacher.metrics.json").read_text())["candidates_per_task"] == 2
+    report = Path(summary["report"]).read_text()
+    assert "| pass_at_1 |" in report and (eval_dir / "pass_rates.png").exists()
+    registry = Registry(cfg.runs_dir)
+    assert registry.methods("pyfuncs") == ["dpo", "kd", "sft"]
+    assert registry.task_config("pyfuncs").promotion.primary_metric == "pass_at_1"
+
+    done = cli("eval", "--task", "pyfuncs", "--adapter", "sft", "--data", str(cfg.work_dir / "pyfuncs" / "data" / "eval.jsonl"),
+               "--runs-dir", str(cfg.runs_dir), "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = json.loads(done.stdout)
+    assert metrics["adapter"] == "pyfuncs/sft/v0001" and metrics["n"] == 3 and "failures" in metrics
 
 
 def test_distill_flow_trains_evaluates_registers_promotes(prefect_server, tiny_cfg, monkeypatch):

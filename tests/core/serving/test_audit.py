@@ -44,7 +44,7 @@ def test_a_torn_last_line_is_left_out_and_a_damaged_one_elsewhere_raises(tmp_pat
 
 
 def test_the_service_killed_while_it_writes_the_audit_log_leaves_every_earlier_line_whole(server, tmp_path):
-    """5 SIGKILLs of the real service (`distill-slm serve`) under 4 concurrent clients, at seeded random moments:
+    """3 SIGKILLs of the real service (`distill-slm serve`) under 4 concurrent clients, at seeded random moments:
     afterwards every line of the audit log but a torn last one parses, and each kill cut at most that one line."""
     import os
     import random
@@ -60,7 +60,7 @@ def test_the_service_killed_while_it_writes_the_audit_log_leaves_every_earlier_l
     env = {**os.environ, "DISTILL_SLM_AUDIT_LOG": str(audit)}
     body = {"task": "creditmix", "input": "Num_Bank_Accounts: 3; Interest_Rate: 25"}
     answered = 0
-    for _ in range(5):
+    for _ in range(3):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -97,7 +97,7 @@ def test_the_service_killed_while_it_writes_the_audit_log_leaves_every_earlier_l
         whole = text.splitlines()[:-1] if not text.endswith("\n") else text.splitlines()
         for line in whole:
             json.loads(line)  # every line before the kill parses
-    assert answered > 5 and len(read_audit(audit)) >= answered - 5  # at most the line in flight per kill is lost
+    assert answered > 3 and len(read_audit(audit)) >= answered - 3  # at most the line in flight per kill is lost
 
 
 WRITER = """

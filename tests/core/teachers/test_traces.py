@@ -73,7 +73,7 @@ generate_traces(rows, store, lambda: teacher, progress=False)
 
 
 def test_trace_generation_killed_at_random_moments_asks_no_input_twice_but_those_in_flight(faulty, tmp_path):
-    """13 SIGKILLs of a real trace-generating process (concurrency 4) at seeded random moments. The server counts every
+    """8 SIGKILLs of a real trace-generating process (concurrency 4) at seeded random moments. The server counts every
     request: after each kill, requests beyond the new traces on disk are at most the 4 in flight; every line but a torn
     last one parses; no input is on disk twice; a last run completes the 80 inputs."""
     import os
@@ -103,7 +103,7 @@ def test_trace_generation_killed_at_random_moments_asks_no_input_twice_but_those
                 torn += 1
         return traces, torn
 
-    for kill in range(1, 14):
+    for kill in range(1, 9):
         before_requests, before_traces = faults.seen, len({t["input_sha256"] for t in on_disk()[0]})
         kill_at_random_moment(args, "ready", rng, 1.5, "teacher traces", env)
         traces, torn = on_disk()

@@ -40,7 +40,7 @@ print("ready", flush=True)  # nothing was left to validate: the kill lands after
 
 
 def test_training_killed_at_random_moments_resumes_from_its_last_complete_checkpoint(tiny_model_dir, tmp_path):
-    """12 SIGKILLs of a real training process at seeded random moments (mid-step, mid-checkpoint, mid-validation): after
+    """8 SIGKILLs of a real training process at seeded random moments (mid-step, mid-checkpoint, mid-validation): after
     each, the newest complete checkpoint, the validation curve and the best adapter read back whole, and progress never
     goes backwards; the final run resumes from the last checkpoint and finishes the plan."""
     import os
@@ -61,7 +61,7 @@ def test_training_killed_at_random_moments_resumes_from_its_last_complete_checkp
     args = [str(script), str(tiny_model_dir), str(ckpt), str(out)]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
     progress = 0
-    for _ in range(12):
+    for _ in range(8):
         kill_at_random_moment(args, "ready", rng, 2.0, "training", env)
         last = last_complete_checkpoint(ckpt)
         if last is None:

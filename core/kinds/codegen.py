@@ -1,0 +1,313 @@
+"""Code generation (`type: codegen`): a spec in, a one-line plan and a Python function out, checked by running tests.
+
+Rows are `{"id"?, "prompt", "tests", "entry_point"?, "solution"?, "plan"?}` (`core.codegen`). The gold answer is the
+solution in the task's answer format (`plan: true`: the row's plan line, then the code block; `plan: false`: the code
+block alone), which is what SFT trains on. A variant is scored by executing its answers against the rows' tests in the
+sandbox (`core.sandbox`): pass@1 of the greedy answers, pass@k of samples (`codegen.samples`), syntax and lint pass
+rates, failures by cause.
+
+The teacher (any backend) writes `teacher.candidates` answers per task, the first greedy and the rest sampled
+(the deliberate backend: each with its own retrieved k-shot examples); `check_teacher_answers` runs every candidate
+against the task's tests and keeps the first that passes: execution-verified rejection sampling. A task no candidate
+solved becomes a failed trace (counted, never trained on), so KD learns only from code that works.
+
+    kind = KINDS["codegen"]
+    rows = kind.load_rows(cfg, "code.jsonl")            # bad rows stop here; solutions run against their tests
+    metrics = kind.score(cfg, kind.decoder(cfg, model, tokenizer), rows)
+    metrics["pass_at_1"], metrics["failures"]
+"""
+
+from __future__ import annotations
+
+import ast
+import time
+from pathlib import Path
+
+import numpy as np
+
+from core.codegen import (
+    CodeAnswer,
+    CodeDecoder,
+    CodeTask,
+    check_solutions,
+    check_tests,
+    code_metrics,
+    code_pairs,
+    extract_code,
+    format_answer,
+    lint_ok,
+    parse_code_record,
+    pass_at_k,
+    syntax_ok,
+)
+from core.common.config import TaskConfig
+from core.common.records import Example, document_split
+from core.drift import Signal, proportion_test
+from core.errors import ConfigError, InvalidRequest
+from core.evaluation.report import write_codegen_report
+from core.kinds.base import ServedAnswer, TaskKind, trace_costs, traces_for_rows
+from core.model.loading import load_tokenizer
+from core.sandbox import isolation, run_all, run_tests
+from core.teachers.base import TeacherAnswer, TeacherTask
+from core.training.kd import generation_kd_rows
+
+
+def split_answer(answer: str) -> tuple[str | None, str]:
+    """(plan, code) of an answer in the task's format: the text after 'Plan:' on the first line (None without one)."""
+    first = answer.lstrip().split("\n", 1)[0]
+    plan = first[len("Plan:") :].strip() if first.startswith("Plan:") else None
+    return plan or None, extract_code(answer)
+
+
+class CodeGeneration(TaskKind):
+    generates = True
+    type = "codegen"
+    summary_keys = ("pass_at_1", "syntax_rate", "lint_pass_rate", "latency_ms_p50", "cost_per_1k_usd")
+    card_keys = ("pass_at_1", "syntax_rate", "lint_pass_rate")
+
+    def __init__(self) -> None:
+        self._verified: set[int] = set()  # hashes of (solution, tests) already run: a split read again is not run again
+
+    # -- data --------------------------------------------------------------------------------
+    def parse_record(self, cfg: TaskConfig, record: dict, path: Path, line: int, require_answer: bool) -> Example:
+        task = parse_code_record(record, path, line, require_solution=require_answer)
+        label = format_answer(task.solution, task.plan if cfg.plan else None) if task.solution is not None else None
+        return Example(task.id, task.prompt, label, task.tests)
+
+    def check_rows(self, cfg: TaskConfig, rows: list[Example], path: Path, require_answers: bool, lines: list[int]) -> None:
+        """Every solution runs against its own tests (in the sandbox, in parallel); the first that fails stops the read."""
+        todo = [
+            (line, row) for line, row in zip(lines, rows) if row.label is not None and hash((row.label, row.tests)) not in self._verified
+        ]
+        tasks = [(line, CodeTask(row.id, row.text, row.tests, solution=extract_code(row.label))) for line, row in todo]
+        check_solutions(path, tasks, cfg.codegen.timeout_s)
+        self._verified.update(hash((row.label, row.tests)) for _, row in todo)
+
+    def to_record(self, cfg: TaskConfig, row: Example) -> dict:
+        record = {"id": row.id, "prompt": row.text, "tests": row.tests}
+        if row.label is not None:
+            plan, code = split_answer(row.label)
+            record |= {"solution": code} | ({"plan": plan} if plan else {})
+        return record
+
+    def split(self, cfg: TaskConfig, rows: list[Example]) -> tuple[list[Example], list[Example]]:
+        return document_split(rows, cfg.data.train_per_class, cfg.data.eval_per_class, cfg.training.seed)
+
+    def hold_out_validation(self, cfg: TaskConfig, rows: list[Example], strict: bool = True) -> tuple[list[Example], list[Example]]:
+        n = cfg.training.validation_per_class  # tasks: code generation has no classes
+        return (rows[n:], rows[:n]) if n else (rows, [])
+
+    def train_rows(self, cfg: TaskConfig, rows: list[Example]) -> list[Example]:
+        return rows[: cfg.data.train_per_class]
+
+    def check_task(self, cfg: TaskConfig) -> list[str]:
+        warnings = super().check_task(cfg)
+        if cfg.codegen.samples and cfg.codegen.k > cfg.codegen.samples:
+            raise ConfigError(f"codegen.k: pass@{cfg.codegen.k} needs at least that many samples per task (codegen.samples is {cfg.codegen.samples})")
+        return warnings
+
+    # -- model and evaluation ----------------------------------------------------------------
+    def decoder(self, cfg: TaskConfig, model, tokenizer, adapter: str | Path | None = None) -> CodeDecoder:
+        return CodeDecoder(model, tokenizer, cfg.instruction, cfg.max_new_tokens, cfg.eval_batch_size, cfg.codegen.temperature)
+
+    def score(self, cfg: TaskConfig, decoder: CodeDecoder, rows: list[Example]) -> dict:
+        prompts = [r.text for r in rows]
+        greedy = decoder.answer(prompts)
+        samples = decoder.sample(prompts, cfg.codegen.samples) if cfg.codegen.samples else None
+        metrics = code_metrics([r.tests for r in rows], greedy, samples, cfg.codegen.k, cfg.codegen.timeout_s)
+        metrics["latency_note"] = f"per task, greedy, amortised over batches of {decoder.batch_size}"
+        for row, prediction in zip(rows, metrics["predictions"]):
+            prediction["id"] = row.id
+        return metrics
+
+    def teacher_metrics(self, cfg: TaskConfig, rows: list[Example], traces: dict[str, dict]) -> dict:
+        """The teacher's first (greedy) candidate as its pass@1, all its candidates for pass@k, and how many tasks any
+        candidate solved (`verified_rate`: the share of tasks KD can learn from)."""
+        found = traces_for_rows(rows, traces)
+        candidates = [t.get("candidates") or [] for t in found]
+        first = [c[0] if c else {"answer": "", "passed": False, "cause": "failed"} for c in candidates]
+        codes = [extract_code(c.get("answer") or "") for c in first]
+        n = max(len(rows), 1)
+        metrics = {
+            "pass_at_1": sum(c["passed"] for c in first) / n,
+            "verified_rate": sum(any(x["passed"] for x in c) for c in candidates) / n,
+            "candidates_per_task": float(np.mean([len(c) for c in candidates])),
+            "syntax_rate": sum(map(syntax_ok, codes)) / n,
+            "lint_pass_rate": sum(lint_ok(code) for code in codes if code) / n,
+            "n": len(rows),
+            "latency_ms_p50": float(np.percentile([t["latency_s"] * 1000 for t in found], 50)),
+            "latency_ms_p95": float(np.percentile([t["latency_s"] * 1000 for t in found], 95)),
+        }
+        k = cfg.codegen.k
+        if all(len(c) >= k for c in candidates):
+            metrics[f"pass_at_{k}"] = float(np.mean([pass_at_k(len(c), sum(x["passed"] for x in c), k) for c in candidates]))
+        failures: dict[str, int] = {}
+        for c in first:
+            if not c["passed"]:
+                failures[c.get("cause") or "failed"] = failures.get(c.get("cause") or "failed", 0) + 1
+        metrics["failures"] = failures
+        metrics |= trace_costs(found, failed=sum(bool(t.get("error")) for t in found), note="per task, every candidate")
+        metrics["predictions"] = [
+            {"id": r.id, "passed": c["passed"], "cause": c.get("cause"), "answer": c.get("answer")} for r, c in zip(rows, first)
+        ]
+        return metrics
+
+    def teacher_task(self, cfg: TaskConfig) -> TeacherTask:
+        return CodeTeaching(cfg)
+
+    def check_teacher_answers(self, cfg: TaskConfig, rows: list[Example], answers: list[TeacherAnswer]) -> list[TeacherAnswer]:
+        """Run every candidate against its task's tests; keep the first that passes, or fail the answer (not transient:
+        a rerun does not ask again) when none does. Each trace records every candidate and its verdict."""
+        todo = []
+        for answer in answers:
+            texts = answer.extra.get("candidates") or ([answer.output] if answer.output is not None else [])
+            todo.append([t for t in texts if t is not None] if not answer.transient else [])
+        flat = run_all([(extract_code(t), row.tests) for row, texts in zip(rows, todo) for t in texts], cfg.codegen.timeout_s)
+        at = 0
+        for answer, texts in zip(answers, todo):
+            if not texts:
+                continue
+            results, at = flat[at : at + len(texts)], at + len(texts)
+            answer.extra = {"candidates": [{"answer": t, "passed": r.passed, "cause": r.cause} for t, r in zip(texts, results)]}
+            passing = next((i for i, r in enumerate(results) if r.passed), None)
+            if passing is None:
+                answer.output, answer.top_logprobs = None, None
+                answer.error = f"no candidate passed the tests: {len(texts)} tried, first failed by {results[0].cause}"
+            else:
+                if passing:  # log-probabilities describe the first (greedy) candidate's tokens only
+                    answer.top_logprobs = None
+                answer.output, answer.error = texts[passing], None
+        return answers
+
+    def write_report(self, task: str, results: dict[str, dict], out_dir: Path) -> Path:
+        return write_codegen_report(task, results, out_dir)
+
+    def card_line(self, cfg: TaskConfig) -> str:
+        answer = "a one-line plan, then the code" if cfg.plan else "the code alone"
+        return f"Task type {self.type}: a spec in, {answer} out; scored by running each task's tests in a sandbox."
+
+    # -- training ----------------------------------------------------------------------------
+    def kd_rows(self, cfg: TaskConfig, traces: list[dict]) -> tuple[list[dict], dict]:
+        """Sequence-level KD on verified answers only (a trace without a passing candidate is a failed trace, never here)."""
+        verified = [t for t in traces if any(c["passed"] for c in t.get("candidates") or [{"passed": True}])]
+        rows, counts = generation_kd_rows(verified, cfg, load_tokenizer(cfg.model))
+        return rows, counts | {"verified_traces": len(verified)}
+
+    def preference_pairs(self, cfg: TaskConfig, rows: list[Example], decoder: CodeDecoder, teacher_traces: list[dict] | None):
+        """chosen = code that passes (the student's own passing sample, else the gold solution, else the teacher's verified
+        answer), rejected = one of the student's own samples that fails (`codegen.dpo_samples` per task)."""
+        rows = rows[: cfg.dpo.max_pairs]
+        verified = {t["prompt"]: t["output"] for t in teacher_traces or [] if t.get("output")}
+        tasks = []
+        for row in rows:
+            gold = row.label or verified.get(row.text)
+            plan, code = split_answer(gold) if gold else (None, None)
+            tasks.append(CodeTask(row.id, row.text, row.tests, solution=code, plan=plan))
+        samples = [[a.text for a in answers] for answers in decoder.sample([r.text for r in rows], cfg.codegen.dpo_samples)]
+        return code_pairs(tasks, samples, cfg.codegen.timeout_s)
+
+    # -- drift -------------------------------------------------------------------------------
+    def reference_answers(self, cfg: TaskConfig, decoder: CodeDecoder, texts: list[str]) -> list[dict]:
+        return [{"output": a.text} for a in decoder.answer(texts)]
+
+    def drift_view(self, cfg: TaskConfig, record: dict) -> dict | None:
+        if not isinstance(record.get("output"), str):
+            return None
+        code = extract_code(record["output"])
+        return {"syntax_ok": syntax_ok(code), "code": code}
+
+    def agrees(self, cfg: TaskConfig, view: dict, teacher_output: str) -> bool:
+        """The same program as the teacher's, up to formatting and comments (equal syntax trees)."""
+        try:
+            return ast.dump(ast.parse(view["code"])) == ast.dump(ast.parse(extract_code(teacher_output)))
+        except (SyntaxError, ValueError):
+            return False
+
+    def output_signals(self, cfg: TaskConfig, reference: list[dict], window: list[dict]) -> list[Signal]:
+        ok = lambda views: sum(v["syntax_ok"] for v in views)  # noqa: E731
+        p = proportion_test(ok(reference), len(reference), ok(window), len(window))
+        rates = {"reference": ok(reference) / len(reference), "window": ok(window) / len(window)}
+        return [Signal("output.syntax_rate", rates["window"], p, rates)]
+
+    # -- serving -----------------------------------------------------------------------------
+    def answer(self, engine, batcher, task, variant, text, json_schema, max_schema_bytes, max_new_tokens=None, tests=None) -> ServedAnswer:
+        """A plan and the code, greedy; with `tests`, the code is run against them in the sandbox and the verdict returned."""
+        if json_schema is not None:
+            raise InvalidRequest("json_schema", "only document-extraction (idp) tasks take a schema")
+        if tests is not None and (problem := check_tests(tests)):
+            raise InvalidRequest("tests", problem)
+        served, answer = engine.decode(task, variant, lambda decoder: decoder.answer([text], max_new_tokens=max_new_tokens)[0])
+        verdict = None
+        if tests is not None:
+            start = time.perf_counter()
+            result = run_tests(answer.code, tests, timeout_s=engine.configs[task].codegen.timeout_s)
+            verdict = {"passed": result.passed, "cause": result.cause or None, "error": result.error or None, "isolation": isolation()}
+            verdict["run_ms"] = round((time.perf_counter() - start) * 1000, 1)
+        return ServedAnswer(
+            task=task,
+            variant=variant,
+            adapter=served.ref,
+            gate=served.gate,
+            output=answer.text,
+            prompt_tokens=answer.prompt_tokens,
+            completion_tokens=answer.completion_tokens,
+            finish_reason="stop" if answer.stopped else "length",
+            verdict=verdict,
+        )
+
+
+class CodeTeaching(TeacherTask):
+    """`candidates` answers per spec, the first greedy and the rest sampled at `codegen.temperature`; which of them pass
+    is the kind's business (`CodeGeneration.check_teacher_answers`), since only the task's rows hold the tests."""
+
+    def __init__(self, cfg: TaskConfig) -> None:
+        self.cfg = cfg
+        self.candidates, self.temperature = cfg.teacher.candidates, cfg.codegen.temperature
+        self.batch_size = cfg.eval_batch_size
+        self.decoder: CodeDecoder | None = None
+
+    def request(self) -> dict:
+        return {"max_tokens": self.cfg.max_new_tokens}
+
+    def read_reply(self, content, top, latency_s, prompt_tokens, completion_tokens) -> TeacherAnswer:
+        return TeacherAnswer(content, None, top or None, latency_s, prompt_tokens, completion_tokens)
+
+    def combine(self, answers: list[TeacherAnswer]) -> TeacherAnswer:
+        """One answer carrying every candidate (`extra["candidates"]`; None where that request failed); the first usable
+        one stands until the tests choose. Latency and tokens are the candidates' sums: what the task cost."""
+        usable = [a for a in answers if a.output is not None]
+        combined = TeacherAnswer(
+            usable[0].output if usable else None,
+            top_logprobs=answers[0].top_logprobs if answers[0].output is not None else None,
+            latency_s=sum(a.latency_s for a in answers),
+            prompt_tokens=sum(a.prompt_tokens for a in answers),
+            completion_tokens=sum(a.completion_tokens for a in answers),
+            error=None if usable else answers[0].error,
+            transient=not usable and all(a.transient for a in answers),
+        )
+        combined.extra["candidates"] = [a.output for a in answers]
+        return combined
+
+    def attach(self, model, tokenizer, calibrated: bool, adapter: Path | None = None) -> None:
+        self.decoder = CodeDecoder(model, tokenizer, self.cfg.instruction, self.cfg.max_new_tokens, self.batch_size, self.temperature)
+
+    def _candidates(self, greedy: list[CodeAnswer], sampled: list[list[CodeAnswer]]) -> list[TeacherAnswer]:
+        as_answer = lambda a: TeacherAnswer(
+            a.text, latency_s=a.latency_ms / 1000, prompt_tokens=a.prompt_tokens, completion_tokens=a.completion_tokens
+        )  # noqa: E731
+        return [self.combine([as_answer(g), *map(as_answer, s)]) for g, s in zip(greedy, sampled)]
+
+    def answer(self, texts: list[str], top_k: int) -> list[TeacherAnswer]:
+        greedy = self.decoder.answer(texts)
+        sampled = self.decoder.sample(texts, self.candidates - 1) if self.candidates > 1 else [[] for _ in texts]
+        return self._candidates(greedy, sampled)
+
+    def deliberate(self, texts, shot_sets, neighbours, top_k) -> list[TeacherAnswer]:
+        """Candidate c of a spec answers after retrieved shot set c (mod the sets): the nearest solved tasks as examples."""
+        n_sets = len(shot_sets[0]) if shot_sets else 1
+        greedy = self.decoder.answer(texts, shots=[s[0] for s in shot_sets])
+        sampled = [
+            [self.decoder.sample([text], 1, shots=[sets[c % n_sets]])[0][0] for c in range(1, self.candidates)]
+            for text, sets in zip(texts, shot_sets)
+        ]
+        return self._candidates(greedy, sampled)

@@ -1,0 +1,72 @@
+"""Code generation through a running service: plan and code from /infer and /v1, the request's tests run in the sandbox."""
+
+import httpx
+import pytest
+import yaml
+from openai import OpenAI
+
+from core.codegen import extract_code
+from core.sandbox import run_tests
+from tests.conftest import make_adapter
+
+SPEC = "Write a Python function `add_three(x)` that returns x plus 3."
+TESTS = "assert add_three(1) == 4\nassert add_three(-3) == 0"
+
+
+@pytest.fixture(scope="module")
+def code_server(tiny_model_dir, tmp_path_factory):
+    """uvicorn on a loopback port serving a codegen task (a random LoRA over the tiny model) as production."""
+    from core.common.config import TaskConfig
+    from core.registry import Registry
+    from core.settings import Settings
+    from service.main import serve_in_thread
+
+    root = tmp_path_factory.mktemp("code-service")
+    cfg = TaskConfig(type="codegen", max_new_tokens=24)
+    cfg.model.base_model = str(tiny_model_dir)
+    registry = Registry(root / "runs")
+    adapter = make_adapter(cfg, root / "adapter", 4)
+    registry.register("pyfuncs", "sft", adapter, {"pass_at_1": 0.0}, yaml.safe_dump(cfg.model_dump(mode="json")), {})
+    registry.promote("pyfuncs", "sft/v0001", cfg.promotion.model_copy(update={"guard_min": {}}))
+    srv, url = serve_in_thread(Settings(runs_dir=root / "runs", audit_log=root / "audit.jsonl", max_tests_bytes=2000))
+    yield url
+    srv.should_exit = True
+
+
+def test_infer_answers_with_code_and_the_verdict_of_the_requests_tests(code_server):
+    r = httpx.post(f"{code_server}/infer/auto", json={"task": "pyfuncs", "input": SPEC, "verify": True, "tests": TESTS}, timeout=120)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["adapter"] == "sft/v0001" and body["output"]
+    verdict = body["verdict"]
+    # The sandbox's verdict on the answer's code, the same as a run of it here (a random model writes no working Python).
+    again = run_tests(extract_code(body["output"]), TESTS)
+    assert (verdict["passed"], verdict["cause"] or "") == (again.passed, again.cause) and verdict["isolation"] in ("namespaces", "limits")
+    plain = httpx.post(f"{code_server}/infer/base", json={"task": "pyfuncs", "input": SPEC}, timeout=120).json()
+    assert plain["adapter"] == "base" and plain["verdict"] is None
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "problem"),
+    [
+        ({"verify": True, "tests": "assert add_three(1) ==="}, "tests", "not valid Python"),
+        ({"verify": True, "tests": "print(add_three(1))"}, "tests", "no assert"),
+        ({"verify": True, "tests": "assert add_three(1) == 4\n" * 200}, "tests", "over the limit of 2000"),
+        ({"verify": True}, "tests", "verify needs the tests"),
+        ({"tests": TESTS}, "verify", "without verify"),
+    ],
+)
+def test_bad_tests_get_a_422_naming_the_field(code_server, body, field, problem):
+    r = httpx.post(f"{code_server}/infer/auto", json={"task": "pyfuncs", "input": SPEC} | body, timeout=60)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["param"] == field and problem in r.json()["error"]["message"]
+
+
+def test_the_openai_client_gets_code_and_a_verdict(code_server):
+    client = OpenAI(base_url=f"{code_server}/v1", api_key="unused")
+    completion = client.chat.completions.create(
+        model="pyfuncs:production", messages=[{"role": "user", "content": SPEC}], max_tokens=8, extra_body={"tests": TESTS}
+    )
+    assert completion.usage.completion_tokens <= 8 and completion.choices[0].finish_reason in ("stop", "length")
+    extra = completion.model_extra["distill_slm"]
+    assert extra["adapter"] == "sft/v0001" and extra["verdict"]["passed"] is False  # 8 tokens of a random model
