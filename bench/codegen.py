@@ -72,7 +72,7 @@ def sandbox_overhead(runs: int = 30) -> dict:
     return figures
 
 
-VARIANT_KEYS = ("pass_at_1", "syntax_rate", "lint_pass_rate", "latency_ms_p50", "failures")
+VARIANT_KEYS = ("pass_at_1", "pass_at_2", "syntax_rate", "lint_pass_rate", "latency_ms_p50", "failures")
 
 
 def _flow(cfg: TaskConfig) -> dict:
@@ -89,7 +89,7 @@ def _flow(cfg: TaskConfig) -> dict:
         metrics = json.loads((eval_dir / f"{name}.metrics.json").read_text())
         variants[name] = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items() if k in VARIANT_KEYS}
         if name == "teacher":
-            variants[name] |= {k: metrics.get(k) for k in ("verified_rate", "candidates_per_task", "pass_at_2")}
+            variants[name] |= {k: metrics.get(k) for k in ("verified_rate", "candidates_per_task")}
     return {
         "variants": variants,
         "teacher_traces": summary.get("teacher_traces"),
@@ -108,6 +108,7 @@ def _config(out: Path, quick: bool, **update) -> TaskConfig:
         raw["teacher"] |= {"max_pool": 6, "candidates": 2}
         raw["training"] = {"max_steps": 3}
         raw["dpo"] |= {"max_pairs": 6, "min_pairs": 1}
+        raw["codegen"] = {"samples": 2, "k": 2}
     return TaskConfig.model_validate(raw)
 
 

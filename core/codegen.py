@@ -1,16 +1,17 @@
 """Code generation: spec -> plan -> Python code, checked by executing the task's tests.
 
-A codegen row (the README's data formats) holds `prompt` (the spec), `tests` (Python source with asserts), and
-optionally `entry_point` (the function the tests call) and `solution`. The model answers with a
-one-line plan, then the code in a ```python block (`format_answer`); `extract_code` takes the
-block back out, and `run_tests` (`core.sandbox`) executes code + tests in a fresh interpreter and
-says whether every assert held. Preference pairs for DPO are code that passes against code that fails
-(`code_pairs`), from the student's own samples.
+The parts the `codegen` task kind (`core.kinds.codegen`) is built from. A codegen row (the README's data formats)
+holds `prompt` (the spec), `tests` (Python source with asserts), and optionally `entry_point` (the function the tests
+call), `solution` and `plan`. The model answers with a one-line plan, then the code in a ```python block
+(`format_answer`); `extract_code` takes the block back out, and `run_tests` (`core.sandbox`) executes code + tests in
+the sandbox and says whether every assert held. `CodeDecoder` writes a variant's answers (greedy or sampled),
+`code_metrics` scores them (pass@1, pass@k, syntax, lint, failures by cause), `code_pairs` puts code that passes
+against code that fails for DPO.
 
     tasks = load_codegen("data/codegen.jsonl")
-    answers = sample_answers(model, tokenizer, CODEGEN_INSTRUCTION, [t.prompt for t in tasks], n=4)
-    pairs, counts = code_pairs(tasks, answers)
-    pass_rate(model, tokenizer, CODEGEN_INSTRUCTION, tasks)["pass_rate"]
+    decoder = CodeDecoder(model, tokenizer, CODEGEN_INSTRUCTION, max_new_tokens=96)
+    metrics = code_metrics([t.tests for t in tasks], decoder.answer([t.prompt for t in tasks]))
+    pairs, counts = code_pairs(tasks, [[a.text for a in s] for s in decoder.sample([t.prompt for t in tasks], n=4)])
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from core.sandbox import run_all
 class CodeTask:
     id: str
     prompt: str
-    tests: str
+    tests: str | None  # None only for specs without tests (unlabeled traffic): nothing can be verified against them
     entry_point: str | None = None
     solution: str | None = None
     plan: str | None = None
@@ -62,16 +63,17 @@ def extract_code(answer: str) -> str:
     return (opened.group(1) if opened else answer).strip()
 
 
-def parse_code_record(record: dict, path: Path, line: int, require_solution: bool = False) -> CodeTask:
+def parse_code_record(record: dict, path: Path, line: int, require_solution: bool = False, require_tests: bool = True) -> CodeTask:
     """One codegen row, checked without running anything: fields present and typed, tests that parse and assert
-    something, a solution (where there is one) that defines `entry_point`. Raises DataError naming file, line and field."""
-    for field in ("prompt", "tests"):
+    something, a solution (where there is one) that defines `entry_point`. Raises DataError naming file, line and field.
+    `require_tests=False`: a spec alone (a drift window's traffic) is a row too, with `tests` None."""
+    for field in ("prompt", "tests") if require_tests or record.get("tests") is not None else ("prompt",):
         if not isinstance(record.get(field), str) or not record[field].strip():
             raise DataError(path, line, field, "missing or empty")
     for field in ("entry_point", "solution", "plan"):
         if record.get(field) is not None and not isinstance(record[field], str):
             raise DataError(path, line, field, f"must be a string, got {type(record[field]).__name__}")
-    tests_problem = check_tests(record["tests"])
+    tests_problem = check_tests(record["tests"]) if record.get("tests") is not None else None
     if tests_problem:
         raise DataError(path, line, "tests", tests_problem)
     solution = record.get("solution")
@@ -83,7 +85,7 @@ def parse_code_record(record: dict, path: Path, line: int, require_solution: boo
         if entry not in defined:
             raise DataError(path, line, "entry_point", f"{entry!r} is not defined by the solution")
     task_id = str(record.get("id") or f"{path.stem}-{line}")
-    return CodeTask(task_id, record["prompt"], record["tests"], entry, solution, record.get("plan"))
+    return CodeTask(task_id, record["prompt"], record.get("tests"), entry, solution, record.get("plan"))
 
 
 def check_tests(tests: str) -> str | None:

@@ -70,7 +70,9 @@ class CodeGeneration(TaskKind):
 
     # -- data --------------------------------------------------------------------------------
     def parse_record(self, cfg: TaskConfig, record: dict, path: Path, line: int, require_answer: bool) -> Example:
-        task = parse_code_record(record, path, line, require_solution=require_answer)
+        # Unlabeled rows may come without tests (a drift window's specs): the teacher's answers to them cannot be verified
+        # and are dropped, so only rows with tests teach anything.
+        task = parse_code_record(record, path, line, require_solution=require_answer, require_tests=require_answer)
         label = format_answer(task.solution, task.plan if cfg.plan else None) if task.solution is not None else None
         return Example(task.id, task.prompt, label, task.tests)
 
@@ -84,7 +86,7 @@ class CodeGeneration(TaskKind):
         self._verified.update(hash((row.label, row.tests)) for _, row in todo)
 
     def to_record(self, cfg: TaskConfig, row: Example) -> dict:
-        record = {"id": row.id, "prompt": row.text, "tests": row.tests}
+        record = {"id": row.id, "prompt": row.text} | ({"tests": row.tests} if row.tests is not None else {})
         if row.label is not None:
             plan, code = split_answer(row.label)
             record |= {"solution": code} | ({"plan": plan} if plan else {})
@@ -103,7 +105,9 @@ class CodeGeneration(TaskKind):
     def check_task(self, cfg: TaskConfig) -> list[str]:
         warnings = super().check_task(cfg)
         if cfg.codegen.samples and cfg.codegen.k > cfg.codegen.samples:
-            raise ConfigError(f"codegen.k: pass@{cfg.codegen.k} needs at least that many samples per task (codegen.samples is {cfg.codegen.samples})")
+            raise ConfigError(
+                f"codegen.k: pass@{cfg.codegen.k} needs at least that many samples per task (codegen.samples is {cfg.codegen.samples})"
+            )
         return warnings
 
     # -- model and evaluation ----------------------------------------------------------------
@@ -159,9 +163,11 @@ class CodeGeneration(TaskKind):
         """Run every candidate against its task's tests; keep the first that passes, or fail the answer (not transient:
         a rerun does not ask again) when none does. Each trace records every candidate and its verdict."""
         todo = []
-        for answer in answers:
+        for row, answer in zip(rows, answers):
             texts = answer.extra.get("candidates") or ([answer.output] if answer.output is not None else [])
-            todo.append([t for t in texts if t is not None] if not answer.transient else [])
+            if row.tests is None and not answer.transient:
+                answer.output, answer.top_logprobs, answer.error = None, None, "no tests: the answer cannot be verified"
+            todo.append([t for t in texts if t is not None] if not answer.transient and row.tests is not None else [])
         flat = run_all([(extract_code(t), row.tests) for row, texts in zip(rows, todo) for t in texts], cfg.codegen.timeout_s)
         at = 0
         for answer, texts in zip(answers, todo):

@@ -56,6 +56,11 @@ def test_rows_carry_their_tests_and_the_answer_format_of_the_plan_switch(tmp_pat
     assert "plan" not in code_only.instruction.lower() and "Plan:" in planned.instruction
     with pytest.raises(DataError, match="solution"):
         KIND.load_rows(planned, path)  # training and evaluation rows need their solutions
+    _write(path, [{"prompt": "Write g(x) returning 2 * x."}])  # a spec from traffic: a pool row, nothing to verify with
+    [spec] = KIND.load_rows(planned, path, require_answers=False)
+    assert spec.tests is None and KIND.to_record(planned, spec) == {"id": "code-1", "prompt": spec.text}
+    [unchecked] = KIND.check_teacher_answers(planned, [spec], [TeacherAnswer("```python\ndef g(x):\n    return 2 * x\n```")])
+    assert unchecked.output is None and unchecked.error.startswith("no tests")
 
 
 def test_the_teacher_keeps_only_candidates_that_pass_the_tests(tmp_path):
