@@ -31,6 +31,7 @@ import numpy as np
 from core.common.config import TaskConfig
 from core.common.prompts import CODE_ONLY_INSTRUCTION
 from core.common.records import read_records, write_jsonl
+from core.evaluation.report import write_codegen_report
 from core.sandbox import isolation, run_tests
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "pyfuncs.yaml"
@@ -123,6 +124,10 @@ def run(quick: bool = False) -> dict:
     no_plan = {"plan": False, "instruction": CODE_ONLY_INSTRUCTION, "methods": ["sft"], "codegen": {"samples": 0}}
     code_only = _flow(_config(out / "code-only", quick, **no_plan))
     v["sft_code_only"] = code_only["variants"]["sft"]
+    # One report with plan-then-code and code-only side by side (the same student, rows and eval tasks).
+    results = {name: json.loads((Path(planned["eval_dir"]) / f"{name}.metrics.json").read_text()) for name in planned["variants"]}
+    results["sft_code_only"] = json.loads((Path(code_only["eval_dir"]) / "sft.metrics.json").read_text())
+    figures["report"] = str(write_codegen_report("pyfuncs", results, out / "report"))
     base, teacher = v["base"]["pass_at_1"], v["teacher"]["pass_at_1"]
     figures["targets"] = {
         "sft_gain_over_base": round(v["sft"]["pass_at_1"] - base, 4),

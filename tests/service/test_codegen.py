@@ -70,3 +70,17 @@ def test_the_openai_client_gets_code_and_a_verdict(code_server):
     assert completion.usage.completion_tokens <= 8 and completion.choices[0].finish_reason in ("stop", "length")
     extra = completion.model_extra["distill_slm"]
     assert extra["adapter"] == "sft/v0001" and extra["verdict"]["passed"] is False  # 8 tokens of a random model
+
+
+def test_the_openai_teacher_asks_a_code_endpoint_once_per_candidate(code_server):
+    """The openai backend's candidates: the first at temperature 0, the rest sampled. This service answers greedily only
+    and refuses a temperature above 0 (422), so the sampled candidate fails alone and the greedy one stands."""
+    from core.common.config import TaskConfig
+    from core.kinds import make_teacher
+
+    cfg = TaskConfig(type="codegen")
+    update = {"backend": "openai", "base_url": f"{code_server}/v1", "model": "pyfuncs:production", "api_key_env": "", "candidates": 2}
+    cfg.teacher = cfg.teacher.model_copy(update=update)
+    answer = make_teacher(cfg).answer_one(SPEC)
+    assert answer.error is None and answer.extra["candidates"] == [answer.output, None]
+    assert answer.completion_tokens > 0 and answer.latency_s > 0
