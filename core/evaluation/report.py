@@ -267,8 +267,8 @@ def pass_rates_png(results: dict[str, dict], path: Path) -> Path:
         bars = ax.bar([x + i * width for x in range(len(names))], values, width, label=key)
         ax.bar_label(bars, fmt="%.2f", fontsize=7)
     ax.set_xticks([x + width for x in range(len(names))], names)
-    ax.set_ylim(0, 1.1)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.set_ylim(0, 1.3)  # room above the bars for the legend
+    ax.legend(fontsize=8, loc="upper center", ncol=len(keys))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
