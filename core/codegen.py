@@ -17,7 +17,6 @@ against code that fails for DPO.
 from __future__ import annotations
 
 import ast
-import itertools
 import math
 import re
 import subprocess
@@ -35,7 +34,7 @@ from core.common.prompts import CODE_ONLY_INSTRUCTION, CODEGEN_INSTRUCTION, Shot
 from core.common.records import Pair, read_records
 from core.errors import DataError
 from core.model.decoding import greedy_decode
-from core.sandbox import run_all
+from core.sandbox import TestResult, run_all
 
 
 @dataclass
@@ -163,12 +162,11 @@ class CodeDecoder:
     @torch.inference_mode()
     def answer(self, prompts: list[str], shots: list[Shots] | None = None, max_new_tokens: int | None = None) -> list[CodeAnswer]:
         """Greedy answers, `batch_size` prompts per decode (latency: each batch's time shared by its rows)."""
-        answers = []
+        answers, budget = [], min(max_new_tokens or self.max_new_tokens, self.max_new_tokens)
         for begin in range(0, len(prompts), self.batch_size):
             chunk = prompts[begin : begin + self.batch_size]
             enc = self._encode(chunk, shots[begin : begin + self.batch_size] if shots else None)
             start = time.perf_counter()
-            budget = min(max_new_tokens or self.max_new_tokens, self.max_new_tokens)
             new, _ = greedy_decode(self.model, dict(enc), budget, self.tokenizer.eos_token_id, self.tokenizer.pad_token_id)
             share = (time.perf_counter() - start) * 1000 / len(chunk)
             for row, mask in zip(new, enc.attention_mask):
@@ -247,6 +245,12 @@ def lint_ok(code: str) -> bool:
     return proc.returncode == 0
 
 
+def run_grouped(groups: list[list[tuple[str, str]]], timeout_s: float = 10.0) -> list[list[TestResult]]:
+    """`run_all` over groups of (code, tests) checks (say, a task's samples) in one parallel pass, results regrouped."""
+    flat = iter(run_all([check for group in groups for check in group], timeout_s))
+    return [[next(flat) for _ in group] for group in groups]
+
+
 def pass_at_k(n: int, correct: int, k: int) -> float:
     """The unbiased estimator of pass@k from n samples of which `correct` passed (Chen et al. 2021, HumanEval)."""
     if n - correct < k:
@@ -277,9 +281,8 @@ def code_metrics(
     }
     predictions = [{"passed": r.passed, "cause": r.cause, "error": r.error, "answer": a.text} for r, a in zip(results, greedy)]
     if samples:
-        flat = run_all([(a.code, t) for t, answers in zip(tests, samples) for a in answers], timeout_s)
-        offsets = [0, *itertools.accumulate(len(answers) for answers in samples)]
-        correct = [sum(r.passed for r in flat[offsets[i] : offsets[i + 1]]) for i in range(len(samples))]
+        checked = run_grouped([[(a.code, t) for a in answers] for t, answers in zip(tests, samples)], timeout_s)
+        correct = [sum(r.passed for r in results) for results in checked]
         metrics["samples_per_task"] = len(samples[0])
         metrics[f"pass_at_{k}"] = float(np.mean([pass_at_k(len(s), c, k) for s, c in zip(samples, correct)]))
         for prediction, c in zip(predictions, correct):
@@ -304,10 +307,8 @@ def code_pairs(tasks: list[CodeTask], samples: list[list[str]], timeout_s: float
     rejected = one of the student's samples that fails; and how many pairs each source gave."""
     pairs: list[Pair] = []
     counts = {"tasks": len(tasks), "student_passing": 0, "gold": 0, "all_samples_pass": 0, "no_passing_code": 0, "identical": 0}
-    flat = run_all([(extract_code(answer), task.tests) for task, answers in zip(tasks, samples) for answer in answers], timeout_s)
-    offsets = [0, *itertools.accumulate(len(answers) for answers in samples)]
-    for task, answers, start in zip(tasks, samples, offsets):
-        checked = flat[start : start + len(answers)]
+    grouped = run_grouped([[(extract_code(answer), task.tests) for answer in answers] for task, answers in zip(tasks, samples)], timeout_s)
+    for task, answers, checked in zip(tasks, samples, grouped):
         failing = [a for a, r in zip(answers, checked) if not r.passed]
         passing = [a for a, r in zip(answers, checked) if r.passed]
         if not failing:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ast
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,7 @@ from core.codegen import (
     lint_ok,
     parse_code_record,
     pass_at_k,
+    run_grouped,
     syntax_ok,
 )
 from core.common.config import TaskConfig
@@ -47,7 +49,7 @@ from core.errors import ConfigError, InvalidRequest
 from core.evaluation.report import write_codegen_report
 from core.kinds.base import ServedAnswer, TaskKind, trace_costs, traces_for_rows
 from core.model.loading import load_tokenizer
-from core.sandbox import isolation, run_all, run_tests
+from core.sandbox import isolation, run_tests
 from core.teachers.base import TeacherAnswer, TeacherTask
 from core.training.kd import generation_kd_rows
 
@@ -145,11 +147,7 @@ class CodeGeneration(TaskKind):
         k = cfg.codegen.k
         if all(len(c) >= k for c in candidates):
             metrics[f"pass_at_{k}"] = float(np.mean([pass_at_k(len(c), sum(x["passed"] for x in c), k) for c in candidates]))
-        failures: dict[str, int] = {}
-        for c in first:
-            if not c["passed"]:
-                failures[c.get("cause") or "failed"] = failures.get(c.get("cause") or "failed", 0) + 1
-        metrics["failures"] = failures
+        metrics["failures"] = dict(Counter(c.get("cause") or "failed" for c in first if not c["passed"]).most_common())
         metrics |= trace_costs(found, failed=sum(bool(t.get("error")) for t in found), note="per task, every candidate")
         metrics["predictions"] = [
             {"id": r.id, "passed": c["passed"], "cause": c.get("cause"), "answer": c.get("answer")} for r, c in zip(rows, first)
@@ -168,12 +166,10 @@ class CodeGeneration(TaskKind):
             if row.tests is None and not answer.transient:
                 answer.output, answer.top_logprobs, answer.error = None, None, "no tests: the answer cannot be verified"
             todo.append([t for t in texts if t is not None] if not answer.transient and row.tests is not None else [])
-        flat = run_all([(extract_code(t), row.tests) for row, texts in zip(rows, todo) for t in texts], cfg.codegen.timeout_s)
-        at = 0
-        for answer, texts in zip(answers, todo):
+        grouped = run_grouped([[(extract_code(t), row.tests) for t in texts] for row, texts in zip(rows, todo)], cfg.codegen.timeout_s)
+        for answer, texts, results in zip(answers, todo, grouped):
             if not texts:
                 continue
-            results, at = flat[at : at + len(texts)], at + len(texts)
             answer.extra = {"candidates": [{"answer": t, "passed": r.passed, "cause": r.cause} for t, r in zip(texts, results)]}
             passing = next((i for i, r in enumerate(results) if r.passed), None)
             if passing is None:
