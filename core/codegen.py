@@ -93,6 +93,8 @@ def check_tests(tests: str) -> str | None:
         tree = ast.parse(tests)
     except SyntaxError as exc:
         return f"not valid Python: {exc.msg} (line {exc.lineno})"
+    except (MemoryError, RecursionError, ValueError) as exc:  # 15,000 unary minus signs, deep nesting, NUL bytes
+        return f"not valid Python: too deeply nested or malformed ({type(exc).__name__})"
     if not any(isinstance(node, ast.Assert) for node in ast.walk(tree)):
         return "no assert: tests that check nothing pass every answer"
     return None

@@ -98,3 +98,19 @@ class MethodsFailed(DistillError, RuntimeError):
 class ServiceReloadFailed(DistillError, RuntimeError):
     """The service named in the task's `service` settings could not be made to serve the promoted version; the
     adapter stays registered and promoted (a reload by hand, or the next run, picks it up)."""
+
+
+class SandboxUnavailable(DistillError, RuntimeError):
+    """Code would have to run without full isolation; the message says why and names the setting that accepts less."""
+
+
+class Overloaded(DistillError, RuntimeError):
+    """The service has no room for this request now (a full queue, no sandbox slot): answered 503 with Retry-After."""
+
+    def __init__(self, problem: str, retry_after_s: float = 1.0) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(problem)
+
+
+class SandboxBusy(Overloaded):
+    """Every sandbox slot is taken (`sandbox_max_concurrent`)."""

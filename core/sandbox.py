@@ -1,24 +1,31 @@
-"""The sandbox model-written code runs in: never in this process, and on Linux in namespaces of its own.
+"""The sandbox that model-written and caller-written code runs in: bubblewrap plus a seccomp filter, never this process.
 
-`run_tests` executes a candidate and its tests in a fresh interpreter and passes it only if every
-test ran to the end: the runner prints a per-run random token after the last test, and the parent
-checks for it, so `sys.exit(0)` or `os._exit(0)` before the tests is a failure, not a pass.
+`run_tests` executes a candidate and its tests in a fresh interpreter under `bwrap` (the sandbox tool Flatpak
+and others ship; Debian's `bubblewrap` package) and passes it only if every test ran to the end: the runner
+prints a per-run random token after the last test, and the parent checks for it, so `sys.exit(0)` or
+`os._exit(0)` before the tests is a failure, not a pass.
 
-What confines the candidate (Linux, where unprivileged user namespaces work: `isolation()`):
-  * new user, mount, PID, network, IPC and UTS namespaces; the user namespace maps the candidate's
-    root to `nobody` outside (written by this process, which needs no helper binary), so outside
-    the sandbox it owns nothing and can signal or read nothing of ours (`/proc/<ppid>/environ`);
-  * every mount read-only except its own temporary folder, and a fresh `/proc` that shows only
-    the sandbox's processes; no network at all (not even the host's loopback);
-  * limits on CPU time, address space, processes (`RLIMIT_NPROC`, counted for `nobody`), file
-    size, open files; captured output is a file bounded by the file-size limit;
-  * an empty environment; the whole process group (and with it the PID namespace) killed at the
-    wall-clock limit.
-Where namespaces are not available (not Linux, or they are disabled), the candidate runs with the
-limits and the empty environment only, a warning is logged once, and `isolation()` says "limits".
-What remains (stated in the README): the kernel is shared (a kernel exploit escapes any
-namespace), CPU and memory bandwidth are shared, and a candidate that searches its own process
-for the pass token on purpose could forge a pass.
+What confines the candidate (`isolation()` says "bubblewrap"):
+  * new user, mount, PID, network, IPC, UTS and cgroup namespaces; no further user namespaces inside
+    (`--disable-userns`); every capability dropped; `no_new_privs`; a new session (no terminal to inject into);
+  * a seccomp filter built with libseccomp (the library systemd, Docker and Flatpak use) that refuses mount,
+    umount2, unshare, setns, ptrace, keyctl, bpf, perf_event_open, namespace flags to clone and the rest of
+    `DENIED_SYSCALLS` with EPERM;
+  * a filesystem of the interpreter, its standard library and the C libraries it loads, all read-only; a
+    fresh `/proc` of its own PID namespace, a minimal `/dev`; its working folder an empty tmpfs capped at
+    `FOLDER_BYTES`; no home, nothing of the host's `/tmp`, the checkout or the registry; no network at all;
+  * run as `nobody` when this process is root (so outside the sandbox it owns nothing), else as this user
+    (whose files it cannot see: none of them is mounted);
+  * limits on CPU time, address space, processes, file size, open files; an empty environment; the code and
+    the token arrive on stdin (not in argv or the environment, where `/proc` would show them); the whole
+    sandbox is killed at the wall-clock limit and when this process dies.
+Isolation is probed once per process. Without it (no `bwrap`, no libseccomp, user namespaces refused), running
+code raises `SandboxUnavailable`, whose message says why and names the setting, `DISTILL_SLM_SANDBOX_ALLOW_WEAKER=1`,
+that accepts the weaker fallback (a plain subprocess with the limits and an empty environment; `isolation()`
+then says "limits", and so does every verdict).
+What remains: the kernel is shared (a kernel exploit escapes any sandbox), CPU and memory bandwidth are shared,
+and code that searches its own interpreter's memory for the pass token could forge a pass (it gains nothing
+outside the sandbox: the verdict is the only thing it can change).
 
     result = run_tests("def f(x):\\n    return x + 1", "assert f(1) == 2")
     result.passed, result.cause, result.error        # True, "", ""
@@ -26,7 +33,10 @@ for the pass token on purpose could forge a pass.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
+import json
 import logging
 import os
 import secrets
@@ -36,157 +46,214 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+from core.errors import SandboxBusy, SandboxUnavailable
+from core.settings import settings
 
 log = logging.getLogger(__name__)
 
 NOBODY = 65534
 OUTPUT_LIMIT = 1 << 20  # bytes of stdout + stderr kept (and the largest file the candidate may write)
+FOLDER_BYTES = 16 << 20  # the candidate's working folder (a tmpfs)
+ERROR_CHARS = 300  # the longest error line a verdict carries (a caller must not read files out through it)
+ALLOW_WEAKER = "DISTILL_SLM_SANDBOX_ALLOW_WEAKER"
 
-# Runs in the child (`python -I -S -c RUNNER folder isolate cpu_s memory nproc`, the token on stdin): trusted code, before the
-# candidate. With isolation it unshares its namespaces, maps its own uid to root inside, forks into the new PID
-# namespace, mounts a fresh /proc, makes every mount but its folder read-only, sets its
-# limits, and runs the candidate; after the last test it prints the token.
+# Refused with EPERM inside the sandbox: what changes mounts or namespaces, inspects other processes, reaches the
+# kernel's keyring, BPF or performance counters, loads modules, or opens files by handle (a known container escape).
+DENIED_SYSCALLS = (
+    "mount", "umount2", "pivot_root", "chroot", "unshare", "setns", "ptrace", "process_vm_readv", "process_vm_writev",
+    "kcmp", "keyctl", "add_key", "request_key", "bpf", "perf_event_open", "userfaultfd", "fanotify_init",
+    "open_by_handle_at", "name_to_handle_at", "init_module", "finit_module", "delete_module", "kexec_load",
+    "kexec_file_load", "reboot", "swapon", "swapoff", "acct", "quotactl", "iopl", "ioperm", "settimeofday",
+    "clock_settime", "clock_adjtime", "adjtimex", "syslog", "personality", "lookup_dcookie", "move_mount",
+    "open_tree", "fsopen", "fsconfig", "fsmount", "fspick", "mount_setattr", "io_uring_setup",
+)  # fmt: skip
+CLONE_NAMESPACE_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000, 0x00000080)
+
+# Runs in the sandbox (`python -I -S -B -u -c RUNNER cpu_s memory nproc`; the token, then the code, on stdin): sets its
+# limits and runs the candidate; after the last test it prints the token.
 RUNNER = r"""
-import ctypes, os, resource, sys
-folder, isolate, cpu_s, memory, nproc = sys.argv[1], sys.argv[2] == "1", *map(int, sys.argv[3:6])
-token = sys.stdin.readline().strip()  # not in argv, where /proc/self/cmdline would show it to the candidate
-sys.stdin.close()
-if isolate:
-    libc = ctypes.CDLL(None, use_errno=True)
-    uid, gid = os.getuid(), os.getgid()
-    # CLONE_NEWUSER | NEWNS | NEWPID | NEWNET | NEWIPC | NEWUTS
-    if libc.unshare(0x10000000 | 0x00020000 | 0x20000000 | 0x40000000 | 0x08000000 | 0x04000000) != 0:
-        sys.exit(f"sandbox: unshare failed: {os.strerror(ctypes.get_errno())}")
-    for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
-        with open(f"/proc/self/{name}", "w") as f:
-            f.write(text)
-    def relay(pid):  # wait for a child and end as it ended (a signal as 128 + its number, as a shell says it)
-        _, status = os.waitpid(pid, 0)
-        os._exit(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))
-    pid = os.fork()
-    if pid:  # outside the new PID namespace
-        relay(pid)
-    def mount(source, target, fstype, flags):
-        if libc.mount(source, target.encode(), fstype, flags, None) != 0:
-            raise OSError(ctypes.get_errno(), f"mount {target}: {os.strerror(ctypes.get_errno())}")
-    mount(None, "/", None, 16384 | (1 << 18))  # MS_REC | MS_PRIVATE: nothing done here reaches the host's mounts
-    mount(folder.encode(), folder, None, 4096)  # MS_BIND: the folder is a mount of its own, left writable
-    mounts = [line.split() for line in open("/proc/self/mountinfo")]
-    try:
-        mount(b"proc", "/proc", b"proc", 2 | 4 | 8)  # a /proc of this PID namespace only
-    except OSError:
-        pass  # refused where the host's /proc is partly masked (containers): the host's stays, read-only below
-    kept = {"nosuid": 2, "nodev": 4, "noexec": 8, "noatime": 1024, "nodiratime": 2048, "relatime": 1 << 21}
-    for fields in mounts:
-        target = fields[4].replace("\\040", " ")
-        if target != folder:
-            flags = 32 | 4096 | 1  # MS_REMOUNT | MS_BIND | MS_RDONLY, keeping the flags this namespace may not drop
-            flags |= sum(kept.get(option, 0) for option in fields[5].split(","))
-            try:
-                mount(None, target, None, flags)
-            except OSError:
-                pass  # a mount gone (under one remounted before) or one this namespace may not change
-    # PID 1 of a namespace ignores signals it has no handler for (the file-size and CPU limits' among them): the
-    # candidate runs as PID 2, and when PID 1 ends, the kernel ends every process left in the namespace.
-    pid = os.fork()
-    if pid:
-        relay(pid)
+import os, resource, sys
+cpu_s, memory, nproc = map(int, sys.argv[1:4])
+token, source = sys.stdin.buffer.read().decode().split("\n", 1)
+os.close(0)  # sys.stdin.close() leaves the descriptor open: the candidate could seek back to the token
 for limit, value in ((resource.RLIMIT_CPU, cpu_s), (resource.RLIMIT_AS, memory), (resource.RLIMIT_NPROC, nproc),
                      (resource.RLIMIT_FSIZE, OUTPUT), (resource.RLIMIT_NOFILE, 64), (resource.RLIMIT_CORE, 0)):
     resource.setrlimit(limit, (value, value))
-os.chdir(folder)
-path = os.path.join(folder, "candidate.py")
-source = open(path).read()
-os.remove(path)
-exec(compile(source, "candidate.py", "exec"), {"__name__": "__main__"})
+code = compile(source, "candidate.py", "exec")
+del source
+exec(code, {"__name__": "__main__"})
 sys.stdout.flush()
 os.write(1, ("\n" + token + "\n").encode())
 """.replace("OUTPUT", str(OUTPUT_LIMIT))
-
-
-def _interpreter_for_others() -> str | None:
-    """A Python interpreter any user may run: this one's real binary, else the system's python3 (stdlib is all a candidate
-    gets: the runner starts it with -I -S)."""
-    for candidate in (os.path.realpath(sys.executable), shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin")):
-        if candidate and all(_others_may(p) for p in [*Path(candidate).resolve().parents, Path(candidate).resolve()]):
-            return str(Path(candidate).resolve())
-    return None
-
-
-def _others_may(path: Path) -> bool:
-    return bool(path.stat().st_mode & stat.S_IXOTH)
 
 
 @dataclass
 class TestResult:
     __test__ = False  # not a pytest class
     passed: bool
-    error: str = ""  # why not: the exception's last line, the timeout, the limit it hit
+    error: str = ""  # why not: the exception's last line (cut to ERROR_CHARS), the timeout, the limit it hit
     cause: str = ""  # "" (passed) | syntax | assertion | timeout | crash | output | incomplete
+    isolation: str = ""  # "bubblewrap" | "limits": what confined this run
+
+
+@dataclass(frozen=True)
+class Isolation:
+    level: str  # "bubblewrap" (full) | "none" (not available here)
+    reason: str  # why not full isolation ("" when it is)
+    interpreter: str = ""  # the Python the candidate runs (one the sandbox user may read)
+    binds: tuple[str, ...] = ()  # read-only folders and files it sees
 
 
 @functools.cache
-def isolation() -> str:
-    """'namespaces' where candidates run in their own user/mount/PID/network namespaces here, else 'limits'."""
+def probe() -> Isolation:
+    """Find out once whether full isolation works here: bwrap, libseccomp, user namespaces, an interpreter the
+    sandbox user may run, and a probe run that passes while a mount inside it is refused."""
     if sys.platform != "linux":
-        log.warning("sandbox: not Linux, so candidates run with resource limits only (no namespaces)")
-        return "limits"
-    result = _run("pass", "", 10.0, 256, isolate=True)
-    if result.passed:
-        return "namespaces"
-    log.warning("sandbox: user namespaces are not available here (%s): candidates run with resource limits only", result.error)
-    return "limits"
-
-
-@functools.cache
-def _identity() -> tuple[str, dict]:
-    """The interpreter and the user a candidate runs as: as root, `nobody` (then nothing of ours is its own)."""
-    if os.geteuid() != 0:
-        return sys.executable, {}
-    interpreter = _interpreter_for_others()
-    if interpreter is None:
-        log.warning("sandbox: no Python interpreter that `nobody` may run; candidates run as root inside their namespaces")
-        return sys.executable, {}
-    return interpreter, {"user": NOBODY, "group": NOBODY, "extra_groups": []}
-
-
-def run_tests(code: str, tests: str, timeout_s: float = 10.0, memory_mb: int = 1024) -> TestResult:
-    """Run `code` then `tests` in the sandbox; passed = every test ran to the end without an error."""
-    return _run(code, tests, timeout_s, memory_mb, isolate=isolation() == "namespaces")
-
-
-def _run(code: str, tests: str, timeout_s: float, memory_mb: int, isolate: bool) -> TestResult:
-    token = secrets.token_hex(16)
-    interpreter, identity = _identity()
-    with tempfile.TemporaryDirectory(prefix="codegen-") as folder, tempfile.TemporaryFile() as output:
-        Path(folder, "candidate.py").write_text(f"{code}\n\n{tests}\n")
-        if identity:
-            os.chown(folder, NOBODY, NOBODY)
-        args = [folder, "1" if isolate else "0", str(max(1, int(timeout_s))), str(memory_mb << 20), "64"]
-        proc = subprocess.Popen(
-            [interpreter, "-I", "-S", "-B", "-c", RUNNER, *args],
-            cwd=folder,
-            env={},
-            stdin=subprocess.PIPE,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: killed whole at the limit
-            **identity,
-        )
-        proc.stdin.write(f"{token}\n".encode())
-        proc.stdin.close()
+        return Isolation("none", "not Linux: bubblewrap and seccomp are Linux tools")
+    if shutil.which("bwrap") is None:
+        return Isolation("none", "bwrap not found (install Debian's bubblewrap package: apt-get install bubblewrap)")
+    try:
+        _seccomp_filter()
+    except OSError as exc:
+        return Isolation("none", f"no seccomp filter: {exc}")
+    reasons = []
+    for interpreter in _interpreters():
         try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            return TestResult(False, f"timed out after {timeout_s:g} s", "timeout")
+            found = Isolation("bubblewrap", "", interpreter, _binds(interpreter))
+        except (OSError, subprocess.SubprocessError, ValueError) as exc:
+            reasons.append(f"{interpreter}: {exc}")
+            continue
+        token = secrets.token_hex(16)
+        returncode, text = _spawn(
+            found, "import ctypes\nassert ctypes.CDLL(None).mount(b'none', b'/', b'tmpfs', 0, None) != 0", token, 10.0, 256
+        )
+        result = _verdict(returncode, text, token)
+        if result.passed:
+            return found
+        reasons.append(f"{interpreter}: probe run failed: {result.error or text.strip()[-300:]}")
+    return Isolation("none", "; ".join(reasons) or "no Python interpreter the sandbox user may run")
+
+
+def isolation() -> str:
+    """What confines a candidate here: 'bubblewrap' (full), 'limits' (the operator accepted the weaker fallback)
+    or 'none' (code would not run: `run_tests` raises SandboxUnavailable)."""
+    if probe().level == "bubblewrap":
+        return "bubblewrap"
+    return "limits" if settings().sandbox_allow_weaker else "none"
+
+
+def require_isolation() -> str:
+    """The isolation code will run under; SandboxUnavailable (saying why and what to set) when there is none."""
+    level = isolation()
+    if level == "none":
+        raise SandboxUnavailable(
+            f"model- and caller-written code is not run without full isolation, and this machine has none: {probe().reason}. "
+            f"Fix that, or set {ALLOW_WEAKER}=1 to accept a plain subprocess with resource limits only (no namespaces, "
+            "no seccomp: the code then shares this service's user, processes and network)"
+        )
+    return level
+
+
+_slots_lock = threading.Lock()
+_slots: dict[int, threading.BoundedSemaphore] = {}
+
+
+def _slot(limit: int) -> threading.BoundedSemaphore:
+    with _slots_lock:
+        return _slots.setdefault(limit, threading.BoundedSemaphore(limit))
+
+
+def run_tests(code: str, tests: str, timeout_s: float = 10.0, memory_mb: int = 1024, wait_s: float | None = None) -> TestResult:
+    """Run `code` then `tests` in the sandbox; passed = every test ran to the end without an error.
+
+    At most `sandbox_max_concurrent` runs at a time in this process; a run that cannot start within `wait_s`
+    seconds (None: waits as long as it takes) raises SandboxBusy."""
+    level = require_isolation()
+    slot = _slot(settings().sandbox_max_concurrent)
+    if not slot.acquire(timeout=-1 if wait_s is None else wait_s):
+        raise SandboxBusy(f"all {settings().sandbox_max_concurrent} sandbox slots are busy (sandbox_max_concurrent)")
+    try:
+        token = secrets.token_hex(16)
+        if level == "bubblewrap":
+            returncode, text = _spawn(probe(), f"{code}\n\n{tests}\n", token, timeout_s, memory_mb)
+        else:
+            returncode, text = _spawn(None, f"{code}\n\n{tests}\n", token, timeout_s, memory_mb)
+    finally:
+        slot.release()
+    result = _verdict(returncode, text, token)
+    result.isolation = level
+    return result
+
+
+def run_all(checks: list[tuple[str, str]], timeout_s: float = 10.0) -> list[TestResult]:
+    """`run_tests` over (code, tests) pairs, as many at a time as the sandbox allows: each is a subprocess."""
+    require_isolation()  # once, before any thread starts
+    with ThreadPoolExecutor(max_workers=max(1, settings().sandbox_max_concurrent)) as pool:
+        return list(pool.map(lambda check: run_tests(*check, timeout_s=timeout_s), checks))
+
+
+# -- running one candidate -------------------------------------------------------------------
+def _spawn(box: Isolation | None, source: str, token: str, timeout_s: float, memory_mb: int) -> tuple[int | None, str]:
+    """Start the runner (in bwrap when `box` is given), feed it the token and the code, wait; (exit code, output).
+    Exit code None: killed at the wall-clock limit."""
+    limits = [str(max(1, int(timeout_s))), str(memory_mb << 20), str(_nproc_limit())]
+    identity = {"user": NOBODY, "group": NOBODY, "extra_groups": []} if os.geteuid() == 0 else {}
+    with tempfile.TemporaryFile() as output, tempfile.TemporaryFile() as stdin:
+        stdin.write(f"{token}\n{source}".encode())
+        stdin.seek(0)
+        if box is not None:
+            seccomp = _seccomp_fd()
+            command = [*_bwrap_args(box, seccomp), box.interpreter, "-I", "-S", "-B", "-u", "-c", RUNNER, *limits]
+            pass_fds: tuple[int, ...] = (seccomp,)
+            cwd = "/"
+        else:
+            seccomp, pass_fds = None, ()
+            cwd = tempfile.mkdtemp(prefix="codegen-")
+            if identity:
+                os.chown(cwd, NOBODY, NOBODY)
+            interpreter = next((i for i in _interpreters() if not identity or _others_may_run(i)), sys.executable)
+            command = [interpreter, "-I", "-S", "-B", "-u", "-c", RUNNER, *limits]
+        try:
+            proc = subprocess.Popen(
+                command,
+                cwd=cwd,
+                env={},
+                stdin=stdin,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                pass_fds=pass_fds,
+                start_new_session=True,  # its own process group: killed whole at the limit
+                **identity,
+            )
         finally:
-            _kill(proc)  # nothing it started outlives it
+            if seccomp is not None:
+                os.close(seccomp)
+        try:
+            returncode = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            returncode = None
+        finally:
+            _kill(proc)  # nothing it started outlives it (bwrap's own init dies with it, and the PID namespace with that)
+            if box is None:
+                shutil.rmtree(cwd, ignore_errors=True)
         output.seek(0)
         text = output.read(OUTPUT_LIMIT + 1).decode("utf-8", "replace")
-    return _verdict(proc.returncode, text, token)
+    return returncode, text
+
+
+def _bwrap_args(box: Isolation, seccomp_fd: int) -> list[str]:
+    args = ["bwrap", "--unshare-user", "--unshare-all", "--disable-userns", "--die-with-parent", "--new-session"]
+    args += ["--cap-drop", "ALL", "--clearenv", "--uid", str(NOBODY), "--gid", str(NOBODY), "--hostname", "sandbox"]
+    for path in box.binds:
+        args += ["--ro-bind", path, path]
+    args += ["--proc", "/proc", "--dev", "/dev", "--size", str(FOLDER_BYTES), "--tmpfs", "/work", "--chdir", "/work"]
+    args += ["--setenv", "TMPDIR", "/work", "--remount-ro", "/", "--seccomp", str(seccomp_fd)]
+    return args
 
 
 def _kill(proc: subprocess.Popen) -> None:
@@ -197,7 +264,26 @@ def _kill(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def _verdict(returncode: int, text: str, token: str) -> TestResult:
+def _nproc_limit() -> int:
+    """RLIMIT_NPROC counts every process and thread of the user outside: as `nobody`, 64; as this service's own user,
+    64 more than it runs already (its own threads would otherwise leave the candidate none)."""
+    if os.geteuid() == 0:
+        return 64
+    uid, count = os.getuid(), 0
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            text = status.read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        if fields.get("Uid", "").split()[:1] == [str(uid)]:
+            count += int(fields.get("Threads", "1"))
+    return count + 64
+
+
+def _verdict(returncode: int | None, text: str, token: str) -> TestResult:
+    if returncode is None:
+        return TestResult(False, "timed out", "timeout")
     lines = [line for line in text.strip().splitlines() if line.strip()]
     if returncode == 0 and lines and lines[-1] == token:
         return TestResult(True)
@@ -206,6 +292,8 @@ def _verdict(returncode: int, text: str, token: str) -> TestResult:
     if returncode in (-signal.SIGXCPU, 128 + signal.SIGXCPU, -signal.SIGKILL, 128 + signal.SIGKILL):
         return TestResult(False, "CPU time limit reached", "timeout")
     last = next((line for line in reversed(lines) if token not in line), "")
+    if len(last) > ERROR_CHARS:
+        last = last[:ERROR_CHARS] + " [cut]"
     if returncode == 0:
         return TestResult(False, "exited before its tests finished", "incomplete")
     if last.startswith(("SyntaxError", "IndentationError", "TabError")):
@@ -215,7 +303,95 @@ def _verdict(returncode: int, text: str, token: str) -> TestResult:
     return TestResult(False, last or f"exit code {returncode}", "crash")
 
 
-def run_all(checks: list[tuple[str, str]], timeout_s: float = 10.0) -> list[TestResult]:
-    """`run_tests` over (code, tests) pairs, eight at a time: each is a subprocess, the threads only wait."""
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        return list(pool.map(lambda check: run_tests(*check, timeout_s=timeout_s), checks))
+# -- what the sandbox is built from ------------------------------------------------------------
+def _interpreters() -> list[str]:
+    """Pythons the sandbox user may run: this one's binary, then the system's (the candidate gets the stdlib only)."""
+    found = []
+    for candidate in (os.path.realpath(sys.executable), shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin")):
+        if candidate and (path := os.path.realpath(candidate)) not in found:
+            found.append(path)
+    return found
+
+
+def _others_may_run(path: str) -> bool:
+    return all(p.stat().st_mode & stat.S_IXOTH for p in [*Path(path).parents, Path(path)])
+
+
+def _binds(interpreter: str) -> tuple[str, ...]:
+    """The interpreter, its standard library and the C library folders, read-only; asked of the interpreter itself,
+    run as the sandbox user (so a Python under a folder that user may not enter is refused here)."""
+    ask = "import json, sys, sysconfig as s; p = s.get_paths(); print(json.dumps([p['stdlib'], p['platstdlib'], s.get_config_var('LIBDIR') or '', s.get_config_var('MULTIARCH') or '']))"
+    identity = {"user": NOBODY, "group": NOBODY, "extra_groups": []} if os.geteuid() == 0 else {}
+    done = subprocess.run([interpreter, "-I", "-S", "-c", ask], capture_output=True, text=True, timeout=30, env={}, cwd="/", **identity)
+    if done.returncode != 0:
+        raise ValueError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit code {done.returncode}")
+    stdlib, platstdlib, libdir, multiarch = json.loads(done.stdout)
+    folders = [stdlib, platstdlib, libdir, "/lib64", "/usr/lib64"]
+    if multiarch:
+        folders += [f"/lib/{multiarch}", f"/usr/lib/{multiarch}"]
+    binds = [interpreter]
+    for folder in folders:
+        if folder and os.path.isdir(folder) and folder not in binds:
+            binds.append(folder)
+    return tuple(binds)
+
+
+@functools.cache
+def _seccomp_filter() -> bytes:
+    """The BPF program of the seccomp filter, built once with libseccomp: every syscall allowed but the denied ones."""
+    name = ctypes.util.find_library("seccomp")
+    if name is None:
+        raise OSError("libseccomp not found (Debian: libseccomp2)")
+    lib = ctypes.CDLL(name, use_errno=True)
+
+    class ArgCmp(ctypes.Structure):  # struct scmp_arg_cmp
+        _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int), ("datum_a", ctypes.c_uint64), ("datum_b", ctypes.c_uint64)]
+
+    lib.seccomp_init.restype = ctypes.c_void_p
+    lib.seccomp_init.argtypes = [ctypes.c_uint32]
+    lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+    lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint, ctypes.POINTER(ArgCmp)]
+    lib.seccomp_export_bpf.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    lib.seccomp_release.argtypes = [ctypes.c_void_p]
+    allow, deny = 0x7FFF0000, 0x00050000 | 1  # SCMP_ACT_ALLOW, SCMP_ACT_ERRNO(EPERM)
+    enosys = 0x00050000 | 38  # clone3 takes its flags in memory a filter cannot read: ENOSYS makes libc fall back to clone
+    context = lib.seccomp_init(allow)
+    if not context:
+        raise OSError("seccomp_init failed")
+    try:
+
+        def add(action: int, syscall: str, *compares: ArgCmp) -> None:
+            number = lib.seccomp_syscall_resolve_name(syscall.encode())
+            if number < 0:
+                return  # not a syscall on this architecture
+            array = (ArgCmp * max(1, len(compares)))(*compares)
+            if lib.seccomp_rule_add_array(context, action, number, len(compares), array) != 0:
+                raise OSError(f"seccomp rule for {syscall} refused")
+
+        for syscall in DENIED_SYSCALLS:
+            add(deny, syscall)
+        add(enosys, "clone3")
+        masked_eq = 7  # SCMP_CMP_MASKED_EQ: (arg & datum_a) == datum_b
+        for flag in CLONE_NAMESPACE_FLAGS:  # clone(flags, ...) asking for any new namespace
+            add(deny, "clone", ArgCmp(0, masked_eq, flag, flag))
+        with tempfile.TemporaryFile() as out:
+            if lib.seccomp_export_bpf(context, out.fileno()) != 0:
+                raise OSError("seccomp_export_bpf failed")
+            out.seek(0)
+            return out.read()
+    finally:
+        lib.seccomp_release(context)
+
+
+def _seccomp_fd() -> int:
+    """A fresh descriptor holding the filter, for bwrap's --seccomp (bwrap reads it to the end)."""
+    fd = os.memfd_create("distill-slm-seccomp", 0)
+    os.write(fd, _seccomp_filter())
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def describe() -> dict:
+    """What `/readyz`, `bench` and the audit log say of the sandbox."""
+    box = probe()
+    return {"isolation": isolation(), "full": box.level == "bubblewrap", "reason": box.reason or None}

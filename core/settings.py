@@ -48,6 +48,24 @@ class Settings(BaseSettings):
         description="longest a request's own JSON Schema may take to compile into a grammar (off the request path); "
         "past it the request gets a 422 naming json_schema and the compile finishes in the background for a retry",
     )
+    # Sandbox (model- and caller-written code)
+    sandbox_allow_weaker: bool = Field(
+        False,
+        description="run code where full isolation (bubblewrap + seccomp) is not available, as a plain subprocess with "
+        "resource limits only; off: such code is refused (verify answers 503, training stops) and the reason is given",
+    )
+    sandbox_max_concurrent: int = Field(4, ge=1, description="most sandboxed code runs at a time in one process")
+    # Secrets and hosts a task file (or the retrain form) may name: operator settings, never the form's
+    secret_env_allowed: list[str] = Field(
+        default_factory=lambda: ["OPENAI_API_KEY", "DISTILL_SLM_TEACHER_API_KEY", "DISTILL_SLM_ADMIN_KEY"],
+        description="environment variables a task's teacher.api_key_env or service.admin_key_env may name; any other "
+        "is refused before anything is sent",
+    )
+    hosts_allowed: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1", "localhost", "::1"],
+        description="hosts a task's teacher.base_url and service.url may point at (exact names; '*.example.com' "
+        "matches its subdomains); any other is refused before anything is sent. Add your teacher's API host here",
+    )
     # Service
     runs_dir: Path = Field(Path("runs"), description="adapter registry to serve from")
     admin_api_keys: list[str] = Field(default_factory=list, description="keys accepted on /admin routes (X-API-Key)")
@@ -66,18 +84,45 @@ class Settings(BaseSettings):
         description="longest input accepted, in the served model's tokens: prefill time grows with it, and one request "
         "holds the model while it runs (a 7,999-character input took 12 s on 2 CPU cores)",
     )
-    fast_decode: bool = Field(
-        True,
-        description="decode generated answers (extraction) on 16-bit copies of the linear weights where this CPU "
-        "multiplies them faster: fp16 for one row (2.7x tokens/s on the embedded model, field F1 -0.004), bf16 for "
-        "batched rows (distill-slm bench generate); each copy costs half the model's fp32 size in memory, once for "
-        "every adapter",
+    fast_decode: Literal["auto", "off", "fp16", "bf16", "fp16+bf16"] = Field(
+        "auto",
+        description="which 16-bit copies of the linear weights generated answers (extraction, codegen) decode on: "
+        "'fp16' for one-row steps, 'bf16' for batched steps, both, or 'off' (fp32 everywhere). 'auto' takes the "
+        "advice of a start-up speed check (a copy is made where this CPU multiplies it >= 1.3x faster than fp32), so it "
+        "can differ between machines; set it to pin the path. /readyz and /metrics say which is in force. Each copy "
+        "costs half the model's fp32 size in memory, once for every adapter (distill-slm bench generate)",
     )
     prefill_chunk_tokens: int = Field(
         256,
         ge=16,
         description="a classification input longer than this many tokens is scored in steps of this size with other "
         "requests answered between the steps (chunked prefill), so one long input does not hold the model for the rest",
+    )
+    client_api_keys: list[str] = Field(
+        default_factory=list,
+        description="keys accepted on the inference routes (X-API-Key or Authorization: Bearer); admin keys are accepted too",
+    )
+    require_client_key: bool | None = Field(
+        None,
+        description="inference routes need a client key: None = only when the service binds an interface other than "
+        "loopback (distill-slm serve sets it from --host); True/False to say so outright",
+    )
+    verify_api_keys: list[str] = Field(
+        default_factory=list, description="client keys allowed to send `tests` (code run in the sandbox): none by default"
+    )
+    verify_tasks: list[str] = Field(
+        default_factory=list,
+        description="codegen tasks whose answers callers may run against their own tests (verify); off for every task by default",
+    )
+    rate_limit_per_s: float = Field(
+        20.0, gt=0, description="requests per second one caller (key, or address when anonymous) may send; past it, 429"
+    )
+    rate_limit_burst: int = Field(40, ge=1, description="requests one caller may send at once before the rate applies")
+    max_queue: int = Field(
+        64, ge=1, description="requests waiting in each lane (classification, extraction, codegen); past it, 503 at once"
+    )
+    request_timeout_s: float = Field(
+        60.0, gt=0, description="deadline of an inference request: past it, queued work is dropped and the answer is 503"
     )
     max_body_bytes: int = Field(1_000_000, description="largest request body accepted")
     max_batch: int = Field(16, ge=1, description="most requests scored in one forward")

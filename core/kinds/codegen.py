@@ -49,7 +49,7 @@ from core.errors import ConfigError, InvalidRequest
 from core.evaluation.report import write_codegen_report
 from core.kinds.base import ServedAnswer, TaskKind, trace_costs, traces_for_rows
 from core.model.loading import load_tokenizer
-from core.sandbox import isolation, run_tests
+from core.sandbox import require_isolation, run_tests
 from core.teachers.base import TeacherAnswer, TeacherTask
 from core.training.kd import generation_kd_rows
 
@@ -236,14 +236,17 @@ class CodeGeneration(TaskKind):
         """A plan and the code, greedy; with `tests`, the code is run against them in the sandbox and the verdict returned."""
         if json_schema is not None:
             raise InvalidRequest("json_schema", "only document-extraction (idp) tasks take a schema")
-        if tests is not None and (problem := check_tests(tests)):
-            raise InvalidRequest("tests", problem)
+        if tests is not None:
+            if problem := check_tests(tests):
+                raise InvalidRequest("tests", problem)
+            require_isolation()  # before the decode: without a sandbox the answer could not be checked
         served, answer = engine.decode(task, variant, lambda decoder: decoder.answer([text], max_new_tokens=max_new_tokens)[0])
         verdict = None
         if tests is not None:
             start = time.perf_counter()
-            result = run_tests(answer.code, tests, timeout_s=engine.configs[task].codegen.timeout_s)
-            verdict = {"passed": result.passed, "cause": result.cause or None, "error": result.error or None, "isolation": isolation()}
+            # A free sandbox slot within a few seconds, or 503: a burst of verifies queues neither here nor in the sandbox.
+            result = run_tests(answer.code, tests, timeout_s=engine.configs[task].codegen.timeout_s, wait_s=5.0)
+            verdict = {"passed": result.passed, "cause": result.cause or None, "error": result.error or None, "isolation": result.isolation}
             verdict["run_ms"] = round((time.perf_counter() - start) * 1000, 1)
         return ServedAnswer(
             task=task,
