@@ -152,7 +152,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from service.main import create_app
 
     overrides = {"runs_dir": Path(args.runs_dir)} if args.runs_dir else {}
-    uvicorn.run(create_app(Settings(**overrides)), host=args.host, port=args.port)
+    settings = Settings(**overrides)
+    if settings.require_client_key is None:  # open on loopback; keys required on any other interface unless said otherwise
+        settings.require_client_key = args.host not in ("127.0.0.1", "localhost", "::1")
+    uvicorn.run(create_app(settings), host=args.host, port=args.port)
     return 0
 
 

@@ -1,23 +1,29 @@
 """Routes: /infer/{variant}, OpenAI-compatible /v1/*, /admin/*, health, readiness and metrics.
 
-Each route hands the request to the serving runtime (`core.serving.runtime`) and shapes its answer.
+Each route hands the request to the serving runtime (`core.serving.runtime`) and shapes its answer. Inference runs
+on the app's own thread pool, inside a lane's bounded admission and a deadline (`_answer`); health, readiness and
+metrics are answered on the event loop and never wait behind it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from typing import Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Response
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from core import sandbox
 from core.errors import InvalidRequest
 from core.kinds import ServedAnswer
-from service.deps import CallerKey, Runtime, require_admin
+from core.serving.deadline import Deadline
+from core.serving.runtime import ServingRuntime
+from service.deps import CallerKey, ClientKey, Runtime, may_verify, require_admin
 from service.schemas import (
     AssistantMessage,
     ChatCompletion,
@@ -41,37 +47,74 @@ from service.schemas import (
 )
 
 router = APIRouter()
-ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 422, 503)}
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 422, 429, 503)}
+
+
+async def _answer(request: Request, runtime: ServingRuntime, task: str, call: Callable[[], ServedAnswer]) -> ServedAnswer:
+    """Run `call` (the runtime's blocking request) off the event loop, inside the lane's admission and the request's
+    deadline; a client that disconnects meanwhile cancels it (its queued work is dropped before it runs)."""
+    with runtime.admitted(task):  # a full lane answers 503 here, before any thread is taken
+        deadline = Deadline(runtime.settings.request_timeout_s)
+
+        def run() -> ServedAnswer:
+            with deadline:
+                return call()
+
+        future = asyncio.get_running_loop().run_in_executor(request.app.state.inference_pool, run)
+        while True:
+            done, _ = await asyncio.wait({future}, timeout=0.25)
+            if done:
+                return future.result()
+            if await request.is_disconnected():
+                deadline.cancel()
 
 
 @router.get("/healthz")
-def healthz() -> dict:
+async def healthz() -> dict:
+    """Liveness: answered on the event loop, never behind inference."""
     return {"status": "ok"}
 
 
 @router.get("/readyz", responses=ERRORS)
-def readyz(runtime: Runtime) -> dict:
+async def readyz(request: Request) -> JSONResponse:
+    """Ready once the model is loaded: what is served, tasks skipped and why, the sandbox's isolation, the decode path."""
+    runtime: ServingRuntime = request.app.state.runtime
+    if not runtime.ready:
+        return JSONResponse({"status": "loading"}, status_code=503)
     served = {f"{v.task}:{v.name}": v.ref for v in runtime.engine.served()}
-    return {"status": "ready", "served": sorted(served), "refs": served}
+    return JSONResponse({"status": "ready", "served": sorted(served), "refs": served} | runtime.status())
 
 
 @router.get("/metrics")
-def metrics(runtime: Runtime) -> Response:
-    for adapter, seconds in runtime.engine.adapter_load_s.items():
-        runtime.metrics.adapter_load.labels(adapter).set(seconds)
+async def metrics(request: Request) -> Response:
+    runtime: ServingRuntime = request.app.state.runtime
+    if runtime.ready:
+        for adapter, seconds in runtime.engine.adapter_load_s.items():
+            runtime.metrics.adapter_load.labels(adapter).set(seconds)
+        for lane, count in runtime.in_flight.items():
+            runtime.metrics.in_flight.labels(lane).set(count)
+        runtime.metrics.serving.info({"decode_path": runtime.engine.decode_path, "sandbox": sandbox.isolation()})
     return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.post("/infer/{variant}", response_model=InferResponse, responses=ERRORS)
-def infer(
-    variant: Literal["base", "sft", "selftrain", "kd", "dpo", "auto"], body: InferRequest, runtime: Runtime, caller: CallerKey
+async def infer(
+    variant: Literal["base", "sft", "selftrain", "kd", "dpo", "auto"],
+    body: InferRequest,
+    request: Request,
+    runtime: Runtime,
+    caller: ClientKey,
 ) -> InferResponse:
     """Answer with one variant; `auto` answers with the student and escalates to the teacher when unsure."""
     if body.verify and body.tests is None:
         raise InvalidRequest("tests", "verify needs the tests to run the answer against")
     if body.tests is not None and not body.verify:
         raise InvalidRequest("verify", "tests were sent without verify: true (set it to run them)")
-    answer = runtime.infer(body.task, variant, body.input, body.json_schema, caller, body.tests)
+    if body.tests is not None:
+        may_verify(runtime.settings, body.task, request.headers.get("x-api-key"), request.headers.get("authorization"))
+    answer = await _answer(
+        request, runtime, body.task, lambda: runtime.infer(body.task, variant, body.input, body.json_schema, caller, body.tests)
+    )
     return InferResponse.model_validate({k: v for k, v in asdict(answer).items() if k in InferResponse.model_fields})
 
 
@@ -81,7 +124,7 @@ def list_models(runtime: Runtime) -> ModelList:
 
 
 @router.post("/v1/chat/completions", response_model=ChatCompletion, responses=ERRORS)
-def chat_completions(body: ChatRequest, runtime: Runtime, caller: CallerKey) -> ChatCompletion:
+async def chat_completions(body: ChatRequest, request: Request, runtime: Runtime, caller: ClientKey) -> ChatCompletion:
     user = [m.content for m in body.messages if m.role == "user"]
     if not user:
         raise HTTPException(422, "messages: no user message to answer")
@@ -92,7 +135,15 @@ def chat_completions(body: ChatRequest, runtime: Runtime, caller: CallerKey) -> 
         schema = (body.response_format.json_schema or {}).get("schema")
         if not isinstance(schema, dict):
             raise InvalidRequest("response_format.json_schema.schema", "missing: the JSON Schema to answer under")
-    answer = runtime.chat(body.model, user[-1], who, body.max_completion_tokens or body.max_tokens, stop, schema, body.tests)
+    task = body.model.partition(":")[0]
+    if body.tests is not None:
+        may_verify(runtime.settings, task, request.headers.get("x-api-key"), request.headers.get("authorization"))
+    answer = await _answer(
+        request,
+        runtime,
+        task,
+        lambda: runtime.chat(body.model, user[-1], who, body.max_completion_tokens or body.max_tokens, stop, schema, body.tests),
+    )
     choice = Choice(
         message=AssistantMessage(content=answer.output),
         finish_reason=answer.finish_reason,

@@ -114,7 +114,11 @@ def server(tiny_model_dir, tmp_path_factory):
     )
     registry.promote("invoices", "sft/v0001", idp.promotion.model_copy(update={"guard_min": {}}))  # only gated versions are served
     settings = Settings(
-        runs_dir=root / "runs", admin_api_keys=[ADMIN_KEY], audit_log=root / "audit" / "audit.jsonl", schema_compile_s=SCHEMA_COMPILE_S
+        runs_dir=root / "runs",
+        admin_api_keys=[ADMIN_KEY],
+        audit_log=root / "audit" / "audit.jsonl",
+        schema_compile_s=SCHEMA_COMPILE_S,
+        fast_decode="fp16+bf16",  # pinned: the same decode path whatever this CPU's speed check would say
     )
     srv, base = serve_in_thread(settings)
     yield {"url": base, "registry": registry, "settings": settings}

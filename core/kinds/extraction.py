@@ -194,7 +194,7 @@ class DocumentExtraction(TaskKind):
         schema = None
         if json_schema is not None:
             try:
-                schema = TaskSchema.from_dict(json_schema, "json_schema", max_bytes=max_schema_bytes)
+                schema = TaskSchema.from_dict(json_schema, "json_schema", max_bytes=max_schema_bytes, budget_s=engine.schema_compile_s)
             except SchemaError as exc:
                 raise InvalidRequest(f"json_schema{exc.pointer}", exc.problem) from None
         served, result = batcher.extract(task, variant, text, schema, max_new_tokens)

@@ -99,8 +99,22 @@ class TaskSchema:
         return cls.from_dict(schema, str(path), max_bytes)
 
     @classmethod
-    def from_dict(cls, schema: dict, source: str = "<schema>", max_bytes: int | None = None) -> "TaskSchema":
-        """Check a schema and build it; cached by content, so a schema seen before costs nothing."""
+    def from_dict(cls, schema: dict, source: str = "<schema>", max_bytes: int | None = None, budget_s: float | None = None) -> "TaskSchema":
+        """Check a schema and build it; cached by content, so a schema seen before costs nothing.
+
+        Finding the keywords the grammar cannot enforce converts the schema once per keyword, which for some schemas
+        (nested counted repetition in a pattern) takes seconds: with `budget_s` (a request's schema) that runs on the
+        compile threads and is refused past the budget, finishing in the background so a retry is answered."""
+        if budget_s is not None:
+            job = _compile_pool.submit(cls.from_dict, schema, source, max_bytes)
+            try:
+                return job.result(timeout=budget_s)
+            except FutureTimeout:
+                raise SchemaError(
+                    "",
+                    f"took longer than {budget_s:g} s to check (schema_compile_s); the same schema sent again is accepted once its check has finished",
+                    source,
+                ) from None
         if not isinstance(schema, dict):
             raise SchemaError("", "a JSON Schema must be an object", source)
         size = len(json.dumps(schema).encode())

@@ -11,7 +11,9 @@ state (static batching: a batch runs until its last row ends). A batched decode 
 more than a one-row step on a CPU (the weights are read once for all rows; the service runs them on
 bf16 copies, `core.model.decoding`), so concurrent clients share the model instead of queueing for
 it. A batch that fails is retried row by row, so a row that cannot be answered fails alone.
-Each lane has its own worker: a decode of several seconds never holds classification's queue.
+Each lane has its own worker: a decode of several seconds never holds classification's queue. Each lane's queue is
+bounded (`max_queue`): past it a request is refused at once (`Overloaded`, a 503); a request whose deadline passes or
+whose caller goes away while it waits is dropped before it runs (`core.serving.deadline`).
 
     batcher = DynamicBatcher(engine, max_batch=16, max_wait_ms=5)
     variant, prediction = batcher.classify("creditmix", "sft", text)        # blocks until answered
@@ -28,8 +30,10 @@ from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import Future
 
+from core.errors import Overloaded
 from core.model.calibrated import Prediction
 from core.model.schema import Extraction, TaskSchema
+from core.serving.deadline import wait
 from core.serving.engine import InferenceEngine, Variant
 
 _CLOSE = object()
@@ -39,16 +43,23 @@ class _Lane:
     """A queue and its worker: items that arrive within `max_wait_s` of the first are grouped by key, each group run
     as one call of `run(key, items) -> results` (one per item)."""
 
-    def __init__(self, name: str, run: Callable[[tuple, list], list], max_batch: int, max_wait_s: float, on_batch) -> None:
-        self.run, self.max_batch, self.max_wait_s, self.on_batch = run, max_batch, max_wait_s, on_batch
-        self._queue: queue.Queue = queue.Queue()
+    def __init__(
+        self, name: str, run: Callable[[tuple, list], list], max_batch: int, max_wait_s: float, on_batch, max_queue: int = 64
+    ) -> None:
+        self.name, self.run, self.max_batch, self.max_wait_s, self.on_batch = name, run, max_batch, max_wait_s, on_batch
+        self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
         self._worker = threading.Thread(target=self._serve, name=name, daemon=True)
         self._worker.start()
 
     def submit(self, key: tuple, item, timeout: float):
+        """Queue `item` and wait for its result: Overloaded at once when the queue is full, and when the request's
+        deadline passes or its caller goes away while it waits (the item is then dropped unrun)."""
         future: Future = Future()
-        self._queue.put((key, item, future))
-        return future.result(timeout=timeout)
+        try:
+            self._queue.put_nowait((key, item, future))
+        except queue.Full:
+            raise Overloaded(f"the {self.name} queue is full ({self._queue.maxsize} waiting: max_queue)") from None
+        return wait(future, timeout)
 
     def close(self) -> None:
         self._queue.put(_CLOSE)
@@ -77,7 +88,8 @@ class _Lane:
                 return
             groups: dict[tuple, list] = defaultdict(list)
             for key, item, future in self._collect(first):
-                groups[key].append((item, future))
+                if future.set_running_or_notify_cancel():  # False: its caller has gone or its deadline passed
+                    groups[key].append((item, future))
             for key, members in groups.items():
                 try:
                     results = self.run(key, [item for item, _ in members])
@@ -104,12 +116,13 @@ class DynamicBatcher:
         chunk_tokens: int | None = None,
         extract_batch: int = 8,
         extract_wait_ms: float = 20.0,
+        max_queue: int = 64,
     ) -> None:
         self.engine = engine
         self.chunk_tokens = chunk_tokens
         self.on_batch = on_batch
-        self._classify = _Lane("distill-slm-batcher", self._run_classify, max_batch, max_wait_ms / 1000, on_batch)
-        self._extract = _Lane("distill-slm-extract-batcher", self._run_extract, extract_batch, extract_wait_ms / 1000, on_batch)
+        self._classify = _Lane("classification", self._run_classify, max_batch, max_wait_ms / 1000, on_batch, max_queue)
+        self._extract = _Lane("extraction", self._run_extract, extract_batch, extract_wait_ms / 1000, on_batch, max_queue)
 
     def classify(self, task: str, variant: str, text: str, timeout: float = 300.0) -> tuple[Variant, Prediction]:
         # A token spans at least one character: only inputs longer than the chunk in characters need counting.

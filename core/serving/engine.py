@@ -14,6 +14,7 @@ nothing points at any more: a request sees the old adapter or the new one, never
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -22,16 +23,18 @@ from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from core.common.config import ModelConfig, TaskConfig
-from core.errors import UnknownVariant
+from core.errors import ConfigError, RegistryError, UnknownVariant
 from core.kinds import kind_of, make_teacher
 from core.model.calibrated import CalibratedDecoder, Prediction
 from core.model.decoding import drop_merged, enable_fast_decode, merge_for_decode, merged_adapter
 from core.model.loading import load_adapter, load_model
 from core.model.schema import Extraction, SchemaDecoder, TaskSchema, compile_grammar
 from core.registry import Registry
+from core.serving.deadline import wait
 from core.teachers.base import Teacher
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -63,9 +66,11 @@ class ModelThread:
         self._ident = threading.get_ident()
 
     def __call__(self, fn: Callable[..., T], *args) -> T:
+        """`fn(*args)` on the model thread; a request's work queued there is dropped if its deadline passes or its
+        caller goes away first (`core.serving.deadline`)."""
         if threading.get_ident() == self._ident:
             return fn(*args)
-        return self._pool.submit(fn, *args).result()
+        return wait(self._pool.submit(fn, *args))
 
     def close(self) -> None:
         """End the thread (and its OpenMP team, which would otherwise slow the next engine in this process)."""
@@ -74,11 +79,11 @@ class ModelThread:
 
 class InferenceEngine:
     def __init__(
-        self, runs_dir: str = "runs", model_cfg: ModelConfig | None = None, schema_compile_s: float | None = None, fast_decode: bool = False
+        self, runs_dir: str = "runs", model_cfg: ModelConfig | None = None, schema_compile_s: float | None = None, fast_decode: str = "off"
     ) -> None:
         self.registry = Registry(runs_dir)
         self.model_cfg = model_cfg
-        self.fast_decode = fast_decode  # fp16 decode copies of the linear weights for one-row generation (core.model.decoding)
+        self.fast_decode = fast_decode  # which 16-bit decode copies generation runs on: auto | off | fp16 | bf16 | fp16+bf16
         self.fast_decode_on = False  # set up once a generating task is served (classification never decodes)
         self.on_model_thread = ModelThread()
         self.schema_compile_s = schema_compile_s  # budget for compiling a request's own JSON Schema (None: no limit)
@@ -91,6 +96,7 @@ class InferenceEngine:
         self.adapter_load_s: dict[str, float] = {}
         self.teachers: dict[str, Teacher] = {}
         self._teacher_lock = threading.Lock()
+        self.skipped: dict[str, str] = {}  # task -> why it is not served (a folder without a readable version)
 
     def close(self) -> None:
         self.on_model_thread.close()
@@ -98,11 +104,25 @@ class InferenceEngine:
     def task_config(self, task: str) -> TaskConfig:
         return self.registry.task_config(task)
 
-    def _wanted(self) -> dict[tuple[str, str], str]:
+    def _task_configs(self) -> dict[str, TaskConfig]:
+        """Every servable task's config. A task folder that cannot be read (no version yet: a first registration that
+        failed or was killed) is skipped with a warning and named in `skipped` (and /readyz): the others are served."""
+        configs, skipped = {}, {}
+        for task in self.registry.tasks():
+            try:
+                configs[task] = self.task_config(task)
+            except (RegistryError, ConfigError, OSError) as exc:
+                skipped[task] = str(exc)
+                if self.skipped.get(task) != str(exc):
+                    log.warning("not serving task %s: %s", task, exc)
+        self.skipped = skipped
+        return configs
+
+    def _wanted(self, tasks: list[str]) -> dict[tuple[str, str], str]:
         """(task, variant) -> 'method/version': each alias exactly the version it names; each method production's version
         when production is that method, else its newest version that passed the gate or was forced (none: not served)."""
         wanted = {}
-        for task in self.registry.tasks():
+        for task in tasks:
             aliases = self.registry.aliases(task)
             for alias, ref in aliases.items():
                 wanted[(task, alias)] = ref
@@ -128,8 +148,7 @@ class InferenceEngine:
         self.on_model_thread(self._load)
 
     def _load(self) -> None:
-        tasks = self.registry.tasks()
-        self.configs = {task: self.task_config(task) for task in tasks}
+        self.configs = self._task_configs()
         model_cfg = self.model_cfg or (next(iter(self.configs.values())).model if self.configs else ModelConfig())
         self.model, self.tokenizer = load_model(model_cfg)
         self.reload()
@@ -137,38 +156,39 @@ class InferenceEngine:
     def reload(self) -> dict[str, str]:
         """Bring the served adapters in line with the registry; return {task:variant: ref}.
 
-        New adapters are read from disk and attached beside the served ones *outside* the lock: attaching adds
-        weights without changing the active adapter, so requests keep being answered meanwhile. Only the short
-        part (their warm-up forward, the routing-table swap, deleting what nothing names) holds the lock.
+        All of it runs on the model thread, between requests' forwards: attaching an adapter walks every LoRA layer
+        (PEFT's `inject_adapter` calls `set_adapter`), which must never happen while a forward on another adapter runs.
+        Requests queue meanwhile (their lanes are bounded) and are answered right after, by the old variant or the new.
         """
         with self._reload_lock:  # one reload at a time
-            configs = {task: self.task_config(task) for task in self.registry.tasks()}
-            wanted = self._wanted()
-            loaded = {(v.task, v.ref): v for v in self.variants.values() if v.adapter}
-            attached: dict[tuple[str, str], str] = {}
-            for (task, _), ref in wanted.items():
-                if (task, ref) in loaded or (task, ref) in attached:
-                    continue
-                name = f"{task}__{ref}".replace("/", "__").replace(".", "_")  # torch module names: no dots
-                start = time.perf_counter()
+            return self.on_model_thread(self._reload)
+
+    def _reload(self) -> dict[str, str]:
+        configs = self._task_configs()
+        wanted = self._wanted(list(configs))
+        loaded = {(v.task, v.ref): v for v in self.variants.values() if v.adapter}
+        attached: dict[tuple[str, str], str] = {}
+        for (task, _), ref in wanted.items():
+            if (task, ref) in loaded or (task, ref) in attached:
+                continue
+            name = f"{task}__{ref}".replace("/", "__").replace(".", "_")  # torch module names: no dots
+            start = time.perf_counter()
+            with self.lock:
                 if hasattr(self.model, "peft_config"):
                     load_adapter(self.model, self.registry.root / task / ref, name=name)
-                else:  # the first adapter wraps the model in a new object: not while a request may hold the old one
-                    with self.lock:
-                        self.model = load_adapter(self.model, self.registry.root / task / ref, name=name)
-                self.adapter_load_s[name] = time.perf_counter() - start
-                attached[(task, ref)] = name
-            if self.fast_decode and not self.fast_decode_on and any(kind_of(cfg).generates for cfg in configs.values()):
-                self.on_model_thread(self._enable_fast_decode)
-            merged = set()  # production of a generating task decodes on a merged copy (nothing uses it until routed)
-            for (task, variant), ref in wanted.items():
-                name = attached.get((task, ref)) or (loaded[(task, ref)].adapter if (task, ref) in loaded else None)
-                if self.fast_decode_on and variant == "production" and kind_of(configs[task]).generates and name:
-                    if name in getattr(self.model, "decode_merged", ()) or self.on_model_thread(merge_for_decode, self.model, name):
-                        merged.add(name)
-            # The swap runs on the model thread: its warm-up forwards go there, and a request that holds the model thread
-            # while it waits for the lock would otherwise wait on a reload that waits on it.
-            return self.on_model_thread(self._swap_in, configs, wanted, loaded, attached, merged)
+                else:  # the first adapter wraps the model in a new object
+                    self.model = load_adapter(self.model, self.registry.root / task / ref, name=name)
+            self.adapter_load_s[name] = time.perf_counter() - start
+            attached[(task, ref)] = name
+        if self.fast_decode != "off" and not self.fast_decode_on and any(kind_of(cfg).generates for cfg in configs.values()):
+            self.on_model_thread(self._enable_fast_decode)
+        merged = set()  # production of a generating task decodes on a merged copy (nothing uses it until routed)
+        for (task, variant), ref in wanted.items():
+            name = attached.get((task, ref)) or (loaded[(task, ref)].adapter if (task, ref) in loaded else None)
+            if self.fast_decode_on and variant == "production" and kind_of(configs[task]).generates and name:
+                if name in getattr(self.model, "decode_merged", ()) or self.on_model_thread(merge_for_decode, self.model, name):
+                    merged.add(name)
+        return self.on_model_thread(self._swap_in, configs, wanted, loaded, attached, merged)
 
     def _swap_in(self, configs: dict, wanted: dict, loaded: dict, attached: dict, merged: set) -> dict[str, str]:
         """Warm up the new variants, swap the routing table, drop what nothing names (under the lock)."""
@@ -196,7 +216,16 @@ class InferenceEngine:
 
     def _enable_fast_decode(self) -> None:
         with self.lock:  # it swaps layer classes: not while a forward runs
-            self.fast_decode_on = enable_fast_decode(self.model)
+            self.fast_decode_on = enable_fast_decode(self.model, self.fast_decode)
+
+    @property
+    def decode_path(self) -> str:
+        """The decode copies in force ('fp32' when none): what /readyz and /metrics report."""
+        dtypes = sorted(
+            str(d).removeprefix("torch.").replace("float16", "fp16").replace("bfloat16", "bf16")
+            for d in getattr(self.model, "decode_dtypes", ())
+        )
+        return "+".join(dtypes) if self.fast_decode_on and dtypes else "fp32"
 
     def _variant(self, task: str, name: str, ref: str, adapter: str | None) -> Variant:
         cfg = self.configs[task]

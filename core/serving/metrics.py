@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
 
 
 class ServiceMetrics:
@@ -31,4 +31,14 @@ class ServiceMetrics:
         )
         self.adapter_load = Gauge(
             "distill_slm_adapter_load_seconds", "time to load each served adapter", ["adapter"], registry=self.registry
+        )
+        self.refused = Counter(
+            "distill_slm_refused_total",
+            "requests refused before any model work: full lane (queue_full), caller over its rate (rate_limited)",
+            ["lane", "reason"],
+            registry=self.registry,
+        )
+        self.in_flight = Gauge("distill_slm_in_flight", "requests admitted and not yet answered, by lane", ["lane"], registry=self.registry)
+        self.serving = Info(
+            "distill_slm_serving", "how this process serves: decode path in force, sandbox isolation", registry=self.registry
         )

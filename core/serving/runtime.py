@@ -15,11 +15,17 @@ HTTP to these calls and `ServedAnswer` back to their response shapes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
+import logging
+import threading
 import time
 import uuid
+from collections import defaultdict
 
-from core.errors import AnswerBudgetTooSmall, InputTooLong, InvalidRequest, RegistryError, TeacherUnavailable, UnknownVariant
+from core import sandbox
+from core.errors import AnswerBudgetTooSmall, InputTooLong, InvalidRequest, Overloaded, RegistryError, TeacherUnavailable, UnknownVariant
 from core.kinds import ServedAnswer, kind_of
 from core.registry import ALIASES, GateDecision
 from core.serving.audit import AuditLog
@@ -29,6 +35,8 @@ from core.serving.metrics import ServiceMetrics
 from core.settings import Settings
 from core.teachers.base import TeacherAnswer
 
+log = logging.getLogger(__name__)
+
 
 class ServingRuntime:
     def __init__(self, settings: Settings) -> None:
@@ -37,6 +45,8 @@ class ServingRuntime:
         self.engine: InferenceEngine | None = None
         self.batcher: DynamicBatcher | None = None
         self.audit: AuditLog | None = None
+        self._admit_lock = threading.Lock()
+        self.in_flight: dict[str, int] = defaultdict(int)  # lane -> requests admitted and not yet answered
 
     @property
     def ready(self) -> bool:
@@ -45,6 +55,8 @@ class ServingRuntime:
     def start(self) -> None:
         s = self.settings
         self.audit = AuditLog(s.audit_log, max_bytes=s.audit_max_bytes, redact=s.audit_redact)
+        if s.verify_tasks and sandbox.isolation() == "none":
+            log.warning("verify is enabled for %s but will be refused: %s", s.verify_tasks, sandbox.probe().reason)
         engine = InferenceEngine(str(s.runs_dir), schema_compile_s=s.schema_compile_s, fast_decode=s.fast_decode)
         engine.load()
         self.batcher = DynamicBatcher(
@@ -55,6 +67,7 @@ class ServingRuntime:
             chunk_tokens=s.prefill_chunk_tokens,
             extract_batch=s.extract_max_batch,
             extract_wait_ms=s.extract_wait_ms,
+            max_queue=s.max_queue,
         )
         self.engine = engine
 
@@ -67,6 +80,37 @@ class ServingRuntime:
             self.audit.close()
 
     # -- requests --------------------------------------------------------------------------
+    def lane(self, task: str) -> str:
+        """The queue a task's requests wait in: its kind's (classification, idp, codegen)."""
+        cfg = self.engine.configs.get(task) if self.engine else None
+        return cfg.type if cfg is not None else "unknown"
+
+    @contextlib.contextmanager
+    def admitted(self, task: str):
+        """Hold one of the lane's `max_queue` places for a request, or refuse it at once (Overloaded: 503)."""
+        lane = self.lane(task)
+        with self._admit_lock:
+            if self.in_flight[lane] >= self.settings.max_queue:
+                self.metrics.refused.labels(lane, "queue_full").inc()
+                raise Overloaded(f"the {lane} lane is full ({self.settings.max_queue} requests in flight: max_queue)")
+            self.in_flight[lane] += 1
+        try:
+            yield
+        finally:
+            with self._admit_lock:
+                self.in_flight[lane] -= 1
+
+    def status(self) -> dict:
+        """What /readyz says beyond readiness: the sandbox, the decode path, tasks not served and why, queue use."""
+        return {
+            "sandbox": sandbox.describe(),
+            "decode_path": self.engine.decode_path if self.engine else None,
+            "fast_decode_setting": self.settings.fast_decode,
+            "skipped_tasks": dict(self.engine.skipped) if self.engine else {},
+            "in_flight": dict(self.in_flight),
+            "max_queue": self.settings.max_queue,
+        }
+
     def infer(
         self, task: str, variant: str, text: str, json_schema: dict | None = None, caller: str = "anonymous", tests: str | None = None
     ) -> ServedAnswer:
@@ -79,7 +123,7 @@ class ServingRuntime:
         answer.variant, answer.request_id = variant, uuid.uuid4().hex
         if variant == "auto" and kind_of(self.engine.configs[task]).escalates:
             self._maybe_escalate(answer, text)
-        return self._finish(answer, start, "infer", caller, text)
+        return self._finish(answer, start, "infer", caller, text, tests)
 
     def chat(
         self,
@@ -110,7 +154,7 @@ class ServingRuntime:
             raise InvalidRequest("max_tokens", str(exc)) from None
         answer.request_id = "chatcmpl-" + uuid.uuid4().hex
         self._limit(answer, max_tokens, stop)
-        return self._finish(answer, start, "chat", caller, text)
+        return self._finish(answer, start, "chat", caller, text, tests)
 
     def _limit(self, answer: ServedAnswer, max_tokens: int | None, stop: list[str] | None) -> None:
         """Apply a client's `max_tokens` and `stop` to an answer, counting tokens with the served model's tokenizer."""
@@ -185,9 +229,11 @@ class ServingRuntime:
                 answer.escalation_error = reply.error
         self.metrics.escalations.labels(answer.task, answer.tier).inc()
 
-    def _finish(self, answer: ServedAnswer, start: float, route: str, caller: str, text: str) -> ServedAnswer:
+    def _finish(self, answer: ServedAnswer, start: float, route: str, caller: str, text: str, tests: str | None = None) -> ServedAnswer:
         answer.latency_ms = (time.perf_counter() - start) * 1000
         self.metrics.latency.labels(answer.task, answer.variant, answer.adapter).observe(answer.latency_ms / 1000)
         record = {"at": time.time(), "route": route, "caller": caller, "input": text}
+        if tests is not None:  # caller-written code ran: who sent which tests, and what confined them (in the verdict)
+            record["tests_sha256"] = hashlib.sha256(tests.encode()).hexdigest()
         self.audit.write(record | dataclasses.asdict(answer))
         return answer

@@ -110,3 +110,13 @@ def test_greedy_answers_come_from_the_shared_decode_loop_unchanged(tiny_model_di
         enc = tokenizer(render_prompt(tokenizer, CODEGEN_INSTRUCTION, prompt), return_tensors="pt", add_special_tokens=False)
         out = model.generate(**enc, max_new_tokens=24, do_sample=False, pad_token_id=tokenizer.pad_token_id)
         assert answer == tokenizer.decode(out[0, enc.input_ids.shape[1] :], skip_special_tokens=True)
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    ["x = " + "-" * 15_000 + "1\nassert x", "assert " + "(" * 5_000 + "1" + ")" * 5_000, "assert [" * 300 + "]" * 300, "assert 1\x00"],
+)
+def test_hostile_tests_are_refused_as_not_python_never_raised(hostile):
+    from core.codegen import check_tests
+
+    assert check_tests(hostile).startswith("not valid Python")

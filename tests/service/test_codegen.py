@@ -1,4 +1,8 @@
-"""Code generation through a running service: plan and code from /infer and /v1, the request's tests run in the sandbox."""
+"""Code generation through a running service: plan and code from /infer and /v1, the request's tests run in the sandbox
+when the operator allows it (a task in verify_tasks, a key in verify_api_keys)."""
+
+import hashlib
+import json
 
 import httpx
 import pytest
@@ -11,6 +15,8 @@ from tests.conftest import make_adapter
 
 SPEC = "Write a Python function `add_three(x)` that returns x plus 3."
 TESTS = "assert add_three(1) == 4\nassert add_three(-3) == 0"
+VERIFY_KEY = "verify-key-1"
+KEY = {"X-API-Key": VERIFY_KEY}
 
 
 @pytest.fixture(scope="module")
@@ -28,20 +34,30 @@ def code_server(tiny_model_dir, tmp_path_factory):
     adapter = make_adapter(cfg, root / "adapter", 4)
     registry.register("pyfuncs", "sft", adapter, {"pass_at_1": 0.0}, yaml.safe_dump(cfg.model_dump(mode="json")), {})
     registry.promote("pyfuncs", "sft/v0001", cfg.promotion.model_copy(update={"guard_min": {}}))
-    srv, url = serve_in_thread(Settings(runs_dir=root / "runs", audit_log=root / "audit.jsonl", max_tests_bytes=2000))
+    settings = Settings(
+        runs_dir=root / "runs",
+        audit_log=root / "audit.jsonl",
+        max_tests_bytes=2000,
+        verify_tasks=["pyfuncs"],
+        verify_api_keys=[VERIFY_KEY],
+        client_api_keys=["plain-key"],
+    )
+    srv, url = serve_in_thread(settings)
     yield url
     srv.should_exit = True
 
 
 def test_infer_answers_with_code_and_the_verdict_of_the_requests_tests(code_server):
-    r = httpx.post(f"{code_server}/infer/auto", json={"task": "pyfuncs", "input": SPEC, "verify": True, "tests": TESTS}, timeout=120)
+    r = httpx.post(
+        f"{code_server}/infer/auto", json={"task": "pyfuncs", "input": SPEC, "verify": True, "tests": TESTS}, headers=KEY, timeout=120
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["adapter"] == "sft/v0001" and body["output"]
     verdict = body["verdict"]
     # The sandbox's verdict on the answer's code, the same as a run of it here (a random model writes no working Python).
     again = run_tests(extract_code(body["output"]), TESTS)
-    assert (verdict["passed"], verdict["cause"] or "") == (again.passed, again.cause) and verdict["isolation"] in ("namespaces", "limits")
+    assert (verdict["passed"], verdict["cause"] or "") == (again.passed, again.cause) and verdict["isolation"] == again.isolation
     plain = httpx.post(f"{code_server}/infer/base", json={"task": "pyfuncs", "input": SPEC}, timeout=120).json()
     assert plain["adapter"] == "base" and plain["verdict"] is None
 
@@ -54,22 +70,42 @@ def test_infer_answers_with_code_and_the_verdict_of_the_requests_tests(code_serv
         ({"verify": True, "tests": "assert add_three(1) == 4\n" * 200}, "tests", "over the limit of 2000"),
         ({"verify": True}, "tests", "verify needs the tests"),
         ({"tests": TESTS}, "verify", "without verify"),
+        ({"verify": True, "tests": "assert " + "(" * 600 + "1" + ")" * 600}, "tests", "not valid Python"),  # deep nesting
     ],
 )
 def test_bad_tests_get_a_422_naming_the_field(code_server, body, field, problem):
-    r = httpx.post(f"{code_server}/infer/auto", json={"task": "pyfuncs", "input": SPEC} | body, timeout=60)
+    r = httpx.post(f"{code_server}/infer/auto", json={"task": "pyfuncs", "input": SPEC} | body, headers=KEY, timeout=60)
     assert r.status_code == 422, r.text
     assert r.json()["error"]["param"] == field and problem in r.json()["error"]["message"]
 
 
 def test_the_openai_client_gets_code_and_a_verdict(code_server):
-    client = OpenAI(base_url=f"{code_server}/v1", api_key="unused")
+    client = OpenAI(base_url=f"{code_server}/v1", api_key=VERIFY_KEY)
     completion = client.chat.completions.create(
         model="pyfuncs:production", messages=[{"role": "user", "content": SPEC}], max_tokens=8, extra_body={"tests": TESTS}
     )
     assert completion.usage.completion_tokens <= 8 and completion.choices[0].finish_reason in ("stop", "length")
     extra = completion.model_extra["distill_slm"]
     assert extra["adapter"] == "sft/v0001" and extra["verdict"]["passed"] is False  # 8 tokens of a random model
+
+
+@pytest.mark.parametrize(("headers", "problem"), [({}, "verify_api_keys"), ({"X-API-Key": "plain-key"}, "verify_api_keys")])
+def test_tests_are_code_so_only_a_verify_key_may_send_them(code_server, headers, problem):
+    r = httpx.post(f"{code_server}/infer/auto", json={"task": "pyfuncs", "input": SPEC, "verify": True, "tests": TESTS}, headers=headers)
+    assert r.status_code == 403 and r.json()["error"]["param"] == "tests" and problem in r.json()["error"]["message"], r.text
+
+
+def test_every_verify_is_audited_with_the_caller_and_the_tests_hash(code_server, tmp_path_factory):
+    tests = "assert add_three(2) == 5  # audited"
+    r = httpx.post(
+        f"{code_server}/infer/auto", json={"task": "pyfuncs", "input": SPEC, "verify": True, "tests": tests}, headers=KEY, timeout=120
+    )
+    assert r.status_code == 200, r.text
+    audit = next(tmp_path_factory.getbasetemp().glob("code-service*/audit.jsonl"))
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    mine = [rec for rec in records if rec.get("tests_sha256") == hashlib.sha256(tests.encode()).hexdigest()]
+    assert mine and mine[-1]["caller"] == "key-" + hashlib.sha256(VERIFY_KEY.encode()).hexdigest()[:12]
+    assert mine[-1]["verdict"]["isolation"] in ("bubblewrap", "limits") and tests not in json.dumps(mine[-1])
 
 
 def test_the_openai_teacher_asks_a_code_endpoint_once_per_candidate(code_server):

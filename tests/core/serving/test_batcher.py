@@ -83,7 +83,7 @@ def test_extraction_requests_decode_together_and_a_row_that_fails_fails_alone(ti
     registry = Registry(tmp_path / "runs")
     adapter = make_adapter(cfg, tmp_path / "adapter", seed=1)
     registry.register("invoices", "sft", adapter, {"field_f1": 0.1}, yaml.safe_dump(cfg.model_dump(mode="json")), {})
-    engine = InferenceEngine(str(registry.root), fast_decode=True)
+    engine = InferenceEngine(str(registry.root), fast_decode="fp16+bf16")
     engine.load()
     sizes, answers, errors = [], {}, {}
     batcher = DynamicBatcher(engine, extract_batch=8, extract_wait_ms=500, on_batch=lambda task, variant, n: sizes.append(n))

@@ -50,9 +50,9 @@ def test_only_versions_that_passed_their_gate_are_served_and_aliases_serve_exact
     assert engine.get("creditmix", "staging").gate == "forced" and engine.get("creditmix", "production").gate == "passed"
 
 
-def test_a_reload_attaches_new_adapters_while_requests_are_answered(engine, registry, tmp_path, monkeypatch):
-    """While the new version's weights are read and attached, another thread's request is answered (the lock is free);
-    afterwards the swap serves the new version."""
+def test_a_reload_attaches_new_adapters_on_the_model_thread_between_requests(engine, registry, tmp_path, monkeypatch):
+    """PEFT's attach walks every LoRA layer and switches the active adapter: it runs on the model thread, so a request
+    sent meanwhile waits for it (never runs beside it) and is then answered wholly by one version."""
     import threading
 
     import core.serving.engine as engine_module
@@ -62,16 +62,20 @@ def test_a_reload_attaches_new_adapters_while_requests_are_answered(engine, regi
     cfg = registry.task_config("creditmix")
     fresh = registry.register("creditmix", "sft", make_adapter(cfg, tmp_path / "a9", 9), {"macro_f1": 0.99}, "", {"eval_sha256": "rows"})
     assert registry.promote("creditmix", fresh, PromotionPolicy(guard_min={})).passed
-    answered_during_attach = []
+    seen: dict = {"answered": []}
     real = engine_module.load_adapter
 
-    def attach_while_serving(model, adapter_dir, name):
-        request = threading.Thread(target=lambda: answered_during_attach.append(engine.classify("creditmix", "sft", ["Num_of_Loan: 7"])))
+    def attach_while_a_request_waits(model, adapter_dir, name):
+        seen["thread"] = threading.current_thread().name
+        request = threading.Thread(target=lambda: seen["answered"].append(engine.classify("creditmix", "sft", ["Num_of_Loan: 7"])))
         request.start()
-        request.join(timeout=30)
+        request.join(timeout=2)
+        seen["answered_during_attach"], seen["request"] = list(seen["answered"]), request
         return real(model, adapter_dir, name=name)
 
-    monkeypatch.setattr(engine_module, "load_adapter", attach_while_serving)
+    monkeypatch.setattr(engine_module, "load_adapter", attach_while_a_request_waits)
     served = engine.reload()
-    assert len(answered_during_attach) == 1 and answered_during_attach[0][0].ref != fresh  # the old version answered
+    seen["request"].join(timeout=60)
+    assert seen["thread"].startswith("distill-slm-model") and seen["answered_during_attach"] == []
+    assert len(seen["answered"]) == 1 and seen["answered"][0][0].ref == fresh  # answered after the swap, by the new version
     assert served["creditmix:sft"] == fresh and engine.get("creditmix", "sft").ref == fresh
