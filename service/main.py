@@ -103,6 +103,30 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body.encode()})
 
 
+class CountRequests:
+    """Count answers by route template and status. Plain ASGI (not `@app.middleware`), so `receive` reaches the routes
+    unwrapped and a client's disconnect is seen while its request waits."""
+
+    def __init__(self, app: ASGIApp, counter) -> None:
+        self.app, self.counter = app, counter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        status = {"code": 500}
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counting_send)
+        finally:
+            route = scope.get("route")  # the template (/infer/{variant}), so label values stay few
+            self.counter.labels(getattr(route, "path", "<unmatched>"), str(status["code"])).inc()
+
+
 def _error(
     status: int, message: str, kind: str, field: str | None = None, request: Request | None = None, headers: dict | None = None
 ) -> JSONResponse:
@@ -143,12 +167,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, on_refused=body_refused)
 
-    @app.middleware("http")
-    async def count(request: Request, call_next):
-        response = await call_next(request)
-        route = request.scope.get("route")  # the template (/infer/{variant}), so label values stay few
-        runtime.metrics.requests.labels(getattr(route, "path", "<unmatched>"), str(response.status_code)).inc()
-        return response
+    app.add_middleware(CountRequests, counter=runtime.metrics.requests)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
