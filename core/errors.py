@@ -114,3 +114,7 @@ class Overloaded(DistillError, RuntimeError):
 
 class SandboxBusy(Overloaded):
     """Every sandbox slot is taken (`sandbox_max_concurrent`)."""
+
+
+class RunInProgress(DistillError, RuntimeError):
+    """Another run of the same task holds its run lock; the message names it (pid, host, start)."""

@@ -21,6 +21,7 @@ from prefect import flow, get_run_logger
 from core.common.config import TaskConfig
 from core.errors import MethodsFailed
 from core.kinds import kind_of
+from core.registry import Registry
 from tasks.evaluate import evaluate_task
 from tasks.prepare import prepare_data
 from tasks.registry import promote_task, register_task, reload_service
@@ -39,6 +40,11 @@ def distill(cfg: TaskConfig = TaskConfig(), extra_pool: str | None = None) -> di
     A method that fails does not take the others with it: they are still evaluated, registered and
     gated, and then the run fails naming the methods that did not finish (a rerun resumes them).
     """
+    with Registry(cfg.runs_dir).run_lock(cfg.name):  # one run of a task at a time: a second fails naming this one
+        return _distill(cfg, extra_pool)
+
+
+def _distill(cfg: TaskConfig, extra_pool: str | None) -> dict:
     prepared = prepare_data(cfg, extra_pool)
     adapters: dict[str, str] = {}
     failed: dict[str, str] = {}

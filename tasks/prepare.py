@@ -5,15 +5,25 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 
 from core.common.config import TaskConfig
+from core.common.egress import check_endpoint
 from core.common.records import rows_fingerprint, write_jsonl
 from core.kinds import kind_of
 from core.teachers import preflight
+
+
+def check_egress(cfg: TaskConfig) -> None:
+    """The hosts this run would send keys to and the variables it would read them from, against the operator's lists."""
+    if cfg.teacher.backend == "openai":
+        check_endpoint(cfg.teacher.base_url, cfg.teacher.api_key_env, "teacher")
+    if cfg.service.url:
+        check_endpoint(cfg.service.url, cfg.service.admin_key_env, "service")
 
 
 def check_inputs(cfg: TaskConfig) -> None:
     """Every check that needs no Prefect: the task (and its methods), the labeled rows, the eval file, the pool and the teacher's
     endpoint. The CLI runs it before the flow starts, so bad input stops a run in seconds, not after a server boots."""
     kind = kind_of(cfg)
+    check_egress(cfg)
     kind.check_task(cfg)
     kind.labeled_rows(cfg)
     if cfg.data.eval is not None:
@@ -30,6 +40,7 @@ def prepare_data(cfg: TaskConfig, extra_pool: str | None = None) -> dict:
     return their paths and fingerprints. `extra_pool`: inputs (a drift window's) the teacher answers first."""
     logger = get_run_logger()
     kind = kind_of(cfg)
+    check_egress(cfg)  # a run started from the UI's form skips the CLI's check_inputs
     for warning in kind.check_task(cfg):
         logger.warning(warning)
     rows, source = kind.labeled_rows(cfg)

@@ -13,7 +13,8 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from prefect import get_run_logger, task
 
 from core.common.config import TaskConfig
-from core.errors import ServiceReloadFailed
+from core.common.egress import check_endpoint
+from core.errors import ConfigError, ServiceReloadFailed
 from core.kinds import kind_of
 from core.registry import Registry
 
@@ -119,6 +120,10 @@ def reload_service(cfg: TaskConfig, promoted: str) -> dict:
     """Make the running service serve `promoted` (the new production version): POST /admin/reload, then check on
     /readyz that `<task>:production` is that version. Fails naming the setting to fix; nothing registered is undone."""
     link = cfg.service
+    try:
+        check_endpoint(link.url, link.admin_key_env, "service")  # before the key is read
+    except ConfigError as exc:
+        raise ServiceReloadFailed(str(exc)) from None
     key = os.environ.get(link.admin_key_env)
     if not key:
         raise ServiceReloadFailed(f"service.admin_key_env: the environment variable {link.admin_key_env} holding the admin key is not set")

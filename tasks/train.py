@@ -10,7 +10,7 @@ from pathlib import Path
 from prefect import get_run_logger, task
 
 from core.common.config import TaskConfig
-from core.common.records import atomic_write_text, json_sha256, text_sha256
+from core.common.records import atomic_write_text, fsync_folder, json_sha256, text_sha256
 from core.errors import DataError
 from core.kinds import kind_of
 from core.model.loading import load_model, load_tokenizer
@@ -25,6 +25,16 @@ def run_dir(cfg: TaskConfig, method: str, fingerprint: dict) -> Path:
     return cfg.work_dir / cfg.name / f"{method}-{json_sha256(key, 12)}"
 
 
+def kd_run_dir(cfg: TaskConfig, traces: list[dict], fingerprint: dict) -> Path:
+    """KD's run folder: its key holds the teacher's identity and the content of its answers, so a student trained on
+    another teacher (or on other answers to the same inputs) is never taken for this one's."""
+    answers = sorted(
+        json_sha256([t["input_sha256"], t.get("output"), t.get("label_probs"), t.get("top_logprobs"), t.get("teacher")]) for t in traces
+    )
+    teacher = {"backend": cfg.teacher.backend, "model": cfg.teacher.model, "base_url": cfg.teacher.base_url}
+    return run_dir(cfg, "kd", {"traces_sha256": json_sha256(answers), "teacher": teacher, "kd": cfg.kd.model_dump(), **fingerprint})
+
+
 def trained_once(folder: Path, method: str, train: Callable[[Path, Path], tuple[Path, TrainStats]]) -> str:
     """Train into `folder/adapter` unless a finished adapter is already there; return the adapter folder.
 
@@ -37,7 +47,8 @@ def trained_once(folder: Path, method: str, train: Callable[[Path, Path], tuple[
         logger.info("%s adapter already trained at %s; skipping", method, adapter_dir)
         return str(adapter_dir)
     adapter_dir, stats = train(folder / "checkpoints", adapter_dir)
-    done.write_text(json.dumps(asdict(stats), indent=2))
+    fsync_folder(adapter_dir)  # the adapter's files are on disk before the marker says they are complete
+    atomic_write_text(done, json.dumps(asdict(stats), indent=2))
     logger.info(
         "%s: %d of %d planned steps (%.3g epochs), %.0f tokens/s, final loss %s, kept step %s",
         method,
@@ -113,7 +124,7 @@ def train_kd_task(cfg: TaskConfig, traces_file: str, fingerprint: dict) -> str:
     if not traces:
         raise DataError(traces_file, None, None, f"no usable teacher traces ({failed} failed): nothing to distill")
     kind = kind_of(cfg)
-    folder = run_dir(cfg, "kd", {"traces": sorted(t["input_sha256"] for t in traces), "kd": cfg.kd.model_dump(), **fingerprint})
+    folder = kd_run_dir(cfg, traces, fingerprint)
 
     def train(checkpoints: Path, out: Path) -> tuple[Path, TrainStats]:
         logger.info("KD on %d teacher traces (%d failed traces left out)", len(traces), failed)
@@ -131,7 +142,9 @@ def train_dpo_task(
     """Train a DPO adapter on user pairs (`data.preferences`) or pairs built on-policy; return its folder."""
     logger = get_run_logger()
     kind = kind_of(cfg)
-    folder = run_dir(cfg, "dpo", {"start": start_adapter, "dpo": cfg.dpo.model_dump(), "teacher": teacher_traces_file, **fingerprint})
+    traces_sha256 = json_sha256(sorted(map(str, TraceStore.read(teacher_traces_file).usable()))) if teacher_traces_file else None
+    key = {"start": start_adapter, "dpo": cfg.dpo.model_dump(), "teacher": teacher_traces_file, "traces_sha256": traces_sha256}
+    folder = run_dir(cfg, "dpo", key | fingerprint)
 
     def train(checkpoints: Path, out: Path) -> tuple[Path, TrainStats]:
         if cfg.data.preferences is not None:

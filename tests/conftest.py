@@ -119,6 +119,8 @@ def server(tiny_model_dir, tmp_path_factory):
         audit_log=root / "audit" / "audit.jsonl",
         schema_compile_s=SCHEMA_COMPILE_S,
         fast_decode="fp16+bf16",  # pinned: the same decode path whatever this CPU's speed check would say
+        rate_limit_per_s=10_000,  # every test calls from loopback without a key (one caller): rates are tested apart
+        rate_limit_burst=10_000,
     )
     srv, base = serve_in_thread(settings)
     yield {"url": base, "registry": registry, "settings": settings}

@@ -281,7 +281,11 @@ _DEMO = demos.for_type("classification")
 
 
 class TaskConfig(_Strict):
-    name: str = Field(_DEMO.name, pattern=r"^[A-Za-z0-9_.-]+$", description="task name; registry folder")
+    name: str = Field(
+        _DEMO.name,
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$",
+        description="task name; registry folder (letters, digits, _ . -; not starting with a dot: no '..', no hidden folder)",
+    )
     type: str = Field(
         "classification",
         description=f"task type, one of {sorted(TYPE_DEFAULTS)}: classification (labels), idp (document -> JSON), codegen (spec -> "

@@ -2,12 +2,14 @@
 server, a hosted API, or this project's own service).
 
 Asks for `logprobs`/`top_logprobs` so a task kind can turn the answer's first-token alternatives
-into a label distribution; retries 429, 5xx, timeouts and dropped connections with exponential
-backoff, honouring `Retry-After`. `check()` fails early, naming the setting to fix.
+into a label distribution; retries 429, 5xx, bodies that are not JSON, timeouts and dropped connections with
+exponential backoff, honouring a usable `Retry-After`. The endpoint and the key's variable must be ones the
+operator allows (`core.common.egress`). `check()` fails early, naming the setting to fix.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import time
@@ -15,6 +17,7 @@ import time
 import httpx
 
 from core.common.config import TaskConfig
+from core.common.egress import check_endpoint
 from core.common.prompts import task_messages
 from core.errors import TeacherUnavailable
 from core.teachers.base import Teacher, TeacherAnswer, TeacherTask
@@ -27,6 +30,7 @@ class OpenAITeacher(Teacher):
         self.name = f"openai:{t.model}"
         self.concurrency = t.concurrency
         self.retry_cap_s = retry_cap_s
+        check_endpoint(t.base_url, t.api_key_env, "teacher")  # before any key is read or anything is sent
         key = os.environ.get(t.api_key_env, "") if t.api_key_env else ""
         self._key_missing = bool(t.api_key_env) and not key
         headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -67,7 +71,13 @@ class OpenAITeacher(Teacher):
                     raise _Retryable(f"HTTP {response.status_code}", response.headers.get("retry-after"))
                 if response.status_code >= 400:
                     raise _Fatal(f"HTTP {response.status_code}: {response.text[:200]}")
-                return response.json()
+                try:
+                    data = response.json()
+                except ValueError:  # a proxy's HTML error page, a cut-off body: the endpoint's fault, not the input's
+                    raise _Retryable(f"HTTP {response.status_code} with a body that is not JSON: {response.text[:80]!r}", None) from None
+                if not isinstance(data, dict):
+                    raise _Retryable(f"HTTP {response.status_code} with a JSON body that is not an object", None)
+                return data
             except (httpx.TransportError, _Retryable) as exc:
                 if attempt >= self.cfg.max_retries:
                     raise _Fatal(f"gave up after {attempt + 1} attempts: {type(exc).__name__}: {exc}", transient=True) from None
@@ -75,11 +85,14 @@ class OpenAITeacher(Teacher):
                 attempt += 1
 
     def _backoff(self, attempt: int, retry_after: str | None) -> float:
-        if retry_after:
-            try:
-                return min(float(retry_after), self.retry_cap_s)
-            except ValueError:
-                pass  # an HTTP date; fall back to our own schedule
+        """The server's Retry-After when it is a usable number of seconds (capped), else exponential backoff with jitter:
+        a negative, infinite, NaN or non-numeric value (or an HTTP date) falls back to our own schedule."""
+        try:
+            seconds = float(retry_after) if retry_after else math.nan
+        except ValueError:
+            seconds = math.nan
+        if math.isfinite(seconds) and seconds >= 0:
+            return min(seconds, self.retry_cap_s)
         return min(self.retry_cap_s, 0.5 * 2**attempt) * (0.5 + random.random() / 2)
 
     def answer(self, texts: list[str]) -> list[TeacherAnswer]:

@@ -132,12 +132,17 @@ def generate_traces(
     items = list(todo.items())
     if teacher is not None and teacher.concurrency > 1:
         # Each answer is written the moment it arrives, whatever order they finish in.
-        with ThreadPoolExecutor(max_workers=teacher.concurrency) as pool:
+        pool = ThreadPoolExecutor(max_workers=teacher.concurrency)
+        try:
             futures = {pool.submit(teacher.answer_one, row.text): (key, row) for key, row in items}
             for future in as_completed(futures):
                 key, row = futures[future]
                 store.append(_trace(row, key, check([row], [future.result()])[0], teacher.name))
                 bar.update(1)
+        except BaseException:  # an interrupt or a cancelled run: the calls not yet sent are dropped, not paid for
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
     elif teacher is not None:
         for begin in range(0, len(items), teacher.batch_size):
             chunk = items[begin : begin + teacher.batch_size]

@@ -9,7 +9,7 @@ from core.errors import DataError
 from core.registry import Registry
 from tasks.prepare import prepare_data
 from tasks.registry import promote_task, register_task
-from tasks.train import run_dir
+from tasks.train import kd_run_dir, run_dir
 from tests.conftest import make_adapter
 
 
@@ -112,3 +112,46 @@ def test_promote_evaluates_an_incumbent_scored_on_other_rows_on_the_candidates_r
     decision = promote_task(tiny_cfg, ["sft/v0002"], prepared["eval"])["sft/v0002"]
     assert decision["incumbent_reevaluated"] and decision["eval_sha256"] == prepared["fingerprint"]["eval_sha256"]
     assert decision["incumbent_value"] != 0.99  # measured again on these rows, not the stored figure
+
+
+def test_kd_never_reuses_a_student_trained_on_another_teacher_or_other_answers(tiny_cfg):
+    traces = [{"input_sha256": "a", "output": "Good", "label_probs": {"Good": 0.9, "Bad": 0.1}, "teacher": "openai:big"}]
+    fingerprint = {"train_sha256": "rows"}
+    first = kd_run_dir(tiny_cfg, traces, fingerprint)
+    assert kd_run_dir(tiny_cfg, [dict(traces[0])], fingerprint) == first  # the same teacher and answers: resumed
+    other_teacher = tiny_cfg.model_copy(update={"teacher": tiny_cfg.teacher.model_copy(update={"model": "another-model"})})
+    assert kd_run_dir(other_teacher, traces, fingerprint) != first
+    other_answers = [traces[0] | {"label_probs": {"Good": 0.4, "Bad": 0.6}}]  # same inputs, the teacher now thinks otherwise
+    assert kd_run_dir(tiny_cfg, other_answers, fingerprint) != first
+
+
+@pytest.mark.parametrize("name", ["..", ".", ".hidden", "a/b", "../runs", "a\\b", ""])
+def test_a_task_name_is_one_folder_name(name):
+    from pydantic import ValidationError
+
+    from core.common.config import TaskConfig
+
+    with pytest.raises(ValidationError, match="name"):
+        TaskConfig(name=name)
+
+
+def test_the_form_cannot_send_a_key_to_a_host_or_from_a_variable_the_operator_did_not_allow(tiny_cfg, monkeypatch):
+    from core.errors import ConfigError
+    from tasks.prepare import check_egress
+
+    leak = tiny_cfg.model_copy(
+        update={"teacher": tiny_cfg.teacher.model_copy(update={"backend": "openai", "base_url": "https://evil.example/v1"})}
+    )
+    with pytest.raises(ConfigError, match="teacher.base_url: host 'evil.example'.*DISTILL_SLM_HOSTS_ALLOWED"):
+        check_egress(leak)
+    secret = tiny_cfg.model_copy(
+        update={"teacher": tiny_cfg.teacher.model_copy(update={"backend": "openai", "api_key_env": "AWS_SECRET_ACCESS_KEY"})}
+    )
+    with pytest.raises(ConfigError, match="teacher.api_key_env: 'AWS_SECRET_ACCESS_KEY'.*DISTILL_SLM_SECRET_ENV_ALLOWED"):
+        check_egress(secret)
+    service = tiny_cfg.model_copy(update={"service": tiny_cfg.service.model_copy(update={"url": "http://10.0.0.9:8000"})})
+    with pytest.raises(ConfigError, match="service.url: host '10.0.0.9'"):
+        check_egress(service)
+    monkeypatch.setenv("DISTILL_SLM_HOSTS_ALLOWED", '["*.example", "10.0.0.9"]')  # the operator allows them
+    check_egress(leak)
+    check_egress(service)

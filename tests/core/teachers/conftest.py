@@ -38,6 +38,13 @@ class FaultInjector:
             body = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]}).encode()
             await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
             return await send({"type": "http.response.body", "body": body})
+        if action == "html":  # a proxy's error page, answered 200
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/html")]})
+            return await send({"type": "http.response.body", "body": b"<html><body>upstream hiccup</body></html>"})
+        if action.startswith("retry-after:"):  # a 429 whose Retry-After is negative, not a number, NaN ...
+            headers = [(b"content-type", b"application/json"), (b"retry-after", action.split(":", 1)[1].encode())]
+            await send({"type": "http.response.start", "status": 429, "headers": headers})
+            return await send({"type": "http.response.body", "body": b'{"error": "injected"}'})
         if action == "garbage":
             await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
             return await send({"type": "http.response.body", "body": b'{"choices": []}'})

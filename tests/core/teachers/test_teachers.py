@@ -13,7 +13,7 @@ import pytest
 from core.common.config import TaskConfig
 from core.common.prompts import parse_label
 from core.common.records import Example, text_sha256
-from core.errors import TeacherUnavailable
+from core.errors import ConfigError, TeacherUnavailable
 from core.kinds import kind_of, make_teacher
 from core.kinds.extraction import task_schema
 from core.teachers import preflight
@@ -45,6 +45,44 @@ def test_openai_teacher_survives_429_500_slow_and_cut(faulty):
     assert time.perf_counter() - start >= 0.2 + 1.0  # Retry-After honoured; the slow one hit the 1 s timeout
 
 
+def test_teacher_faults_are_retried_not_fatal(faulty):
+    """A 200 whose body is not JSON, and 429s whose Retry-After is negative, not a number, NaN or infinite: transient
+    faults, retried on the teacher's own schedule; the answer after them stands."""
+    faults = faulty["faults"]
+    teacher = make_teacher(openai_cfg(faulty["url"], max_retries=6))
+    faults.plan.extend(["html", "retry-after:-5", "retry-after:soon", "retry-after:nan", "retry-after:inf"])
+    before = faults.seen
+    answer = teacher.answer_one("Num_Bank_Accounts: 3")
+    assert answer.error is None and answer.output, answer
+    assert faults.seen - before == 6
+
+
+def test_an_interrupt_cancels_the_calls_not_yet_sent(faulty, tmp_path):
+    """KeyboardInterrupt while traces are gathered: the calls still queued are dropped, not sent (and paid for)."""
+    from core.common.records import Example
+    from core.teachers.traces import TraceStore, generate_traces
+
+    faults = faulty["faults"]
+    cfg = openai_cfg(faulty["url"], concurrency=2, max_retries=0)
+    real = make_teacher(cfg)
+    calls = []
+
+    class Interrupted(type(real)):  # the real backend; its third answer is where the user presses Ctrl-C
+        def answer_one(self, text):
+            calls.append(text)
+            if len(calls) == 3:
+                raise KeyboardInterrupt
+            return super().answer_one(text)
+
+    teacher = Interrupted(cfg, real.task)
+    rows = [Example(id=str(i), text=f"Num_Bank_Accounts: {i}", label=None) for i in range(40)]
+    before = faults.seen
+    with pytest.raises(KeyboardInterrupt):
+        generate_traces(rows, TraceStore(tmp_path / "traces.jsonl"), lambda: teacher, progress=False)
+    # the two workers finish what they hold; nothing queued behind them is sent (40 rows were queued)
+    assert len(calls) <= 3 + 2 * cfg.teacher.concurrency and faults.seen - before < len(calls), (len(calls), faults.seen - before)
+
+
 def test_openai_teacher_gives_up_with_a_reason_after_max_retries(faulty):
     faults = faulty["faults"]
     teacher = make_teacher(openai_cfg(faulty["url"], max_retries=2))
@@ -56,6 +94,11 @@ def test_openai_teacher_gives_up_with_a_reason_after_max_retries(faulty):
 
 def test_preflight_names_the_setting_to_fix(server, monkeypatch):
     monkeypatch.delenv("DISTILL_TEST_NO_SUCH_KEY", raising=False)
+    with pytest.raises(ConfigError, match="DISTILL_TEST_NO_SUCH_KEY' is not a variable the operator allows.*SECRET_ENV_ALLOWED"):
+        preflight(openai_cfg(server["url"], api_key_env="DISTILL_TEST_NO_SUCH_KEY"))
+    with pytest.raises(ConfigError, match="host 'teacher.attacker.example' is not one the operator allows.*HOSTS_ALLOWED"):
+        preflight(openai_cfg("https://teacher.attacker.example", api_key_env="OPENAI_API_KEY"))
+    monkeypatch.setenv("DISTILL_SLM_SECRET_ENV_ALLOWED", '["DISTILL_TEST_NO_SUCH_KEY"]')  # the operator allows it
     with pytest.raises(TeacherUnavailable, match="teacher.api_key_env: environment variable DISTILL_TEST_NO_SUCH_KEY"):
         preflight(openai_cfg(server["url"], api_key_env="DISTILL_TEST_NO_SUCH_KEY"))
     with socket.socket() as s:

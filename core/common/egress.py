@@ -1,0 +1,45 @@
+"""Where a task file may send a key: the operator's allow-lists, checked before anything is read or sent.
+
+A task file is also the Prefect UI's retrain form, so its `teacher.base_url` + `teacher.api_key_env` (and
+`service.url` + `service.admin_key_env`) could otherwise name any host and any environment variable, and the run
+would send that variable's value there as a bearer token. Which variables may hold keys (`secret_env_allowed`) and
+which hosts may be reached (`hosts_allowed`, exact names or `*.domain`) are operator settings
+(`DISTILL_SLM_SECRET_ENV_ALLOWED`, `DISTILL_SLM_HOSTS_ALLOWED`), never the form's.
+
+    check_endpoint("https://api.openai.com/v1", "OPENAI_API_KEY", "teacher")   # ConfigError naming the setting
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from core.errors import ConfigError
+from core.settings import settings
+
+
+def host_allowed(host: str, allowed: list[str]) -> bool:
+    host = host.lower().rstrip(".")
+    for pattern in (p.lower().rstrip(".") for p in allowed):
+        if host == pattern or (pattern.startswith("*.") and host.endswith(pattern[1:])):
+            return True
+    return False
+
+
+def check_endpoint(url: str | None, key_env: str | None, section: str) -> None:
+    """Refuse (ConfigError naming `section`'s field and the operator setting) a URL whose host the operator has not
+    allowed, or a key variable not on the operator's list."""
+    s = settings()
+    if key_env and key_env not in s.secret_env_allowed:
+        raise ConfigError(
+            f"{section}.{'api_key_env' if section == 'teacher' else 'admin_key_env'}: {key_env!r} is not a variable the operator "
+            f"allows to hold keys ({s.secret_env_allowed}; the operator's DISTILL_SLM_SECRET_ENV_ALLOWED)"
+        )
+    if url:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"{section}.{'base_url' if section == 'teacher' else 'url'}: {url!r} is not an http(s) URL")
+        if not host_allowed(parts.hostname, s.hosts_allowed):
+            raise ConfigError(
+                f"{section}.{'base_url' if section == 'teacher' else 'url'}: host {parts.hostname!r} is not one the operator allows "
+                f"({s.hosts_allowed}; the operator's DISTILL_SLM_HOSTS_ALLOWED)"
+            )
