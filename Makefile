@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 
-.PHONY: install models demo demo-full test lint bench
+.PHONY: install sandbox models demo demo-full test lint bench
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -14,7 +14,15 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) -e '.[test,bench]'
 	touch $@
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed sandbox
+
+# The sandbox model- and caller-written code runs in is bubblewrap (Debian's package). Installed here where we are
+# root; elsewhere it is a prerequisite (README), and without it such code is refused, never run unconfined.
+sandbox:
+	@command -v bwrap >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get install -y -q bubblewrap >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q bubblewrap >/dev/null; }; \
+	  else echo "bubblewrap (bwrap) is not installed: code generation's sandbox needs it (see README)"; fi; }
 
 models: install
 	$(VENV)/bin/distill-slm models fetch

@@ -9,6 +9,10 @@ zero failed requests across a reload; p95 during a reload <= 1.5x the steady p95
 Memory: resident memory (VmRSS, and its peak VmHWM) of `distill-slm serve` in its own process with
 the base model and one adapter vs the base model and four (the production adapter registered as
 sft, kd, dpo and selftrain), after one request to every variant.
+Overload (first, self-contained: the embedded model with a fresh LoRA, `distill-slm serve` in its own process, a lane
+capped at `max_queue` 32): 500 concurrent clients, one request each, while /healthz is polled. Targets: 0 server
+errors (a 5xx other than 503); every refusal a 503/429 answered in < 100 ms; /healthz p99 < 100 ms during the burst;
+resident memory back within 100 MB of idle after it; every accepted request answered within its deadline.
 
 The registry (default `runs/`, e.g. after `make demo`) is copied to a temporary folder first,
 so the promotion the reload phase makes never touches it.
@@ -18,6 +22,7 @@ so the promotion the reload phase makes never touches it.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -31,6 +36,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import yaml
 
 from bench.calibrated import eval_rows
 from core.registry import Registry
@@ -84,21 +90,8 @@ def service_memory(source: Path, task: str, methods: list[str], text: str) -> di
         registry = Registry(Path(tmp) / "runs")
         for method in methods:
             registry.promote(task, _copy_production(Registry(source), registry, task, method), force=True)
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        env = os.environ | {"DISTILL_SLM_AUDIT_LOG": str(Path(tmp) / "audit.jsonl")}
-        command = [sys.executable, "-m", "distill_slm.cli", "serve", "--port", str(port), "--runs-dir", str(registry.root)]
-        server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{port}"
+        server, url = _serve_process(registry.root, {"DISTILL_SLM_AUDIT_LOG": str(Path(tmp) / "audit.jsonl")})
         try:
-            deadline = time.monotonic() + 300
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(url + "/readyz").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.5)
             with httpx.Client() as client:
                 for variant in ["base", *methods]:
                     _timed(client, url, variant, task, text)
@@ -108,11 +101,123 @@ def service_memory(source: Path, task: str, methods: list[str], text: str) -> di
             server.wait(30)
 
 
+def _serve_process(runs: Path, env: dict) -> tuple[subprocess.Popen, str]:
+    """`distill-slm serve` in its own process on a free loopback port; returns once /readyz answers 200."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [sys.executable, "-m", "distill_slm.cli", "serve", "--port", str(port), "--runs-dir", str(runs)]
+    server = subprocess.Popen(command, env=os.environ | env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/readyz").status_code == 200:
+                return server, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    server.kill()
+    raise RuntimeError("the service did not become ready")
+
+
+def overload(clients: int = 500, max_queue: int = 32, deadline_s: float = 60.0) -> dict:
+    """A burst of `clients` concurrent requests against one classification lane capped at `max_queue` (module docstring)."""
+    from core.common.config import LoraSettings, TaskConfig
+    from core.model.loading import attach_lora, load_model
+
+    texts = [r.text for r in eval_rows(8)]
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = TaskConfig()
+        model, _ = load_model(cfg.model)
+        attach_lora(model, LoraSettings(r=8)).save_pretrained(Path(tmp) / "adapter")
+        del model
+        registry = Registry(Path(tmp) / "runs")
+        registry.promote(
+            cfg.name,
+            registry.register(cfg.name, "sft", Path(tmp) / "adapter", {"macro_f1": 0.0}, yaml.safe_dump(cfg.model_dump(mode="json")), {}),
+            force=True,
+        )
+        env = {
+            "DISTILL_SLM_MAX_QUEUE": str(max_queue),
+            "DISTILL_SLM_REQUEST_TIMEOUT_S": str(deadline_s),
+            "DISTILL_SLM_AUDIT_LOG": str(Path(tmp) / "audit.jsonl"),
+        }
+        server, url = _serve_process(registry.root, env)
+        try:
+            with httpx.Client() as client:
+                for text in texts:  # warm-up
+                    client.post(f"{url}/infer/sft", json={"task": cfg.name, "input": text}, timeout=120)
+            time.sleep(2.0)
+            idle = _status_mb(server.pid)
+            figures = asyncio.run(_burst(url, cfg.name, texts, clients, deadline_s))
+            time.sleep(5.0)
+            after = _status_mb(server.pid)
+        finally:
+            server.terminate()
+            server.wait(30)
+    figures |= {"clients": clients, "max_queue": max_queue, "deadline_s": deadline_s}
+    figures["memory_mb"] = {"idle": idle["VmRSS"], "after": after["VmRSS"], "peak": after["VmHWM"]}
+    figures["target_zero_server_errors"] = figures["server_errors"] == 0
+    figures["target_refusals_under_100ms"] = figures["refused"] > 0 and figures["refused_ms_max"] < 100
+    figures["target_healthz_p99_under_100ms"] = figures["healthz_ms_p99"] < 100
+    figures["target_memory_back_within_100mb"] = after["VmRSS"] - idle["VmRSS"] <= 100
+    figures["target_accepted_within_deadline"] = figures["accepted_ms_max"] <= deadline_s * 1000
+    return figures
+
+
+async def _burst(url: str, task: str, texts: list[str], clients: int, deadline_s: float) -> dict:
+    limits = httpx.Limits(max_connections=clients + 8, max_keepalive_connections=clients + 8)
+    async with httpx.AsyncClient(limits=limits, timeout=deadline_s + 30) as client:
+        done = asyncio.Event()
+        health: list[float] = []
+
+        async def poll_health() -> None:
+            while not done.is_set():
+                start = time.perf_counter()
+                await client.get(f"{url}/healthz")
+                health.append((time.perf_counter() - start) * 1000)
+                await asyncio.sleep(0.02)
+
+        async def one(i: int) -> tuple[int, float]:
+            start = time.perf_counter()
+            r = await client.post(
+                f"{url}/infer/sft", json={"task": task, "input": texts[i % len(texts)]}, headers={"X-API-Key": f"client-{i}"}
+            )
+            return r.status_code, (time.perf_counter() - start) * 1000
+
+        poller = asyncio.create_task(poll_health())
+        start = time.perf_counter()
+        results = await asyncio.gather(*(one(i) for i in range(clients)))
+        wall = time.perf_counter() - start
+        done.set()
+        await poller
+    refused = [ms for status, ms in results if status in (429, 503)]
+    accepted = [ms for status, ms in results if status == 200]
+    return {
+        "answered_200": len(accepted),
+        "refused": len(refused),
+        "server_errors": sum(1 for status, _ in results if status >= 500 and status != 503),
+        "other_statuses": sorted({status for status, _ in results} - {200, 429, 503}),
+        "refused_ms_p50": round(float(np.percentile(refused, 50)), 1) if refused else None,
+        "refused_ms_max": round(max(refused), 1) if refused else None,
+        "accepted_ms_p50": round(float(np.percentile(accepted, 50)), 1) if accepted else None,
+        "accepted_ms_max": round(max(accepted), 1) if accepted else None,
+        "healthz_ms_p50": round(float(np.percentile(health, 50)), 1) if health else None,
+        "healthz_ms_p99": round(float(np.percentile(health, 99)), 1) if health else None,
+        "healthz_polls": len(health),
+        "burst_s": round(wall, 2),
+    }
+
+
 def run(quick: bool = False, runs_dir: str = "runs") -> dict:
+    figures: dict = {"overload": overload(clients=100 if quick else 500)}
+    print(f"overload: {figures['overload']}", file=sys.stderr)
     source = Registry(runs_dir)
     tasks = [t for t in source.tasks() if source.aliases(t).get("production")]
     if not tasks:
-        raise SystemExit(f"{runs_dir} has no task with a production adapter; run `make demo` first or pass --runs-dir")
+        figures["load_reload_memory"] = f"skipped: {runs_dir} has no task with a production adapter (run `make demo` or pass --runs-dir)"
+        return figures
     task = tasks[0]
     texts = [r.text for r in eval_rows(8 if quick else 32)]
     with tempfile.TemporaryDirectory() as tmp:
@@ -166,7 +271,7 @@ def run(quick: bool = False, runs_dir: str = "runs") -> dict:
             during_ms = [(e - b) * 1000 for b, e in spans if b < reload_end and e > reload_start]
         finally:
             server.should_exit = True
-    figures = {
+    figures |= {
         "task": task,
         "one_client": one,
         "sixteen_clients": many,

@@ -276,12 +276,16 @@ def code_metrics(
         "passed": sum(r.passed for r in results),
         "n": len(tests),
         "failures": dict(Counter(r.cause for r in results if not r.passed).most_common()),
+        "isolation": sorted({r.isolation for r in results}),  # what confined these runs (bubblewrap, or limits if accepted)
         "latency_ms_p50": float(np.percentile([a.latency_ms for a in greedy], 50)) if greedy else 0.0,
         "latency_ms_p95": float(np.percentile([a.latency_ms for a in greedy], 95)) if greedy else 0.0,
         "prompt_tokens_per_request": float(np.mean([a.prompt_tokens for a in greedy])) if greedy else 0.0,
         "completion_tokens_per_request": float(np.mean([a.completion_tokens for a in greedy])) if greedy else 0.0,
     }
-    predictions = [{"passed": r.passed, "cause": r.cause, "error": r.error, "answer": a.text} for r, a in zip(results, greedy)]
+    predictions = [
+        {"passed": r.passed, "cause": r.cause, "error": r.error, "isolation": r.isolation, "answer": a.text}
+        for r, a in zip(results, greedy)
+    ]
     if samples:
         checked = run_grouped([[(a.code, t) for a in answers] for t, answers in zip(tests, samples)], timeout_s)
         correct = [sum(r.passed for r in results) for results in checked]

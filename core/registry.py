@@ -22,9 +22,7 @@ import fcntl
 import json
 import os
 import shutil
-import socket
 import tempfile
-import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -32,7 +30,7 @@ from pathlib import Path
 
 from core.common.config import PromotionPolicy, TaskConfig
 from core.common.records import atomic_write_text, fsync_folder
-from core.errors import RegistryError, RunInProgress
+from core.errors import RegistryError
 
 ALIASES = ("production", "staging")
 
@@ -147,31 +145,6 @@ class Registry:
         return out
 
     # -- writing ---------------------------------------------------------------------------
-    @contextmanager
-    def run_lock(self, task: str, what: str = "distill"):
-        """One run of a task at a time (a drift retrain beside a manual one would share checkpoints, trace files and
-        adapter folders): an exclusive `flock` on `<task>/.run.lock`, released by the kernel if the holder dies. A
-        second run fails at once with RunInProgress naming the first (its pid, host and start, written in the file)."""
-        folder = self.root / _checked_name(task, "task")
-        folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / ".run.lock", "a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.seek(0)
-                holder = handle.read().strip() or "unknown"
-                raise RunInProgress(f"task {task!r} is being run already ({holder}); wait for it, or stop it first") from None
-            try:
-                handle.seek(0)
-                handle.truncate()
-                handle.write(json.dumps({"what": what, "pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}))
-                handle.flush()
-                yield
-            finally:
-                handle.seek(0)
-                handle.truncate()
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
     @contextmanager
     def _lock(self, task: str):
         (self.root / task).mkdir(parents=True, exist_ok=True)

@@ -19,9 +19,9 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from core.common.config import TaskConfig
+from core.common.locks import run_lock
 from core.errors import MethodsFailed
 from core.kinds import kind_of
-from core.registry import Registry
 from tasks.evaluate import evaluate_task
 from tasks.prepare import prepare_data
 from tasks.registry import promote_task, register_task, reload_service
@@ -40,7 +40,7 @@ def distill(cfg: TaskConfig = TaskConfig(), extra_pool: str | None = None) -> di
     A method that fails does not take the others with it: they are still evaluated, registered and
     gated, and then the run fails naming the methods that did not finish (a rerun resumes them).
     """
-    with Registry(cfg.runs_dir).run_lock(cfg.name):  # one run of a task at a time: a second fails naming this one
+    with run_lock(cfg.work_dir, cfg.name):  # one run of a task at a time: a second fails naming this one
         return _distill(cfg, extra_pool)
 
 

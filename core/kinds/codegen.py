@@ -170,7 +170,11 @@ class CodeGeneration(TaskKind):
         for answer, texts, results in zip(answers, todo, grouped):
             if not texts:
                 continue
-            answer.extra = {"candidates": [{"answer": t, "passed": r.passed, "cause": r.cause} for t, r in zip(texts, results)]}
+            answer.extra = {
+                "candidates": [
+                    {"answer": t, "passed": r.passed, "cause": r.cause, "isolation": r.isolation} for t, r in zip(texts, results)
+                ]
+            }
             passing = next((i for i, r in enumerate(results) if r.passed), None)
             if passing is None:
                 answer.output, answer.top_logprobs = None, None

@@ -170,35 +170,3 @@ def test_a_registry_killed_mid_write_is_the_old_state_or_the_new_one(tmp_path, a
     )
     assert shown.returncode == 0, shown.stderr
     assert sum(len(Registry(runs).versions("t", m)) for m in ("sft", "kd")) > 5  # the kills landed mid-loop, many times
-
-
-def test_one_run_of_a_task_at_a_time_and_a_dead_holder_frees_it(tmp_path):
-    """A second run fails at once naming the first (pid, host); a holder killed with SIGKILL leaves nothing held."""
-    import signal
-    import subprocess
-    import sys
-
-    from core.errors import RunInProgress
-
-    registry = Registry(tmp_path / "runs")
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            f"from core.registry import Registry\nwith Registry({str(tmp_path / 'runs')!r}).run_lock('t'):\n    print('held', flush=True)\n    input()",
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=Path(__file__).resolve().parents[2],
-    )
-    assert holder.stdout.readline().strip() == "held"
-    with pytest.raises(RunInProgress, match=f"'pid': {holder.pid}|\"pid\": {holder.pid}"):
-        with registry.run_lock("t"):
-            pass
-    with registry.run_lock("other"):  # another task runs beside it
-        pass
-    holder.send_signal(signal.SIGKILL)
-    holder.wait()
-    with registry.run_lock("t"):  # the kernel released the dead holder's lock
-        assert registry.tasks() == ["other", "t"]

@@ -228,11 +228,12 @@ def test_unusable_teacher_fails_the_flow_at_its_first_step(prefect_server, tiny_
     from flows.distill import distill
 
     monkeypatch.delenv("DISTILL_TEST_MISSING_KEY", raising=False)
+    monkeypatch.setenv("DISTILL_SLM_SECRET_ENV_ALLOWED", '["DISTILL_TEST_MISSING_KEY"]')  # the operator allows the variable
     tiny_cfg.methods = ["sft", "kd"]
     tiny_cfg.teacher.backend, tiny_cfg.teacher.model, tiny_cfg.teacher.api_key_env = "openai", "gpt-x", "DISTILL_TEST_MISSING_KEY"
     with pytest.raises(TeacherUnavailable, match="teacher.api_key_env"):
         distill(tiny_cfg)
-    assert not tiny_cfg.runs_dir.exists() and not list(tiny_cfg.work_dir.glob("creditmix/sft-*"))
+    assert not (tiny_cfg.runs_dir / "creditmix").exists() and not list(tiny_cfg.work_dir.glob("creditmix/sft-*"))
 
 
 def test_bad_data_stops_the_flow_before_training(prefect_server, tiny_cfg, tmp_path):

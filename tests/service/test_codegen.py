@@ -120,3 +120,46 @@ def test_the_openai_teacher_asks_a_code_endpoint_once_per_candidate(code_server)
     answer = make_teacher(cfg).answer_one(SPEC)
     assert answer.error is None and answer.extra["candidates"] == [answer.output, None]
     assert answer.completion_tokens > 0 and answer.latency_s > 0
+
+
+def test_fuzzing_verify_with_hostile_tests_never_gets_a_server_error(code_server):
+    """Hypothesis-generated tests (any text, parser bombs, deep nesting, huge literals, escapes an attacker would
+    try) sent with a verify key: each is a 422 naming `tests`, or an answer with a verdict; never a 5xx."""
+    import os
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    attacks = st.sampled_from(
+        [
+            "assert " + "-" * 1900 + "1",
+            "assert " + "(" * 900 + "1" + ")" * 900,
+            "assert [" * 100 + "]" * 100,
+            "assert 1\x00",
+            "import os\nassert os.system('id') == 0",
+            "import ctypes\nassert ctypes.CDLL(None).mount(None, b'/', None, 32 | 4096, None) == 0",
+            "assert open('/etc/shadow').read()",
+            "x = 'a' * (10 ** 9)\nassert x",
+            "def f(): f()\nf()\nassert 1",
+        ]
+    )
+    bodies = st.one_of(attacks, st.text(max_size=200), st.text(max_size=200).map(lambda t: f"assert {t!r}"))
+    statuses: dict[int, int] = {}
+
+    @given(tests=bodies)
+    @settings(
+        max_examples=int(os.environ.get("FUZZ_EXAMPLES", "25")), deadline=None, suppress_health_check=list(HealthCheck), database=None
+    )
+    def no_server_error(tests):
+        r = httpx.post(
+            f"{code_server}/infer/base", json={"task": "pyfuncs", "input": SPEC, "verify": True, "tests": tests}, headers=KEY, timeout=120
+        )
+        statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+        assert r.status_code in (200, 422), r.text
+        if r.status_code == 422:
+            assert r.json()["error"]["param"] == "tests"
+        else:
+            assert r.json()["verdict"]["passed"] in (True, False) and len(r.json()["verdict"]["error"] or "") <= 320
+
+    no_server_error()
+    print(f"verify fuzzing: statuses {statuses}; 0 server errors")
