@@ -55,6 +55,7 @@ class ServingRuntime:
     def start(self) -> None:
         s = self.settings
         self.audit = AuditLog(s.audit_log, max_bytes=s.audit_max_bytes, redact=s.audit_redact)
+        sandbox.probe()  # once, here: /readyz reports it and must not run it on the event loop
         if s.verify_tasks and sandbox.isolation() == "none":
             log.warning("verify is enabled for %s but will be refused: %s", s.verify_tasks, sandbox.probe().reason)
         engine = InferenceEngine(str(s.runs_dir), schema_compile_s=s.schema_compile_s, fast_decode=s.fast_decode)

@@ -143,7 +143,7 @@ def test_openai_teacher_extracts_under_the_task_schema(server, tmp_path):
     from demos.invoices import generate
 
     cfg = TaskConfig(type="idp")
-    cfg.teacher = openai_cfg(server["url"]).teacher.model_copy(update={"model": "invoices:sft"})
+    cfg.teacher = openai_cfg(server["url"], timeout_s=60.0).teacher.model_copy(update={"model": "invoices:sft"})
     rows = [Example(r["id"], r["document"]) for r in generate(2, seed=13)]
     store = TraceStore(tmp_path / "traces.jsonl")
     summary = generate_traces(rows, store, lambda: make_teacher(cfg), progress=False)
