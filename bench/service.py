@@ -150,7 +150,9 @@ def overload(clients: int = 500, max_queue: int = 32, deadline_s: float = 60.0) 
                     client.post(f"{url}/infer/sft", json={"task": cfg.name, "input": text}, timeout=120)
             time.sleep(2.0)
             idle = _status_mb(server.pid)
+            before = _server_seconds(url)
             figures = asyncio.run(_burst(url, cfg.name, texts, clients, deadline_s))
+            figures["server_side"] = _server_seconds(url, before)
             time.sleep(5.0)
             after = _status_mb(server.pid)
         finally:
@@ -159,11 +161,31 @@ def overload(clients: int = 500, max_queue: int = 32, deadline_s: float = 60.0) 
     figures |= {"clients": clients, "max_queue": max_queue, "deadline_s": deadline_s}
     figures["memory_mb"] = {"idle": idle["VmRSS"], "after": after["VmRSS"], "peak": after["VmHWM"]}
     figures["target_zero_server_errors"] = figures["server_errors"] == 0
-    figures["target_refusals_under_100ms"] = figures["refused"] > 0 and figures["refused_ms_max"] < 100
-    figures["target_healthz_p99_under_100ms"] = figures["healthz_ms_p99"] < 100
+    # The service's own clock (distill_slm_http_seconds): from a request's arrival to its answer. The client-side figures
+    # above also hold the client's own queueing: one Python process opening 500 connections on the same 2 cores.
+    server = figures["server_side"]
+    figures["target_refusals_under_100ms"] = server["refused"] > 0 and server["refused_under_100ms"] == server["refused"]
+    figures["target_healthz_p99_under_100ms"] = server["healthz"] > 0 and server["healthz_under_100ms"] >= 0.99 * server["healthz"]
     figures["target_memory_back_within_100mb"] = after["VmRSS"] - idle["VmRSS"] <= 100
     figures["target_accepted_within_deadline"] = figures["accepted_ms_max"] <= deadline_s * 1000
     return figures
+
+
+def _server_seconds(url: str, before: dict | None = None) -> dict:
+    """From the service's /metrics: how many refusals (503/429 on /infer) and health checks it answered, and how many
+    of each within 100 ms of their arrival (histogram buckets), less what `before` counted."""
+    counts = {"refused": 0.0, "refused_under_100ms": 0.0, "healthz": 0.0, "healthz_under_100ms": 0.0}
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if not line.startswith("distill_slm_http_seconds_bucket{"):
+            continue
+        labels, value = line.rsplit("}", 1)[0], float(line.rsplit(" ", 1)[1])  # a route template holds braces itself
+        name = "refused" if '"/infer/{variant}"' in labels and ('status="503"' in labels or 'status="429"' in labels) else None
+        name = "healthz" if '"/healthz"' in labels and 'status="200"' in labels else name
+        if name and 'le="+Inf"' in labels:
+            counts[name] += value
+        elif name and 'le="0.1"' in labels:
+            counts[name + "_under_100ms"] += value
+    return {k: v - (before or {}).get(k, 0.0) for k, v in counts.items()}
 
 
 async def _burst(url: str, task: str, texts: list[str], clients: int, deadline_s: float) -> dict:

@@ -22,11 +22,11 @@ from core.serving.runtime import ServingRuntime
 from core.settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_runtime(request: Request) -> ServingRuntime:
+async def get_runtime(request: Request) -> ServingRuntime:
     runtime: ServingRuntime = request.app.state.runtime
     if not runtime.ready:
         raise HTTPException(503, "model not loaded yet")
@@ -41,10 +41,18 @@ def _presented_key(x_api_key: str | None, authorization: str | None) -> str | No
     return None
 
 
-def caller_key_id(x_api_key: Annotated[str | None, Header()] = None, authorization: Annotated[str | None, Header()] = None) -> str:
-    """A stable, non-secret id of the caller's key for the audit log."""
-    key = _presented_key(x_api_key, authorization)
+def key_id(key: str | None) -> str:
+    """A stable, non-secret id of a key for the audit log."""
     return "anonymous" if not key else "key-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def presented_key_id(x_api_key: str | None, authorization: str | None) -> str:
+    return key_id(_presented_key(x_api_key, authorization))
+
+
+async def caller_key_id(x_api_key: Annotated[str | None, Header()] = None, authorization: Annotated[str | None, Header()] = None) -> str:
+    """Dependencies run on the event loop (async): a burst never waits for a thread to check a key."""
+    return presented_key_id(x_api_key, authorization)
 
 
 class RateLimiter:
@@ -69,7 +77,7 @@ class RateLimiter:
         return wait
 
 
-def client_key(
+async def client_key(
     request: Request,
     settings: Annotated[Settings, Depends(get_settings)],
     x_api_key: Annotated[str | None, Header()] = None,
@@ -83,7 +91,7 @@ def client_key(
             raise HTTPException(401, "this service needs a client key (X-API-Key or Authorization: Bearer)")
         if key not in known:
             raise HTTPException(403, "API key not accepted")
-    caller = caller_key_id(x_api_key, authorization)
+    caller = key_id(key)
     who = caller if key else f"ip-{request.client.host if request.client else 'unknown'}"
     wait = request.app.state.rate_limiter.retry_after(who)
     if wait > 0:
@@ -102,7 +110,7 @@ def may_verify(settings: Settings, task: str, x_api_key: str | None, authorizati
         raise HTTPException(403, "tests: this key may not send tests to run (the operator's verify_api_keys setting)")
 
 
-def require_admin(
+async def require_admin(
     settings: Annotated[Settings, Depends(get_settings)],
     x_api_key: Annotated[str | None, Header()] = None,
     authorization: Annotated[str | None, Header()] = None,

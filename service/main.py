@@ -37,7 +37,7 @@ from core.errors import (
 )
 from core.serving.runtime import ServingRuntime
 from core.settings import Settings
-from service.deps import RateLimiter, caller_key_id
+from service.deps import RateLimiter, presented_key_id
 from service.routes import router
 
 log = logging.getLogger(__name__)
@@ -104,16 +104,16 @@ class BodyLimit:
 
 
 class CountRequests:
-    """Count answers by route template and status. Plain ASGI (not `@app.middleware`), so `receive` reaches the routes
+    """Count answers by route template and status, and time them. Plain ASGI (not `@app.middleware`), so `receive` reaches the routes
     unwrapped and a client's disconnect is seen while its request waits."""
 
-    def __init__(self, app: ASGIApp, counter) -> None:
-        self.app, self.counter = app, counter
+    def __init__(self, app: ASGIApp, counter, seconds) -> None:
+        self.app, self.counter, self.seconds = app, counter, seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        status = {"code": 500}
+        status, start = {"code": 500}, time.perf_counter()
 
         async def counting_send(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -124,7 +124,9 @@ class CountRequests:
             await self.app(scope, receive, counting_send)
         finally:
             route = scope.get("route")  # the template (/infer/{variant}), so label values stay few
-            self.counter.labels(getattr(route, "path", "<unmatched>"), str(status["code"])).inc()
+            labels = (getattr(route, "path", "<unmatched>"), str(status["code"]))
+            self.counter.labels(*labels).inc()
+            self.seconds.labels(*labels).observe(time.perf_counter() - start)
 
 
 def _error(
@@ -133,7 +135,7 @@ def _error(
     """OpenAI's error shape (`message`, `type`, `param`, `code`) on every route; `field` repeats `param` for older clients.
     A refused request is audited (route, status, message, field, the caller's key id), answered ones by the runtime."""
     if request is not None:
-        caller = caller_key_id(request.headers.get("x-api-key"), request.headers.get("authorization"))
+        caller = presented_key_id(request.headers.get("x-api-key"), request.headers.get("authorization"))
         request.app.state.runtime.audit_event(request.url.path, caller, status=status, error=message, field=field)
     return JSONResponse(
         {"error": {"message": message, "type": kind, "param": field, "code": kind, "field": field}}, status_code=status, headers=headers
@@ -167,7 +169,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, on_refused=body_refused)
 
-    app.add_middleware(CountRequests, counter=runtime.metrics.requests)
+    app.add_middleware(CountRequests, counter=runtime.metrics.requests, seconds=runtime.metrics.http_seconds)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):

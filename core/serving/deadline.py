@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextvars
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FutureTimeout
 
 from core.errors import Overloaded
@@ -26,6 +26,8 @@ class Deadline:
         self.seconds = seconds
         self.expires_at = time.monotonic() + seconds
         self.cancelled = threading.Event()
+        self._watched: list[Future] = []
+        self._lock = threading.Lock()
         self._token: contextvars.Token | None = None
 
     def __enter__(self) -> Deadline:
@@ -36,7 +38,18 @@ class Deadline:
         _current.reset(self._token)
 
     def cancel(self) -> None:
+        """The caller has gone: drop whatever of its work is still queued (a future not yet started is cancelled,
+        which also wakes the thread waiting on it)."""
         self.cancelled.set()
+        with self._lock:
+            for future in self._watched:
+                future.cancel()
+
+    def watch(self, future: Future) -> None:
+        with self._lock:
+            self._watched.append(future)
+        if self.cancelled.is_set():
+            future.cancel()
 
     def check(self) -> None:
         """Overloaded if the caller has gone or the deadline has passed."""
@@ -52,22 +65,18 @@ def current() -> Deadline | None:
 
 def wait(future: Future, timeout: float | None = None):
     """The future's result, waiting no longer than the current request's deadline (if any) or `timeout`; past either,
-    or once the caller has gone, the future is cancelled (dropped if it has not started) and Overloaded raised."""
+    or once the caller has gone, the future is cancelled (dropped if it has not started) and Overloaded raised.
+    No polling: a cancel wakes the waiter through the future itself."""
     deadline = current()
-    limit = None if timeout is None else time.monotonic() + timeout
-    while True:
-        ends = [t for t in (limit, deadline.expires_at if deadline else None) if t is not None]
-        slice_s = 0.05 if deadline is not None else None
-        if ends:
-            remaining = min(ends) - time.monotonic()
-            slice_s = max(0.0, remaining if slice_s is None else min(slice_s, remaining))
-        try:
-            return future.result(timeout=slice_s)
-        except FutureTimeout:
-            pass
-        if deadline is not None and (deadline.cancelled.is_set() or time.monotonic() >= deadline.expires_at):
-            future.cancel()
+    ends = [t for t in (None if timeout is None else time.monotonic() + timeout, deadline.expires_at if deadline else None) if t]
+    if deadline is not None:
+        deadline.watch(future)
+    try:
+        return future.result(timeout=max(0.0, min(ends) - time.monotonic()) if ends else None)
+    except (FutureTimeout, CancelledError):
+        future.cancel()
+        if deadline is not None:
             deadline.check()
-        if limit is not None and time.monotonic() >= limit:
-            future.cancel()
-            raise Overloaded(f"no answer within {timeout:g} s", retry_after_s=5)
+        if future.cancelled() or not future.done():
+            raise Overloaded(f"no answer within {timeout:g} s" if timeout else "the request was cancelled", retry_after_s=5) from None
+        return future.result()

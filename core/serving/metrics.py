@@ -42,3 +42,10 @@ class ServiceMetrics:
         self.serving = Info(
             "distill_slm_serving", "how this process serves: decode path in force, sandbox isolation", registry=self.registry
         )
+        self.http_seconds = Histogram(
+            "distill_slm_http_seconds",
+            "time from a request's arrival to its answer, in the service (a refusal's cost; health under load)",
+            ["route", "status"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=self.registry,
+        )
