@@ -41,7 +41,7 @@ import yaml
 from bench.calibrated import eval_rows
 from core.registry import Registry
 from core.settings import Settings
-from service.main import serve_in_thread
+from service.main import serve_in_thread, wait_until_ready
 
 KEY = "bench-admin-key"
 
@@ -109,14 +109,8 @@ def _serve_process(runs: Path, env: dict) -> tuple[subprocess.Popen, str]:
     command = [sys.executable, "-m", "distill_slm.cli", "serve", "--port", str(port), "--runs-dir", str(runs)]
     server = subprocess.Popen(command, env=os.environ | env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/readyz").status_code == 200:
-                return server, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
+    if wait_until_ready(url, 300, lambda: server.poll() is None):
+        return server, url
     server.kill()
     raise RuntimeError("the service did not become ready")
 

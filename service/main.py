@@ -208,12 +208,19 @@ def serve_in_thread(
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + ready_timeout_s
-    while time.monotonic() < deadline and thread.is_alive():
+    if wait_until_ready(url, ready_timeout_s, thread.is_alive):
+        return server, url
+    raise RuntimeError("the service did not become ready (see the log above)")
+
+
+def wait_until_ready(url: str, timeout_s: float, alive: Callable[[], bool]) -> bool:
+    """Poll `url`/readyz until it answers 200 (True), `timeout_s` passes or `alive()` says the server is gone (False)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and alive():
         try:
             if httpx.get(url + "/readyz").status_code == 200:
-                return server, url
+                return True
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
-    raise RuntimeError("the service did not become ready (see the log above)")
+    return False
