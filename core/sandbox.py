@@ -174,15 +174,14 @@ def run_tests(code: str, tests: str, timeout_s: float = 10.0, memory_mb: int = 1
     At most `sandbox_max_concurrent` runs at a time in this process; a run that cannot start within `wait_s`
     seconds (None: waits as long as it takes) raises SandboxBusy."""
     level = require_isolation()
-    slot = _slot(settings().sandbox_max_concurrent)
+    slots = settings().sandbox_max_concurrent
+    slot = _slot(slots)
     if not slot.acquire(timeout=-1 if wait_s is None else wait_s):
-        raise SandboxBusy(f"all {settings().sandbox_max_concurrent} sandbox slots are busy (sandbox_max_concurrent)")
+        raise SandboxBusy(f"all {slots} sandbox slots are busy (sandbox_max_concurrent)")
     try:
         token = secrets.token_hex(16)
-        if level == "bubblewrap":
-            returncode, text = _spawn(probe(), f"{code}\n\n{tests}\n", token, timeout_s, memory_mb)
-        else:
-            returncode, text = _spawn(None, f"{code}\n\n{tests}\n", token, timeout_s, memory_mb)
+        box = probe() if level == "bubblewrap" else None
+        returncode, text = _spawn(box, f"{code}\n\n{tests}\n", token, timeout_s, memory_mb)
     finally:
         slot.release()
     result = _verdict(returncode, text, token)
@@ -202,7 +201,7 @@ def _spawn(box: Isolation | None, source: str, token: str, timeout_s: float, mem
     """Start the runner (in bwrap when `box` is given), feed it the token and the code, wait; (exit code, output).
     Exit code None: killed at the wall-clock limit."""
     limits = [str(max(1, int(timeout_s))), str(memory_mb << 20), str(_nproc_limit())]
-    identity = {"user": NOBODY, "group": NOBODY, "extra_groups": []} if os.geteuid() == 0 else {}
+    identity = _sandbox_user()
     with tempfile.TemporaryFile() as output, tempfile.TemporaryFile() as stdin:
         stdin.write(f"{token}\n{source}".encode())
         stdin.seek(0)
@@ -313,6 +312,11 @@ def _interpreters() -> list[str]:
     return found
 
 
+def _sandbox_user() -> dict:
+    """Popen's arguments for the user code runs as: `nobody` when this process is root, else this process's user."""
+    return {"user": NOBODY, "group": NOBODY, "extra_groups": []} if os.geteuid() == 0 else {}
+
+
 def _others_may_run(path: str) -> bool:
     return all(p.stat().st_mode & stat.S_IXOTH for p in [*Path(path).parents, Path(path)])
 
@@ -321,7 +325,7 @@ def _binds(interpreter: str) -> tuple[str, ...]:
     """The interpreter, its standard library and the C library folders, read-only; asked of the interpreter itself,
     run as the sandbox user (so a Python under a folder that user may not enter is refused here)."""
     ask = "import json, sys, sysconfig as s; p = s.get_paths(); print(json.dumps([p['stdlib'], p['platstdlib'], s.get_config_var('LIBDIR') or '', s.get_config_var('MULTIARCH') or '']))"
-    identity = {"user": NOBODY, "group": NOBODY, "extra_groups": []} if os.geteuid() == 0 else {}
+    identity = _sandbox_user()
     done = subprocess.run([interpreter, "-I", "-S", "-c", ask], capture_output=True, text=True, timeout=30, env={}, cwd="/", **identity)
     if done.returncode != 0:
         raise ValueError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit code {done.returncode}")

@@ -29,17 +29,20 @@ def check_endpoint(url: str | None, key_env: str | None, section: str) -> None:
     """Refuse (ConfigError naming `section`'s field and the operator setting) a URL whose host the operator has not
     allowed, or a key variable not on the operator's list."""
     s = settings()
+    url_field, key_field = (
+        ("teacher.base_url", "teacher.api_key_env") if section == "teacher" else (f"{section}.url", f"{section}.admin_key_env")
+    )
     if key_env and key_env not in s.secret_env_allowed:
         raise ConfigError(
-            f"{section}.{'api_key_env' if section == 'teacher' else 'admin_key_env'}: {key_env!r} is not a variable the operator "
-            f"allows to hold keys ({s.secret_env_allowed}; the operator's DISTILL_SLM_SECRET_ENV_ALLOWED)"
+            f"{key_field}: {key_env!r} is not a variable the operator allows to hold keys "
+            f"({s.secret_env_allowed}; the operator's DISTILL_SLM_SECRET_ENV_ALLOWED)"
         )
     if url:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"{section}.{'base_url' if section == 'teacher' else 'url'}: {url!r} is not an http(s) URL")
+            raise ConfigError(f"{url_field}: {url!r} is not an http(s) URL")
         if not host_allowed(parts.hostname, s.hosts_allowed):
             raise ConfigError(
-                f"{section}.{'base_url' if section == 'teacher' else 'url'}: host {parts.hostname!r} is not one the operator allows "
+                f"{url_field}: host {parts.hostname!r} is not one the operator allows "
                 f"({s.hosts_allowed}; the operator's DISTILL_SLM_HOSTS_ALLOWED)"
             )
