@@ -131,13 +131,16 @@ def generate_traces(
     bar = tqdm(total=len(todo), desc="teacher", unit="trace", disable=not progress or not todo, file=sys.stderr)
     items = list(todo.items())
     if teacher is not None and teacher.concurrency > 1:
-        # Each answer is written the moment it arrives, whatever order they finish in.
+        # Each worker writes its own answer before it asks the next input, so a crash loses at most the
+        # `concurrency` inputs held by workers (none waits, answered but unwritten, behind a slow fsync).
+        def ask_and_store(key: str, row: Example) -> None:
+            answer = check([row], [teacher.answer_one(row.text)])[0]
+            store.append(_trace(row, key, answer, teacher.name))
+
         pool = ThreadPoolExecutor(max_workers=teacher.concurrency)
         try:
-            futures = {pool.submit(teacher.answer_one, row.text): (key, row) for key, row in items}
-            for future in as_completed(futures):
-                key, row = futures[future]
-                store.append(_trace(row, key, check([row], [future.result()])[0], teacher.name))
+            for future in as_completed([pool.submit(ask_and_store, key, row) for key, row in items]):
+                future.result()
                 bar.update(1)
         except BaseException:  # an interrupt or a cancelled run: the calls not yet sent are dropped, not paid for
             pool.shutdown(wait=True, cancel_futures=True)
