@@ -41,6 +41,16 @@ def completion_chat(instruction: str, text: str, answer: str) -> dict:
     return {"prompt": task_messages(instruction, text), "completion": [{"role": "assistant", "content": answer}]}
 
 
+def answer_end_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """The token the chat template puts right after an assistant's answer (`<|im_end|>`, `<end_of_turn>`), as a list
+    (empty for a template that ends an answer with nothing); the model's end-of-sequence token otherwise."""
+    marker = "\x00"
+    chat = tokenizer.apply_chat_template(task_messages("i", "t") + [{"role": "assistant", "content": marker}], tokenize=False)
+    after = chat.rsplit(marker, 1)[1].lstrip(" ")
+    ids = tokenizer(after, add_special_tokens=False).input_ids[:1] if after.strip() else []
+    return ids or ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])
+
+
 def prompt_tokens(tokenizer: PreTrainedTokenizerBase, instruction: str, text: str) -> int:
     """Tokens of the rendered prompt: what a request costs before any answer."""
     return len(tokenizer(render_prompt(tokenizer, instruction, text), add_special_tokens=False).input_ids)

@@ -23,11 +23,10 @@ from core.errors import DataError, InvalidRequest
 from core.evaluation.metrics import classification_metrics, confidence_threshold
 from core.evaluation.report import write_classification_report
 from core.kinds.base import ServedAnswer, TaskKind, trace_costs, traces_for_rows
-from core.model.calibrated import CalibratedDecoder, save_label_prior, softmax
+from core.model.calibrated import CalibratedDecoder, label_sequences, save_label_prior, softmax
 from core.model.decoders import classification_decoder
 from core.model.loading import load_model, load_tokenizer
 from core.teachers.base import TeacherAnswer, TeacherTask
-from core.training.kd import parting_tokens
 
 PRIOR_INPUTS = 256  # pool inputs a KD student's label prior is averaged over (~30 s on 2 CPU cores)
 
@@ -60,8 +59,7 @@ class Classification(TaskKind):
 
     def check_task(self, cfg: TaskConfig) -> list[str]:
         warnings = super().check_task(cfg)
-        if "kd" in cfg.methods and cfg.kd.kl_weight > 0:
-            parting_tokens(load_tokenizer(cfg.model), cfg.labels)  # labels the soft term cannot read stop the run now
+        label_sequences(load_tokenizer(cfg.model), cfg.labels)  # labels the tokenizer cannot tell apart stop the run now
         return warnings
 
     def to_record(self, cfg: TaskConfig, row: Example) -> dict:

@@ -1,10 +1,14 @@
 """The calibrated decoder: classification by label likelihood, with contextual calibration.
 
 Instead of letting the model generate free text and parsing a label out of it, every label is
-scored by the (length-normalised) log-likelihood of its tokens right after the prompt. Prompts
-are scored in batches with one forward each; when every label is a single token (the usual case)
-that forward is all it costs. Multi-token labels reuse the prompt's KV cache: the cache is
-repeated once per label along the batch axis and all label continuations run in one more forward.
+scored by the log-likelihood of its whole token sequence right after the prompt: the sum of its
+tokens' log-probabilities, a proper distribution over the label set whatever their lengths
+(`label_sequences`: when one label's tokens begin another's, as "pay" and "pay-partial" do, every
+sequence ends with the answer's end token, or the shorter label would always win). Prompts are
+scored in batches with one forward each; when every label is a single token (the usual case) that
+forward is all it costs. Multi-token labels reuse the prompt's KV cache: the cache is repeated once
+per label along the batch axis and all label continuations run in one more forward. KD trains the
+student on this same distribution (`core.training.kd`).
 
 Small models prefer some labels whatever the input ("Good" for everything, for SmolLM2). Zhao et
 al. (2021, "Calibrate before use") measure that prior on content-free inputs ("N/A", "", "[MASK]")
@@ -33,7 +37,7 @@ import numpy as np
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
-from core.common.prompts import parse_label, render_prompt
+from core.common.prompts import answer_end_ids, parse_label, render_prompt
 from core.errors import ConfigError
 
 
@@ -51,6 +55,26 @@ def softmax(x: np.ndarray) -> np.ndarray:
     z = x - x.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)
+
+
+def label_sequences(tokenizer: PreTrainedTokenizerBase, labels: list[str]) -> list[list[int]]:
+    """The token sequence each label is scored by: its own tokens, followed by the answer's end token when one label's
+    tokens begin another's (else "pay" would outscore "pay-partial" on every input: a prefix is never less likely).
+
+    Refuses, naming them, a label that tokenizes to nothing and two labels the tokenizer cannot tell apart.
+    """
+    ids = [tokenizer(label, add_special_tokens=False).input_ids for label in labels]
+    for label, tokens in zip(labels, ids):
+        if not tokens:
+            raise ConfigError(f"labels: {label!r} tokenizes to nothing")
+    seen: dict[tuple[int, ...], str] = {}
+    for label, tokens in zip(labels, ids):
+        if tuple(tokens) in seen:
+            raise ConfigError(f"labels: {seen[tuple(tokens)]!r} and {label!r} are the same tokens {tokens} to this tokenizer; rename one")
+        seen[tuple(tokens)] = label
+    prefix = any(a != b and b[: len(a)] == a for a in ids for b in ids)
+    end = answer_end_ids(tokenizer) if prefix else []
+    return [tokens + end for tokens in ids]
 
 
 class CalibratedDecoder:
@@ -76,9 +100,7 @@ class CalibratedDecoder:
         self.calibrate = calibrate
         self.bias = np.array([(label_bias or {}).get(label, 0.0) for label in self.labels])
         self.batch_size = batch_size
-        self.label_ids = [tokenizer(label, add_special_tokens=False).input_ids for label in self.labels]
-        if any(len(ids) == 0 for ids in self.label_ids):
-            raise ConfigError(f"labels: a label tokenizes to nothing: {dict(zip(self.labels, self.label_ids))}")
+        self.label_ids = label_sequences(tokenizer, self.labels)
         self._prior: np.ndarray | None = None if prior is None else np.asarray(prior, dtype=float)
         self._prefix: tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]] | None = None
 
@@ -116,7 +138,7 @@ class CalibratedDecoder:
         return prefix, [row[len(prefix) :] for row in rows]
 
     def label_log_likelihoods(self, texts: list[str]) -> np.ndarray:
-        """[len(texts), n_labels] mean per-token log-likelihood of each label after each input's prompt."""
+        """[len(texts), n_labels] log-likelihood of each label's token sequence after each input's prompt."""
         return self.prompt_log_likelihoods([render_prompt(self.tokenizer, self.instruction, t) for t in texts])
 
     @torch.inference_mode()
@@ -197,8 +219,7 @@ class CalibratedDecoder:
             targets = torch.tensor(ids[1:], device=self.device)
             picked = logp[j::n_labels, : len(ids) - 1].gather(-1, targets.expand(n_prompts, -1).unsqueeze(-1)).squeeze(-1)
             totals[j::n_labels] += picked.sum(-1)
-        lengths = torch.tensor([len(x) for x in self.label_ids], device=self.device, dtype=torch.float)
-        return (totals.reshape(n_prompts, n_labels) / lengths).cpu().numpy()
+        return totals.reshape(n_prompts, n_labels).cpu().numpy()
 
     def label_distribution(self, texts: list[str]) -> np.ndarray:
         """Uncalibrated label probabilities, normalised over the label set."""

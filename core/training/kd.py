@@ -4,11 +4,15 @@
 teacher's answer with a term that matches the teacher's *distribution*; `kl_weight` sets the mix.
 
 * Classification: each row carries the teacher's calibrated label distribution. The student's
-  distribution is the one the calibrated decoder ranks by — a softmax over the labels' first tokens
-  at the answer position, not over the whole vocabulary — and the term is the cross-entropy between
-  the two. (The first version spread one input over one weighted row per label, each scored against
-  the whole vocabulary: its gradient was mostly "make any label likely", and the creditmix student
-  learned the teacher's average answer instead of its answer for the input.)
+  distribution is the one the calibrated decoder ranks by: a softmax over the labels of each label's
+  whole-sequence log-likelihood after the prompt (`core.model.calibrated.label_sequences`), so labels
+  that share prefixes, part at different positions or have many tokens all work; the term is the
+  cross-entropy between the two. The label sequences ride in the same forward as the answer: the
+  collator appends one block per label after each row, a 4D attention mask lets each block see the
+  prompt and itself only, and its positions continue the prompt's, so a step costs one forward of
+  the row plus the labels' tokens. (The first version spread one input over one weighted row per
+  label, each scored against the whole vocabulary: its gradient was mostly "make any label likely";
+  the second read one token where the labels part, and refused label sets that part nowhere.)
   Rows and the pool prior stored after training (batch calibration) come from the classification
   task kind (`core.kinds.classification`).
 * Generation tasks: rows may carry the teacher's top-k log-probabilities for every completion
@@ -34,21 +38,24 @@ from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 from core.common.config import TaskConfig
 from core.common.prompts import completion_chat
 from core.common.records import Example
-from core.errors import ConfigError
-from core.training.completion import completion_forward
+from core.model.calibrated import label_sequences
+from core.training.completion import CompletionStep, completion_forward
 from core.training.sft import CompletionSFTTrainer, TrainStats, Validate, check_lengths, run_training, trainer_args
 
 
 class KDCollator:
-    """TRL's collator plus the teacher's label distribution per row, or its padded top-k per completion token."""
+    """TRL's collator plus the teacher's label distribution per row (with the label blocks of `label_blocks`), or its
+    padded top-k per completion token."""
 
-    def __init__(self, pad_token_id: int) -> None:
+    def __init__(self, pad_token_id: int, label_ids: list[list[int]] | None = None) -> None:
         self.base = DataCollatorForLanguageModeling(pad_token_id=pad_token_id)
+        self.label_ids = label_ids
 
     def __call__(self, examples: list[dict]) -> dict:
         batch = self.base([{k: e[k] for k in ("input_ids", "labels") if k in e} for e in examples])
-        if any(e.get("label_targets") for e in examples):
+        if self.label_ids and any(e.get("label_targets") for e in examples):
             batch["label_targets"] = torch.tensor([e["label_targets"] for e in examples], dtype=torch.float)
+            batch |= label_blocks(batch["input_ids"], batch["labels"], batch["attention_mask"], self.label_ids)
         topk = [e.get("teacher_topk_ids") or [] for e in examples]
         if any(topk):
             steps = max(len(t) for t in topk)
@@ -65,22 +72,64 @@ class KDCollator:
         return batch
 
 
+def label_blocks(input_ids: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor, label_ids: list[list[int]]) -> dict:
+    """Append every label's token sequence to each (right-padded) row, so that one forward scores them all.
+
+    Columns `T..` of every row hold the labels' tokens one label after another. A block sees its row's prompt (the tokens
+    before the first completion token) and its own earlier tokens, nothing else; its positions continue the prompt's.
+    Returns the widened `input_ids` and `labels` (-100 over the blocks), `attention_mask` as a [B, 1, W, W] boolean mask
+    (True: may attend), `position_ids`, and per label token its `label_token` id, `label_owner` label and, per row,
+    `label_from` (the column whose logits predict it).
+    """
+    rows, width = input_ids.shape
+    flat = [(j, token) for j, ids in enumerate(label_ids) for token in ids]
+    extra = len(flat)
+    total = width + extra
+    prompt_len = (labels != -100).int().argmax(dim=1)  # the first completion token's column = the prompt's length
+    ids = torch.cat([input_ids, torch.tensor([t for _, t in flat]).expand(rows, -1)], dim=1)
+    new_labels = torch.cat([labels, torch.full((rows, extra), -100, dtype=labels.dtype)], dim=1)
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    mask = torch.zeros(rows, total, total, dtype=torch.bool)
+    mask[:, :width, :width] = causal & attention_mask.bool()[:, None, :]
+    mask[:, torch.arange(width), torch.arange(width)] = True  # a padding column sees itself: no query row is empty
+    columns = torch.arange(total)
+    positions = columns.expand(rows, -1).clone()
+    owner = torch.tensor([j for j, _ in flat])
+    offset = torch.tensor([sum(1 for jj, _ in flat[:i] if jj == j) for i, (j, _) in enumerate(flat)])  # token's index in its label
+    for row in range(rows):
+        p = int(prompt_len[row])
+        for i in range(extra):
+            col = width + i
+            mask[row, col, :p] = True
+            same = (owner == owner[i]) & (offset <= offset[i])
+            mask[row, col, width + same.nonzero().squeeze(-1)] = True
+        positions[row, width:] = p + offset
+    # Label token i is predicted by the prompt's last column (its label's first token) or its block's previous column.
+    previous = torch.where(offset == 0, torch.zeros_like(columns[width:]), columns[width:] - 1)
+    label_from = torch.where(offset == 0, (prompt_len - 1)[:, None].expand(-1, extra), previous.expand(rows, -1))
+    return {
+        "input_ids": ids,
+        "labels": new_labels,
+        "attention_mask": mask[:, None],
+        "position_ids": positions,
+        "label_token": torch.tensor([t for _, t in flat]),
+        "label_owner": owner,
+        "label_from": label_from,
+    }
+
+
 class KDTrainer(CompletionSFTTrainer):
     """(1 - kl_weight) x cross-entropy on the teacher's answer + kl_weight x the distribution term.
 
-    `labels` (classification) are the label strings in the order of each row's `label_targets`. The
-    student's distribution over them is read where their tokens part: after the prefix all labels share
-    (none for "Good"/"Bad"; "P" for "P1"/"P2"/"P3"), whose probability is the same for every label and
-    cancels. So the labels must part at one token position (checked here), and every answer is checked
-    to follow that prefix with one of the parting tokens.
+    `labels` (classification) are the label strings in the order of each row's `label_targets`: the student's
+    distribution over them is the calibrated decoder's (whole label sequences), read from the collator's label blocks.
     """
 
     def __init__(self, *args, kl_weight: float = 0.5, temperature: float = 1.0, labels: list[str] | None = None, **kwargs) -> None:
         self.kl_weight, self.temperature = kl_weight, temperature
         super().__init__(*args, **kwargs)
-        self.label_token_ids, self.label_depth = None, 0
-        if labels and kl_weight > 0:  # with no soft term the labels need not part anywhere
-            self.label_depth, self.label_token_ids = parting_tokens(self.processing_class, labels)
+        if labels and kl_weight > 0 and isinstance(self.data_collator, KDCollator):  # with no soft term, no label blocks
+            self.data_collator.label_ids = label_sequences(self.processing_class, labels)
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
@@ -89,29 +138,50 @@ class KDTrainer(CompletionSFTTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         label_targets = inputs.pop("label_targets", None)
         topk_ids, topk_lps = inputs.pop("teacher_topk_ids", None), inputs.pop("teacher_topk_logprobs", None)
-        step = completion_forward(model, inputs)
+        blocks = {key: inputs.pop(key) for key in ("label_token", "label_owner", "label_from") if key in inputs}
+        if blocks:
+            step, label_logits = self._forward_with_blocks(model, inputs, blocks["label_from"])
+        else:
+            step = completion_forward(model, inputs)
         logits, picked, scored = step.logits, step.targets, step.scored
         loss = F.cross_entropy(logits.transpose(1, 2), picked.masked_fill(~scored, -100), ignore_index=-100)
-        if self.label_token_ids is not None and label_targets is not None:
-            loss = (1 - self.kl_weight) * loss + self.kl_weight * self._label_ce(logits, picked, scored, label_targets)
+        if blocks and label_targets is not None:
+            term = self._label_ce(label_logits, blocks["label_token"], blocks["label_owner"], label_targets)
+            loss = (1 - self.kl_weight) * loss + self.kl_weight * term
         elif self.kl_weight > 0 and topk_ids is not None:
             loss = (1 - self.kl_weight) * loss + self.kl_weight * self._topk_kl(logits, scored, topk_ids, topk_lps)
         self.log_token_accuracy(model, step)
         return (loss, step.outputs) if return_outputs else loss
 
-    def _label_ce(self, logits, picked, scored, label_targets) -> torch.Tensor:
-        """Cross-entropy between the teacher's label distribution and the student's, both at temperature T."""
-        rows = torch.arange(logits.size(0), device=logits.device)
-        # Each row's completion positions are consecutive among the kept ones: the labels part `label_depth` after the first.
-        answer = scored.int().argmax(dim=1) + self.label_depth
-        label_ids = self.label_token_ids.to(logits.device)
-        if not torch.isin(picked[rows, answer], label_ids).all():
-            raise ValueError(
-                "a KD answer does not part from the labels' shared prefix with a label's token: the rows and `labels` disagree"
-            )
+    def _forward_with_blocks(self, model, inputs: dict, label_from: torch.Tensor) -> tuple[CompletionStep, torch.Tensor]:
+        """One forward over rows and label blocks: the answer's completion step, and the logits predicting each label token."""
+        targets = inputs["labels"][:, 1:]
+        answer_columns = (targets != -100).any(dim=0).nonzero().squeeze(-1)
+        keep = torch.unique(torch.cat([answer_columns, label_from.flatten().to(answer_columns.device)]))  # sorted
+        dtype = next(p for p in model.parameters() if p.is_floating_point()).dtype
+        allowed = inputs["attention_mask"]
+        mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+        forward = {k: v for k, v in inputs.items() if k not in ("labels", "attention_mask")}
+        outputs = model(**forward, attention_mask=mask, use_cache=False, logits_to_keep=keep)
+        logits = outputs.logits.float()  # [B, len(keep), V]
+        where = torch.searchsorted(keep, answer_columns)
+        picked = targets[:, answer_columns]
+        step = CompletionStep(outputs, logits[:, where], picked, picked != -100)
+        rows = torch.arange(logits.size(0), device=logits.device)[:, None]
+        return step, logits[rows, torch.searchsorted(keep, label_from.to(keep.device))]  # [B, label tokens, V]
+
+    def _label_ce(self, label_logits, label_token, label_owner, label_targets) -> torch.Tensor:
+        """Cross-entropy between the teacher's label distribution and the student's, both at temperature T. The student's
+        score of a label is the sum of its tokens' log-probabilities, as the calibrated decoder's."""
+        device = label_logits.device
+        token_lp = torch.log_softmax(label_logits, dim=-1).gather(
+            -1, label_token.to(device)[None, :, None].expand(label_logits.size(0), -1, 1)
+        )
+        n_labels = label_targets.size(1)
+        scores = torch.zeros(label_logits.size(0), n_labels, device=device).index_add(1, label_owner.to(device), token_lp.squeeze(-1))
         t = self.temperature
-        student = torch.log_softmax(logits[rows, answer][:, label_ids] / t, dim=-1)
-        teacher = torch.softmax(torch.log(label_targets.to(logits.device).clamp(min=1e-12)) / t, dim=-1)
+        student = torch.log_softmax(scores / t, dim=-1)
+        teacher = torch.softmax(torch.log(label_targets.to(device).clamp(min=1e-12)) / t, dim=-1)
         return -(teacher * student).sum(-1).mean() * t * t
 
     def _topk_kl(self, logits, scored, topk_ids, topk_lps) -> torch.Tensor:
@@ -135,22 +205,6 @@ class KDTrainer(CompletionSFTTrainer):
             kl = (teacher.exp() * (teacher - student_k)).masked_fill(~valid, 0.0).sum(-1)
             total, count = total + kl.sum(), count + steps
         return total * t * t / max(count, 1)
-
-
-def parting_tokens(tokenizer: PreTrainedTokenizerBase, labels: list[str]) -> tuple[int, torch.Tensor]:
-    """(how many tokens all labels share before they part, each label's token where they part); ConfigError when
-    two labels are still the same at that position or one ends there (the distribution cannot be read at one token)."""
-    ids = [tokenizer(label, add_special_tokens=False).input_ids for label in labels]
-    depth = 0
-    while all(len(x) > depth for x in ids) and len({x[depth] for x in ids}) == 1:
-        depth += 1
-    parting = [x[depth] if len(x) > depth else None for x in ids]
-    if None in parting or len(set(parting)) < len(parting):
-        raise ConfigError(
-            f"labels {labels} do not part at one token position (tokens {ids}); the soft-target term needs that. "
-            "Rename the labels (e.g. distinct first words) or set kd.kl_weight: 0 (the teacher's answer only)"
-        )
-    return depth, torch.tensor(parting)
 
 
 def shared_tokenizer(top_logprobs: list, completion: str, tokenizer: PreTrainedTokenizerBase) -> str | None:

@@ -6,7 +6,7 @@ import torch
 
 from core.common.config import ModelConfig
 from core.common.prompts import render_prompt
-from core.model.calibrated import CalibratedDecoder
+from core.model.calibrated import CalibratedDecoder, label_sequences
 from core.model.loading import load_model
 from demos import creditmix
 
@@ -19,23 +19,23 @@ def tiny(tiny_model_dir):
 
 
 def brute_force(model, tokenizer, text, labels):
-    """Mean log-likelihood of each label: one full forward per (prompt + label), no cache tricks."""
+    """Log-likelihood of each label's sequence: one full forward per (prompt + label), no cache tricks."""
     prompt_ids = tokenizer(render_prompt(tokenizer, INSTRUCTION, text), add_special_tokens=False).input_ids
     scores = []
-    for label in labels:
-        label_ids = tokenizer(label, add_special_tokens=False).input_ids
+    for label_ids in label_sequences(tokenizer, labels):
         ids = torch.tensor([prompt_ids + label_ids])
         with torch.no_grad():
             logp = torch.log_softmax(model(ids).logits[0].float(), -1)
         picked = [logp[len(prompt_ids) - 1 + i, t].item() for i, t in enumerate(label_ids)]
-        scores.append(sum(picked) / len(picked))
+        scores.append(sum(picked))
     return np.array(scores)
 
 
 def test_multi_token_labels_on_shared_cache_match_brute_force(tiny):
     model, tokenizer = tiny
-    labels = ["Approve", "Manual review", "Deny outright please"]  # 1, 2 and 4 tokens
+    labels = ["Approve", "Manual review", "Deny outright please", "Manual"]  # 1, 2, 4 and 1 tokens; "Manual" begins another
     assert len({len(tokenizer(x, add_special_tokens=False).input_ids) for x in labels}) > 1
+    assert all(len(ids) >= 2 and ids[-1] == label_sequences(tokenizer, labels)[0][-1] for ids in label_sequences(tokenizer, labels))
     texts = ["short", "a much longer input text with many more tokens in it than the first"]
     decoder = CalibratedDecoder(model, tokenizer, labels, INSTRUCTION, batch_size=2)
     batched = decoder.label_log_likelihoods(texts)  # left-padded batch of two prompts

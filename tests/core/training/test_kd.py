@@ -78,33 +78,46 @@ def test_kd_loss_is_the_sft_loss_mixed_with_the_decoders_label_distribution(tiny
     assert mixed.item() == pytest.approx(0.5 * hard.item() + 0.5 * soft.item(), rel=1e-5)
 
 
-def test_labels_that_share_a_prefix_are_read_where_they_part(tiny_cfg, tmp_path):
-    """P1/P2/P3 (one first token): the soft term is the cross-entropy over the tokens after the shared "P", read at the
-    position that predicts them; a label that is another's prefix cannot be told apart at one token and is refused."""
-    labels = ["P1", "P2", "P3"]
+def test_any_label_set_is_scored_by_whole_label_sequences(tiny_cfg, tmp_path):
+    """Labels that share first tokens (review-manual / review-legal), part at different positions, and one that begins
+    another (pay / pay-partial): the soft term is the cross-entropy against the very distribution the calibrated decoder
+    ranks (whole label sequences, the answer's end token after each), computed in the answer's own forward."""
+    from core.model.calibrated import CalibratedDecoder, label_sequences
+
+    labels = ["approve", "review-manual", "review-legal", "pay", "pay-partial"]
     _, tok = load_model(tiny_cfg.model)
-    ids = [tok(label, add_special_tokens=False).input_ids for label in labels]
-    assert len({x[0] for x in ids}) == 1 and len({x[1] for x in ids}) == 3  # the case this test is about
+    ids = label_sequences(tok, labels)
+    assert ids[1][0] == ids[2][0] and ids[3] != ids[4][: len(ids[3])]  # shared first token; the prefix is ended
+    texts = [f"claim {i}: the loss is {i * 700} dollars" for i in range(5)]
     rows = [
-        {"prompt": task_messages(tiny_cfg.instruction, f"ticket {i}"), "completion": [{"role": "assistant", "content": label}]}
-        for i, label in enumerate(labels)
+        {"prompt": task_messages(tiny_cfg.instruction, text), "completion": [{"role": "assistant", "content": label}]}
+        for text, label in zip(texts, labels)
     ]
-    targets = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6]])
+    targets = torch.softmax(torch.randn(5, 5, generator=torch.Generator().manual_seed(1)), dim=-1)
     kd_rows = [r | {"label_targets": t.tolist()} for r, t in zip(rows, targets)]
     kd, _ = _trainer(KDTrainer, tiny_cfg, tmp_path, kd_rows, data_collator=KDCollator(tok.pad_token_id), labels=labels, kl_weight=1.0)
-    batch = kd.data_collator([kd.train_dataset[i] for i in range(3)])
+    batch = kd.data_collator([kd.train_dataset[i] for i in range(5)])
+    decoder = CalibratedDecoder(kd.model, tok, labels, tiny_cfg.instruction, calibrate=False)
     with torch.no_grad():
         soft = kd.compute_loss(kd.model, dict(batch))
-        logits = kd.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
-    expected = []
-    for row in range(3):
-        first = int((batch["labels"][row] != -100).nonzero()[0])  # the "P" token; the next position predicts the digit
-        student = torch.log_softmax(logits[row, first, [x[1] for x in ids]], dim=-1)
-        expected.append(-(targets[row] * student).sum())
-    assert soft.item() == pytest.approx(torch.stack(expected).mean().item(), rel=1e-4)
+        kd.kl_weight = 0.0
+        hard = kd.compute_loss(kd.model, dict(batch))
+        plain = CompletionSFTTrainer.compute_loss(kd, kd.model, kd.data_collator.base([kd.train_dataset[i] for i in range(5)]))
+    expected = -(targets * torch.log(torch.tensor(decoder.label_distribution(texts), dtype=torch.float))).sum(-1).mean()
+    assert soft.item() == pytest.approx(expected.item(), rel=1e-4)
+    assert hard.item() == pytest.approx(plain.item(), rel=1e-4)  # the label blocks leave the answer's own loss as it was
 
-    with pytest.raises(ValueError, match="kd.kl_weight: 0"):
-        _trainer(KDTrainer, tiny_cfg, tmp_path, rows[:1], labels=["P", "P1"])
+
+def test_labels_the_tokenizer_cannot_tell_apart_are_refused_by_name():
+    from core.errors import ConfigError
+    from core.model.calibrated import label_sequences
+
+    class Lowercasing:  # a tokenizer that normalises case, as some do
+        def __call__(self, text, add_special_tokens=False):
+            return type("Encoding", (), {"input_ids": [ord(c) for c in text.lower()]})()
+
+    with pytest.raises(ConfigError, match="'Approve' and 'approve' are the same tokens"):
+        label_sequences(Lowercasing(), ["Approve", "deny", "approve"])
 
 
 def test_topk_kl_is_zero_when_the_teacher_is_the_student(tiny_cfg, tmp_path):
