@@ -29,6 +29,9 @@ def evaluate_task(cfg: TaskConfig, eval_path: str, adapters: dict[str, str], out
     for metrics in results.values():
         add_cost(metrics, cfg)
     for name, folder in adapters.items():
+        stats = Path(folder) / "train_stats.json"
+        if stats.exists():  # the report says how many rows each adapter learned from
+            results[name]["training_rows"] = json.loads(stats.read_text()).get("distinct_rows")
         chosen = Path(folder) / "self_training.json"
         if chosen.exists():  # what the labeler added, for the report's self-training section
             results[name]["self_training"] = json.loads(chosen.read_text())

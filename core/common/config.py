@@ -123,7 +123,14 @@ class DataConfig(_Strict):
     preferences: Path | None = Field(None, description="preference pairs (prompt, chosen, rejected JSONL) for DPO")
     demo: DemoData = Field(default_factory=DemoData)
     train_per_class: int = Field(800, ge=1, description="training rows per class (minority classes are repeated); idp: training documents")
-    eval_per_class: int = Field(60, ge=1, description="eval rows per class (balanced evaluation); idp: eval documents")
+    eval_per_class: int = Field(60, ge=1, description="at most this many eval rows per class; idp: eval documents")
+    eval_fraction: float = Field(
+        0.2,
+        ge=0.05,
+        le=0.25,
+        description="without a data.eval file, the share of each class (idp: of the documents) held out for evaluation, "
+        "up to eval_per_class; at most a quarter, so a small file keeps most of its rows for training",
+    )
 
 
 class PromotionPolicy(_Strict):

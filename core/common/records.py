@@ -18,6 +18,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import os
 import random
 import tempfile
@@ -252,11 +253,42 @@ def balanced_split(
     return (balance(rest, labels, train_per_class, seed) if balance_rest else rest), eval_rows
 
 
-def document_split(rows: list[Example], train_size: int, eval_size: int, seed: int) -> tuple[list[Example], list[Example]]:
-    """A seeded held-out eval set; the rest (at most `train_size` rows) for training (tasks without classes)."""
-    if len(rows) < 2:
-        raise DataError("<split>", None, "target", f"{len(rows)} rows: need at least 2 to split into train and eval")
+def stratified_split(
+    examples: list[Example], labels: list[str], fraction: float, max_per_class: int, seed: int
+) -> tuple[list[Example], list[Example]]:
+    """(rest, eval): `fraction` of every class (at most `max_per_class`, at least one) held out for evaluation, so the
+    eval split grows with the data and keeps its class shares, and a small file keeps most rows for training.
+
+    A class with fewer than `ceil(1 / fraction)` rows cannot give one eval row and keep the rest: DataError names it
+    and says how many rows each class needs.
+    """
+    groups = {label: g for label, g in _by_label(examples, labels).items() if g}
+    needed = math.ceil(1 / fraction) if fraction > 0 else 2
+    short = {label: len(g) for label, g in groups.items() if len(g) < needed}
+    if short:
+        raise DataError(
+            "<split>",
+            None,
+            "label",
+            f"too few rows to hold {fraction:.0%} of each class out for evaluation: {short}; each class needs at least "
+            f"{needed} rows (or give a data.eval file)",
+        )
+    rng = random.Random(seed)
+    held = set()
+    for group in groups.values():
+        held |= {id(e) for e in rng.sample(group, max(1, min(max_per_class, int(len(group) * fraction))))}
+    return [e for e in examples if id(e) not in held], [e for e in examples if id(e) in held]
+
+
+def document_split(
+    rows: list[Example], train_size: int, eval_size: int, seed: int, fraction: float = 0.2
+) -> tuple[list[Example], list[Example]]:
+    """A seeded held-out eval set of `fraction` of the rows (at most `eval_size`); the rest (at most `train_size` rows)
+    for training (tasks without classes)."""
+    needed = math.ceil(1 / fraction)
+    if len(rows) < needed:
+        raise DataError("<split>", None, "target", f"{len(rows)} rows: need at least {needed} to hold {fraction:.0%} out for evaluation")
     shuffled = rows[:]
     random.Random(seed).shuffle(shuffled)
-    n_eval = min(eval_size, len(rows) // 2)
+    n_eval = max(1, min(eval_size, int(len(rows) * fraction)))
     return shuffled[n_eval:][:train_size], shuffled[:n_eval]

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 HEADLINE = [
     "accuracy",
     "macro_f1",
+    "macro_f1_ci",
     "min_class_recall",
     "ece",
     "latency_ms_p50",
@@ -19,6 +20,7 @@ HEADLINE = [
     "tokens_per_request",
     "cost_per_1k_usd",
     "n",
+    "training_rows",
 ]
 
 
@@ -47,6 +49,8 @@ def confusion_png(results: dict[str, dict], path: Path) -> Path:
 
 
 def _fmt(value) -> str:
+    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, float) for v in value):
+        return f"{value[0]:.3f}-{value[1]:.3f}"  # an interval
     if isinstance(value, float):
         return f"{value:.4g}" if 0 < abs(value) < 0.01 else f"{value:.3f}"
     return str(value)

@@ -17,7 +17,7 @@ import numpy as np
 
 from core.common.config import TaskConfig
 from core.common.prompts import completion_chat, parse_label, prompt_tokens, render_prompt
-from core.common.records import Example, Pair, balance, balanced_split, stratified_holdout
+from core.common.records import Example, Pair, balance, stratified_holdout, stratified_split
 from core.drift import Signal, counts_test
 from core.errors import DataError, InvalidRequest
 from core.evaluation.metrics import classification_metrics, confidence_threshold
@@ -66,7 +66,7 @@ class Classification(TaskKind):
         return row.to_dict()
 
     def split(self, cfg: TaskConfig, rows: list[Example]) -> tuple[list[Example], list[Example]]:
-        return balanced_split(rows, cfg.labels, 0, cfg.data.eval_per_class, cfg.training.seed, balance_rest=False)
+        return stratified_split(rows, cfg.labels, cfg.data.eval_fraction, cfg.data.eval_per_class, cfg.training.seed)
 
     def hold_out_validation(self, cfg: TaskConfig, rows: list[Example], strict: bool = True) -> tuple[list[Example], list[Example]]:
         per_class = cfg.training.validation_per_class

@@ -95,7 +95,7 @@ class CodeGeneration(TaskKind):
         return record
 
     def split(self, cfg: TaskConfig, rows: list[Example]) -> tuple[list[Example], list[Example]]:
-        return document_split(rows, cfg.data.train_per_class, cfg.data.eval_per_class, cfg.training.seed)
+        return document_split(rows, cfg.data.train_per_class, cfg.data.eval_per_class, cfg.training.seed, cfg.data.eval_fraction)
 
     def hold_out_validation(self, cfg: TaskConfig, rows: list[Example], strict: bool = True) -> tuple[list[Example], list[Example]]:
         n = cfg.training.validation_per_class  # tasks: code generation has no classes

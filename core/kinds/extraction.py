@@ -70,7 +70,7 @@ class DocumentExtraction(TaskKind):
         return {"id": row.id, "document": row.text} | ({"target": json.loads(row.label)} if row.label is not None else {})
 
     def split(self, cfg: TaskConfig, rows: list[Example]) -> tuple[list[Example], list[Example]]:
-        return document_split(rows, cfg.data.train_per_class, cfg.data.eval_per_class, cfg.training.seed)
+        return document_split(rows, cfg.data.train_per_class, cfg.data.eval_per_class, cfg.training.seed, cfg.data.eval_fraction)
 
     def hold_out_validation(self, cfg: TaskConfig, rows: list[Example], strict: bool = True) -> tuple[list[Example], list[Example]]:
         n = cfg.training.validation_per_class  # documents: extraction has no classes

@@ -62,6 +62,8 @@ class TrainStats:
     epochs: float = 0.0
     best_step: int | None = None  # the step whose adapter was kept (validation), None = the last
     learning_curve: list[dict] = field(default_factory=list)  # [{"step", "value"}] of the validation metric
+    rows: int = 0  # training rows, minority classes repeated
+    distinct_rows: int = 0  # distinct inputs among them: what the adapter learned from
 
 
 # (model being trained) -> the validation split's primary metric, higher is better
@@ -195,6 +197,8 @@ def run_training(
         epochs=plan.epochs,
         best_step=best.best["step"] if best is not None and best.best else None,
         learning_curve=best.curve if best is not None else [],
+        rows=len(dataset),
+        distinct_rows=len({json.dumps(p, sort_keys=True) for p in dataset["prompt"]}) if "prompt" in dataset.column_names else len(dataset),
     )
     if stats.learning_curve:
         (out_dir / "learning_curve.json").write_text(json.dumps({"metric": cfg.promotion.primary_metric, "curve": stats.learning_curve}))

@@ -101,7 +101,7 @@ def test_a_registered_toy_kind_runs_through_the_generic_code(echo, tmp_path):
     assert isinstance(kind, Echo) and cfg.instruction == "Repeat the first word."
     rows, source = kind.labeled_rows(cfg)
     train, eval_rows = kind.split(cfg, rows)
-    assert source == str(data) and len(train) == 6 and len(eval_rows) == 4
+    assert source == str(data) and len(train) == 6 and len(eval_rows) == 2  # a fifth of 10 rows (data.eval_fraction)
     assert kind.score_variant(cfg, None, None, eval_rows, None)["exact_match"] == 1.0
     with pytest.raises(DataError, match=r"bad.jsonl:1: field 'text'"):
         (tmp_path / "bad.jsonl").write_text('{"word": "x"}\n')
