@@ -18,6 +18,7 @@ BENCHMARKS = {
     "kd": "kd",
     "kd-strong": "kd_strong",
     "small-data": "small_data",
+    "generalize": "generalize",
     "teacher-throughput": "teacher_throughput",
     "dpo": "dpo",
     "codegen": "codegen",

@@ -1,0 +1,228 @@
+"""Generalisation: what the default recipe makes of tasks nobody tuned it to (`bench/generators/`).
+
+Per generator, as a new user with default settings would have it: a labeled file of ~120 rows per
+class (the generator's own class shares, so imbalanced tasks stay imbalanced; extraction: 240
+documents), an unlabeled pool of 1,500 inputs, no eval file. The product splits the file itself
+(`TaskKind.splits`: its eval and validation splits come out of those rows). Every variant is then
+scored on fresh rows of a seed no split saw (balanced, up to 60 per class; extraction: 60 documents):
+
+* base: the embedded base model, zero-shot through the task's decoder;
+* sft: the default recipe on the labeled rows;
+* selftrain (classification): SFT again on the labeled rows plus the SFT adapter's confident answers
+  on the pool, zero-shot as it is served (the flow also tries the slower deliberate labeler);
+* kd_strong: KD on the pool from a strong teacher, served over the OpenAI-compatible API, that knows
+  the generator's labels (it stands in for a large model and measures what KD can reach; no gold
+  label of the labeled file is used);
+* promoted: the variant the product would promote, the best on its own eval split.
+
+Printed per generator (primary metric with its bootstrap interval, worst class recall, training
+seconds) and, over the half, mean and worst of each variant. Defaults may be chosen on the
+`development` half only; the `held-out` half is measured, never tuned on.
+
+    distill-slm bench generalize [--tasks held-out|development|NAME,NAME] [--quick] [--json]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import uvicorn
+from fastapi import FastAPI, Request
+
+from bench.generators import DEVELOPMENT, GENERATORS, HELD_OUT
+from core.common.config import TaskConfig
+from core.common.records import balanced_split, distinct_inputs
+from core.kinds import kind_of, make_teacher
+from core.model.loading import load_tokenizer
+from core.teachers.traces import TraceStore, generate_traces
+from core.training.sft import train_sft
+from demos import Demo
+from service.main import wait_until_ready
+from tasks.teacher import labeler_config
+
+HALVES = {"held-out": HELD_OUT, "development": DEVELOPMENT}
+
+
+def oracle_teacher(answers: dict[str, str]) -> tuple[uvicorn.Server, str]:
+    """An OpenAI-compatible chat endpoint on loopback that answers each input with its gold answer (`answers`: input text
+    -> answer text): the strong teacher of this benchmark."""
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    async def complete(request: Request) -> dict:
+        body = await request.json()
+        text = next(m["content"] for m in reversed(body["messages"]) if m["role"] == "user")
+        content = answers.get(text, "")
+        return {
+            "id": "oracle",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", "oracle"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": len(text.split()), "completion_tokens": 1, "total_tokens": len(text.split()) + 1},
+        }
+
+    @app.get("/v1/models")
+    async def models() -> dict:
+        return {"object": "list", "data": [{"id": "oracle", "object": "model", "owned_by": "bench"}]}
+
+    @app.get("/readyz")
+    async def ready() -> dict:
+        return {"ready": True}
+
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    if not wait_until_ready(url, 30, thread.is_alive):
+        raise RuntimeError("the oracle teacher did not start")
+    return server, url
+
+
+def _config(demo: Demo, work: Path) -> TaskConfig:
+    if demo.type == "classification":
+        return TaskConfig(name=demo.name, type="classification", labels=demo.labels, instruction=demo.instruction, work_dir=work)
+    schema = work / "schema.json"
+    schema.write_text(json.dumps(demo.schema))
+    return TaskConfig(name=demo.name, type=demo.type, schema_file=schema, instruction=demo.instruction, work_dir=work)
+
+
+def _answer_text(demo: Demo, record: dict) -> str:
+    return record["label"] if demo.type == "classification" else json.dumps(record["target"])
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    result = fn()
+    return result, round(time.perf_counter() - start, 1)
+
+
+def _figures(metrics: dict, primary: str) -> dict:
+    out = {primary: round(metrics[primary], 4)}
+    if "macro_f1_ci" in metrics:
+        out["ci"] = metrics["macro_f1_ci"]
+    if "min_class_recall" in metrics:
+        out["min_class_recall"] = round(metrics["min_class_recall"], 4)
+    return out
+
+
+def _generator(demo: Demo, per_class: int, pool_size: int, test_per_class: int, quick: bool) -> dict:
+    work = Path(tempfile.mkdtemp(prefix=f"bench-generalize-{demo.name}-"))
+    cfg = _config(demo, work)
+    if quick:
+        cfg.training.max_steps = 4
+        cfg.training.validation_per_class = 2 if demo.type == "classification" else 0
+    kind = kind_of(cfg)
+    primary = cfg.promotion.primary_metric
+    n_classes = len(demo.labels) if demo.labels else 2
+    labeled = kind.rows_from_records(cfg, demo.generate(per_class * n_classes, 1), f"<{demo.name} labeled file>")
+    fresh = kind.rows_from_records(cfg, demo.generate(test_per_class * n_classes * 6, 3), f"<{demo.name} fresh rows>")
+    if demo.labels:
+        _, test_rows = balanced_split(fresh, cfg.labels, 0, test_per_class, 0)
+    else:  # constrained decoding costs seconds a document on a CPU: fewer, and said in the figures
+        test_rows = fresh[: max(4, test_per_class // 2)]
+    pool_records = demo.generate(pool_size, 2)
+    gold_answers = {r.get("text") or r.get("document"): _answer_text(demo, r) for r in pool_records}
+    raw_pool = kind.rows_from_records(cfg, demo.pool(pool_size, 2), f"<{demo.name} pool>", require_answers=False)
+    train, validation, eval_rows = kind.splits(cfg, labeled)
+    pool, _ = distinct_inputs(raw_pool, validation + eval_rows)
+
+    def validate(model):
+        return kind.validation_score(cfg, model, load_tokenizer(cfg.model), validation)
+
+    adapters, seconds = {}, {}
+    (adapters["sft"], sft_stats), seconds["sft"] = _timed(
+        lambda: train_sft(cfg, train, work / "sft-ck", work / "sft", validate=validate if validation else None)
+    )
+    if demo.type == "classification" and validation:
+        labeler = make_teacher(labeler_config(cfg, zero_shot=True), train, adapter=adapters["sft"])
+        stores = {split: TraceStore(work / f"labeler-{split}.jsonl") for split in ("validation", "pool")}
+        for split, rows in (("validation", validation), ("pool", pool)):
+            generate_traces(rows, stores[split], lambda: labeler, progress=False)
+            stores[split].close()
+        del labeler
+        added, choice = kind.confident_rows(cfg, validation, stores["validation"].traces, list(stores["pool"].traces.values()))
+        (adapters["selftrain"], _), seconds["selftrain"] = _timed(
+            lambda: train_sft(
+                cfg, kind.train_rows(cfg, [*{r.id: r for r in train}.values(), *added]), work / "st-ck", work / "st", validate=validate
+            )
+        )
+    server, url = oracle_teacher(gold_answers)
+    try:
+        oracle_cfg = cfg.model_copy(
+            update={
+                "teacher": cfg.teacher.model_copy(
+                    update={
+                        "backend": "openai",
+                        "base_url": url + "/v1",
+                        "model": "oracle",
+                        "api_key_env": "",
+                        "concurrency": 8,
+                        "top_logprobs": 0,
+                    }
+                )
+            }
+        )
+        store = TraceStore(work / "oracle-pool.jsonl")
+        teacher = make_teacher(oracle_cfg)
+        generate_traces(pool, store, lambda: teacher, progress=False)
+        store.close()
+    finally:
+        server.should_exit = True
+    (kd_result, seconds["kd_strong"]) = _timed(lambda: kind.train_kd(cfg, store.usable(), work / "kd-ck", work / "kd", progress=True))
+    adapters["kd_strong"] = kd_result[0]
+
+    on_eval = kind.evaluate(cfg, eval_rows, adapters, include_base=False)
+    promoted = max(on_eval, key=lambda name: on_eval[name][primary])
+    on_test = kind.evaluate(cfg, test_rows, adapters)
+    variants = {
+        name: _figures(metrics, primary) | ({"train_s": seconds[name]} if name in seconds else {}) for name, metrics in on_test.items()
+    }
+    variants["promoted"] = dict(variants[promoted], variant=promoted)
+    return {
+        "type": demo.type,
+        "primary_metric": primary,
+        "rows": {"labeled": len(labeled), "trained": len({r.id for r in train}), "validation": len(validation), "eval": len(eval_rows)},
+        "test_rows": len(test_rows),
+        "pool": len(pool),
+        "variants": variants,
+        "sft_steps": [sft_stats.steps, sft_stats.planned_steps, sft_stats.best_step],
+    }
+
+
+def _summary(per_task: dict) -> dict:
+    """Mean (with a t-interval over the generators) and worst of each variant's primary metric."""
+    variants = sorted({v for task in per_task.values() for v in task["variants"]})
+    out = {}
+    for variant in variants:
+        values = [task["variants"][variant][task["primary_metric"]] for task in per_task.values() if variant in task["variants"]]
+        mean = float(np.mean(values))
+        half = 2.0 * float(np.std(values, ddof=1)) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
+        out[variant] = {
+            "mean": round(mean, 4),
+            "mean_ci": [round(mean - half, 4), round(mean + half, 4)],
+            "worst": round(min(values), 4),
+            "tasks": len(values),
+        }
+    return out
+
+
+def run(quick: bool = False, tasks: str = "held-out") -> dict:
+    names = list(HALVES[tasks]) if tasks in HALVES else tasks.split(",")
+    unknown = [n for n in names if n not in GENERATORS]
+    if unknown:
+        raise SystemExit(f"unknown generators {unknown}; choose from {sorted(GENERATORS)} or a half: {sorted(HALVES)}")
+    per_class, pool_size, test_per_class = (12, 24, 4) if quick else (120, 1500, 60)
+    per_task = {name: _generator(GENERATORS[name], per_class, pool_size, test_per_class, quick) for name in names}
+    return {"tasks": tasks, "per_task": per_task, "summary": _summary(per_task)}
