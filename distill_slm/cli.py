@@ -229,7 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--adapter", help="calibrated: also compare on this adapter folder; dpo: the SFT adapter to start from")
     bench.add_argument("--runs-dir", help="service: registry to serve (copied first; default runs)")
-    bench.add_argument("--tasks", help="small-data: only these tasks (creditmix,tickets); generalize: a half (held-out, development) or generators; drift: only these parts (nights,scale,loop)")
+    bench.add_argument(
+        "--tasks",
+        help="small-data: only these tasks (creditmix,tickets); generalize: a half (held-out, development) or generators; drift: only these parts (nights,scale,loop)",
+    )
     bench.add_argument("--quick", action="store_true", help="fewer rows: a smoke run, not the recorded figures")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.set_defaults(func=cmd_bench)

@@ -267,7 +267,10 @@ class TaskKind(ABC):
         elif cfg.data.eval is not None:
             rows, source = self.load_rows(cfg, cfg.data.eval), str(cfg.data.eval)
         else:
-            rows, source = self.split(cfg, self.labeled_rows(cfg)[0])[1], "the eval split (stratified, capped per class: label shares may differ from traffic's)"
+            rows, source = (
+                self.split(cfg, self.labeled_rows(cfg)[0])[1],
+                "the eval split (stratified, capped per class: label shares may differ from traffic's)",
+            )
         rows = random.Random(seed).sample(rows, n) if len(rows) > n else rows
         return rows, source
 

@@ -42,3 +42,16 @@ def test_yaml_errors_name_the_line_of_the_field(tmp_path):
     path.write_text("name: tickets\nlabels: [P1, P2, P3]\ntraining:\n  epochs: 1\n  learning_rate: -3\n")
     with pytest.raises(ConfigError, match=r"task.yaml:5: field training.learning_rate: "):
         TaskConfig.from_yaml(path)
+
+
+def test_a_named_pool_is_used_by_default(tmp_path):
+    """data.unlabeled alone: SFT plus self-training; with a teacher named, KD too; methods named win."""
+    path = tmp_path / "task.yaml"
+    path.write_text("name: t\nlabels: [a, b]\ndata: {train: t.jsonl, unlabeled: pool.jsonl}\n")
+    assert TaskConfig.from_yaml(path).methods == ["sft", "selftrain"]
+    path.write_text("name: t\nlabels: [a, b]\ndata: {train: t.jsonl, unlabeled: pool.jsonl}\nteacher: {backend: openai, model: m}\n")
+    assert TaskConfig.from_yaml(path).methods == ["sft", "selftrain", "kd"]
+    path.write_text("name: t\nlabels: [a, b]\nmethods: [sft]\ndata: {train: t.jsonl, unlabeled: pool.jsonl}\n")
+    assert TaskConfig.from_yaml(path).methods == ["sft"]
+    path.write_text("name: t\nlabels: [a, b]\ndata: {train: t.jsonl}\n")
+    assert TaskConfig.from_yaml(path).methods == ["sft"]
