@@ -11,7 +11,10 @@ decoders score or generate after it, and the `openai` teacher is sent it.
 
 from __future__ import annotations
 
-from transformers import PreTrainedTokenizerBase
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # transformers costs seconds to import: not for those that only build prompts' text
+    from transformers import PreTrainedTokenizerBase
 
 Shots = list[tuple[str, str]] | tuple[tuple[str, str], ...]
 

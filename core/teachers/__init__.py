@@ -19,9 +19,9 @@ from pathlib import Path
 from core.common.config import TaskConfig
 from core.common.records import Example
 from core.teachers.base import Teacher, TeacherTask
-from core.teachers.deliberate import DeliberateTeacher
-from core.teachers.hf import HFTeacher, check_hf_source
 from core.teachers.openai import OpenAITeacher
+
+# The local backends (deliberate, hf) import transformers' models: imported when one is chosen, not with the package.
 
 
 def build_teacher(
@@ -33,8 +33,12 @@ def build_teacher(
     if backend == "openai":
         teacher: Teacher = OpenAITeacher(cfg, task)
     elif backend == "hf":
+        from core.teachers.hf import HFTeacher  # noqa: PLC0415 (transformers' models: seconds an endpoint teacher need not pay)
+
         teacher = HFTeacher(cfg, task, adapter)
     else:
+        from core.teachers.deliberate import DeliberateTeacher  # noqa: PLC0415 (as above)
+
         teacher = DeliberateTeacher(cfg, task, labeled_pool or [], adapter)
     teacher.check()
     return teacher
@@ -49,4 +53,6 @@ def preflight(cfg: TaskConfig) -> None:
         finally:
             teacher.close()
     elif cfg.teacher.backend == "hf":
+        from core.teachers.hf import check_hf_source  # noqa: PLC0415 (as above)
+
         check_hf_source(cfg.teacher.model or "embedded")

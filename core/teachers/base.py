@@ -12,8 +12,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+if TYPE_CHECKING:  # an endpoint teacher needs no transformers: seconds saved where traces are written
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from core.common.prompts import Shots
 from core.common.records import Example
