@@ -172,7 +172,12 @@ class TeacherConfig(_Strict):
         description="deliberate: when the run trains an SFT adapter, run it (k-shot + votes) instead of the base model: "
         "a teacher clearly better than the base, and the labeler of self-training",
     )
-    max_pool: int | None = Field(600, ge=1, description="label at most this many unlabeled rows (None = all)")
+    max_pool: int | None = Field(
+        2000,
+        ge=1,
+        description="label at most this many unlabeled rows (None = all). 2,000 keeps a pool of the usual 1,500 whole: KD from a "
+        "strong teacher over 1,500 rows reached 0.878 macro-F1, still rising, where 120 gold rows per class gave 0.58",
+    )
     prices: dict[str, Price] = Field(default_factory=dict, description="per-model token prices, keyed by model name")
 
 
