@@ -209,10 +209,10 @@ def _summary(per_task: dict) -> dict:
     for variant in variants:
         values = [task["variants"][variant][task["primary_metric"]] for task in per_task.values() if variant in task["variants"]]
         mean = float(np.mean(values))
-        half = 2.0 * float(np.std(values, ddof=1)) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
+        half = 2.0 * float(np.std(values, ddof=1)) / math.sqrt(len(values)) if len(values) > 1 else None  # one task: no interval
         out[variant] = {
             "mean": round(mean, 4),
-            "mean_ci": [round(mean - half, 4), round(mean + half, 4)],
+            "mean_ci": None if half is None else [round(mean - half, 4), round(mean + half, 4)],
             "worst": round(min(values), 4),
             "tasks": len(values),
         }
