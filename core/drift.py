@@ -43,7 +43,7 @@ from core.common.records import Example, atomic_write_text, text_sha256
 from core.errors import TeacherUnavailable
 from core.evaluation.cost import cost_usd, price_for
 from core.model.loading import activate_adapter, load_model
-from core.teachers import build_teacher
+from core.teachers.backends import build_teacher
 from core.teachers.deliberate import load_embedder
 from core.teachers.traces import TraceStore, generate_traces
 

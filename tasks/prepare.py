@@ -8,7 +8,7 @@ from core.common.config import TaskConfig
 from core.common.egress import check_endpoint
 from core.common.records import rows_fingerprint, write_jsonl
 from core.kinds import kind_of
-from core.teachers import preflight
+from core.teachers.backends import preflight
 
 
 def check_egress(cfg: TaskConfig) -> None:

@@ -18,7 +18,7 @@ from core.kinds.base import ServedAnswer, TaskKind
 from core.kinds.classification import Classification
 from core.kinds.codegen import CodeGeneration
 from core.kinds.extraction import DocumentExtraction
-from core.teachers import build_teacher
+from core.teachers.backends import build_teacher
 from core.teachers.base import Teacher
 
 KINDS: dict[str, TaskKind] = {kind.type: kind for kind in (Classification(), DocumentExtraction(), CodeGeneration())}

@@ -160,8 +160,13 @@ def test_deploy_registers_the_loop_and_drift_retrains_until_the_service_serves_t
                 return new is not None and new != before
 
             _wait(served_changed, 400, "the service serving the retrained version", tmp_path / "runner.log")
-            with get_client(sync_client=True) as client:
-                [run] = client.read_flow_runs(deployment_filter=_by_id(retrain.id), limit=5, sort=FlowRunSort.START_TIME_DESC)
+
+            def finished_run():  # the reload is the run's last task: its state may say Completed a moment after it
+                with get_client(sync_client=True) as client:
+                    [run] = client.read_flow_runs(deployment_filter=_by_id(retrain.id), limit=5, sort=FlowRunSort.START_TIME_DESC)
+                return run if run.state.is_final() else None
+
+            run = _wait(finished_run, 60, "the retrain run's final state")
             assert run.parameters["extra_pool"] == night["inputs"] and run.state.is_completed()
             traffic = {json.loads(line)["text"] for line in Path(night["inputs"]).read_text().splitlines()}
             pool = [json.loads(line)["text"] for line in (cfg.work_dir / cfg.name / "data" / "unlabeled.jsonl").read_text().splitlines()]

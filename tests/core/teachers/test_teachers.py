@@ -16,7 +16,7 @@ from core.common.records import Example, text_sha256
 from core.errors import ConfigError, TeacherUnavailable
 from core.kinds import kind_of, make_teacher
 from core.kinds.extraction import task_schema
-from core.teachers import preflight
+from core.teachers.backends import preflight
 from core.teachers.deliberate import DeliberateTeacher
 from core.teachers.traces import TraceStore, generate_traces
 from tests.core.teachers.conftest import openai_cfg
