@@ -199,6 +199,7 @@ def _generator(demo: Demo, per_class: int, pool_size: int, test_per_class: int, 
         "pool": len(pool),
         "variants": variants,
         "sft_steps": [sft_stats.steps, sft_stats.planned_steps, sft_stats.best_step],
+        "sft_validation_curve": [[point["step"], round(point["value"], 3)] for point in sft_stats.learning_curve],
     }
 
 

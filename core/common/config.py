@@ -85,6 +85,11 @@ class TrainingConfig(_Strict):
     warmup_ratio: float = Field(0.05, ge=0, le=1, description="share of steps spent warming up the learning rate")
     save_steps: int = Field(50, ge=1, description="checkpoint every N steps so an interrupted run resumes")
     seed: int = Field(0, description="seed for data order and adapter init")
+    cpu_autocast: Literal["auto", "bf16", "off"] = Field(
+        "auto",
+        description="on a CPU, compute in bf16 autocast (master weights stay fp32): 'auto' where this CPU multiplies bf16 "
+        ">= 1.3x faster than fp32 (AMX, AVX512-BF16; 1.5x a training step here), 'off' pins fp32 (identical runs on any CPU)",
+    )
     lora: LoraSettings = Field(default_factory=LoraSettings)
 
 

@@ -110,7 +110,7 @@ def drop_merged(model: PreTrainedModel, adapter: str) -> None:
         model.decode_merged.discard(adapter)
 
 
-def _speedup(dtype: torch.dtype, rows: int, out_features: int = 8192, in_features: int = 576, repeats: int = 20) -> float:
+def matmul_speedup(dtype: torch.dtype, rows: int, out_features: int = 8192, in_features: int = 576, repeats: int = 20) -> float:
     """How much faster this CPU multiplies `rows` activations by a `dtype` weight than by an fp32 one (a decode step's
     linear layer; 8192 rows, like an MLP or LM-head block, so the timing is not all call overhead). Each side's best of
     five trials: a single timing on a busy 2-core machine varied from 1.4x to 3.0x."""
@@ -143,7 +143,7 @@ def enable_fast_decode(model: PreTrainedModel, path: str = "auto") -> bool:
         return False  # on a GPU, or already in half precision, the model's own weights are the fast path
     named = {"fp16": torch.float16, "bf16": torch.bfloat16}
     if path == "auto":
-        speedups = {dtype: _speedup(dtype, rows) for dtype, rows in ((torch.float16, 1), (torch.bfloat16, 8))}
+        speedups = {dtype: matmul_speedup(dtype, rows) for dtype, rows in ((torch.float16, 1), (torch.bfloat16, 8))}
         log.info("fast decode: fp16 one-row %.2fx, bf16 eight-row %.2fx fp32 on this CPU", *speedups.values())
         dtypes = [dtype for dtype, speedup in speedups.items() if speedup >= 1.3]
     else:
