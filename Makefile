@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 
-.PHONY: install sandbox models demo demo-full test lint bench
+.PHONY: install sandbox models demo demo-full test lint bench docs
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -35,6 +35,10 @@ demo-full: models  # SFT + teacher traces + KD + DPO, with the cost leaderboard 
 
 test: models
 	$(PY) -m pytest -q
+
+docs: install  # the documentation site (docs/ + the recorded benchmark JSON); a broken link fails it
+	$(PIP) -e '.[docs]'
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
 lint: install  # zero findings, or CI fails
 	$(VENV)/bin/ruff check .

@@ -36,8 +36,8 @@ import uvicorn
 from fastapi import FastAPI, Request
 
 from bench.generators import DEVELOPMENT, GENERATORS, HELD_OUT
-from core.common.config import TaskConfig
-from core.common.records import balanced_split, distinct_inputs
+from core.common.config import TaskConfig, TrainingConfig
+from core.common.records import atomic_write_text, balanced_split, distinct_inputs
 from core.kinds import kind_of, make_teacher
 from core.model.loading import load_tokenizer
 from core.teachers.traces import TraceStore, generate_traces
@@ -117,9 +117,20 @@ def _figures(metrics: dict, primary: str) -> dict:
     return out
 
 
-def _generator(demo: Demo, per_class: int, pool_size: int, test_per_class: int, quick: bool, variants: tuple[str, ...]) -> dict:
+def _merged(base: dict, changes: dict) -> dict:
+    return {
+        key: _merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        for key, value in changes.items()
+    } | {key: value for key, value in base.items() if key not in changes}
+
+
+def _generator(
+    demo: Demo, per_class: int, pool_size: int, test_per_class: int, quick: bool, variants: tuple[str, ...], training: dict | None = None
+) -> dict:
     work = Path(tempfile.mkdtemp(prefix=f"bench-generalize-{demo.name}-"))
     cfg = _config(demo, work)
+    if training:  # a candidate default, measured on the development half before it becomes one
+        cfg.training = TrainingConfig.model_validate(_merged(cfg.training.model_dump(), training))
     if quick:
         cfg.training.max_steps = 4
         cfg.training.validation_per_class = 2 if demo.type == "classification" else 0
@@ -220,13 +231,32 @@ def _summary(per_task: dict) -> dict:
     return out
 
 
-def run(quick: bool = False, tasks: str = "held-out", variants: str = "sft,selftrain,kd_strong") -> dict:
-    """`variants`: the trained variants to run (base and sft always run; fewer is a partial measurement, said in the figures)."""
+def run(
+    quick: bool = False,
+    tasks: str = "held-out",
+    variants: str = "sft,selftrain,kd_strong",
+    training: dict | None = None,
+    out: Path | None = None,
+) -> dict:
+    """`variants`: the trained variants to run (base and sft always run; fewer is a partial measurement, said in the figures).
+    `training`: changes to the task file's `training` section (a candidate default, e.g. `{"lora": {"dropout": 0.1}}`);
+    tune on the development half only. `out`: a JSON file rewritten after each generator (a long run keeps what it did)."""
     names = list(HALVES[tasks]) if tasks in HALVES else tasks.split(",")
     unknown = [n for n in names if n not in GENERATORS]
     if unknown:
         raise SystemExit(f"unknown generators {unknown}; choose from {sorted(GENERATORS)} or a half: {sorted(HALVES)}")
     per_class, pool_size, test_per_class = (12, 24, 4) if quick else (120, 1500, 60)
     chosen = tuple({"sft", *variants.split(",")})
-    per_task = {name: _generator(GENERATORS[name], per_class, pool_size, test_per_class, quick, chosen) for name in names}
-    return {"tasks": tasks, "variants": sorted(chosen), "per_task": per_task, "summary": _summary(per_task)}
+    per_task = {}
+    for name in names:
+        per_task[name] = _generator(GENERATORS[name], per_class, pool_size, test_per_class, quick, chosen, training)
+        result = {
+            "tasks": tasks,
+            "variants": sorted(chosen),
+            "training": training or {},
+            "per_task": per_task,
+            "summary": _summary(per_task),
+        }
+        if out is not None:
+            atomic_write_text(Path(out), json.dumps(result, indent=1))
+    return result

@@ -134,6 +134,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.name not in BENCHMARKS:
         raise SystemExit(f"unknown benchmark {args.name!r}; choose from {sorted(BENCHMARKS)}")
+    if args.record and args.quick:
+        raise SystemExit("--quick is a smoke run: its figures are not recorded")
     with contextlib.redirect_stdout(sys.stderr):  # keep stdout for the figures alone
         options = {"adapter": args.adapter} if args.adapter else {}
         if args.runs_dir:
@@ -142,6 +144,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
             options["tasks"] = args.tasks
         figures = run_benchmark(args.name, quick=args.quick, **options)
     print(json.dumps(figures, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in figures.items()))
+    if args.record:
+        from bench.pages import record
+
+        print(f"recorded: {record(args.name, figures, 'distill-slm ' + ' '.join(sys.argv[1:]))}", file=sys.stderr)
     return 0
 
 
@@ -235,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--quick", action="store_true", help="fewer rows: a smoke run, not the recorded figures")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.add_argument("--record", action="store_true", help="also write the figures to docs/results/NAME.json (the docs' benchmark page)")
     bench.set_defaults(func=cmd_bench)
 
     serve = sub.add_parser("serve", help="serve registered adapters over HTTP (settings from DISTILL_SLM_* env vars)")
