@@ -36,7 +36,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 
 from bench.generators import DEVELOPMENT, GENERATORS, HELD_OUT
-from core.common.config import TaskConfig, TrainingConfig
+from core.common.config import ModelConfig, TaskConfig, TrainingConfig
 from core.common.records import atomic_write_text, balanced_split, distinct_inputs
 from core.kinds import kind_of, make_teacher
 from core.model.loading import load_tokenizer
@@ -125,12 +125,21 @@ def _merged(base: dict, changes: dict) -> dict:
 
 
 def _generator(
-    demo: Demo, per_class: int, pool_size: int, test_per_class: int, quick: bool, variants: tuple[str, ...], training: dict | None = None
+    demo: Demo,
+    per_class: int,
+    pool_size: int,
+    test_per_class: int,
+    quick: bool,
+    variants: tuple[str, ...],
+    training: dict | None = None,
+    model: dict | None = None,
 ) -> dict:
     work = Path(tempfile.mkdtemp(prefix=f"bench-generalize-{demo.name}-"))
     cfg = _config(demo, work)
     if training:  # a candidate default, measured on the development half before it becomes one
         cfg.training = TrainingConfig.model_validate(_merged(cfg.training.model_dump(), training))
+    if model:  # another base model, e.g. {"base_model": "gemma3-270m"}
+        cfg.model = ModelConfig.model_validate(_merged(cfg.model.model_dump(), model))
     if quick:
         cfg.training.max_steps = 4
         cfg.training.validation_per_class = 2 if demo.type == "classification" else 0
@@ -236,11 +245,13 @@ def run(
     tasks: str = "held-out",
     variants: str = "sft,selftrain,kd_strong",
     training: dict | None = None,
+    model: dict | None = None,
     out: Path | None = None,
 ) -> dict:
     """`variants`: the trained variants to run (base and sft always run; fewer is a partial measurement, said in the figures).
     `training`: changes to the task file's `training` section (a candidate default, e.g. `{"lora": {"dropout": 0.1}}`);
-    tune on the development half only. `out`: a JSON file rewritten after each generator (a long run keeps what it did)."""
+    tune on the development half only. `model`: changes to the `model` section (another base: `{"base_model":
+    "gemma3-270m"}`). `out`: a JSON file rewritten after each generator (a long run keeps what it did)."""
     names = list(HALVES[tasks]) if tasks in HALVES else tasks.split(",")
     unknown = [n for n in names if n not in GENERATORS]
     if unknown:
@@ -249,11 +260,12 @@ def run(
     chosen = tuple({"sft", *variants.split(",")})
     per_task = {}
     for name in names:
-        per_task[name] = _generator(GENERATORS[name], per_class, pool_size, test_per_class, quick, chosen, training)
+        per_task[name] = _generator(GENERATORS[name], per_class, pool_size, test_per_class, quick, chosen, training, model)
         result = {
             "tasks": tasks,
             "variants": sorted(chosen),
             "training": training or {},
+            "model": model or {},
             "per_task": per_task,
             "summary": _summary(per_task),
         }
