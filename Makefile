@@ -33,8 +33,10 @@ demo: models
 demo-full: models  # SFT + teacher traces + KD + DPO, with the cost leaderboard (~1 h on 2 CPU cores)
 	$(VENV)/bin/distill-slm run examples/creditmix-distill.yaml
 
+# Two workers (pytest-xdist), a file per worker: most of the suite's time is subprocesses starting (a service, a
+# Prefect server, a training run killed and resumed), which one core does while the other trains.
 test: models
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 docs: install  # the documentation site (docs/ + the recorded benchmark JSON); a broken link fails it
 	$(PIP) -e '.[docs]'

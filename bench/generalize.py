@@ -39,9 +39,10 @@ from bench.generators import DEVELOPMENT, GENERATORS, HELD_OUT
 from core.common.config import ModelConfig, TaskConfig, TrainingConfig
 from core.common.records import atomic_write_text, balanced_split, distinct_inputs
 from core.kinds import kind_of, make_teacher
-from core.model.loading import load_tokenizer
+from core.methods import kd as kd_method
+from core.methods import selftrain
+from core.methods import sft as sft_method
 from core.teachers.traces import TraceStore, generate_traces
-from core.training.sft import train_sft
 from demos import Demo
 from service.main import wait_until_ready
 from tasks.teacher import labeler_config
@@ -158,13 +159,8 @@ def _generator(
     train, validation, eval_rows = kind.splits(cfg, labeled)
     pool, _ = distinct_inputs(raw_pool, validation + eval_rows)
 
-    def validate(model):
-        return kind.validation_score(cfg, model, load_tokenizer(cfg.model), validation)
-
     adapters, seconds = {}, {}
-    (adapters["sft"], sft_stats), seconds["sft"] = _timed(
-        lambda: train_sft(cfg, train, work / "sft-ck", work / "sft", validate=validate if validation else None)
-    )
+    (adapters["sft"], sft_stats), seconds["sft"] = _timed(lambda: sft_method.train(cfg, train, validation, work / "sft-ck", work / "sft"))
     if demo.type == "classification" and validation and "selftrain" in variants:
         labeler = make_teacher(labeler_config(cfg, zero_shot=True), train, adapter=adapters["sft"])
         stores = {split: TraceStore(work / f"labeler-{split}.jsonl") for split in ("validation", "pool")}
@@ -172,11 +168,9 @@ def _generator(
             generate_traces(rows, stores[split], lambda: labeler, progress=False)
             stores[split].close()
         del labeler
-        added, choice = kind.confident_rows(cfg, validation, stores["validation"].traces, list(stores["pool"].traces.values()))
+        added, choice = selftrain.select(cfg, validation, stores["validation"].traces, list(stores["pool"].traces.values()))
         (adapters["selftrain"], _), seconds["selftrain"] = _timed(
-            lambda: train_sft(
-                cfg, kind.train_rows(cfg, [*{r.id: r for r in train}.values(), *added]), work / "st-ck", work / "st", validate=validate
-            )
+            lambda: selftrain.train(cfg, train, added, validation, work / "st-ck", work / "st", report=choice)
         )
     if "kd_strong" in variants:
         server, url = oracle_teacher(gold_answers)
@@ -201,7 +195,7 @@ def _generator(
             store.close()
         finally:
             server.should_exit = True
-        (kd_result, seconds["kd_strong"]) = _timed(lambda: kind.train_kd(cfg, store.usable(), work / "kd-ck", work / "kd", progress=True))
+        (kd_result, seconds["kd_strong"]) = _timed(lambda: kd_method.train(cfg, store.usable(), work / "kd-ck", work / "kd", progress=True))
         adapters["kd_strong"] = kd_result[0]
 
     on_eval = kind.evaluate(cfg, eval_rows, adapters, include_base=False)

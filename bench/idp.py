@@ -25,6 +25,7 @@ from core.common.records import Example
 from core.evaluation.cost import add_cost
 from core.evaluation.report import EXTRACTION_HEADLINE
 from core.kinds import KINDS, make_teacher
+from core.methods import kd as kd_method
 from core.model.loading import load_model
 from core.teachers.traces import TraceStore, generate_traces
 from core.training.dpo import train_dpo
@@ -66,7 +67,7 @@ def run(quick: bool = False) -> dict:
     teacher_cache.clear()
     kd_adapter = work / "kd-adapter"
     if not (kd_adapter / "adapter_config.json").exists():
-        KIND.train_kd(cfg, stores["pool"].usable(), work / "kd-checkpoints", kd_adapter)
+        kd_method.train(cfg, stores["pool"].usable(), work / "kd-checkpoints", kd_adapter)
     adapters["kd"] = kd_adapter
     dpo_adapter = work / "dpo-adapter"
     if not (dpo_adapter / "adapter_config.json").exists():

@@ -23,6 +23,7 @@ import numpy as np
 from core.common.config import TaskConfig
 from core.common.records import Example, balanced_split, text_sha256
 from core.kinds import KINDS, make_teacher
+from core.methods import kd as kd_method
 from core.model.calibrated import CalibratedDecoder
 from core.model.decoders import classification_decoder
 from core.model.loading import activate_adapter, load_model
@@ -83,7 +84,7 @@ def run(quick: bool = False) -> dict:
 
     # The student is trained afresh each run (minutes): a cached one would hide changes to KD itself.
     fresh = Path(tempfile.mkdtemp(prefix="bench-kd-"))
-    adapter, kd_stats, _ = KIND.train_kd(cfg, pool_store.usable(), fresh / "checkpoints", fresh / "adapter")
+    adapter, kd_stats, _ = kd_method.train(cfg, pool_store.usable(), fresh / "checkpoints", fresh / "adapter")
     figures["kd_training"] = {"steps": kd_stats.steps, "train_s": round(kd_stats.train_runtime_s, 1), "final_loss": kd_stats.final_loss}
     model, tokenizer = load_model(cfg.model)
     base = KIND.score(cfg, classification_decoder(cfg, model, tokenizer, adapter=None), eval_rows)

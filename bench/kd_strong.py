@@ -25,6 +25,7 @@ import yaml
 from core.common.config import TaskConfig
 from core.common.records import Example, balanced_split, json_sha256
 from core.kinds import KINDS, make_teacher
+from core.methods import kd as kd_method
 from core.model.decoders import classification_decoder
 from core.model.loading import activate_adapter, load_model
 from core.registry import Registry
@@ -103,7 +104,7 @@ def run(quick: bool = False, adapter: str | None = None) -> dict:
     traces = stores["pool"].usable()
 
     # KD student on the teacher's answers; an SFT student on the same inputs with their gold labels.
-    kd_dir, kd_stats, kd_counts = KIND.train_kd(cfg, traces, tmp / "kd-checkpoints", tmp / "kd-adapter")
+    kd_dir, kd_stats, kd_counts = kd_method.train(cfg, traces, tmp / "kd-checkpoints", tmp / "kd-adapter")
     figures["kd_training"] = {
         "steps": kd_stats.steps,
         "planned_steps": kd_stats.planned_steps,

@@ -31,6 +31,7 @@ from pathlib import Path
 from core.common.config import TaskConfig
 from core.common.records import balanced_split, distinct_inputs
 from core.kinds import KINDS, make_teacher
+from core.methods import kd as kd_method
 from core.model.loading import load_tokenizer
 from core.teachers.traces import TraceStore, generate_traces
 from core.training.sft import train_sft
@@ -98,7 +99,7 @@ def _task(name: str, per_class: int, eval_per_class: int, pool_size: int, quick:
     self_rows = KIND.train_rows(cfg, gold + added)
     (self_trained, self_stats), self_s = _timed(lambda: train_sft(cfg, self_rows, work / "self-ck", work / "self", validate=validate))
     usable = [t for t in pool_traces if not t.get("error")]
-    (kd, kd_stats, kd_counts), kd_s = _timed(lambda: KIND.train_kd(cfg, usable, work / "kd-ck", work / "kd", progress=True))
+    (kd, kd_stats, kd_counts), kd_s = _timed(lambda: kd_method.train(cfg, usable, work / "kd-ck", work / "kd", progress=True))
 
     results = KIND.evaluate(cfg, eval_rows, {"supervised": supervised, "self_trained": self_trained, "kd": kd})
     teacher = KIND.teacher_metrics(cfg, eval_rows, stores["eval"].traces)

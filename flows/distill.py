@@ -13,6 +13,8 @@ to be started by hand.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from core.common.config import TaskConfig
 from core.common.locks import run_lock
 from core.errors import MethodsFailed
 from core.kinds import kind_of
+from core.methods import order
 from tasks.evaluate import evaluate_task
 from tasks.prepare import prepare_data
 from tasks.registry import promote_task, register_task, reload_service
@@ -44,64 +47,72 @@ def distill(cfg: TaskConfig = TaskConfig(), extra_pool: str | None = None) -> di
         return _distill(cfg, extra_pool)
 
 
+@dataclass
+class _Run:
+    """What the methods of one run share: the prepared data, the adapters trained so far, the summary being built."""
+
+    cfg: TaskConfig
+    prepared: dict
+    adapters: dict[str, str] = field(default_factory=dict)
+    summary: dict = field(default_factory=dict)
+    teacher_on_eval: str | None = None  # the teacher's answers to the eval rows (kd), for the report's teacher row
+
+
+def _sft(run: _Run) -> str:
+    return train_sft_task(run.cfg, run.prepared["train"], run.prepared["fingerprint"], run.prepared["validation"])
+
+
+def _selftrain(run: _Run) -> str:
+    # The SFT adapter labels the validation rows both ways (deliberate: retrieved shots + votes; zero-shot: as served);
+    # the better on them labels the pool, and its validation answers choose the confidence threshold.
+    cfg, prepared, labeler = run.cfg, run.prepared, run.adapters["sft"]
+    checked = {
+        mode: teacher_traces(cfg, prepared["validation"], prepared["train"], "validation", labeler, mode == "zero-shot")
+        for mode in LABELER_MODES
+    }
+    choice = choose_labeler(cfg, prepared["validation"], {mode: t["path"] for mode, t in checked.items()})
+    pool = teacher_traces(cfg, prepared["unlabeled"], prepared["train"], "unlabeled", labeler, choice["mode"] == "zero-shot")
+    run.summary |= {"self_training_labeler": choice, "self_training_traces": pool}
+    return train_selftrain_task(
+        cfg, prepared["train"], prepared["validation"], pool["path"], checked[choice["mode"]]["path"], prepared["fingerprint"], choice
+    )
+
+
+def _kd(run: _Run) -> str:
+    cfg, prepared = run.cfg, run.prepared
+    teacher_adapter = run.adapters["sft"] if cfg.needs("kd") else None  # the deliberate teacher runs this run's SFT adapter
+    pool = teacher_traces(cfg, prepared["unlabeled"], prepared["train"], "unlabeled", teacher_adapter)
+    run.summary["teacher_traces"] = pool
+    adapter = train_kd_task(cfg, pool["path"], prepared["fingerprint"])
+    run.teacher_on_eval = teacher_traces(cfg, prepared["eval"], prepared["train"], "eval", teacher_adapter)["path"]
+    return adapter
+
+
+def _dpo(run: _Run) -> str:
+    cfg = run.cfg
+    pool_traces = run.summary.get("teacher_traces", {}).get("path")
+    start = run.adapters["sft"] if cfg.needs("dpo") else None
+    return train_dpo_task(cfg, run.prepared["train"], start, run.prepared["fingerprint"], pool_traces)
+
+
+STEPS: dict[str, Callable[[_Run], str]] = {"sft": _sft, "selftrain": _selftrain, "kd": _kd, "dpo": _dpo}
+
+
 def _distill(cfg: TaskConfig, extra_pool: str | None) -> dict:
     prepared = prepare_data(cfg, extra_pool)
-    adapters: dict[str, str] = {}
+    run = _Run(cfg, prepared, summary={"task": cfg.name, "variants": {}, "pool": prepared["pool"]})
     failed: dict[str, str] = {}
-    summary: dict = {"task": cfg.name, "variants": {}, "pool": prepared["pool"]}
-    teacher_on_eval = None
-
-    def attempt(method: str, needs: str | None, train) -> None:
-        if needs and needs not in adapters:
-            failed[method] = f"needs this run's {needs} adapter, which did not finish"
-            return
+    for method in order(cfg):  # each method after the ones it needs (`TaskConfig.needs`)
+        missing = [need for need in cfg.needs(method) if need not in run.adapters]
+        if missing:
+            failed[method] = f"needs this run's {', '.join(missing)} adapter, which did not finish"
+            continue
         try:
-            adapters[method] = train()
+            run.adapters[method] = STEPS[method](run)
         except Exception as exc:  # noqa: BLE001 (recorded, named at the end of the run)
             failed[method] = f"{type(exc).__name__}: {exc}"
             get_run_logger().error("%s failed; the other methods go on: %s", method, failed[method])
-
-    if "sft" in cfg.methods:
-        attempt("sft", None, lambda: train_sft_task(cfg, prepared["train"], prepared["fingerprint"], prepared["validation"]))
-
-    def self_train() -> str:
-        # The SFT adapter labels the validation rows both ways (deliberate: retrieved shots + votes; zero-shot: as served);
-        # the better on them labels the pool, and its validation answers choose the confidence threshold.
-        ask = lambda split, mode: teacher_traces(cfg, prepared[split], prepared["train"], split, adapters["sft"], mode == "zero-shot")  # noqa: E731
-        checked = {mode: ask("validation", mode) for mode in LABELER_MODES}
-        choice = choose_labeler(cfg, prepared["validation"], {mode: t["path"] for mode, t in checked.items()})
-        summary["self_training_labeler"] = choice
-        pool = ask("unlabeled", choice["mode"])
-        summary["self_training_traces"] = pool
-        return train_selftrain_task(
-            cfg, prepared["train"], prepared["validation"], pool["path"], checked[choice["mode"]]["path"], prepared["fingerprint"], choice
-        )
-
-    if "selftrain" in cfg.methods:
-        attempt("selftrain", "sft", self_train)
-    # The embedded teacher runs this run's SFT adapter where labeled data trained one (`teacher.from_sft`).
-    teacher_needs = "sft" if cfg.teacher.backend == "deliberate" and cfg.teacher.from_sft and "sft" in cfg.methods else None
-
-    def distil() -> str:
-        nonlocal teacher_on_eval
-        teacher_adapter = adapters.get(teacher_needs) if teacher_needs else None
-        pool = teacher_traces(cfg, prepared["unlabeled"], prepared["train"], "unlabeled", teacher_adapter)
-        summary["teacher_traces"] = pool
-        adapter = train_kd_task(cfg, pool["path"], prepared["fingerprint"])
-        teacher_on_eval = teacher_traces(cfg, prepared["eval"], prepared["train"], "eval", teacher_adapter)["path"]
-        return adapter
-
-    if "kd" in cfg.methods:
-        attempt("kd", teacher_needs, distil)
-    if "dpo" in cfg.methods:
-        pool_traces = summary.get("teacher_traces", {}).get("path")
-        attempt(
-            "dpo",
-            "sft" if cfg.dpo.from_sft else None,
-            lambda: train_dpo_task(
-                cfg, prepared["train"], adapters.get("sft") if cfg.dpo.from_sft else None, prepared["fingerprint"], pool_traces
-            ),
-        )
+    adapters, summary, teacher_on_eval = run.adapters, run.summary, run.teacher_on_eval
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     eval_dir = evaluate_task(cfg, prepared["eval"], adapters, str(cfg.work_dir / cfg.name / f"eval-{stamp}"), teacher_on_eval)
     summary |= {"eval_dir": eval_dir, "report": str(Path(eval_dir) / "report.md")}

@@ -8,6 +8,7 @@ from core.common.config import TaskConfig
 from core.common.egress import check_endpoint
 from core.common.records import rows_fingerprint, write_jsonl
 from core.kinds import kind_of
+from core.methods import check as check_methods
 from core.teachers.backends import preflight
 
 
@@ -25,10 +26,11 @@ def check_inputs(cfg: TaskConfig) -> None:
     kind = kind_of(cfg)
     check_egress(cfg)
     kind.check_task(cfg)
+    check_methods(cfg)
     kind.labeled_rows(cfg)
     if cfg.data.eval is not None:
         kind.load_rows(cfg, cfg.data.eval)
-    if cfg.data.unlabeled is not None and {"kd", "selftrain"} & set(cfg.methods):
+    if cfg.data.unlabeled is not None and cfg.uses_pool():
         kind.load_rows(cfg, cfg.data.unlabeled, require_answers=False)
     if "kd" in cfg.methods:
         preflight(cfg)
@@ -43,6 +45,7 @@ def prepare_data(cfg: TaskConfig, extra_pool: str | None = None) -> dict:
     check_egress(cfg)  # a run started from the UI's form skips the CLI's check_inputs
     for warning in kind.check_task(cfg):
         logger.warning(warning)
+    check_methods(cfg)
     rows, source = kind.labeled_rows(cfg)
     given_eval = kind.load_rows(cfg, cfg.data.eval) if cfg.data.eval is not None else None
     train_rows, validation_rows, eval_rows = kind.splits(cfg, rows, given_eval)
@@ -52,7 +55,7 @@ def prepare_data(cfg: TaskConfig, extra_pool: str | None = None) -> dict:
         write_jsonl(out / f"{split}.jsonl", [kind.to_record(cfg, r) for r in split_rows])
         paths[split] = str(out / f"{split}.jsonl")
     pool_counts = None
-    if "kd" in cfg.methods or "selftrain" in cfg.methods:
+    if cfg.uses_pool():
         if "kd" in cfg.methods:
             preflight(cfg)  # a missing key or a dead endpoint fails here, not an hour into the run
         first = kind.load_rows(cfg, extra_pool, require_answers=False) if extra_pool else None

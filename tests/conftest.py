@@ -139,7 +139,16 @@ def batch_size_counts(url: str, task: str, variant: str) -> dict[str, float]:
 
 
 # -- crash tests: real subprocesses killed with SIGKILL at seeded random moments ----------------------------
-KILLS: list[dict] = []  # one entry per kill, for the summary printed at the end of the run
+# One JSON line per kill, for the summary printed at the end of the run. A file, not a list: under pytest-xdist the
+# kills happen in worker processes and the summary is printed by the controller.
+KILLS_FILE = "DISTILL_TEST_KILLS"
+
+
+def pytest_configure(config):
+    if not hasattr(config, "workerinput"):  # the controller (or a run without xdist): workers inherit the variable
+        import tempfile
+
+        os.environ[KILLS_FILE] = tempfile.mkstemp(prefix="distill-kills-", suffix=".jsonl")[1]
 
 
 def kill_at_random_moment(args: list[str], ready, rng, max_delay_s: float, what: str, env: dict | None = None) -> dict:
@@ -169,11 +178,19 @@ def kill_at_random_moment(args: list[str], ready, rng, max_delay_s: float, what:
     child.send_signal(signal.SIGKILL)
     child.wait()
     kill = {"what": what, "delay_s": round(delay, 3), "finished_before_kill": finished}
-    KILLS.append(kill)
+    import json
+
+    with open(os.environ[KILLS_FILE], "a") as log:
+        log.write(json.dumps(kill) + "\n")
     return kill
 
 
 def pytest_terminal_summary(terminalreporter):
+    import json
+
+    path = Path(os.environ.get(KILLS_FILE, "/nonexistent"))
+    KILLS = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    path.unlink(missing_ok=True)
     if KILLS:
         by_what: dict[str, int] = {}
         for kill in KILLS:

@@ -20,6 +20,7 @@ LAYERS = [
     ("core.model", "core.sandbox"),
     ("core.evaluation", "core.teachers", "core.training", "core.registry", "core.codegen", "core.drift"),
     ("core.kinds",),
+    ("core.methods",),
     ("core.serving",),
     ("tasks",),
     ("flows",),

@@ -301,6 +301,14 @@ TYPE_DEFAULTS: dict[str, dict] = {
 _DEMO = demos.for_type("classification")
 
 
+NEED_REASONS = {
+    "selftrain": "selftrain labels the pool with this run's SFT adapter",
+    "dpo": "dpo.from_sft starts DPO from this run's SFT adapter",
+    "kd": "kd's deliberate teacher runs this run's SFT adapter",
+}
+NEED_ESCAPES = {"dpo": " or set dpo.from_sft: false"}
+
+
 class TaskConfig(_Strict):
     name: str = Field(
         _DEMO.name,
@@ -357,16 +365,32 @@ class TaskConfig(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> "TaskConfig":
         self._type_defaults()
-        if "dpo" in self.methods and self.dpo.from_sft and "sft" not in self.methods:
-            raise ValueError("dpo.from_sft starts DPO from this run's SFT adapter: add 'sft' to methods or set dpo.from_sft: false")
-        if "selftrain" in self.methods and "sft" not in self.methods:
-            raise ValueError("selftrain labels the pool with this run's SFT adapter: add 'sft' to methods")
+        for method in self.methods:
+            for need in self.needs(method):
+                if need not in self.methods:
+                    raise ValueError(f"{NEED_REASONS[method]}: add {need!r} to methods{NEED_ESCAPES.get(method, '')}")
         if len(set(self.labels)) != len(self.labels):
             raise ValueError(f"labels must be distinct, got {self.labels}")
         for label in self.calibration.label_bias:
             if label not in self.labels:
                 raise ValueError(f"calibration.label_bias names {label!r}, which is not in labels {self.labels}")
         return self
+
+    def needs(self, method: str) -> tuple[str, ...]:
+        """The methods whose adapters `method` starts from or labels with, trained before it in the same run: the one
+        place these dependencies are declared (the validator refuses a need missing from `methods`; `core.methods`
+        orders the run by them)."""
+        if method == "selftrain":
+            return ("sft",)
+        if method == "dpo" and self.dpo.from_sft:
+            return ("sft",)
+        if method == "kd" and self.teacher.backend == "deliberate" and self.teacher.from_sft and "sft" in self.methods:
+            return ("sft",)  # the embedded teacher runs this run's SFT adapter where labeled data trained one
+        return ()
+
+    def uses_pool(self) -> bool:
+        """Whether a method of this run asks a teacher (or the SFT labeler) about the unlabeled pool."""
+        return bool({"kd", "selftrain"} & set(self.methods))
 
     def _type_defaults(self) -> None:
         """The task type's defaults for every field the task file did not name."""

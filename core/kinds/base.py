@@ -24,12 +24,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from core.common.config import TaskConfig
 from core.common.records import Example, Pair, distinct_inputs, nonempty_records, text_sha256
-from core.errors import ConfigError, DataError
+from core.errors import DataError
 from core.evaluation.evaluate import evaluate_variants
-from core.model.loading import load_tokenizer
 from core.teachers.base import TeacherAnswer, TeacherTask
-from core.training.kd import train_kd
-from core.training.sft import TrainStats
 
 TRAINING = "<training>"  # `decoder(..., adapter=TRAINING)`: the adapter being trained, scored as saved adapters are
 
@@ -151,8 +148,6 @@ class TaskKind(ABC):
     def check_task(self, cfg: TaskConfig) -> list[str]:
         """Problems with the task itself found before any data is read (raise), and warnings (returned).
         Kinds that override it call this first."""
-        if "selftrain" in cfg.methods and not self.escalates:
-            raise ConfigError(f"methods: selftrain needs answers with a calibrated confidence; task type {self.type!r} has none")
         return []
 
     # -- model and evaluation ----------------------------------------------------------------
@@ -211,38 +206,12 @@ class TaskKind(ABC):
     def after_kd(self, cfg: TaskConfig, adapter_dir: Path, traces: list[dict]) -> None:
         """Anything stored beside a freshly trained KD adapter."""
 
-    def train_kd(
-        self,
-        cfg: TaskConfig,
-        traces: list[dict],
-        checkpoint_dir: str | Path,
-        out_dir: str | Path,
-        progress: bool = True,
-        source: str = "<traces>",
-    ) -> tuple[Path, TrainStats, dict]:
-        """Train (or resume) a KD adapter on usable traces: this kind's rows and loss, early stopping on agreement with the
-        teacher's answers on held-out traces, then `after_kd`; return the rows' counts too."""
-        answers = [Example(t["id"], t["prompt"], t["output"]) for t in traces]
-        kept, validation = self.hold_out_validation(cfg, answers, strict=False)
-        if len(validation) < 2 * len(set(e.label for e in answers)):
-            kept, validation = answers, []  # too few traces to tell one step from another: train on them all
-        held = {e.id for e in validation}
-        train_traces = [t for t in traces if t["id"] not in held]
-        rows, counts = self.kd_rows(cfg, train_traces)
-        tokenizer = load_tokenizer(cfg.model)
-        validate = (lambda model: self.validation_score(cfg, model, tokenizer, validation)) if validation else None
-        adapter_dir, stats = train_kd(
-            cfg, rows, kept, checkpoint_dir, out_dir, labels=self.kd_labels(cfg), progress=progress, source=source, validate=validate
-        )
-        self.after_kd(cfg, adapter_dir, train_traces)
-        return adapter_dir, stats, counts | {"validation_traces": len(validation)}
-
     def confident_rows(
         self, cfg: TaskConfig, validation: list[Example], validation_traces: dict[str, dict], pool_traces: list[dict]
     ) -> tuple[list[Example], dict]:
         """Self-training: the labeler's pool answers confident enough to train on (a threshold chosen on its answers to the
         validation rows, `validation_traces` keyed by input hash), and a report of the choice. Only kinds that escalate
-        (calibrated confidences) implement it; `check_task` refuses selftrain for the others."""
+        (calibrated confidences) implement it; `core.methods.selftrain.check` refuses selftrain for the others."""
         raise NotImplementedError(f"{type(self).__name__} answers carry no confidence to select by")
 
     def pair_labels(self, cfg: TaskConfig) -> list[str] | None:

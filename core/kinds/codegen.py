@@ -51,7 +51,7 @@ from core.kinds.base import ServedAnswer, TaskKind, trace_costs, traces_for_rows
 from core.model.loading import load_tokenizer
 from core.sandbox import require_isolation, run_tests
 from core.teachers.base import TeacherAnswer, TeacherTask
-from core.training.kd import generation_kd_rows
+from core.training.kd_rows import generation_kd_rows
 
 
 def split_answer(answer: str) -> tuple[str | None, str]:

@@ -26,7 +26,7 @@ from core.model.decoders import extraction_decoder
 from core.model.loading import load_tokenizer
 from core.model.schema import Extraction, SchemaDecoder, TaskSchema
 from core.teachers.base import TeacherAnswer, TeacherTask
-from core.training.kd import generation_kd_rows
+from core.training.kd_rows import generation_kd_rows
 
 
 def task_schema(cfg: TaskConfig) -> TaskSchema:

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 
 from core.errors import DataError
+from core.methods import kd, run_dir
 from core.registry import Registry
 from tasks.prepare import prepare_data
 from tasks.registry import promote_task, register_task
-from tasks.train import kd_run_dir, run_dir
 from tests.conftest import make_adapter
 
 
@@ -113,12 +113,12 @@ def test_promote_evaluates_an_incumbent_scored_on_other_rows_on_the_candidates_r
 def test_kd_never_reuses_a_student_trained_on_another_teacher_or_other_answers(tiny_cfg):
     traces = [{"input_sha256": "a", "output": "Good", "label_probs": {"Good": 0.9, "Bad": 0.1}, "teacher": "openai:big"}]
     fingerprint = {"train_sha256": "rows"}
-    first = kd_run_dir(tiny_cfg, traces, fingerprint)
-    assert kd_run_dir(tiny_cfg, [dict(traces[0])], fingerprint) == first  # the same teacher and answers: resumed
+    first = kd.run_folder(tiny_cfg, traces, fingerprint)
+    assert kd.run_folder(tiny_cfg, [dict(traces[0])], fingerprint) == first  # the same teacher and answers: resumed
     other_teacher = tiny_cfg.model_copy(update={"teacher": tiny_cfg.teacher.model_copy(update={"model": "another-model"})})
-    assert kd_run_dir(other_teacher, traces, fingerprint) != first
+    assert kd.run_folder(other_teacher, traces, fingerprint) != first
     other_answers = [traces[0] | {"label_probs": {"Good": 0.4, "Bad": 0.6}}]  # same inputs, the teacher now thinks otherwise
-    assert kd_run_dir(tiny_cfg, other_answers, fingerprint) != first
+    assert kd.run_folder(tiny_cfg, other_answers, fingerprint) != first
 
 
 @pytest.mark.parametrize("name", ["..", ".", ".hidden", "a/b", "../runs", "a\\b", ""])

@@ -111,13 +111,3 @@ def test_a_registered_toy_kind_runs_through_the_generic_code(echo, tmp_path):
 
     card = model_card(cfg, "sft", {"exact_match": 1.0}, {"exact_match": 0.5})
     assert "Task type echo." in card and "| exact_match | 1.000 | 0.500 |" in card
-
-
-def test_selftrain_is_refused_before_any_data_for_a_type_without_confidences():
-    from core.common.config import TaskConfig
-    from core.errors import ConfigError
-    from core.kinds import kind_of
-
-    cfg = TaskConfig(type="idp", methods=["sft", "selftrain"])
-    with pytest.raises(ConfigError, match="selftrain needs answers with a calibrated confidence; task type 'idp'"):
-        kind_of(cfg).check_task(cfg)

@@ -1,0 +1,48 @@
+"""DPO: preference pairs move an adapter (section `dpo`; needs this run's `sft` with `dpo.from_sft`). The pairs are
+the user's (`data.preferences`) or built on-policy: the gold or teacher answer chosen, the student's own wrong answer
+rejected (the task kind's `preference_pairs`).
+
+    pairs, counts, source = pairs_for(cfg, rows, start_adapter, traces)
+    adapter_dir, stats = train(cfg, pairs, checkpoint_dir, out_dir, start_adapter)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.common.config import TaskConfig
+from core.common.records import Example, Pair
+from core.kinds import kind_of
+from core.model.loading import load_model
+from core.training.dpo import load_pairs, train_dpo
+from core.training.sft import TrainStats
+
+
+def check(cfg: TaskConfig) -> None:
+    """Every task type builds pairs (classification: labels; generation: answers)."""
+
+
+def pairs_for(
+    cfg: TaskConfig, rows: list[Example], start_adapter: str | Path | None, traces: list[dict] | None
+) -> tuple[list[Pair], dict, str]:
+    """The pairs DPO trains on, their counts and where they came from."""
+    kind = kind_of(cfg)
+    if cfg.data.preferences is not None:
+        pairs = load_pairs(cfg.data.preferences, kind.pair_labels(cfg))
+        return pairs, {"user": len(pairs)}, str(cfg.data.preferences)
+    model, tokenizer = load_model(cfg.model, adapter=start_adapter)
+    pairs, counts = kind.preference_pairs(cfg, rows, kind.decoder(cfg, model, tokenizer, adapter=start_adapter), traces)
+    return pairs, counts, "pairs built on-policy from the training rows"
+
+
+def train(
+    cfg: TaskConfig,
+    pairs: list[Pair],
+    checkpoint_dir: str | Path,
+    out_dir: str | Path,
+    start_adapter: str | Path | None = None,
+    progress: bool = True,
+    source: str = "<pairs>",
+) -> tuple[Path, TrainStats]:
+    """Train (or resume) a DPO adapter from `start_adapter` (SFT -> DPO) or a fresh LoRA."""
+    return train_dpo(cfg, pairs, checkpoint_dir, out_dir, start_adapter=start_adapter, progress=progress, source=source)

@@ -1,0 +1,54 @@
+"""Self-training: SFT again on the labeled rows plus the SFT adapter's confident answers on the pool (section
+`self_training`; needs this run's `sft`). The confidence threshold is the lowest at which the labeler's answers on
+the validation rows are `self_training.min_precision` correct.
+
+    added, report = select(cfg, validation, validation_traces, pool_traces)
+    adapter_dir, stats = train(cfg, gold, added, validation, checkpoint_dir, out_dir)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from core.common.config import TaskConfig
+from core.common.records import Example, atomic_write_text
+from core.errors import ConfigError
+from core.kinds import kind_of
+from core.methods.sft import train as train_sft
+from core.training.sft import TrainStats
+
+
+def check(cfg: TaskConfig) -> None:
+    if not kind_of(cfg).escalates:
+        raise ConfigError(f"methods: selftrain needs answers with a calibrated confidence; task type {cfg.type!r} has none")
+
+
+def select(
+    cfg: TaskConfig, validation: list[Example], validation_traces: dict[str, dict], pool_traces: list[dict]
+) -> tuple[list[Example], dict]:
+    """The labeler's pool answers confident enough to train on, and a report of the threshold chosen."""
+    if not validation:
+        raise ConfigError("selftrain chooses its threshold on the validation split: set training.validation_per_class")
+    return kind_of(cfg).confident_rows(cfg, validation, validation_traces, pool_traces)
+
+
+def train(
+    cfg: TaskConfig,
+    gold: list[Example],
+    added: list[Example],
+    validation: list[Example],
+    checkpoint_dir: str | Path,
+    out_dir: str | Path,
+    report: dict | None = None,
+    progress: bool = True,
+    source: str = "<train split + pool>",
+) -> tuple[Path, TrainStats]:
+    """Train (or resume) on `gold` (distinct rows) plus `added`, balanced as SFT's rows are; `report` (the threshold and
+    the rows added) is written beside the adapter (`self_training.json`)."""
+    gold = list({r.id: r for r in gold}.values())  # a prepared train split repeats minority rows
+    rows = kind_of(cfg).train_rows(cfg, gold + added)
+    adapter_dir, stats = train_sft(cfg, rows, validation, checkpoint_dir, out_dir, progress=progress, source=source)
+    report = (report or {}) | {"gold_rows": len(gold), "training_rows_after_balancing": len(rows)}
+    atomic_write_text(adapter_dir / "self_training.json", json.dumps(report, indent=2))
+    return adapter_dir, stats

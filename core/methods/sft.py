@@ -1,0 +1,34 @@
+"""SFT: LoRA on the labeled rows, the best step on the validation rows kept (section `training`).
+
+adapter_dir, stats = train(cfg, rows, validation, checkpoint_dir, out_dir)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.common.config import TaskConfig
+from core.common.records import Example
+from core.kinds import kind_of
+from core.model.loading import load_tokenizer
+from core.training.sft import TrainStats, train_sft
+
+
+def check(cfg: TaskConfig) -> None:
+    """Every task type trains on its labeled rows."""
+
+
+def train(
+    cfg: TaskConfig,
+    rows: list[Example],
+    validation: list[Example],
+    checkpoint_dir: str | Path,
+    out_dir: str | Path,
+    progress: bool = True,
+    source: str = "<train split>",
+) -> tuple[Path, TrainStats]:
+    """Train (or resume) an SFT adapter on `rows`, keeping the best step on `validation` (when there are any)."""
+    kind = kind_of(cfg)
+    tokenizer = load_tokenizer(cfg.model)
+    validate = (lambda model: kind.validation_score(cfg, model, tokenizer, validation)) if validation else None
+    return train_sft(cfg, rows, checkpoint_dir, out_dir, progress=progress, source=source, validate=validate)
