@@ -22,7 +22,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from core.common.config import TaskConfig
-from core.common.records import Example, balanced_split
+from core.common.rows import Example
+from core.common.splits import balanced_split
 from core.evaluation.metrics import classification_metrics
 from core.model.calibrated import generate_and_parse
 from core.model.decoders import classification_decoder

@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from core.common.config import TaskConfig
+from core.common.files import read_records, write_jsonl
 from core.common.prompts import CODE_ONLY_INSTRUCTION
-from core.common.records import read_records, write_jsonl
 from core.evaluation.report import write_codegen_report
 from core.sandbox import isolation, run_tests
 

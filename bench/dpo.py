@@ -19,7 +19,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from core.common.config import TaskConfig
-from core.common.records import Example, balanced_split
+from core.common.rows import Example
+from core.common.splits import balanced_split
 from core.kinds import KINDS
 
 KIND = KINDS["classification"]

@@ -37,7 +37,8 @@ from fastapi import FastAPI, Request
 
 from bench.generators import DEVELOPMENT, GENERATORS, HELD_OUT
 from core.common.config import ModelConfig, TaskConfig, TrainingConfig
-from core.common.records import atomic_write_text, balanced_split, distinct_inputs
+from core.common.files import atomic_write_text
+from core.common.splits import balanced_split, distinct_inputs
 from core.kinds import kind_of, make_teacher
 from core.methods import kd as kd_method
 from core.methods import selftrain

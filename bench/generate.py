@@ -3,7 +3,7 @@
 On the embedded model and the invoices demo documents, one document at a time (batch 1, as a
 service request), schema-constrained with XGrammar, `max_new_tokens` 320 (the idp default):
   * `generate`: transformers' `generate` with the grammar's logits processor (the path before);
-  * `loop`: `core.model.decoding.greedy_decode`, fp32 (the same answers, tested);
+  * `loop`: `core.model.fast_decode.greedy_decode`, fp32 (the same answers, tested);
   * `fast`: the loop with `enable_fast_decode` (fp16 decode copies of the linear weights).
 Figures: decoded tokens per second of each, the fast path's ratio to `generate`, field F1 and the
 schema-valid rate of each against the gold answers, and how many answers the fast path changed.
@@ -34,7 +34,7 @@ import yaml
 
 from core.common.config import LoraSettings, ModelConfig, TaskConfig
 from core.evaluation.metrics import extraction_metrics
-from core.model.decoding import enable_fast_decode, greedy_decode
+from core.model.fast_decode import enable_fast_decode, greedy_decode
 from core.model.loading import attach_lora, load_model
 from core.model.schema import GrammarMask, SchemaDecoder, TaskSchema
 from core.registry import Registry

@@ -21,7 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from core.common.config import TaskConfig
-from core.common.records import Example
+from core.common.rows import Example
 from core.evaluation.cost import add_cost
 from core.evaluation.report import EXTRACTION_HEADLINE
 from core.kinds import KINDS, make_teacher

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from core.common.config import TaskConfig
-from core.common.records import Example, balanced_split, text_sha256
+from core.common.rows import Example, text_sha256
+from core.common.splits import balanced_split
 from core.kinds import KINDS, make_teacher
 from core.methods import kd as kd_method
 from core.model.calibrated import CalibratedDecoder

@@ -23,7 +23,8 @@ import numpy as np
 import yaml
 
 from core.common.config import TaskConfig
-from core.common.records import Example, balanced_split, json_sha256
+from core.common.rows import Example, json_sha256
+from core.common.splits import balanced_split
 from core.kinds import KINDS, make_teacher
 from core.methods import kd as kd_method
 from core.model.decoders import classification_decoder

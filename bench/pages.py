@@ -16,7 +16,7 @@ import os
 import platform
 from pathlib import Path
 
-from core.common.records import atomic_write_text
+from core.common.files import atomic_write_text
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
 MARKER = "<!-- results -->"

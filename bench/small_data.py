@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from core.common.config import TaskConfig
-from core.common.records import balanced_split, distinct_inputs
+from core.common.splits import balanced_split, distinct_inputs
 from core.kinds import KINDS, make_teacher
 from core.methods import kd as kd_method
 from core.model.loading import load_tokenizer

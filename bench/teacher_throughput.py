@@ -21,7 +21,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from core.common.config import TaskConfig
-from core.common.records import Example
+from core.common.rows import Example
 from core.kinds import make_teacher
 from core.teachers.traces import TraceStore, generate_traces
 

@@ -39,7 +39,8 @@ import matplotlib
 import numpy as np
 from scipy import stats
 
-from core.common.records import Example, atomic_write_text, text_sha256
+from core.common.files import atomic_write_text
+from core.common.rows import Example, text_sha256
 from core.errors import TeacherUnavailable
 from core.evaluation.cost import cost_usd, price_for
 from core.model.loading import activate_adapter, load_model

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from core.common.config import PromotionPolicy, TaskConfig
-from core.common.records import atomic_write_text, fsync_folder
+from core.common.files import atomic_write_text, fsync_folder
 from core.errors import RegistryError
 
 ALIASES = ("production", "staging")

@@ -11,7 +11,8 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from core.common.records import Example, atomic_write_text, write_jsonl
+from core.common.files import atomic_write_text, write_jsonl
+from core.common.rows import Example
 from core.drift import Window, ask_teacher, assess, load_reference, sentence_embedder, write_report
 from core.kinds import kind_of
 from core.registry import Registry

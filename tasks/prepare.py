@@ -6,7 +6,8 @@ from prefect import get_run_logger, task
 
 from core.common.config import TaskConfig
 from core.common.egress import check_endpoint
-from core.common.records import rows_fingerprint, write_jsonl
+from core.common.files import write_jsonl
+from core.common.rows import rows_fingerprint
 from core.kinds import kind_of
 from core.methods import check as check_methods
 from core.teachers.backends import preflight

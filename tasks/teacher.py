@@ -9,7 +9,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.runtime import task_run
 
 from core.common.config import TaskConfig
-from core.common.records import json_sha256
+from core.common.rows import json_sha256
 from core.errors import TeacherUnavailable
 from core.kinds import kind_of, make_teacher
 from core.teachers.traces import TraceStore, generate_traces

@@ -12,7 +12,8 @@ from pathlib import Path
 from prefect import get_run_logger, task
 
 from core.common.config import TaskConfig
-from core.common.records import atomic_write_text, fsync_folder, json_sha256, text_sha256
+from core.common.files import atomic_write_text, fsync_folder
+from core.common.rows import json_sha256, text_sha256
 from core.errors import DataError
 from core.kinds import kind_of
 from core.methods import dpo, kd, run_dir, selftrain, sft

@@ -18,7 +18,7 @@ LAYERS = [
     ("core.errors", "core.settings", "demos"),
     ("core.common",),
     ("core.model", "core.sandbox"),
-    ("core.evaluation", "core.teachers", "core.training", "core.registry", "core.codegen", "core.drift"),
+    ("core.evaluation", "core.teachers", "core.training", "core.registry", "core.drift"),
     ("core.kinds",),
     ("core.methods",),
     ("core.serving",),

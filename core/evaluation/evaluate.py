@@ -16,7 +16,7 @@ from pathlib import Path
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from core.common.config import TaskConfig
-from core.common.records import Example
+from core.common.rows import Example
 from core.evaluation.metrics import classification_metrics
 from core.model.loading import activate_adapter, load_model
 

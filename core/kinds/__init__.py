@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.common.config import TYPE_DEFAULTS, TaskConfig
-from core.common.records import Example
+from core.common.rows import Example
 from core.kinds.base import ServedAnswer, TaskKind
 from core.kinds.classification import Classification
 from core.kinds.codegen import CodeGeneration

@@ -23,7 +23,9 @@ import numpy as np
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from core.common.config import TaskConfig
-from core.common.records import Example, Pair, distinct_inputs, nonempty_records, text_sha256
+from core.common.files import nonempty_records
+from core.common.rows import Example, Pair, text_sha256
+from core.common.splits import distinct_inputs
 from core.errors import DataError
 from core.evaluation.evaluate import evaluate_variants
 from core.teachers.base import TeacherAnswer, TeacherTask

@@ -1,6 +1,6 @@
 """Code generation (`type: codegen`): a spec in, a one-line plan and a Python function out, checked by running tests.
 
-Rows are `{"id"?, "prompt", "tests", "entry_point"?, "solution"?, "plan"?}` (`core.codegen`). The gold answer is the
+Rows are `{"id"?, "prompt", "tests", "entry_point"?, "solution"?, "plan"?}` (`core.common.rows.CodeTask`). The gold answer is the
 solution in the task's answer format (`plan: true`: the row's plan line, then the code block; `plan: false`: the code
 block alone), which is what SFT trains on. A variant is scored by executing its answers against the rows' tests in the
 sandbox (`core.sandbox`): pass@1 of the greedy answers, pass@k of samples (`codegen.samples`), syntax and lint pass
@@ -26,32 +26,110 @@ from pathlib import Path
 
 import numpy as np
 
-from core.codegen import (
-    CodeAnswer,
-    CodeDecoder,
-    CodeTask,
-    check_solutions,
-    check_tests,
-    code_metrics,
-    code_pairs,
-    extract_code,
-    format_answer,
-    lint_ok,
-    parse_code_record,
-    pass_at_k,
-    run_grouped,
-    syntax_ok,
-)
 from core.common.config import TaskConfig
-from core.common.records import Example, document_split
+from core.common.files import read_records
+from core.common.rows import CodeTask, Example, Pair
+from core.common.splits import document_split
 from core.drift import Signal, proportion_test
-from core.errors import ConfigError, InvalidRequest
+from core.errors import ConfigError, DataError, InvalidRequest
+from core.evaluation.code_metrics import code_metrics, lint_ok, pass_at_k, run_grouped, syntax_ok
 from core.evaluation.report import write_codegen_report
 from core.kinds.base import ServedAnswer, TaskKind, trace_costs, traces_for_rows
+from core.model.code_decoder import CodeAnswer, CodeDecoder, extract_code, format_answer
 from core.model.loading import load_tokenizer
-from core.sandbox import require_isolation, run_tests
+from core.sandbox import require_isolation, run_all, run_tests
 from core.teachers.base import TeacherAnswer, TeacherTask
 from core.training.kd_rows import generation_kd_rows
+
+
+def parse_code_record(record: dict, path: Path, line: int, require_solution: bool = False, require_tests: bool = True) -> CodeTask:
+    """One codegen row, checked without running anything: fields present and typed, tests that parse and assert
+    something, a solution (where there is one) that defines `entry_point`. Raises DataError naming file, line and field.
+    `require_tests=False`: a spec alone (a drift window's traffic) is a row too, with `tests` None."""
+    for field in ("prompt", "tests") if require_tests or record.get("tests") is not None else ("prompt",):
+        if not isinstance(record.get(field), str) or not record[field].strip():
+            raise DataError(path, line, field, "missing or empty")
+    for field in ("entry_point", "solution", "plan"):
+        if record.get(field) is not None and not isinstance(record[field], str):
+            raise DataError(path, line, field, f"must be a string, got {type(record[field]).__name__}")
+    tests_problem = check_tests(record["tests"]) if record.get("tests") is not None else None
+    if tests_problem:
+        raise DataError(path, line, "tests", tests_problem)
+    solution = record.get("solution")
+    if solution is None and require_solution:
+        raise DataError(path, line, "solution", "missing (this split trains on solutions)")
+    entry = record.get("entry_point")
+    if solution is not None and entry:
+        defined = {node.name for node in ast.walk(_parse(path, line, "solution", solution)) if isinstance(node, ast.FunctionDef)}
+        if entry not in defined:
+            raise DataError(path, line, "entry_point", f"{entry!r} is not defined by the solution")
+    task_id = str(record.get("id") or f"{path.stem}-{line}")
+    return CodeTask(task_id, record["prompt"], record.get("tests"), entry, solution, record.get("plan"))
+
+
+def check_tests(tests: str) -> str | None:
+    """Why `tests` cannot check an answer (not Python, or no assert: tests that check nothing pass every answer), or None."""
+    try:
+        tree = ast.parse(tests)
+    except SyntaxError as exc:
+        return f"not valid Python: {exc.msg} (line {exc.lineno})"
+    except (MemoryError, RecursionError, ValueError) as exc:  # 15,000 unary minus signs, deep nesting, NUL bytes
+        return f"not valid Python: too deeply nested or malformed ({type(exc).__name__})"
+    if not any(isinstance(node, ast.Assert) for node in ast.walk(tree)):
+        return "no assert: tests that check nothing pass every answer"
+    return None
+
+
+def check_solutions(path: Path, numbered: list[tuple[int, CodeTask]], timeout_s: float = 10.0) -> None:
+    """Run every solution against its own tests (in the sandbox, in parallel); the first that fails stops the read."""
+    with_solution = [(line, task) for line, task in numbered if task.solution is not None]
+    results = run_all([(task.solution, task.tests) for _, task in with_solution], timeout_s)
+    for (line, _), result in zip(with_solution, results):
+        if not result.passed:
+            raise DataError(path, line, "solution", f"fails its own tests: {result.error}")
+
+
+def load_codegen(path: str | Path, require_solutions: bool = False, timeout_s: float = 10.0) -> list[CodeTask]:
+    """Read codegen rows; refuse unparsable tests, tests without an assert, and solutions that fail their own tests."""
+    path = Path(path)
+    numbered = [(line, parse_code_record(record, path, line, require_solutions)) for line, record in read_records(path)]
+    check_solutions(path, numbered, timeout_s)
+    return [task for _, task in numbered]
+
+
+def _parse(path: Path, number: int, field: str, source: str) -> ast.Module:
+    try:
+        return ast.parse(source)
+    except SyntaxError as exc:
+        raise DataError(path, number, field, f"not valid Python: {exc.msg} (line {exc.lineno})") from None
+
+
+def code_pairs(tasks: list[CodeTask], samples: list[list[str]], timeout_s: float = 10.0) -> tuple[list[Pair], dict]:
+    """DPO pairs: chosen = code that passes (the student's own passing sample, else the task's solution),
+    rejected = one of the student's samples that fails; and how many pairs each source gave."""
+    pairs: list[Pair] = []
+    counts = {"tasks": len(tasks), "student_passing": 0, "gold": 0, "all_samples_pass": 0, "no_passing_code": 0, "identical": 0}
+    grouped = run_grouped([[(extract_code(answer), task.tests) for answer in answers] for task, answers in zip(tasks, samples)], timeout_s)
+    for task, answers, checked in zip(tasks, samples, grouped):
+        failing = [a for a, r in zip(answers, checked) if not r.passed]
+        passing = [a for a, r in zip(answers, checked) if r.passed]
+        if not failing:
+            counts["all_samples_pass"] += 1
+            continue
+        if passing:
+            chosen, source = passing[0], "student_passing"
+        elif task.solution is not None:
+            chosen, source = format_answer(task.solution, task.plan), "gold"
+        else:
+            counts["no_passing_code"] += 1
+            continue
+        if chosen.strip() == failing[0].strip():
+            counts["identical"] += 1
+            continue
+        pairs.append(Pair(task.prompt, chosen, failing[0], source))
+        counts[source] += 1
+    counts["pairs"] = len(pairs)
+    return pairs, counts
 
 
 def split_answer(answer: str) -> tuple[str | None, str]:

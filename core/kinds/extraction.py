@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from core.common.config import TaskConfig
-from core.common.records import Example, Pair, document_split
+from core.common.rows import Example, Pair
+from core.common.splits import document_split
 from core.drift import Signal, proportion_test
 from core.errors import DataError, InvalidRequest, SchemaError
 from core.evaluation.metrics import extraction_metrics, field_diff

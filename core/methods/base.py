@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.common.config import TaskConfig
-from core.common.records import json_sha256
+from core.common.rows import json_sha256
 
 
 def run_dir(cfg: TaskConfig, method: str, fingerprint: dict) -> Path:

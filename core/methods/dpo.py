@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.common.config import TaskConfig
-from core.common.records import Example, Pair
+from core.common.rows import Example, Pair
 from core.kinds import kind_of
 from core.model.loading import load_model
 from core.training.dpo import load_pairs, train_dpo

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.common.config import TaskConfig
-from core.common.records import Example, json_sha256
+from core.common.rows import Example, json_sha256
 from core.kinds import kind_of
 from core.methods.base import run_dir
 from core.model.loading import load_tokenizer

@@ -12,7 +12,8 @@ import json
 from pathlib import Path
 
 from core.common.config import TaskConfig
-from core.common.records import Example, atomic_write_text
+from core.common.files import atomic_write_text
+from core.common.rows import Example
 from core.errors import ConfigError
 from core.kinds import kind_of
 from core.methods.sft import train as train_sft

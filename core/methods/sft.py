@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.common.config import TaskConfig
-from core.common.records import Example
+from core.common.rows import Example
 from core.kinds import kind_of
 from core.model.loading import load_tokenizer
 from core.training.sft import TrainStats, train_sft

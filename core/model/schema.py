@@ -1,6 +1,6 @@
 """The schema decoder: document in, JSON out that validates against the task's JSON Schema.
 
-Generation runs through the shared greedy loop (`core.model.decoding`, the same answers as
+Generation runs through the shared greedy loop (`core.model.fast_decode`, the same answers as
 transformers' `generate`, with its fast path on a CPU) with an XGrammar logits processor: at every step
 the grammar compiled from the schema masks the tokens that cannot continue a valid document, so
 the output parses and has the schema's shape by construction. XGrammar was chosen over llguidance
@@ -42,7 +42,7 @@ from transformers import LogitsProcessor, PreTrainedModel, PreTrainedTokenizerBa
 from core.common.prompts import render_prompt
 from core.errors import AnswerBudgetTooSmall, ConfigError, DocumentTooLong, SchemaError
 from core.model.closing import JsonPrefix
-from core.model.decoding import greedy_decode
+from core.model.fast_decode import greedy_decode
 from core.settings import settings
 
 SEPARATORS = (",", ":")  # compact JSON: fewer tokens to generate; gold targets are written the same way

@@ -9,7 +9,7 @@ Extraction: requests for the same task, variant, schema and token budget that ar
 `extract_wait_ms` of each other decode together, one row each, every row under its own grammar
 state (static batching: a batch runs until its last row ends). A batched decode step costs little
 more than a one-row step on a CPU (the weights are read once for all rows; the service runs them on
-bf16 copies, `core.model.decoding`), so concurrent clients share the model instead of queueing for
+bf16 copies, `core.model.fast_decode`), so concurrent clients share the model instead of queueing for
 it. A batch that fails is retried row by row, so a row that cannot be answered fails alone.
 Each lane has its own worker: a decode of several seconds never holds classification's queue. Each lane's queue is
 bounded (`max_queue`): past it a request is refused at once (`Overloaded`, a 503); a request whose deadline passes or

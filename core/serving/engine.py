@@ -26,7 +26,7 @@ from core.common.config import ModelConfig, TaskConfig
 from core.errors import ConfigError, RegistryError, UnknownVariant
 from core.kinds import kind_of, make_teacher
 from core.model.calibrated import CalibratedDecoder, Prediction
-from core.model.decoding import drop_merged, enable_fast_decode, merge_for_decode, merged_adapter
+from core.model.fast_decode import drop_merged, enable_fast_decode, merge_for_decode, merged_adapter
 from core.model.loading import load_adapter, load_model
 from core.model.schema import Extraction, SchemaDecoder, TaskSchema, compile_grammar
 from core.registry import Registry

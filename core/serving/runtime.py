@@ -30,8 +30,8 @@ from core.kinds import ServedAnswer, kind_of
 from core.registry import ALIASES, GateDecision
 from core.serving.audit import AuditLog
 from core.serving.batcher import DynamicBatcher
+from core.serving.counters import ServiceMetrics
 from core.serving.engine import InferenceEngine
-from core.serving.metrics import ServiceMetrics
 from core.settings import Settings
 from core.teachers.base import TeacherAnswer
 

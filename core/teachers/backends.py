@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.common.config import TaskConfig
-from core.common.records import Example
+from core.common.rows import Example
 from core.teachers.base import Teacher, TeacherTask
 from core.teachers.deliberate import DeliberateTeacher
 from core.teachers.hf import HFTeacher, check_hf_source

@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # an endpoint teacher needs no transformers: seconds saved wh
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from core.common.prompts import Shots
-from core.common.records import Example
+from core.common.rows import Example
 
 
 @dataclass

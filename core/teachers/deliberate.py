@@ -21,7 +21,7 @@ import numpy as np
 from sentence_transformers import SentenceTransformer
 
 from core.common.config import TaskConfig
-from core.common.records import Example
+from core.common.rows import Example
 from core.errors import TeacherUnavailable
 from core.model.loading import load_model
 from core.teachers.base import Teacher, TeacherAnswer, TeacherTask

@@ -29,7 +29,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from core.common.config import Price
-from core.common.records import Example, fsync_folder, text_sha256
+from core.common.files import fsync_folder
+from core.common.rows import Example, text_sha256
 from core.evaluation.cost import cost_usd, price_for
 from core.teachers.base import Teacher, TeacherAnswer
 

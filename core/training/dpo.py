@@ -26,8 +26,9 @@ from trl import DPOConfig, DPOTrainer
 from trl.trainer.utils import FusedCausalLMOutput
 
 from core.common.config import TaskConfig
+from core.common.files import read_records
 from core.common.prompts import completion_chat, render_prompt
-from core.common.records import Pair, read_records
+from core.common.rows import Pair
 from core.errors import DataError
 from core.training.sft import TrainStats, run_training, trainer_args
 

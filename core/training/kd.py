@@ -35,7 +35,7 @@ from trl import SFTConfig
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from core.common.config import TaskConfig
-from core.common.records import Example
+from core.common.rows import Example
 from core.model.calibrated import label_sequences
 from core.training.completion import CompletionStep, completion_forward
 from core.training.sft import CompletionSFTTrainer, TrainStats, Validate, check_lengths, run_training, trainer_args

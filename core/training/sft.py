@@ -28,9 +28,9 @@ from trl import SFTConfig, SFTTrainer
 
 from core.common.config import TaskConfig, TrainingConfig
 from core.common.prompts import completion_chat, task_messages
-from core.common.records import Example
+from core.common.rows import Example
 from core.errors import DataError
-from core.model.decoding import matmul_speedup
+from core.model.fast_decode import matmul_speedup
 from core.model.loading import load_model, lora_config
 from core.training.completion import CompletionStep, completion_forward
 from core.training.recipe import plan_steps

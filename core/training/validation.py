@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from core.common.records import atomic_write_text, fsync_folder
+from core.common.files import atomic_write_text, fsync_folder
 
 
 class BestOnValidation(TrainerCallback):

@@ -5,17 +5,12 @@ import json
 import pytest
 import torch
 
-from core.codegen import (
-    CODEGEN_INSTRUCTION,
-    CodeTask,
-    code_pairs,
-    extract_code,
-    format_answer,
-    load_codegen,
-    pass_rate,
-    sample_answers,
-)
 from core.common.config import ModelConfig, TaskConfig
+from core.common.prompts import CODEGEN_INSTRUCTION
+from core.common.rows import CodeTask
+from core.evaluation.code_metrics import pass_rate
+from core.kinds.codegen import code_pairs, load_codegen
+from core.model.code_decoder import extract_code, format_answer, sample_answers
 from core.model.loading import load_model
 from core.sandbox import run_tests
 from demos import pyfuncs
@@ -90,7 +85,7 @@ def test_embedded_model_answers_are_run_and_become_pairs_that_train(embedded_dir
 
 
 def test_syntax_lint_and_pass_at_k():
-    from core.codegen import lint_ok, pass_at_k, syntax_ok
+    from core.evaluation.code_metrics import lint_ok, pass_at_k, syntax_ok
 
     assert syntax_ok("def f(x):\n    return x") and not syntax_ok("def f(x) return x")
     assert lint_ok("def f(x):\n    return x\n")
@@ -100,8 +95,8 @@ def test_syntax_lint_and_pass_at_k():
 
 
 def test_greedy_answers_come_from_the_shared_decode_loop_unchanged(tiny_model_dir):
-    from core.codegen import CODEGEN_INSTRUCTION, sample_answers
-    from core.common.prompts import render_prompt
+    from core.common.prompts import CODEGEN_INSTRUCTION, render_prompt
+    from core.model.code_decoder import sample_answers
 
     model, tokenizer = load_model(ModelConfig(base_model=str(tiny_model_dir)))
     prompts = [row["prompt"] for row in pyfuncs.generate(2, seed=4)]
@@ -117,6 +112,6 @@ def test_greedy_answers_come_from_the_shared_decode_loop_unchanged(tiny_model_di
     ["x = " + "-" * 15_000 + "1\nassert x", "assert " + "(" * 5_000 + "1" + ")" * 5_000, "assert [" * 300 + "]" * 300, "assert 1\x00"],
 )
 def test_hostile_tests_are_refused_as_not_python_never_raised(hostile):
-    from core.codegen import check_tests
+    from core.kinds.codegen import check_tests
 
     assert check_tests(hostile).startswith("not valid Python")

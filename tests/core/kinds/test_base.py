@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from core.common.config import TYPE_DEFAULTS, TaskConfig
-from core.common.records import Example, Pair, document_split
+from core.common.rows import Example, Pair
+from core.common.splits import document_split
 from core.errors import ConfigError, DataError
 from core.kinds import KINDS, ServedAnswer, TaskKind, kind_of
 

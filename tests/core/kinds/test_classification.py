@@ -5,7 +5,7 @@ import math
 import pytest
 
 from core.common.config import TaskConfig
-from core.common.records import Example, text_sha256
+from core.common.rows import Example, text_sha256
 from core.errors import DataError
 from core.kinds import KINDS
 from core.kinds.classification import label_balanced
@@ -19,7 +19,7 @@ def test_demo_rows_round_trip_through_the_file_format(tmp_path):
     rows, source = KIND.labeled_rows(cfg)
     assert len(rows) == 60 and source.startswith("creditmix generator")
     path = tmp_path / "rows.jsonl"
-    from core.common.records import write_jsonl
+    from core.common.files import write_jsonl
 
     write_jsonl(path, [KIND.to_record(cfg, r) for r in rows])
     assert KIND.load_rows(cfg, path) == rows
@@ -60,7 +60,7 @@ def test_teacher_metrics_count_failed_traces_as_wrong():
 
 
 def test_label_balanced_pairs_choose_each_label_as_often_as_they_reject_it():
-    from core.common.records import Pair
+    from core.common.rows import Pair
 
     pairs = (
         [Pair("t", "Good", "Standard", "gold")] * 3 + [Pair("t", "Bad", "Standard", "gold")] * 2 + [Pair("t", "Standard", "Good", "gold")]

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from core.common.config import TaskConfig
-from core.common.records import text_sha256
+from core.common.rows import text_sha256
 from core.errors import DataError
 from core.kinds import KINDS
 from core.teachers.base import TeacherAnswer

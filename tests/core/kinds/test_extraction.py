@@ -17,7 +17,7 @@ def test_demo_documents_round_trip_with_targets_in_schema_order(tmp_path):
     cfg = TaskConfig(type="idp")
     cfg.data.demo.n_rows = 30
     rows, _ = KIND.labeled_rows(cfg)
-    from core.common.records import write_jsonl
+    from core.common.files import write_jsonl
 
     write_jsonl(tmp_path / "docs.jsonl", [KIND.to_record(cfg, r) for r in rows])
     assert KIND.load_rows(cfg, tmp_path / "docs.jsonl") == rows

@@ -33,7 +33,7 @@ def test_extraction_kd_traces_carry_topk_and_train_with_the_token_kl(tiny_cfg, t
     """idp: an `hf` teacher held to the schema writes traces with per-token top-k; KD uses them (same tokenizer)."""
     from transformers import AutoTokenizer
 
-    from core.common.records import Example
+    from core.common.rows import Example
     from core.kinds import make_teacher
     from core.teachers.traces import TraceStore, generate_traces
     from core.training.kd_rows import generation_kd_rows

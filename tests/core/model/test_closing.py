@@ -6,7 +6,7 @@ import xgrammar as xgr
 from core.common.config import ModelConfig
 from core.errors import AnswerBudgetTooSmall, ConfigError
 from core.model.closing import JsonPrefix
-from core.model.decoding import greedy_decode
+from core.model.fast_decode import greedy_decode
 from core.model.loading import load_model
 from core.model.schema import GrammarMask, SchemaDecoder, TaskSchema, compile_grammar
 from demos import invoices

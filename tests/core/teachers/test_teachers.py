@@ -12,7 +12,7 @@ import pytest
 
 from core.common.config import TaskConfig
 from core.common.prompts import parse_label
-from core.common.records import Example, text_sha256
+from core.common.rows import Example, text_sha256
 from core.errors import ConfigError, TeacherUnavailable
 from core.kinds import kind_of, make_teacher
 from core.kinds.extraction import task_schema
@@ -59,7 +59,7 @@ def test_teacher_faults_are_retried_not_fatal(faulty):
 
 def test_an_interrupt_cancels_the_calls_not_yet_sent(faulty, tmp_path):
     """KeyboardInterrupt while traces are gathered: the calls still queued are dropped, not sent (and paid for)."""
-    from core.common.records import Example
+    from core.common.rows import Example
     from core.teachers.traces import TraceStore, generate_traces
 
     faults = faulty["faults"]

@@ -2,7 +2,7 @@
 
 import json
 
-from core.common.records import Example, text_sha256
+from core.common.rows import Example, text_sha256
 from core.kinds import make_teacher
 from core.teachers.traces import TraceStore, generate_traces
 from tests.core.teachers.conftest import openai_cfg
@@ -58,7 +58,7 @@ def test_traces_dedupe_resume_and_record_failures(faulty, tmp_path):
 
 GENERATE = """
 import sys
-from core.common.records import Example
+from core.common.rows import Example
 from core.teachers.base import TeacherAnswer, TeacherTask
 from core.teachers.openai import OpenAITeacher
 from core.teachers.traces import TraceStore, generate_traces

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from core.common.config import TaskConfig
-from core.common.records import Example, Pair
+from core.common.rows import Example, Pair
 from core.errors import DataError
 from core.kinds import KINDS
 from core.model.decoders import classification_decoder
@@ -72,7 +72,7 @@ def test_extraction_pairs_reject_valid_but_wrong_json_and_train(tiny_cfg, tmp_pa
     """idp: chosen = gold JSON; rejected = the student's wrong output, or the gold with one field changed; both validate."""
     import json
 
-    from core.common.records import Example
+    from core.common.rows import Example
     from core.evaluation.metrics import field_diff
     from core.kinds.extraction import perturbed, task_schema
     from core.model.loading import load_model

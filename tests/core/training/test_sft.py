@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from core.common.records import Example
+from core.common.rows import Example
 from core.errors import DataError
 from core.training.sft import CompletionSFTTrainer, train_sft
 from demos import creditmix
@@ -15,7 +15,7 @@ def rows(n):
 TRAIN = """
 import sys
 from core.common.config import TaskConfig
-from core.common.records import Example
+from core.common.rows import Example
 from core.kinds import KINDS
 from core.model.loading import load_tokenizer
 from core.training.sft import train_sft

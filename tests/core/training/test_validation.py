@@ -5,7 +5,7 @@ import json
 import torch
 from safetensors.torch import load_file
 
-from core.common.records import Example
+from core.common.rows import Example
 from core.training.sft import train_sft
 
 

@@ -1,167 +1,17 @@
-"""Rows and files: the records every layer passes around, read and written one way.
+"""Splits: balanced and stratified hold-outs, class balancing, inputs kept apart from held-out rows.
 
-* `Example` is one input and its gold answer as the model should write it (a label, or the target
-  JSON text); `Pair` is one preference pair for DPO.
-* `read_records` reads JSONL or CSV as (line number, record) pairs; problems raise `DataError`
-  naming file, line and field. What a record must hold is the task kind's business (`core.kinds`).
-* `write_jsonl` and `atomic_write_text` publish files whole: written to a temporary file, fsynced,
-  renamed into place, and the folder fsynced, so a crash leaves the old file or the new one.
-* `text_sha256` and `json_sha256` are the two hash keys (traces by input, caches by settings).
-
-    rows = balance(examples, labels, per_class=250, seed=0)
-    train, eval_ = balanced_split(rows, labels, train_per_class=250, eval_per_class=60, seed=0)
+rows = balance(examples, labels, per_class=250, seed=0)
+train, eval_ = balanced_split(rows, labels, train_per_class=250, eval_per_class=60, seed=0)
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
-import json
 import math
-import os
 import random
-import tempfile
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass
-from pathlib import Path
 
+from core.common.rows import Example, text_sha256
 from core.errors import DataError
-
-
-@dataclass
-class Example:
-    """One input and its gold answer as the model should write it: a label, (idp) the target JSON text, or (codegen) the
-    plan and code; codegen rows also carry the `tests` an answer must pass."""
-
-    id: str
-    text: str
-    label: str | None = None
-    tests: str | None = None
-
-    def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None}
-
-
-@dataclass
-class Pair:
-    """A preference pair: for input `prompt` (the chat around it is the task's), `chosen` is preferred to `rejected`."""
-
-    prompt: str
-    chosen: str
-    rejected: str
-    source: str  # 'user', 'gold', 'teacher', 'student_wrong', 'perturbed_gold', 'student_passing'
-    line: int | None = None
-
-
-def text_sha256(text: str) -> str:
-    """The key of an input (teacher traces are cached by it)."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def json_sha256(value, length: int | None = None) -> str:
-    """A stable key of settings or data: sha256 of the value as sorted JSON, optionally cut to `length` hex digits."""
-    digest = hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
-    return digest[:length] if length else digest
-
-
-def rows_fingerprint(rows: list[Example]) -> str:
-    """One sha256 over the rows, in order: the registry records which data an adapter saw."""
-    digest = hashlib.sha256()
-    for row in rows:
-        digest.update(json.dumps(row.to_dict(), sort_keys=True).encode())
-    return digest.hexdigest()
-
-
-def _decode(path: Path) -> str:
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise DataError(path, line, None, f"not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})") from None
-
-
-def _records(path: Path, text: str) -> list[tuple[int, dict]]:
-    """(line number, record) pairs from a JSONL or CSV file."""
-    if path.suffix.lower() == ".csv":
-        reader = csv.DictReader(io.StringIO(text))
-        if not reader.fieldnames:
-            raise DataError(path, None, None, "empty file")
-        # DictReader's line_num is the reader's position after the row: the row's last line.
-        return [(reader.line_num, row) for row in reader]
-    records = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(path, number, None, f"invalid JSON: {exc.msg}") from None
-        if not isinstance(record, dict):
-            raise DataError(path, number, None, "expected a JSON object")
-        records.append((number, record))
-    return records
-
-
-def read_records(path: str | Path) -> list[tuple[int, dict]]:
-    """(line number, record) pairs of a UTF-8 JSONL or CSV file; a missing file, bad bytes or bad JSON raise DataError."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(path, None, None, "no such file")
-    return _records(path, _decode(path))
-
-
-def nonempty_records(path: str | Path) -> list[tuple[int, dict]]:
-    """`read_records`, refusing an empty file."""
-    records = read_records(path)
-    if not records:
-        raise DataError(path, None, None, "empty file: no rows")
-    return records
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_folder(folder: str | Path, files: bool = True) -> None:
-    """Flush the files directly in `folder` (unless `files` is False) and the folder's own entries to disk."""
-    folder = Path(folder)
-    if files:
-        for item in folder.iterdir():
-            if item.is_file():
-                fd = os.open(item, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-    _fsync_dir(folder)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Publish a file whole: temp file in the same folder, fsync, rename, fsync the folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def write_jsonl(path: str | Path, rows: list[dict]) -> None:
-    """Publish rows as JSONL, whole (see `atomic_write_text`)."""
-    atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
 def distinct_inputs(rows: list[Example], held_out: list[Example]) -> tuple[list[Example], dict[str, int]]:

@@ -7,7 +7,7 @@ import torch
 
 from core.common.config import ModelConfig
 from core.evaluation.metrics import field_diff
-from core.model.decoding import DecodeLinear, enable_fast_decode, greedy_decode
+from core.model.fast_decode import DecodeLinear, enable_fast_decode, greedy_decode
 from core.model.loading import load_model
 from core.model.schema import GrammarMask, SchemaDecoder, TaskSchema
 from demos import invoices
@@ -67,7 +67,7 @@ def test_fast_decode_keeps_answers_valid_and_leaves_training_weights_alone(embed
 
 def test_adapters_attach_over_the_decode_copies_and_act_on_the_fast_path(tiny_model_dir, tmp_path):
     from core.common.config import TaskConfig
-    from core.model.decoding import fast_steps, merge_for_decode, merged_adapter
+    from core.model.fast_decode import fast_steps, merge_for_decode, merged_adapter
     from core.model.loading import load_adapter
     from tests.conftest import make_adapter
 

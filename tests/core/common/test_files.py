@@ -1,10 +1,10 @@
+"""Task files read one way: JSONL and CSV alike, bad rows named by file, line and field."""
+
 import json
-from collections import Counter
 
 import pytest
 
 from core.common.config import TaskConfig
-from core.common.records import Example, balanced_split
 from core.errors import DataError
 from core.kinds import KINDS, kind_of
 
@@ -67,22 +67,6 @@ def test_non_utf8_names_the_line(tmp_path):
     assert err.value.line == 2 and "UTF-8" in str(err.value)
 
 
-def test_balanced_split_is_balanced_and_disjoint():
-    rows = [
-        Example(f"{label}-{i}", f"t {label} {i}", label) for label, n in [("Good", 40), ("Standard", 100), ("Bad", 25)] for i in range(n)
-    ]
-    train, eval_ = balanced_split(rows, LABELS, train_per_class=50, eval_per_class=10, seed=0)
-    assert Counter(e.label for e in eval_) == {"Good": 10, "Standard": 10, "Bad": 10}
-    assert Counter(e.label for e in train) == {"Good": 50, "Standard": 50, "Bad": 50}
-    assert not {e.id for e in eval_} & {e.id for e in train}
-
-
-def test_eval_share_capped_by_rarest_class():
-    rows = [Example(f"{label}-{i}", "t", label) for label, n in [("Good", 6), ("Bad", 50)] for i in range(n)]
-    _, eval_ = balanced_split(rows, LABELS, train_per_class=5, eval_per_class=10, seed=0)
-    assert Counter(e.label for e in eval_) == {"Good": 3, "Bad": 3}
-
-
 def test_idp_targets_are_checked_against_the_schema_with_file_and_line(tmp_path):
     cfg = TaskConfig(type="idp")
     good = {
@@ -105,12 +89,3 @@ def test_idp_targets_are_checked_against_the_schema_with_file_and_line(tmp_path)
         kind_of(cfg).load_rows(cfg, write(tmp_path, "nodoc.jsonl", jsonl([{"target": good}])))
     pool = kind_of(cfg).load_rows(cfg, write(tmp_path, "pool.jsonl", jsonl([{"document": "d1"}])), require_answers=False)
     assert pool[0].label is None
-
-
-def test_a_pool_loses_repeated_inputs_and_inputs_of_held_out_rows_and_says_how_many():
-    from core.common.records import distinct_inputs
-
-    pool = [Example(f"p{i}", text, None) for i, text in enumerate(["a", "b", "a", "c", "d", "c"])]
-    kept, counts = distinct_inputs(pool, [Example("e1", "d", "Good"), Example("e2", "zz", "Bad")])
-    assert [r.id for r in kept] == ["p0", "p1", "p3"]
-    assert counts == {"rows": 6, "kept": 3, "duplicates_dropped": 2, "held_out_inputs_dropped": 1}
