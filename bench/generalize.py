@@ -43,10 +43,10 @@ from core.kinds import kind_of, make_teacher
 from core.methods import kd as kd_method
 from core.methods import selftrain
 from core.methods import sft as sft_method
+from core.methods.selftrain import labeler_config
 from core.teachers.traces import TraceStore, generate_traces
 from demos import Demo
 from service.main import wait_until_ready
-from tasks.teacher import labeler_config
 
 HALVES = {"held-out": HELD_OUT, "development": DEVELOPMENT}
 

@@ -32,10 +32,10 @@ from core.common.config import TaskConfig
 from core.common.splits import balanced_split, distinct_inputs
 from core.kinds import KINDS, make_teacher
 from core.methods import kd as kd_method
+from core.methods.selftrain import LABELER_MODES, labeler_config
 from core.model.loading import load_tokenizer
 from core.teachers.traces import TraceStore, generate_traces
 from core.training.sft import train_sft
-from tasks.teacher import LABELER_MODES, labeler_config
 
 KIND = KINDS["classification"]
 TASKS = ("creditmix", "tickets")

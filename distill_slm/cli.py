@@ -66,26 +66,24 @@ def _task_config(task: str, adapter: str, config_path: str | None, runs_dir: str
 def cmd_eval(args: argparse.Namespace) -> int:
     from core.kinds import kind_of
     from core.registry import Registry
+    from core.scorecard import score_variants
 
     cfg = _task_config(args.task, args.adapter, args.config, args.runs_dir)
     kind = kind_of(cfg)
     rows = kind.load_rows(cfg, args.data)
     if args.adapter == "base":
-        metrics = kind.evaluate(cfg, rows, {})["base"]
+        metrics = score_variants(cfg, rows, {})["base"]
     else:
         registry = Registry(args.runs_dir)
         ref = registry.resolve(args.task, args.adapter)
-        results = kind.evaluate(cfg, rows, {ref.replace("/", "-"): registry.path(args.task, ref)}, include_base=False)
+        results = score_variants(cfg, rows, {ref.replace("/", "-"): registry.path(args.task, ref)}, include_base=False)
         metrics = next(iter(results.values())) | {"adapter": f"{args.task}/{ref}"}
     metrics.pop("predictions", None)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
-        print(
-            f"{args.task} {args.adapter}: "
-            + " ".join(f"{k}={metrics[k]:.4g}" for k in kind.summary_keys if k in metrics)
-            + f" n={metrics['n']}"
-        )
+        shown = dict.fromkeys((*kind.summary_keys, "cost_per_1k_usd"))  # the flow's summary figures, the cost included
+        print(f"{args.task} {args.adapter}: " + " ".join(f"{k}={metrics[k]:.4g}" for k in shown if k in metrics) + f" n={metrics['n']}")
     return 0
 
 

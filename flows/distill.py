@@ -25,10 +25,11 @@ from core.common.locks import run_lock
 from core.errors import MethodsFailed
 from core.kinds import kind_of
 from core.methods import order
+from core.methods.selftrain import LABELER_MODES
 from tasks.evaluate import evaluate_task
 from tasks.prepare import prepare_data
 from tasks.registry import promote_task, register_task, reload_service
-from tasks.teacher import LABELER_MODES, choose_labeler, teacher_traces
+from tasks.teacher import choose_labeler, teacher_traces
 from tasks.train import train_dpo_task, train_kd_task, train_selftrain_task, train_sft_task
 
 

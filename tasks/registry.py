@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict
-from pathlib import Path
 
 import httpx
 import yaml
-from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from prefect import get_run_logger, task
 
 from core.common.config import TaskConfig
@@ -17,70 +14,13 @@ from core.common.egress import check_endpoint
 from core.errors import ConfigError, ServiceReloadFailed
 from core.kinds import kind_of
 from core.registry import Registry
-
-HUB_IDS = {"embedded": "HuggingFaceTB/SmolLM2-135M-Instruct"}  # what the embedded base is on the Hugging Face Hub
-LICENSES = {"embedded": "apache-2.0"}  # an adapter is published under its base model's license; others: say so by hand
-
-
-def model_card(cfg: TaskConfig, method: str, metrics: dict, baseline: dict | None) -> str:
-    """A Hugging Face model card (YAML metadata + text): the adapter folder can be pushed to the Hub as it is."""
-    kind = kind_of(cfg)
-    base = cfg.model.base_model
-    data = ModelCardData(
-        base_model=HUB_IDS.get(base, base),
-        library_name="peft",
-        license=LICENSES.get(base, "other"),
-        tags=["distill-slm", "lora", kind.type, method],
-        model_name=f"{cfg.name}-{method}",
-        eval_results=[
-            EvalResult(
-                task_type=kind.hf_task,
-                dataset_type=cfg.name,
-                dataset_name=f"{cfg.name} evaluation split ({metrics.get('n', '?')} rows)",
-                metric_type=key,
-                metric_value=round(float(metrics[key]), 4),
-            )
-            for key in kind.card_keys
-            if key in metrics
-        ],
-    )
-    lines = [
-        f"# {cfg.name} / {method}",
-        "",
-        f"LoRA adapter ({method}) over `{data.base_model}` ({cfg.model.precision}, quantization {cfg.model.quantization}), "
-        "trained by distill-slm.",
-        kind.card_line(cfg),
-        "",
-        "| metric | adapter | base |",
-        "|---|---|---|",
-    ]
-    for key in kind.card_keys:
-        base_value = f"{baseline[key]:.3f}" if baseline and key in baseline else "-"
-        lines.append(f"| {key} | {metrics[key]:.3f} | {base_value} |")
-    if data.license == "other":
-        lines += ["", f"License: that of the base model `{base}`; set `license` in the metadata before publishing."]
-    return str(ModelCard("---\n" + data.to_yaml() + "\n---\n\n" + "\n".join(lines) + "\n"))
-
-
-def agreement(student: list[dict], teacher: list[dict]) -> float:
-    """Share of rows where the student's answer (`pred`, or an extraction's `output`) is the teacher's."""
-    answer = lambda p: p.get("pred", p.get("output"))  # noqa: E731
-    theirs = {p["id"]: answer(p) for p in teacher}
-    return sum(answer(p) == theirs.get(p["id"]) for p in student) / max(len(student), 1)
+from core.scorecard import model_card, registered_metrics
 
 
 @task(name="register")
 def register_task(cfg: TaskConfig, method: str, adapter_dir: str, eval_dir: str, fingerprint: dict) -> str:
     """Register an adapter with its metrics (base metrics kept beside them); return 'method/version'."""
-    metrics = json.loads((Path(eval_dir) / f"{method}.metrics.json").read_text())
-    base_path = Path(eval_dir) / "base.metrics.json"
-    baseline = json.loads(base_path.read_text()) if base_path.exists() else None
-    teacher_path = Path(eval_dir) / "teacher.metrics.json"
-    if teacher_path.exists():  # what drift compares a night's student-teacher agreement with
-        metrics["teacher_agreement"] = agreement(metrics["predictions"], json.loads(teacher_path.read_text())["predictions"])
-    metrics.pop("predictions", None)
-    if baseline:
-        metrics["baseline"] = {k: v for k, v in baseline.items() if k != "predictions"}
+    metrics, baseline = registered_metrics(eval_dir, method)
     ref = Registry(cfg.runs_dir).register(
         cfg.name,
         method,

@@ -12,6 +12,8 @@ from core.common.config import TaskConfig
 from core.common.rows import json_sha256
 from core.errors import TeacherUnavailable
 from core.kinds import kind_of, make_teacher
+from core.methods import selftrain
+from core.methods.selftrain import labeler_config
 from core.teachers.traces import TraceStore, generate_traces
 from tasks.artifacts import artifact_key
 
@@ -32,13 +34,6 @@ def traces_path(cfg: TaskConfig, split: str, adapter: str | None = None) -> Path
 
 
 RETRIES = 2  # attempts after the first; each asks again only what failed in transit
-
-
-def labeler_config(cfg: TaskConfig, zero_shot: bool) -> TaskConfig:
-    """The teacher settings under which this run's SFT adapter labels: the deliberate backend (retrieved shots + votes),
-    or `zero_shot`, the hf backend over the run's own base model (the adapter answering as it is served)."""
-    update = {"backend": "hf", "model": cfg.model.base_model} if zero_shot else {"backend": "deliberate"}
-    return cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update=update)})
 
 
 @task(name="teacher_traces", retries=RETRIES, retry_delay_seconds=10)
@@ -81,17 +76,11 @@ def teacher_traces(
     return summary
 
 
-LABELER_MODES = ("deliberate", "zero-shot")
-
-
 @task(name="choose_labeler")
 def choose_labeler(cfg: TaskConfig, validation_path: str, traces: dict[str, str]) -> dict:
     """The self-training labeler's mode with the better primary metric on the validation rows (`traces`: mode -> the
-    file of its answers to them); both figures are returned and logged. Ties go to the first mode given."""
-    kind = kind_of(cfg)
-    rows = kind.load_rows(cfg, validation_path)
-    metric = cfg.promotion.primary_metric
-    scores = {mode: kind.teacher_metrics(cfg, rows, TraceStore.read(path).traces)[metric] for mode, path in traces.items()}
-    best = max(scores, key=scores.get)
-    get_run_logger().info("self-training labeler: %s (validation %s %s)", best, metric, {m: round(v, 4) for m, v in scores.items()})
-    return {"mode": best, "metric": metric, "validation": scores}
+    file of its answers to them); both figures are returned and logged."""
+    rows = kind_of(cfg).load_rows(cfg, validation_path)
+    choice = selftrain.choose_labeler(cfg, rows, {mode: TraceStore.read(path).traces for mode, path in traces.items()})
+    get_run_logger().info("self-training labeler: %s (validation %s %s)", choice["mode"], choice["metric"], choice["validation"])
+    return choice

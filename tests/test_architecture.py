@@ -20,7 +20,7 @@ LAYERS = [
     ("core.model", "core.sandbox"),
     ("core.evaluation", "core.teachers", "core.training", "core.registry", "core.drift"),
     ("core.kinds",),
-    ("core.methods",),
+    ("core.methods", "core.scorecard"),
     ("core.serving",),
     ("tasks",),
     ("flows",),

@@ -19,6 +19,24 @@ from core.kinds import kind_of
 from core.methods.sft import train as train_sft
 from core.training.sft import TrainStats
 
+LABELER_MODES = ("deliberate", "zero-shot")  # how this run's SFT adapter labels: retrieved shots + votes, or as served
+
+
+def labeler_config(cfg: TaskConfig, zero_shot: bool) -> TaskConfig:
+    """The teacher settings under which this run's SFT adapter labels: the deliberate backend (retrieved shots + votes),
+    or `zero_shot`, the hf backend over the run's own base model (the adapter answering as it is served)."""
+    update = {"backend": "hf", "model": cfg.model.base_model} if zero_shot else {"backend": "deliberate"}
+    return cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update=update)})
+
+
+def choose_labeler(cfg: TaskConfig, validation: list[Example], traces: dict[str, dict[str, dict]]) -> dict:
+    """The labeler mode with the better primary metric on the validation rows (`traces`: mode -> its answers to them,
+    keyed by input hash), and both figures. Ties go to the first mode given."""
+    metric = cfg.promotion.primary_metric
+    scores = {mode: kind_of(cfg).teacher_metrics(cfg, validation, answers)[metric] for mode, answers in traces.items()}
+    best = max(scores, key=scores.get)
+    return {"mode": best, "metric": metric, "validation": scores}
+
 
 def check(cfg: TaskConfig) -> None:
     if not kind_of(cfg).escalates:

@@ -108,7 +108,7 @@ def test_a_registered_toy_kind_runs_through_the_generic_code(echo, tmp_path):
         (tmp_path / "bad.jsonl").write_text('{"word": "x"}\n')
         kind.load_rows(cfg, tmp_path / "bad.jsonl")
 
-    from tasks.registry import model_card
+    from core.scorecard import model_card
 
     card = model_card(cfg, "sft", {"exact_match": 1.0}, {"exact_match": 0.5})
     assert "Task type echo." in card and "| exact_match | 1.000 | 0.500 |" in card
