@@ -33,7 +33,9 @@ import torch
 import yaml
 
 from core.common.config import TaskConfig
-from core.drift import Window, assess, load_reference, sentence_embedder
+from core.drift.sources import load_reference, sentence_embedder
+from core.drift.verdict import assess
+from core.drift.windows import Window
 from core.kinds import kind_of
 from core.model.loading import activate_adapter, load_model
 from core.registry import Registry

@@ -13,7 +13,10 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from core.common.files import atomic_write_text, write_jsonl
 from core.common.rows import Example
-from core.drift import Window, ask_teacher, assess, load_reference, sentence_embedder, write_report
+from core.drift.report import write_report
+from core.drift.sources import ask_teacher, load_reference, sentence_embedder
+from core.drift.verdict import assess
+from core.drift.windows import Window
 from core.kinds import kind_of
 from core.registry import Registry
 from core.serving.audit import iter_audit

@@ -259,7 +259,7 @@ class TaskKind(ABC):
 
     @abstractmethod
     def output_signals(self, cfg: TaskConfig, reference: list[dict], window: list[dict]) -> list:
-        """Tests (`core.drift.Signal`) of the window's answers against the reference's, from their drift views."""
+        """Tests (`core.drift.statistics.Signal`) of the window's answers against the reference's, from their drift views."""
 
     # -- serving -----------------------------------------------------------------------------
     @abstractmethod

@@ -19,7 +19,7 @@ from core.common.config import TaskConfig
 from core.common.prompts import completion_chat, parse_label, prompt_tokens, render_prompt
 from core.common.rows import Example, Pair
 from core.common.splits import balance, stratified_holdout, stratified_split
-from core.drift import Signal, counts_test
+from core.drift.statistics import Signal, counts_test
 from core.errors import DataError, InvalidRequest
 from core.evaluation.metrics import classification_metrics, confidence_threshold
 from core.evaluation.report import write_classification_report

@@ -30,7 +30,7 @@ from core.common.config import TaskConfig
 from core.common.files import read_records
 from core.common.rows import CodeTask, Example, Pair
 from core.common.splits import document_split
-from core.drift import Signal, proportion_test
+from core.drift.statistics import Signal, proportion_test
 from core.errors import ConfigError, DataError, InvalidRequest
 from core.evaluation.code_metrics import code_metrics, lint_ok, pass_at_k, run_grouped, syntax_ok
 from core.evaluation.report import write_codegen_report

@@ -18,7 +18,7 @@ import numpy as np
 from core.common.config import TaskConfig
 from core.common.rows import Example, Pair
 from core.common.splits import document_split
-from core.drift import Signal, proportion_test
+from core.drift.statistics import Signal, proportion_test
 from core.errors import DataError, InvalidRequest, SchemaError
 from core.evaluation.metrics import extraction_metrics, field_diff
 from core.evaluation.report import write_extraction_report
