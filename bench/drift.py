@@ -161,7 +161,7 @@ def _loop(work: Path) -> dict:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.client.schemas.sorting import TaskRunSort
 
-    from core.settings import Settings
+    from core.settings import ServiceSettings
     from flows.distill import distill
     from flows.drift import nightly_drift
     from flows.server import run_server
@@ -177,7 +177,7 @@ def _loop(work: Path) -> dict:
     cfg.training.max_steps, cfg.training.validation_per_class = 30, 0
     cfg.promotion.min_gain, cfg.promotion.guard_min = -1.0, {}  # an untrained tiny model: the loop's mechanics are measured
     key = "bench-loop-key"
-    settings = Settings(runs_dir=runs, admin_api_keys=[key], audit_log=work / "audit.jsonl")
+    settings = ServiceSettings(runs_dir=runs, admin_api_keys=[key], audit_log=work / "audit.jsonl")
     srv, url = serve_in_thread(settings)
     cfg.service.url = url
     os.environ["DISTILL_SLM_ADMIN_KEY"] = key

@@ -38,7 +38,7 @@ from core.model.fast_decode import enable_fast_decode, greedy_decode
 from core.model.loading import attach_lora, load_model
 from core.model.schema import GrammarMask, SchemaDecoder, TaskSchema
 from core.registry import Registry
-from core.settings import Settings
+from core.settings import ServiceSettings
 from demos import invoices
 from service.main import serve_in_thread
 
@@ -171,7 +171,9 @@ def over_http(documents: list[str], max_new_tokens: int = 150) -> dict:
         ref = registry.register("invoices", "sft", adapter, {"field_f1": 0.0}, yaml.safe_dump(cfg.model_dump(mode="json")), {})
         registry.promote("invoices", ref, force=True)
         for name, fast in (("before_fast_decode_off", False), ("after_fast_decode_on", True)):
-            settings = Settings(runs_dir=registry.root, audit_log=Path(tmp) / f"audit-{name}.jsonl", fast_decode="auto" if fast else "off")
+            settings = ServiceSettings(
+                runs_dir=registry.root, audit_log=Path(tmp) / f"audit-{name}.jsonl", fast_decode="auto" if fast else "off"
+            )
             server, url = serve_in_thread(settings)
             try:
                 with httpx.Client(base_url=url, timeout=600) as client:

@@ -30,7 +30,7 @@ from core.methods import kd as kd_method
 from core.model.decoders import classification_decoder
 from core.model.loading import activate_adapter, load_model
 from core.registry import Registry
-from core.settings import Settings
+from core.settings import ServiceSettings
 from core.teachers.traces import TraceStore, generate_traces
 from core.training.sft import train_sft
 from service.main import serve_in_thread
@@ -86,7 +86,7 @@ def run(quick: bool = False, adapter: str | None = None) -> dict:
     registry = Registry(tmp / "runs")
     registry.register(TASK, "sft", teacher_dir, {"macro_f1": 1.0}, yaml.safe_dump(cfg.model_dump(mode="json")), {})
     registry.promote(TASK, "sft/v0001")
-    server, url = serve_in_thread(Settings(runs_dir=tmp / "runs", audit_log=tmp / "audit.jsonl"))
+    server, url = serve_in_thread(ServiceSettings(runs_dir=tmp / "runs", audit_log=tmp / "audit.jsonl"))
     figures: dict = {"teacher_adapter": str(teacher_dir), "pool": len(pool), "eval_rows": len(eval_rows)}
     try:
         cfg.teacher = cfg.teacher.model_copy(

@@ -40,7 +40,7 @@ import yaml
 
 from bench.calibrated import eval_rows
 from core.registry import Registry
-from core.settings import Settings
+from core.settings import ServiceSettings
 from service.main import serve_in_thread, wait_until_ready
 
 KEY = "bench-admin-key"
@@ -239,7 +239,7 @@ def run(quick: bool = False, runs_dir: str = "runs") -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         runs = Path(tmp) / "runs"
         shutil.copytree(Path(runs_dir) / task, runs / task)
-        server, url = serve_in_thread(Settings(runs_dir=runs, admin_api_keys=[KEY], audit_log=Path(tmp) / "audit.jsonl"))
+        server, url = serve_in_thread(ServiceSettings(runs_dir=runs, admin_api_keys=[KEY], audit_log=Path(tmp) / "audit.jsonl"))
         try:
             _load(url, task, texts[:4], 1)  # warm-up
             one = _load(url, task, texts, 1)

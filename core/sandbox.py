@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import SandboxBusy, SandboxUnavailable
-from core.settings import settings
+from core.settings import model_settings
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ def isolation() -> str:
     or 'none' (code would not run: `run_tests` raises SandboxUnavailable)."""
     if probe().level == "bubblewrap":
         return "bubblewrap"
-    return "limits" if settings().sandbox_allow_weaker else "none"
+    return "limits" if model_settings().sandbox_allow_weaker else "none"
 
 
 def require_isolation() -> str:
@@ -174,7 +174,7 @@ def run_tests(code: str, tests: str, timeout_s: float = 10.0, memory_mb: int = 1
     At most `sandbox_max_concurrent` runs at a time in this process; a run that cannot start within `wait_s`
     seconds (None: waits as long as it takes) raises SandboxBusy."""
     level = require_isolation()
-    slots = settings().sandbox_max_concurrent
+    slots = model_settings().sandbox_max_concurrent
     slot = _slot(slots)
     if not slot.acquire(timeout=-1 if wait_s is None else wait_s):
         raise SandboxBusy(f"all {slots} sandbox slots are busy (sandbox_max_concurrent)")
@@ -192,7 +192,7 @@ def run_tests(code: str, tests: str, timeout_s: float = 10.0, memory_mb: int = 1
 def run_all(checks: list[tuple[str, str]], timeout_s: float = 10.0) -> list[TestResult]:
     """`run_tests` over (code, tests) pairs, as many at a time as the sandbox allows: each is a subprocess."""
     require_isolation()  # once, before any thread starts
-    with ThreadPoolExecutor(max_workers=max(1, settings().sandbox_max_concurrent)) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, model_settings().sandbox_max_concurrent)) as pool:
         return list(pool.map(lambda check: run_tests(*check, timeout_s=timeout_s), checks))
 
 

@@ -1,9 +1,14 @@
-"""The one settings object: everything read from the environment, in one place.
+"""Everything read from the environment, in one place, in two objects.
 
 Variables are `DISTILL_SLM_<FIELD>` (e.g. `DISTILL_SLM_RUNS_DIR`, `DISTILL_SLM_ADMIN_API_KEYS='["k"]'`),
-except `HF_HUB_OFFLINE`, which keeps the name the Hugging Face libraries read. The service takes a
-`Settings` object (tests and `distill-slm serve` build their own); the model layer reads the
-environment's through `settings()`.
+except `HF_HUB_OFFLINE`, which keeps the name the Hugging Face libraries read.
+
+* `ModelSettings`: what the model layer needs from the operator (where models live, hub access, schema limits,
+  the sandbox, the hosts and key variables a task file may name). These are the operator's, never a task file's,
+  so the model layer reads them from the environment on each call (`model_settings()`) rather than taking them from
+  a caller it does not trust.
+* `ServiceSettings`: those plus the service's own (keys, limits, queues, the audit log). The service is given one
+  (tests and `distill-slm serve` build their own).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ def _default_models_dir() -> Path:
     return data / "distill-slm" / "models"
 
 
-class Settings(BaseSettings):
+class ModelSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DISTILL_SLM_")
 
     # Models
@@ -66,7 +71,9 @@ class Settings(BaseSettings):
         description="hosts a task's teacher.base_url and service.url may point at (exact names; '*.example.com' "
         "matches its subdomains); any other is refused before anything is sent. Add your teacher's API host here",
     )
-    # Service
+
+
+class ServiceSettings(ModelSettings):
     runs_dir: Path = Field(Path("runs"), description="adapter registry to serve from")
     admin_api_keys: list[str] = Field(default_factory=list, description="keys accepted on /admin routes (X-API-Key)")
     audit_log: Path = Field(Path("runs/.audit/audit.jsonl"), description="append-only request log")
@@ -135,6 +142,7 @@ class Settings(BaseSettings):
     )
 
 
-def settings() -> Settings:
-    """The settings as the environment says now (cheap: read on each call, so a changed variable takes effect)."""
-    return Settings()
+def model_settings() -> ModelSettings:
+    """The model layer's settings as the environment says now (cheap: read on each call, so a changed variable takes
+    effect)."""
+    return ModelSettings()

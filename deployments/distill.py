@@ -26,7 +26,7 @@ from prefect.events import DeploymentEventTrigger
 from prefect.schedules import Cron
 
 from core.common.config import TaskConfig
-from core.settings import Settings
+from core.settings import ServiceSettings
 from flows.distill import distill
 from flows.drift import DRIFT_EVENT, nightly_drift, task_resource
 
@@ -38,10 +38,10 @@ def retrain_name(cfg: TaskConfig) -> str:
 
 
 def build(
-    configs: list[TaskConfig], cron: str = NIGHTLY, timezone: str = "UTC", settings: Settings | None = None
+    configs: list[TaskConfig], cron: str = NIGHTLY, timezone: str = "UTC", settings: ServiceSettings | None = None
 ) -> list[RunnerDeployment]:
     """One retrain deployment per task file (with its drift trigger) and the nightly drift check over the service's log."""
-    s = settings or Settings()
+    s = settings or ServiceSettings()
     deployments = [
         distill.to_deployment(
             name=retrain_name(cfg),

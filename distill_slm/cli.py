@@ -154,11 +154,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from core.settings import Settings
+    from core.settings import ServiceSettings
     from service.main import create_app
 
     overrides = {"runs_dir": Path(args.runs_dir)} if args.runs_dir else {}
-    settings = Settings(**overrides)
+    settings = ServiceSettings(**overrides)
     if settings.require_client_key is None:  # open on loopback; keys required on any other interface unless said otherwise
         settings.require_client_key = args.host not in ("127.0.0.1", "localhost", "::1")
     if sys.platform == "linux":

@@ -19,10 +19,10 @@ from typing import Annotated
 from fastapi import Depends, Header, HTTPException, Request
 
 from core.serving.runtime import ServingRuntime
-from core.settings import Settings
+from core.settings import ServiceSettings
 
 
-async def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> ServiceSettings:
     return request.app.state.settings
 
 
@@ -79,7 +79,7 @@ class RateLimiter:
 
 async def client_key(
     request: Request,
-    settings: Annotated[Settings, Depends(get_settings)],
+    settings: Annotated[ServiceSettings, Depends(get_settings)],
     x_api_key: Annotated[str | None, Header()] = None,
     authorization: Annotated[str | None, Header()] = None,
 ) -> str:
@@ -102,7 +102,7 @@ async def client_key(
     return caller
 
 
-def may_verify(settings: Settings, task: str, x_api_key: str | None, authorization: str | None) -> None:
+def may_verify(settings: ServiceSettings, task: str, x_api_key: str | None, authorization: str | None) -> None:
     """Tests are code: refused (403) unless the operator enabled them for this task and the key may send them."""
     if task not in settings.verify_tasks:
         raise HTTPException(403, f"tests: running caller-sent tests is off for task {task!r} (the operator's verify_tasks setting)")
@@ -111,7 +111,7 @@ def may_verify(settings: Settings, task: str, x_api_key: str | None, authorizati
 
 
 async def require_admin(
-    settings: Annotated[Settings, Depends(get_settings)],
+    settings: Annotated[ServiceSettings, Depends(get_settings)],
     x_api_key: Annotated[str | None, Header()] = None,
     authorization: Annotated[str | None, Header()] = None,
 ) -> None:

@@ -36,7 +36,7 @@ from core.errors import (
     UnknownVariant,
 )
 from core.serving.runtime import ServingRuntime
-from core.settings import Settings
+from core.settings import ServiceSettings
 from service.deps import RateLimiter, presented_key_id
 from service.routes import router
 
@@ -142,8 +142,8 @@ def _error(
     )
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
+def create_app(settings: ServiceSettings | None = None) -> FastAPI:
+    settings = settings or ServiceSettings()
     runtime = ServingRuntime(settings)
     # Every admitted request may wait in a lane with a thread of its own: enough threads for all of them, so the
     # lanes' bounds, not the pool, decide who waits (and the pool is not the one health routes or admin use).
@@ -195,7 +195,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def serve_in_thread(
-    settings: Settings, ready_timeout_s: float = 120.0, wrap: Callable[[ASGIApp], ASGIApp] | None = None
+    settings: ServiceSettings, ready_timeout_s: float = 120.0, wrap: Callable[[ASGIApp], ASGIApp] | None = None
 ) -> tuple[uvicorn.Server, str]:
     """A real server in this process (for tests and benchmarks): uvicorn on a free loopback port in
     a daemon thread. Returns once /readyz answers 200; stop it with `server.should_exit = True`.

@@ -95,7 +95,7 @@ def server(tiny_model_dir, tmp_path_factory):
 
     from core.common.config import TaskConfig
     from core.registry import Registry
-    from core.settings import Settings
+    from core.settings import ServiceSettings
     from service.main import serve_in_thread
 
     root = tmp_path_factory.mktemp("service")
@@ -113,7 +113,7 @@ def server(tiny_model_dir, tmp_path_factory):
         "invoices", "sft", make_adapter(idp, root / "adapter-idp", 3), {"field_f1": 0.1}, yaml.safe_dump(idp.model_dump(mode="json")), {}
     )
     registry.promote("invoices", "sft/v0001", idp.promotion.model_copy(update={"guard_min": {}}))  # only gated versions are served
-    settings = Settings(
+    settings = ServiceSettings(
         runs_dir=root / "runs",
         admin_api_keys=[ADMIN_KEY],
         audit_log=root / "audit" / "audit.jsonl",

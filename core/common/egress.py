@@ -14,7 +14,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from core.errors import ConfigError
-from core.settings import settings
+from core.settings import model_settings
 
 
 def host_allowed(host: str, allowed: list[str]) -> bool:
@@ -28,7 +28,7 @@ def host_allowed(host: str, allowed: list[str]) -> bool:
 def check_endpoint(url: str | None, key_env: str | None, section: str) -> None:
     """Refuse (ConfigError naming `section`'s field and the operator setting) a URL whose host the operator has not
     allowed, or a key variable not on the operator's list."""
-    s = settings()
+    s = model_settings()
     url_field, key_field = (
         ("teacher.base_url", "teacher.api_key_env") if section == "teacher" else (f"{section}.url", f"{section}.admin_key_env")
     )

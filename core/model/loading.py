@@ -36,7 +36,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
 from core.common.config import LoraSettings, ModelConfig
 from core.errors import ModelNotAvailable
-from core.settings import settings
+from core.settings import model_settings
 
 # Gemma 3's chat format (the GGUF of the base model carries none): a system message opens the first user turn.
 GEMMA_CHAT_TEMPLATE = (
@@ -82,7 +82,7 @@ _MANIFEST = "distill-slm-manifest.json"  # written last: its presence means the 
 
 def models_dir() -> Path:
     """Where converted models live: `DISTILL_SLM_MODELS_DIR`, else `models/` at the repository root."""
-    return settings().models_dir
+    return model_settings().models_dir
 
 
 def _sha256(path: Path) -> str:
@@ -206,7 +206,7 @@ def resolve_base_model(base_model: str) -> tuple[str, str | None]:
         return str(candidate), None
     # Anything else is a hub id: usable only where the user has a hub and turned offline mode off.
     looks_like_hub_id = base_model.count("/") == 1 and not base_model.startswith((".", "/", "~"))
-    if not looks_like_hub_id or settings().hf_hub_offline:
+    if not looks_like_hub_id or model_settings().hf_hub_offline:
         raise ModelNotAvailable(
             f"model.base_model {base_model!r}: no such local folder or .gguf file"
             + (" (hub ids need HF_HUB_OFFLINE=0 and a reachable hub)" if looks_like_hub_id else "")

@@ -43,7 +43,7 @@ from core.common.prompts import render_prompt
 from core.errors import AnswerBudgetTooSmall, ConfigError, DocumentTooLong, SchemaError
 from core.model.closing import JsonPrefix
 from core.model.fast_decode import greedy_decode
-from core.settings import settings
+from core.settings import model_settings
 
 SEPARATORS = (",", ":")  # compact JSON: fewer tokens to generate; gold targets are written the same way
 # Keywords that describe rather than constrain: never reported as unenforced.
@@ -89,7 +89,7 @@ class TaskSchema:
             raw = path.read_bytes()
         except OSError as exc:
             raise SchemaError("", f"cannot read: {exc}", str(path)) from None
-        max_bytes = max_bytes or settings().max_schema_bytes
+        max_bytes = max_bytes or model_settings().max_schema_bytes
         if len(raw) > max_bytes:
             raise SchemaError("", f"schema is {len(raw)} bytes, over the limit of {max_bytes}", str(path))
         try:
@@ -118,7 +118,7 @@ class TaskSchema:
         if not isinstance(schema, dict):
             raise SchemaError("", "a JSON Schema must be an object", source)
         size = len(json.dumps(schema).encode())
-        max_bytes = max_bytes or settings().max_schema_bytes
+        max_bytes = max_bytes or model_settings().max_schema_bytes
         if size > max_bytes:
             raise SchemaError("", f"schema is {size} bytes, over the limit of {max_bytes}", source)
         key = json.dumps(schema)

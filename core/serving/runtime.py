@@ -7,7 +7,7 @@ teacher when its calibrated confidence is under the task's threshold), lets the 
 records latency and escalations, and writes one audit record. The FastAPI routes only translate
 HTTP to these calls and `ServedAnswer` back to their response shapes.
 
-    runtime = ServingRuntime(Settings(runs_dir="runs"))
+    runtime = ServingRuntime(ServiceSettings(runs_dir="runs"))
     runtime.start()                                  # loads the base model and every served adapter
     answer = runtime.infer("creditmix", "auto", "Num_Bank_Accounts: 3; ...", caller="key-1a2b")
     runtime.close()
@@ -32,14 +32,14 @@ from core.serving.audit import AuditLog
 from core.serving.batcher import DynamicBatcher
 from core.serving.counters import ServiceMetrics
 from core.serving.engine import InferenceEngine
-from core.settings import Settings
+from core.settings import ServiceSettings
 from core.teachers.base import TeacherAnswer
 
 log = logging.getLogger(__name__)
 
 
 class ServingRuntime:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: ServiceSettings) -> None:
         self.settings = settings
         self.metrics = ServiceMetrics()
         self.engine: InferenceEngine | None = None

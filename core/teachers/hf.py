@@ -8,7 +8,7 @@ from pathlib import Path
 from core.common.config import TaskConfig
 from core.errors import TeacherUnavailable
 from core.model.loading import load_model
-from core.settings import settings
+from core.settings import model_settings
 from core.teachers.base import Teacher, TeacherAnswer, TeacherTask
 
 
@@ -16,7 +16,7 @@ def check_hf_source(source: str) -> None:
     """Refuse a teacher model that is neither the embedded one nor on disk while the hub is off."""
     if source == "embedded" or Path(source).exists():
         return
-    if settings().hf_hub_offline:
+    if model_settings().hf_hub_offline:
         raise TeacherUnavailable(f"teacher.model: {source!r} is not a local folder or file (and the hub is offline: HF_HUB_OFFLINE=1)")
 
 

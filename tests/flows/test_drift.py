@@ -111,12 +111,12 @@ def test_deploy_registers_the_loop_and_drift_retrains_until_the_service_serves_t
     from prefect.client.schemas.sorting import FlowRunSort
     from prefect.settings import PREFECT_API_URL
 
-    from core.settings import Settings
+    from core.settings import ServiceSettings
     from flows.drift import nightly_drift
     from service.main import serve_in_thread
 
     cfg = _task(tiny_model_dir, tmp_path)
-    settings = Settings(runs_dir=cfg.runs_dir, admin_api_keys=[ADMIN_KEY], audit_log=tmp_path / "audit" / "audit.jsonl")
+    settings = ServiceSettings(runs_dir=cfg.runs_dir, admin_api_keys=[ADMIN_KEY], audit_log=tmp_path / "audit" / "audit.jsonl")
     srv, url = serve_in_thread(settings)
     try:
         cfg.methods = ["sft", "kd"]

@@ -17,7 +17,7 @@ from tests.conftest import make_adapter
 
 @pytest.fixture(scope="module")
 def auto_server(server, tiny_model_dir, tmp_path_factory):
-    from core.settings import Settings
+    from core.settings import ServiceSettings
     from service.main import serve_in_thread
 
     root = tmp_path_factory.mktemp("auto")
@@ -34,7 +34,7 @@ def auto_server(server, tiny_model_dir, tmp_path_factory):
         )
         registry.register(task, "kd", adapter, {"macro_f1": 0.5}, yaml.safe_dump(cfg.model_dump(mode="json")), {})
         registry.promote(task, "kd/v0001")
-    settings = Settings(runs_dir=root / "runs", audit_log=root / "audit.jsonl")
+    settings = ServiceSettings(runs_dir=root / "runs", audit_log=root / "audit.jsonl")
     srv, url = serve_in_thread(settings)
     yield {"url": url, "settings": settings}
     srv.should_exit = True

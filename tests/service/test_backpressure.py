@@ -19,7 +19,7 @@ MAX_QUEUE = 4
 def busy_server(tiny_model_dir, tmp_path_factory):
     from core.common.config import TaskConfig
     from core.registry import Registry
-    from core.settings import Settings
+    from core.settings import ServiceSettings
     from service.main import serve_in_thread
 
     root = tmp_path_factory.mktemp("backpressure")
@@ -31,7 +31,7 @@ def busy_server(tiny_model_dir, tmp_path_factory):
     )
     registry.promote("creditmix", "sft/v0001", cfg.promotion.model_copy(update={"guard_min": {}}))  # only gated versions are served
     (root / "runs" / "half-registered" / "sft").mkdir(parents=True)  # a first registration killed before its version
-    settings = Settings(
+    settings = ServiceSettings(
         runs_dir=root / "runs",
         audit_log=root / "audit.jsonl",
         max_queue=MAX_QUEUE,

@@ -24,7 +24,7 @@ def code_server(tiny_model_dir, tmp_path_factory):
     """uvicorn on a loopback port serving a codegen task (a random LoRA over the tiny model) as production."""
     from core.common.config import TaskConfig
     from core.registry import Registry
-    from core.settings import Settings
+    from core.settings import ServiceSettings
     from service.main import serve_in_thread
 
     root = tmp_path_factory.mktemp("code-service")
@@ -34,7 +34,7 @@ def code_server(tiny_model_dir, tmp_path_factory):
     adapter = make_adapter(cfg, root / "adapter", 4)
     registry.register("pyfuncs", "sft", adapter, {"pass_at_1": 0.0}, yaml.safe_dump(cfg.model_dump(mode="json")), {})
     registry.promote("pyfuncs", "sft/v0001", cfg.promotion.model_copy(update={"guard_min": {}}))
-    settings = Settings(
+    settings = ServiceSettings(
         runs_dir=root / "runs",
         audit_log=root / "audit.jsonl",
         max_tests_bytes=2000,
