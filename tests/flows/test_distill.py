@@ -152,7 +152,7 @@ def test_distill_flow_with_teacher_traces_and_kd(prefect_server, tiny_cfg):
     assert traces["traces"] == 10 and traces["asked"] == 10 and traces["failed"] == 0
     assert summary["variants"]["kd"]["registered"] == "kd/v0001"
     for name in ("base", "teacher", "kd"):
-        assert summary["variants"][name]["cost_per_1k_usd"] >= 0 and summary["variants"][name]["latency_ms_p50"] > 0
+        assert summary["variants"][name]["cost_per_1k_usd"] > 0 and summary["variants"][name]["latency_ms_p50"] > 0
     report = Path(summary["report"]).read_text()
     assert "| cost_per_1k_usd |" in report and "| tokens_per_request |" in report and "teacher" in report
     assert "## Cascade: kd escalating to the teacher" in report
@@ -180,7 +180,8 @@ def test_distill_flow_self_trains_and_distils_from_its_sft_adapter(prefect_serve
     summary = distill(tiny_cfg)
 
     assert list(summary["variants"]) == ["base", "teacher", "sft", "selftrain", "kd"]
-    assert summary["pool"]["kept"] == 10 and summary["pool"]["held_out_inputs_dropped"] >= 0
+    pool = summary["pool"]
+    assert pool["kept"] == 10 and pool["rows"] == pool["kept"] + pool["duplicates_dropped"] + pool["held_out_inputs_dropped"]
     labeled, choice = summary["self_training_traces"], summary["self_training_labeler"]
     assert set(choice["validation"]) == {"deliberate", "zero-shot"} and choice["mode"] in choice["validation"]
     assert choice["validation"][choice["mode"]] == max(choice["validation"].values())

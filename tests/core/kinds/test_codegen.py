@@ -5,11 +5,15 @@ import json
 import pytest
 
 from core.common.config import TaskConfig
-from core.common.rows import text_sha256
+from core.common.rows import CodeTask, text_sha256
 from core.errors import DataError
 from core.kinds import KINDS
+from core.kinds.codegen import code_pairs, load_codegen
+from core.model.code_decoder import format_answer
+from core.sandbox import run_tests
 from core.teachers.base import TeacherAnswer
 from core.teachers.traces import _trace
+from demos import pyfuncs
 
 KIND = KINDS["codegen"]
 GOOD = {
@@ -99,3 +103,47 @@ def test_report_puts_variants_side_by_side_with_a_plot(tmp_path):
     report = KIND.write_report("pyfuncs", results, tmp_path).read_text()
     assert "| pass_at_1 | 0.250 | 0.500 |" in report and "| crash | 0 | 1 |" in report
     assert (tmp_path / "pass_rates.png").stat().st_size > 1000 and "pass_rates.png" in report
+
+
+def test_run_tests_tells_passing_from_failing_code():
+    tests = "assert double(3) == 6\nassert double(-1) == -2"
+    assert run_tests("def double(x):\n    return 2 * x", tests).passed
+    wrong = run_tests("def double(x):\n    return x + 2", tests)
+    assert not wrong.passed and wrong.error.startswith("AssertionError")
+    broken = run_tests("def double(x) return 2 * x", tests)
+    assert not broken.passed and "SyntaxError" in broken.error
+    missing = run_tests("def triple(x):\n    return 3 * x", tests)
+    assert not missing.passed and "NameError" in missing.error
+    endless = run_tests("def double(x):\n    while True:\n        pass", tests, timeout_s=1)
+    assert not endless.passed and endless.error
+
+
+def test_every_demo_solution_passes_its_tests_and_a_wrong_one_does_not(tmp_path):
+    rows = pyfuncs.generate(40, seed=3)
+    path = tmp_path / "pyfuncs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tasks = load_codegen(path, require_solutions=True)
+    assert len(tasks) == 40 and len({t.prompt for t in tasks}) == 40
+    assert all(t.entry_point in t.prompt and t.entry_point in t.tests for t in tasks)
+    assert not run_tests(tasks[0].solution.replace("return", "return None and"), tasks[0].tests).passed
+
+
+def test_pairs_put_passing_code_against_failing_code():
+    tasks = [CodeTask("a", "Write inc(x) returning x + 1.", "assert inc(1) == 2", "inc", "def inc(x):\n    return x + 1", "add 1")]
+    passing, failing = format_answer("def inc(x):\n    return 1 + x"), format_answer("def inc(x):\n    return x")
+    pairs, counts = code_pairs(tasks * 3, [[failing, passing], [failing], [passing]])
+    assert [(p.chosen, p.rejected, p.source) for p in pairs] == [
+        (passing, failing, "student_passing"),
+        (format_answer(tasks[0].solution, "add 1"), failing, "gold"),  # no passing sample: the task's solution
+    ]
+    assert counts == {"tasks": 3, "student_passing": 1, "gold": 1, "all_samples_pass": 1, "no_passing_code": 0, "identical": 0, "pairs": 2}
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    ["x = " + "-" * 15_000 + "1\nassert x", "assert " + "(" * 5_000 + "1" + ")" * 5_000, "assert [" * 300 + "]" * 300, "assert 1\x00"],
+)
+def test_hostile_tests_are_refused_as_not_python_never_raised(hostile):
+    from core.kinds.codegen import check_tests
+
+    assert check_tests(hostile).startswith("not valid Python")
