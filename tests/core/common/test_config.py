@@ -55,3 +55,13 @@ def test_a_named_pool_is_used_by_default(tmp_path):
     assert TaskConfig.from_yaml(path).methods == ["sft"]
     path.write_text("name: t\nlabels: [a, b]\ndata: {train: t.jsonl}\n")
     assert TaskConfig.from_yaml(path).methods == ["sft"]
+
+
+@pytest.mark.parametrize("name", ["..", ".", ".hidden", "a/b", "../runs", "a\\b", ""])
+def test_a_task_name_is_one_folder_name(name):
+    from pydantic import ValidationError
+
+    from core.common.config import TaskConfig
+
+    with pytest.raises(ValidationError, match="name"):
+        TaskConfig(name=name)

@@ -102,3 +102,13 @@ def test_self_training_keeps_pool_answers_as_confident_as_the_validation_thresho
 def test_self_training_needs_sft_in_the_same_run():
     with pytest.raises(ValueError, match="add 'sft' to methods"):
         TaskConfig(methods=["selftrain"])
+
+
+def test_any_label_set_the_tokenizer_tells_apart_passes_the_kd_check(tiny_cfg):
+    """'Bug' begins 'Bugfix', P1/P2/P3 share "P": the KD term scores whole label sequences, so both are fine."""
+    from core.kinds import kind_of
+
+    tiny_cfg.methods = ["sft", "kd"]
+    for labels in (["Bug", "Bugfix"], ["P1", "P2", "P3"], ["approve", "review-manual", "review-legal"]):
+        tiny_cfg.labels = labels
+        assert kind_of(tiny_cfg).check_task(tiny_cfg) == []

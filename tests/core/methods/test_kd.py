@@ -60,3 +60,14 @@ def test_extraction_kd_traces_carry_topk_and_train_with_the_token_kl(tiny_cfg, t
     assert generation_kd_rows(foreign, cfg, tokenizer)[1]["sequence_only"] == 1
     adapter, stats = kd.train(cfg, traces, tmp_path / "ckpt", tmp_path / "adapter", progress=False)[:2]
     assert stats.steps == 2 and (adapter / "adapter_model.safetensors").exists()
+
+
+def test_kd_never_reuses_a_student_trained_on_another_teacher_or_other_answers(tiny_cfg):
+    traces = [{"input_sha256": "a", "output": "Good", "label_probs": {"Good": 0.9, "Bad": 0.1}, "teacher": "openai:big"}]
+    fingerprint = {"train_sha256": "rows"}
+    first = kd.run_folder(tiny_cfg, traces, fingerprint)
+    assert kd.run_folder(tiny_cfg, [dict(traces[0])], fingerprint) == first  # the same teacher and answers: resumed
+    other_teacher = tiny_cfg.model_copy(update={"teacher": tiny_cfg.teacher.model_copy(update={"model": "another-model"})})
+    assert kd.run_folder(other_teacher, traces, fingerprint) != first
+    other_answers = [traces[0] | {"label_probs": {"Good": 0.4, "Bad": 0.6}}]  # same inputs, the teacher now thinks otherwise
+    assert kd.run_folder(tiny_cfg, other_answers, fingerprint) != first
