@@ -24,6 +24,7 @@ BENCHMARKS = {
     "codegen": "codegen",
     "drift": "drift",
     "generate": "generate",
+    "base-models": "base_models",
 }
 
 

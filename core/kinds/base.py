@@ -67,6 +67,7 @@ class TaskKind(ABC):
     card_keys: ClassVar[tuple[str, ...]]  # metrics in the model card
     escalates: ClassVar[bool] = False  # answers carry a calibrated confidence: cascade report, /infer/auto
     generates: ClassVar[bool] = False  # answers are decoded token by token (the service's fast decode path applies)
+    accepts: ClassVar[frozenset[str]] = frozenset()  # request fields it takes besides the input: json_schema, tests
     hf_task: ClassVar[str] = "text-generation"  # the Hugging Face task type the model card's metrics are filed under
 
     # -- data --------------------------------------------------------------------------------
@@ -277,7 +278,7 @@ class TaskKind(ABC):
     ) -> ServedAnswer:
         """One request answered by the served variant (`engine` and `batcher` from `core.serving`); generating kinds
         decode within `max_new_tokens` (a client's budget), where given; `tests` (codegen) are run against the answer
-        in the sandbox, and other kinds refuse them."""
+        in the sandbox. A field the kind does not list in `accepts` never reaches it (the runtime refuses it)."""
 
 
 def traces_for_rows(rows: list[Example], traces: dict[str, dict]) -> list[dict]:

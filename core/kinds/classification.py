@@ -20,7 +20,7 @@ from core.common.prompts import completion_chat, parse_label, prompt_tokens, ren
 from core.common.rows import Example, Pair
 from core.common.splits import balance, stratified_holdout, stratified_split
 from core.drift.statistics import Signal, counts_test
-from core.errors import DataError, InvalidRequest
+from core.errors import DataError
 from core.evaluation.metrics import classification_metrics, confidence_threshold
 from core.evaluation.report import write_classification_report
 from core.kinds.base import ServedAnswer, TaskKind, trace_costs, traces_for_rows
@@ -259,10 +259,6 @@ class Classification(TaskKind):
 
     # -- serving -----------------------------------------------------------------------------
     def answer(self, engine, batcher, task, variant, text, json_schema, max_schema_bytes, max_new_tokens=None, tests=None) -> ServedAnswer:
-        if json_schema is not None:
-            raise InvalidRequest("json_schema", "only document-extraction (idp) tasks take a schema")
-        if tests is not None:
-            raise InvalidRequest("tests", "only code-generation (codegen) tasks run tests")
         served, pred = batcher.classify(task, variant, text)
         tokenizer = served.decoder.tokenizer
         return ServedAnswer(

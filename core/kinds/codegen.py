@@ -141,6 +141,7 @@ def split_answer(answer: str) -> tuple[str | None, str]:
 
 class CodeGeneration(TaskKind):
     generates = True
+    accepts = frozenset({"tests"})  # a request may have the answer run against its own tests (verify)
     type = "codegen"
     summary_keys = ("pass_at_1", "syntax_rate", "lint_pass_rate", "latency_ms_p50", "cost_per_1k_usd")
     card_keys = ("pass_at_1", "syntax_rate", "lint_pass_rate")
@@ -316,8 +317,6 @@ class CodeGeneration(TaskKind):
     # -- serving -----------------------------------------------------------------------------
     def answer(self, engine, batcher, task, variant, text, json_schema, max_schema_bytes, max_new_tokens=None, tests=None) -> ServedAnswer:
         """A plan and the code, greedy; with `tests`, the code is run against them in the sandbox and the verdict returned."""
-        if json_schema is not None:
-            raise InvalidRequest("json_schema", "only document-extraction (idp) tasks take a schema")
         if tests is not None:
             if problem := check_tests(tests):
                 raise InvalidRequest("tests", problem)

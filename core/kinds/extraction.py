@@ -40,6 +40,7 @@ def task_schema(cfg: TaskConfig) -> TaskSchema:
 
 class DocumentExtraction(TaskKind):
     generates = True
+    accepts = frozenset({"json_schema"})  # a request may constrain the answer to its own schema
     type = "idp"
     summary_keys = ("schema_valid_rate", "field_f1", "exact_match", "corrections_per_doc", "latency_ms_p50", "cost_per_1k_usd")
     card_keys = ("field_f1", "schema_valid_rate", "exact_match", "corrections_per_doc")
@@ -190,8 +191,6 @@ class DocumentExtraction(TaskKind):
     # -- serving -----------------------------------------------------------------------------
     def answer(self, engine, batcher, task, variant, text, json_schema, max_schema_bytes, max_new_tokens=None, tests=None) -> ServedAnswer:
         """Schema-constrained extraction, decoded beside the requests sent meanwhile under the same schema."""
-        if tests is not None:
-            raise InvalidRequest("tests", "only code-generation (codegen) tasks run tests")
         schema = None
         if json_schema is not None:
             try:

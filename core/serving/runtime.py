@@ -26,7 +26,7 @@ from collections import defaultdict
 
 from core import sandbox
 from core.errors import AnswerBudgetTooSmall, InputTooLong, InvalidRequest, Overloaded, RegistryError, TeacherUnavailable, UnknownVariant
-from core.kinds import ServedAnswer, kind_of
+from core.kinds import KINDS, ServedAnswer, kind_of
 from core.registry import ALIASES, GateDecision
 from core.serving.audit import AuditLog
 from core.serving.batcher import DynamicBatcher
@@ -212,6 +212,10 @@ class ServingRuntime:
         if cfg is None:
             self.engine.get(task, variant)  # raises UnknownVariant listing what is served
         kind = kind_of(cfg)
+        for field, value in (("json_schema", json_schema), ("tests", tests)):
+            if value is not None and field not in kind.accepts:
+                takers = ", ".join(k.type for k in KINDS.values() if field in k.accepts)
+                raise InvalidRequest(field, f"task {task!r} is a {kind.type} task, which takes no {field} (only {takers} tasks do)")
         return kind.answer(self.engine, self.batcher, task, variant, text, json_schema, self.settings.max_schema_bytes, max_tokens, tests)
 
     def _maybe_escalate(self, answer: ServedAnswer, text: str) -> None:

@@ -44,6 +44,18 @@ def test_openai_client_lists_models_and_chats(server):
         ("/infer/sft", {"task": "creditmix", "input": "x" * 9000}, 413, "input"),
         ("/infer/sft", {"task": "creditmix", "input": "Num_of_Loan: 7; " * 400}, 413, "input"),  # 6,400 characters, over 1,024 tokens
         ("/v1/chat/completions", {"model": "creditmix:sft", "messages": []}, 422, "messages"),
+        # A field the task's kind does not take is refused by the runtime before the kind is asked.
+        ("/infer/sft", {"task": "creditmix", "input": "x", "json_schema": {"type": "object"}}, 422, "json_schema"),
+        (
+            "/v1/chat/completions",
+            {
+                "model": "creditmix:sft",
+                "messages": [{"role": "user", "content": "x"}],
+                "response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "object"}}},
+            },
+            422,
+            "json_schema",
+        ),
     ],
 )
 def test_bad_requests_get_4xx_json_naming_the_field(server, path, payload, status, field):
