@@ -141,3 +141,16 @@ def test_nothing_outside_the_demos_names_a_demo():
                     if any(n in ident for n in names):
                         offenders.append(f"{module_name(path)}: {ident}")
     assert not offenders, "\n".join(offenders)
+
+
+def test_the_serving_layer_routes_by_what_a_decoder_answers_never_by_its_class():
+    from core.model.calibrated import CalibratedDecoder
+    from core.model.code_decoder import CodeDecoder
+    from core.model.schema import SchemaDecoder
+
+    assert (CalibratedDecoder.answers, SchemaDecoder.answers, CodeDecoder.answers) == ("labels", "json", "code")
+    for path in (ROOT / "core" / "serving").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        checks = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "isinstance"]
+        named = [ast.unparse(c) for c in checks if "Decoder" in ast.unparse(c)]
+        assert not named, f"{path.name}: {named}"

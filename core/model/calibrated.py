@@ -80,6 +80,8 @@ def label_sequences(tokenizer: PreTrainedTokenizerBase, labels: list[str]) -> li
 class CalibratedDecoder:
     """Scores a fixed label set for each input and returns calibrated probabilities."""
 
+    answers = "labels"  # what every decoder says it answers with (labels | json | code): the engine routes by it
+
     def __init__(
         self,
         model: PreTrainedModel,

@@ -54,6 +54,8 @@ class CodeDecoder:
     candidate) in left-padded batches on the shared decode loop (`core.model.fast_decode`, fast path included where set up),
     or `n` samples per spec at `temperature` (pass@k, teacher candidates, DPO)."""
 
+    answers = "code"
+
     def __init__(
         self,
         model: PreTrainedModel,

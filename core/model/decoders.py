@@ -10,12 +10,22 @@ evaluation, the serving engine, the teachers and DPO pair building all run a var
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, Protocol
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from core.common.config import TaskConfig
 from core.model.calibrated import CalibratedDecoder, load_label_prior
 from core.model.schema import SchemaDecoder, TaskSchema
+
+
+class Decoder(Protocol):
+    """What every decoder a variant runs shares (calibrated labels, schema-constrained JSON, plan-then-code): the serving
+    engine routes requests by `answers` and counts tokens with `tokenizer`, never by the decoder's class."""
+
+    answers: Literal["labels", "json", "code"]
+    tokenizer: PreTrainedTokenizerBase
+    instruction: str
 
 
 def classification_decoder(

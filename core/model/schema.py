@@ -395,6 +395,8 @@ class Extraction:
 class SchemaDecoder:
     """Greedy, schema-constrained extraction with a causal LM (base or with an adapter active)."""
 
+    answers = "json"
+
     def __init__(
         self,
         model: PreTrainedModel,

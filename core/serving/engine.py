@@ -25,7 +25,8 @@ from typing import TypeVar
 from core.common.config import ModelConfig, TaskConfig
 from core.errors import ConfigError, RegistryError, UnknownVariant
 from core.kinds import kind_of, make_teacher
-from core.model.calibrated import CalibratedDecoder, Prediction
+from core.model.calibrated import Prediction
+from core.model.decoders import Decoder
 from core.model.fast_decode import drop_merged, enable_fast_decode, merge_for_decode, merged_adapter
 from core.model.loading import load_adapter, load_model
 from core.model.schema import Extraction, SchemaDecoder, TaskSchema, compile_grammar
@@ -43,7 +44,7 @@ class Variant:
     name: str  # base | a method (sft, selftrain, kd, dpo) | an alias (production, staging)
     ref: str  # 'base' or 'method/version'
     adapter: str | None  # PEFT adapter name inside the shared model; None = base weights only
-    decoder: object  # the task kind's (CalibratedDecoder, SchemaDecoder, CodeDecoder)
+    decoder: Decoder  # the task kind's: calibrated labels, schema-constrained JSON or plan-then-code
     loaded_at: float
     gate: str | None = None  # 'passed' or 'forced' (how this version got to be served); None for the base model
 
@@ -277,7 +278,7 @@ class InferenceEngine:
 
     def _classifier(self, task: str, name: str) -> Variant:
         variant = self.get(task, name)
-        if not isinstance(variant.decoder, CalibratedDecoder):
+        if variant.decoder.answers != "labels":
             raise UnknownVariant(f"{task} is a document-extraction task: it has no labels to score")
         return variant
 
@@ -306,11 +307,7 @@ class InferenceEngine:
     def prepare_schema(self, task: str, name: str, schema: TaskSchema | None) -> None:
         """Compile a request's own schema for `task:name` within `schema_compile_s` (SchemaError past it); compiled
         grammars are kept by schema. Call it before `extract`, outside the lock, so a slow schema holds no other request."""
-        if (
-            schema is not None
-            and isinstance(decoder := self.get(task, name).decoder, SchemaDecoder)
-            and schema.sha256 != decoder.schema.sha256
-        ):
+        if schema is not None and (decoder := self.get(task, name).decoder).answers == "json" and schema.sha256 != decoder.schema.sha256:
             compile_grammar(self.tokenizer, decoder.vocab_size, schema, self.schema_compile_s)
 
     def extract(
@@ -327,7 +324,7 @@ class InferenceEngine:
         with self.lock:
             variant = self.get(task, name)
             decoder = variant.decoder
-            if not isinstance(decoder, SchemaDecoder):
+            if decoder.answers != "json":
                 raise UnknownVariant(f"{task} is a classification task: send it to classify")
             if schema is not None and schema.sha256 != decoder.schema.sha256:
                 decoder = SchemaDecoder(self.model, self.tokenizer, schema, decoder.instruction, decoder.max_new_tokens, decoder.batch_size)
