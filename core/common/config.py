@@ -279,7 +279,11 @@ class ServiceLink(_Strict):
 # its type here and its module in `core.kinds`. `instruction` is used when the task brings its own
 # data (labels or schema) and names no instruction; otherwise the type's demo's instruction applies.
 TYPE_DEFAULTS: dict[str, dict] = {
-    "classification": {"instruction": "Classify the input as one of: {labels}. Answer with the label only."},
+    "classification": {
+        "instruction": "Classify the input as one of: {labels}. Answer with the label only.",
+        # What a named pool trains besides KD: self-training needs answers with a calibrated confidence.
+        "pool_methods": ["selftrain"],
+    },
     "idp": {
         "instruction": "Extract the document's fields as JSON.",
         "promotion": {"primary_metric": "field_f1", "guard_min": {"schema_valid_rate": 1.0}},
@@ -414,7 +418,7 @@ class TaskConfig(_Strict):
             # teacher named, KD from that teacher; the gate promotes whichever the evaluation prefers, the report states
             # each gain over SFT, zero included. (KD from a strong teacher over a 1,500-row pool reached 0.878 on a task
             # where 120 gold rows per class gave 0.58: the pool is the lever on small data.)
-            self.methods = ["sft"] + (["selftrain"] if self.type == "classification" else []) + (["kd"] if "teacher" in named else [])
+            self.methods = ["sft", *defaults.get("pool_methods", []), *(["kd"] if "teacher" in named else [])]
         if "promotion" not in named and "promotion" in defaults:
             self.promotion = PromotionPolicy(**defaults["promotion"])
         for section, settings in (("training", self.training), ("data", self.data), ("demo", self.data.demo)):

@@ -15,7 +15,6 @@ from core.common.rows import Example, Pair
 from core.kinds import kind_of
 from core.model.loading import load_model
 from core.training.dpo import load_pairs, train_dpo
-from core.training.sft import TrainStats
 
 
 def check(cfg: TaskConfig) -> None:
@@ -35,14 +34,5 @@ def pairs_for(
     return pairs, counts, "pairs built on-policy from the training rows"
 
 
-def train(
-    cfg: TaskConfig,
-    pairs: list[Pair],
-    checkpoint_dir: str | Path,
-    out_dir: str | Path,
-    start_adapter: str | Path | None = None,
-    progress: bool = True,
-    source: str = "<pairs>",
-) -> tuple[Path, TrainStats]:
-    """Train (or resume) a DPO adapter from `start_adapter` (SFT -> DPO) or a fresh LoRA."""
-    return train_dpo(cfg, pairs, checkpoint_dir, out_dir, start_adapter=start_adapter, progress=progress, source=source)
+# The entry point: train (or resume) a DPO adapter from `start_adapter` (SFT -> DPO) or a fresh LoRA, on `pairs`.
+train = train_dpo
