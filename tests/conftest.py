@@ -139,16 +139,14 @@ def batch_size_counts(url: str, task: str, variant: str) -> dict[str, float]:
 
 
 # -- crash tests: real subprocesses killed with SIGKILL at seeded random moments ----------------------------
-# One JSON line per kill, for the summary printed at the end of the run. A file, not a list: under pytest-xdist the
-# kills happen in worker processes and the summary is printed by the controller.
-KILLS_FILE = "DISTILL_TEST_KILLS"
+def kills_path() -> Path:
+    """One JSON line per kill, for the summary printed at the end of the run. A file, not a list: under pytest-xdist the
+    kills happen in worker processes and the summary is printed by the controller. The controller's process id names
+    it; the workers are its children."""
+    import tempfile
 
-
-def pytest_configure(config):
-    if not hasattr(config, "workerinput"):  # the controller (or a run without xdist): workers inherit the variable
-        import tempfile
-
-        os.environ[KILLS_FILE] = tempfile.mkstemp(prefix="distill-kills-", suffix=".jsonl")[1]
+    owner = os.getppid() if "PYTEST_XDIST_WORKER" in os.environ else os.getpid()
+    return Path(tempfile.gettempdir()) / f"distill-test-kills-{owner}.jsonl"
 
 
 def kill_at_random_moment(args: list[str], ready, rng, max_delay_s: float, what: str, env: dict | None = None) -> dict:
@@ -180,7 +178,7 @@ def kill_at_random_moment(args: list[str], ready, rng, max_delay_s: float, what:
     kill = {"what": what, "delay_s": round(delay, 3), "finished_before_kill": finished}
     import json
 
-    with open(os.environ[KILLS_FILE], "a") as log:
+    with open(kills_path(), "a") as log:
         log.write(json.dumps(kill) + "\n")
     return kill
 
@@ -188,16 +186,18 @@ def kill_at_random_moment(args: list[str], ready, rng, max_delay_s: float, what:
 def pytest_terminal_summary(terminalreporter):
     import json
 
-    path = Path(os.environ.get(KILLS_FILE, "/nonexistent"))
-    KILLS = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    if "PYTEST_XDIST_WORKER" in os.environ:  # a worker's summary goes nowhere, and must not take the controller's file
+        return
+    path = kills_path()
+    kills = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
     path.unlink(missing_ok=True)
-    if KILLS:
+    if kills:
         by_what: dict[str, int] = {}
-        for kill in KILLS:
+        for kill in kills:
             by_what[kill["what"]] = by_what.get(kill["what"], 0) + 1
-        landed = sum(not k["finished_before_kill"] for k in KILLS)
+        landed = sum(not k["finished_before_kill"] for k in kills)
         terminalreporter.write_line(
-            f"crash tests: {len(KILLS)} SIGKILLs ({landed} mid-work) at seeded random moments: "
+            f"crash tests: {len(kills)} SIGKILLs ({landed} mid-work) at seeded random moments: "
             + ", ".join(f"{what} {n}" for what, n in sorted(by_what.items()))
             + "; every check after them passed (a failed one fails its test)"
         )
