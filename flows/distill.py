@@ -72,8 +72,9 @@ def _selftrain(run: _Run) -> str:
         for mode in LABELER_MODES
     }
     choice = choose_labeler(cfg, prepared["validation"], {mode: t["path"] for mode, t in checked.items()})
+    run.summary["self_training_labeler"] = choice  # reported even when labeling the pool then fails
     pool = teacher_traces(cfg, prepared["unlabeled"], prepared["train"], "unlabeled", labeler, choice["mode"] == "zero-shot")
-    run.summary |= {"self_training_labeler": choice, "self_training_traces": pool}
+    run.summary["self_training_traces"] = pool
     return train_selftrain_task(
         cfg, prepared["train"], prepared["validation"], pool["path"], checked[choice["mode"]]["path"], prepared["fingerprint"], choice
     )
