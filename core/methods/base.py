@@ -5,10 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.common.config import TaskConfig
-from core.common.rows import json_sha256
+from core.common.rows import Example, json_sha256
+from core.kinds import kind_of
+from core.model.loading import load_tokenizer
+from core.training.sft import Validate
 
 
 def run_dir(cfg: TaskConfig, method: str, fingerprint: dict) -> Path:
     """Same data and settings -> same folder, so a crashed run finds its checkpoints again."""
     key = [fingerprint, cfg.training.model_dump(), cfg.model.model_dump(), cfg.instruction]
     return cfg.work_dir / cfg.name / f"{method}-{json_sha256(key, 12)}"
+
+
+def validator(cfg: TaskConfig, validation: list[Example]) -> Validate | None:
+    """The task's primary metric of the model being trained on `validation` (None without rows: no early stopping)."""
+    if not validation:
+        return None
+    kind, tokenizer = kind_of(cfg), load_tokenizer(cfg.model)
+    return lambda model: kind.validation_score(cfg, model, tokenizer, validation)

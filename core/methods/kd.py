@@ -13,8 +13,7 @@ from pathlib import Path
 from core.common.config import TaskConfig
 from core.common.rows import Example, json_sha256
 from core.kinds import kind_of
-from core.methods.base import run_dir
-from core.model.loading import load_tokenizer
+from core.methods.base import run_dir, validator
 from core.training.kd import train_kd
 from core.training.sft import TrainStats
 
@@ -50,8 +49,7 @@ def train(
     held = {e.id for e in validation}
     train_traces = [t for t in traces if t["id"] not in held]
     rows, counts = kind.kd_rows(cfg, train_traces)
-    tokenizer = load_tokenizer(cfg.model)
-    validate = (lambda model: kind.validation_score(cfg, model, tokenizer, validation)) if validation else None
+    validate = validator(cfg, validation)
     adapter_dir, stats = train_kd(
         cfg, rows, kept, checkpoint_dir, out_dir, labels=kind.kd_labels(cfg), progress=progress, source=source, validate=validate
     )

@@ -9,8 +9,7 @@ from pathlib import Path
 
 from core.common.config import TaskConfig
 from core.common.rows import Example
-from core.kinds import kind_of
-from core.model.loading import load_tokenizer
+from core.methods.base import validator
 from core.training.sft import TrainStats, train_sft
 
 
@@ -28,7 +27,5 @@ def train(
     source: str = "<train split>",
 ) -> tuple[Path, TrainStats]:
     """Train (or resume) an SFT adapter on `rows`, keeping the best step on `validation` (when there are any)."""
-    kind = kind_of(cfg)
-    tokenizer = load_tokenizer(cfg.model)
-    validate = (lambda model: kind.validation_score(cfg, model, tokenizer, validation)) if validation else None
+    validate = validator(cfg, validation)
     return train_sft(cfg, rows, checkpoint_dir, out_dir, progress=progress, source=source, validate=validate)
