@@ -13,6 +13,13 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    # Each test worker (and every service or CLI process it starts, which inherits this) gets its share of the cores:
+    # two workers each running torch on every core oversubscribe a 2-core machine, and OpenMP's spinning threads then
+    # make the slowest tests 2-4x slower than alone (the code-generation flow test: 80 s alone, 299 s in the suite).
+    _share = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ.setdefault("OMP_NUM_THREADS", str(_share))
+    os.environ.setdefault("MKL_NUM_THREADS", str(_share))
 
 from pathlib import Path  # noqa: E402
 
