@@ -36,7 +36,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 
 from bench.generators import DEVELOPMENT, GENERATORS, HELD_OUT
-from core.common.config import ModelConfig, TaskConfig, TrainingConfig
+from core.common.config import KDConfig, ModelConfig, TaskConfig, TrainingConfig
 from core.common.files import atomic_write_text
 from core.common.splits import balanced_split, distinct_inputs
 from core.kinds import kind_of, make_teacher
@@ -135,6 +135,7 @@ def _generator(
     variants: tuple[str, ...],
     training: dict | None = None,
     model: dict | None = None,
+    kd: dict | None = None,
 ) -> dict:
     work = Path(tempfile.mkdtemp(prefix=f"bench-generalize-{demo.name}-"))
     cfg = _config(demo, work)
@@ -142,6 +143,8 @@ def _generator(
         cfg.training = TrainingConfig.model_validate(_merged(cfg.training.model_dump(), training))
     if model:  # another base model, e.g. {"base_model": "gemma3-270m"}
         cfg.model = ModelConfig.model_validate(_merged(cfg.model.model_dump(), model))
+    if kd:
+        cfg.kd = KDConfig.model_validate(_merged(cfg.kd.model_dump(), kd))
     if quick:
         cfg.training.max_steps = 4
         cfg.training.validation_per_class = 2 if demo.type == "classification" else 0
@@ -160,8 +163,11 @@ def _generator(
     train, validation, eval_rows = kind.splits(cfg, labeled)
     pool, _ = distinct_inputs(raw_pool, validation + eval_rows)
 
-    adapters, seconds = {}, {}
-    (adapters["sft"], sft_stats), seconds["sft"] = _timed(lambda: sft_method.train(cfg, train, validation, work / "sft-ck", work / "sft"))
+    adapters, seconds, sft_stats = {}, {}, None
+    if "sft" in variants:
+        (adapters["sft"], sft_stats), seconds["sft"] = _timed(
+            lambda: sft_method.train(cfg, train, validation, work / "sft-ck", work / "sft")
+        )
     if demo.type == "classification" and validation and "selftrain" in variants:
         labeler = make_teacher(labeler_config(cfg, zero_shot=True), train, adapter=adapters["sft"])
         stores = {split: TraceStore(work / f"labeler-{split}.jsonl") for split in ("validation", "pool")}
@@ -213,9 +219,18 @@ def _generator(
         "test_rows": len(test_rows),
         "pool": len(pool),
         "variants": variants,
-        "sft_steps": [sft_stats.steps, sft_stats.planned_steps, sft_stats.best_step],
-        "sft_validation_curve": [[point["step"], round(point["value"], 3)] for point in sft_stats.learning_curve],
-    }
+    } | _curves(sft_stats, work / "kd-ck" / "validation.json")
+
+
+def _curves(sft_stats, kd_validation: Path) -> dict:
+    """Steps run, planned and kept, and the validation curves: what a recipe change is judged on besides the test rows."""
+    out = {}
+    if sft_stats is not None:
+        out["sft_steps"] = [sft_stats.steps, sft_stats.planned_steps, sft_stats.best_step]
+        out["sft_validation_curve"] = [[point["step"], round(point["value"], 3)] for point in sft_stats.learning_curve]
+    if kd_validation.exists():
+        out["kd_validation_curve"] = [[p["step"], round(p["value"], 3)] for p in json.loads(kd_validation.read_text())["curve"]]
+    return out
 
 
 def _summary(per_task: dict) -> dict:
@@ -242,8 +257,10 @@ def run(
     training: dict | None = None,
     model: dict | None = None,
     out: Path | None = None,
+    kd: dict | None = None,
 ) -> dict:
-    """`variants`: the trained variants to run (base and sft always run; fewer is a partial measurement, said in the figures).
+    """`variants`: the trained variants to run (base always runs, sft whenever selftrain does; fewer is a partial
+    measurement, said in the figures). `kd`: changes to the `kd` section (e.g. `{"epochs": 5}`).
     `training`: changes to the task file's `training` section (a candidate default, e.g. `{"lora": {"dropout": 0.1}}`);
     tune on the development half only. `model`: changes to the `model` section (another base: `{"base_model":
     "gemma3-270m"}`). `out`: a JSON file rewritten after each generator (a long run keeps what it did)."""
@@ -252,15 +269,16 @@ def run(
     if unknown:
         raise SystemExit(f"unknown generators {unknown}; choose from {sorted(GENERATORS)} or a half: {sorted(HALVES)}")
     per_class, pool_size, test_per_class = (12, 24, 4) if quick else (120, 1500, 60)
-    chosen = tuple({"sft", *variants.split(",")})
+    chosen = tuple(set(variants.split(",")) | ({"sft"} if "selftrain" in variants else set()))
     per_task = {}
     for name in names:
-        per_task[name] = _generator(GENERATORS[name], per_class, pool_size, test_per_class, quick, chosen, training, model)
+        per_task[name] = _generator(GENERATORS[name], per_class, pool_size, test_per_class, quick, chosen, training, model, kd)
         result = {
             "tasks": tasks,
             "variants": sorted(chosen),
             "training": training or {},
             "model": model or {},
+            "kd": kd or {},
             "per_task": per_task,
             "summary": _summary(per_task),
         }
