@@ -21,13 +21,11 @@ from pathlib import Path
 from core.common.config import TaskConfig
 from core.common.rows import Example
 from core.common.splits import balanced_split
-from core.kinds import KINDS
-
-KIND = KINDS["classification"]
+from core.kinds import for_config
 
 
 def _split(cfg: TaskConfig) -> tuple[list[Example], list[Example]]:
-    rows, _ = KIND.labeled_rows(cfg)
+    rows, _ = for_config(cfg).labeled_rows()
     return balanced_split(rows, cfg.labels, cfg.data.train_per_class, cfg.data.eval_per_class, cfg.training.seed)
 
 
@@ -44,7 +42,7 @@ def _child(kind: str, cfg_json: str, adapter: str | None, out: str) -> dict:
         _, stats = train_sft(cfg, train, Path(out) / "ck", Path(out) / "adapter", progress=False)
     else:
         model, tokenizer = load_model(cfg.model, adapter=adapter)
-        pairs, counts = KIND.preference_pairs(cfg, train, KIND.decoder(cfg, model, tokenizer, adapter=adapter), None)
+        pairs, counts = for_config(cfg).preference_pairs(train, for_config(cfg).decoder(model, tokenizer, adapter=adapter), None)
         del model
         figures["pairs"] = counts
         _, stats = train_dpo(cfg, pairs, Path(out) / "ck", Path(out) / "adapter", start_adapter=adapter, progress=True)
@@ -77,7 +75,7 @@ def run(quick: bool = False, adapter: str | None = None) -> dict:
     figures |= {"dpo": dpo, "sft_memory_run": sft_mem}
 
     _, eval_rows = _split(cfg)
-    results = KIND.evaluate(cfg, eval_rows, {"sft": adapter, "dpo": out / "dpo" / "adapter"}, include_base=False)
+    results = for_config(cfg).evaluate(eval_rows, {"sft": adapter, "dpo": out / "dpo" / "adapter"}, include_base=False)
     sft, dpo_m = results["sft"], results["dpo"]
     figures |= {
         "sft_macro_f1": round(sft["macro_f1"], 4),

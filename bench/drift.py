@@ -36,7 +36,7 @@ from core.common.config import TaskConfig
 from core.drift.sources import load_reference, sentence_embedder
 from core.drift.verdict import assess
 from core.drift.windows import Window
-from core.kinds import kind_of
+from core.kinds import for_config
 from core.model.loading import activate_adapter, load_model
 from core.registry import Registry
 from core.serving.audit import AuditLog, iter_audit
@@ -50,7 +50,7 @@ def write_traffic(
 ) -> None:
     """Audit records of the production adapter answering `texts` (or the `answers` it gave them), as the service writes
     them, one second apart from `at`."""
-    answers = answers or kind_of(cfg).reference_answers(cfg, decoder, texts)
+    answers = answers or for_config(cfg).reference_answers(decoder, texts)
     for i, (text, answer) in enumerate(zip(texts, answers)):
         record = {"at": at + i, "route": "infer", "caller": "bench", "input": text, "task": cfg.name, "variant": "auto"}
         audit.write(record | answer | {"adapter": ref, "tier": "student", "request_id": uuid.uuid4().hex})
@@ -93,7 +93,7 @@ def _night(cfg, kind, reference, decoder, ref, embed, audit_path: Path, texts: l
     log = AuditLog(audit_path)
     write_traffic(log, cfg, decoder, ref, texts, at=1_000_000.0)
     log.close()
-    window = Window(TASK, ref, lambda r: kind.drift_view(cfg, r), cfg.drift.sample_size, seed=seed)
+    window = Window(TASK, ref, lambda r: kind.drift_view(r), cfg.drift.sample_size, seed=seed)
     for record in iter_audit(audit_path):
         window.observe(record)
     return assess(cfg, kind, reference, window, embed, seed=seed)
@@ -118,13 +118,13 @@ def run(
     ref = registry.aliases(TASK)["production"]
     cfg = registry.task_config(TASK, ref)
     cfg.drift.teacher_sample = 0
-    kind = kind_of(cfg)
+    kind = for_config(cfg)
     start = time.perf_counter()
     reference = load_reference(cfg, kind, registry, TASK, ref, work / "drift")
     reference_s = time.perf_counter() - start
     model, tokenizer = load_model(cfg.model)
     model = activate_adapter(model, registry.path(TASK, ref), name="production")
-    decoder = kind.decoder(cfg, model, tokenizer, registry.path(TASK, ref))
+    decoder = kind.decoder(model, tokenizer, registry.path(TASK, ref))
     embed = sentence_embedder()
 
     figures: dict = {"student": model_note, "nights": nights, "requests_per_night": requests, "reference_build_s": round(reference_s, 1)}
@@ -185,7 +185,7 @@ def _loop(work: Path) -> dict:
     model = activate_adapter(model, registry.path(TASK, before), name="production")
     log = AuditLog(settings.audit_log)
     texts = [r["text"] for r in creditmix.generate(300, 4242, shift="strong")]
-    write_traffic(log, cfg, kind_of(cfg).decoder(cfg, model, tokenizer, registry.path(TASK, before)), before, texts, time.time() - 600)
+    write_traffic(log, cfg, for_config(cfg).decoder(model, tokenizer, registry.path(TASK, before)), before, texts, time.time() - 600)
     log.close()
     try:
         with run_server():
@@ -216,7 +216,7 @@ def _loop(work: Path) -> dict:
 def _scale(cfg, kind, reference, decoder, ref, embed, work: Path) -> dict:
     """One check over a window of 10,000 records, with nothing older in the log, then with 50,000 older records."""
     texts = [r["text"] for r in creditmix.generate(500, 99)]
-    answers = kind.reference_answers(cfg, decoder, texts)
+    answers = kind.reference_answers(decoder, texts)
     path = work / "scale" / "audit.jsonl"
     log = AuditLog(path, max_bytes=5_000_000)
     figures = {}
@@ -227,7 +227,7 @@ def _scale(cfg, kind, reference, decoder, ref, embed, work: Path) -> dict:
             write_traffic(log, cfg, decoder, ref, texts, 10_000_000.0 + i * 500, answers)
         tracemalloc.start()
         start = time.perf_counter()
-        window = Window(TASK, ref, lambda r: kind.drift_view(cfg, r), cfg.drift.sample_size)
+        window = Window(TASK, ref, lambda r: kind.drift_view(r), cfg.drift.sample_size)
         for record in iter_audit(path, since=10_000_000.0):
             window.observe(record)
         report = assess(cfg, kind, reference, window, embed)

@@ -24,7 +24,7 @@ from core.common.config import TaskConfig
 from core.common.rows import Example
 from core.evaluation.cost import add_cost
 from core.evaluation.report import EXTRACTION_HEADLINE
-from core.kinds import KINDS, make_teacher
+from core.kinds import for_config, make_teacher
 from core.methods import kd as kd_method
 from core.model.loading import load_model
 from core.teachers.traces import TraceStore, generate_traces
@@ -32,7 +32,6 @@ from core.training.dpo import train_dpo
 from core.training.sft import train_sft
 from demos import invoices
 
-KIND = KINDS["idp"]
 KEYS = (*EXTRACTION_HEADLINE, "completion_tokens_per_request")
 
 
@@ -41,8 +40,8 @@ def run(quick: bool = False) -> dict:
     work = Path("runs/.bench") / ("idp-quick" if quick else "idp")
     if quick:
         cfg.data.train_per_class, cfg.data.eval_per_class, cfg.training.max_steps = 16, 4, 2
-    rows, source = KIND.labeled_rows(cfg)
-    train_rows, eval_rows = KIND.split(cfg, rows)
+    rows, source = for_config(cfg).labeled_rows()
+    train_rows, eval_rows = for_config(cfg).split(rows)
     adapter = work / "sft-adapter"
     figures: dict = {"source": source, "train_documents": len(train_rows), "eval_documents": len(eval_rows)}
     if not (adapter / "train_stats.json").exists():
@@ -73,17 +72,17 @@ def run(quick: bool = False) -> dict:
     if not (dpo_adapter / "adapter_config.json").exists():
         model, tokenizer = load_model(cfg.model, adapter=adapter)
         cfg.dpo.max_pairs = 8 if quick else 64
-        pairs, counts = KIND.preference_pairs(cfg, train_rows, KIND.decoder(cfg, model, tokenizer), None)
+        pairs, counts = for_config(cfg).preference_pairs(train_rows, for_config(cfg).decoder(model, tokenizer), None)
         (work / "dpo-pairs.json").write_text(json.dumps(counts))
         del model
         train_dpo(cfg, pairs, work / "dpo-checkpoints", dpo_adapter, start_adapter=adapter)
     adapters["dpo"] = dpo_adapter
     figures["dpo_pairs"] = json.loads((work / "dpo-pairs.json").read_text())
-    results = KIND.evaluate(cfg, eval_rows, adapters)
-    results["teacher"] = KIND.teacher_metrics(cfg, eval_rows, stores["eval"].traces)
+    results = for_config(cfg).evaluate(eval_rows, adapters)
+    results["teacher"] = for_config(cfg).teacher_metrics(eval_rows, stores["eval"].traces)
     for metrics in results.values():
         add_cost(metrics, cfg)
-    figures["report"] = str(KIND.write_report(cfg.name, results, work / "eval"))
+    figures["report"] = str(for_config(cfg).write_report(results, work / "eval"))
     for name, metrics in results.items():
         figures[name] = {k: round(metrics[k], 4) for k in KEYS if k in metrics}
         figures[name]["field_accuracy"] = metrics["field_accuracy"]

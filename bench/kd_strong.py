@@ -25,7 +25,7 @@ import yaml
 from core.common.config import TaskConfig
 from core.common.rows import Example, json_sha256
 from core.common.splits import balanced_split
-from core.kinds import KINDS, make_teacher
+from core.kinds import for_config, make_teacher
 from core.methods import kd as kd_method
 from core.model.decoders import classification_decoder
 from core.model.loading import activate_adapter, load_model
@@ -35,7 +35,6 @@ from core.teachers.traces import TraceStore, generate_traces
 from core.training.sft import train_sft
 from service.main import serve_in_thread
 
-KIND = KINDS["classification"]
 TASK = "creditmix"
 
 
@@ -55,8 +54,8 @@ def _teacher_adapter(adapter: str | None, work: Path) -> Path:
     if "production" in registry.aliases(TASK) if TASK in registry.tasks() else False:
         return registry.path(TASK, "production")
     cfg = TaskConfig()
-    rows, _ = KIND.labeled_rows(cfg)
-    train, _ = KIND.split(cfg, rows)
+    rows, _ = for_config(cfg).labeled_rows()
+    train, _ = for_config(cfg).split(rows)
     print("no teacher adapter: training the demo's SFT adapter first", file=sys.stderr)
     out, _ = train_sft(cfg, train, work / "teacher-checkpoints", work / "teacher-adapter")
     return out
@@ -65,7 +64,7 @@ def _teacher_adapter(adapter: str | None, work: Path) -> Path:
 def fresh_eval_rows(cfg: TaskConfig, per_class: int) -> list[Example]:
     """Balanced rows from a seed neither the demo's splits nor its pool use."""
     demo = cfg.demo()
-    rows = KIND.rows_from_records(cfg, demo.generate(per_class * 8, cfg.data.demo.seed + 100), "<fresh eval rows>")
+    rows = for_config(cfg).rows_from_records(demo.generate(per_class * 8, cfg.data.demo.seed + 100), "<fresh eval rows>")
     return balanced_split(rows, cfg.labels, 1, per_class, seed=0)[1]
 
 
@@ -78,7 +77,7 @@ def run(quick: bool = False, adapter: str | None = None) -> dict:
     if quick:
         cfg.training.max_steps = 3
     cfg.teacher.max_pool = pool_size
-    pool = KIND.unlabeled_pool(cfg)
+    pool = for_config(cfg).unlabeled_pool()
     eval_rows = fresh_eval_rows(cfg, per_class)
 
     # The teacher: its adapter in a registry of its own, served over loopback HTTP.
@@ -97,7 +96,7 @@ def run(quick: bool = False, adapter: str | None = None) -> dict:
         summary = generate_traces(pool, stores["pool"], lambda: teacher, cfg.teacher.prices)
         figures["pool_traces"] = {k: summary[k] for k in ("traces", "asked", "cached", "failed", "elapsed_s")}
         generate_traces(eval_rows, stores["eval"], lambda: teacher, cfg.teacher.prices)
-        t_metrics = KIND.teacher_metrics(cfg, eval_rows, stores["eval"].traces)
+        t_metrics = for_config(cfg).teacher_metrics(eval_rows, stores["eval"].traces)
         teacher_ms = _p50_ms(teacher.answer, [r.text for r in eval_rows[:30]])
     finally:
         server.should_exit = True
@@ -117,16 +116,16 @@ def run(quick: bool = False, adapter: str | None = None) -> dict:
     gold = {r["id"]: r for r in cfg.demo().generate(pool_size, cfg.data.demo.seed + 1)}
     gold_rows = [Example(row.id, row.text, gold["cm-" + row.id.split("-", 1)[1]]["label"]) for row in pool]
     sft_cfg = cfg.model_copy(deep=True)
-    sft_train = KIND.train_rows(sft_cfg, gold_rows)
+    sft_train = for_config(sft_cfg).train_rows(gold_rows)
     sft_dir, sft_stats = train_sft(sft_cfg, sft_train, tmp / "sft-checkpoints", tmp / "sft-adapter")
     figures["sft_on_pool_gold_training"] = {"steps": sft_stats.steps, "train_s": round(sft_stats.train_runtime_s, 1)}
 
-    results = KIND.evaluate(cfg, eval_rows, {"kd": kd_dir, "sft_on_pool_gold": sft_dir})
+    results = for_config(cfg).evaluate(eval_rows, {"kd": kd_dir, "sft_on_pool_gold": sft_dir})
     model, tokenizer = load_model(cfg.model)
     model = activate_adapter(model, kd_dir, name="kd")
     raw = classification_decoder(cfg, model, tokenizer)
     raw.calibrate = False
-    without_prior = KIND.score(cfg, raw, eval_rows)
+    without_prior = for_config(cfg).score(raw, eval_rows)
     student = classification_decoder(cfg, model, tokenizer, adapter=kd_dir)
     student_ms = _p50_ms(student.predict, [r.text for r in eval_rows[:30]])
     kd = results["kd"]

@@ -20,7 +20,7 @@ from core.common.rows import Example
 from core.evaluation.cost import add_cost, price_for
 from core.evaluation.evaluate import cascade_table
 from core.evaluation.report import add_learning_curves
-from core.kinds import kind_of
+from core.kinds import for_config
 
 HUB_IDS = {"embedded": "HuggingFaceTB/SmolLM2-135M-Instruct"}  # what the embedded base is on the Hugging Face Hub
 LICENSES = {"embedded": "apache-2.0"}  # an adapter is published under its base model's license; others: say so by hand
@@ -44,13 +44,13 @@ def score_variants(
     """Each variant's metrics on `rows`, with its tokens and cost per 1k answers; with `teacher_traces` (the teacher's
     answers to the same rows, keyed by input hash) the teacher's row too and, where answers carry a confidence, each
     adapter's cascade (student first, the teacher under a confidence threshold)."""
-    kind = kind_of(cfg)
-    results = kind.evaluate(cfg, rows, adapters, include_base=include_base)
+    kind = for_config(cfg)
+    results = kind.evaluate(rows, adapters, include_base=include_base)
     for metrics in results.values():
         add_cost(metrics, cfg)
     if teacher_traces is None:
         return results
-    teacher = kind.teacher_metrics(cfg, rows, teacher_traces)
+    teacher = kind.teacher_metrics(rows, teacher_traces)
     add_cost(teacher, cfg, price_for(teacher["teacher"], cfg.teacher.prices))
     if kind.escalates:
         for name in adapters:
@@ -80,7 +80,7 @@ def evaluate_run(
     out.mkdir(parents=True, exist_ok=True)
     for name, metrics in results.items():
         (out / f"{name}.metrics.json").write_text(json.dumps(metrics, indent=2))
-    report = kind_of(cfg).write_report(cfg.name, results, out)
+    report = for_config(cfg).write_report(results, out)
     curves = {name: _curve(Path(folder)) for name, folder in adapters.items()}
     add_learning_curves(report, curves)
     return Scorecard(results, out, report, curves)
@@ -115,7 +115,7 @@ def registered_metrics(eval_dir: str | Path, method: str) -> tuple[dict, dict | 
 
 def model_card(cfg: TaskConfig, method: str, metrics: dict, baseline: dict | None) -> str:
     """A Hugging Face model card (YAML metadata + text): the adapter folder can be pushed to the Hub as it is."""
-    kind = kind_of(cfg)
+    kind = for_config(cfg)
     base = cfg.model.base_model
     data = ModelCardData(
         base_model=HUB_IDS.get(base, base),
@@ -140,7 +140,7 @@ def model_card(cfg: TaskConfig, method: str, metrics: dict, baseline: dict | Non
         "",
         f"LoRA adapter ({method}) over `{data.base_model}` ({cfg.model.precision}, quantization {cfg.model.quantization}), "
         "trained by distill-slm.",
-        kind.card_line(cfg),
+        kind.card_line(),
         "",
         "| metric | adapter | base |",
         "|---|---|---|",

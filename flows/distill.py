@@ -23,7 +23,7 @@ from prefect import flow, get_run_logger
 from core.common.config import TaskConfig
 from core.common.locks import run_lock
 from core.errors import MethodsFailed
-from core.kinds import kind_of
+from core.kinds import for_config
 from core.methods import order
 from core.methods.selftrain import LABELER_MODES
 from tasks.evaluate import evaluate_task
@@ -120,7 +120,7 @@ def _distill(cfg: TaskConfig, extra_pool: str | None) -> dict:
     summary |= {"eval_dir": eval_dir, "report": str(Path(eval_dir) / "report.md")}
     for name in ["base", *(["teacher"] if teacher_on_eval else []), *adapters]:
         metrics = json.loads((Path(eval_dir) / f"{name}.metrics.json").read_text())
-        summary["variants"][name] = {k: metrics[k] for k in kind_of(cfg).summary_keys if k in metrics}
+        summary["variants"][name] = {k: metrics[k] for k in for_config(cfg).summary_keys if k in metrics}
     refs = {method: register_task(cfg, method, adapter_dir, eval_dir, prepared["fingerprint"]) for method, adapter_dir in adapters.items()}
     decisions = promote_task(cfg, list(refs.values()), prepared["eval"]) if refs else {}
     for method, ref in refs.items():

@@ -17,7 +17,7 @@ from core.drift.report import write_report
 from core.drift.sources import ask_teacher, load_reference, sentence_embedder
 from core.drift.verdict import assess
 from core.drift.windows import Window
-from core.kinds import kind_of
+from core.kinds import for_config
 from core.registry import Registry
 from core.serving.audit import iter_audit
 from tasks.artifacts import artifact_key
@@ -44,14 +44,14 @@ def drift_check(runs_dir: str, audit_log: str, task_name: str, now: float | None
     registry = Registry(runs_dir)
     production = registry.aliases(task_name)["production"]
     cfg = registry.task_config(task_name, production)
-    kind = kind_of(cfg)
+    kind = for_config(cfg)
     out = drift_dir(runs_dir, task_name)
     state_path = out / "state.json"
     now = time.time() if now is None else now
     last = json.loads(state_path.read_text())["until"] if state_path.exists() else None
     since = max(last or 0.0, now - cfg.drift.window_hours * 3600)
     registered = {f"{m}/{v}" for m in registry.methods(task_name) for v in registry.versions(task_name, m)}
-    window = Window(task_name, production, lambda r: kind.drift_view(cfg, r), cfg.drift.sample_size, registered)
+    window = Window(task_name, production, lambda r: kind.drift_view(r), cfg.drift.sample_size, registered)
     skipped: Counter = Counter()
     for record in iter_audit(audit_log, since=since, until=now, skipped=skipped):
         try:
@@ -73,7 +73,7 @@ def drift_check(runs_dir: str, audit_log: str, task_name: str, now: float | None
     history = [json.loads(p.read_text()) for p in sorted(out.glob("20*.json"))[-HISTORY_NIGHTS:]]
     paths = write_report(report, history, out, stamp)
     inputs_path = out / f"{stamp}.inputs.jsonl"
-    write_jsonl(inputs_path, [kind.to_record(cfg, _row(i, text)) for i, text in enumerate(window.inputs)])
+    write_jsonl(inputs_path, [kind.to_record(_row(i, text)) for i, text in enumerate(window.inputs)])
     atomic_write_text(state_path, json.dumps({"until": now, "last_report": paths["json"]}))
     logger.info("drift of %s over %d requests: %s %s", task_name, window.requests, report["verdict"], "; ".join(report["reasons"]) or "")
     create_markdown_artifact(key=artifact_key(task_name, "drift"), markdown=Path(paths["markdown"]).read_text(), description="drift")

@@ -8,7 +8,7 @@ from core.common.config import TaskConfig
 from core.common.egress import check_endpoint
 from core.common.files import write_jsonl
 from core.common.rows import rows_fingerprint
-from core.kinds import kind_of
+from core.kinds import for_config
 from core.methods import check as check_methods
 from core.teachers.backends import preflight
 
@@ -24,15 +24,15 @@ def check_egress(cfg: TaskConfig) -> None:
 def check_inputs(cfg: TaskConfig) -> None:
     """Every check that needs no Prefect: the task (and its methods), the labeled rows, the eval file, the pool and the teacher's
     endpoint. The CLI runs it before the flow starts, so bad input stops a run in seconds, not after a server boots."""
-    kind = kind_of(cfg)
+    kind = for_config(cfg)
     check_egress(cfg)
-    kind.check_task(cfg)
+    kind.check_task()
     check_methods(cfg)
-    kind.labeled_rows(cfg)
+    kind.labeled_rows()
     if cfg.data.eval is not None:
-        kind.load_rows(cfg, cfg.data.eval)
+        kind.load_rows(cfg.data.eval)
     if cfg.data.unlabeled is not None and cfg.uses_pool():
-        kind.load_rows(cfg, cfg.data.unlabeled, require_answers=False)
+        kind.load_rows(cfg.data.unlabeled, require_answers=False)
     if "kd" in cfg.methods:
         preflight(cfg)
 
@@ -42,26 +42,26 @@ def prepare_data(cfg: TaskConfig, extra_pool: str | None = None) -> dict:
     """Write `train.jsonl`, `validation.jsonl` and `eval.jsonl` (and the teacher's `unlabeled.jsonl`) under the work dir;
     return their paths and fingerprints. `extra_pool`: inputs (a drift window's) the teacher answers first."""
     logger = get_run_logger()
-    kind = kind_of(cfg)
+    kind = for_config(cfg)
     check_egress(cfg)  # a run started from the UI's form skips the CLI's check_inputs
-    for warning in kind.check_task(cfg):
+    for warning in kind.check_task():
         logger.warning(warning)
     check_methods(cfg)
-    rows, source = kind.labeled_rows(cfg)
-    given_eval = kind.load_rows(cfg, cfg.data.eval) if cfg.data.eval is not None else None
-    train_rows, validation_rows, eval_rows = kind.splits(cfg, rows, given_eval)
+    rows, source = kind.labeled_rows()
+    given_eval = kind.load_rows(cfg.data.eval) if cfg.data.eval is not None else None
+    train_rows, validation_rows, eval_rows = kind.splits(rows, given_eval)
     out = cfg.work_dir / cfg.name / "data"
     paths = {}
     for split, split_rows in (("train", train_rows), ("validation", validation_rows), ("eval", eval_rows)):
-        write_jsonl(out / f"{split}.jsonl", [kind.to_record(cfg, r) for r in split_rows])
+        write_jsonl(out / f"{split}.jsonl", [kind.to_record(r) for r in split_rows])
         paths[split] = str(out / f"{split}.jsonl")
     pool_counts = None
     if cfg.uses_pool():
         if "kd" in cfg.methods:
             preflight(cfg)  # a missing key or a dead endpoint fails here, not an hour into the run
-        first = kind.load_rows(cfg, extra_pool, require_answers=False) if extra_pool else None
-        pool, pool_counts = kind.unlabeled_pool(cfg, validation_rows + eval_rows, first)
-        write_jsonl(out / "unlabeled.jsonl", [kind.to_record(cfg, r) for r in pool])
+        first = kind.load_rows(extra_pool, require_answers=False) if extra_pool else None
+        pool, pool_counts = kind.unlabeled_pool(validation_rows + eval_rows, first)
+        write_jsonl(out / "unlabeled.jsonl", [kind.to_record(r) for r in pool])
         paths["unlabeled"] = str(out / "unlabeled.jsonl")
         logger.info(
             "unlabeled pool for the teacher: %d rows (of %d: %d repeated inputs and %d validation/eval inputs dropped)",

@@ -12,7 +12,7 @@ from prefect import get_run_logger, task
 from core.common.config import TaskConfig
 from core.common.egress import check_endpoint
 from core.errors import ConfigError, ServiceReloadFailed
-from core.kinds import kind_of
+from core.kinds import for_config
 from core.registry import Registry
 from core.scorecard import model_card, registered_metrics
 
@@ -44,9 +44,9 @@ def promote_task(cfg: TaskConfig, refs: list[str], eval_path: str | None = None)
     rows_of = lambda r: registry.fingerprint(cfg.name, r).get("eval_sha256")  # noqa: E731
     incumbent_metrics = None
     if incumbent and eval_path and any(incumbent != registry.resolve(cfg.name, r) and rows_of(incumbent) != rows_of(r) for r in refs):
-        kind = kind_of(cfg)
+        kind = for_config(cfg)
         logger.info("evaluating production %s on this run's evaluation rows, to compare like with like", incumbent)
-        scored = kind.evaluate(cfg, kind.load_rows(cfg, eval_path), {"incumbent": registry.path(cfg.name, incumbent)}, include_base=False)
+        scored = kind.evaluate(kind.load_rows(eval_path), {"incumbent": registry.path(cfg.name, incumbent)}, include_base=False)
         incumbent_metrics = scored["incumbent"]
     decisions = registry.promote_best(cfg.name, refs, cfg.promotion, incumbent_metrics=incumbent_metrics)
     for d in decisions:

@@ -36,12 +36,12 @@ def load_reference(cfg, kind, registry, task: str, ref: str, cache_dir) -> Refer
     if cache.exists():
         saved = json.loads(cache.read_text())
         return Reference(ref, saved["source"], saved["inputs"], saved["views"], eval_metrics)
-    rows, source = kind.reference_rows(cfg)
+    rows, source = kind.reference_rows()
     model, tokenizer = load_model(cfg.model)
     adapter = registry.path(task, ref)
     model = activate_adapter(model, adapter, name="production")
-    answers = kind.reference_answers(cfg, kind.decoder(cfg, model, tokenizer, adapter), [r.text for r in rows])
-    views = [v for v in (kind.drift_view(cfg, a) for a in answers) if v is not None]
+    answers = kind.reference_answers(kind.decoder(model, tokenizer, adapter), [r.text for r in rows])
+    views = [v for v in (kind.drift_view(a) for a in answers) if v is not None]
     atomic_write_text(cache, json.dumps({"ref": ref, "source": source, "inputs": [r.text for r in rows], "views": views}))
     return Reference(ref, source, [r.text for r in rows], views, eval_metrics)
 
@@ -62,9 +62,9 @@ def ask_teacher(cfg, kind, window: Window, traces_file) -> tuple[tuple[int, int]
     rows = [Example(f"drift-{i}", text) for i, (text, _) in enumerate(sample)]
     store = TraceStore(traces_file)
     try:
-        pool = kind.labeled_rows(cfg)[0] if cfg.teacher.backend == "deliberate" else None
+        pool = kind.labeled_rows()[0] if cfg.teacher.backend == "deliberate" else None
         summary = generate_traces(
-            rows, store, lambda: build_teacher(cfg, kind.teacher_task(cfg), pool), prices=cfg.teacher.prices, progress=False
+            rows, store, lambda: build_teacher(cfg, kind.teacher_task(), pool), prices=cfg.teacher.prices, progress=False
         )
     except TeacherUnavailable as exc:
         return None, f"teacher unavailable: {exc}", 0.0
@@ -76,7 +76,7 @@ def ask_teacher(cfg, kind, window: Window, traces_file) -> tuple[tuple[int, int]
         trace = store.traces.get(text_sha256(text))
         if trace and not trace.get("error"):
             n += 1
-            hits += kind.agrees(cfg, view, trace["output"])
+            hits += kind.agrees(view, trace["output"])
     if n == 0:
         return (
             None,

@@ -123,7 +123,7 @@ def assess(
         )
     win_views = [v for _, v in window.answers]
     if win_views and reference.views:
-        signals += kind.output_signals(cfg, reference.views, win_views)
+        signals += kind.output_signals(reference.views, win_views)
         signals += confidence_signals(reference, window, cfg.escalation.threshold)
     elif window.requests:
         notes.append(f"no answers of production {window.production} in the window: output and confidence signals skipped")

@@ -20,8 +20,8 @@ from core.common.rows import Example
 from core.evaluation.metrics import classification_metrics
 from core.model.loading import activate_adapter, load_model
 
-# (cfg, model, tokenizer, rows, adapter folder or None for the base) -> metrics
-ScoreVariant = Callable[[TaskConfig, PreTrainedModel, PreTrainedTokenizerBase, list[Example], "str | Path | None"], dict]
+# (model, tokenizer, rows, adapter folder or None for the base) -> metrics (a task kind's, bound to the task's config)
+ScoreVariant = Callable[[PreTrainedModel, PreTrainedTokenizerBase, list[Example], "str | Path | None"], dict]
 
 
 def evaluate_variants(
@@ -31,10 +31,10 @@ def evaluate_variants(
     model, tokenizer = load_model(cfg.model)
     results: dict[str, dict] = {}
     if include_base:
-        results["base"] = score_variant(cfg, model, tokenizer, rows, None)
+        results["base"] = score_variant(model, tokenizer, rows, None)
     for name, adapter_dir in adapters.items():
         model = activate_adapter(model, adapter_dir, name=name)
-        results[name] = score_variant(cfg, model, tokenizer, rows, adapter_dir)
+        results[name] = score_variant(model, tokenizer, rows, adapter_dir)
     return results
 
 

@@ -1,7 +1,7 @@
 """Task kinds: one module per task type behind `TaskKind` (`base.py`), chosen here and nowhere else.
 
-    kind = kind_of(cfg)                     # by cfg.type
-    rows = kind.load_rows(cfg, "train.jsonl")
+    kind = for_config(cfg)                  # the kind of cfg.type, bound to cfg
+    rows = kind.load_rows("train.jsonl")
     teacher = make_teacher(cfg, labeled_pool)
 
 To add a task type: write `core/kinds/<type>.py` with a `TaskKind` subclass, add it to `KINDS`
@@ -21,18 +21,19 @@ from core.kinds.extraction import DocumentExtraction
 from core.teachers.backends import build_teacher
 from core.teachers.base import Teacher
 
-KINDS: dict[str, TaskKind] = {kind.type: kind for kind in (Classification(), DocumentExtraction(), CodeGeneration())}
+KINDS: dict[str, type[TaskKind]] = {kind.type: kind for kind in (Classification, DocumentExtraction, CodeGeneration)}
 assert set(KINDS) == set(TYPE_DEFAULTS), f"task types {sorted(TYPE_DEFAULTS)} and kinds {sorted(KINDS)} disagree"
 
 
-def kind_of(cfg: TaskConfig) -> TaskKind:
-    return KINDS[cfg.type]
+def for_config(cfg: TaskConfig) -> TaskKind:
+    """The task kind of `cfg.type`, bound to `cfg` (cheap: a kind holds nothing but its config)."""
+    return KINDS[cfg.type](cfg)
 
 
 def make_teacher(cfg: TaskConfig, labeled_pool: list[Example] | None = None, adapter: str | Path | None = None) -> Teacher:
     """The configured teacher backend for this task's type, checked: raises TeacherUnavailable naming the setting to fix.
     `adapter`: an SFT adapter the deliberate backend runs instead of the base model."""
-    return build_teacher(cfg, kind_of(cfg).teacher_task(cfg), labeled_pool, adapter)
+    return build_teacher(cfg, for_config(cfg).teacher_task(), labeled_pool, adapter)
 
 
-__all__ = ["KINDS", "ServedAnswer", "TaskKind", "kind_of", "make_teacher"]
+__all__ = ["KINDS", "ServedAnswer", "TaskKind", "for_config", "make_teacher"]

@@ -40,7 +40,7 @@ class Classification(TaskKind):
     hf_task = "text-classification"
 
     # -- data --------------------------------------------------------------------------------
-    def parse_record(self, cfg: TaskConfig, record: dict, path: Path, line: int, require_answer: bool) -> Example:
+    def parse_record(self, record: dict, path: Path, line: int, require_answer: bool) -> Example:
         text = record.get("text")
         if not isinstance(text, str) or not text.strip():
             raise DataError(path, line, "text", "missing or empty")
@@ -49,41 +49,41 @@ class Classification(TaskKind):
             if require_answer:
                 raise DataError(path, line, "label", "missing")
             label = None
-        elif not isinstance(label, str) or label not in cfg.labels:
-            raise DataError(path, line, "label", f"unknown label {label!r}; expected one of {cfg.labels}")
+        elif not isinstance(label, str) or label not in self.cfg.labels:
+            raise DataError(path, line, "label", f"unknown label {label!r}; expected one of {self.cfg.labels}")
         return Example(id=str(record.get("id") or f"{path.stem}-{line}"), text=text, label=label)
 
-    def check_rows(self, cfg: TaskConfig, rows: list[Example], path: Path, require_answers: bool, lines: list[int]) -> None:
+    def check_rows(self, rows: list[Example], path: Path, require_answers: bool, lines: list[int]) -> None:
         seen = Counter(e.label for e in rows)
         if require_answers and len(seen) < 2:
             raise DataError(path, None, "label", f"a single class {sorted(seen)}: need at least two to train or evaluate")
 
-    def check_task(self, cfg: TaskConfig) -> list[str]:
-        warnings = super().check_task(cfg)
-        label_sequences(load_tokenizer(cfg.model), cfg.labels)  # labels the tokenizer cannot tell apart stop the run now
+    def check_task(self) -> list[str]:
+        warnings = super().check_task()
+        label_sequences(load_tokenizer(self.cfg.model), self.cfg.labels)  # labels the tokenizer cannot tell apart stop the run now
         return warnings
 
-    def to_record(self, cfg: TaskConfig, row: Example) -> dict:
+    def to_record(self, row: Example) -> dict:
         return row.to_dict()
 
-    def split(self, cfg: TaskConfig, rows: list[Example]) -> tuple[list[Example], list[Example]]:
-        return stratified_split(rows, cfg.labels, cfg.data.eval_fraction, cfg.data.eval_per_class, cfg.training.seed)
+    def split(self, rows: list[Example]) -> tuple[list[Example], list[Example]]:
+        return stratified_split(rows, self.cfg.labels, self.cfg.data.eval_fraction, self.cfg.data.eval_per_class, self.cfg.training.seed)
 
-    def hold_out_validation(self, cfg: TaskConfig, rows: list[Example], strict: bool = True) -> tuple[list[Example], list[Example]]:
-        per_class = cfg.training.validation_per_class
-        return stratified_holdout(rows, cfg.labels, per_class, cfg.training.seed, strict) if per_class else (rows, [])
+    def hold_out_validation(self, rows: list[Example], strict: bool = True) -> tuple[list[Example], list[Example]]:
+        per_class = self.cfg.training.validation_per_class
+        return stratified_holdout(rows, self.cfg.labels, per_class, self.cfg.training.seed, strict) if per_class else (rows, [])
 
-    def train_rows(self, cfg: TaskConfig, rows: list[Example]) -> list[Example]:
-        return balance(rows, cfg.labels, cfg.data.train_per_class, cfg.training.seed)
+    def train_rows(self, rows: list[Example]) -> list[Example]:
+        return balance(rows, self.cfg.labels, self.cfg.data.train_per_class, self.cfg.training.seed)
 
     # -- model and evaluation ----------------------------------------------------------------
-    def decoder(self, cfg: TaskConfig, model, tokenizer, adapter: str | Path | None = None) -> CalibratedDecoder:
-        return classification_decoder(cfg, model, tokenizer, None if adapter is None else Path(adapter))
+    def decoder(self, model, tokenizer, adapter: str | Path | None = None) -> CalibratedDecoder:
+        return classification_decoder(self.cfg, model, tokenizer, None if adapter is None else Path(adapter))
 
     def warm_up(self, decoder: CalibratedDecoder) -> None:
         decoder.prior()  # the content-free prior costs a forward: not on a request's time
 
-    def score(self, cfg: TaskConfig, decoder: CalibratedDecoder, rows: list[Example]) -> dict:
+    def score(self, decoder: CalibratedDecoder, rows: list[Example]) -> dict:
         """Metrics of one decoder on labeled rows, plus label choices with and without calibration for contrast."""
         preds = decoder.predict([r.text for r in rows])
         gold = [r.label for r in rows]
@@ -110,12 +110,12 @@ class Classification(TaskKind):
         ]
         return metrics
 
-    def teacher_metrics(self, cfg: TaskConfig, rows: list[Example], traces: dict[str, dict]) -> dict:
+    def teacher_metrics(self, rows: list[Example], traces: dict[str, dict]) -> dict:
         found = traces_for_rows(rows, traces)
         preds = [t["output"] if not t.get("error") else None for t in found]
         confidences = [max((t.get("label_probs") or {"": 0.0}).values()) for t in found]
         metrics = classification_metrics(
-            [r.label for r in rows], preds, cfg.labels, confidences=confidences, latencies_ms=[t["latency_s"] * 1000 for t in found]
+            [r.label for r in rows], preds, self.cfg.labels, confidences=confidences, latencies_ms=[t["latency_s"] * 1000 for t in found]
         )
         metrics |= trace_costs(found, failed=sum(p is None for p in preds), note="per request, one at a time")
         metrics["predictions"] = [
@@ -123,18 +123,18 @@ class Classification(TaskKind):
         ]
         return metrics
 
-    def teacher_task(self, cfg: TaskConfig) -> TeacherTask:
-        return LabelTeaching(cfg)
+    def teacher_task(self) -> TeacherTask:
+        return LabelTeaching(self.cfg)
 
-    def write_report(self, task: str, results: dict[str, dict], out_dir: Path) -> Path:
-        return write_classification_report(task, results, out_dir)
+    def write_report(self, results: dict[str, dict], out_dir: Path) -> Path:
+        return write_classification_report(self.cfg.name, results, out_dir)
 
-    def card_line(self, cfg: TaskConfig) -> str:
-        return f"Task type {self.type}; labels {', '.join(cfg.labels)}."
+    def card_line(self) -> str:
+        return f"Task type {self.type}; labels {', '.join(self.cfg.labels)}."
 
     # -- training ----------------------------------------------------------------------------
-    def kd_rows(self, cfg: TaskConfig, traces: list[dict]) -> tuple[list[dict], dict]:
-        """The teacher's answer and its label distribution (in `cfg.labels` order) per trace.
+    def kd_rows(self, traces: list[dict]) -> tuple[list[dict], dict]:
+        """The teacher's answer and its label distribution (in `self.cfg.labels` order) per trace.
 
         Traces are first balanced by the teacher's answer (each label's traces repeated up to the most
         common label's count), as the SFT split is by gold label: an unlabeled pool is rarely balanced,
@@ -145,17 +145,20 @@ class Classification(TaskKind):
         by_id = {trace["id"]: trace for trace in traces}
         answers = [Example(trace["id"], trace["prompt"], trace["output"]) for trace in traces]
         rows = []
-        for example in balance(answers, list(counts), max(counts.values(), default=0), cfg.training.seed):
+        for example in balance(answers, list(counts), max(counts.values(), default=0), self.cfg.training.seed):
             trace = by_id[example.id]
             rows.append(
-                {**completion_chat(cfg.instruction, trace["prompt"], trace["output"]), "label_targets": _distribution(trace, cfg.labels)}
+                {
+                    **completion_chat(self.cfg.instruction, trace["prompt"], trace["output"]),
+                    "label_targets": _distribution(trace, self.cfg.labels),
+                }
             )
         return rows, {"teacher_answers": dict(counts), "rows_after_balancing": len(rows)}
 
-    def kd_labels(self, cfg: TaskConfig) -> list[str]:
-        return cfg.labels
+    def kd_labels(self) -> list[str]:
+        return self.cfg.labels
 
-    def after_kd(self, cfg: TaskConfig, adapter_dir: Path, traces: list[dict]) -> None:
+    def after_kd(self, adapter_dir: Path, traces: list[dict]) -> None:
         """Store the student's lean relative to its teacher beside the adapter; its decoder divides it out.
 
         Per label the teacher answered, the student's mean distribution over those inputs is set against the
@@ -166,8 +169,10 @@ class Classification(TaskKind):
         et al. 2024: the first version) also removes the pool's true label shares: it lifted a student of the
         weak demo teacher (0.30 -> 0.38 macro-F1) but cost a student of a strong teacher its commonest class.
         """
-        model, tokenizer = load_model(cfg.model, adapter=adapter_dir)
-        decoder = CalibratedDecoder(model, tokenizer, cfg.labels, cfg.instruction, calibrate=False, batch_size=cfg.eval_batch_size)
+        model, tokenizer = load_model(self.cfg.model, adapter=adapter_dir)
+        decoder = CalibratedDecoder(
+            model, tokenizer, self.cfg.labels, self.cfg.instruction, calibrate=False, batch_size=self.cfg.eval_batch_size
+        )
         by_answer: dict[str, list[dict]] = {}
         for trace in traces:
             by_answer.setdefault(trace["output"], []).append(trace)
@@ -177,19 +182,21 @@ class Classification(TaskKind):
             sample = group[:per_label]
             inputs += len(sample)
             student.append(decoder.label_distribution([t["prompt"] for t in sample]).mean(axis=0))
-            teacher.append(np.mean([_distribution(t, cfg.labels) for t in sample], axis=0))
+            teacher.append(np.mean([_distribution(t, self.cfg.labels) for t in sample], axis=0))
         ratio = np.mean(student, axis=0) / np.clip(np.mean(teacher, axis=0), 1e-6, None)
-        save_label_prior(adapter_dir, cfg.labels, ratio / ratio.sum(), inputs, "the student's lean relative to its teacher on the pool")
+        save_label_prior(
+            adapter_dir, self.cfg.labels, ratio / ratio.sum(), inputs, "the student's lean relative to its teacher on the pool"
+        )
 
-    def confident_rows(self, cfg, validation, validation_traces, pool_traces) -> tuple[list[Example], dict]:
+    def confident_rows(self, validation, validation_traces, pool_traces) -> tuple[list[Example], dict]:
         """Pool answers at or above the lowest confidence at which the labeler's validation answers are
         `self_training.min_precision` correct. With none reaching it nothing is added, and the report says so."""
         checked = traces_for_rows(validation, validation_traces)
-        labeler = self.teacher_metrics(cfg, validation, validation_traces)
+        labeler = self.teacher_metrics(validation, validation_traces)
         chosen = confidence_threshold(
             [_confidence(t) for t in checked],
             [t["output"] == r.label for r, t in zip(validation, checked)],
-            cfg.self_training.min_precision,
+            self.cfg.self_training.min_precision,
         )
         threshold = chosen["threshold"]
         usable = [t for t in pool_traces if not t.get("error")]
@@ -197,27 +204,27 @@ class Classification(TaskKind):
         report = {
             "labeler": labeler["teacher"],
             "labeler_validation_macro_f1": round(labeler["macro_f1"], 4),
-            "min_precision": cfg.self_training.min_precision,
+            "min_precision": self.cfg.self_training.min_precision,
             "threshold": chosen,
             "pool_answers": len(usable),
             "pool_failed": len(pool_traces) - len(usable),
             "pool_kept": len(kept),
-            "pool_kept_per_label": {label: sum(e.label == label for e in kept) for label in cfg.labels},
+            "pool_kept_per_label": {label: sum(e.label == label for e in kept) for label in self.cfg.labels},
         }
         if threshold is None:
             report["why_none"] = (
-                f"no confidence threshold makes the labeler's validation answers {cfg.self_training.min_precision:g} precise"
+                f"no confidence threshold makes the labeler's validation answers {self.cfg.self_training.min_precision:g} precise"
             )
         return kept, report
 
-    def pair_labels(self, cfg: TaskConfig) -> list[str]:
-        return cfg.labels
+    def pair_labels(self) -> list[str]:
+        return self.cfg.labels
 
-    def preference_pairs(self, cfg: TaskConfig, rows: list[Example], decoder: CalibratedDecoder, teacher_traces: list[dict] | None):
+    def preference_pairs(self, rows: list[Example], decoder: CalibratedDecoder, teacher_traces: list[dict] | None):
         """chosen = gold label (rows) or teacher label (traces), rejected = the student's likeliest wrong label;
         kept in balance (`label_balanced`) so that DPO moves no label's prior."""
         sources = [(r.text, r.label, "gold") for r in rows] + [(t["prompt"], t["output"], "teacher") for t in teacher_traces or []]
-        sources = sources[: cfg.dpo.max_pairs]
+        sources = sources[: self.cfg.dpo.max_pairs]
         preds = decoder.predict([text for text, _, _ in sources])
         wrong_side, right_side, dropped_identical = [], [], 0
         for (text, chosen, source), pred in zip(sources, preds):
@@ -239,21 +246,21 @@ class Classification(TaskKind):
         return kept, counts
 
     # -- drift -------------------------------------------------------------------------------
-    def reference_answers(self, cfg: TaskConfig, decoder: CalibratedDecoder, texts: list[str]) -> list[dict]:
+    def reference_answers(self, decoder: CalibratedDecoder, texts: list[str]) -> list[dict]:
         return [{"output": p.label, "confidence": p.confidence, "label_probs": p.probs} for p in decoder.predict(texts)]
 
-    def drift_view(self, cfg: TaskConfig, record: dict) -> dict | None:
-        if record.get("output") not in cfg.labels:
+    def drift_view(self, record: dict) -> dict | None:
+        if record.get("output") not in self.cfg.labels:
             return None
         return {"label": record["output"], "confidence": record.get("confidence")}
 
-    def agrees(self, cfg: TaskConfig, view: dict, teacher_output: str) -> bool:
+    def agrees(self, view: dict, teacher_output: str) -> bool:
         return view["label"] == teacher_output
 
-    def output_signals(self, cfg: TaskConfig, reference: list[dict], window: list[dict]) -> list[Signal]:
+    def output_signals(self, reference: list[dict], window: list[dict]) -> list[Signal]:
         ref, win = Counter(v["label"] for v in reference), Counter(v["label"] for v in window)
-        chi2, p, js = counts_test(ref, win, cfg.labels)
-        share = lambda c: {label: c.get(label, 0) / max(sum(c.values()), 1) for label in cfg.labels}  # noqa: E731
+        chi2, p, js = counts_test(ref, win, self.cfg.labels)
+        share = lambda c: {label: c.get(label, 0) / max(sum(c.values()), 1) for label in self.cfg.labels}  # noqa: E731
         detail = {"jensen_shannon": js, "reference": share(ref), "window": share(win)}
         return [Signal("output.labels", chi2, p, detail)]
 

@@ -11,9 +11,9 @@ The teacher (any backend) writes `teacher.candidates` answers per task, the firs
 against the task's tests and keeps the first that passes: execution-verified rejection sampling. A task no candidate
 solved becomes a failed trace (counted, never trained on), so KD learns only from code that works.
 
-    kind = KINDS["codegen"]
-    rows = kind.load_rows(cfg, "code.jsonl")            # bad rows stop here; solutions run against their tests
-    metrics = kind.score(cfg, kind.decoder(cfg, model, tokenizer), rows)
+    kind = for_config(cfg)              # cfg.type: codegen
+    rows = kind.load_rows("code.jsonl")            # bad rows stop here; solutions run against their tests
+    metrics = kind.score(kind.decoder(model, tokenizer), rows)
     metrics["pass_at_1"], metrics["failures"]
 """
 
@@ -29,7 +29,6 @@ import numpy as np
 from core.common.config import TaskConfig
 from core.common.files import read_records
 from core.common.rows import CodeTask, Example, Pair
-from core.common.splits import document_split
 from core.drift.statistics import Signal, proportion_test
 from core.errors import ConfigError, DataError, InvalidRequest
 from core.evaluation.code_metrics import code_metrics, lint_ok, pass_at_k, run_grouped, syntax_ok
@@ -139,6 +138,11 @@ def split_answer(answer: str) -> tuple[str | None, str]:
     return plan or None, extract_code(answer)
 
 
+# Hashes of (solution, tests) this process has already run: a split read again (each Prefect task reads the file the
+# flow passes it) is not run again. Process-wide, as kinds are bound per use.
+_VERIFIED: set[int] = set()
+
+
 class CodeGeneration(TaskKind):
     generates = True
     accepts = frozenset({"tests"})  # a request may have the answer run against its own tests (verify)
@@ -146,66 +150,53 @@ class CodeGeneration(TaskKind):
     summary_keys = ("pass_at_1", "syntax_rate", "lint_pass_rate", "latency_ms_p50", "cost_per_1k_usd")
     card_keys = ("pass_at_1", "syntax_rate", "lint_pass_rate")
 
-    def __init__(self) -> None:
-        self._verified: set[int] = set()  # hashes of (solution, tests) already run: a split read again is not run again
-
     # -- data --------------------------------------------------------------------------------
-    def parse_record(self, cfg: TaskConfig, record: dict, path: Path, line: int, require_answer: bool) -> Example:
+    def parse_record(self, record: dict, path: Path, line: int, require_answer: bool) -> Example:
         # Unlabeled rows may come without tests (a drift window's specs): the teacher's answers to them cannot be verified
         # and are dropped, so only rows with tests teach anything.
         task = parse_code_record(record, path, line, require_solution=require_answer, require_tests=require_answer)
-        label = format_answer(task.solution, task.plan if cfg.plan else None) if task.solution is not None else None
+        label = format_answer(task.solution, task.plan if self.cfg.plan else None) if task.solution is not None else None
         return Example(task.id, task.prompt, label, task.tests)
 
-    def check_rows(self, cfg: TaskConfig, rows: list[Example], path: Path, require_answers: bool, lines: list[int]) -> None:
+    def check_rows(self, rows: list[Example], path: Path, require_answers: bool, lines: list[int]) -> None:
         """Every solution runs against its own tests (in the sandbox, in parallel); the first that fails stops the read."""
-        todo = [
-            (line, row) for line, row in zip(lines, rows) if row.label is not None and hash((row.label, row.tests)) not in self._verified
-        ]
+        todo = [(line, row) for line, row in zip(lines, rows) if row.label is not None and hash((row.label, row.tests)) not in _VERIFIED]
         tasks = [(line, CodeTask(row.id, row.text, row.tests, solution=extract_code(row.label))) for line, row in todo]
-        check_solutions(path, tasks, cfg.codegen.timeout_s)
-        self._verified.update(hash((row.label, row.tests)) for _, row in todo)
+        check_solutions(path, tasks, self.cfg.codegen.timeout_s)
+        _VERIFIED.update(hash((row.label, row.tests)) for _, row in todo)
 
-    def to_record(self, cfg: TaskConfig, row: Example) -> dict:
+    def to_record(self, row: Example) -> dict:
         record = {"id": row.id, "prompt": row.text} | ({"tests": row.tests} if row.tests is not None else {})
         if row.label is not None:
             plan, code = split_answer(row.label)
             record |= {"solution": code} | ({"plan": plan} if plan else {})
         return record
 
-    def split(self, cfg: TaskConfig, rows: list[Example]) -> tuple[list[Example], list[Example]]:
-        return document_split(rows, cfg.data.train_per_class, cfg.data.eval_per_class, cfg.training.seed, cfg.data.eval_fraction)
-
-    def hold_out_validation(self, cfg: TaskConfig, rows: list[Example], strict: bool = True) -> tuple[list[Example], list[Example]]:
-        n = cfg.training.validation_per_class  # tasks: code generation has no classes
-        return (rows[n:], rows[:n]) if n else (rows, [])
-
-    def train_rows(self, cfg: TaskConfig, rows: list[Example]) -> list[Example]:
-        return rows[: cfg.data.train_per_class]
-
-    def check_task(self, cfg: TaskConfig) -> list[str]:
-        warnings = super().check_task(cfg)
-        if cfg.codegen.samples and cfg.codegen.k > cfg.codegen.samples:
+    def check_task(self) -> list[str]:
+        warnings = super().check_task()
+        if self.cfg.codegen.samples and self.cfg.codegen.k > self.cfg.codegen.samples:
             raise ConfigError(
-                f"codegen.k: pass@{cfg.codegen.k} needs at least that many samples per task (codegen.samples is {cfg.codegen.samples})"
+                f"codegen.k: pass@{self.cfg.codegen.k} needs at least that many samples per task (codegen.samples is {self.cfg.codegen.samples})"
             )
         return warnings
 
     # -- model and evaluation ----------------------------------------------------------------
-    def decoder(self, cfg: TaskConfig, model, tokenizer, adapter: str | Path | None = None) -> CodeDecoder:
-        return CodeDecoder(model, tokenizer, cfg.instruction, cfg.max_new_tokens, cfg.eval_batch_size, cfg.codegen.temperature)
+    def decoder(self, model, tokenizer, adapter: str | Path | None = None) -> CodeDecoder:
+        return CodeDecoder(
+            model, tokenizer, self.cfg.instruction, self.cfg.max_new_tokens, self.cfg.eval_batch_size, self.cfg.codegen.temperature
+        )
 
-    def score(self, cfg: TaskConfig, decoder: CodeDecoder, rows: list[Example]) -> dict:
+    def score(self, decoder: CodeDecoder, rows: list[Example]) -> dict:
         prompts = [r.text for r in rows]
         greedy = decoder.answer(prompts)
-        samples = decoder.sample(prompts, cfg.codegen.samples) if cfg.codegen.samples else None
-        metrics = code_metrics([r.tests for r in rows], greedy, samples, cfg.codegen.k, cfg.codegen.timeout_s)
+        samples = decoder.sample(prompts, self.cfg.codegen.samples) if self.cfg.codegen.samples else None
+        metrics = code_metrics([r.tests for r in rows], greedy, samples, self.cfg.codegen.k, self.cfg.codegen.timeout_s)
         metrics["latency_note"] = f"per task, greedy, amortised over batches of {decoder.batch_size}"
         for row, prediction in zip(rows, metrics["predictions"]):
             prediction["id"] = row.id
         return metrics
 
-    def teacher_metrics(self, cfg: TaskConfig, rows: list[Example], traces: dict[str, dict]) -> dict:
+    def teacher_metrics(self, rows: list[Example], traces: dict[str, dict]) -> dict:
         """The teacher's first (greedy) candidate as its pass@1, all its candidates for pass@k, and how many tasks any
         candidate solved (`verified_rate`: the share of tasks KD can learn from)."""
         found = traces_for_rows(rows, traces)
@@ -223,7 +214,7 @@ class CodeGeneration(TaskKind):
             "latency_ms_p50": float(np.percentile([t["latency_s"] * 1000 for t in found], 50)),
             "latency_ms_p95": float(np.percentile([t["latency_s"] * 1000 for t in found], 95)),
         }
-        k = cfg.codegen.k
+        k = self.cfg.codegen.k
         if all(len(c) >= k for c in candidates):
             metrics[f"pass_at_{k}"] = float(np.mean([pass_at_k(len(c), sum(x["passed"] for x in c), k) for c in candidates]))
         metrics["failures"] = dict(Counter(c.get("cause") or "failed" for c in first if not c["passed"]).most_common())
@@ -233,10 +224,10 @@ class CodeGeneration(TaskKind):
         ]
         return metrics
 
-    def teacher_task(self, cfg: TaskConfig) -> TeacherTask:
-        return CodeTeaching(cfg)
+    def teacher_task(self) -> TeacherTask:
+        return CodeTeaching(self.cfg)
 
-    def check_teacher_answers(self, cfg: TaskConfig, rows: list[Example], answers: list[TeacherAnswer]) -> list[TeacherAnswer]:
+    def check_teacher_answers(self, rows: list[Example], answers: list[TeacherAnswer]) -> list[TeacherAnswer]:
         """Run every candidate against its task's tests; keep the first that passes, or fail the answer (not transient:
         a rerun does not ask again) when none does. Each trace records every candidate and its verdict."""
         todo = []
@@ -245,7 +236,7 @@ class CodeGeneration(TaskKind):
             if row.tests is None and not answer.transient:
                 answer.output, answer.top_logprobs, answer.error = None, None, "no tests: the answer cannot be verified"
             todo.append([t for t in texts if t is not None] if not answer.transient and row.tests is not None else [])
-        grouped = run_grouped([[(extract_code(t), row.tests) for t in texts] for row, texts in zip(rows, todo)], cfg.codegen.timeout_s)
+        grouped = run_grouped([[(extract_code(t), row.tests) for t in texts] for row, texts in zip(rows, todo)], self.cfg.codegen.timeout_s)
         for answer, texts, results in zip(answers, todo, grouped):
             if not texts:
                 continue
@@ -264,51 +255,51 @@ class CodeGeneration(TaskKind):
                 answer.output, answer.error = texts[passing], None
         return answers
 
-    def write_report(self, task: str, results: dict[str, dict], out_dir: Path) -> Path:
-        return write_codegen_report(task, results, out_dir)
+    def write_report(self, results: dict[str, dict], out_dir: Path) -> Path:
+        return write_codegen_report(self.cfg.name, results, out_dir)
 
-    def card_line(self, cfg: TaskConfig) -> str:
-        answer = "a one-line plan, then the code" if cfg.plan else "the code alone"
+    def card_line(self) -> str:
+        answer = "a one-line plan, then the code" if self.cfg.plan else "the code alone"
         return f"Task type {self.type}: a spec in, {answer} out; scored by running each task's tests in a sandbox."
 
     # -- training ----------------------------------------------------------------------------
-    def kd_rows(self, cfg: TaskConfig, traces: list[dict]) -> tuple[list[dict], dict]:
+    def kd_rows(self, traces: list[dict]) -> tuple[list[dict], dict]:
         """Sequence-level KD on verified answers only (a trace without a passing candidate is a failed trace, never here)."""
         verified = [t for t in traces if any(c["passed"] for c in t.get("candidates") or [{"passed": True}])]
-        rows, counts = generation_kd_rows(verified, cfg, load_tokenizer(cfg.model))
+        rows, counts = generation_kd_rows(verified, self.cfg, load_tokenizer(self.cfg.model))
         return rows, counts | {"verified_traces": len(verified)}
 
-    def preference_pairs(self, cfg: TaskConfig, rows: list[Example], decoder: CodeDecoder, teacher_traces: list[dict] | None):
+    def preference_pairs(self, rows: list[Example], decoder: CodeDecoder, teacher_traces: list[dict] | None):
         """chosen = code that passes (the student's own passing sample, else the gold solution, else the teacher's verified
         answer), rejected = one of the student's own samples that fails (`codegen.dpo_samples` per task)."""
-        rows = rows[: cfg.dpo.max_pairs]
+        rows = rows[: self.cfg.dpo.max_pairs]
         verified = {t["prompt"]: t["output"] for t in teacher_traces or [] if t.get("output")}
         tasks = []
         for row in rows:
             gold = row.label or verified.get(row.text)
             plan, code = split_answer(gold) if gold else (None, None)
             tasks.append(CodeTask(row.id, row.text, row.tests, solution=code, plan=plan))
-        samples = [[a.text for a in answers] for answers in decoder.sample([r.text for r in rows], cfg.codegen.dpo_samples)]
-        return code_pairs(tasks, samples, cfg.codegen.timeout_s)
+        samples = [[a.text for a in answers] for answers in decoder.sample([r.text for r in rows], self.cfg.codegen.dpo_samples)]
+        return code_pairs(tasks, samples, self.cfg.codegen.timeout_s)
 
     # -- drift -------------------------------------------------------------------------------
-    def reference_answers(self, cfg: TaskConfig, decoder: CodeDecoder, texts: list[str]) -> list[dict]:
+    def reference_answers(self, decoder: CodeDecoder, texts: list[str]) -> list[dict]:
         return [{"output": a.text} for a in decoder.answer(texts)]
 
-    def drift_view(self, cfg: TaskConfig, record: dict) -> dict | None:
+    def drift_view(self, record: dict) -> dict | None:
         if not isinstance(record.get("output"), str):
             return None
         code = extract_code(record["output"])
         return {"syntax_ok": syntax_ok(code), "code": code}
 
-    def agrees(self, cfg: TaskConfig, view: dict, teacher_output: str) -> bool:
+    def agrees(self, view: dict, teacher_output: str) -> bool:
         """The same program as the teacher's, up to formatting and comments (equal syntax trees)."""
         try:
             return ast.dump(ast.parse(view["code"])) == ast.dump(ast.parse(extract_code(teacher_output)))
         except (SyntaxError, ValueError):
             return False
 
-    def output_signals(self, cfg: TaskConfig, reference: list[dict], window: list[dict]) -> list[Signal]:
+    def output_signals(self, reference: list[dict], window: list[dict]) -> list[Signal]:
         ok = lambda views: sum(v["syntax_ok"] for v in views)  # noqa: E731
         p = proportion_test(ok(reference), len(reference), ok(window), len(window))
         rates = {"reference": ok(reference) / len(reference), "window": ok(window) / len(window)}

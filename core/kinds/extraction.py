@@ -17,7 +17,6 @@ import numpy as np
 
 from core.common.config import TaskConfig
 from core.common.rows import Example, Pair
-from core.common.splits import document_split
 from core.drift.statistics import Signal, proportion_test
 from core.errors import DataError, InvalidRequest, SchemaError
 from core.evaluation.metrics import extraction_metrics, field_diff
@@ -46,7 +45,7 @@ class DocumentExtraction(TaskKind):
     card_keys = ("field_f1", "schema_valid_rate", "exact_match", "corrections_per_doc")
 
     # -- data --------------------------------------------------------------------------------
-    def parse_record(self, cfg: TaskConfig, record: dict, path: Path, line: int, require_answer: bool) -> Example:
+    def parse_record(self, record: dict, path: Path, line: int, require_answer: bool) -> Example:
         document = record.get("document")
         if not isinstance(document, str) or not document.strip():
             raise DataError(path, line, "document", "missing or empty")
@@ -61,38 +60,28 @@ class DocumentExtraction(TaskKind):
                 raise DataError(path, line, "target", "missing")
             answer = None
         else:
-            schema = task_schema(cfg)
+            schema = task_schema(self.cfg)
             errors = schema.errors(target)
             if errors:
                 raise DataError(path, line, "target", f"does not validate against the task schema: {errors[0]}")
             answer = schema.dumps(target)
         return Example(id=str(record.get("id") or f"{path.stem}-{line}"), text=document, label=answer)
 
-    def to_record(self, cfg: TaskConfig, row: Example) -> dict:
+    def to_record(self, row: Example) -> dict:
         return {"id": row.id, "document": row.text} | ({"target": json.loads(row.label)} if row.label is not None else {})
 
-    def split(self, cfg: TaskConfig, rows: list[Example]) -> tuple[list[Example], list[Example]]:
-        return document_split(rows, cfg.data.train_per_class, cfg.data.eval_per_class, cfg.training.seed, cfg.data.eval_fraction)
-
-    def hold_out_validation(self, cfg: TaskConfig, rows: list[Example], strict: bool = True) -> tuple[list[Example], list[Example]]:
-        n = cfg.training.validation_per_class  # documents: extraction has no classes
-        return (rows[n:], rows[:n]) if n else (rows, [])
-
-    def train_rows(self, cfg: TaskConfig, rows: list[Example]) -> list[Example]:
-        return rows[: cfg.data.train_per_class]
-
-    def check_task(self, cfg: TaskConfig) -> list[str]:
-        warnings = super().check_task(cfg)
-        schema = task_schema(cfg)  # an unusable schema stops the run here, naming the pointer
+    def check_task(self) -> list[str]:
+        warnings = super().check_task()
+        schema = task_schema(self.cfg)  # an unusable schema stops the run here, naming the pointer
         if schema.unenforced:
             warnings.append(f"the grammar cannot enforce {', '.join(schema.unenforced)}; outputs are validated after decoding instead")
         return warnings
 
     # -- model and evaluation ----------------------------------------------------------------
-    def decoder(self, cfg: TaskConfig, model, tokenizer, adapter: str | Path | None = None) -> SchemaDecoder:
-        return extraction_decoder(cfg, model, tokenizer, task_schema(cfg))  # the grammar compiles here (cached)
+    def decoder(self, model, tokenizer, adapter: str | Path | None = None) -> SchemaDecoder:
+        return extraction_decoder(self.cfg, model, tokenizer, task_schema(self.cfg))  # the grammar compiles here (cached)
 
-    def score(self, cfg: TaskConfig, decoder: SchemaDecoder, rows: list[Example]) -> dict:
+    def score(self, decoder: SchemaDecoder, rows: list[Example]) -> dict:
         results = decoder.extract([r.text for r in rows])
         metrics = extraction_metrics(
             [json.loads(r.label) for r in rows],
@@ -106,7 +95,7 @@ class DocumentExtraction(TaskKind):
         metrics["predictions"] = [{"id": r.id, "valid": x.valid, "errors": x.errors, "output": x.output} for r, x in zip(rows, results)]
         return metrics
 
-    def teacher_metrics(self, cfg: TaskConfig, rows: list[Example], traces: dict[str, dict]) -> dict:
+    def teacher_metrics(self, rows: list[Example], traces: dict[str, dict]) -> dict:
         found = traces_for_rows(rows, traces)
         outputs = [json.loads(t["output"]) if not t.get("error") else None for t in found]
         metrics = extraction_metrics(
@@ -119,24 +108,24 @@ class DocumentExtraction(TaskKind):
         metrics["predictions"] = [{"id": r.id, "valid": o is not None, "output": o} for r, o in zip(rows, outputs)]
         return metrics
 
-    def teacher_task(self, cfg: TaskConfig) -> TeacherTask:
-        return ExtractionTeaching(cfg, task_schema(cfg))
+    def teacher_task(self) -> TeacherTask:
+        return ExtractionTeaching(self.cfg, task_schema(self.cfg))
 
-    def write_report(self, task: str, results: dict[str, dict], out_dir: Path) -> Path:
-        return write_extraction_report(task, results, out_dir)
+    def write_report(self, results: dict[str, dict], out_dir: Path) -> Path:
+        return write_extraction_report(self.cfg.name, results, out_dir)
 
-    def card_line(self, cfg: TaskConfig) -> str:
+    def card_line(self) -> str:
         return f"Task type {self.type}; output validated against the task's JSON Schema."
 
     # -- training ----------------------------------------------------------------------------
-    def kd_rows(self, cfg: TaskConfig, traces: list[dict]) -> tuple[list[dict], dict]:
-        return generation_kd_rows(traces, cfg, load_tokenizer(cfg.model))
+    def kd_rows(self, traces: list[dict]) -> tuple[list[dict], dict]:
+        return generation_kd_rows(traces, self.cfg, load_tokenizer(self.cfg.model))
 
-    def preference_pairs(self, cfg: TaskConfig, rows: list[Example], decoder: SchemaDecoder, teacher_traces: list[dict] | None):
+    def preference_pairs(self, rows: list[Example], decoder: SchemaDecoder, teacher_traces: list[dict] | None):
         """chosen = the gold JSON, rejected = the student's own valid-but-wrong output on the same document, or
         (where the student was right) the gold with one field changed so that it still validates."""
-        rng = random.Random(cfg.training.seed)
-        rows = rows[: cfg.dpo.max_pairs]
+        rng = random.Random(self.cfg.training.seed)
+        rows = rows[: self.cfg.dpo.max_pairs]
         outputs = decoder.extract([r.text for r in rows])
         pairs, counts = [], {"student_wrong": 0, "perturbed_gold": 0, "dropped_identical": 0}
         for row, out in zip(rows, outputs):
@@ -155,29 +144,29 @@ class DocumentExtraction(TaskKind):
         return pairs, counts
 
     # -- drift -------------------------------------------------------------------------------
-    def reference_answers(self, cfg: TaskConfig, decoder: SchemaDecoder, texts: list[str]) -> list[dict]:
+    def reference_answers(self, decoder: SchemaDecoder, texts: list[str]) -> list[dict]:
         return [{"output": x.text, "output_json": x.output, "schema_valid": x.valid} for x in decoder.extract(texts)]
 
-    def drift_view(self, cfg: TaskConfig, record: dict) -> dict | None:
+    def drift_view(self, record: dict) -> dict | None:
         if record.get("schema_valid") is None:
             return None
-        fields = list(task_schema(cfg).schema.get("properties", {}))
+        fields = list(task_schema(self.cfg).schema.get("properties", {}))
         output = record.get("output_json") if isinstance(record.get("output_json"), dict) else {}
         missing = [f for f in fields if output.get(f) in (None, "", [], {})]
         return {"valid": bool(record["schema_valid"]), "missing": missing, "output": output}
 
-    def agrees(self, cfg: TaskConfig, view: dict, teacher_output: str) -> bool:
+    def agrees(self, view: dict, teacher_output: str) -> bool:
         try:
             return view["output"] == json.loads(teacher_output)
         except (TypeError, json.JSONDecodeError):
             return False
 
-    def output_signals(self, cfg: TaskConfig, reference: list[dict], window: list[dict]) -> list[Signal]:
+    def output_signals(self, reference: list[dict], window: list[dict]) -> list[Signal]:
         valid = lambda views: sum(v["valid"] for v in views)  # noqa: E731
         p = proportion_test(valid(reference), len(reference), valid(window), len(window))
         rates = {"reference": valid(reference) / len(reference), "window": valid(window) / len(window)}
         signals = [Signal("output.schema_valid_rate", rates["window"], p, rates)]
-        fields = list(task_schema(cfg).schema.get("properties", {}))
+        fields = list(task_schema(self.cfg).schema.get("properties", {}))
         missing = {f: (sum(f in v["missing"] for v in reference), sum(f in v["missing"] for v in window)) for f in fields}
         tested = {f: proportion_test(r, len(reference), w, len(window)) for f, (r, w) in missing.items()}
         if tested:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from core.common.config import TaskConfig
 from core.common.rows import Example, json_sha256
-from core.kinds import kind_of
+from core.kinds import for_config
 from core.model.loading import load_tokenizer
 from core.training.sft import Validate
 
@@ -21,5 +21,5 @@ def validator(cfg: TaskConfig, validation: list[Example]) -> Validate | None:
     """The task's primary metric of the model being trained on `validation` (None without rows: no early stopping)."""
     if not validation:
         return None
-    kind, tokenizer = kind_of(cfg), load_tokenizer(cfg.model)
-    return lambda model: kind.validation_score(cfg, model, tokenizer, validation)
+    kind, tokenizer = for_config(cfg), load_tokenizer(cfg.model)
+    return lambda model: kind.validation_score(model, tokenizer, validation)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from core.common.config import TaskConfig
 from core.common.rows import Example, Pair
-from core.kinds import kind_of
+from core.kinds import for_config
 from core.model.loading import load_model
 from core.training.dpo import load_pairs, train_dpo
 
@@ -25,12 +25,12 @@ def pairs_for(
     cfg: TaskConfig, rows: list[Example], start_adapter: str | Path | None, traces: list[dict] | None
 ) -> tuple[list[Pair], dict, str]:
     """The pairs DPO trains on, their counts and where they came from."""
-    kind = kind_of(cfg)
+    kind = for_config(cfg)
     if cfg.data.preferences is not None:
-        pairs = load_pairs(cfg.data.preferences, kind.pair_labels(cfg))
+        pairs = load_pairs(cfg.data.preferences, kind.pair_labels())
         return pairs, {"user": len(pairs)}, str(cfg.data.preferences)
     model, tokenizer = load_model(cfg.model, adapter=start_adapter)
-    pairs, counts = kind.preference_pairs(cfg, rows, kind.decoder(cfg, model, tokenizer, adapter=start_adapter), traces)
+    pairs, counts = kind.preference_pairs(rows, kind.decoder(model, tokenizer, adapter=start_adapter), traces)
     return pairs, counts, "pairs built on-policy from the training rows"
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from core.common.config import TaskConfig
 from core.common.rows import Example, json_sha256
-from core.kinds import kind_of
+from core.kinds import for_config
 from core.methods.base import run_dir, validator
 from core.training.kd import train_kd
 from core.training.sft import TrainStats
@@ -41,17 +41,17 @@ def train(
     source: str = "<traces>",
 ) -> tuple[Path, TrainStats, dict]:
     """Train (or resume) a KD adapter on usable traces; return it, its stats and the rows' counts."""
-    kind = kind_of(cfg)
+    kind = for_config(cfg)
     answers = [Example(t["id"], t["prompt"], t["output"]) for t in traces]
-    kept, validation = kind.hold_out_validation(cfg, answers, strict=False)
+    kept, validation = kind.hold_out_validation(answers, strict=False)
     if len(validation) < 2 * len(set(e.label for e in answers)):
         kept, validation = answers, []  # too few traces to tell one step from another: train on them all
     held = {e.id for e in validation}
     train_traces = [t for t in traces if t["id"] not in held]
-    rows, counts = kind.kd_rows(cfg, train_traces)
+    rows, counts = kind.kd_rows(train_traces)
     validate = validator(cfg, validation)
     adapter_dir, stats = train_kd(
-        cfg, rows, kept, checkpoint_dir, out_dir, labels=kind.kd_labels(cfg), progress=progress, source=source, validate=validate
+        cfg, rows, kept, checkpoint_dir, out_dir, labels=kind.kd_labels(), progress=progress, source=source, validate=validate
     )
-    kind.after_kd(cfg, adapter_dir, train_traces)
+    kind.after_kd(adapter_dir, train_traces)
     return adapter_dir, stats, counts | {"validation_traces": len(validation)}

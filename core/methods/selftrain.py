@@ -15,7 +15,7 @@ from core.common.config import TaskConfig
 from core.common.files import atomic_write_text
 from core.common.rows import Example
 from core.errors import ConfigError
-from core.kinds import kind_of
+from core.kinds import for_config
 from core.methods.sft import train as train_sft
 from core.training.sft import TrainStats
 
@@ -33,13 +33,13 @@ def choose_labeler(cfg: TaskConfig, validation: list[Example], traces: dict[str,
     """The labeler mode with the better primary metric on the validation rows (`traces`: mode -> its answers to them,
     keyed by input hash), and both figures. Ties go to the first mode given."""
     metric = cfg.promotion.primary_metric
-    scores = {mode: kind_of(cfg).teacher_metrics(cfg, validation, answers)[metric] for mode, answers in traces.items()}
+    scores = {mode: for_config(cfg).teacher_metrics(validation, answers)[metric] for mode, answers in traces.items()}
     best = max(scores, key=scores.get)
     return {"mode": best, "metric": metric, "validation": scores}
 
 
 def check(cfg: TaskConfig) -> None:
-    if not kind_of(cfg).escalates:
+    if not for_config(cfg).escalates:
         raise ConfigError(f"methods: selftrain needs answers with a calibrated confidence; task type {cfg.type!r} has none")
 
 
@@ -49,7 +49,7 @@ def select(
     """The labeler's pool answers confident enough to train on, and a report of the threshold chosen."""
     if not validation:
         raise ConfigError("selftrain chooses its threshold on the validation split: set training.validation_per_class")
-    return kind_of(cfg).confident_rows(cfg, validation, validation_traces, pool_traces)
+    return for_config(cfg).confident_rows(validation, validation_traces, pool_traces)
 
 
 def train(
@@ -66,7 +66,7 @@ def train(
     """Train (or resume) on `gold` (distinct rows) plus `added`, balanced as SFT's rows are; `report` (the threshold and
     the rows added) is written beside the adapter (`self_training.json`)."""
     gold = list({r.id: r for r in gold}.values())  # a prepared train split repeats minority rows
-    rows = kind_of(cfg).train_rows(cfg, gold + added)
+    rows = for_config(cfg).train_rows(gold + added)
     adapter_dir, stats = train_sft(cfg, rows, validation, checkpoint_dir, out_dir, progress=progress, source=source)
     report = (report or {}) | {"gold_rows": len(gold), "training_rows_after_balancing": len(rows)}
     atomic_write_text(adapter_dir / "self_training.json", json.dumps(report, indent=2))

@@ -24,7 +24,7 @@ from typing import TypeVar
 
 from core.common.config import ModelConfig, TaskConfig
 from core.errors import ConfigError, RegistryError, UnknownVariant
-from core.kinds import kind_of, make_teacher
+from core.kinds import for_config, make_teacher
 from core.model.calibrated import Prediction
 from core.model.decoders import Decoder
 from core.model.fast_decode import drop_merged, enable_fast_decode, merge_for_decode, merged_adapter
@@ -181,12 +181,12 @@ class InferenceEngine:
                     self.model = load_adapter(self.model, self.registry.root / task / ref, name=name)
             self.adapter_load_s[name] = time.perf_counter() - start
             attached[(task, ref)] = name
-        if self.fast_decode != "off" and not self.fast_decode_on and any(kind_of(cfg).generates for cfg in configs.values()):
+        if self.fast_decode != "off" and not self.fast_decode_on and any(for_config(cfg).generates for cfg in configs.values()):
             self.on_model_thread(self._enable_fast_decode)
         merged = set()  # production of a generating task decodes on a merged copy (nothing uses it until routed)
         for (task, variant), ref in wanted.items():
             name = attached.get((task, ref)) or (loaded[(task, ref)].adapter if (task, ref) in loaded else None)
-            if self.fast_decode_on and variant == "production" and kind_of(configs[task]).generates and name:
+            if self.fast_decode_on and variant == "production" and for_config(configs[task]).generates and name:
                 if name in getattr(self.model, "decode_merged", ()) or self.on_model_thread(merge_for_decode, self.model, name):
                     merged.add(name)
         return self.on_model_thread(self._swap_in, configs, wanted, loaded, attached, merged)
@@ -230,8 +230,8 @@ class InferenceEngine:
 
     def _variant(self, task: str, name: str, ref: str, adapter: str | None) -> Variant:
         cfg = self.configs[task]
-        kind = kind_of(cfg)
-        decoder = kind.decoder(cfg, self.model, self.tokenizer, adapter=None if adapter is None else self.registry.path(task, ref))
+        kind = for_config(cfg)
+        decoder = kind.decoder(self.model, self.tokenizer, adapter=None if adapter is None else self.registry.path(task, ref))
         variant = Variant(task, name, ref, adapter, decoder, time.time())
 
         def warm_up() -> None:
@@ -263,7 +263,7 @@ class InferenceEngine:
         with self._teacher_lock:
             if task not in self.teachers:
                 cfg = self.configs[task]
-                pool = kind_of(cfg).labeled_rows(cfg)[0] if cfg.teacher.backend == "deliberate" else None
+                pool = for_config(cfg).labeled_rows()[0] if cfg.teacher.backend == "deliberate" else None
                 self.teachers[task] = make_teacher(cfg, pool)
             return self.teachers[task]
 

@@ -8,7 +8,7 @@ The reference model costs no second copy of the weights: from scratch, it is the
 adapter disabled; from an SFT adapter (SFT -> DPO), TRL adds a frozen copy of that adapter named
 "ref" beside the trainable one (a few MB of LoRA weights).
 
-    pairs, counts = kind.preference_pairs(cfg, train_rows, decoder)      # or load_pairs(path, labels)
+    pairs, counts = kind.preference_pairs(train_rows, decoder)      # or load_pairs(path, labels)
     adapter_dir, stats = train_dpo(cfg, pairs, checkpoint_dir, out_dir, start_adapter="runs/.../sft/v0001")
 """
 

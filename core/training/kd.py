@@ -20,7 +20,7 @@ teacher's answer with a term that matches the teacher's *distribution*; `kl_weig
   teacher's. It is used only when the teacher's tokens are the student's (checked by
   `core.training.kd_rows.shared_tokenizer`, never assumed).
 
-    rows, counts = kind.kd_rows(cfg, traces)        # generation: core.training.kd_rows
+    rows, counts = kind.kd_rows(traces)        # generation: core.training.kd_rows
     adapter_dir, stats = train_kd(cfg, rows, answers, checkpoint_dir, out_dir, labels=None)
 """
 

@@ -15,7 +15,7 @@ import yaml
 
 from bench.drift import write_traffic
 from core.common.config import TaskConfig
-from core.kinds import kind_of
+from core.kinds import for_config
 from core.model.loading import activate_adapter, load_model
 from core.registry import Registry
 from core.serving.audit import AuditLog
@@ -44,7 +44,7 @@ def _task(tiny_model_dir: Path, root: Path, **drift) -> TaskConfig:
 
 
 def _traffic(cfg: TaskConfig, audit: Path, n: int, seed: int, at: float, shift: str | None = None) -> None:
-    kind, registry = kind_of(cfg), Registry(cfg.runs_dir)
+    kind, registry = for_config(cfg), Registry(cfg.runs_dir)
     ref = registry.aliases(cfg.name)["production"]
     model, tokenizer = load_model(cfg.model)
     model = activate_adapter(model, registry.path(cfg.name, ref), name="production")
@@ -52,7 +52,7 @@ def _traffic(cfg: TaskConfig, audit: Path, n: int, seed: int, at: float, shift: 
     write_traffic(
         log,
         cfg,
-        kind.decoder(cfg, model, tokenizer, registry.path(cfg.name, ref)),
+        kind.decoder(model, tokenizer, registry.path(cfg.name, ref)),
         ref,
         [r["text"] for r in creditmix.generate(n, seed, shift=shift)],
         at,

@@ -6,13 +6,13 @@ import pytest
 
 from core.common.config import TaskConfig
 from core.errors import DataError
-from core.kinds import KINDS, kind_of
+from core.kinds import for_config
 
 LABELS = ["Good", "Standard", "Bad"]
 
 
 def load_classification(path, labels):
-    return KINDS["classification"].load_rows(TaskConfig(labels=labels), path)
+    return for_config(TaskConfig(labels=labels)).load_rows(path)
 
 
 def write(tmp_path, name, content: str | bytes):
@@ -81,11 +81,11 @@ def test_idp_targets_are_checked_against_the_schema_with_file_and_line(tmp_path)
     bad = dict(good, date="02.01.2024")
     path = write(tmp_path, "docs.jsonl", jsonl([{"document": "d1", "target": good}, {"document": "d2", "target": bad}]))
     with pytest.raises(DataError) as caught:
-        kind_of(cfg).load_rows(cfg, path)
+        for_config(cfg).load_rows(path)
     assert (caught.value.line, caught.value.field) == (2, "target") and "/date" in caught.value.problem
-    [row] = kind_of(cfg).load_rows(cfg, write(tmp_path, "ok.jsonl", jsonl([{"id": "a", "document": "d1", "target": good}])))
+    [row] = for_config(cfg).load_rows(write(tmp_path, "ok.jsonl", jsonl([{"id": "a", "document": "d1", "target": good}])))
     assert row.label.startswith('{"doc_type":"receipt","number":"R-1"')  # re-serialised in schema order, compact
     with pytest.raises(DataError, match="field 'document'"):
-        kind_of(cfg).load_rows(cfg, write(tmp_path, "nodoc.jsonl", jsonl([{"target": good}])))
-    pool = kind_of(cfg).load_rows(cfg, write(tmp_path, "pool.jsonl", jsonl([{"document": "d1"}])), require_answers=False)
+        for_config(cfg).load_rows(write(tmp_path, "nodoc.jsonl", jsonl([{"target": good}])))
+    pool = for_config(cfg).load_rows(write(tmp_path, "pool.jsonl", jsonl([{"document": "d1"}])), require_answers=False)
     assert pool[0].label is None

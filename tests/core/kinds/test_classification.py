@@ -7,23 +7,21 @@ import pytest
 from core.common.config import TaskConfig
 from core.common.rows import Example, text_sha256
 from core.errors import DataError
-from core.kinds import KINDS
+from core.kinds import for_config
 from core.kinds.classification import label_balanced
-
-KIND = KINDS["classification"]
 
 
 def test_demo_rows_round_trip_through_the_file_format(tmp_path):
     cfg = TaskConfig()
     cfg.data.demo.n_rows = 60
-    rows, source = KIND.labeled_rows(cfg)
+    rows, source = for_config(cfg).labeled_rows()
     assert len(rows) == 60 and source.startswith("creditmix generator")
     path = tmp_path / "rows.jsonl"
     from core.common.files import write_jsonl
 
-    write_jsonl(path, [KIND.to_record(cfg, r) for r in rows])
-    assert KIND.load_rows(cfg, path) == rows
-    train, eval_rows = KIND.split(cfg, rows)
+    write_jsonl(path, [for_config(cfg).to_record(r) for r in rows])
+    assert for_config(cfg).load_rows(path) == rows
+    train, eval_rows = for_config(cfg).split(rows)
     assert {r.label for r in eval_rows} == set(cfg.labels) and not {r.id for r in eval_rows} & {r.id for r in train}
 
 
@@ -31,13 +29,13 @@ def test_an_unlabeled_pool_needs_no_label_but_a_training_file_does(tmp_path):
     cfg = TaskConfig()
     path = tmp_path / "pool.jsonl"
     path.write_text('{"text": "a"}\n{"text": "b"}\n')
-    assert [r.label for r in KIND.load_rows(cfg, path, require_answers=False)] == [None, None]
+    assert [r.label for r in for_config(cfg).load_rows(path, require_answers=False)] == [None, None]
     with pytest.raises(DataError, match=r"pool.jsonl:1: field 'label': missing"):
-        KIND.load_rows(cfg, path)
+        for_config(cfg).load_rows(path)
 
 
 def test_the_openai_reply_becomes_a_label_distribution_from_first_token_alternatives():
-    teaching = KIND.teacher_task(TaskConfig())
+    teaching = for_config(TaskConfig()).teacher_task()
     top = [[["Stand", math.log(0.6)], ["Good", math.log(0.3)], ["xyz", math.log(0.1)]]]
     answer = teaching.read_reply("Standard", top, 0.1, 20, 1)
     assert answer.output == "Standard" and answer.label_probs["Standard"] == pytest.approx(2 / 3)
@@ -53,10 +51,10 @@ def test_teacher_metrics_count_failed_traces_as_wrong():
         text_sha256("x"): trace | {"output": "Good", "label_probs": {"Good": 0.9, "Standard": 0.05, "Bad": 0.05}},
         text_sha256("y"): trace | {"output": None, "error": "empty answer"},
     }
-    m = KIND.teacher_metrics(cfg, rows, traces)
+    m = for_config(cfg).teacher_metrics(rows, traces)
     assert m["accuracy"] == 0.5 and m["failed"] == 1 and m["prompt_tokens_per_request"] == 10.0
     with pytest.raises(ValueError, match="1 eval rows have no teacher trace"):
-        KIND.teacher_metrics(cfg, rows + [Example("c", "z", "Bad")], traces)
+        for_config(cfg).teacher_metrics(rows + [Example("c", "z", "Bad")], traces)
 
 
 def test_label_balanced_pairs_choose_each_label_as_often_as_they_reject_it():
@@ -91,11 +89,11 @@ def test_self_training_keeps_pool_answers_as_confident_as_the_validation_thresho
         trace("p3", "Standard", 0.5),
         base | {"id": "p4", "output": None, "error": "x"},
     ]
-    kept, report = KIND.confident_rows(cfg, validation, checked, pool)
+    kept, report = for_config(cfg).confident_rows(validation, checked, pool)
     assert [(e.text, e.label) for e in kept] == [("p1", "Bad"), ("p3", "Standard")]
     assert report["threshold"]["threshold"] == 0.5 and report["pool_failed"] == 1 and report["pool_kept"] == 2
     cfg.self_training.min_precision = 1.0
-    kept, report = KIND.confident_rows(cfg, validation, checked, pool)
+    kept, report = for_config(cfg).confident_rows(validation, checked, pool)
     assert [e.text for e in kept] == ["p1"] and report["threshold"]["threshold"] == 0.8
 
 
@@ -106,9 +104,9 @@ def test_self_training_needs_sft_in_the_same_run():
 
 def test_any_label_set_the_tokenizer_tells_apart_passes_the_kd_check(tiny_cfg):
     """'Bug' begins 'Bugfix', P1/P2/P3 share "P": the KD term scores whole label sequences, so both are fine."""
-    from core.kinds import kind_of
+    from core.kinds import for_config
 
     tiny_cfg.methods = ["sft", "kd"]
     for labels in (["Bug", "Bugfix"], ["P1", "P2", "P3"], ["approve", "review-manual", "review-legal"]):
         tiny_cfg.labels = labels
-        assert kind_of(tiny_cfg).check_task(tiny_cfg) == []
+        assert for_config(tiny_cfg).check_task() == []

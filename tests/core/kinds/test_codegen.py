@@ -7,7 +7,7 @@ import pytest
 from core.common.config import TaskConfig
 from core.common.rows import CodeTask, text_sha256
 from core.errors import DataError
-from core.kinds import KINDS
+from core.kinds import for_config
 from core.kinds.codegen import code_pairs, load_codegen
 from core.model.code_decoder import format_answer
 from core.sandbox import run_tests
@@ -15,7 +15,6 @@ from core.teachers.base import TeacherAnswer
 from core.teachers.traces import _trace
 from demos import pyfuncs
 
-KIND = KINDS["codegen"]
 GOOD = {
     "prompt": "Write f(x) returning x.",
     "tests": "assert f(2) == 2",
@@ -43,7 +42,7 @@ def test_bad_rows_stop_the_read_naming_file_line_and_field(tmp_path, field, valu
     path = tmp_path / "code.jsonl"
     _write(path, [GOOD, None, GOOD | {field: value}])  # a blank line between: the bad row is on line 3
     with pytest.raises(DataError) as err:
-        KIND.load_rows(TaskConfig(type="codegen"), path)
+        for_config(TaskConfig(type="codegen")).load_rows(path)
     assert (str(err.value.path), err.value.line, err.value.field) == (str(path), 3, field) and problem in err.value.problem
 
 
@@ -51,19 +50,19 @@ def test_rows_carry_their_tests_and_the_answer_format_of_the_plan_switch(tmp_pat
     path = tmp_path / "code.jsonl"
     _write(path, [GOOD, {k: v for k, v in GOOD.items() if k != "solution"}])
     planned = TaskConfig(type="codegen")
-    rows = KIND.load_rows(planned, path, require_answers=False)
+    rows = for_config(planned).load_rows(path, require_answers=False)
     assert rows[0].label == "Plan: return x\n```python\ndef f(x):\n    return x\n```" and rows[0].tests == GOOD["tests"]
     assert rows[1].label is None and rows[1].tests == GOOD["tests"]
-    assert KIND.to_record(planned, rows[0]) == {"id": "code-1", **{k: v for k, v in GOOD.items() if k != "entry_point"}}
+    assert for_config(planned).to_record(rows[0]) == {"id": "code-1", **{k: v for k, v in GOOD.items() if k != "entry_point"}}
     code_only = TaskConfig(type="codegen", plan=False)
-    assert KIND.load_rows(code_only, path, require_answers=False)[0].label == "```python\ndef f(x):\n    return x\n```"
+    assert for_config(code_only).load_rows(path, require_answers=False)[0].label == "```python\ndef f(x):\n    return x\n```"
     assert "plan" not in code_only.instruction.lower() and "Plan:" in planned.instruction
     with pytest.raises(DataError, match="solution"):
-        KIND.load_rows(planned, path)  # training and evaluation rows need their solutions
+        for_config(planned).load_rows(path)  # training and evaluation rows need their solutions
     _write(path, [{"prompt": "Write g(x) returning 2 * x."}])  # a spec from traffic: a pool row, nothing to verify with
-    [spec] = KIND.load_rows(planned, path, require_answers=False)
-    assert spec.tests is None and KIND.to_record(planned, spec) == {"id": "code-1", "prompt": spec.text}
-    [unchecked] = KIND.check_teacher_answers(planned, [spec], [TeacherAnswer("```python\ndef g(x):\n    return 2 * x\n```")])
+    [spec] = for_config(planned).load_rows(path, require_answers=False)
+    assert spec.tests is None and for_config(planned).to_record(spec) == {"id": "code-1", "prompt": spec.text}
+    [unchecked] = for_config(planned).check_teacher_answers([spec], [TeacherAnswer("```python\ndef g(x):\n    return 2 * x\n```")])
     assert unchecked.output is None and unchecked.error.startswith("no tests")
 
 
@@ -73,15 +72,15 @@ def test_the_teacher_keeps_only_candidates_that_pass_the_tests(tmp_path):
     cfg = TaskConfig(type="codegen")
     path = tmp_path / "code.jsonl"
     _write(path, [GOOD | {"id": "a"}, GOOD | {"id": "b", "prompt": "Write f(x) returning x, again."}, GOOD | {"id": "c", "prompt": "x"}])
-    rows = KIND.load_rows(cfg, path)
-    teaching = KIND.teacher_task(cfg)
+    rows = for_config(cfg).load_rows(path)
+    teaching = for_config(cfg).teacher_task()
     wrong, right = "Plan: off by one\n```python\ndef f(x):\n    return x + 1\n```", rows[0].label
     answers = [
         teaching.combine([TeacherAnswer(wrong, latency_s=0.5), TeacherAnswer(right, latency_s=0.5)]),
         teaching.combine([TeacherAnswer(wrong), TeacherAnswer("```python\nimport sys; sys.exit(0)\n```")]),
         TeacherAnswer(None, error="gave up after 6 attempts", transient=True),
     ]
-    checked = KIND.check_teacher_answers(cfg, rows, answers)
+    checked = for_config(cfg).check_teacher_answers(rows, answers)
     assert checked[0].output == right and checked[0].error is None and checked[0].latency_s == 1.0
     assert [(c["passed"], c["cause"]) for c in checked[0].extra["candidates"]] == [(False, "assertion"), (True, "")]
     assert checked[1].output is None and checked[1].error.startswith("no candidate passed the tests: 2 tried")
@@ -89,9 +88,9 @@ def test_the_teacher_keeps_only_candidates_that_pass_the_tests(tmp_path):
     assert checked[2].transient and "candidates" not in checked[2].extra  # asked again on a rerun, not judged
 
     traces = {text_sha256(r.text): _trace(r, text_sha256(r.text), a, "hf:x") for r, a in zip(rows, checked)}
-    metrics = KIND.teacher_metrics(cfg, rows[:2], traces)
+    metrics = for_config(cfg).teacher_metrics(rows[:2], traces)
     assert metrics["pass_at_1"] == 0.0 and metrics["verified_rate"] == 0.5 and metrics["pass_at_2"] == 0.5
-    kd_rows, counts = KIND.kd_rows(cfg, [t for t in traces.values() if not t.get("error")])
+    kd_rows, counts = for_config(cfg).kd_rows([t for t in traces.values() if not t.get("error")])
     assert counts["verified_traces"] == 1 and kd_rows[0]["completion"][0]["content"] == right
 
 
@@ -100,7 +99,7 @@ def test_report_puts_variants_side_by_side_with_a_plot(tmp_path):
         "base": {"pass_at_1": 0.25, "syntax_rate": 1.0, "lint_pass_rate": 0.9, "n": 4, "failures": {"assertion": 3}},
         "sft": {"pass_at_1": 0.5, "syntax_rate": 1.0, "lint_pass_rate": 1.0, "n": 4, "failures": {"assertion": 1, "crash": 1}},
     }
-    report = KIND.write_report("pyfuncs", results, tmp_path).read_text()
+    report = for_config(TaskConfig(type="codegen")).write_report(results, tmp_path).read_text()
     assert "| pass_at_1 | 0.250 | 0.500 |" in report and "| crash | 0 | 1 |" in report
     assert (tmp_path / "pass_rates.png").stat().st_size > 1000 and "pass_rates.png" in report
 

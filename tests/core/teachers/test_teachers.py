@@ -14,7 +14,7 @@ from core.common.config import TaskConfig
 from core.common.prompts import parse_label
 from core.common.rows import Example, text_sha256
 from core.errors import ConfigError, TeacherUnavailable
-from core.kinds import kind_of, make_teacher
+from core.kinds import for_config, make_teacher
 from core.kinds.extraction import task_schema
 from core.teachers.backends import preflight
 from core.teachers.deliberate import DeliberateTeacher
@@ -125,7 +125,7 @@ def test_deliberate_teacher_on_the_embedded_model():
 
     rows = [Example(**r) for r in creditmix.generate(40, seed=3)]
     cfg = TaskConfig()
-    teacher = DeliberateTeacher(cfg, kind_of(cfg).teacher_task(cfg), rows[:36])
+    teacher = DeliberateTeacher(cfg, for_config(cfg).teacher_task(), rows[:36])
     answers = teacher.answer([r.text for r in rows[36:38]])
     for answer in answers:
         # The answer is the label its own (voted, retrieval-mixed) distribution ranks first, and that distribution sums to 1.

@@ -8,7 +8,7 @@ import torch
 from core.common.config import TaskConfig
 from core.common.rows import Example, Pair
 from core.errors import DataError
-from core.kinds import KINDS
+from core.kinds import for_config
 from core.model.decoders import classification_decoder
 from core.model.loading import load_model
 from core.training.dpo import check_pairs, load_pairs, train_dpo
@@ -47,7 +47,7 @@ def test_on_policy_pairs_reject_the_students_likeliest_wrong_label(tiny_cfg):
     decoder = classification_decoder(tiny_cfg, model, tokenizer, adapter=None)
     rows = [Example(f"r{i}", f"Interest_Rate: {i}", label) for i, label in enumerate(["Good", "Standard", "Bad"] * 2)]
     traces = [{"prompt": "Interest_Rate: 40", "output": "Bad"}]
-    pairs, counts = KINDS["classification"].preference_pairs(tiny_cfg, rows, decoder, traces)
+    pairs, counts = for_config(tiny_cfg).preference_pairs(rows, decoder, traces)
     assert counts["gold"] + counts["teacher"] == len(pairs) == 7 - counts["dropped_to_balance"]
     for pair, pred in zip(pairs, decoder.predict([p.prompt for p in pairs])):
         assert pair.rejected != pair.chosen
@@ -84,8 +84,8 @@ def test_extraction_pairs_reject_valid_but_wrong_json_and_train(tiny_cfg, tmp_pa
     schema = task_schema(cfg)
     rows = [Example(r["id"], r["document"], schema.dumps(r["target"])) for r in generate(3, seed=4)]
     model, tokenizer = load_model(cfg.model)
-    kind = KINDS["idp"]
-    pairs, counts = kind.preference_pairs(cfg, rows, kind.decoder(cfg, model, tokenizer), None)
+    kind = for_config(cfg)
+    pairs, counts = kind.preference_pairs(rows, kind.decoder(model, tokenizer), None)
     assert len(pairs) == 3 and counts["student_wrong"] + counts["perturbed_gold"] == 3
     for pair in pairs:
         chosen, rejected = json.loads(pair.chosen), json.loads(pair.rejected)

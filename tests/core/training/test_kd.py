@@ -6,7 +6,7 @@ from datasets import Dataset
 
 from core.common.config import TaskConfig
 from core.common.prompts import task_messages
-from core.kinds import KINDS
+from core.kinds import for_config
 from core.model.loading import load_model, lora_config
 from core.training.kd import KDCollator, KDTrainer
 from core.training.sft import CompletionSFTTrainer, sft_config
@@ -15,10 +15,10 @@ from core.training.sft import CompletionSFTTrainer, sft_config
 def test_rows_carry_the_teachers_answer_and_label_distribution():
     cfg = TaskConfig()
     traces = [{"id": "a", "prompt": "x", "output": "Good", "label_probs": {"Good": 0.7, "Bad": 0.1, "Standard": 0.2}}]
-    [row] = KINDS["classification"].kd_rows(cfg, traces)[0]
+    [row] = for_config(cfg).kd_rows(traces)[0]
     assert row["completion"] == [{"role": "assistant", "content": "Good"}]
     assert row["label_targets"] == pytest.approx([0.7, 0.2, 0.1])  # in cfg.labels order: Good, Standard, Bad
-    [row] = KINDS["classification"].kd_rows(cfg, [{"id": "b", "prompt": "y", "output": "Bad"}])[0]  # a teacher without probabilities
+    [row] = for_config(cfg).kd_rows([{"id": "b", "prompt": "y", "output": "Bad"}])[0]  # a teacher without probabilities
     assert row["label_targets"] == [0.0, 0.0, 1.0]
 
 
@@ -28,7 +28,7 @@ def test_kd_rows_balance_the_teachers_answers():
 
     cfg = TaskConfig()
     traces = [{"id": f"g{i}", "prompt": f"g{i}", "output": "Good"} for i in range(3)] + [{"id": "b", "prompt": "b", "output": "Bad"}]
-    rows = KINDS["classification"].kd_rows(cfg, traces)[0]
+    rows = for_config(cfg).kd_rows(traces)[0]
     assert Counter(r["completion"][0]["content"] for r in rows) == {"Good": 3, "Bad": 3}
     assert {r["prompt"][-1]["content"] for r in rows} == {"g0", "g1", "g2", "b"}  # every answer used
 

@@ -16,7 +16,7 @@ TRAIN = """
 import sys
 from core.common.config import TaskConfig
 from core.common.rows import Example
-from core.kinds import KINDS
+from core.kinds import for_config
 from core.model.loading import load_tokenizer
 from core.training.sft import train_sft
 from demos import creditmix
@@ -25,13 +25,13 @@ model_dir, ckpt, out = sys.argv[1:4]
 cfg = TaskConfig()
 cfg.model.base_model = model_dir
 cfg.training.max_steps, cfg.training.save_steps, cfg.training.eval_steps, cfg.training.batch_size = 120, 3, 4, 4
-kind, tokenizer = KINDS["classification"], load_tokenizer(cfg.model)
+kind, tokenizer = for_config(cfg), load_tokenizer(cfg.model)
 rows = [Example(**r) for r in creditmix.generate(48, seed=5)]
 validation = rows[:6]
 
 def validate(model):  # the first validation of a run comes after a checkpoint: the kills land in real work
     print("ready", flush=True)
-    return kind.validation_score(cfg, model, tokenizer, validation)
+    return kind.validation_score(model, tokenizer, validation)
 
 adapter, stats = train_sft(cfg, rows[6:], ckpt, out, progress=False, validate=validate)
 print("resumed_from", stats.resumed_from, "steps", stats.steps, flush=True)
