@@ -41,6 +41,10 @@ def check_endpoint(url: str | None, key_env: str | None, section: str) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"{url_field}: {url!r} is not an http(s) URL")
+        if "@" in parts.netloc or "\\" in url:
+            # Parsers disagree on where the host of such a URL starts (RFC 3986 vs WHATWG read 'a\\@b' differently):
+            # the host checked here must be the host every HTTP client connects to.
+            raise ConfigError(f"{url_field}: {url!r} carries credentials or a backslash; give the plain host (keys go in api_key_env)")
         if not host_allowed(parts.hostname, s.hosts_allowed):
             raise ConfigError(
                 f"{url_field}: host {parts.hostname!r} is not one the operator allows "

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from core.common.rows import Example, text_sha256
 from core.kinds import make_teacher
 from core.teachers.traces import TraceStore, generate_traces
@@ -131,3 +133,57 @@ def test_trace_generation_killed_at_random_moments_asks_no_input_twice_but_those
     final, _ = on_disk()
     assert len({t["input_sha256"] for t in final}) == 400 == len(final)
     assert faults.seen - before == remaining  # the last run asked exactly what was missing
+
+
+def test_an_interrupt_cancels_the_calls_not_yet_sent(faulty, tmp_path):
+    """KeyboardInterrupt while traces are gathered: the calls still queued are dropped, not sent (and paid for)."""
+    from core.common.rows import Example
+    from core.teachers.traces import TraceStore, generate_traces
+
+    faults = faulty["faults"]
+    cfg = openai_cfg(faulty["url"], concurrency=2, max_retries=0)
+    real = make_teacher(cfg)
+    calls = []
+
+    class Interrupted(type(real)):  # the real backend; its third answer is where the user presses Ctrl-C
+        def answer_one(self, text):
+            calls.append(text)
+            if len(calls) == 3:
+                raise KeyboardInterrupt
+            return super().answer_one(text)
+
+    teacher = Interrupted(cfg, real.task)
+    rows = [Example(id=str(i), text=f"Num_Bank_Accounts: {i}", label=None) for i in range(40)]
+    before = faults.seen
+    with pytest.raises(KeyboardInterrupt):
+        generate_traces(rows, TraceStore(tmp_path / "traces.jsonl"), lambda: teacher, progress=False)
+    # the two workers finish what they hold; nothing queued behind them is sent (40 rows were queued)
+    assert len(calls) <= 3 + 2 * cfg.teacher.concurrency and faults.seen - before < len(calls), (len(calls), faults.seen - before)
+
+
+def test_a_rerun_asks_again_what_failed_in_transit_but_not_what_failed_for_its_content(faulty, tmp_path):
+    """Input 1: three 500s (retries run out: a transport fault). Input 2: an answer outside the label set (its content).
+    The rerun asks input 1 again, once, and its new answer replaces the failed line; input 2 is not paid for twice."""
+    faults = faulty["faults"]
+    cfg = openai_cfg(faulty["url"], max_retries=2, concurrency=1)
+    rows = [Example("a", "Interest_Rate: 3"), Example("b", "Interest_Rate: 30")]
+    store = TraceStore(tmp_path / "traces.jsonl")
+
+    def teacher():
+        t = make_teacher(cfg)
+        t.retry_cap_s = 0.05
+        return t
+
+    faults.plan.extend(["500", "500", "500", "outside"])
+    first = generate_traces(rows, store, teacher, progress=False)
+    store.close()
+    assert first["failed"] == 2 and first["failed_in_transit"] == 1
+    before = faults.seen
+    store = TraceStore(tmp_path / "traces.jsonl")
+    again = generate_traces(rows, store, teacher, progress=False)
+    store.close()
+    assert faults.seen - before == 1 and again["asked"] == 1  # only the transport's failure
+    assert again["failed"] == 1 and again["failed_in_transit"] == 0
+    final = TraceStore.read(tmp_path / "traces.jsonl").traces
+    assert final[text_sha256("Interest_Rate: 3")]["output"] in ("Good", "Standard", "Bad")
+    assert final[text_sha256("Interest_Rate: 30")]["error"].startswith("answer outside the label set")
