@@ -21,11 +21,13 @@ from pathlib import Path
 from core.common.config import TaskConfig
 from core.common.rows import Example
 from core.common.splits import balanced_split
+from core.evaluation.evaluate import evaluate_variants
 from core.kinds import for_config
+from core.kinds.data import labeled_rows
 
 
 def _split(cfg: TaskConfig) -> tuple[list[Example], list[Example]]:
-    rows, _ = for_config(cfg).labeled_rows()
+    rows, _ = labeled_rows(for_config(cfg))
     return balanced_split(rows, cfg.labels, cfg.data.train_per_class, cfg.data.eval_per_class, cfg.training.seed)
 
 
@@ -75,7 +77,7 @@ def run(quick: bool = False, adapter: str | None = None) -> dict:
     figures |= {"dpo": dpo, "sft_memory_run": sft_mem}
 
     _, eval_rows = _split(cfg)
-    results = for_config(cfg).evaluate(eval_rows, {"sft": adapter, "dpo": out / "dpo" / "adapter"}, include_base=False)
+    results = evaluate_variants(for_config(cfg), eval_rows, {"sft": adapter, "dpo": out / "dpo" / "adapter"}, include_base=False)
     sft, dpo_m = results["sft"], results["dpo"]
     figures |= {
         "sft_macro_f1": round(sft["macro_f1"], 4),

@@ -37,6 +37,7 @@ from core.drift.sources import load_reference, sentence_embedder
 from core.drift.verdict import assess
 from core.drift.windows import Window
 from core.kinds import for_config
+from core.kinds.data import reference_rows
 from core.model.loading import activate_adapter, load_model
 from core.registry import Registry
 from core.serving.audit import AuditLog, iter_audit
@@ -120,7 +121,7 @@ def run(
     cfg.drift.teacher_sample = 0
     kind = for_config(cfg)
     start = time.perf_counter()
-    reference = load_reference(cfg, kind, registry, TASK, ref, work / "drift")
+    reference = load_reference(cfg, kind, registry, TASK, ref, work / "drift", reference_rows(kind))
     reference_s = time.perf_counter() - start
     model, tokenizer = load_model(cfg.model)
     model = activate_adapter(model, registry.path(TASK, ref), name="production")

@@ -39,7 +39,9 @@ from bench.generators import DEVELOPMENT, GENERATORS, HELD_OUT
 from core.common.config import KDConfig, ModelConfig, TaskConfig, TrainingConfig
 from core.common.files import atomic_write_text
 from core.common.splits import balanced_split, distinct_inputs
+from core.evaluation.evaluate import evaluate_variants
 from core.kinds import for_config, make_teacher
+from core.kinds.data import rows_from_records, splits
 from core.methods import kd as kd_method
 from core.methods import selftrain
 from core.methods import sft as sft_method
@@ -151,16 +153,16 @@ def _generator(
     kind = for_config(cfg)
     primary = cfg.promotion.primary_metric
     n_classes = len(demo.labels) if demo.labels else 2
-    labeled = kind.rows_from_records(demo.generate(per_class * n_classes, 1), f"<{demo.name} labeled file>")
-    fresh = kind.rows_from_records(demo.generate(test_per_class * n_classes * 6, 3), f"<{demo.name} fresh rows>")
+    labeled = rows_from_records(kind, demo.generate(per_class * n_classes, 1), f"<{demo.name} labeled file>")
+    fresh = rows_from_records(kind, demo.generate(test_per_class * n_classes * 6, 3), f"<{demo.name} fresh rows>")
     if demo.labels:
         _, test_rows = balanced_split(fresh, cfg.labels, 0, test_per_class, 0)
     else:  # constrained decoding costs seconds a document on a CPU: fewer, and said in the figures
         test_rows = fresh[: max(4, test_per_class // 2)]
     pool_records = demo.generate(pool_size, 2)
     gold_answers = {r.get("text") or r.get("document"): _answer_text(demo, r) for r in pool_records}
-    raw_pool = kind.rows_from_records(demo.pool(pool_size, 2), f"<{demo.name} pool>", require_answers=False)
-    train, validation, eval_rows = kind.splits(labeled)
+    raw_pool = rows_from_records(kind, demo.pool(pool_size, 2), f"<{demo.name} pool>", require_answers=False)
+    train, validation, eval_rows = splits(kind, labeled)
     pool, _ = distinct_inputs(raw_pool, validation + eval_rows)
 
     adapters, seconds, sft_stats = {}, {}, None
@@ -205,9 +207,9 @@ def _generator(
         (kd_result, seconds["kd_strong"]) = _timed(lambda: kd_method.train(cfg, store.usable(), work / "kd-ck", work / "kd", progress=True))
         adapters["kd_strong"] = kd_result[0]
 
-    on_eval = kind.evaluate(eval_rows, adapters, include_base=False)
+    on_eval = evaluate_variants(kind, eval_rows, adapters, include_base=False)
     promoted = max(on_eval, key=lambda name: on_eval[name][primary])
-    on_test = kind.evaluate(test_rows, adapters)
+    on_test = evaluate_variants(kind, test_rows, adapters)
     variants = {
         name: _figures(metrics, primary) | ({"train_s": seconds[name]} if name in seconds else {}) for name, metrics in on_test.items()
     }

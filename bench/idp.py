@@ -23,8 +23,10 @@ from pathlib import Path
 from core.common.config import TaskConfig
 from core.common.rows import Example
 from core.evaluation.cost import add_cost
+from core.evaluation.evaluate import evaluate_variants
 from core.evaluation.report import EXTRACTION_HEADLINE
 from core.kinds import for_config, make_teacher
+from core.kinds.data import labeled_rows
 from core.methods import kd as kd_method
 from core.model.loading import load_model
 from core.teachers.traces import TraceStore, generate_traces
@@ -40,7 +42,7 @@ def run(quick: bool = False) -> dict:
     work = Path("runs/.bench") / ("idp-quick" if quick else "idp")
     if quick:
         cfg.data.train_per_class, cfg.data.eval_per_class, cfg.training.max_steps = 16, 4, 2
-    rows, source = for_config(cfg).labeled_rows()
+    rows, source = labeled_rows(for_config(cfg))
     train_rows, eval_rows = for_config(cfg).split(rows)
     adapter = work / "sft-adapter"
     figures: dict = {"source": source, "train_documents": len(train_rows), "eval_documents": len(eval_rows)}
@@ -78,7 +80,7 @@ def run(quick: bool = False) -> dict:
         train_dpo(cfg, pairs, work / "dpo-checkpoints", dpo_adapter, start_adapter=adapter)
     adapters["dpo"] = dpo_adapter
     figures["dpo_pairs"] = json.loads((work / "dpo-pairs.json").read_text())
-    results = for_config(cfg).evaluate(eval_rows, adapters)
+    results = evaluate_variants(for_config(cfg), eval_rows, adapters)
     results["teacher"] = for_config(cfg).teacher_metrics(eval_rows, stores["eval"].traces)
     for metrics in results.values():
         add_cost(metrics, cfg)

@@ -25,7 +25,9 @@ import yaml
 from core.common.config import TaskConfig
 from core.common.rows import Example, json_sha256
 from core.common.splits import balanced_split
+from core.evaluation.evaluate import evaluate_variants
 from core.kinds import for_config, make_teacher
+from core.kinds.data import labeled_rows, rows_from_records, unlabeled_pool
 from core.methods import kd as kd_method
 from core.model.decoders import classification_decoder
 from core.model.loading import activate_adapter, load_model
@@ -54,7 +56,7 @@ def _teacher_adapter(adapter: str | None, work: Path) -> Path:
     if "production" in registry.aliases(TASK) if TASK in registry.tasks() else False:
         return registry.path(TASK, "production")
     cfg = TaskConfig()
-    rows, _ = for_config(cfg).labeled_rows()
+    rows, _ = labeled_rows(for_config(cfg))
     train, _ = for_config(cfg).split(rows)
     print("no teacher adapter: training the demo's SFT adapter first", file=sys.stderr)
     out, _ = train_sft(cfg, train, work / "teacher-checkpoints", work / "teacher-adapter")
@@ -64,7 +66,7 @@ def _teacher_adapter(adapter: str | None, work: Path) -> Path:
 def fresh_eval_rows(cfg: TaskConfig, per_class: int) -> list[Example]:
     """Balanced rows from a seed neither the demo's splits nor its pool use."""
     demo = cfg.demo()
-    rows = for_config(cfg).rows_from_records(demo.generate(per_class * 8, cfg.data.demo.seed + 100), "<fresh eval rows>")
+    rows = rows_from_records(for_config(cfg), demo.generate(per_class * 8, cfg.data.demo.seed + 100), "<fresh eval rows>")
     return balanced_split(rows, cfg.labels, 1, per_class, seed=0)[1]
 
 
@@ -77,7 +79,7 @@ def run(quick: bool = False, adapter: str | None = None) -> dict:
     if quick:
         cfg.training.max_steps = 3
     cfg.teacher.max_pool = pool_size
-    pool = for_config(cfg).unlabeled_pool()
+    pool = unlabeled_pool(for_config(cfg))
     eval_rows = fresh_eval_rows(cfg, per_class)
 
     # The teacher: its adapter in a registry of its own, served over loopback HTTP.
@@ -120,7 +122,7 @@ def run(quick: bool = False, adapter: str | None = None) -> dict:
     sft_dir, sft_stats = train_sft(sft_cfg, sft_train, tmp / "sft-checkpoints", tmp / "sft-adapter")
     figures["sft_on_pool_gold_training"] = {"steps": sft_stats.steps, "train_s": round(sft_stats.train_runtime_s, 1)}
 
-    results = for_config(cfg).evaluate(eval_rows, {"kd": kd_dir, "sft_on_pool_gold": sft_dir})
+    results = evaluate_variants(for_config(cfg), eval_rows, {"kd": kd_dir, "sft_on_pool_gold": sft_dir})
     model, tokenizer = load_model(cfg.model)
     model = activate_adapter(model, kd_dir, name="kd")
     raw = classification_decoder(cfg, model, tokenizer)

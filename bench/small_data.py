@@ -30,7 +30,9 @@ from pathlib import Path
 
 from core.common.config import TaskConfig
 from core.common.splits import balanced_split, distinct_inputs
+from core.evaluation.evaluate import evaluate_variants, validation_score
 from core.kinds import for_config, make_teacher
+from core.kinds.data import rows_from_records, splits
 from core.methods import kd as kd_method
 from core.methods.selftrain import LABELER_MODES, labeler_config
 from core.model.loading import load_tokenizer
@@ -53,19 +55,19 @@ def _task(name: str, per_class: int, eval_per_class: int, pool_size: int, quick:
     if quick:
         cfg.training.max_steps, cfg.training.validation_per_class = 4, 2
     demo = cfg.demo()
-    labeled = for_config(cfg).rows_from_records(demo.generate(per_class * 8, cfg.data.demo.seed), f"<{name} labeled>")
+    labeled = rows_from_records(for_config(cfg), demo.generate(per_class * 8, cfg.data.demo.seed), f"<{name} labeled>")
     _, labeled = balanced_split(labeled, cfg.labels, 0, per_class, cfg.training.seed)  # exactly per_class of each
-    fresh = for_config(cfg).rows_from_records(demo.generate(eval_per_class * 8, cfg.data.demo.seed + 100), f"<{name} fresh>")
+    fresh = rows_from_records(for_config(cfg), demo.generate(eval_per_class * 8, cfg.data.demo.seed + 100), f"<{name} fresh>")
     _, eval_rows = balanced_split(fresh, cfg.labels, 0, eval_per_class, 0)
-    train, validation, _ = for_config(cfg).splits(labeled, eval_rows)
+    train, validation, _ = splits(for_config(cfg), labeled, eval_rows)
     gold = list({r.id: r for r in train}.values())
-    raw_pool = for_config(cfg).rows_from_records(demo.pool(pool_size, cfg.data.demo.seed + 200), f"<{name} pool>", require_answers=False)
+    raw_pool = rows_from_records(for_config(cfg), demo.pool(pool_size, cfg.data.demo.seed + 200), f"<{name} pool>", require_answers=False)
     pool, pool_counts = distinct_inputs(raw_pool, labeled + eval_rows)
     tokenizer = load_tokenizer(cfg.model)
     work = Path(tempfile.mkdtemp(prefix=f"bench-small-{name}-"))
 
     def validate(model):
-        return for_config(cfg).validation_score(model, tokenizer, validation)
+        return validation_score(for_config(cfg), model, tokenizer, validation)
 
     (supervised, stats), supervised_s = _timed(lambda: train_sft(cfg, train, work / "sft-ck", work / "sft", validate=validate))
 
@@ -100,7 +102,7 @@ def _task(name: str, per_class: int, eval_per_class: int, pool_size: int, quick:
     usable = [t for t in pool_traces if not t.get("error")]
     (kd, kd_stats, kd_counts), kd_s = _timed(lambda: kd_method.train(cfg, usable, work / "kd-ck", work / "kd", progress=True))
 
-    results = for_config(cfg).evaluate(eval_rows, {"supervised": supervised, "self_trained": self_trained, "kd": kd})
+    results = evaluate_variants(for_config(cfg), eval_rows, {"supervised": supervised, "self_trained": self_trained, "kd": kd})
     teacher = for_config(cfg).teacher_metrics(eval_rows, stores["eval"].traces)
     f1 = {name: round(m["macro_f1"], 4) for name, m in results.items()} | {"labeler": round(teacher["macro_f1"], 4)}
     base, sup = f1["base"], f1["supervised"]

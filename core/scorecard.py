@@ -18,7 +18,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from core.common.config import TaskConfig
 from core.common.rows import Example
 from core.evaluation.cost import add_cost, price_for
-from core.evaluation.evaluate import cascade_table
+from core.evaluation.evaluate import cascade_table, evaluate_variants
 from core.evaluation.report import add_learning_curves
 from core.kinds import for_config
 
@@ -45,7 +45,7 @@ def score_variants(
     answers to the same rows, keyed by input hash) the teacher's row too and, where answers carry a confidence, each
     adapter's cascade (student first, the teacher under a confidence threshold)."""
     kind = for_config(cfg)
-    results = kind.evaluate(rows, adapters, include_base=include_base)
+    results = evaluate_variants(kind, rows, adapters, include_base=include_base)
     for metrics in results.values():
         add_cost(metrics, cfg)
     if teacher_traces is None:

@@ -65,12 +65,13 @@ def _task_config(task: str, adapter: str, config_path: str | None, runs_dir: str
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from core.kinds import for_config
+    from core.kinds.data import load_rows
     from core.registry import Registry
     from core.scorecard import score_variants
 
     cfg = _task_config(args.task, args.adapter, args.config, args.runs_dir)
     kind = for_config(cfg)
-    rows = kind.load_rows(args.data)
+    rows = load_rows(kind, args.data)
     if args.adapter == "base":
         metrics = score_variants(cfg, rows, {})["base"]
     else:

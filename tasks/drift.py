@@ -17,7 +17,8 @@ from core.drift.report import write_report
 from core.drift.sources import ask_teacher, load_reference, sentence_embedder
 from core.drift.verdict import assess
 from core.drift.windows import Window
-from core.kinds import for_config
+from core.kinds import for_config, task_teacher
+from core.kinds.data import reference_rows
 from core.registry import Registry
 from core.serving.audit import iter_audit
 from tasks.artifacts import artifact_key
@@ -59,13 +60,13 @@ def drift_check(runs_dir: str, audit_log: str, task_name: str, now: float | None
         except (KeyError, TypeError, ValueError) as exc:  # a record of another shape: counted, never fatal
             window.skipped[f"malformed record ({type(exc).__name__})"] += 1
     window.skipped.update(skipped)
-    reference = load_reference(cfg, kind, registry, task_name, production, out)
+    reference = load_reference(cfg, kind, registry, task_name, production, out, reference_rows(kind))
     embedder = None
     if embed and window.inputs:
         embedder = sentence_embedder()
     agreement, note, cost = (None, "window below drift.min_requests", 0.0)
     if window.requests >= cfg.drift.min_requests:
-        agreement, note, cost = ask_teacher(cfg, kind, window, out / "traces" / f"{cfg.teacher.backend}.jsonl")
+        agreement, note, cost = ask_teacher(cfg, kind, window, out / "traces" / f"{cfg.teacher.backend}.jsonl", lambda: task_teacher(cfg))
     report = assess(cfg, kind, reference, window, embedder, agreement, note)
     report["window"] |= {"since": since, "until": now}
     report["quality"]["teacher_cost_usd"] = cost

@@ -7,6 +7,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from core.common.config import TaskConfig
 from core.kinds import for_config
+from core.kinds.data import load_rows
 from core.scorecard import evaluate_run
 from core.teachers.traces import TraceStore
 from tasks.artifacts import artifact_key
@@ -20,7 +21,7 @@ def evaluate_task(cfg: TaskConfig, eval_path: str, adapters: dict[str, str], out
     """
     kind = for_config(cfg)
     teacher = TraceStore.read(teacher_traces_file).traces if teacher_traces_file else None
-    card = evaluate_run(cfg, kind.load_rows(eval_path), adapters, out_dir, teacher)
+    card = evaluate_run(cfg, load_rows(kind, eval_path), adapters, out_dir, teacher)
     if any(c and c.get("curve") for c in card.curves.values()):
         create_table_artifact(
             key=artifact_key(cfg.name, "learning-curve"),

@@ -9,6 +9,7 @@ from core.common.egress import check_endpoint
 from core.common.files import write_jsonl
 from core.common.rows import rows_fingerprint
 from core.kinds import for_config
+from core.kinds.data import labeled_rows, load_rows, splits, unlabeled_pool
 from core.methods import check as check_methods
 from core.teachers.backends import preflight
 
@@ -28,11 +29,11 @@ def check_inputs(cfg: TaskConfig) -> None:
     check_egress(cfg)
     kind.check_task()
     check_methods(cfg)
-    kind.labeled_rows()
+    labeled_rows(kind)
     if cfg.data.eval is not None:
-        kind.load_rows(cfg.data.eval)
+        load_rows(kind, cfg.data.eval)
     if cfg.data.unlabeled is not None and cfg.uses_pool():
-        kind.load_rows(cfg.data.unlabeled, require_answers=False)
+        load_rows(kind, cfg.data.unlabeled, require_answers=False)
     if "kd" in cfg.methods:
         preflight(cfg)
 
@@ -47,9 +48,9 @@ def prepare_data(cfg: TaskConfig, extra_pool: str | None = None) -> dict:
     for warning in kind.check_task():
         logger.warning(warning)
     check_methods(cfg)
-    rows, source = kind.labeled_rows()
-    given_eval = kind.load_rows(cfg.data.eval) if cfg.data.eval is not None else None
-    train_rows, validation_rows, eval_rows = kind.splits(rows, given_eval)
+    rows, source = labeled_rows(kind)
+    given_eval = load_rows(kind, cfg.data.eval) if cfg.data.eval is not None else None
+    train_rows, validation_rows, eval_rows = splits(kind, rows, given_eval)
     out = cfg.work_dir / cfg.name / "data"
     paths = {}
     for split, split_rows in (("train", train_rows), ("validation", validation_rows), ("eval", eval_rows)):
@@ -59,8 +60,8 @@ def prepare_data(cfg: TaskConfig, extra_pool: str | None = None) -> dict:
     if cfg.uses_pool():
         if "kd" in cfg.methods:
             preflight(cfg)  # a missing key or a dead endpoint fails here, not an hour into the run
-        first = kind.load_rows(extra_pool, require_answers=False) if extra_pool else None
-        pool, pool_counts = kind.unlabeled_pool(validation_rows + eval_rows, first)
+        first = load_rows(kind, extra_pool, require_answers=False) if extra_pool else None
+        pool, pool_counts = unlabeled_pool(kind, validation_rows + eval_rows, first)
         write_jsonl(out / "unlabeled.jsonl", [kind.to_record(r) for r in pool])
         paths["unlabeled"] = str(out / "unlabeled.jsonl")
         logger.info(

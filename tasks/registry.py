@@ -12,7 +12,9 @@ from prefect import get_run_logger, task
 from core.common.config import TaskConfig
 from core.common.egress import check_endpoint
 from core.errors import ConfigError, ServiceReloadFailed
+from core.evaluation.evaluate import evaluate_variants
 from core.kinds import for_config
+from core.kinds.data import load_rows
 from core.registry import Registry
 from core.scorecard import model_card, registered_metrics
 
@@ -46,7 +48,7 @@ def promote_task(cfg: TaskConfig, refs: list[str], eval_path: str | None = None)
     if incumbent and eval_path and any(incumbent != registry.resolve(cfg.name, r) and rows_of(incumbent) != rows_of(r) for r in refs):
         kind = for_config(cfg)
         logger.info("evaluating production %s on this run's evaluation rows, to compare like with like", incumbent)
-        scored = kind.evaluate(kind.load_rows(eval_path), {"incumbent": registry.path(cfg.name, incumbent)}, include_base=False)
+        scored = evaluate_variants(kind, load_rows(kind, eval_path), {"incumbent": registry.path(cfg.name, incumbent)}, include_base=False)
         incumbent_metrics = scored["incumbent"]
     decisions = registry.promote_best(cfg.name, refs, cfg.promotion, incumbent_metrics=incumbent_metrics)
     for d in decisions:

@@ -12,6 +12,7 @@ from core.common.config import TaskConfig
 from core.common.rows import json_sha256
 from core.errors import TeacherUnavailable
 from core.kinds import for_config, make_teacher
+from core.kinds.data import load_rows
 from core.methods import selftrain
 from core.methods.selftrain import labeler_config
 from core.teachers.traces import TraceStore, generate_traces
@@ -47,10 +48,10 @@ def teacher_traces(
     if adapter is not None:  # only the local backends run an adapter
         cfg = labeler_config(cfg, zero_shot)
     kind = for_config(cfg)
-    rows = kind.load_rows(inputs_path, require_answers=False)
+    rows = load_rows(kind, inputs_path, require_answers=False)
     store = TraceStore(traces_path(cfg, split, adapter))
     try:
-        teacher = lambda: make_teacher(cfg, kind.load_rows(labeled_path), adapter)  # noqa: E731 (loaded only if asked)
+        teacher = lambda: make_teacher(cfg, load_rows(kind, labeled_path), adapter)  # noqa: E731 (loaded only if asked)
         check = lambda asked, answers: kind.check_teacher_answers(asked, answers)  # noqa: E731
         summary = generate_traces(rows, store, teacher, prices=cfg.teacher.prices, check=check)
     finally:
@@ -80,7 +81,7 @@ def teacher_traces(
 def choose_labeler(cfg: TaskConfig, validation_path: str, traces: dict[str, str]) -> dict:
     """The self-training labeler's mode with the better primary metric on the validation rows (`traces`: mode -> the
     file of its answers to them); both figures are returned and logged."""
-    rows = for_config(cfg).load_rows(validation_path)
+    rows = load_rows(for_config(cfg), validation_path)
     choice = selftrain.choose_labeler(cfg, rows, {mode: TraceStore.read(path).traces for mode, path in traces.items()})
     get_run_logger().info("self-training labeler: %s (validation %s %s)", choice["mode"], choice["metric"], choice["validation"])
     return choice

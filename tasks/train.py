@@ -16,6 +16,7 @@ from core.common.files import atomic_write_text, fsync_folder
 from core.common.rows import json_sha256, text_sha256
 from core.errors import DataError
 from core.kinds import for_config
+from core.kinds.data import load_rows
 from core.methods import dpo, kd, run_dir, selftrain, sft
 from core.teachers.traces import TraceStore
 from core.training.sft import TrainStats
@@ -49,7 +50,7 @@ def trained_once(folder: Path, method: str, train: Callable[[Path, Path], tuple[
 
 
 def _validation(cfg: TaskConfig, path: str | None, fingerprint: dict) -> list:
-    return for_config(cfg).load_rows(path) if path and fingerprint.get("n_validation") else []
+    return load_rows(for_config(cfg), path) if path and fingerprint.get("n_validation") else []
 
 
 @task(name="train_sft", retries=1, retry_delay_seconds=5)
@@ -57,7 +58,7 @@ def train_sft_task(cfg: TaskConfig, train_path: str, fingerprint: dict, validati
     """Train an SFT adapter, keeping the best step on the validation rows (when there are any); return its folder."""
 
     def train(checkpoints: Path, out: Path) -> tuple[Path, TrainStats]:
-        rows = for_config(cfg).load_rows(train_path)
+        rows = load_rows(for_config(cfg), train_path)
         return sft.train(cfg, rows, _validation(cfg, validation_path, fingerprint), checkpoints, out, source=train_path)
 
     return trained_once(run_dir(cfg, "sft", fingerprint), "SFT", train)
@@ -81,7 +82,7 @@ def train_selftrain_task(
     folder = run_dir(cfg, "selftrain", {"added": sorted(text_sha256(r.text) + r.label for r in added), **fingerprint})
 
     def train(checkpoints: Path, out: Path) -> tuple[Path, TrainStats]:
-        gold = for_config(cfg).load_rows(train_path)
+        gold = load_rows(for_config(cfg), train_path)
         report_ = report | {"labeler_choice": labeler_choice}
         source = f"{train_path} + {pool_traces_file}"
         return selftrain.train(cfg, gold, added, validation, checkpoints, out, report=report_, source=source)
@@ -118,7 +119,7 @@ def train_dpo_task(
 
     def train(checkpoints: Path, out: Path) -> tuple[Path, TrainStats]:
         traces = TraceStore.read(teacher_traces_file).usable() if teacher_traces_file else None
-        pairs, counts, source = dpo.pairs_for(cfg, for_config(cfg).load_rows(train_path), start_adapter, traces)
+        pairs, counts, source = dpo.pairs_for(cfg, load_rows(for_config(cfg), train_path), start_adapter, traces)
         get_run_logger().info("DPO pairs: %s", counts)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "pairs.json").write_text(json.dumps(counts, indent=2))

@@ -15,7 +15,7 @@ from core.drift.windows import Reference, Window
 from core.errors import TeacherUnavailable
 from core.evaluation.cost import cost_usd, price_for
 from core.model.loading import activate_adapter, load_model
-from core.teachers.backends import build_teacher
+from core.teachers.base import Teacher
 from core.teachers.deliberate import load_embedder
 from core.teachers.traces import TraceStore, generate_traces
 
@@ -27,16 +27,16 @@ def sentence_embedder() -> Callable[[list[str]], np.ndarray]:
     return lambda texts: model.encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False)
 
 
-def load_reference(cfg, kind, registry, task: str, ref: str, cache_dir) -> Reference:
-    """The production adapter's answers to the task's reference inputs, computed once per version and kept in
-    `cache_dir` (a new version gets its own)."""
+def load_reference(cfg, kind, registry, task: str, ref: str, cache_dir, inputs: tuple[list[Example], str]) -> Reference:
+    """The production adapter's answers to the task's reference inputs (`inputs`: rows and where they came from,
+    `core.kinds.data.reference_rows`), computed once per version and kept in `cache_dir` (a new version gets its own)."""
 
     cache = Path(cache_dir) / f"reference-{ref.replace('/', '-')}.json"
     eval_metrics = {k: v for k, v in registry.metrics(task, ref).items() if not isinstance(v, dict | list)}
     if cache.exists():
         saved = json.loads(cache.read_text())
         return Reference(ref, saved["source"], saved["inputs"], saved["views"], eval_metrics)
-    rows, source = kind.reference_rows()
+    rows, source = inputs
     model, tokenizer = load_model(cfg.model)
     adapter = registry.path(task, ref)
     model = activate_adapter(model, adapter, name="production")
@@ -46,10 +46,12 @@ def load_reference(cfg, kind, registry, task: str, ref: str, cache_dir) -> Refer
     return Reference(ref, source, [r.text for r in rows], views, eval_metrics)
 
 
-def ask_teacher(cfg, kind, window: Window, traces_file) -> tuple[tuple[int, int] | None, str | None, float]:
-    """The teacher answers up to `drift.teacher_sample` of the window's production answers (within the night's budget,
-    cached as traces); return (agreeing, asked) or None with the reason, and the cost. A teacher that is down leaves
-    the agreement unknown, never zero."""
+def ask_teacher(
+    cfg, kind, window: Window, traces_file, load_teacher: Callable[[], Teacher]
+) -> tuple[tuple[int, int] | None, str | None, float]:
+    """The teacher (`load_teacher`, called once if anything is asked) answers up to `drift.teacher_sample` of the
+    window's production answers (within the night's budget, cached as traces); return (agreeing, asked) or None with
+    the reason, and the cost. A teacher that is down leaves the agreement unknown, never zero."""
 
     d = cfg.drift
     sample = [(text, view) for text, view in window.answers if text is not None][: d.teacher_sample]
@@ -62,10 +64,7 @@ def ask_teacher(cfg, kind, window: Window, traces_file) -> tuple[tuple[int, int]
     rows = [Example(f"drift-{i}", text) for i, (text, _) in enumerate(sample)]
     store = TraceStore(traces_file)
     try:
-        pool = kind.labeled_rows()[0] if cfg.teacher.backend == "deliberate" else None
-        summary = generate_traces(
-            rows, store, lambda: build_teacher(cfg, kind.teacher_task(), pool), prices=cfg.teacher.prices, progress=False
-        )
+        summary = generate_traces(rows, store, load_teacher, prices=cfg.teacher.prices, progress=False)
     except TeacherUnavailable as exc:
         return None, f"teacher unavailable: {exc}", 0.0
     finally:

@@ -2,15 +2,14 @@
 
 One base model is loaded; each adapter is attached beside it in turn, so an evaluation of base +
 N candidates holds one copy of the weights. How a variant is scored is the task kind's
-(`kind.score_variant`); this module only runs them and compares.
+(its decoder and `score`); this module only runs them and compares.
 
-    report = evaluate_variants(cfg, eval_rows, {"sft": "runs/creditmix/sft/v0001"}, kind.score_variant)
+    report = evaluate_variants(for_config(cfg), eval_rows, {"sft": "runs/creditmix/sft/v0001"})
     report["base"]["macro_f1"], report["sft"]["macro_f1"]
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -20,21 +19,32 @@ from core.common.rows import Example
 from core.evaluation.metrics import classification_metrics
 from core.model.loading import activate_adapter, load_model
 
-# (model, tokenizer, rows, adapter folder or None for the base) -> metrics (a task kind's, bound to the task's config)
-ScoreVariant = Callable[[PreTrainedModel, PreTrainedTokenizerBase, list[Example], "str | Path | None"], dict]
+TRAINING = "<training>"  # `kind.decoder(..., adapter=TRAINING)`: the adapter being trained, scored as saved adapters are
 
 
-def evaluate_variants(
-    cfg: TaskConfig, rows: list[Example], adapters: dict[str, str | Path], score_variant: ScoreVariant, include_base: bool = True
-) -> dict[str, dict]:
-    """Metrics for the base model (optional) and each named adapter on the same rows."""
-    model, tokenizer = load_model(cfg.model)
+def score_variant(
+    kind, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[Example], adapter: str | Path | None
+) -> dict:
+    """One variant's metrics on rows with answers: the base model (`adapter` None) or the adapter active on `model`.
+    `kind`: the task's kind (`core.kinds.for_config`), whose decoder and scoring apply."""
+    return kind.score(kind.decoder(model, tokenizer, adapter), rows)
+
+
+def validation_score(kind, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[Example]) -> float:
+    """The primary metric of the model being trained (its adapter active) on validation rows."""
+    metrics = score_variant(kind, model, tokenizer, rows, TRAINING)
+    return metrics.get(kind.cfg.promotion.primary_metric, metrics.get(kind.summary_keys[0]))
+
+
+def evaluate_variants(kind, rows: list[Example], adapters: dict[str, str | Path], include_base: bool = True) -> dict[str, dict]:
+    """Metrics for the base model (optional) and each named adapter on the same rows, one copy of the weights loaded."""
+    model, tokenizer = load_model(kind.cfg.model)
     results: dict[str, dict] = {}
     if include_base:
-        results["base"] = score_variant(model, tokenizer, rows, None)
+        results["base"] = score_variant(kind, model, tokenizer, rows, None)
     for name, adapter_dir in adapters.items():
         model = activate_adapter(model, adapter_dir, name=name)
-        results[name] = score_variant(model, tokenizer, rows, adapter_dir)
+        results[name] = score_variant(kind, model, tokenizer, rows, adapter_dir)
     return results
 
 

@@ -1,7 +1,7 @@
 """Task kinds: one module per task type behind `TaskKind` (`base.py`), chosen here and nowhere else.
 
     kind = for_config(cfg)                  # the kind of cfg.type, bound to cfg
-    rows = kind.load_rows("train.jsonl")
+    rows = load_rows(kind, "train.jsonl")   # core.kinds.data: what every type's data does, through its kind
     teacher = make_teacher(cfg, labeled_pool)
 
 To add a task type: write `core/kinds/<type>.py` with a `TaskKind` subclass, add it to `KINDS`
@@ -17,6 +17,7 @@ from core.common.rows import Example
 from core.kinds.base import ServedAnswer, TaskKind
 from core.kinds.classification import Classification
 from core.kinds.codegen import CodeGeneration
+from core.kinds.data import labeled_rows
 from core.kinds.extraction import DocumentExtraction
 from core.teachers.backends import build_teacher
 from core.teachers.base import Teacher
@@ -36,4 +37,10 @@ def make_teacher(cfg: TaskConfig, labeled_pool: list[Example] | None = None, ada
     return build_teacher(cfg, for_config(cfg).teacher_task(), labeled_pool, adapter)
 
 
-__all__ = ["KINDS", "ServedAnswer", "TaskKind", "for_config", "make_teacher"]
+def task_teacher(cfg: TaskConfig) -> Teacher:
+    """The configured teacher as the service and drift ask it: the deliberate backend retrieves its examples from the
+    task's labeled rows, loaded here; the others need none."""
+    return make_teacher(cfg, labeled_rows(for_config(cfg))[0] if cfg.teacher.backend == "deliberate" else None)
+
+
+__all__ = ["KINDS", "ServedAnswer", "TaskKind", "for_config", "make_teacher", "task_teacher"]

@@ -19,7 +19,6 @@ Adding a task type = one module with a `TaskKind` subclass, registered in `core/
 
 from __future__ import annotations
 
-import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,14 +28,10 @@ import numpy as np
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from core.common.config import TaskConfig
-from core.common.files import nonempty_records
 from core.common.rows import Example, Pair, text_sha256
-from core.common.splits import distinct_inputs, document_split
+from core.common.splits import document_split
 from core.errors import DataError
-from core.evaluation.evaluate import evaluate_variants
 from core.teachers.base import TeacherAnswer, TeacherTask
-
-TRAINING = "<training>"  # `decoder(..., adapter=TRAINING)`: the adapter being trained, scored as saved adapters are
 
 
 @dataclass
@@ -114,56 +109,6 @@ class TaskKind(ABC):
         classes balance them."""
         return rows[: self.cfg.data.train_per_class]
 
-    def splits(self, rows: list[Example], eval_rows: list[Example] | None = None) -> tuple[list[Example], list[Example], list[Example]]:
-        """(train, validation, eval) rows: eval held out first (unless given), validation out of the rest, then the training rows."""
-        if eval_rows is None:
-            rows, eval_rows = self.split(rows)
-        rows, validation = self.hold_out_validation(rows)
-        return self.train_rows(rows), validation, eval_rows
-
-    def load_rows(self, path: str | Path, require_answers: bool = True) -> list[Example]:
-        """The task's rows from a JSONL/CSV file; bad rows stop here, naming file, line and field."""
-        path = Path(path)
-        numbered = nonempty_records(path)
-        rows = [self.parse_record(record, path, number, require_answers) for number, record in numbered]
-        self.check_rows(rows, path, require_answers, [number for number, _ in numbered])
-        return rows
-
-    def labeled_rows(self) -> tuple[list[Example], str]:
-        """Every labeled row of the task (`data.train`, or its demo's) and where they came from."""
-        if self.cfg.data.train is not None:
-            return self.load_rows(self.cfg.data.train), str(self.cfg.data.train)
-        demo, d = self.cfg.demo(), self.cfg.data.demo
-        source = f"{demo.name} generator (n={d.n_rows}, seed={d.seed})"
-        return self.rows_from_records(demo.generate(d.n_rows, d.seed), source), source
-
-    def unlabeled_pool(
-        self, held_out: list[Example] | None = None, first: list[Example] | None = None
-    ) -> tuple[list[Example], dict[str, int]]:
-        """The inputs the teacher answers: `first` (a retrain's drifted traffic), then `data.unlabeled`, or (demo) fresh
-        demo rows without their answers; repeated inputs and inputs of `held_out` rows (validation, evaluation) dropped
-        and counted, then at most `teacher.max_pool`."""
-        limit = self.cfg.teacher.max_pool
-        if first:
-            rest = self.unlabeled_pool(held_out)[0] if (self.cfg.data.unlabeled is not None or self.cfg.data.train is None) else []
-            rows, counts = distinct_inputs(first + rest, held_out or [])
-            return (rows[:limit] if limit else rows), counts | {"from_traffic": len(first)}
-        if self.cfg.data.unlabeled is not None:
-            rows = self.load_rows(self.cfg.data.unlabeled, require_answers=False)
-        elif self.cfg.data.train is None:
-            d = self.cfg.data.demo
-            rows = self.rows_from_records(self.cfg.demo().pool(limit or d.n_rows, d.seed + 1), "<demo pool>", require_answers=False)
-        else:
-            raise DataError("<config>", None, "data.unlabeled", f"methods {self.cfg.methods} need an unlabeled pool for the teacher")
-        rows, counts = distinct_inputs(rows, held_out or [])
-        return (rows[:limit] if limit else rows), counts
-
-    def rows_from_records(self, records: list[dict], source: str, require_answers: bool = True) -> list[Example]:
-        """Records in the task's file format (a demo's, say) as examples, checked as a file's rows are."""
-        rows = [self.parse_record(record, Path(source), i, require_answers) for i, record in enumerate(records, start=1)]
-        self.check_rows(rows, Path(source), require_answers, list(range(1, len(rows) + 1)))
-        return rows
-
     def check_task(self) -> list[str]:
         """Problems with the task itself found before any data is read (raise), and warnings (returned).
         Kinds that override it call this first."""
@@ -180,18 +125,6 @@ class TaskKind(ABC):
     @abstractmethod
     def score(self, decoder, rows: list[Example]) -> dict:
         """Metrics of one decoder on rows with gold answers (with `predictions`, latency and token counts)."""
-
-    def validation_score(self, model, tokenizer, rows: list[Example]) -> float:
-        """The primary metric of the model being trained (its adapter active) on validation rows."""
-        metrics = self.score(self.decoder(model, tokenizer, adapter=TRAINING), rows)
-        return metrics.get(self.cfg.promotion.primary_metric, metrics.get(self.summary_keys[0]))
-
-    def score_variant(self, model, tokenizer, rows: list[Example], adapter: str | Path | None) -> dict:
-        return self.score(self.decoder(model, tokenizer, adapter), rows)
-
-    def evaluate(self, rows: list[Example], adapters: dict[str, str | Path], include_base: bool = True) -> dict[str, dict]:
-        """The base model (optional) and each named adapter scored on the same rows."""
-        return evaluate_variants(self.cfg, rows, adapters, self.score_variant, include_base)
 
     def teacher_metrics(self, rows: list[Example], traces: dict[str, dict]) -> dict:
         """The teacher scored like any variant, from its traces on the rows (failed answers count as wrong)."""
@@ -242,26 +175,6 @@ class TaskKind(ABC):
         raise self.lacks("preference_pairs")
 
     # -- drift -------------------------------------------------------------------------------
-    def reference_rows(self) -> tuple[list[Example], str]:
-        """Inputs of the task's own distribution for the drift reference, and where they came from: `data.unlabeled`,
-        else (demo) fresh demo rows, else the eval file, else the eval split. Never training rows: the adapter is
-        surer of those than of anything new, which would make every night look drifted."""
-        n, seed = self.cfg.drift.reference_size, self.cfg.data.demo.seed
-        if self.cfg.data.unlabeled is not None:
-            rows, source = self.load_rows(self.cfg.data.unlabeled, require_answers=False), str(self.cfg.data.unlabeled)
-        elif self.cfg.data.train is None:
-            records = self.cfg.demo().pool(n, seed + 1000)  # seeds of its own: neither the training rows nor the teacher's pool
-            rows, source = self.rows_from_records(records, "<demo reference>", require_answers=False), f"{self.cfg.demo().name} generator"
-        elif self.cfg.data.eval is not None:
-            rows, source = self.load_rows(self.cfg.data.eval), str(self.cfg.data.eval)
-        else:
-            rows, source = (
-                self.split(self.labeled_rows()[0])[1],
-                "the eval split (stratified, capped per class: label shares may differ from traffic's)",
-            )
-        rows = random.Random(seed).sample(rows, n) if len(rows) > n else rows
-        return rows, source
-
     def reference_answers(self, decoder, texts: list[str]) -> list[dict]:
         """The decoder's answers to `texts` with the fields an audit record of the same answer holds."""
         raise self.lacks("reference_answers")

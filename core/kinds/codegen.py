@@ -12,7 +12,7 @@ against the task's tests and keeps the first that passes: execution-verified rej
 solved becomes a failed trace (counted, never trained on), so KD learns only from code that works.
 
     kind = for_config(cfg)              # cfg.type: codegen
-    rows = kind.load_rows("code.jsonl")            # bad rows stop here; solutions run against their tests
+    rows = load_rows(kind, "code.jsonl")            # bad rows stop here; solutions run against their tests
     metrics = kind.score(kind.decoder(model, tokenizer), rows)
     metrics["pass_at_1"], metrics["failures"]
 """

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from core.common.config import TaskConfig
 from core.common.rows import Example, json_sha256
+from core.evaluation.evaluate import validation_score
 from core.kinds import for_config
 from core.model.loading import load_tokenizer
 from core.training.sft import Validate
@@ -22,4 +23,4 @@ def validator(cfg: TaskConfig, validation: list[Example]) -> Validate | None:
     if not validation:
         return None
     kind, tokenizer = for_config(cfg), load_tokenizer(cfg.model)
-    return lambda model: kind.validation_score(model, tokenizer, validation)
+    return lambda model: validation_score(kind, model, tokenizer, validation)

@@ -24,7 +24,7 @@ from typing import TypeVar
 
 from core.common.config import ModelConfig, TaskConfig
 from core.errors import ConfigError, RegistryError, UnknownVariant
-from core.kinds import for_config, make_teacher
+from core.kinds import for_config, task_teacher
 from core.model.calibrated import Prediction
 from core.model.decoders import Decoder
 from core.model.fast_decode import drop_merged, enable_fast_decode, merge_for_decode, merged_adapter
@@ -263,8 +263,7 @@ class InferenceEngine:
         with self._teacher_lock:
             if task not in self.teachers:
                 cfg = self.configs[task]
-                pool = for_config(cfg).labeled_rows()[0] if cfg.teacher.backend == "deliberate" else None
-                self.teachers[task] = make_teacher(cfg, pool)
+                self.teachers[task] = task_teacher(cfg)
             return self.teachers[task]
 
     def classify(self, task: str, name: str, texts: list[str]) -> tuple[Variant, list[Prediction]]:

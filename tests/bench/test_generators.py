@@ -8,6 +8,7 @@ from bench.generalize import _config
 from bench.generators import DEVELOPMENT, GENERATORS, HELD_OUT
 from bench.generators.words import in_words
 from core.kinds import for_config
+from core.kinds.data import rows_from_records
 
 
 def test_the_halves_are_disjoint_and_varied():
@@ -27,7 +28,7 @@ def test_rows_parse_as_the_task_types_file_and_repeat_by_seed(name, tmp_path):
     cfg = _config(demo, tmp_path)
     rows = demo.generate(400, 1)
     assert rows == demo.generate(400, 1) and rows != demo.generate(400, 2)
-    examples = for_config(cfg).rows_from_records(rows, f"<{name}>")
+    examples = rows_from_records(for_config(cfg), rows, f"<{name}>")
     assert len({e.id for e in examples}) == 400
     if demo.labels:
         assert set(Counter(e.label for e in examples)) == set(demo.labels)  # every label occurs

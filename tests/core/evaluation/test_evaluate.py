@@ -4,8 +4,9 @@ import pytest
 
 from core.common.config import Price, TaskConfig
 from core.evaluation.cost import add_cost, price_for
-from core.evaluation.evaluate import cascade_table
+from core.evaluation.evaluate import cascade_table, evaluate_variants
 from core.kinds import for_config
+from core.kinds.data import labeled_rows
 from demos import creditmix
 from tests.conftest import make_adapter
 
@@ -39,10 +40,10 @@ def test_the_cascade_takes_the_teachers_answer_below_each_threshold():
 
 def test_evaluate_scores_base_and_adapters_on_the_same_rows(tiny_cfg, tmp_path):
     kind = for_config(tiny_cfg)
-    rows, _ = for_config(tiny_cfg.model_copy(update={"data": tiny_cfg.data.model_copy(update={"train": None})})).labeled_rows()
+    rows, _ = labeled_rows(for_config(tiny_cfg.model_copy(update={"data": tiny_cfg.data.model_copy(update={"train": None})})))
     rows = rows[:9]
     adapter = make_adapter(tiny_cfg, tmp_path / "adapter", seed=3)
-    results = kind.evaluate(rows, {"sft": adapter})
+    results = evaluate_variants(kind, rows, {"sft": adapter})
     assert set(results) == {"base", "sft"} and all(r["n"] == 9 for r in results.values())
     assert [p["id"] for p in results["base"]["predictions"]] == [p["id"] for p in results["sft"]["predictions"]]
     assert results["base"]["calibrated"] and not results["sft"]["calibrated"]  # adapters are scored uncalibrated by default

@@ -11,7 +11,9 @@ import pytest
 from core.common.config import TYPE_DEFAULTS, TaskConfig
 from core.common.rows import Example
 from core.errors import ConfigError, DataError
+from core.evaluation.evaluate import score_variant
 from core.kinds import KINDS, TaskKind, for_config
+from core.kinds.data import labeled_rows, load_rows
 
 
 class Echo(TaskKind):
@@ -64,13 +66,13 @@ def test_a_registered_toy_kind_runs_through_the_generic_code(echo, tmp_path):
     cfg = TaskConfig.from_yaml(tmp_path / "task.yaml")
     kind = for_config(cfg)
     assert isinstance(kind, Echo) and cfg.instruction == "Repeat the first word."
-    rows, source = kind.labeled_rows()
+    rows, source = labeled_rows(kind)
     train, eval_rows = kind.split(rows)
     assert source == str(data) and len(train) == 6 and len(eval_rows) == 2  # a fifth of 10 rows (data.eval_fraction)
-    assert kind.score_variant(None, None, eval_rows, None)["exact_match"] == 1.0
+    assert score_variant(kind, None, None, eval_rows, None)["exact_match"] == 1.0
     with pytest.raises(DataError, match=r"bad.jsonl:1: field 'text'"):
         (tmp_path / "bad.jsonl").write_text('{"word": "x"}\n')
-        kind.load_rows(tmp_path / "bad.jsonl")
+        load_rows(kind, tmp_path / "bad.jsonl")
 
     from core.scorecard import model_card
 

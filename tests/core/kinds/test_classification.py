@@ -9,18 +9,19 @@ from core.common.rows import Example, text_sha256
 from core.errors import DataError
 from core.kinds import for_config
 from core.kinds.classification import label_balanced
+from core.kinds.data import labeled_rows, load_rows
 
 
 def test_demo_rows_round_trip_through_the_file_format(tmp_path):
     cfg = TaskConfig()
     cfg.data.demo.n_rows = 60
-    rows, source = for_config(cfg).labeled_rows()
+    rows, source = labeled_rows(for_config(cfg))
     assert len(rows) == 60 and source.startswith("creditmix generator")
     path = tmp_path / "rows.jsonl"
     from core.common.files import write_jsonl
 
     write_jsonl(path, [for_config(cfg).to_record(r) for r in rows])
-    assert for_config(cfg).load_rows(path) == rows
+    assert load_rows(for_config(cfg), path) == rows
     train, eval_rows = for_config(cfg).split(rows)
     assert {r.label for r in eval_rows} == set(cfg.labels) and not {r.id for r in eval_rows} & {r.id for r in train}
 
@@ -29,9 +30,9 @@ def test_an_unlabeled_pool_needs_no_label_but_a_training_file_does(tmp_path):
     cfg = TaskConfig()
     path = tmp_path / "pool.jsonl"
     path.write_text('{"text": "a"}\n{"text": "b"}\n')
-    assert [r.label for r in for_config(cfg).load_rows(path, require_answers=False)] == [None, None]
+    assert [r.label for r in load_rows(for_config(cfg), path, require_answers=False)] == [None, None]
     with pytest.raises(DataError, match=r"pool.jsonl:1: field 'label': missing"):
-        for_config(cfg).load_rows(path)
+        load_rows(for_config(cfg), path)
 
 
 def test_the_openai_reply_becomes_a_label_distribution_from_first_token_alternatives():

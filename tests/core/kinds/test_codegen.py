@@ -9,6 +9,7 @@ from core.common.rows import CodeTask, text_sha256
 from core.errors import DataError
 from core.kinds import for_config
 from core.kinds.codegen import code_pairs, load_codegen
+from core.kinds.data import load_rows
 from core.model.code_decoder import format_answer
 from core.sandbox import run_tests
 from core.teachers.base import TeacherAnswer
@@ -42,7 +43,7 @@ def test_bad_rows_stop_the_read_naming_file_line_and_field(tmp_path, field, valu
     path = tmp_path / "code.jsonl"
     _write(path, [GOOD, None, GOOD | {field: value}])  # a blank line between: the bad row is on line 3
     with pytest.raises(DataError) as err:
-        for_config(TaskConfig(type="codegen")).load_rows(path)
+        load_rows(for_config(TaskConfig(type="codegen")), path)
     assert (str(err.value.path), err.value.line, err.value.field) == (str(path), 3, field) and problem in err.value.problem
 
 
@@ -50,17 +51,17 @@ def test_rows_carry_their_tests_and_the_answer_format_of_the_plan_switch(tmp_pat
     path = tmp_path / "code.jsonl"
     _write(path, [GOOD, {k: v for k, v in GOOD.items() if k != "solution"}])
     planned = TaskConfig(type="codegen")
-    rows = for_config(planned).load_rows(path, require_answers=False)
+    rows = load_rows(for_config(planned), path, require_answers=False)
     assert rows[0].label == "Plan: return x\n```python\ndef f(x):\n    return x\n```" and rows[0].tests == GOOD["tests"]
     assert rows[1].label is None and rows[1].tests == GOOD["tests"]
     assert for_config(planned).to_record(rows[0]) == {"id": "code-1", **{k: v for k, v in GOOD.items() if k != "entry_point"}}
     code_only = TaskConfig(type="codegen", plan=False)
-    assert for_config(code_only).load_rows(path, require_answers=False)[0].label == "```python\ndef f(x):\n    return x\n```"
+    assert load_rows(for_config(code_only), path, require_answers=False)[0].label == "```python\ndef f(x):\n    return x\n```"
     assert "plan" not in code_only.instruction.lower() and "Plan:" in planned.instruction
     with pytest.raises(DataError, match="solution"):
-        for_config(planned).load_rows(path)  # training and evaluation rows need their solutions
+        load_rows(for_config(planned), path)  # training and evaluation rows need their solutions
     _write(path, [{"prompt": "Write g(x) returning 2 * x."}])  # a spec from traffic: a pool row, nothing to verify with
-    [spec] = for_config(planned).load_rows(path, require_answers=False)
+    [spec] = load_rows(for_config(planned), path, require_answers=False)
     assert spec.tests is None and for_config(planned).to_record(spec) == {"id": "code-1", "prompt": spec.text}
     [unchecked] = for_config(planned).check_teacher_answers([spec], [TeacherAnswer("```python\ndef g(x):\n    return 2 * x\n```")])
     assert unchecked.output is None and unchecked.error.startswith("no tests")
@@ -72,7 +73,7 @@ def test_the_teacher_keeps_only_candidates_that_pass_the_tests(tmp_path):
     cfg = TaskConfig(type="codegen")
     path = tmp_path / "code.jsonl"
     _write(path, [GOOD | {"id": "a"}, GOOD | {"id": "b", "prompt": "Write f(x) returning x, again."}, GOOD | {"id": "c", "prompt": "x"}])
-    rows = for_config(cfg).load_rows(path)
+    rows = load_rows(for_config(cfg), path)
     teaching = for_config(cfg).teacher_task()
     wrong, right = "Plan: off by one\n```python\ndef f(x):\n    return x + 1\n```", rows[0].label
     answers = [

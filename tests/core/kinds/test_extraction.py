@@ -8,17 +8,18 @@ import pytest
 from core.common.config import TaskConfig
 from core.errors import SchemaError
 from core.kinds import for_config
+from core.kinds.data import labeled_rows, load_rows
 from core.kinds.extraction import perturbed, task_schema
 
 
 def test_demo_documents_round_trip_with_targets_in_schema_order(tmp_path):
     cfg = TaskConfig(type="idp")
     cfg.data.demo.n_rows = 30
-    rows, _ = for_config(cfg).labeled_rows()
+    rows, _ = labeled_rows(for_config(cfg))
     from core.common.files import write_jsonl
 
     write_jsonl(tmp_path / "docs.jsonl", [for_config(cfg).to_record(r) for r in rows])
-    assert for_config(cfg).load_rows(tmp_path / "docs.jsonl") == rows
+    assert load_rows(for_config(cfg), tmp_path / "docs.jsonl") == rows
     assert list(json.loads(rows[0].label))[:3] == ["doc_type", "number", "date"]
 
 
@@ -42,7 +43,7 @@ def test_a_perturbed_gold_target_still_validates_and_differs():
     cfg = TaskConfig(type="idp")
     cfg.data.demo.n_rows = 30
     schema = task_schema(cfg)
-    rows, _ = for_config(cfg).labeled_rows()
+    rows, _ = labeled_rows(for_config(cfg))
     gold = json.loads(rows[0].label)
     wrong = perturbed(gold, schema, random.Random(0))
     assert wrong != gold and not schema.errors(wrong)

@@ -16,6 +16,7 @@ TRAIN = """
 import sys
 from core.common.config import TaskConfig
 from core.common.rows import Example
+from core.evaluation.evaluate import validation_score
 from core.kinds import for_config
 from core.model.loading import load_tokenizer
 from core.training.sft import train_sft
@@ -31,7 +32,7 @@ validation = rows[:6]
 
 def validate(model):  # the first validation of a run comes after a checkpoint: the kills land in real work
     print("ready", flush=True)
-    return kind.validation_score(model, tokenizer, validation)
+    return validation_score(kind, model, tokenizer, validation)
 
 adapter, stats = train_sft(cfg, rows[6:], ckpt, out, progress=False, validate=validate)
 print("resumed_from", stats.resumed_from, "steps", stats.steps, flush=True)

@@ -1,0 +1,99 @@
+"""A task's data, read through its kind: files, demo rows, the teacher's pool, the three splits, the drift reference.
+
+What differs between task types (a row's fields, how rows split) is the kind's (`core/kinds/base.py`); what is the
+same for every type lives here, as functions of a kind.
+
+    kind = for_config(cfg)
+    rows, source = labeled_rows(kind)                  # data.train, or the demo's rows
+    train, validation, eval_rows = splits(kind, rows)
+    pool, counts = unlabeled_pool(kind, held_out=validation + eval_rows)
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from core.common.files import nonempty_records
+from core.common.rows import Example
+from core.common.splits import distinct_inputs
+from core.errors import DataError
+from core.kinds.base import TaskKind
+
+
+def splits(
+    kind: TaskKind, rows: list[Example], eval_rows: list[Example] | None = None
+) -> tuple[list[Example], list[Example], list[Example]]:
+    """(train, validation, eval) rows: eval held out first (unless given), validation out of the rest, then the training rows."""
+    if eval_rows is None:
+        rows, eval_rows = kind.split(rows)
+    rows, validation = kind.hold_out_validation(rows)
+    return kind.train_rows(rows), validation, eval_rows
+
+
+def load_rows(kind: TaskKind, path: str | Path, require_answers: bool = True) -> list[Example]:
+    """The task's rows from a JSONL/CSV file; bad rows stop here, naming file, line and field."""
+    path = Path(path)
+    numbered = nonempty_records(path)
+    rows = [kind.parse_record(record, path, number, require_answers) for number, record in numbered]
+    kind.check_rows(rows, path, require_answers, [number for number, _ in numbered])
+    return rows
+
+
+def labeled_rows(kind: TaskKind) -> tuple[list[Example], str]:
+    """Every labeled row of the task (`data.train`, or its demo's) and where they came from."""
+    if kind.cfg.data.train is not None:
+        return load_rows(kind, kind.cfg.data.train), str(kind.cfg.data.train)
+    demo, d = kind.cfg.demo(), kind.cfg.data.demo
+    source = f"{demo.name} generator (n={d.n_rows}, seed={d.seed})"
+    return rows_from_records(kind, demo.generate(d.n_rows, d.seed), source), source
+
+
+def unlabeled_pool(
+    kind: TaskKind, held_out: list[Example] | None = None, first: list[Example] | None = None
+) -> tuple[list[Example], dict[str, int]]:
+    """The inputs the teacher answers: `first` (a retrain's drifted traffic), then `data.unlabeled`, or (demo) fresh
+    demo rows without their answers; repeated inputs and inputs of `held_out` rows (validation, evaluation) dropped
+    and counted, then at most `teacher.max_pool`."""
+    limit = kind.cfg.teacher.max_pool
+    if first:
+        rest = unlabeled_pool(kind, held_out)[0] if (kind.cfg.data.unlabeled is not None or kind.cfg.data.train is None) else []
+        rows, counts = distinct_inputs(first + rest, held_out or [])
+        return (rows[:limit] if limit else rows), counts | {"from_traffic": len(first)}
+    if kind.cfg.data.unlabeled is not None:
+        rows = load_rows(kind, kind.cfg.data.unlabeled, require_answers=False)
+    elif kind.cfg.data.train is None:
+        d = kind.cfg.data.demo
+        rows = rows_from_records(kind, kind.cfg.demo().pool(limit or d.n_rows, d.seed + 1), "<demo pool>", require_answers=False)
+    else:
+        raise DataError("<config>", None, "data.unlabeled", f"methods {kind.cfg.methods} need an unlabeled pool for the teacher")
+    rows, counts = distinct_inputs(rows, held_out or [])
+    return (rows[:limit] if limit else rows), counts
+
+
+def rows_from_records(kind: TaskKind, records: list[dict], source: str, require_answers: bool = True) -> list[Example]:
+    """Records in the task's file format (a demo's, say) as examples, checked as a file's rows are."""
+    rows = [kind.parse_record(record, Path(source), i, require_answers) for i, record in enumerate(records, start=1)]
+    kind.check_rows(rows, Path(source), require_answers, list(range(1, len(rows) + 1)))
+    return rows
+
+
+def reference_rows(kind: TaskKind) -> tuple[list[Example], str]:
+    """Inputs of the task's own distribution for the drift reference, and where they came from: `data.unlabeled`,
+    else (demo) fresh demo rows, else the eval file, else the eval split. Never training rows: the adapter is
+    surer of those than of anything new, which would make every night look drifted."""
+    n, seed = kind.cfg.drift.reference_size, kind.cfg.data.demo.seed
+    if kind.cfg.data.unlabeled is not None:
+        rows, source = load_rows(kind, kind.cfg.data.unlabeled, require_answers=False), str(kind.cfg.data.unlabeled)
+    elif kind.cfg.data.train is None:
+        records = kind.cfg.demo().pool(n, seed + 1000)  # seeds of its own: neither the training rows nor the teacher's pool
+        rows, source = rows_from_records(kind, records, "<demo reference>", require_answers=False), f"{kind.cfg.demo().name} generator"
+    elif kind.cfg.data.eval is not None:
+        rows, source = load_rows(kind, kind.cfg.data.eval), str(kind.cfg.data.eval)
+    else:
+        rows, source = (
+            kind.split(labeled_rows(kind)[0])[1],
+            "the eval split (stratified, capped per class: label shares may differ from traffic's)",
+        )
+    rows = random.Random(seed).sample(rows, n) if len(rows) > n else rows
+    return rows, source
