@@ -149,6 +149,11 @@ def test_the_serving_layer_routes_by_what_a_decoder_answers_never_by_its_class()
     from core.model.schema import SchemaDecoder
 
     assert (CalibratedDecoder.answers, SchemaDecoder.answers, CodeDecoder.answers) == ("labels", "json", "code")
+    from core.model.decoders import Decoder
+
+    shared = {n for n in vars(Decoder) if not n.startswith("_")} | set(Decoder.__annotations__)
+    for decoder in (CalibratedDecoder, SchemaDecoder, CodeDecoder):  # the Protocol's methods, on every decoder class
+        assert all(callable(getattr(decoder, n)) for n in shared if callable(getattr(Decoder, n, None))), decoder
     for path in (ROOT / "core" / "serving").glob("*.py"):
         tree = ast.parse(path.read_text())
         checks = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "isinstance"]

@@ -74,7 +74,7 @@ class TaskKind(ABC):
     def __init__(self, cfg: TaskConfig) -> None:
         self.cfg = cfg  # bound once (`core.kinds.for_config`): no method takes the config again
 
-    def lacks(self, method: str) -> NotImplementedError:
+    def _lacks(self, method: str) -> NotImplementedError:
         """The error for a part of the interface this kind does not implement (a toy kind with no teacher, say)."""
         return NotImplementedError(f"task type {self.type!r} does not implement {method}")
 
@@ -119,20 +119,17 @@ class TaskKind(ABC):
     def decoder(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, adapter: str | Path | None = None):
         """The decoder a variant runs: the base model (`adapter` None) or the adapter saved in that folder (active on `model`)."""
 
-    def warm_up(self, decoder) -> None:
-        """Work done once per served variant before it takes requests."""
-
     @abstractmethod
     def score(self, decoder, rows: list[Example]) -> dict:
         """Metrics of one decoder on rows with gold answers (with `predictions`, latency and token counts)."""
 
     def teacher_metrics(self, rows: list[Example], traces: dict[str, dict]) -> dict:
         """The teacher scored like any variant, from its traces on the rows (failed answers count as wrong)."""
-        raise self.lacks("teacher_metrics")
+        raise self._lacks("teacher_metrics")
 
     def teacher_task(self) -> TeacherTask:
         """How the teacher backends ask, read and answer for this task type."""
-        raise self.lacks("teacher_task")
+        raise self._lacks("teacher_task")
 
     def check_teacher_answers(self, rows: list[Example], answers: list[TeacherAnswer]) -> list[TeacherAnswer]:
         """The teacher's answers to `rows` as they are stored: kinds whose answers can be checked against the row (codegen:
@@ -149,10 +146,12 @@ class TaskKind(ABC):
     # -- training ----------------------------------------------------------------------------
     def kd_rows(self, traces: list[dict]) -> tuple[list[dict], dict]:
         """KDTrainer rows from usable teacher traces, and counts worth logging."""
-        raise self.lacks("kd_rows")
+        raise self._lacks("kd_rows")
 
-    def kd_labels(self) -> list[str] | None:
-        """Labels whose distribution the KD loss matches (None: the top-k token term, where the tokenizers agree)."""
+    def label_set(self) -> list[str] | None:
+        """The closed set every answer is one of (classification's labels), or None for free text: KD then matches the
+        teacher's distribution over these (else its top-k tokens, where the tokenizers agree), and a user's preference
+        pair's sides must be among them."""
         return None
 
     def after_kd(self, adapter_dir: Path, traces: list[dict]) -> None:
@@ -166,30 +165,26 @@ class TaskKind(ABC):
         (calibrated confidences) implement it; `core.methods.selftrain.check` refuses selftrain for the others."""
         raise NotImplementedError(f"{type(self).__name__} answers carry no confidence to select by")
 
-    def pair_labels(self) -> list[str] | None:
-        """The values a user's preference pair's sides must take (None: any text)."""
-        return None
-
     def preference_pairs(self, rows: list[Example], decoder, teacher_traces: list[dict] | None) -> tuple[list[Pair], dict]:
         """On-policy DPO pairs (chosen: gold or teacher; rejected: the student's own wrong answer), and their counts."""
-        raise self.lacks("preference_pairs")
+        raise self._lacks("preference_pairs")
 
     # -- drift -------------------------------------------------------------------------------
     def reference_answers(self, decoder, texts: list[str]) -> list[dict]:
         """The decoder's answers to `texts` with the fields an audit record of the same answer holds."""
-        raise self.lacks("reference_answers")
+        raise self._lacks("reference_answers")
 
     def drift_view(self, record: dict) -> dict | None:
         """What output and confidence drift read from one answer (an audit record or a reference answer); None if unusable."""
-        raise self.lacks("drift_view")
+        raise self._lacks("drift_view")
 
     def agrees(self, view: dict, teacher_output: str) -> bool:
         """Whether an answer (its drift view) says what the teacher said (a trace's `output`)."""
-        raise self.lacks("agrees")
+        raise self._lacks("agrees")
 
     def output_signals(self, reference: list[dict], window: list[dict]) -> list:
         """Tests (`core.drift.statistics.Signal`) of the window's answers against the reference's, from their drift views."""
-        raise self.lacks("output_signals")
+        raise self._lacks("output_signals")
 
     # -- serving -----------------------------------------------------------------------------
     def answer(
@@ -207,7 +202,7 @@ class TaskKind(ABC):
         """One request answered by the served variant (`engine` and `batcher` from `core.serving`); generating kinds
         decode within `max_new_tokens` (a client's budget), where given; `tests` (codegen) are run against the answer
         in the sandbox. A field the kind does not list in `accepts` never reaches it (the runtime refuses it)."""
-        raise self.lacks("answer")
+        raise self._lacks("answer")
 
 
 def traces_for_rows(rows: list[Example], traces: dict[str, dict]) -> list[dict]:

@@ -80,9 +80,6 @@ class Classification(TaskKind):
     def decoder(self, model, tokenizer, adapter: str | Path | None = None) -> CalibratedDecoder:
         return classification_decoder(self.cfg, model, tokenizer, None if adapter is None else Path(adapter))
 
-    def warm_up(self, decoder: CalibratedDecoder) -> None:
-        decoder.prior()  # the content-free prior costs a forward: not on a request's time
-
     def score(self, decoder: CalibratedDecoder, rows: list[Example]) -> dict:
         """Metrics of one decoder on labeled rows, plus label choices with and without calibration for contrast."""
         preds = decoder.predict([r.text for r in rows])
@@ -155,7 +152,7 @@ class Classification(TaskKind):
             )
         return rows, {"teacher_answers": dict(counts), "rows_after_balancing": len(rows)}
 
-    def kd_labels(self) -> list[str]:
+    def label_set(self) -> list[str]:
         return self.cfg.labels
 
     def after_kd(self, adapter_dir: Path, traces: list[dict]) -> None:
@@ -216,9 +213,6 @@ class Classification(TaskKind):
                 f"no confidence threshold makes the labeler's validation answers {self.cfg.self_training.min_precision:g} precise"
             )
         return kept, report
-
-    def pair_labels(self) -> list[str]:
-        return self.cfg.labels
 
     def preference_pairs(self, rows: list[Example], decoder: CalibratedDecoder, teacher_traces: list[dict] | None):
         """chosen = gold label (rows) or teacher label (traces), rejected = the student's likeliest wrong label;

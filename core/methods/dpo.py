@@ -27,7 +27,7 @@ def pairs_for(
     """The pairs DPO trains on, their counts and where they came from."""
     kind = for_config(cfg)
     if cfg.data.preferences is not None:
-        pairs = load_pairs(cfg.data.preferences, kind.pair_labels())
+        pairs = load_pairs(cfg.data.preferences, kind.label_set())
         return pairs, {"user": len(pairs)}, str(cfg.data.preferences)
     model, tokenizer = load_model(cfg.model, adapter=start_adapter)
     pairs, counts = kind.preference_pairs(rows, kind.decoder(model, tokenizer, adapter=start_adapter), traces)

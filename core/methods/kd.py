@@ -1,6 +1,6 @@
 """Knowledge distillation: train on the teacher's answers to the pool, matching its distribution where it gives one
 (section `kd`; needs this run's `sft` when the deliberate teacher runs that adapter). The task kind supplies the rows
-(`kd_rows`), the labels whose distribution the loss matches (`kd_labels`) and what is stored after (`after_kd`);
+(`kd_rows`), the labels whose distribution the loss matches (`label_set`) and what is stored after (`after_kd`);
 early stopping watches agreement with the teacher on traces held out of training.
 
     adapter_dir, stats, counts = train(cfg, traces, checkpoint_dir, out_dir)
@@ -51,7 +51,7 @@ def train(
     rows, counts = kind.kd_rows(train_traces)
     validate = validator(cfg, validation)
     adapter_dir, stats = train_kd(
-        cfg, rows, kept, checkpoint_dir, out_dir, labels=kind.kd_labels(), progress=progress, source=source, validate=validate
+        cfg, rows, kept, checkpoint_dir, out_dir, labels=kind.label_set(), progress=progress, source=source, validate=validate
     )
     kind.after_kd(adapter_dir, train_traces)
     return adapter_dir, stats, counts | {"validation_traces": len(validation)}

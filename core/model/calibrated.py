@@ -230,6 +230,9 @@ class CalibratedDecoder:
             out.append(softmax(self.label_log_likelihoods(texts[start : start + self.batch_size])))
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)))
 
+    def warm_up(self) -> None:
+        self.prior()  # the content-free prior costs a forward: not on a served request's time
+
     def prior(self) -> np.ndarray:
         """The prior given to the decoder, else the label distribution on content-free inputs, averaged (once)."""
         if self._prior is None:

@@ -56,6 +56,9 @@ class CodeDecoder:
 
     answers = "code"
 
+    def warm_up(self) -> None:
+        """Nothing to do before the first request."""
+
     def __init__(
         self,
         model: PreTrainedModel,

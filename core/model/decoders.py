@@ -27,6 +27,10 @@ class Decoder(Protocol):
     tokenizer: PreTrainedTokenizerBase
     instruction: str
 
+    def warm_up(self) -> None:
+        """Work done once per served variant before it takes requests (none, or a forward worth not doing on a request's
+        time)."""
+
 
 def classification_decoder(
     cfg: TaskConfig, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, adapter: str | Path | None = None

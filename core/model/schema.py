@@ -397,6 +397,9 @@ class SchemaDecoder:
 
     answers = "json"
 
+    def warm_up(self) -> None:
+        """Nothing to do: the task's grammar is compiled when the decoder is built."""
+
     def __init__(
         self,
         model: PreTrainedModel,

@@ -236,7 +236,7 @@ class InferenceEngine:
 
         def warm_up() -> None:
             with self._active(variant):
-                kind.warm_up(decoder)  # before the variant is routable
+                decoder.warm_up()  # before the variant is routable
 
         self.on_model_thread(warm_up)
         return variant
