@@ -61,6 +61,12 @@ class ServedAnswer:
     gate: str | None = None  # how the served version got there: 'passed' its gate or 'forced'; None for the base model
     student: dict | None = None  # auto, escalated: the student's own answer (adapter, output, confidence), for drift
 
+    @classmethod
+    def of(cls, served, variant: str, **fields) -> ServedAnswer:
+        """An answer by `served` (the serving engine's variant that answered: its task, version and gate) to a request
+        for `variant`."""
+        return cls(task=served.task, variant=variant, adapter=served.ref, gate=served.gate, **fields)
+
 
 class TaskKind(ABC):
     type: ClassVar[str]  # the task file's `type`

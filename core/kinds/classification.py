@@ -262,11 +262,9 @@ class Classification(TaskKind):
     def answer(self, engine, batcher, task, variant, text, json_schema, max_schema_bytes, max_new_tokens=None, tests=None) -> ServedAnswer:
         served, pred = batcher.classify(task, variant, text)
         tokenizer = served.decoder.tokenizer
-        return ServedAnswer(
-            task=task,
-            variant=variant,
-            adapter=served.ref,
-            gate=served.gate,
+        return ServedAnswer.of(
+            served,
+            variant,
             output=pred.label,
             label_probs=pred.probs,
             confidence=pred.confidence,

@@ -320,11 +320,9 @@ class CodeGeneration(TaskKind):
             result = run_tests(answer.code, tests, timeout_s=engine.configs[task].codegen.timeout_s, wait_s=5.0)
             verdict = {"passed": result.passed, "cause": result.cause or None, "error": result.error or None, "isolation": result.isolation}
             verdict["run_ms"] = round((time.perf_counter() - start) * 1000, 1)
-        return ServedAnswer(
-            task=task,
-            variant=variant,
-            adapter=served.ref,
-            gate=served.gate,
+        return ServedAnswer.of(
+            served,
+            variant,
             output=answer.text,
             prompt_tokens=answer.prompt_tokens,
             completion_tokens=answer.completion_tokens,

@@ -187,11 +187,9 @@ class DocumentExtraction(TaskKind):
             except SchemaError as exc:
                 raise InvalidRequest(f"json_schema{exc.pointer}", exc.problem) from None
         served, result = batcher.extract(task, variant, text, schema, max_new_tokens)
-        return ServedAnswer(
-            task=task,
-            variant=variant,
-            adapter=served.ref,
-            gate=served.gate,
+        return ServedAnswer.of(
+            served,
+            variant,
             output=result.text,
             output_json=result.output,
             schema_valid=result.valid,
