@@ -199,7 +199,13 @@ class KDConfig(_Strict):
         "generation: its top-k token log-probabilities, when the tokenizers match); the rest is cross-entropy on its answer",
     )
     temperature: float = Field(1.0, gt=0, description="softening (>1) or sharpening (<1) of both distributions in that term")
-    epochs: float | None = Field(None, gt=0, description="passes over the (balanced) traces; None = the training size rule")
+    epochs: float | None = Field(None, gt=0, description="passes over the (balanced) traces; None = the size rule with kd.min_steps")
+    min_steps: int = Field(
+        1250,
+        ge=1,
+        description="KD's size rule: passes over the traces until this many optimizer steps (at most training.max_epochs). "
+        "Larger than SFT's: a pool is larger, and KD from a strong teacher learns late (see core/training/recipe.py)",
+    )
 
 
 class SelfTrainingConfig(_Strict):

@@ -38,6 +38,7 @@ from core.common.config import TaskConfig
 from core.common.rows import Example
 from core.model.calibrated import label_sequences
 from core.training.completion import CompletionStep, completion_forward
+from core.training.recipe import plan_steps
 from core.training.sft import CompletionSFTTrainer, TrainStats, Validate, check_lengths, run_training, trainer_args
 
 
@@ -205,6 +206,11 @@ class KDTrainer(CompletionSFTTrainer):
         return total * t * t / max(count, 1)
 
 
+def kd_epochs(cfg: TaskConfig, n_rows: int) -> float:
+    """Passes over `n_rows` KD rows: `kd.epochs`, else the training size rule run to `kd.min_steps` steps."""
+    return cfg.kd.epochs or plan_steps(cfg.training.model_copy(update={"min_steps": cfg.kd.min_steps}), n_rows).epochs
+
+
 def train_kd(
     cfg: TaskConfig,
     rows: list[dict],
@@ -235,6 +241,6 @@ def train_kd(
             temperature=cfg.kd.temperature,
             labels=labels,
         ),
-        args=SFTConfig(**trainer_args(cfg, checkpoint_dir, len(rows), progress, epochs=cfg.kd.epochs)),
+        args=SFTConfig(**trainer_args(cfg, checkpoint_dir, len(rows), progress, epochs=kd_epochs(cfg, len(rows)))),
         validate=validate,
     )

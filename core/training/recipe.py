@@ -31,6 +31,15 @@ backward pass runs through every layer), and a validation curve no better than t
 0.46, 0.51, 0.52 at steps 50-350, against 0.28, 0.51, 0.42, 0.42, 0.48 for the top 10; the run was stopped at step
 391 of 500, before its test rows): at 2.2x the time for no visible gain, the default stays the top 10 layers.
 
+KD from a strong teacher over a pool (`kd.min_steps`, default 1,250: ~5 passes over a 1,500-input pool, against SFT's
+500 steps). Measured on `loans` (development half; the oracle teacher of `bench generalize`, 1,992 balanced answers,
+`docs/results/generalize-development-kd-plan.json`): the 500-step plan's validation curve sat at 0.35-0.45, early
+stopping ended it at step 250 keeping step 50, and the held-out test rows scored **0.366** macro-F1 (0.31-0.42, worst
+class recall 0.12); 5 passes (1,245 steps) sat at 0.32-0.35 until step ~500, then climbed (0.46, 0.55, 0.57, 0.57,
+0.62, 0.62 at steps 620-1,240) and scored **0.695** (0.64-0.75, worst class recall 0.55) — the student learns late, once
+the learning rate has come down; the issue that asked for this measure saw the same on its own task (still rising at
+step 500). Cost: 2.5x KD's steps (~40 minutes on 2 CPU cores for a 1,500-input pool). Measured on one development task.
+
     plan = plan_steps(cfg.training, n_rows=450)      # Plan(epochs=8.0, steps=456, eval_steps=45)
 """
 

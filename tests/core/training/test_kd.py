@@ -137,3 +137,19 @@ def test_topk_kl_is_zero_when_the_teacher_is_the_student(tiny_cfg, tmp_path):
         other = trainer.compute_loss(trainer.model, trainer.data_collator([flipped]))
     assert same.item() == pytest.approx(0.0, abs=1e-5)
     assert other.item() > 1e-3  # the tiny random model is near uniform, so the gap is small but real
+
+
+def test_kd_plans_more_steps_than_sft_on_the_same_rows():
+    """KD's size rule runs to kd.min_steps (a 1,992-row pool: 5 passes, 1,250 steps), SFT's to training.min_steps; an
+    explicit kd.epochs or training.epochs still wins."""
+    from core.training.kd import kd_epochs
+    from core.training.recipe import plan_steps
+
+    cfg = TaskConfig()
+    assert plan_steps(cfg.training, 1992, kd_epochs(cfg, 1992)).steps == 1250
+    assert plan_steps(cfg.training, 1992).steps == 500
+    assert kd_epochs(cfg, 100) == cfg.training.max_epochs  # a small pool: capped passes, as SFT's
+    cfg.kd.epochs = 2.0
+    assert kd_epochs(cfg, 1992) == 2.0
+    cfg.kd.epochs, cfg.training.epochs = None, 1.0
+    assert kd_epochs(cfg, 1992) == 1.0
