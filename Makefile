@@ -30,7 +30,7 @@ models: install
 demo: models
 	$(VENV)/bin/distill-slm run
 
-demo-full: models  # SFT + teacher traces + KD + DPO, with the cost leaderboard (~1 h on 2 CPU cores)
+demo-full: models  # SFT + teacher traces + KD + DPO, with the cost leaderboard (over 1 h on 2 CPU cores; KD runs to kd.min_steps)
 	$(VENV)/bin/distill-slm run examples/creditmix-distill.yaml
 
 # Two workers (pytest-xdist), a file per worker: most of the suite's time is subprocesses starting (a service, a
