@@ -40,11 +40,12 @@ def _child(kind: str, cfg_json: str, adapter: str | None, out: str) -> dict:
     cfg = TaskConfig.model_validate_json(cfg_json)
     train, _ = _split(cfg)
     figures: dict = {}
+    kind = for_config(cfg)
     if kind == "sft":
         _, stats = train_sft(cfg, train, Path(out) / "ck", Path(out) / "adapter", progress=False)
     else:
         model, tokenizer = load_model(cfg.model, adapter=adapter)
-        pairs, counts = for_config(cfg).preference_pairs(train, for_config(cfg).decoder(model, tokenizer, adapter=adapter), None)
+        pairs, counts = kind.preference_pairs(train, kind.decoder(model, tokenizer, adapter=adapter), None)
         del model
         figures["pairs"] = counts
         _, stats = train_dpo(cfg, pairs, Path(out) / "ck", Path(out) / "adapter", start_adapter=adapter, progress=True)

@@ -42,8 +42,9 @@ def run(quick: bool = False) -> dict:
     work = Path("runs/.bench") / ("idp-quick" if quick else "idp")
     if quick:
         cfg.data.train_per_class, cfg.data.eval_per_class, cfg.training.max_steps = 16, 4, 2
-    rows, source = labeled_rows(for_config(cfg))
-    train_rows, eval_rows = for_config(cfg).split(rows)
+    kind = for_config(cfg)
+    rows, source = labeled_rows(kind)
+    train_rows, eval_rows = kind.split(rows)
     adapter = work / "sft-adapter"
     figures: dict = {"source": source, "train_documents": len(train_rows), "eval_documents": len(eval_rows)}
     if not (adapter / "train_stats.json").exists():
@@ -74,17 +75,17 @@ def run(quick: bool = False) -> dict:
     if not (dpo_adapter / "adapter_config.json").exists():
         model, tokenizer = load_model(cfg.model, adapter=adapter)
         cfg.dpo.max_pairs = 8 if quick else 64
-        pairs, counts = for_config(cfg).preference_pairs(train_rows, for_config(cfg).decoder(model, tokenizer), None)
+        pairs, counts = kind.preference_pairs(train_rows, kind.decoder(model, tokenizer), None)
         (work / "dpo-pairs.json").write_text(json.dumps(counts))
         del model
         train_dpo(cfg, pairs, work / "dpo-checkpoints", dpo_adapter, start_adapter=adapter)
     adapters["dpo"] = dpo_adapter
     figures["dpo_pairs"] = json.loads((work / "dpo-pairs.json").read_text())
-    results = evaluate_variants(for_config(cfg), eval_rows, adapters)
-    results["teacher"] = for_config(cfg).teacher_metrics(eval_rows, stores["eval"].traces)
+    results = evaluate_variants(kind, eval_rows, adapters)
+    results["teacher"] = kind.teacher_metrics(eval_rows, stores["eval"].traces)
     for metrics in results.values():
         add_cost(metrics, cfg)
-    figures["report"] = str(for_config(cfg).write_report(results, work / "eval"))
+    figures["report"] = str(kind.write_report(results, work / "eval"))
     for name, metrics in results.items():
         figures[name] = {k: round(metrics[k], 4) for k in KEYS if k in metrics}
         figures[name]["field_accuracy"] = metrics["field_accuracy"]

@@ -68,7 +68,8 @@ def run(quick: bool = False) -> dict:
     }
     eval_store = TraceStore(work / "traces-eval.jsonl")
     eval_summary = generate_traces(eval_rows, eval_store, teacher, cfg.teacher.prices)
-    t_metrics = for_config(cfg).teacher_metrics(eval_rows, eval_store.traces)
+    kind = for_config(cfg)
+    t_metrics = kind.teacher_metrics(eval_rows, eval_store.traces)
     figures["teacher_macro_f1"] = round(t_metrics["macro_f1"], 4)
     print(f"teacher on eval: macro-F1 {t_metrics['macro_f1']:.3f}, {t_metrics['latency_ms_p50']:.0f} ms/request", file=sys.stderr)
 
@@ -86,13 +87,13 @@ def run(quick: bool = False) -> dict:
     adapter, kd_stats, _ = kd_method.train(cfg, pool_store.usable(), fresh / "checkpoints", fresh / "adapter")
     figures["kd_training"] = {"steps": kd_stats.steps, "train_s": round(kd_stats.train_runtime_s, 1), "final_loss": kd_stats.final_loss}
     model, tokenizer = load_model(cfg.model)
-    base = for_config(cfg).score(classification_decoder(cfg, model, tokenizer, adapter=None), eval_rows)
+    base = kind.score(classification_decoder(cfg, model, tokenizer, adapter=None), eval_rows)
     base_ms = _p50_ms(classification_decoder(cfg, model, tokenizer, adapter=None).predict, eval_rows[:30])
     model = activate_adapter(model, adapter, name="kd")
     student_decoder = classification_decoder(cfg, model, tokenizer, adapter=adapter)
-    student = for_config(cfg).score(student_decoder, eval_rows)
+    student = kind.score(student_decoder, eval_rows)
     # The same student without its in-domain prior divided out, for contrast.
-    uncalibrated = for_config(cfg).score(CalibratedDecoder(model, tokenizer, cfg.labels, cfg.instruction, calibrate=False), eval_rows)
+    uncalibrated = kind.score(CalibratedDecoder(model, tokenizer, cfg.labels, cfg.instruction, calibrate=False), eval_rows)
     student_ms = _p50_ms(student_decoder.predict, eval_rows[:30])
     # Teacher latency again, one request at a time right beside the student's, so that both see
     # the same machine load (the traces' latencies may have been taken on a busier machine).

@@ -56,8 +56,9 @@ def _teacher_adapter(adapter: str | None, work: Path) -> Path:
     if "production" in registry.aliases(TASK) if TASK in registry.tasks() else False:
         return registry.path(TASK, "production")
     cfg = TaskConfig()
-    rows, _ = labeled_rows(for_config(cfg))
-    train, _ = for_config(cfg).split(rows)
+    kind = for_config(cfg)
+    rows, _ = labeled_rows(kind)
+    train, _ = kind.split(rows)
     print("no teacher adapter: training the demo's SFT adapter first", file=sys.stderr)
     out, _ = train_sft(cfg, train, work / "teacher-checkpoints", work / "teacher-adapter")
     return out
@@ -79,7 +80,8 @@ def run(quick: bool = False, adapter: str | None = None) -> dict:
     if quick:
         cfg.training.max_steps = 3
     cfg.teacher.max_pool = pool_size
-    pool = unlabeled_pool(for_config(cfg))
+    kind = for_config(cfg)
+    pool = unlabeled_pool(kind)
     eval_rows = fresh_eval_rows(cfg, per_class)
 
     # The teacher: its adapter in a registry of its own, served over loopback HTTP.
@@ -98,7 +100,7 @@ def run(quick: bool = False, adapter: str | None = None) -> dict:
         summary = generate_traces(pool, stores["pool"], lambda: teacher, cfg.teacher.prices)
         figures["pool_traces"] = {k: summary[k] for k in ("traces", "asked", "cached", "failed", "elapsed_s")}
         generate_traces(eval_rows, stores["eval"], lambda: teacher, cfg.teacher.prices)
-        t_metrics = for_config(cfg).teacher_metrics(eval_rows, stores["eval"].traces)
+        t_metrics = kind.teacher_metrics(eval_rows, stores["eval"].traces)
         teacher_ms = _p50_ms(teacher.answer, [r.text for r in eval_rows[:30]])
     finally:
         server.should_exit = True
@@ -122,12 +124,12 @@ def run(quick: bool = False, adapter: str | None = None) -> dict:
     sft_dir, sft_stats = train_sft(sft_cfg, sft_train, tmp / "sft-checkpoints", tmp / "sft-adapter")
     figures["sft_on_pool_gold_training"] = {"steps": sft_stats.steps, "train_s": round(sft_stats.train_runtime_s, 1)}
 
-    results = evaluate_variants(for_config(cfg), eval_rows, {"kd": kd_dir, "sft_on_pool_gold": sft_dir})
+    results = evaluate_variants(kind, eval_rows, {"kd": kd_dir, "sft_on_pool_gold": sft_dir})
     model, tokenizer = load_model(cfg.model)
     model = activate_adapter(model, kd_dir, name="kd")
     raw = classification_decoder(cfg, model, tokenizer)
     raw.calibrate = False
-    without_prior = for_config(cfg).score(raw, eval_rows)
+    without_prior = kind.score(raw, eval_rows)
     student = classification_decoder(cfg, model, tokenizer, adapter=kd_dir)
     student_ms = _p50_ms(student.predict, [r.text for r in eval_rows[:30]])
     kd = results["kd"]

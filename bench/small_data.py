@@ -55,19 +55,20 @@ def _task(name: str, per_class: int, eval_per_class: int, pool_size: int, quick:
     if quick:
         cfg.training.max_steps, cfg.training.validation_per_class = 4, 2
     demo = cfg.demo()
-    labeled = rows_from_records(for_config(cfg), demo.generate(per_class * 8, cfg.data.demo.seed), f"<{name} labeled>")
+    kind = for_config(cfg)
+    labeled = rows_from_records(kind, demo.generate(per_class * 8, cfg.data.demo.seed), f"<{name} labeled>")
     _, labeled = balanced_split(labeled, cfg.labels, 0, per_class, cfg.training.seed)  # exactly per_class of each
-    fresh = rows_from_records(for_config(cfg), demo.generate(eval_per_class * 8, cfg.data.demo.seed + 100), f"<{name} fresh>")
+    fresh = rows_from_records(kind, demo.generate(eval_per_class * 8, cfg.data.demo.seed + 100), f"<{name} fresh>")
     _, eval_rows = balanced_split(fresh, cfg.labels, 0, eval_per_class, 0)
-    train, validation, _ = splits(for_config(cfg), labeled, eval_rows)
+    train, validation, _ = splits(kind, labeled, eval_rows)
     gold = list({r.id: r for r in train}.values())
-    raw_pool = rows_from_records(for_config(cfg), demo.pool(pool_size, cfg.data.demo.seed + 200), f"<{name} pool>", require_answers=False)
+    raw_pool = rows_from_records(kind, demo.pool(pool_size, cfg.data.demo.seed + 200), f"<{name} pool>", require_answers=False)
     pool, pool_counts = distinct_inputs(raw_pool, labeled + eval_rows)
     tokenizer = load_tokenizer(cfg.model)
     work = Path(tempfile.mkdtemp(prefix=f"bench-small-{name}-"))
 
     def validate(model):
-        return validation_score(for_config(cfg), model, tokenizer, validation)
+        return validation_score(kind, model, tokenizer, validation)
 
     (supervised, stats), supervised_s = _timed(lambda: train_sft(cfg, train, work / "sft-ck", work / "sft", validate=validate))
 
@@ -85,7 +86,7 @@ def _task(name: str, per_class: int, eval_per_class: int, pool_size: int, quick:
         )
         store.close()
         checked[mode] = (store, teacher[0] if teacher else None)
-    scores = {mode: for_config(cfg).teacher_metrics(validation, store.traces)["macro_f1"] for mode, (store, _) in checked.items()}
+    scores = {mode: kind.teacher_metrics(validation, store.traces)["macro_f1"] for mode, (store, _) in checked.items()}
     mode = max(scores, key=scores.get)
     labeler = [checked[mode][1] or make_teacher(labeler_config(cfg, mode == "zero-shot"), gold, adapter=supervised)]
     del checked
@@ -96,14 +97,14 @@ def _task(name: str, per_class: int, eval_per_class: int, pool_size: int, quick:
         stores[split].close()
     labeler.clear()  # its model goes before training starts
     pool_traces = list(stores["pool"].traces.values())
-    added, choice = for_config(cfg).confident_rows(validation, stores["validation"].traces, pool_traces)
-    self_rows = for_config(cfg).train_rows(gold + added)
+    added, choice = kind.confident_rows(validation, stores["validation"].traces, pool_traces)
+    self_rows = kind.train_rows(gold + added)
     (self_trained, self_stats), self_s = _timed(lambda: train_sft(cfg, self_rows, work / "self-ck", work / "self", validate=validate))
     usable = [t for t in pool_traces if not t.get("error")]
     (kd, kd_stats, kd_counts), kd_s = _timed(lambda: kd_method.train(cfg, usable, work / "kd-ck", work / "kd", progress=True))
 
-    results = evaluate_variants(for_config(cfg), eval_rows, {"supervised": supervised, "self_trained": self_trained, "kd": kd})
-    teacher = for_config(cfg).teacher_metrics(eval_rows, stores["eval"].traces)
+    results = evaluate_variants(kind, eval_rows, {"supervised": supervised, "self_trained": self_trained, "kd": kd})
+    teacher = kind.teacher_metrics(eval_rows, stores["eval"].traces)
     f1 = {name: round(m["macro_f1"], 4) for name, m in results.items()} | {"labeler": round(teacher["macro_f1"], 4)}
     base, sup = f1["base"], f1["supervised"]
     return {
