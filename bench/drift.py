@@ -121,7 +121,7 @@ def run(
     cfg.drift.teacher_sample = 0
     kind = for_config(cfg)
     start = time.perf_counter()
-    reference = load_reference(cfg, kind, registry, TASK, ref, work / "drift", reference_rows(kind))
+    reference = load_reference(cfg, kind, registry, TASK, ref, work / "drift", lambda: reference_rows(kind))
     reference_s = time.perf_counter() - start
     model, tokenizer = load_model(cfg.model)
     model = activate_adapter(model, registry.path(TASK, ref), name="production")

@@ -60,7 +60,7 @@ def drift_check(runs_dir: str, audit_log: str, task_name: str, now: float | None
         except (KeyError, TypeError, ValueError) as exc:  # a record of another shape: counted, never fatal
             window.skipped[f"malformed record ({type(exc).__name__})"] += 1
     window.skipped.update(skipped)
-    reference = load_reference(cfg, kind, registry, task_name, production, out, reference_rows(kind))
+    reference = load_reference(cfg, kind, registry, task_name, production, out, lambda: reference_rows(kind))
     embedder = None
     if embed and window.inputs:
         embedder = sentence_embedder()

@@ -27,16 +27,16 @@ def sentence_embedder() -> Callable[[list[str]], np.ndarray]:
     return lambda texts: model.encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False)
 
 
-def load_reference(cfg, kind, registry, task: str, ref: str, cache_dir, inputs: tuple[list[Example], str]) -> Reference:
-    """The production adapter's answers to the task's reference inputs (`inputs`: rows and where they came from,
-    `core.kinds.data.reference_rows`), computed once per version and kept in `cache_dir` (a new version gets its own)."""
+def load_reference(cfg, kind, registry, task: str, ref: str, cache_dir, inputs: Callable[[], tuple[list[Example], str]]) -> Reference:
+    """The production adapter's answers to the task's reference inputs (`inputs()`: rows and where they came from,
+    `core.kinds.data.reference_rows`, read only on a cache miss), computed once per version and kept in `cache_dir` (a new version gets its own)."""
 
     cache = Path(cache_dir) / f"reference-{ref.replace('/', '-')}.json"
     eval_metrics = {k: v for k, v in registry.metrics(task, ref).items() if not isinstance(v, dict | list)}
     if cache.exists():
         saved = json.loads(cache.read_text())
         return Reference(ref, saved["source"], saved["inputs"], saved["views"], eval_metrics)
-    rows, source = inputs
+    rows, source = inputs()
     model, tokenizer = load_model(cfg.model)
     adapter = registry.path(task, ref)
     model = activate_adapter(model, adapter, name="production")
