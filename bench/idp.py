@@ -26,7 +26,7 @@ from core.evaluation.cost import add_cost
 from core.evaluation.evaluate import evaluate_variants
 from core.evaluation.report import EXTRACTION_HEADLINE
 from core.kinds import for_config, make_teacher
-from core.kinds.data import labeled_rows
+from core.kinds.data import labeled_rows, split
 from core.methods import kd as kd_method
 from core.model.loading import load_model
 from core.teachers.traces import TraceStore, generate_traces
@@ -44,7 +44,7 @@ def run(quick: bool = False) -> dict:
         cfg.data.train_per_class, cfg.data.eval_per_class, cfg.training.max_steps = 16, 4, 2
     kind = for_config(cfg)
     rows, source = labeled_rows(kind)
-    train_rows, eval_rows = kind.split(rows)
+    train_rows, eval_rows = split(kind, rows)
     adapter = work / "sft-adapter"
     figures: dict = {"source": source, "train_documents": len(train_rows), "eval_documents": len(eval_rows)}
     if not (adapter / "train_stats.json").exists():

@@ -27,7 +27,7 @@ from core.common.rows import Example, json_sha256
 from core.common.splits import balanced_split
 from core.evaluation.evaluate import evaluate_variants
 from core.kinds import for_config, make_teacher
-from core.kinds.data import labeled_rows, rows_from_records, unlabeled_pool
+from core.kinds.data import labeled_rows, rows_from_records, split, train_rows, unlabeled_pool
 from core.methods import kd as kd_method
 from core.model.decoders import classification_decoder
 from core.model.loading import activate_adapter, load_model
@@ -58,7 +58,7 @@ def _teacher_adapter(adapter: str | None, work: Path) -> Path:
     cfg = TaskConfig()
     kind = for_config(cfg)
     rows, _ = labeled_rows(kind)
-    train, _ = kind.split(rows)
+    train, _ = split(kind, rows)
     print("no teacher adapter: training the demo's SFT adapter first", file=sys.stderr)
     out, _ = train_sft(cfg, train, work / "teacher-checkpoints", work / "teacher-adapter")
     return out
@@ -120,7 +120,7 @@ def run(quick: bool = False, adapter: str | None = None) -> dict:
     gold = {r["id"]: r for r in cfg.demo().generate(pool_size, cfg.data.demo.seed + 1)}
     gold_rows = [Example(row.id, row.text, gold["cm-" + row.id.split("-", 1)[1]]["label"]) for row in pool]
     sft_cfg = cfg.model_copy(deep=True)
-    sft_train = for_config(sft_cfg).train_rows(gold_rows)
+    sft_train = train_rows(for_config(sft_cfg), gold_rows)
     sft_dir, sft_stats = train_sft(sft_cfg, sft_train, tmp / "sft-checkpoints", tmp / "sft-adapter")
     figures["sft_on_pool_gold_training"] = {"steps": sft_stats.steps, "train_s": round(sft_stats.train_runtime_s, 1)}
 

@@ -32,7 +32,7 @@ from core.common.config import TaskConfig
 from core.common.splits import balanced_split, distinct_inputs
 from core.evaluation.evaluate import evaluate_variants, validation_score
 from core.kinds import for_config, make_teacher
-from core.kinds.data import rows_from_records, splits
+from core.kinds.data import rows_from_records, splits, train_rows
 from core.methods import kd as kd_method
 from core.methods.selftrain import LABELER_MODES, labeler_config
 from core.model.loading import load_tokenizer
@@ -98,7 +98,7 @@ def _task(name: str, per_class: int, eval_per_class: int, pool_size: int, quick:
     labeler.clear()  # its model goes before training starts
     pool_traces = list(stores["pool"].traces.values())
     added, choice = kind.confident_rows(validation, stores["validation"].traces, pool_traces)
-    self_rows = kind.train_rows(gold + added)
+    self_rows = train_rows(kind, gold + added)
     (self_trained, self_stats), self_s = _timed(lambda: train_sft(cfg, self_rows, work / "self-ck", work / "self", validate=validate))
     usable = [t for t in pool_traces if not t.get("error")]
     (kd, kd_stats, kd_counts), kd_s = _timed(lambda: kd_method.train(cfg, usable, work / "kd-ck", work / "kd", progress=True))

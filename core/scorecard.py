@@ -20,7 +20,8 @@ from core.common.rows import Example
 from core.evaluation.cost import add_cost, price_for
 from core.evaluation.evaluate import cascade_table, evaluate_variants
 from core.evaluation.report import add_learning_curves
-from core.kinds import for_config
+from core.kinds import TaskKind, for_config
+from core.kinds.data import label_set
 
 HUB_IDS = {"embedded": "HuggingFaceTB/SmolLM2-135M-Instruct"}  # what the embedded base is on the Hugging Face Hub
 LICENSES = {"embedded": "apache-2.0"}  # an adapter is published under its base model's license; others: say so by hand
@@ -140,7 +141,7 @@ def model_card(cfg: TaskConfig, method: str, metrics: dict, baseline: dict | Non
         "",
         f"LoRA adapter ({method}) over `{data.base_model}` ({cfg.model.precision}, quantization {cfg.model.quantization}), "
         "trained by distill-slm.",
-        kind.card_line(),
+        card_line(kind),
         "",
         "| metric | adapter | base |",
         "|---|---|---|",
@@ -151,3 +152,10 @@ def model_card(cfg: TaskConfig, method: str, metrics: dict, baseline: dict | Non
     if data.license == "other":
         lines += ["", f"License: that of the base model `{base}`; set `license` in the metadata before publishing."]
     return str(ModelCard("---\n" + data.to_yaml() + "\n---\n\n" + "\n".join(lines) + "\n"))
+
+
+def card_line(kind: TaskKind) -> str:
+    """The model card's sentence on the task: its type, its labels where answers are one of them, the kind's note."""
+    labels = label_set(kind)
+    parts = [f"Task type {kind.type}"] + ([f"labels {', '.join(labels)}"] if labels else []) + ([kind.card_note] if kind.card_note else [])
+    return "; ".join(parts) + "."

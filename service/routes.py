@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from core import sandbox
 from core.errors import InvalidRequest
-from core.kinds import ServedAnswer
+from core.serving.answers import ServedAnswer
 from core.serving.deadline import Deadline
 from core.serving.runtime import ServingRuntime
 from service.deps import CallerKey, ClientKey, Runtime, may_verify, require_admin

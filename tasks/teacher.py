@@ -52,8 +52,7 @@ def teacher_traces(
     store = TraceStore(traces_path(cfg, split, adapter))
     try:
         teacher = lambda: make_teacher(cfg, load_rows(kind, labeled_path), adapter)  # noqa: E731 (loaded only if asked)
-        check = lambda asked, answers: kind.check_teacher_answers(asked, answers)  # noqa: E731
-        summary = generate_traces(rows, store, teacher, prices=cfg.teacher.prices, check=check)
+        summary = generate_traces(rows, store, teacher, prices=cfg.teacher.prices, check=kind.teacher_task().check)
     finally:
         store.close()
     logger.info(

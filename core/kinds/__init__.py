@@ -14,7 +14,7 @@ from pathlib import Path
 
 from core.common.config import TYPE_DEFAULTS, TaskConfig
 from core.common.rows import Example
-from core.kinds.base import ServedAnswer, TaskKind
+from core.kinds.base import TaskKind
 from core.kinds.classification import Classification
 from core.kinds.codegen import CodeGeneration
 from core.kinds.data import labeled_rows
@@ -43,4 +43,4 @@ def task_teacher(cfg: TaskConfig) -> Teacher:
     return make_teacher(cfg, labeled_rows(for_config(cfg))[0] if cfg.teacher.backend == "deliberate" else None)
 
 
-__all__ = ["KINDS", "ServedAnswer", "TaskKind", "for_config", "make_teacher", "task_teacher"]
+__all__ = ["KINDS", "TaskKind", "for_config", "make_teacher", "task_teacher"]

@@ -1,17 +1,20 @@
 """The task-kind interface: everything that differs between task types, behind one base class.
 
 A task kind is the one place that knows what is special about its task type: which fields a row
-holds, how rows are split, which decoder a variant runs and how it is scored, how the teacher is
+holds and how rows are checked, which decoder a variant runs and how it is scored, how the teacher is
 asked and read, which rows KD trains on, how preference pairs are built, what the reports and
-summaries show, and how the service answers. Everything else (the flow, the Prefect tasks, the
+summaries show, and what drift reads from an answer. Everything else (the flow, the Prefect tasks, the
 evaluation loop, the trainers, the teacher backends, the serving runtime) calls through this
 interface and never branches on the type.
 
 A kind is bound to its task's config once (`core.kinds.for_config(cfg)`); no method takes the config again.
-Required of every kind: `parse_record`, `decoder`, `score`, `write_report`. The rest come in parts with defaults
-(rows: unstratified splits, a row's own fields as its record) or are optional (teaching: `teacher_task`,
-`teacher_metrics`, `kd_rows`, `preference_pairs`; drift: `reference_answers`, `drift_view`, `agrees`,
-`output_signals`; serving: `answer`), raising `NotImplementedError` naming kind and method where left out.
+Required of every kind: `parse_records`, `decoder`, `score`, `write_report`. The rest come with defaults (a row's own
+fields as its record, no task checks) or are optional parts (teaching: `teacher_task`, `teacher_metrics`, `kd_rows`,
+`confident_rows`, `preference_pairs`; drift: `reference_answers`, `drift_view`, `agrees`, `output_signals`), raising
+`NotImplementedError` naming kind and method where left out. What a kind only declares is a class attribute
+(`closed_labels`: splits stratify and KD matches label distributions; `accepts`: request fields; `escalates`).
+What is the same for every kind is not here: data and splits (`core.kinds.data`), scoring loops
+(`core.evaluation.evaluate`), answering a request (`core.serving.answers`, by the decoder's `answers`).
 
 Adding a task type = one module with a `TaskKind` subclass, registered in `core/kinds/__init__.py`
 (and its defaults in `core.common.config.TYPE_DEFAULTS`).
@@ -20,7 +23,6 @@ Adding a task type = one module with a `TaskKind` subclass, registered in `core/
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -29,43 +31,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from core.common.config import TaskConfig
 from core.common.rows import Example, Pair, text_sha256
-from core.common.splits import document_split
 from core.errors import DataError
-from core.teachers.base import TeacherAnswer, TeacherTask
-
-
-@dataclass
-class ServedAnswer:
-    """One answer of the service, whatever the task type; the routes turn it into their response shapes."""
-
-    task: str
-    variant: str  # as requested: base | sft | kd | dpo | auto
-    adapter: str  # 'base', 'method/version', or (escalated) the teacher's name
-    output: str  # the label, or the extracted JSON as text
-    output_json: dict | None = None
-    schema_valid: bool | None = None
-    schema_errors: list[str] | None = None
-    schema_unenforced: list[str] | None = None
-    label_probs: dict[str, float] | None = None
-    confidence: float | None = None
-    margin: float | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    tier: str = "student"
-    escalation_error: str | None = None
-    request_id: str = ""
-    latency_ms: float = 0.0
-    finish_reason: str = "stop"  # "length" when a token budget cut the answer (or, idp, closed it early)
-    closed_early: bool | None = None  # idp: the budget ran short and the answer was closed with its shortest valid ending
-    verdict: dict | None = None  # codegen with the request's tests: the sandboxed run's {passed, cause, error, isolation}
-    gate: str | None = None  # how the served version got there: 'passed' its gate or 'forced'; None for the base model
-    student: dict | None = None  # auto, escalated: the student's own answer (adapter, output, confidence), for drift
-
-    @classmethod
-    def of(cls, served, variant: str, **fields) -> ServedAnswer:
-        """An answer by `served` (the serving engine's variant that answered: its task, version and gate) to a request
-        for `variant`."""
-        return cls(task=served.task, variant=variant, adapter=served.ref, gate=served.gate, **fields)
+from core.teachers.base import TeacherTask
 
 
 class TaskKind(ABC):
@@ -76,6 +43,10 @@ class TaskKind(ABC):
     generates: ClassVar[bool] = False  # answers are decoded token by token (the service's fast decode path applies)
     accepts: ClassVar[frozenset[str]] = frozenset()  # request fields it takes besides the input: json_schema, tests
     hf_task: ClassVar[str] = "text-generation"  # the Hugging Face task type the model card's metrics are filed under
+    # Answers are one of the task's `labels`: splits stratify by label and balance the training rows, KD matches the
+    # teacher's distribution over the labels, a preference pair's sides must be labels (`core.kinds.data`).
+    closed_labels: ClassVar[bool] = False
+    card_note: ClassVar[str] = ""  # what the model card says about the answers beyond the task type and labels
 
     def __init__(self, cfg: TaskConfig) -> None:
         self.cfg = cfg  # bound once (`core.kinds.for_config`): no method takes the config again
@@ -86,34 +57,13 @@ class TaskKind(ABC):
 
     # -- data --------------------------------------------------------------------------------
     @abstractmethod
-    def parse_record(self, record: dict, path: Path, line: int, require_answer: bool) -> Example:
-        """One row of a task file as an example; raise DataError naming path, line and field."""
-
-    def check_rows(self, rows: list[Example], path: Path, require_answers: bool, lines: list[int]) -> None:
-        """Refuse a file whose rows are each fine but together unusable, or whose checks are worth running together
-        (`lines`: each row's line in the file)."""
+    def parse_records(self, records: list[tuple[int, dict]], path: Path, require_answers: bool) -> list[Example]:
+        """The rows of one file (`records`: each with its line number) as examples, checked one by one and together;
+        raise DataError naming path, line and field. `require_answers`: every row must hold its gold answer."""
 
     def to_record(self, row: Example) -> dict:
-        """A row in the task's file format (what `load_rows` reads back)."""
+        """A row in the task's file format (what `parse_records` reads back)."""
         return row.to_dict()
-
-    def split(self, rows: list[Example]) -> tuple[list[Example], list[Example]]:
-        """(rows left for training, eval rows) out of one labeled set. Unstratified by default (documents, coding tasks);
-        kinds with classes stratify."""
-        d = self.cfg.data
-        return document_split(rows, d.train_per_class, d.eval_per_class, self.cfg.training.seed, d.eval_fraction)
-
-    def hold_out_validation(self, rows: list[Example], strict: bool = True) -> tuple[list[Example], list[Example]]:
-        """(rows left for training, validation rows) out of training rows (`training.validation_per_class`; 0 = none).
-        `strict` (kinds with classes): too few rows for that is an error naming how many are needed; else fewer are held
-        out (teacher answers). By default the first rows, as many as `validation_per_class` (no classes to balance)."""
-        n = self.cfg.training.validation_per_class
-        return (rows[n:], rows[:n]) if n else (rows, [])
-
-    def train_rows(self, rows: list[Example]) -> list[Example]:
-        """The rows training runs on, out of the rows left for it: by default at most `data.train_per_class`; kinds with
-        classes balance them."""
-        return rows[: self.cfg.data.train_per_class]
 
     def check_task(self) -> list[str]:
         """Problems with the task itself found before any data is read (raise), and warnings (returned).
@@ -137,31 +87,14 @@ class TaskKind(ABC):
         """How the teacher backends ask, read and answer for this task type."""
         raise self._lacks("teacher_task")
 
-    def check_teacher_answers(self, rows: list[Example], answers: list[TeacherAnswer]) -> list[TeacherAnswer]:
-        """The teacher's answers to `rows` as they are stored: kinds whose answers can be checked against the row (codegen:
-        its tests) keep only what passes and mark the rest failed, so no unchecked answer is trained on."""
-        return answers
-
     @abstractmethod
     def write_report(self, results: dict[str, dict], out_dir: Path) -> Path:
         """`report.md` (and images) comparing the variants; return the report's path."""
-
-    def card_line(self) -> str:
-        return f"Task type {self.type}."
 
     # -- training ----------------------------------------------------------------------------
     def kd_rows(self, traces: list[dict]) -> tuple[list[dict], dict]:
         """KDTrainer rows from usable teacher traces, and counts worth logging."""
         raise self._lacks("kd_rows")
-
-    def label_set(self) -> list[str] | None:
-        """The closed set every answer is one of (classification's labels), or None for free text: KD then matches the
-        teacher's distribution over these (else its top-k tokens, where the tokenizers agree), and a user's preference
-        pair's sides must be among them."""
-        return None
-
-    def after_kd(self, adapter_dir: Path, traces: list[dict]) -> None:
-        """Anything stored beside a freshly trained KD adapter."""
 
     def confident_rows(
         self, validation: list[Example], validation_traces: dict[str, dict], pool_traces: list[dict]
@@ -191,24 +124,6 @@ class TaskKind(ABC):
     def output_signals(self, reference: list[dict], window: list[dict]) -> list:
         """Tests (`core.drift.statistics.Signal`) of the window's answers against the reference's, from their drift views."""
         raise self._lacks("output_signals")
-
-    # -- serving -----------------------------------------------------------------------------
-    def answer(
-        self,
-        engine,
-        batcher,
-        task: str,
-        variant: str,
-        text: str,
-        json_schema: dict | None,
-        max_schema_bytes: int,
-        max_new_tokens: int | None = None,
-        tests: str | None = None,
-    ) -> ServedAnswer:
-        """One request answered by the served variant (`engine` and `batcher` from `core.serving`); generating kinds
-        decode within `max_new_tokens` (a client's budget), where given; `tests` (codegen) are run against the answer
-        in the sandbox. A field the kind does not list in `accepts` never reaches it (the runtime refuses it)."""
-        raise self._lacks("answer")
 
 
 def traces_for_rows(rows: list[Example], traces: dict[str, dict]) -> list[dict]:

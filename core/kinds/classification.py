@@ -18,18 +18,16 @@ import numpy as np
 from core.common.config import TaskConfig
 from core.common.prompts import completion_chat, parse_label, prompt_tokens, render_prompt
 from core.common.rows import Example, Pair
-from core.common.splits import balance, stratified_holdout, stratified_split
+from core.common.splits import balance
 from core.drift.statistics import Signal, counts_test
 from core.errors import DataError
 from core.evaluation.metrics import classification_metrics, confidence_threshold
 from core.evaluation.report import write_classification_report
-from core.kinds.base import ServedAnswer, TaskKind, trace_costs, traces_for_rows
-from core.model.calibrated import CalibratedDecoder, label_sequences, save_label_prior, softmax
+from core.kinds.base import TaskKind, trace_costs, traces_for_rows
+from core.model.calibrated import CalibratedDecoder, label_sequences, softmax
 from core.model.decoders import classification_decoder
-from core.model.loading import load_model, load_tokenizer
+from core.model.loading import load_tokenizer
 from core.teachers.base import TeacherAnswer, TeacherTask
-
-PRIOR_INPUTS = 256  # pool inputs a KD student's label prior is averaged over (~30 s on 2 CPU cores)
 
 
 class Classification(TaskKind):
@@ -37,10 +35,18 @@ class Classification(TaskKind):
     summary_keys = ("macro_f1", "accuracy", "ece", "min_class_recall", "latency_ms_p50", "cost_per_1k_usd")
     card_keys = ("macro_f1", "accuracy", "min_class_recall", "ece")
     escalates = True
+    closed_labels = True
     hf_task = "text-classification"
 
     # -- data --------------------------------------------------------------------------------
-    def parse_record(self, record: dict, path: Path, line: int, require_answer: bool) -> Example:
+    def parse_records(self, records: list[tuple[int, dict]], path: Path, require_answers: bool) -> list[Example]:
+        rows = [self._parse(record, path, line, require_answers) for line, record in records]
+        seen = Counter(e.label for e in rows)
+        if require_answers and len(seen) < 2:
+            raise DataError(path, None, "label", f"a single class {sorted(seen)}: need at least two to train or evaluate")
+        return rows
+
+    def _parse(self, record: dict, path: Path, line: int, require_answer: bool) -> Example:
         text = record.get("text")
         if not isinstance(text, str) or not text.strip():
             raise DataError(path, line, "text", "missing or empty")
@@ -53,28 +59,10 @@ class Classification(TaskKind):
             raise DataError(path, line, "label", f"unknown label {label!r}; expected one of {self.cfg.labels}")
         return Example(id=str(record.get("id") or f"{path.stem}-{line}"), text=text, label=label)
 
-    def check_rows(self, rows: list[Example], path: Path, require_answers: bool, lines: list[int]) -> None:
-        seen = Counter(e.label for e in rows)
-        if require_answers and len(seen) < 2:
-            raise DataError(path, None, "label", f"a single class {sorted(seen)}: need at least two to train or evaluate")
-
     def check_task(self) -> list[str]:
         warnings = super().check_task()
         label_sequences(load_tokenizer(self.cfg.model), self.cfg.labels)  # labels the tokenizer cannot tell apart stop the run now
         return warnings
-
-    def to_record(self, row: Example) -> dict:
-        return row.to_dict()
-
-    def split(self, rows: list[Example]) -> tuple[list[Example], list[Example]]:
-        return stratified_split(rows, self.cfg.labels, self.cfg.data.eval_fraction, self.cfg.data.eval_per_class, self.cfg.training.seed)
-
-    def hold_out_validation(self, rows: list[Example], strict: bool = True) -> tuple[list[Example], list[Example]]:
-        per_class = self.cfg.training.validation_per_class
-        return stratified_holdout(rows, self.cfg.labels, per_class, self.cfg.training.seed, strict) if per_class else (rows, [])
-
-    def train_rows(self, rows: list[Example]) -> list[Example]:
-        return balance(rows, self.cfg.labels, self.cfg.data.train_per_class, self.cfg.training.seed)
 
     # -- model and evaluation ----------------------------------------------------------------
     def decoder(self, model, tokenizer, adapter: str | Path | None = None) -> CalibratedDecoder:
@@ -126,9 +114,6 @@ class Classification(TaskKind):
     def write_report(self, results: dict[str, dict], out_dir: Path) -> Path:
         return write_classification_report(self.cfg.name, results, out_dir)
 
-    def card_line(self) -> str:
-        return f"Task type {self.type}; labels {', '.join(self.cfg.labels)}."
-
     # -- training ----------------------------------------------------------------------------
     def kd_rows(self, traces: list[dict]) -> tuple[list[dict], dict]:
         """The teacher's answer and its label distribution (in `self.cfg.labels` order) per trace.
@@ -147,43 +132,10 @@ class Classification(TaskKind):
             rows.append(
                 {
                     **completion_chat(self.cfg.instruction, trace["prompt"], trace["output"]),
-                    "label_targets": _distribution(trace, self.cfg.labels),
+                    "label_targets": trace_distribution(trace, self.cfg.labels),
                 }
             )
         return rows, {"teacher_answers": dict(counts), "rows_after_balancing": len(rows)}
-
-    def label_set(self) -> list[str]:
-        return self.cfg.labels
-
-    def after_kd(self, adapter_dir: Path, traces: list[dict]) -> None:
-        """Store the student's lean relative to its teacher beside the adapter; its decoder divides it out.
-
-        Per label the teacher answered, the student's mean distribution over those inputs is set against the
-        teacher's mean distribution over the same inputs; the ratio, averaged over labels (so each label counts
-        once, as in the balanced training rows), is the prior stored (`label_prior.json`). A student that answers
-        as its teacher does has a flat ratio and is left alone; one that leans toward a label more than its
-        teacher is corrected. Dividing out the student's plain mean on the pool instead (batch calibration, Zhou
-        et al. 2024: the first version) also removes the pool's true label shares: it lifted a student of the
-        weak demo teacher (0.30 -> 0.38 macro-F1) but cost a student of a strong teacher its commonest class.
-        """
-        model, tokenizer = load_model(self.cfg.model, adapter=adapter_dir)
-        decoder = CalibratedDecoder(
-            model, tokenizer, self.cfg.labels, self.cfg.instruction, calibrate=False, batch_size=self.cfg.eval_batch_size
-        )
-        by_answer: dict[str, list[dict]] = {}
-        for trace in traces:
-            by_answer.setdefault(trace["output"], []).append(trace)
-        per_label = max(1, PRIOR_INPUTS // max(len(by_answer), 1))
-        student, teacher, inputs = [], [], 0
-        for group in by_answer.values():
-            sample = group[:per_label]
-            inputs += len(sample)
-            student.append(decoder.label_distribution([t["prompt"] for t in sample]).mean(axis=0))
-            teacher.append(np.mean([_distribution(t, self.cfg.labels) for t in sample], axis=0))
-        ratio = np.mean(student, axis=0) / np.clip(np.mean(teacher, axis=0), 1e-6, None)
-        save_label_prior(
-            adapter_dir, self.cfg.labels, ratio / ratio.sum(), inputs, "the student's lean relative to its teacher on the pool"
-        )
 
     def confident_rows(self, validation, validation_traces, pool_traces) -> tuple[list[Example], dict]:
         """Pool answers at or above the lowest confidence at which the labeler's validation answers are
@@ -258,21 +210,6 @@ class Classification(TaskKind):
         detail = {"jensen_shannon": js, "reference": share(ref), "window": share(win)}
         return [Signal("output.labels", chi2, p, detail)]
 
-    # -- serving -----------------------------------------------------------------------------
-    def answer(self, engine, batcher, task, variant, text, json_schema, max_schema_bytes, max_new_tokens=None, tests=None) -> ServedAnswer:
-        served, pred = batcher.classify(task, variant, text)
-        tokenizer = served.decoder.tokenizer
-        return ServedAnswer.of(
-            served,
-            variant,
-            output=pred.label,
-            label_probs=pred.probs,
-            confidence=pred.confidence,
-            margin=pred.margin,
-            prompt_tokens=prompt_tokens(tokenizer, served.decoder.instruction, text),
-            completion_tokens=len(tokenizer(pred.label, add_special_tokens=False).input_ids),  # scored, not generated
-        )
-
 
 def label_balanced(pairs: list[Pair]) -> list[Pair]:
     """The pairs, keeping each label chosen exactly as often as it is rejected (earlier pairs first).
@@ -304,7 +241,7 @@ def _confidence(trace: dict) -> float:
     return 0.0 if trace.get("error") else max((trace.get("label_probs") or {trace["output"]: 1.0}).values())
 
 
-def _distribution(trace: dict, labels: list[str]) -> list[float]:
+def trace_distribution(trace: dict, labels: list[str]) -> list[float]:
     """The teacher's label distribution of a trace in `labels` order (one-hot on its answer when it gave none)."""
     probs = trace.get("label_probs") or {trace["output"]: 1.0}
     targets = [float(probs.get(label, 0.0)) for label in labels]

@@ -7,7 +7,7 @@ sandbox (`core.sandbox`): pass@1 of the greedy answers, pass@k of samples (`code
 rates, failures by cause.
 
 The teacher (any backend) writes `teacher.candidates` answers per task, the first greedy and the rest sampled
-(the deliberate backend: each with its own retrieved k-shot examples); `check_teacher_answers` runs every candidate
+(the deliberate backend: each with its own retrieved k-shot examples); `CodeTeaching.check` runs every candidate
 against the task's tests and keeps the first that passes: execution-verified rejection sampling. A task no candidate
 solved becomes a failed trace (counted, never trained on), so KD learns only from code that works.
 
@@ -20,7 +20,6 @@ solved becomes a failed trace (counted, never trained on), so KD learns only fro
 from __future__ import annotations
 
 import ast
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -30,13 +29,13 @@ from core.common.config import TaskConfig
 from core.common.files import read_records
 from core.common.rows import CodeTask, Example, Pair
 from core.drift.statistics import Signal, proportion_test
-from core.errors import ConfigError, DataError, InvalidRequest
+from core.errors import ConfigError, DataError
 from core.evaluation.code_metrics import code_metrics, lint_ok, pass_at_k, run_grouped, syntax_ok
 from core.evaluation.report import write_codegen_report
-from core.kinds.base import ServedAnswer, TaskKind, trace_costs, traces_for_rows
+from core.kinds.base import TaskKind, trace_costs, traces_for_rows
 from core.model.code_decoder import CodeAnswer, CodeDecoder, extract_code, format_answer
 from core.model.loading import load_tokenizer
-from core.sandbox import require_isolation, run_all, run_tests
+from core.sandbox import run_all
 from core.teachers.base import TeacherAnswer, TeacherTask
 from core.training.kd_rows import generation_kd_rows
 
@@ -149,21 +148,27 @@ class CodeGeneration(TaskKind):
     type = "codegen"
     summary_keys = ("pass_at_1", "syntax_rate", "lint_pass_rate", "latency_ms_p50", "cost_per_1k_usd")
     card_keys = ("pass_at_1", "syntax_rate", "lint_pass_rate")
+    card_note = "a spec in, code out (after a one-line plan where `plan` is on); scored by running each task's tests in a sandbox"
 
     # -- data --------------------------------------------------------------------------------
-    def parse_record(self, record: dict, path: Path, line: int, require_answer: bool) -> Example:
+    def parse_records(self, records: list[tuple[int, dict]], path: Path, require_answers: bool) -> list[Example]:
+        """Each row checked without running anything, then every solution run against its own tests (in the sandbox, in
+        parallel); the first that fails stops the read."""
+        rows = [self._parse(record, path, line, require_answers) for line, record in records]
+        todo = [
+            (line, row) for (line, _), row in zip(records, rows) if row.label is not None and hash((row.label, row.tests)) not in _VERIFIED
+        ]
+        tasks = [(line, CodeTask(row.id, row.text, row.tests, solution=extract_code(row.label))) for line, row in todo]
+        check_solutions(path, tasks, self.cfg.codegen.timeout_s)
+        _VERIFIED.update(hash((row.label, row.tests)) for _, row in todo)
+        return rows
+
+    def _parse(self, record: dict, path: Path, line: int, require_answer: bool) -> Example:
         # Unlabeled rows may come without tests (a drift window's specs): the teacher's answers to them cannot be verified
         # and are dropped, so only rows with tests teach anything.
         task = parse_code_record(record, path, line, require_solution=require_answer, require_tests=require_answer)
         label = format_answer(task.solution, task.plan if self.cfg.plan else None) if task.solution is not None else None
         return Example(task.id, task.prompt, label, task.tests)
-
-    def check_rows(self, rows: list[Example], path: Path, require_answers: bool, lines: list[int]) -> None:
-        """Every solution runs against its own tests (in the sandbox, in parallel); the first that fails stops the read."""
-        todo = [(line, row) for line, row in zip(lines, rows) if row.label is not None and hash((row.label, row.tests)) not in _VERIFIED]
-        tasks = [(line, CodeTask(row.id, row.text, row.tests, solution=extract_code(row.label))) for line, row in todo]
-        check_solutions(path, tasks, self.cfg.codegen.timeout_s)
-        _VERIFIED.update(hash((row.label, row.tests)) for _, row in todo)
 
     def to_record(self, row: Example) -> dict:
         record = {"id": row.id, "prompt": row.text} | ({"tests": row.tests} if row.tests is not None else {})
@@ -227,40 +232,8 @@ class CodeGeneration(TaskKind):
     def teacher_task(self) -> TeacherTask:
         return CodeTeaching(self.cfg)
 
-    def check_teacher_answers(self, rows: list[Example], answers: list[TeacherAnswer]) -> list[TeacherAnswer]:
-        """Run every candidate against its task's tests; keep the first that passes, or fail the answer (not transient:
-        a rerun does not ask again) when none does. Each trace records every candidate and its verdict."""
-        todo = []
-        for row, answer in zip(rows, answers):
-            texts = answer.extra.get("candidates") or ([answer.output] if answer.output is not None else [])
-            if row.tests is None and not answer.transient:
-                answer.output, answer.top_logprobs, answer.error = None, None, "no tests: the answer cannot be verified"
-            todo.append([t for t in texts if t is not None] if not answer.transient and row.tests is not None else [])
-        grouped = run_grouped([[(extract_code(t), row.tests) for t in texts] for row, texts in zip(rows, todo)], self.cfg.codegen.timeout_s)
-        for answer, texts, results in zip(answers, todo, grouped):
-            if not texts:
-                continue
-            answer.extra = {
-                "candidates": [
-                    {"answer": t, "passed": r.passed, "cause": r.cause, "isolation": r.isolation} for t, r in zip(texts, results)
-                ]
-            }
-            passing = next((i for i, r in enumerate(results) if r.passed), None)
-            if passing is None:
-                answer.output, answer.top_logprobs = None, None
-                answer.error = f"no candidate passed the tests: {len(texts)} tried, first failed by {results[0].cause}"
-            else:
-                if passing:  # log-probabilities describe the first (greedy) candidate's tokens only
-                    answer.top_logprobs = None
-                answer.output, answer.error = texts[passing], None
-        return answers
-
     def write_report(self, results: dict[str, dict], out_dir: Path) -> Path:
         return write_codegen_report(self.cfg.name, results, out_dir)
-
-    def card_line(self) -> str:
-        answer = "a one-line plan, then the code" if self.cfg.plan else "the code alone"
-        return f"Task type {self.type}: a spec in, {answer} out; scored by running each task's tests in a sandbox."
 
     # -- training ----------------------------------------------------------------------------
     def kd_rows(self, traces: list[dict]) -> tuple[list[dict], dict]:
@@ -305,35 +278,10 @@ class CodeGeneration(TaskKind):
         rates = {"reference": ok(reference) / len(reference), "window": ok(window) / len(window)}
         return [Signal("output.syntax_rate", rates["window"], p, rates)]
 
-    # -- serving -----------------------------------------------------------------------------
-    def answer(self, engine, batcher, task, variant, text, json_schema, max_schema_bytes, max_new_tokens=None, tests=None) -> ServedAnswer:
-        """A plan and the code, greedy; with `tests`, the code is run against them in the sandbox and the verdict returned."""
-        if tests is not None:
-            if problem := check_tests(tests):
-                raise InvalidRequest("tests", problem)
-            require_isolation()  # before the decode: without a sandbox the answer could not be checked
-        served, answer = engine.decode(task, variant, lambda decoder: decoder.answer([text], max_new_tokens=max_new_tokens)[0])
-        verdict = None
-        if tests is not None:
-            start = time.perf_counter()
-            # A free sandbox slot within a few seconds, or 503: a burst of verifies queues neither here nor in the sandbox.
-            result = run_tests(answer.code, tests, timeout_s=engine.configs[task].codegen.timeout_s, wait_s=5.0)
-            verdict = {"passed": result.passed, "cause": result.cause or None, "error": result.error or None, "isolation": result.isolation}
-            verdict["run_ms"] = round((time.perf_counter() - start) * 1000, 1)
-        return ServedAnswer.of(
-            served,
-            variant,
-            output=answer.text,
-            prompt_tokens=answer.prompt_tokens,
-            completion_tokens=answer.completion_tokens,
-            finish_reason="stop" if answer.stopped else "length",
-            verdict=verdict,
-        )
-
 
 class CodeTeaching(TeacherTask):
     """`candidates` answers per spec, the first greedy and the rest sampled at `codegen.temperature`; which of them pass
-    is the kind's business (`CodeGeneration.check_teacher_answers`), since only the task's rows hold the tests."""
+    is `check`'s business: each candidate runs against its row's tests."""
 
     def __init__(self, cfg: TaskConfig) -> None:
         self.cfg = cfg
@@ -362,6 +310,34 @@ class CodeTeaching(TeacherTask):
         )
         combined.extra["candidates"] = [a.output for a in answers]
         return combined
+
+    def check(self, rows: list[Example], answers: list[TeacherAnswer]) -> list[TeacherAnswer]:
+        """Run every candidate against its task's tests; keep the first that passes, or fail the answer (not transient:
+        a rerun does not ask again) when none does. Each trace records every candidate and its verdict."""
+        todo = []
+        for row, answer in zip(rows, answers):
+            texts = answer.extra.get("candidates") or ([answer.output] if answer.output is not None else [])
+            if row.tests is None and not answer.transient:
+                answer.output, answer.top_logprobs, answer.error = None, None, "no tests: the answer cannot be verified"
+            todo.append([t for t in texts if t is not None] if not answer.transient and row.tests is not None else [])
+        grouped = run_grouped([[(extract_code(t), row.tests) for t in texts] for row, texts in zip(rows, todo)], self.cfg.codegen.timeout_s)
+        for answer, texts, results in zip(answers, todo, grouped):
+            if not texts:
+                continue
+            answer.extra = {
+                "candidates": [
+                    {"answer": t, "passed": r.passed, "cause": r.cause, "isolation": r.isolation} for t, r in zip(texts, results)
+                ]
+            }
+            passing = next((i for i, r in enumerate(results) if r.passed), None)
+            if passing is None:
+                answer.output, answer.top_logprobs = None, None
+                answer.error = f"no candidate passed the tests: {len(texts)} tried, first failed by {results[0].cause}"
+            else:
+                if passing:  # log-probabilities describe the first (greedy) candidate's tokens only
+                    answer.top_logprobs = None
+                answer.output, answer.error = texts[passing], None
+        return answers
 
     def attach(self, model, tokenizer, calibrated: bool, adapter: Path | None = None) -> None:
         self.decoder = CodeDecoder(model, tokenizer, self.cfg.instruction, self.cfg.max_new_tokens, self.batch_size, self.temperature)

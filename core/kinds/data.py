@@ -1,7 +1,8 @@
 """A task's data, read through its kind: files, demo rows, the teacher's pool, the three splits, the drift reference.
 
-What differs between task types (a row's fields, how rows split) is the kind's (`core/kinds/base.py`); what is the
-same for every type lives here, as functions of a kind.
+What differs between task types (a row's fields and checks) is the kind's (`core/kinds/base.py`); what is the same
+for every type lives here, as functions of a kind. Kinds with `closed_labels` (classification) stratify every split by
+label and balance the training rows; the others split their rows unstratified.
 
     kind = for_config(cfg)
     rows, source = labeled_rows(kind)                  # data.train, or the demo's rows
@@ -16,9 +17,44 @@ from pathlib import Path
 
 from core.common.files import nonempty_records
 from core.common.rows import Example
-from core.common.splits import distinct_inputs
+from core.common.splits import balance, distinct_inputs, document_split, stratified_holdout, stratified_split
 from core.errors import DataError
 from core.kinds.base import TaskKind
+
+
+def label_set(kind: TaskKind) -> list[str] | None:
+    """The closed set every answer is one of (the task's labels where the kind has `closed_labels`), or None for free
+    text: KD then matches the teacher's distribution over these (else its top-k tokens, where the tokenizers agree),
+    and a user's preference pair's sides must be among them."""
+    return kind.cfg.labels if kind.closed_labels else None
+
+
+def split(kind: TaskKind, rows: list[Example]) -> tuple[list[Example], list[Example]]:
+    """(rows left for training, eval rows) out of one labeled set: stratified by label where the kind has closed labels."""
+    d, seed = kind.cfg.data, kind.cfg.training.seed
+    if kind.closed_labels:
+        return stratified_split(rows, kind.cfg.labels, d.eval_fraction, d.eval_per_class, seed)
+    return document_split(rows, d.train_per_class, d.eval_per_class, seed, d.eval_fraction)
+
+
+def hold_out_validation(kind: TaskKind, rows: list[Example], strict: bool = True) -> tuple[list[Example], list[Example]]:
+    """(rows left for training, validation rows) out of training rows (`training.validation_per_class`; 0 = none): per
+    label where the kind has closed labels (`strict`: too few rows for that is an error naming how many are needed;
+    else fewer are held out, as for teacher answers), else the first rows."""
+    n = kind.cfg.training.validation_per_class
+    if not n:
+        return rows, []
+    if kind.closed_labels:
+        return stratified_holdout(rows, kind.cfg.labels, n, kind.cfg.training.seed, strict)
+    return rows[n:], rows[:n]
+
+
+def train_rows(kind: TaskKind, rows: list[Example]) -> list[Example]:
+    """The rows training runs on, out of the rows left for it: balanced by label to `data.train_per_class` each where
+    the kind has closed labels, else at most `data.train_per_class`."""
+    if kind.closed_labels:
+        return balance(rows, kind.cfg.labels, kind.cfg.data.train_per_class, kind.cfg.training.seed)
+    return rows[: kind.cfg.data.train_per_class]
 
 
 def splits(
@@ -26,18 +62,16 @@ def splits(
 ) -> tuple[list[Example], list[Example], list[Example]]:
     """(train, validation, eval) rows: eval held out first (unless given), validation out of the rest, then the training rows."""
     if eval_rows is None:
-        rows, eval_rows = kind.split(rows)
-    rows, validation = kind.hold_out_validation(rows)
-    return kind.train_rows(rows), validation, eval_rows
+        rows, eval_rows = split(kind, rows)
+    rows, validation = hold_out_validation(kind, rows)
+    return train_rows(kind, rows), validation, eval_rows
 
 
 def load_rows(kind: TaskKind, path: str | Path, require_answers: bool = True) -> list[Example]:
     """The task's rows from a JSONL/CSV file; bad rows stop here, naming file, line and field."""
     path = Path(path)
     numbered = nonempty_records(path)
-    rows = [kind.parse_record(record, path, number, require_answers) for number, record in numbered]
-    kind.check_rows(rows, path, require_answers, [number for number, _ in numbered])
-    return rows
+    return kind.parse_records(numbered, path, require_answers)
 
 
 def labeled_rows(kind: TaskKind) -> tuple[list[Example], str]:
@@ -73,9 +107,7 @@ def unlabeled_pool(
 
 def rows_from_records(kind: TaskKind, records: list[dict], source: str, require_answers: bool = True) -> list[Example]:
     """Records in the task's file format (a demo's, say) as examples, checked as a file's rows are."""
-    rows = [kind.parse_record(record, Path(source), i, require_answers) for i, record in enumerate(records, start=1)]
-    kind.check_rows(rows, Path(source), require_answers, list(range(1, len(rows) + 1)))
-    return rows
+    return kind.parse_records(list(enumerate(records, start=1)), Path(source), require_answers)
 
 
 def reference_rows(kind: TaskKind) -> tuple[list[Example], str]:
@@ -92,7 +124,7 @@ def reference_rows(kind: TaskKind) -> tuple[list[Example], str]:
         rows, source = load_rows(kind, kind.cfg.data.eval), str(kind.cfg.data.eval)
     else:
         rows, source = (
-            kind.split(labeled_rows(kind)[0])[1],
+            split(kind, labeled_rows(kind)[0])[1],
             "the eval split (stratified, capped per class: label shares may differ from traffic's)",
         )
     rows = random.Random(seed).sample(rows, n) if len(rows) > n else rows

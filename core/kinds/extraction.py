@@ -18,10 +18,10 @@ import numpy as np
 from core.common.config import TaskConfig
 from core.common.rows import Example, Pair
 from core.drift.statistics import Signal, proportion_test
-from core.errors import DataError, InvalidRequest, SchemaError
+from core.errors import DataError
 from core.evaluation.metrics import extraction_metrics, field_diff
 from core.evaluation.report import write_extraction_report
-from core.kinds.base import ServedAnswer, TaskKind, trace_costs, traces_for_rows
+from core.kinds.base import TaskKind, trace_costs, traces_for_rows
 from core.model.decoders import extraction_decoder
 from core.model.loading import load_tokenizer
 from core.model.schema import Extraction, SchemaDecoder, TaskSchema
@@ -43,9 +43,13 @@ class DocumentExtraction(TaskKind):
     type = "idp"
     summary_keys = ("schema_valid_rate", "field_f1", "exact_match", "corrections_per_doc", "latency_ms_p50", "cost_per_1k_usd")
     card_keys = ("field_f1", "schema_valid_rate", "exact_match", "corrections_per_doc")
+    card_note = "output validated against the task's JSON Schema"
 
     # -- data --------------------------------------------------------------------------------
-    def parse_record(self, record: dict, path: Path, line: int, require_answer: bool) -> Example:
+    def parse_records(self, records: list[tuple[int, dict]], path: Path, require_answers: bool) -> list[Example]:
+        return [self._parse(record, path, line, require_answers) for line, record in records]
+
+    def _parse(self, record: dict, path: Path, line: int, require_answer: bool) -> Example:
         document = record.get("document")
         if not isinstance(document, str) or not document.strip():
             raise DataError(path, line, "document", "missing or empty")
@@ -114,9 +118,6 @@ class DocumentExtraction(TaskKind):
     def write_report(self, results: dict[str, dict], out_dir: Path) -> Path:
         return write_extraction_report(self.cfg.name, results, out_dir)
 
-    def card_line(self) -> str:
-        return f"Task type {self.type}; output validated against the task's JSON Schema."
-
     # -- training ----------------------------------------------------------------------------
     def kd_rows(self, traces: list[dict]) -> tuple[list[dict], dict]:
         return generation_kd_rows(traces, self.cfg, load_tokenizer(self.cfg.model))
@@ -176,30 +177,6 @@ class DocumentExtraction(TaskKind):
             }
             signals.append(Signal("output.missing_fields", missing[worst][1] / len(window), min(1.0, tested[worst] * len(tested)), detail))
         return signals
-
-    # -- serving -----------------------------------------------------------------------------
-    def answer(self, engine, batcher, task, variant, text, json_schema, max_schema_bytes, max_new_tokens=None, tests=None) -> ServedAnswer:
-        """Schema-constrained extraction, decoded beside the requests sent meanwhile under the same schema."""
-        schema = None
-        if json_schema is not None:
-            try:
-                schema = TaskSchema.from_dict(json_schema, "json_schema", max_bytes=max_schema_bytes, budget_s=engine.schema_compile_s)
-            except SchemaError as exc:
-                raise InvalidRequest(f"json_schema{exc.pointer}", exc.problem) from None
-        served, result = batcher.extract(task, variant, text, schema, max_new_tokens)
-        return ServedAnswer.of(
-            served,
-            variant,
-            output=result.text,
-            output_json=result.output,
-            schema_valid=result.valid,
-            schema_errors=result.errors,
-            schema_unenforced=(schema or served.decoder.schema).unenforced,
-            prompt_tokens=result.prompt_tokens,
-            completion_tokens=result.completion_tokens,
-            finish_reason="length" if result.closed_early else "stop",
-            closed_early=result.closed_early,
-        )
 
 
 def perturbed(target: dict, schema: TaskSchema, rng: random.Random) -> dict | None:

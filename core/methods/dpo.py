@@ -13,6 +13,7 @@ from pathlib import Path
 from core.common.config import TaskConfig
 from core.common.rows import Example, Pair
 from core.kinds import for_config
+from core.kinds.data import label_set
 from core.model.loading import load_model
 from core.training.dpo import load_pairs, train_dpo
 
@@ -27,7 +28,7 @@ def pairs_for(
     """The pairs DPO trains on, their counts and where they came from."""
     kind = for_config(cfg)
     if cfg.data.preferences is not None:
-        pairs = load_pairs(cfg.data.preferences, kind.label_set())
+        pairs = load_pairs(cfg.data.preferences, label_set(kind))
         return pairs, {"user": len(pairs)}, str(cfg.data.preferences)
     model, tokenizer = load_model(cfg.model, adapter=start_adapter)
     pairs, counts = kind.preference_pairs(rows, kind.decoder(model, tokenizer, adapter=start_adapter), traces)

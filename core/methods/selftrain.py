@@ -16,6 +16,7 @@ from core.common.files import atomic_write_text
 from core.common.rows import Example
 from core.errors import ConfigError
 from core.kinds import for_config
+from core.kinds.data import train_rows
 from core.methods.sft import train as train_sft
 from core.training.sft import TrainStats
 
@@ -66,7 +67,7 @@ def train(
     """Train (or resume) on `gold` (distinct rows) plus `added`, balanced as SFT's rows are; `report` (the threshold and
     the rows added) is written beside the adapter (`self_training.json`)."""
     gold = list({r.id: r for r in gold}.values())  # a prepared train split repeats minority rows
-    rows = for_config(cfg).train_rows(gold + added)
+    rows = train_rows(for_config(cfg), gold + added)
     adapter_dir, stats = train_sft(cfg, rows, validation, checkpoint_dir, out_dir, progress=progress, source=source)
     report = (report or {}) | {"gold_rows": len(gold), "training_rows_after_balancing": len(rows)}
     atomic_write_text(adapter_dir / "self_training.json", json.dumps(report, indent=2))

@@ -79,7 +79,7 @@ class CodeDecoder:
     @torch.inference_mode()
     def answer(self, prompts: list[str], shots: list[Shots] | None = None, max_new_tokens: int | None = None) -> list[CodeAnswer]:
         """Greedy answers, `batch_size` prompts per decode (latency: each batch's time shared by its rows)."""
-        answers, budget = [], min(max_new_tokens or self.max_new_tokens, self.max_new_tokens)
+        answers, budget = [], max_new_tokens or self.max_new_tokens  # a served request's comes clamped (`core.serving.answers`)
         for begin in range(0, len(prompts), self.batch_size):
             chunk = prompts[begin : begin + self.batch_size]
             enc = self._encode(chunk, shots[begin : begin + self.batch_size] if shots else None)

@@ -441,9 +441,9 @@ class SchemaDecoder:
         batch_size: int | None = None,
     ) -> list[Extraction]:
         """Extract every document; `shots` gives each document its own demonstrations; `top_k` > 0 keeps per-token
-        alternatives; `max_new_tokens` (at most the decoder's) is a smaller budget, within which answers still validate;
+        alternatives; `max_new_tokens` (a served request's, clamped to the task's) is a smaller budget, within which answers still validate;
         `batch_size` overrides the decoder's rows per decode."""
-        budget = min(max_new_tokens or self.max_new_tokens, self.max_new_tokens)
+        budget = max_new_tokens or self.max_new_tokens  # a served request's comes clamped (`core.serving.answers`)
         if self.constrained and self.min_answer_tokens is not None and budget < self.min_answer_tokens:
             raise AnswerBudgetTooSmall(budget, self.min_answer_tokens)
         rows = batch_size or self.batch_size

@@ -3,7 +3,7 @@
 `ServingRuntime` owns the engine (base model + adapters), the dynamic batcher, the audit log and
 the Prometheus metrics. A request is one call — `infer(task, variant, text, ...)` or
 `chat(model, text, ...)` — which resolves the variant (`auto`: the student, escalating to the
-teacher when its calibrated confidence is under the task's threshold), lets the task kind answer,
+teacher when its calibrated confidence is under the task's threshold), answers it (`core.serving.answers`),
 records latency and escalations, and writes one audit record. The FastAPI routes only translate
 HTTP to these calls and `ServedAnswer` back to their response shapes.
 
@@ -26,8 +26,9 @@ from collections import defaultdict
 
 from core import sandbox
 from core.errors import AnswerBudgetTooSmall, InputTooLong, InvalidRequest, Overloaded, RegistryError, TeacherUnavailable, UnknownVariant
-from core.kinds import KINDS, ServedAnswer, for_config
+from core.kinds import KINDS, for_config
 from core.registry import ALIASES, GateDecision
+from core.serving.answers import Request, ServedAnswer, answer_request
 from core.serving.audit import AuditLog
 from core.serving.batcher import DynamicBatcher
 from core.serving.counters import ServiceMetrics
@@ -216,7 +217,8 @@ class ServingRuntime:
             if value is not None and field not in kind.accepts:
                 takers = ", ".join(k.type for k in KINDS.values() if field in k.accepts)
                 raise InvalidRequest(field, f"task {task!r} is a {kind.type} task, which takes no {field} (only {takers} tasks do)")
-        return kind.answer(self.engine, self.batcher, task, variant, text, json_schema, self.settings.max_schema_bytes, max_tokens, tests)
+        request = Request(task, variant, text, json_schema=json_schema, tests=tests, max_tokens=max_tokens)
+        return answer_request(self.engine, self.batcher, request, self.settings.max_schema_bytes)
 
     def _maybe_escalate(self, answer: ServedAnswer, text: str) -> None:
         """Ask the teacher when the student is unsure; a failing teacher leaves the student's answer, with the reason."""

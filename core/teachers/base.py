@@ -45,6 +45,11 @@ class TeacherTask(ABC):
         """One answer out of an endpoint's `candidates` answers to the same input."""
         return answers[0]
 
+    def check(self, rows: list[Example], answers: list[TeacherAnswer]) -> list[TeacherAnswer]:
+        """The answers to `rows` as they are stored: task types whose answers can be checked against the row (codegen:
+        its tests) keep only what passes and mark the rest failed, so no unchecked answer is trained on."""
+        return answers
+
     @abstractmethod
     def request(self) -> dict:
         """Chat-completion fields this task type adds to every request (`max_tokens`, `response_format`, ...)."""

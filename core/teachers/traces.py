@@ -115,7 +115,7 @@ def generate_traces(
     """Ask the teacher about every distinct input of `rows` not yet in `store`; return totals over `rows`.
 
     `load_teacher` is called only when something is left to ask: a fully cached rerun loads nothing.
-    `check(rows, answers)`: the task kind's check of answers before they are stored (`TaskKind.check_teacher_answers`).
+    `check(rows, answers)`: the task kind's check of answers before they are stored (`TeacherTask.check`).
     """
     check = check or (lambda _rows, answers: answers)
     todo: dict[str, Example] = {}

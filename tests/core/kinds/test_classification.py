@@ -9,7 +9,7 @@ from core.common.rows import Example, text_sha256
 from core.errors import DataError
 from core.kinds import for_config
 from core.kinds.classification import label_balanced
-from core.kinds.data import labeled_rows, load_rows
+from core.kinds.data import labeled_rows, load_rows, split
 
 
 def test_demo_rows_round_trip_through_the_file_format(tmp_path):
@@ -22,7 +22,7 @@ def test_demo_rows_round_trip_through_the_file_format(tmp_path):
 
     write_jsonl(path, [for_config(cfg).to_record(r) for r in rows])
     assert load_rows(for_config(cfg), path) == rows
-    train, eval_rows = for_config(cfg).split(rows)
+    train, eval_rows = split(for_config(cfg), rows)
     assert {r.label for r in eval_rows} == set(cfg.labels) and not {r.id for r in eval_rows} & {r.id for r in train}
 
 

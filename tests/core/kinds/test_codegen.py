@@ -63,7 +63,7 @@ def test_rows_carry_their_tests_and_the_answer_format_of_the_plan_switch(tmp_pat
     _write(path, [{"prompt": "Write g(x) returning 2 * x."}])  # a spec from traffic: a pool row, nothing to verify with
     [spec] = load_rows(for_config(planned), path, require_answers=False)
     assert spec.tests is None and for_config(planned).to_record(spec) == {"id": "code-1", "prompt": spec.text}
-    [unchecked] = for_config(planned).check_teacher_answers([spec], [TeacherAnswer("```python\ndef g(x):\n    return 2 * x\n```")])
+    [unchecked] = for_config(planned).teacher_task().check([spec], [TeacherAnswer("```python\ndef g(x):\n    return 2 * x\n```")])
     assert unchecked.output is None and unchecked.error.startswith("no tests")
 
 
@@ -81,7 +81,7 @@ def test_the_teacher_keeps_only_candidates_that_pass_the_tests(tmp_path):
         teaching.combine([TeacherAnswer(wrong), TeacherAnswer("```python\nimport sys; sys.exit(0)\n```")]),
         TeacherAnswer(None, error="gave up after 6 attempts", transient=True),
     ]
-    checked = for_config(cfg).check_teacher_answers(rows, answers)
+    checked = for_config(cfg).teacher_task().check(rows, answers)
     assert checked[0].output == right and checked[0].error is None and checked[0].latency_s == 1.0
     assert [(c["passed"], c["cause"]) for c in checked[0].extra["candidates"]] == [(False, "assertion"), (True, "")]
     assert checked[1].output is None and checked[1].error.startswith("no candidate passed the tests: 2 tried")
