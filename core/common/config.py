@@ -12,6 +12,7 @@ form. Every field has a default that runs the embedded demo; a user's YAML overr
 
 from __future__ import annotations
 
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Literal
 
@@ -19,7 +20,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 import demos
-from core.common.prompts import CODE_ONLY_INSTRUCTION, CODEGEN_INSTRUCTION
 from core.errors import ConfigError
 
 
@@ -281,33 +281,32 @@ class ServiceLink(_Strict):
     timeout_s: float = Field(300.0, gt=0, description="how long the reload (loading the new adapter) may take")
 
 
-# What a task file of each type starts from, beyond the field defaults. A new task kind registers
-# its type here and its module in `core.kinds`. `instruction` is used when the task brings its own
-# data (labels or schema) and names no instruction; otherwise the type's demo's instruction applies.
-TYPE_DEFAULTS: dict[str, dict] = {
-    "classification": {
-        "instruction": "Classify the input as one of: {labels}. Answer with the label only.",
-        # What a named pool trains besides KD: self-training needs answers with a calibrated confidence.
-        "pool_methods": ["selftrain"],
-    },
-    "idp": {
-        "instruction": "Extract the document's fields as JSON.",
-        "promotion": {"primary_metric": "field_f1", "guard_min": {"schema_valid_rate": 1.0}},
-        # A document and its JSON, not a text and a label. No validation split by default: scoring it means
-        # constrained generation, ~10 s a document per validation on 2 CPU cores.
-        "training": {"max_length": 512, "validation_per_class": 0},
-    },
-    "codegen": {
-        "instruction": CODEGEN_INSTRUCTION,
-        "instruction_without_plan": CODE_ONLY_INSTRUCTION,  # `plan: false`
-        "promotion": {"primary_metric": "pass_at_1", "guard_min": {"syntax_rate": 0.9}},
-        # Scoring a validation split means decoding and running tests: none by default (as idp).
-        "training": {"max_length": 384, "validation_per_class": 0},
-        # Every row's solution runs against its tests when it is read: a demo of thousands would take minutes.
-        "data": {"train_per_class": 240, "eval_per_class": 40},
-        "demo": {"n_rows": 400},
-    },
-}
+# What a task file of each type starts from, beyond the field defaults: each kind's `defaults` (its own module in
+# `core.kinds`), registered here by `register_task_type` when the kinds are imported. The kinds sit a layer above this
+# module, so it never imports them: the first config validated loads the entry points of the group
+# `distill_slm.task_kinds` (the package's own names `core.kinds`; another package may add task types the same way).
+# `instruction` is used when the task brings its own data (labels or schema) and names no instruction; otherwise the
+# type's demo's instruction applies.
+TYPE_DEFAULTS: dict[str, dict] = {}
+ENTRY_POINTS = "distill_slm.task_kinds"
+_entry_points_loaded = False
+
+
+def register_task_type(name: str, defaults: dict) -> None:
+    """Make `type: <name>` a valid task type, starting from `defaults` (called by `core.kinds.register`)."""
+    TYPE_DEFAULTS[name] = defaults
+
+
+def task_types() -> dict[str, dict]:
+    """Every registered task type and its defaults, loading the registered kinds on first use."""
+    global _entry_points_loaded
+    if not _entry_points_loaded:
+        _entry_points_loaded = True
+        for entry in entry_points(group=ENTRY_POINTS):
+            entry.load()  # importing a kinds module registers its types
+    return TYPE_DEFAULTS
+
+
 _DEMO = demos.for_type("classification")
 
 
@@ -327,8 +326,8 @@ class TaskConfig(_Strict):
     )
     type: str = Field(
         "classification",
-        description=f"task type, one of {sorted(TYPE_DEFAULTS)}: classification (labels), idp (document -> JSON), codegen (spec -> "
-        "plan and Python code, checked by running tests)",
+        description="task type: classification (labels), idp (document -> JSON), codegen (spec -> plan and Python code, checked by "
+        "running tests), or one a package registers (`core.kinds.register`)",
     )
     labels: list[str] = Field(_DEMO.labels, min_length=2, description="classification: label set, in order")
     schema_file: Path | None = Field(None, description="idp: JSON Schema the output must validate against; absent = the invoices demo's")
@@ -368,8 +367,11 @@ class TaskConfig(_Strict):
     @field_validator("type")
     @classmethod
     def _known_type(cls, value: str) -> str:
-        if value not in TYPE_DEFAULTS:
-            raise ValueError(f"unknown task type {value!r}; expected one of {sorted(TYPE_DEFAULTS)}")
+        if value not in task_types():
+            installed = (
+                "" if TYPE_DEFAULTS else f" (none is registered: is distill-slm installed? its entry points {ENTRY_POINTS!r} load them)"
+            )
+            raise ValueError(f"unknown task type {value!r}; expected one of {sorted(TYPE_DEFAULTS)}{installed}")
         return value
 
     @model_validator(mode="after")
@@ -404,7 +406,7 @@ class TaskConfig(_Strict):
 
     def _type_defaults(self) -> None:
         """The task type's defaults for every field the task file did not name."""
-        defaults, named = TYPE_DEFAULTS[self.type], self.model_fields_set
+        defaults, named = task_types()[self.type], self.model_fields_set
         demo = demos.get(self.data.demo.generator) if self.data.demo.generator else demos.find(self.type)
         if "name" not in named and demo is not None:
             self.name = demo.name

@@ -4,15 +4,16 @@
     rows = load_rows(kind, "train.jsonl")   # core.kinds.data: what every type's data does, through its kind
     teacher = make_teacher(cfg, labeled_pool)
 
-To add a task type: write `core/kinds/<type>.py` with a `TaskKind` subclass, add it to `KINDS`
-below, and give its defaults in `core.common.config.TYPE_DEFAULTS`.
+To add a task type: write `core/kinds/<type>.py` with a `TaskKind` subclass (its `defaults` included) and add it to the
+`register(...)` line below. Another package adds one the same way from its own module, named as an entry point in the
+group `distill_slm.task_kinds` (this package's entry there is this module: `pyproject.toml`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from core.common.config import TYPE_DEFAULTS, TaskConfig
+from core.common.config import TaskConfig, register_task_type
 from core.common.rows import Example
 from core.kinds.base import TaskKind
 from core.kinds.classification import Classification
@@ -22,8 +23,17 @@ from core.kinds.extraction import DocumentExtraction
 from core.teachers.backends import build_teacher
 from core.teachers.base import Teacher
 
-KINDS: dict[str, type[TaskKind]] = {kind.type: kind for kind in (Classification, DocumentExtraction, CodeGeneration)}
-assert set(KINDS) == set(TYPE_DEFAULTS), f"task types {sorted(TYPE_DEFAULTS)} and kinds {sorted(KINDS)} disagree"
+KINDS: dict[str, type[TaskKind]] = {}
+
+
+def register(*kinds: type[TaskKind]) -> None:
+    """Make each kind's `type` a task type: task files may name it, `for_config` binds it."""
+    for kind in kinds:
+        KINDS[kind.type] = kind
+        register_task_type(kind.type, kind.defaults)
+
+
+register(Classification, DocumentExtraction, CodeGeneration)
 
 
 def for_config(cfg: TaskConfig) -> TaskKind:
@@ -43,4 +53,4 @@ def task_teacher(cfg: TaskConfig) -> Teacher:
     return make_teacher(cfg, labeled_rows(for_config(cfg))[0] if cfg.teacher.backend == "deliberate" else None)
 
 
-__all__ = ["KINDS", "TaskKind", "for_config", "make_teacher", "task_teacher"]
+__all__ = ["KINDS", "TaskKind", "for_config", "register", "make_teacher", "task_teacher"]

@@ -16,8 +16,9 @@ fields as its record, no task checks) or are optional parts (teaching: `teacher_
 What is the same for every kind is not here: data and splits (`core.kinds.data`), scoring loops
 (`core.evaluation.evaluate`), answering a request (`core.serving.answers`, by the decoder's `answers`).
 
-Adding a task type = one module with a `TaskKind` subclass, registered in `core/kinds/__init__.py`
-(and its defaults in `core.common.config.TYPE_DEFAULTS`).
+Adding a task type = one module with a `TaskKind` subclass (its `defaults` included) and one registration line
+(`register(...)` in `core/kinds/__init__.py`, or, from another package, an entry point in the group
+`distill_slm.task_kinds` naming a module that calls `core.kinds.register`).
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ class TaskKind(ABC):
     # teacher's distribution over the labels, a preference pair's sides must be labels (`core.kinds.data`).
     closed_labels: ClassVar[bool] = False
     card_note: ClassVar[str] = ""  # what the model card says about the answers beyond the task type and labels
+    # What a task file of this type starts from beyond the config's field defaults (`core.common.config.task_types`):
+    # sections or fields as the task file writes them, and `instruction` (`{labels}` filled in) for a task's own data.
+    defaults: ClassVar[dict] = {}
 
     def __init__(self, cfg: TaskConfig) -> None:
         self.cfg = cfg  # bound once (`core.kinds.for_config`): no method takes the config again

@@ -37,6 +37,11 @@ class Classification(TaskKind):
     escalates = True
     closed_labels = True
     hf_task = "text-classification"
+    defaults = {
+        "instruction": "Classify the input as one of: {labels}. Answer with the label only.",
+        # What a named pool trains besides KD: self-training needs answers with a calibrated confidence.
+        "pool_methods": ["selftrain"],
+    }
 
     # -- data --------------------------------------------------------------------------------
     def parse_records(self, records: list[tuple[int, dict]], path: Path, require_answers: bool) -> list[Example]:

@@ -27,6 +27,7 @@ import numpy as np
 
 from core.common.config import TaskConfig
 from core.common.files import read_records
+from core.common.prompts import CODE_ONLY_INSTRUCTION, CODEGEN_INSTRUCTION
 from core.common.rows import CodeTask, Example, Pair
 from core.drift.statistics import Signal, proportion_test
 from core.errors import ConfigError, DataError
@@ -149,6 +150,16 @@ class CodeGeneration(TaskKind):
     summary_keys = ("pass_at_1", "syntax_rate", "lint_pass_rate", "latency_ms_p50", "cost_per_1k_usd")
     card_keys = ("pass_at_1", "syntax_rate", "lint_pass_rate")
     card_note = "a spec in, code out (after a one-line plan where `plan` is on); scored by running each task's tests in a sandbox"
+    defaults = {
+        "instruction": CODEGEN_INSTRUCTION,
+        "instruction_without_plan": CODE_ONLY_INSTRUCTION,  # `plan: false`
+        "promotion": {"primary_metric": "pass_at_1", "guard_min": {"syntax_rate": 0.9}},
+        # Scoring a validation split means decoding and running tests: none by default (as idp).
+        "training": {"max_length": 384, "validation_per_class": 0},
+        # Every row's solution runs against its tests when it is read: a demo of thousands would take minutes.
+        "data": {"train_per_class": 240, "eval_per_class": 40},
+        "demo": {"n_rows": 400},
+    }
 
     # -- data --------------------------------------------------------------------------------
     def parse_records(self, records: list[tuple[int, dict]], path: Path, require_answers: bool) -> list[Example]:

@@ -13,6 +13,7 @@ label and balance the training rows; the others split their rows unstratified.
 from __future__ import annotations
 
 import random
+import threading
 from pathlib import Path
 
 from core.common.files import nonempty_records
@@ -20,6 +21,10 @@ from core.common.rows import Example
 from core.common.splits import balance, distinct_inputs, document_split, stratified_holdout, stratified_split
 from core.errors import DataError
 from core.kinds.base import TaskKind
+
+_PARSED: dict[tuple, tuple[Example, ...]] = {}  # (file, its mtime and size, require_answers, config) -> rows
+_PARSED_KEEP = 16  # files remembered: a run's splits, pool and eval file
+_PARSED_LOCK = threading.Lock()
 
 
 def label_set(kind: TaskKind) -> list[str] | None:
@@ -68,10 +73,22 @@ def splits(
 
 
 def load_rows(kind: TaskKind, path: str | Path, require_answers: bool = True) -> list[Example]:
-    """The task's rows from a JSONL/CSV file; bad rows stop here, naming file, line and field."""
+    """The task's rows from a JSONL/CSV file; bad rows stop here, naming file, line and field.
+
+    Parsed once per process for the same file content and task config: the flow's Prefect tasks pass paths (each
+    reads the split `prepare_data` wrote), and a run's tasks share its process, so the second read is a lookup."""
     path = Path(path)
-    numbered = nonempty_records(path)
-    return kind.parse_records(numbered, path, require_answers)
+    stat = path.stat() if path.exists() else None
+    key = (str(path.resolve()), stat and (stat.st_mtime_ns, stat.st_size), require_answers, kind.cfg.model_dump_json())
+    with _PARSED_LOCK:
+        if stat is not None and key in _PARSED:
+            return list(_PARSED[key])
+    rows = kind.parse_records(nonempty_records(path), path, require_answers)
+    with _PARSED_LOCK:
+        _PARSED[key] = tuple(rows)
+        while len(_PARSED) > _PARSED_KEEP:
+            del _PARSED[next(iter(_PARSED))]  # the oldest first
+    return rows
 
 
 def labeled_rows(kind: TaskKind) -> tuple[list[Example], str]:

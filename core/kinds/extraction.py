@@ -44,6 +44,13 @@ class DocumentExtraction(TaskKind):
     summary_keys = ("schema_valid_rate", "field_f1", "exact_match", "corrections_per_doc", "latency_ms_p50", "cost_per_1k_usd")
     card_keys = ("field_f1", "schema_valid_rate", "exact_match", "corrections_per_doc")
     card_note = "output validated against the task's JSON Schema"
+    defaults = {
+        "instruction": "Extract the document's fields as JSON.",
+        "promotion": {"primary_metric": "field_f1", "guard_min": {"schema_valid_rate": 1.0}},
+        # A document and its JSON, not a text and a label. No validation split by default: scoring it means
+        # constrained generation, ~10 s a document per validation on 2 CPU cores.
+        "training": {"max_length": 512, "validation_per_class": 0},
+    }
 
     # -- data --------------------------------------------------------------------------------
     def parse_records(self, records: list[tuple[int, dict]], path: Path, require_answers: bool) -> list[Example]:

@@ -1,4 +1,4 @@
-"""A task kind is one module plus its registration: a throw-away toy kind, registered in two dicts,
+"""A task kind is one module plus one registration line: a throw-away toy kind, registered with `register(Echo)`,
 runs through config validation, data loading, splitting, scoring and the model card with no other edit."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from core.common.config import TYPE_DEFAULTS, TaskConfig
 from core.common.rows import Example
 from core.errors import ConfigError, DataError
 from core.evaluation.evaluate import score_variant
-from core.kinds import KINDS, TaskKind, for_config
+from core.kinds import KINDS, TaskKind, for_config, register
 from core.kinds.data import labeled_rows, load_rows, split
 
 
@@ -23,6 +23,7 @@ class Echo(TaskKind):
     type = "echo"
     summary_keys = ("exact_match",)
     card_keys = ("exact_match",)
+    defaults = {"instruction": "Repeat the first word."}
 
     def parse_records(self, records, path: Path, require_answers: bool) -> list[Example]:
         for line, record in records:
@@ -46,9 +47,10 @@ class Echo(TaskKind):
 
 
 @pytest.fixture
-def echo(monkeypatch):
-    monkeypatch.setitem(TYPE_DEFAULTS, "echo", {"instruction": "Repeat the first word."})
-    monkeypatch.setitem(KINDS, "echo", Echo)
+def echo():
+    register(Echo)
+    yield
+    del KINDS["echo"], TYPE_DEFAULTS["echo"]
 
 
 def test_an_unregistered_type_is_refused_naming_the_field(tmp_path):
