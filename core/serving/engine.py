@@ -24,7 +24,7 @@ from typing import TypeVar
 
 from core.common.config import ModelConfig, TaskConfig
 from core.errors import ConfigError, RegistryError, UnknownVariant
-from core.kinds import for_config, task_teacher
+from core.kinds import TaskKind, for_config, task_teacher
 from core.model.calibrated import Prediction
 from core.model.decoders import Decoder
 from core.model.fast_decode import drop_merged, enable_fast_decode, merge_for_decode, merged_adapter
@@ -93,6 +93,7 @@ class InferenceEngine:
         self.model = None
         self.tokenizer = None
         self.configs: dict[str, TaskConfig] = {}
+        self.kinds: dict[str, TaskKind] = {}  # each served task's kind, bound to its config once per (re)load
         self.variants: dict[tuple[str, str], Variant] = {}
         self.adapter_load_s: dict[str, float] = {}
         self.teachers: dict[str, Teacher] = {}
@@ -150,6 +151,7 @@ class InferenceEngine:
 
     def _load(self) -> None:
         self.configs = self._task_configs()
+        self.kinds = {task: for_config(cfg) for task, cfg in self.configs.items()}
         model_cfg = self.model_cfg or (next(iter(self.configs.values())).model if self.configs else ModelConfig())
         self.model, self.tokenizer = load_model(model_cfg)
         self.reload()
@@ -181,20 +183,22 @@ class InferenceEngine:
                     self.model = load_adapter(self.model, self.registry.root / task / ref, name=name)
             self.adapter_load_s[name] = time.perf_counter() - start
             attached[(task, ref)] = name
-        if self.fast_decode != "off" and not self.fast_decode_on and any(for_config(cfg).generates for cfg in configs.values()):
+        kinds = {task: for_config(cfg) for task, cfg in configs.items()}
+        if self.fast_decode != "off" and not self.fast_decode_on and any(kind.generates for kind in kinds.values()):
             self.on_model_thread(self._enable_fast_decode)
         merged = set()  # production of a generating task decodes on a merged copy (nothing uses it until routed)
         for (task, variant), ref in wanted.items():
             name = attached.get((task, ref)) or (loaded[(task, ref)].adapter if (task, ref) in loaded else None)
-            if self.fast_decode_on and variant == "production" and for_config(configs[task]).generates and name:
+            if self.fast_decode_on and variant == "production" and kinds[task].generates and name:
                 if name in getattr(self.model, "decode_merged", ()) or self.on_model_thread(merge_for_decode, self.model, name):
                     merged.add(name)
-        return self.on_model_thread(self._swap_in, configs, wanted, loaded, attached, merged)
+        return self.on_model_thread(self._swap_in, kinds, wanted, loaded, attached, merged)
 
-    def _swap_in(self, configs: dict, wanted: dict, loaded: dict, attached: dict, merged: set) -> dict[str, str]:
+    def _swap_in(self, kinds: dict, wanted: dict, loaded: dict, attached: dict, merged: set) -> dict[str, str]:
         """Warm up the new variants, swap the routing table, drop what nothing names (under the lock)."""
         with self.lock:
-            previous, self.configs = self.configs, configs
+            configs = {task: kind.cfg for task, kind in kinds.items()}
+            previous, self.configs, self.kinds = self.configs, configs, kinds
             for (task, ref), name in attached.items():
                 loaded[(task, ref)] = self._variant(task, "", ref, name)
             table = {
@@ -229,9 +233,7 @@ class InferenceEngine:
         return "+".join(dtypes) if self.fast_decode_on and dtypes else "fp32"
 
     def _variant(self, task: str, name: str, ref: str, adapter: str | None) -> Variant:
-        cfg = self.configs[task]
-        kind = for_config(cfg)
-        decoder = kind.decoder(self.model, self.tokenizer, adapter=None if adapter is None else self.registry.path(task, ref))
+        decoder = self.kinds[task].decoder(self.model, self.tokenizer, adapter=None if adapter is None else self.registry.path(task, ref))
         variant = Variant(task, name, ref, adapter, decoder, time.time())
 
         def warm_up() -> None:

@@ -26,7 +26,7 @@ from collections import defaultdict
 
 from core import sandbox
 from core.errors import AnswerBudgetTooSmall, InputTooLong, InvalidRequest, Overloaded, RegistryError, TeacherUnavailable, UnknownVariant
-from core.kinds import KINDS, for_config
+from core.kinds import KINDS
 from core.registry import ALIASES, GateDecision
 from core.serving.answers import Request, ServedAnswer, answer_request
 from core.serving.audit import AuditLog
@@ -123,7 +123,7 @@ class ServingRuntime:
         name = self.engine.student(task) if variant == "auto" else variant
         answer = self._answer(task, name, text, json_schema, tests=tests)
         answer.variant, answer.request_id = variant, uuid.uuid4().hex
-        if variant == "auto" and for_config(self.engine.configs[task]).escalates:
+        if variant == "auto" and self.engine.kinds[task].escalates:
             self._maybe_escalate(answer, text)
         return self._finish(answer, start, "infer", caller, text, tests)
 
@@ -209,10 +209,9 @@ class ServingRuntime:
     def _answer(
         self, task: str, variant: str, text: str, json_schema: dict | None, max_tokens: int | None = None, tests: str | None = None
     ) -> ServedAnswer:
-        cfg = self.engine.configs.get(task)
-        if cfg is None:
+        kind = self.engine.kinds.get(task)
+        if kind is None:
             self.engine.get(task, variant)  # raises UnknownVariant listing what is served
-        kind = for_config(cfg)
         for field, value in (("json_schema", json_schema), ("tests", tests)):
             if value is not None and field not in kind.accepts:
                 takers = ", ".join(k.type for k in KINDS.values() if field in k.accepts)
