@@ -13,24 +13,39 @@ as its run, and cannot run schedules):
     export PREFECT_API_URL=http://127.0.0.1:4200/api
     distill-slm deploy examples/creditmix.yaml               # registers and serves them until interrupted
 
-To run flows elsewhere, register the same deployments against a work pool instead of serving them
-here (`prefect work-pool create loop --type process`, `flow.deploy(..., work_pool_name="loop")`,
-`prefect worker start --pool loop` on the machine that trains); the README shows the commands.
+Or on a work pool, run by workers wherever they are (`deploy_to_pool`): the deployments name the flows by module
+(`flows.distill.distill`), so a worker runs them from its installed distill-slm, and the task files must name a
+registry every worker shares (absolute `runs_dir` and `work_dir`):
+
+    prefect work-pool create loop --type process             # or kubernetes: deployments/kubernetes-gpu-job.json
+    distill-slm deploy examples/creditmix.yaml --work-pool loop
+    prefect worker start --pool loop                         # on every machine that trains
+
+Each retrain deployment has a concurrency limit of 1: a second run of one task waits for the first (Prefect
+queues it) while other tasks' retrains run side by side on other workers.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+from uuid import UUID
+
+from prefect import deploy as prefect_deploy
 from prefect import serve as prefect_serve
-from prefect.deployments.runner import RunnerDeployment
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.events import DeploymentEventTrigger
 from prefect.schedules import Cron
 
 from core.common.config import TaskConfig
+from core.errors import ConfigError
 from core.settings import ServiceSettings
 from flows.distill import distill
 from flows.drift import DRIFT_EVENT, nightly_drift, task_resource
 
 NIGHTLY = "0 2 * * *"
+# One run of a task at a time; another waits its turn (ENQUEUE) rather than failing on the task's run lock.
+ONE_AT_A_TIME = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
 
 
 def retrain_name(cfg: TaskConfig) -> str:
@@ -38,13 +53,21 @@ def retrain_name(cfg: TaskConfig) -> str:
 
 
 def build(
-    configs: list[TaskConfig], cron: str = NIGHTLY, timezone: str = "UTC", settings: ServiceSettings | None = None
+    configs: list[TaskConfig],
+    cron: str = NIGHTLY,
+    timezone: str = "UTC",
+    settings: ServiceSettings | None = None,
+    entrypoint_type: EntrypointType = EntrypointType.FILE_PATH,
 ) -> list[RunnerDeployment]:
-    """One retrain deployment per task file (with its drift trigger) and the nightly drift check over the service's log."""
+    """One retrain deployment per task file (with its drift trigger) and the nightly drift check over the service's log.
+    `entrypoint_type` MODULE_PATH: the flows are named by module, for workers that import them from the installed
+    package (a work pool)."""
     s = settings or ServiceSettings()
     deployments = [
         distill.to_deployment(
             name=retrain_name(cfg),
+            concurrency_limit=ONE_AT_A_TIME,
+            entrypoint_type=entrypoint_type,
             parameters={"cfg": cfg.model_dump(mode="json")},
             tags=[cfg.name, "retrain"],
             description=f"Retrain {cfg.name}: train, evaluate, gate, promote, reload the service. Started from this form or by drift.",
@@ -64,6 +87,8 @@ def build(
         nightly_drift.to_deployment(
             name="nightly-drift",
             schedule=Cron(cron, timezone=timezone),
+            concurrency_limit=ONE_AT_A_TIME,
+            entrypoint_type=entrypoint_type,
             parameters={"runs_dir": str(s.runs_dir), "audit_log": str(s.audit_log)},
             tags=["drift"],
             description="Every served task's drift over the audit log since the last run; drift starts its retrain.",
@@ -75,3 +100,40 @@ def build(
 def serve(configs: list[TaskConfig], cron: str = NIGHTLY, timezone: str = "UTC") -> None:
     """Register the deployments (and their automations) and run them from this process until interrupted."""
     prefect_serve(*build(configs, cron, timezone))
+
+
+def deploy_to_pool(
+    configs: list[TaskConfig], work_pool: str, cron: str = NIGHTLY, timezone: str = "UTC", settings: ServiceSettings | None = None
+) -> list[UUID]:
+    """Register the deployments (and their automations) on `work_pool`, for its workers to run; return their ids.
+
+    Refused before anything is registered: a pool the server does not know (naming it), and a task file whose registry
+    or scratch folder is relative (a worker on another machine would resolve it against its own folder: a registry the
+    service and the other workers never see), as are relative drift paths."""
+    s = settings or ServiceSettings()
+    for cfg in configs:
+        for field in ("runs_dir", "work_dir"):
+            if not Path(getattr(cfg, field)).is_absolute():
+                raise ConfigError(
+                    f"task {cfg.name!r}: {field} {str(getattr(cfg, field))!r} is relative; on a work pool every worker must "
+                    f"reach the same registry: give a path on storage they all mount"
+                )
+    for name, path in (("DISTILL_SLM_RUNS_DIR", s.runs_dir), ("DISTILL_SLM_AUDIT_LOG", s.audit_log)):
+        if not Path(path).is_absolute():
+            raise ConfigError(f"{name} {str(path)!r} is relative; the nightly drift check runs on a worker: give a shared absolute path")
+    try:
+        return prefect_deploy(
+            *build(configs, cron, timezone, s, entrypoint_type=EntrypointType.MODULE_PATH),
+            work_pool_name=work_pool,
+            build=False,
+            push=False,
+            print_next_steps_message=False,
+            ignore_warnings=True,
+        )
+    except ValueError as exc:
+        if "Could not find work pool" in str(exc):
+            raise ConfigError(
+                f"--work-pool: the Prefect server has no work pool {work_pool!r}; create it first: "
+                f"prefect work-pool create {work_pool} --type process"
+            ) from None
+        raise

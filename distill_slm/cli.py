@@ -173,7 +173,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_deploy(args: argparse.Namespace) -> int:
     from prefect.settings import PREFECT_API_URL
 
-    from deployments.distill import serve
+    from deployments.distill import deploy_to_pool, serve
 
     if not PREFECT_API_URL.value():
         raise SystemExit(
@@ -181,6 +181,10 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             "export PREFECT_API_URL=http://127.0.0.1:4200/api (schedules and automations do not run on a temporary one)"
         )
     configs = [_config(path) for path in args.configs] or [_config(None)]
+    if args.work_pool:
+        ids = deploy_to_pool(configs, args.work_pool, cron=args.cron, timezone=args.timezone)
+        print(f"{len(ids)} deployments on work pool {args.work_pool!r}; run them with: prefect worker start --pool {args.work_pool}")
+        return 0
     serve(configs, cron=args.cron, timezone=args.timezone)
     return 0
 
@@ -255,6 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("configs", nargs="*", help="task YAMLs; each becomes a retrain deployment whose form they fill")
     deploy.add_argument("--cron", default="0 2 * * *", help="when nightly-drift runs (cron)")
     deploy.add_argument("--timezone", default="UTC", help="the cron's timezone (IANA name, e.g. Europe/Berlin)")
+    deploy.add_argument(
+        "--work-pool",
+        metavar="NAME",
+        help="register them on this Prefect work pool for its workers (`prefect worker start --pool NAME`) instead of serving "
+        "them from this process; task files must name shared absolute runs_dir and work_dir",
+    )
     deploy.set_defaults(func=cmd_deploy)
 
     models = sub.add_parser("models", help="manage the embedded base models")

@@ -1,0 +1,123 @@
+"""`distill-slm deploy --work-pool` on real parts: a real Prefect server (the test harness), a process work pool, the
+CLI in its own process, and two `prefect worker start` subprocesses that run the retrains. Two runs of one task never
+overlap (the second waits for the first); another task's retrain runs beside them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from core.common.config import TaskConfig
+from core.registry import Registry
+
+
+def _task(name: str, tiny_model_dir: Path, shared: Path) -> Path:
+    cfg = TaskConfig.model_validate(
+        {
+            "name": name,
+            "model": {"base_model": str(tiny_model_dir)},
+            "runs_dir": str(shared / "runs"),
+            "work_dir": str(shared / "work"),
+            "methods": ["sft"],
+            "data": {"train_per_class": 8, "eval_per_class": 4},
+            "training": {"batch_size": 4, "max_steps": 2, "save_steps": 2, "validation_per_class": 0},
+            "promotion": {"min_gain": -1.0, "guard_min": {}},
+        }
+    )
+    path = shared / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    return path
+
+
+def _wait(check, timeout_s: float, what: str, logs: list[Path]):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if found := check():
+            return found
+        time.sleep(1)
+    pytest.fail(f"timed out waiting for {what}; logs:\n" + "\n".join(f"{p}:\n{p.read_text()[-3000:]}" for p in logs if p.exists()))
+
+
+def test_a_work_pool_runs_tasks_side_by_side_and_one_tasks_runs_one_after_the_other(prefect_server, tiny_model_dir, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL
+
+    pool = "loop-test"
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+    env = os.environ | {
+        "PREFECT_API_URL": PREFECT_API_URL.value(),
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_WORKER_PREFETCH_SECONDS": "1",
+    }
+    env |= {"DISTILL_SLM_RUNS_DIR": str(tmp_path / "runs"), "DISTILL_SLM_AUDIT_LOG": str(tmp_path / "audit.jsonl")}
+    files = [_task("alpha", tiny_model_dir, tmp_path), _task("beta", tiny_model_dir, tmp_path)]
+
+    # A relative registry is refused before anything is registered, naming the field.
+    relative = tmp_path / "relative.yaml"
+    relative.write_text(Path(files[0]).read_text().replace(str(tmp_path / "runs"), "runs"))
+    refused = subprocess.run(
+        [sys.executable, "-m", "distill_slm.cli", "deploy", str(relative), "--work-pool", pool], env=env, capture_output=True, text=True
+    )
+    assert refused.returncode != 0 and "runs_dir 'runs' is relative" in refused.stderr
+    unknown = subprocess.run(
+        [sys.executable, "-m", "distill_slm.cli", "deploy", *map(str, files), "--work-pool", "nope"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert unknown.returncode != 0 and "no work pool 'nope'" in unknown.stderr
+
+    done = subprocess.run(
+        [sys.executable, "-m", "distill_slm.cli", "deploy", *map(str, files), "--work-pool", pool], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    with get_client(sync_client=True) as client:
+        for name in ("distill/retrain-alpha", "distill/retrain-beta", "nightly-drift/nightly-drift"):
+            deployment = client.read_deployment_by_name(name)
+            assert deployment.work_pool_name == pool and deployment.entrypoint.startswith("flows.")  # imported from the package
+            assert deployment.global_concurrency_limit is not None and deployment.global_concurrency_limit.limit == 1
+
+    logs = [tmp_path / f"worker-{i}.log" for i in range(2)]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--name", f"worker-{i}"],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=log.open("w"),  # a file, not a pipe: the runs' logs must never block on it
+        )
+        for i, log in enumerate(logs)
+    ]
+    try:
+        runs = [
+            run_deployment(name, timeout=0)  # returns at once: the workers pick them up
+            for name in ("distill/retrain-alpha", "distill/retrain-alpha", "distill/retrain-beta")
+        ]
+
+        def finished():
+            with get_client(sync_client=True) as client:
+                states = [client.read_flow_run(r.id) for r in runs]
+            return states if all(s.state.is_final() for s in states) else None
+
+        first, second, other = _wait(finished, 600, "the three retrains", logs)
+        assert all(r.state.is_completed() for r in (first, second, other)), [r.state for r in (first, second, other)]
+        a, b = sorted((first, second), key=lambda r: r.start_time)
+        assert a.end_time <= b.start_time  # one task's runs never overlap: the second waited for the first's slot
+        overlaps = lambda x, y: x.start_time < y.end_time and y.start_time < x.end_time  # noqa: E731
+        assert overlaps(other, a) or overlaps(other, b)  # the other task ran beside them, not after
+        registry = Registry(tmp_path / "runs")
+        assert registry.versions("alpha", "sft") and registry.versions("beta", "sft")  # each worker wrote the shared registry
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait(timeout=60)
