@@ -30,11 +30,12 @@ from __future__ import annotations
 from pathlib import Path
 from uuid import UUID
 
-from prefect import deploy as prefect_deploy
 from prefect import serve as prefect_serve
+from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.events import DeploymentEventTrigger
+from prefect.exceptions import ObjectNotFound
 from prefect.schedules import Cron
 
 from core.common.config import TaskConfig
@@ -121,19 +122,14 @@ def deploy_to_pool(
     for name, path in (("DISTILL_SLM_RUNS_DIR", s.runs_dir), ("DISTILL_SLM_AUDIT_LOG", s.audit_log)):
         if not Path(path).is_absolute():
             raise ConfigError(f"{name} {str(path)!r} is relative; the nightly drift check runs on a worker: give a shared absolute path")
-    try:
-        return prefect_deploy(
-            *build(configs, cron, timezone, s, entrypoint_type=EntrypointType.MODULE_PATH),
-            work_pool_name=work_pool,
-            build=False,
-            push=False,
-            print_next_steps_message=False,
-            ignore_warnings=True,
-        )
-    except ValueError as exc:
-        if "Could not find work pool" in str(exc):
+    # `prefect.deploy` would do the same, but it first lists the pool's workers with a request Prefect 3.8's server refuses
+    # (422: limit None); the pool check and `apply` are all it needs for a process or Kubernetes pool without an image.
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(work_pool)
+        except ObjectNotFound:
             raise ConfigError(
                 f"--work-pool: the Prefect server has no work pool {work_pool!r}; create it first: "
                 f"prefect work-pool create {work_pool} --type process"
             ) from None
-        raise
+    return [d.apply(work_pool_name=work_pool) for d in build(configs, cron, timezone, s, entrypoint_type=EntrypointType.MODULE_PATH)]

@@ -45,6 +45,7 @@ def _wait(check, timeout_s: float, what: str, logs: list[Path]):
 
 
 def test_a_work_pool_runs_tasks_side_by_side_and_one_tasks_runs_one_after_the_other(prefect_server, tiny_model_dir, tmp_path):
+    from prefect.automations import Automation
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.deployments import run_deployment
@@ -85,6 +86,8 @@ def test_a_work_pool_runs_tasks_side_by_side_and_one_tasks_runs_one_after_the_ot
             deployment = client.read_deployment_by_name(name)
             assert deployment.work_pool_name == pool and deployment.entrypoint.startswith("flows.")  # imported from the package
             assert deployment.global_concurrency_limit is not None and deployment.global_concurrency_limit.limit == 1
+    for name in ("alpha", "beta"):  # the drift automation comes with each retrain deployment, as when served
+        assert Automation.read(name=f"drift-retrains-{name}").actions[0].parameters == {"extra_pool": "{{ event.payload.inputs }}"}
 
     logs = [tmp_path / f"worker-{i}.log" for i in range(2)]
     workers = [
