@@ -15,6 +15,7 @@ from core.kinds import for_config, make_teacher
 from core.kinds.data import load_rows
 from core.methods import selftrain
 from core.methods.selftrain import labeler_config
+from core.teachers.fanout import RayFanout
 from core.teachers.traces import TraceStore, generate_traces
 from tasks.artifacts import artifact_key
 
@@ -52,7 +53,8 @@ def teacher_traces(
     store = TraceStore(traces_path(cfg, split, adapter))
     try:
         teacher = lambda: make_teacher(cfg, load_rows(kind, labeled_path), adapter)  # noqa: E731 (loaded only if asked)
-        summary = generate_traces(rows, store, teacher, prices=cfg.teacher.prices, check=kind.teacher_task().check)
+        fanout = RayFanout(cfg.scale) if cfg.scale.runner == "ray" else None  # connects now: a dead address fails the task here
+        summary = generate_traces(rows, store, teacher, prices=cfg.teacher.prices, check=kind.teacher_task().check, fanout=fanout)
     finally:
         store.close()
     logger.info(

@@ -281,6 +281,23 @@ class ServiceLink(_Strict):
     timeout_s: float = Field(300.0, gt=0, description="how long the reload (loading the new adapter) may take")
 
 
+class ScaleConfig(_Strict):
+    """Where independent work runs. `local` (the default) keeps everything in this process, as a laptop run does;
+    `ray` sends the teacher's pool to workers of a Ray cluster (`ray start --head` / KubeRay), which answer it in
+    shards while this process writes every answer to the trace cache as its shard returns."""
+
+    runner: Literal["local", "ray"] = Field("local", description="local: this process; ray: a Ray cluster's workers (`address`)")
+    address: str | None = Field(
+        None, description="the Ray cluster (`ray://host:10001`, `host:6379`, or `auto` for the one this machine joined); None: a local one"
+    )
+    teacher_workers: int = Field(2, ge=1, description="Ray actors answering the teacher's pool, each with its own teacher")
+    shard_size: int = Field(
+        64, ge=1, description="inputs a worker answers before they are written: a worker that dies loses at most its shard"
+    )
+    worker_cpus: float = Field(1.0, gt=0, description="CPUs each teacher worker reserves on the cluster")
+    worker_gpus: float = Field(0.0, ge=0, description="GPUs each teacher worker reserves (a local model teacher on a GPU node)")
+
+
 # What a task file of each type starts from, beyond the field defaults: each kind's `defaults` (its own module in
 # `core.kinds`), registered here by `register_task_type` when the kinds are imported. The kinds sit a layer above this
 # module, so it never imports them: the first config validated loads the entry points of the group
@@ -360,6 +377,7 @@ class TaskConfig(_Strict):
     promotion: PromotionPolicy = Field(default_factory=PromotionPolicy)
     drift: DriftConfig = Field(default_factory=DriftConfig)
     service: ServiceLink = Field(default_factory=ServiceLink)
+    scale: ScaleConfig = Field(default_factory=ScaleConfig)
     eval_batch_size: int = Field(16, ge=1, description="prompts scored per forward during evaluation")
     runs_dir: Path = Field(Path("runs"), description="adapter registry root")
     work_dir: Path = Field(Path("runs/.work"), description="scratch space: prepared data, checkpoints")

@@ -1,0 +1,109 @@
+"""The teacher's pool on a real Ray cluster the test starts (`ray start --head` plus a second node, as subprocesses),
+answered by a real OpenAI-compatible endpoint on loopback: the sharded traces are the unsharded ones, no input twice,
+and a rerun asks nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.generalize import oracle_teacher
+from core.common.config import ScaleConfig, TaskConfig
+from core.common.rows import Example
+from core.errors import ConfigError
+from core.kinds import for_config, make_teacher
+from core.teachers.fanout import RayFanout
+from core.teachers.traces import TraceStore, generate_traces
+
+RAY = [sys.executable, "-m", "ray.scripts.scripts"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A head node and one worker node, one CPU each, in their own processes (Ray's own daemons)."""
+    port = _free_port()
+    # Ray runs its workers at nice 15 by default: beside the suite's other tests they would wait minutes for a core.
+    # Token authentication off for this loopback cluster, in the daemons and this driver alike (a token a local
+    # `ray.init` once left in ~/.ray would otherwise switch some of them on).
+    pinned = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_worker_niceness": "0", "RAY_AUTH_MODE": "disabled"}
+    saved = {k: os.environ.get(k) for k in pinned}
+    os.environ.update(pinned)
+    env = dict(os.environ)
+    temp = tmp_path_factory.mktemp("ray")
+    common = ["--num-cpus", "1", "--disable-usage-stats"]
+    subprocess.run(
+        [*RAY, "start", "--head", "--port", str(port), "--include-dashboard", "false", "--temp-dir", str(temp), *common],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
+    try:
+        subprocess.run([*RAY, "start", "--address", f"127.0.0.1:{port}", *common], env=env, check=True, capture_output=True, timeout=180)
+        yield f"127.0.0.1:{port}"
+    finally:
+        import ray
+
+        ray.shutdown()
+        subprocess.run([*RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _task(url: str) -> TaskConfig:
+    cfg = TaskConfig(labels=["approve", "review-manual", "review-legal"])
+    cfg.teacher.backend, cfg.teacher.base_url, cfg.teacher.model, cfg.teacher.api_key_env = "openai", f"{url}/v1", "oracle", ""
+    cfg.teacher.top_logprobs = 0
+    return cfg
+
+
+def test_sharded_traces_equal_the_unsharded_ones_and_none_is_asked_twice(cluster, tmp_path):
+    labels = ["approve", "review-manual", "review-legal"]
+    rows = [Example(f"r{i}", f"application {i}: income {i * 37 % 1000}", labels[i % 3]) for i in range(90)]
+    rows += rows[:5]  # repeated inputs are asked once
+    server, url = oracle_teacher({r.text: r.label for r in rows})
+    try:
+        cfg = _task(url)
+        cfg.scale = ScaleConfig(runner="ray", address=cluster, teacher_workers=2, shard_size=8)
+        check = for_config(cfg).teacher_task().check
+        local_store = TraceStore(tmp_path / "local.jsonl")
+        local = generate_traces(rows, local_store, lambda: make_teacher(cfg), progress=False, check=check)
+        ray_store = TraceStore(tmp_path / "ray.jsonl")
+        fanned = generate_traces(rows, ray_store, lambda: make_teacher(cfg), progress=False, check=check, fanout=RayFanout(cfg.scale))
+        assert fanned["asked"] == local["asked"] == 90 and fanned["duplicates_skipped"] == 5 and fanned["failed"] == 0
+        assert fanned["teacher"] == local["teacher"]
+        answers = lambda store: {k: (t["output"], t["prompt"]) for k, t in store.traces.items()}  # noqa: E731
+        assert answers(ray_store) == answers(local_store)
+        ray_store.close()
+        lines = [json.loads(line)["input_sha256"] for line in Path(tmp_path / "ray.jsonl").read_text().splitlines()]
+        assert len(lines) == len(set(lines)) == 90  # one writer, one line per input
+
+        again = TraceStore(tmp_path / "ray.jsonl")
+        rerun = generate_traces(
+            rows, again, lambda: pytest.fail("a cached rerun loads no teacher"), progress=False, fanout=RayFanout(cfg.scale)
+        )
+        assert rerun["asked"] == 0 and rerun["cached"] == 90
+        again.close()
+        local_store.close()
+    finally:
+        server.should_exit = True
+
+
+def test_an_address_nothing_answers_fails_before_any_work_naming_the_setting():
+    with pytest.raises(ConfigError, match=r"scale.address: nothing answers at '127.0.0.1:1'"):
+        RayFanout(ScaleConfig(runner="ray", address="127.0.0.1:1"))
