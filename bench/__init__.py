@@ -25,6 +25,7 @@ BENCHMARKS = {
     "drift": "drift",
     "generate": "generate",
     "base-models": "base_models",
+    "scale": "scale",
 }
 
 
