@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -31,7 +33,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def cluster():
     """A head node and one worker node, one CPU each, in their own processes (Ray's own daemons)."""
     port = _free_port()
     # Ray runs its workers at nice 15 by default: beside the suite's other tests they would wait minutes for a core.
@@ -41,28 +43,29 @@ def cluster(tmp_path_factory):
     saved = {k: os.environ.get(k) for k in pinned}
     os.environ.update(pinned)
     env = dict(os.environ)
-    temp = tmp_path_factory.mktemp("ray")
+    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's unix sockets live under it (at most 107 bytes)
     common = ["--num-cpus", "1", "--disable-usage-stats"]
-    subprocess.run(
-        [*RAY, "start", "--head", "--port", str(port), "--include-dashboard", "false", "--temp-dir", str(temp), *common],
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=180,
-    )
     try:
-        subprocess.run([*RAY, "start", "--address", f"127.0.0.1:{port}", *common], env=env, check=True, capture_output=True, timeout=180)
+        _ray("start", "--head", "--port", str(port), "--include-dashboard", "false", "--temp-dir", str(temp), *common, env=env)
+        _ray("start", "--address", f"127.0.0.1:{port}", *common, env=env)
         yield f"127.0.0.1:{port}"
     finally:
         import ray
 
         ray.shutdown()
         subprocess.run([*RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(temp, ignore_errors=True)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def _ray(*args: str, env: dict) -> None:
+    done = subprocess.run([*RAY, *args], env=env, capture_output=True, text=True, timeout=180)
+    if done.returncode:
+        pytest.fail(f"ray {' '.join(args[:2])} failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
 
 
 def _task(url: str) -> TaskConfig:
