@@ -14,7 +14,10 @@ import pytest
 import yaml
 
 from core.common.config import TaskConfig
+from core.errors import ConfigError
 from core.registry import Registry
+from core.settings import ServiceSettings
+from deployments.distill import deploy_to_pool
 
 
 def _task(name: str, tiny_model_dir: Path, shared: Path) -> Path:
@@ -62,20 +65,16 @@ def test_a_work_pool_runs_tasks_side_by_side_and_one_tasks_runs_one_after_the_ot
     env |= {"DISTILL_SLM_RUNS_DIR": str(tmp_path / "runs"), "DISTILL_SLM_AUDIT_LOG": str(tmp_path / "audit.jsonl")}
     files = [_task("alpha", tiny_model_dir, tmp_path), _task("beta", tiny_model_dir, tmp_path)]
 
-    # A relative registry is refused before anything is registered, naming the field.
-    relative = tmp_path / "relative.yaml"
-    relative.write_text(Path(files[0]).read_text().replace(str(tmp_path / "runs"), "runs"))
-    refused = subprocess.run(
-        [sys.executable, "-m", "distill_slm.cli", "deploy", str(relative), "--work-pool", pool], env=env, capture_output=True, text=True
-    )
-    assert refused.returncode != 0 and "runs_dir 'runs' is relative" in refused.stderr
-    unknown = subprocess.run(
-        [sys.executable, "-m", "distill_slm.cli", "deploy", *map(str, files), "--work-pool", "nope"],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert unknown.returncode != 0 and "no work pool 'nope'" in unknown.stderr
+    # A relative registry, and a pool the server does not know, are refused before anything is registered, by name.
+    relative = TaskConfig.model_validate(yaml.safe_load(files[0].read_text()) | {"runs_dir": "runs"})
+    with pytest.raises(ConfigError, match="runs_dir 'runs' is relative"):
+        deploy_to_pool([relative], pool, settings=ServiceSettings(runs_dir=tmp_path / "runs", audit_log=tmp_path / "audit.jsonl"))
+    with pytest.raises(ConfigError, match="no work pool 'nope'"):
+        deploy_to_pool(
+            [relative.model_copy(update={"runs_dir": tmp_path / "runs"})],
+            "nope",
+            settings=ServiceSettings(runs_dir=tmp_path / "runs", audit_log=tmp_path / "audit.jsonl"),
+        )
 
     done = subprocess.run(
         [sys.executable, "-m", "distill_slm.cli", "deploy", *map(str, files), "--work-pool", pool], env=env, capture_output=True, text=True
