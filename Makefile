@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 
-.PHONY: install sandbox models demo demo-full test lint bench docs
+.PHONY: install sandbox models demo demo-full test test-scale lint bench docs
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -37,6 +37,11 @@ demo-full: models  # SFT + teacher traces + KD + DPO, with the cost leaderboard 
 # Prefect server, a training run killed and resumed), which one core does while the other trains.
 test: models
 	$(PY) -m pytest -q -n 2 --dist loadfile
+
+# The scale-out tests on real engines that do not fit the suite's 15 minutes: a Prefect work pool with two workers
+# running three retrains (tests/deployments/test_work_pool.py).
+test-scale: models
+	DISTILL_SLM_SCALE_TESTS=1 $(PY) -m pytest -q tests/deployments tests/core/teachers/test_fanout.py
 
 docs: install  # the documentation site (docs/ + the recorded benchmark JSON); a broken link fails it
 	$(PIP) -e '.[docs]'

@@ -19,6 +19,12 @@ from core.registry import Registry
 from core.settings import ServiceSettings
 from deployments.distill import deploy_to_pool
 
+# Three full retrains in worker processes: 80 s alone, 150-180 s beside the suite's other worker, which pushed the
+# suite past its 15 minutes. `make test-scale` (or DISTILL_SLM_SCALE_TESTS=1) runs it.
+needs_opt_in = pytest.mark.skipif(
+    not os.environ.get("DISTILL_SLM_SCALE_TESTS"), reason="three retrains on a work pool: `make test-scale` runs it"
+)
+
 
 def _task(name: str, tiny_model_dir: Path, shared: Path) -> Path:
     cfg = TaskConfig.model_validate(
@@ -47,6 +53,7 @@ def _wait(check, timeout_s: float, what: str, logs: list[Path]):
     pytest.fail(f"timed out waiting for {what}; logs:\n" + "\n".join(f"{p}:\n{p.read_text()[-3000:]}" for p in logs if p.exists()))
 
 
+@needs_opt_in
 def test_a_work_pool_runs_tasks_side_by_side_and_one_tasks_runs_one_after_the_other(prefect_server, tiny_model_dir, tmp_path):
     from prefect.automations import Automation
     from prefect.client.orchestration import get_client
