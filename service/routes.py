@@ -8,9 +8,12 @@ metrics are answered on the event loop and never wait behind it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import math
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict
 from typing import Literal
 
@@ -23,6 +26,7 @@ from core.errors import InvalidRequest
 from core.serving.answers import ServedAnswer
 from core.serving.deadline import Deadline
 from core.serving.runtime import ServingRuntime
+from core.serving.streaming import TokenStream
 from service.deps import CallerKey, ClientKey, Runtime, may_verify, require_admin
 from service.schemas import (
     AssistantMessage,
@@ -125,6 +129,8 @@ def list_models(runtime: Runtime) -> ModelList:
 
 @router.post("/v1/chat/completions", response_model=ChatCompletion, responses=ERRORS)
 async def chat_completions(body: ChatRequest, request: Request, runtime: Runtime, caller: ClientKey) -> ChatCompletion:
+    """OpenAI's chat completions; with `stream: true` the answer's tokens are sent as they are decoded (server-sent
+    events) and a client that goes away stops its decode."""
     user = [m.content for m in body.messages if m.role == "user"]
     if not user:
         raise HTTPException(422, "messages: no user message to answer")
@@ -138,53 +144,117 @@ async def chat_completions(body: ChatRequest, request: Request, runtime: Runtime
     task = body.model.partition(":")[0]
     if body.tests is not None:
         may_verify(runtime.settings, task, request.headers.get("x-api-key"), request.headers.get("authorization"))
-    answer = await _answer(
-        request,
-        runtime,
-        task,
-        lambda: runtime.chat(body.model, user[-1], who, body.max_completion_tokens or body.max_tokens, stop, schema, body.tests),
-    )
+    budget = body.max_completion_tokens or body.max_tokens
+
+    request_id = "chatcmpl-" + uuid.uuid4().hex
+
+    def call(stream: TokenStream | None = None) -> ServedAnswer:
+        return runtime.chat(body.model, user[-1], who, budget, stop, schema, body.tests, stream, request_id)
+
+    if body.stream:
+        stream = TokenStream(runtime.engine.tokenizer, stop or ())
+        parts = _streamed(request, runtime, task, lambda: call(stream), stream)
+        first = await anext(parts)  # a request refused before its first token gets its error status, not a stream
+        usage = body.stream_options is not None and body.stream_options.include_usage
+        return StreamingResponse(_events(body, request_id, first, parts, usage), media_type="text/event-stream")
+    return _completion(body, await _answer(request, runtime, task, call))
+
+
+def _completion(body: ChatRequest, answer: ServedAnswer) -> ChatCompletion:
     choice = Choice(
         message=AssistantMessage(content=answer.output),
         finish_reason=answer.finish_reason,
         logprobs=_label_logprobs(answer, body) if body.logprobs else None,
     )
-    extra = {
-        k: v
-        for k, v in asdict(answer).items()
-        if k in ("adapter", "gate", "label_probs", "confidence", "schema_valid", "schema_errors", "closed_early", "verdict")
-    }
-    completion = ChatCompletion(
-        id=answer.request_id,
-        created=int(time.time()),
-        model=body.model,
-        choices=[choice],
-        usage=Usage(
-            prompt_tokens=answer.prompt_tokens,
-            completion_tokens=answer.completion_tokens,
-            total_tokens=answer.prompt_tokens + answer.completion_tokens,
-        ),
-        distill_slm={k: v for k, v in extra.items() if v is not None},
+    return ChatCompletion(
+        id=answer.request_id, created=int(time.time()), model=body.model, choices=[choice], usage=_usage(answer), distill_slm=_extra(answer)
     )
-    if body.stream:
-        usage = body.stream_options is not None and body.stream_options.include_usage
-        return StreamingResponse(_events(completion, usage), media_type="text/event-stream")
-    return completion
 
 
-def _events(completion: ChatCompletion, include_usage: bool) -> Iterator[str]:
-    """The answer as OpenAI's server-sent events: the role, the content, the finish reason, (usage), [DONE]."""
-    choice = completion.choices[0]
-    head = {"id": completion.id, "created": completion.created, "model": completion.model}
-    chunks = [
-        ChatCompletionChunk(**head, choices=[ChunkChoice(delta=Delta(role="assistant", content=""))]),
-        ChatCompletionChunk(**head, choices=[ChunkChoice(delta=Delta(content=choice.message.content))]),
-        ChatCompletionChunk(**head, choices=[ChunkChoice(delta=Delta(), finish_reason=choice.finish_reason)]),
-    ]
+def _usage(answer: ServedAnswer) -> Usage:
+    total = answer.prompt_tokens + answer.completion_tokens
+    return Usage(prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens, total_tokens=total)
+
+
+def _extra(answer: ServedAnswer) -> dict:
+    """What the OpenAI shape has no field for."""
+    fields = ("adapter", "gate", "label_probs", "confidence", "schema_valid", "schema_errors", "closed_early", "verdict")
+    return {k: v for k, v in asdict(answer).items() if k in fields and v is not None}
+
+
+async def _streamed(
+    request: Request, runtime: ServingRuntime, task: str, call: Callable[[], ServedAnswer], stream: TokenStream
+) -> AsyncIterator[str | ServedAnswer]:
+    """`_answer` for a streamed request: the text as the decode feeds `stream`, then the whole answer. The lane's place
+    and the deadline are held until the last part; a client that goes away (or a reader that stops reading) cancels the
+    decode at its next step."""
+    with runtime.admitted(task):
+        deadline = Deadline(runtime.settings.request_timeout_s)
+        loop = asyncio.get_running_loop()
+        woken = asyncio.Event()
+
+        def wake() -> None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is reading
+                loop.call_soon_threadsafe(woken.set)
+
+        def run() -> ServedAnswer:
+            try:
+                with deadline:
+                    return call()
+            finally:
+                stream.finish()
+
+        stream.notify = wake
+        future = loop.run_in_executor(request.app.state.inference_pool, run)
+        try:
+            while True:
+                try:
+                    await asyncio.wait_for(woken.wait(), timeout=0.25)
+                except TimeoutError:
+                    if await request.is_disconnected():
+                        deadline.cancel()
+                        stream.cancel()
+                woken.clear()
+                text, finished = stream.take()
+                if text:
+                    yield text
+                if finished:
+                    break
+            yield await future
+        finally:
+            if not future.done():
+                deadline.cancel()
+                stream.cancel()
+
+
+async def _events(
+    body: ChatRequest, request_id: str, first: str | ServedAnswer, rest: AsyncIterator[str | ServedAnswer], include_usage: bool
+) -> AsyncIterator[str]:
+    """OpenAI's server-sent events: the role, the content as it comes, the finish reason (with the service's extras),
+    the usage when asked, [DONE]. A failure after the first chunk is sent as an `error` event, as OpenAI does."""
+    head = {"id": request_id, "created": int(time.time()), "model": body.model}
+
+    def event(chunk: ChatCompletionChunk) -> str:
+        return f"data: {chunk.model_dump_json(exclude_none=True)}\n\n"
+
+    yield event(ChatCompletionChunk(**head, choices=[ChunkChoice(delta=Delta(role="assistant", content=""))]))
+    sent, part = "", first
+    try:
+        while isinstance(part, str):
+            sent += part
+            yield event(ChatCompletionChunk(**head, choices=[ChunkChoice(delta=Delta(content=part))]))
+            part = await anext(rest)
+    except Exception as exc:  # noqa: BLE001 (the status line has gone out: the error travels in the stream)
+        error = {"message": str(exc), "type": type(exc).__name__}
+        yield f"data: {json.dumps({'error': error})}\n\n"
+        return
+    answer: ServedAnswer = part
+    if answer.output.startswith(sent) and len(answer.output) > len(sent):  # a scored label: the answer comes whole
+        yield event(ChatCompletionChunk(**head, choices=[ChunkChoice(delta=Delta(content=answer.output[len(sent) :]))]))
+    finish = ChunkChoice(delta=Delta(), finish_reason=answer.finish_reason)
+    yield event(ChatCompletionChunk(**head, choices=[finish], distill_slm=_extra(answer)))
     if include_usage:
-        chunks.append(ChatCompletionChunk(**head, choices=[], usage=completion.usage))
-    for chunk in chunks:
-        yield f"data: {chunk.model_dump_json(exclude_none=True)}\n\n"
+        yield event(ChatCompletionChunk(**head, choices=[], usage=_usage(answer)))
     yield "data: [DONE]\n\n"
 
 

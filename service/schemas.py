@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -120,7 +120,9 @@ class ChatRequest(BaseModel):
         "and closed early so that it still validates",
     )
     max_completion_tokens: int | None = Field(None, ge=1, description="the same as max_tokens (OpenAI's newer name)")
-    stop: str | list[str] | None = Field(None, description="cut the answer before the first of these strings")
+    stop: str | Annotated[list[str], Field(max_length=4)] | None = Field(
+        None, description="cut the answer before the first of these strings (up to 4, as OpenAI takes); a stream stops decoding there"
+    )
     stream: bool = Field(False, description="answer as server-sent events (chat.completion.chunk), ending with [DONE]")
     stream_options: StreamOptions | None = None
     logprobs: bool = Field(False, description="return the answer's log-probability; alternatives are the task's labels")
@@ -178,6 +180,7 @@ class ChatCompletionChunk(BaseModel):
     model: str
     choices: list[ChunkChoice]
     usage: "Usage | None" = None
+    distill_slm: dict | None = Field(None, description="on the chunk with the finish reason: the answer's adapter, gate, schema checks")
 
 
 class Usage(BaseModel):

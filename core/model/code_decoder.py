@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -77,14 +78,22 @@ class CodeDecoder:
         return self.tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False).to(device)
 
     @torch.inference_mode()
-    def answer(self, prompts: list[str], shots: list[Shots] | None = None, max_new_tokens: int | None = None) -> list[CodeAnswer]:
-        """Greedy answers, `batch_size` prompts per decode (latency: each batch's time shared by its rows)."""
+    def answer(
+        self,
+        prompts: list[str],
+        shots: list[Shots] | None = None,
+        max_new_tokens: int | None = None,
+        on_token: Callable[[int, int], bool] | None = None,
+    ) -> list[CodeAnswer]:
+        """Greedy answers, `batch_size` prompts per decode (latency: each batch's time shared by its rows);
+        `on_token(prompt index, token)` sees the tokens as they are decoded (`greedy_decode`: streaming)."""
         answers, budget = [], max_new_tokens or self.max_new_tokens  # a served request's comes clamped (`core.serving.answers`)
         for begin in range(0, len(prompts), self.batch_size):
             chunk = prompts[begin : begin + self.batch_size]
             enc = self._encode(chunk, shots[begin : begin + self.batch_size] if shots else None)
             start = time.perf_counter()
-            new, _ = greedy_decode(self.model, dict(enc), budget, self.tokenizer.eos_token_id, self.tokenizer.pad_token_id)
+            seen = None if on_token is None else (lambda row, token, begin=begin: on_token(begin + row, token))
+            new, _ = greedy_decode(self.model, dict(enc), budget, self.tokenizer.eos_token_id, self.tokenizer.pad_token_id, on_token=seen)
             share = (time.perf_counter() - start) * 1000 / len(chunk)
             for row, mask in zip(new, enc.attention_mask):
                 answers.append(self._answer(row, share, int(mask.sum())))

@@ -23,6 +23,7 @@ import contextlib
 import contextvars
 import logging
 import time
+from collections.abc import Callable
 
 import torch
 from peft.tuners.lora import LoraLayer
@@ -169,11 +170,15 @@ def greedy_decode(
     pad_token_id: int,
     processors: list[LogitsProcessor] = (),
     keep_scores: bool = False,
+    on_token: Callable[[int, int], bool] | None = None,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Greedy decoding of a left-padded batch: the new tokens [rows, steps] (pad after a row's EOS), and per-step scores.
 
     The same answers as `generate(do_sample=False)` with the same processors (tested), without its per-token
-    machinery; single-row steps run on the fp16 decode weights where `enable_fast_decode` set them up.
+    machinery; single-row steps run on the fp16 decode weights where `enable_fast_decode` set them up. `on_token(row,
+    token)` sees each row's tokens as they are decoded (end-of-sequence excluded; a streamed answer,
+    `core.serving.streaming`); when it answers False the row ends there, as if it had decoded end-of-sequence, and a
+    batch whose rows have all ended stops.
     """
     ids, mask = enc["input_ids"], enc["attention_mask"]
     rows = ids.shape[0]
@@ -193,7 +198,12 @@ def greedy_decode(
             token = torch.where(done, pad_token_id, logits.argmax(-1))
             new.append(token)
             sequences = torch.cat([sequences, token[:, None]], dim=-1)
-            done |= token == eos_token_id
+            ended = token == eos_token_id
+            if on_token is not None:
+                for row, (t, was_done) in enumerate(zip(token.tolist(), done.tolist())):
+                    if not was_done and t != eos_token_id and not on_token(row, t):
+                        ended[row] = True
+            done |= ended
             if bool(done.all()):
                 break
             mask = torch.cat([mask, torch.ones((rows, 1), dtype=mask.dtype, device=mask.device)], dim=-1)

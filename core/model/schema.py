@@ -29,6 +29,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -439,10 +440,12 @@ class SchemaDecoder:
         top_k: int = 0,
         max_new_tokens: int | None = None,
         batch_size: int | None = None,
+        on_token: Callable[[int, int], bool] | None = None,
     ) -> list[Extraction]:
         """Extract every document; `shots` gives each document its own demonstrations; `top_k` > 0 keeps per-token
         alternatives; `max_new_tokens` (a served request's, clamped to the task's) is a smaller budget, within which answers still validate;
-        `batch_size` overrides the decoder's rows per decode."""
+        `batch_size` overrides the decoder's rows per decode; `on_token(document index, token)` sees the tokens as they are
+        decoded (`greedy_decode`: streaming)."""
         budget = max_new_tokens or self.max_new_tokens  # a served request's comes clamped (`core.serving.answers`)
         if self.constrained and self.min_answer_tokens is not None and budget < self.min_answer_tokens:
             raise AnswerBudgetTooSmall(budget, self.min_answer_tokens)
@@ -451,10 +454,13 @@ class SchemaDecoder:
         for begin in range(0, len(documents), rows):
             chunk = documents[begin : begin + rows]
             chunk_shots = shots[begin : begin + rows] if shots else [()] * len(chunk)
-            results.extend(self._extract_batch([self.prompt(d, s) for d, s in zip(chunk, chunk_shots)], top_k, budget))
+            seen = None if on_token is None else (lambda row, token, begin=begin: on_token(begin + row, token))
+            results.extend(self._extract_batch([self.prompt(d, s) for d, s in zip(chunk, chunk_shots)], top_k, budget, seen))
         return results
 
-    def _extract_batch(self, prompts: list[str], top_k: int, budget: int) -> list[Extraction]:
+    def _extract_batch(
+        self, prompts: list[str], top_k: int, budget: int, on_token: Callable[[int, int], bool] | None = None
+    ) -> list[Extraction]:
         start = time.perf_counter()
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
         context = getattr(self.model.config, "max_position_embeddings", None)
@@ -473,6 +479,7 @@ class SchemaDecoder:
             pad_token_id=self.tokenizer.pad_token_id,
             processors=[mask] if mask else [],
             keep_scores=top_k > 0,
+            on_token=on_token,
         )
         elapsed_ms = (time.perf_counter() - start) * 1000 / len(prompts)
         results = []

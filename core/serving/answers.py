@@ -22,6 +22,7 @@ from core.model.schema import TaskSchema
 from core.sandbox import require_isolation, run_tests
 from core.serving.batcher import DynamicBatcher
 from core.serving.engine import InferenceEngine, Variant
+from core.serving.streaming import TokenStream, feeder
 
 
 @dataclass
@@ -68,6 +69,7 @@ class Request:
     json_schema: dict | None = None  # extraction: the request's own schema (OpenAI's `response_format`)
     tests: str | None = None  # codegen: tests the answer is run against in the sandbox
     max_tokens: int | None = None  # a client's budget; at most the task's `max_new_tokens`
+    stream: TokenStream | None = None  # fed the answer's tokens as they are decoded (labels are scored: nothing to feed)
 
 
 def answer_request(engine: InferenceEngine, batcher: DynamicBatcher, request: Request, max_schema_bytes: int) -> ServedAnswer:
@@ -103,7 +105,7 @@ def _json(engine: InferenceEngine, batcher: DynamicBatcher, request: Request, bu
             schema = TaskSchema.from_dict(request.json_schema, "json_schema", max_bytes=max_schema_bytes, budget_s=engine.schema_compile_s)
         except SchemaError as exc:
             raise InvalidRequest(f"json_schema{exc.pointer}", exc.problem) from None
-    served, result = batcher.extract(request.task, request.variant, request.text, schema, budget)
+    served, result = batcher.extract(request.task, request.variant, request.text, schema, budget, stream=request.stream)
     return ServedAnswer.of(
         served,
         request.variant,
@@ -127,7 +129,11 @@ def _code(engine: InferenceEngine, batcher: DynamicBatcher, request: Request, bu
         if problem := check_tests(tests):
             raise InvalidRequest("tests", problem)
         require_isolation()  # before the decode: without a sandbox the answer could not be checked
-    served, answer = engine.decode(request.task, request.variant, lambda decoder: decoder.answer([request.text], max_new_tokens=budget)[0])
+    served, answer = engine.decode(
+        request.task,
+        request.variant,
+        lambda decoder: decoder.answer([request.text], max_new_tokens=budget, on_token=feeder([request.stream]))[0],
+    )
     verdict = None
     if tests is not None:
         start = time.perf_counter()

@@ -35,6 +35,7 @@ from core.model.calibrated import Prediction
 from core.model.schema import Extraction, TaskSchema
 from core.serving.deadline import wait
 from core.serving.engine import InferenceEngine, Variant
+from core.serving.streaming import TokenStream, feeder
 
 _CLOSE = object()
 
@@ -145,15 +146,17 @@ class DynamicBatcher:
         schema: TaskSchema | None = None,
         max_new_tokens: int | None = None,
         timeout: float = 600.0,
+        stream: TokenStream | None = None,
     ) -> tuple[Variant, Extraction]:
-        """One document, decoded beside the others sent meanwhile under the same schema and budget.
+        """One document, decoded beside the others sent meanwhile under the same schema and budget; `stream` is fed its
+        tokens as they are decoded.
 
         A request's own schema is compiled here, in the caller's thread and within the engine's compile budget, so a
         slow schema holds neither the batch nor the lane.
         """
         self.engine.prepare_schema(task, variant, schema)
         key = (task, variant, schema.sha256 if schema is not None else None, max_new_tokens)
-        return self._extract.submit(key, (document, schema), timeout)
+        return self._extract.submit(key, (document, schema, stream), timeout)
 
     def close(self) -> None:
         self._classify.close()
@@ -165,17 +168,21 @@ class DynamicBatcher:
 
     def _run_extract(self, key: tuple, items: list) -> list:
         task, variant, _, budget = key
-        documents, schema = [d for d, _ in items], items[0][1]
+        documents, schema, streams = [d for d, _, _ in items], items[0][1], [s for _, _, s in items]
         try:
-            served, results = self.engine.extract(task, variant, documents, schema, budget)
+            served, results = self.engine.extract(task, variant, documents, schema, budget, feeder(streams))
             return [(served, r) for r in results]
-        except Exception:
+        except Exception as exc:
             if len(items) == 1:
                 raise
+            failure = exc
         answers = []  # row by row: the failing one fails alone (its caller gets its error), the others are answered
-        for document in documents:
+        for document, stream in zip(documents, streams):
+            if stream is not None and stream.fed:  # its reader has text of the failed batch: a retry would repeat it
+                answers.append(failure)
+                continue
             try:
-                served, [result] = self.engine.extract(task, variant, [document], schema, budget)
+                served, [result] = self.engine.extract(task, variant, [document], schema, budget, feeder([stream]))
                 answers.append((served, result))
             except Exception as exc:
                 answers.append(exc)

@@ -312,15 +312,28 @@ class InferenceEngine:
             compile_grammar(self.tokenizer, decoder.vocab_size, schema, self.schema_compile_s)
 
     def extract(
-        self, task: str, name: str, documents: list[str], schema: TaskSchema | None = None, max_new_tokens: int | None = None
+        self,
+        task: str,
+        name: str,
+        documents: list[str],
+        schema: TaskSchema | None = None,
+        max_new_tokens: int | None = None,
+        on_token: Callable[[int, int], bool] | None = None,
     ) -> tuple[Variant, list[Extraction]]:
         """Documents -> JSON with an idp task's variant, decoded as one batch, under the task's schema or a request's own,
-        within `max_new_tokens` (at most the task's; answers still validate, closed early where the budget ran short)."""
+        within `max_new_tokens` (at most the task's; answers still validate, closed early where the budget ran short);
+        `on_token(document index, token)` sees the tokens as they are decoded (streaming)."""
         self.prepare_schema(task, name, schema)
-        return self.on_model_thread(self._extract, task, name, documents, schema, max_new_tokens)
+        return self.on_model_thread(self._extract, task, name, documents, schema, max_new_tokens, on_token)
 
     def _extract(
-        self, task: str, name: str, documents: list[str], schema: TaskSchema | None, max_new_tokens: int | None
+        self,
+        task: str,
+        name: str,
+        documents: list[str],
+        schema: TaskSchema | None,
+        max_new_tokens: int | None,
+        on_token: Callable[[int, int], bool] | None,
     ) -> tuple[Variant, list[Extraction]]:
         with self.lock:
             variant = self.get(task, name)
@@ -330,7 +343,7 @@ class InferenceEngine:
             if schema is not None and schema.sha256 != decoder.schema.sha256:
                 decoder = SchemaDecoder(self.model, self.tokenizer, schema, decoder.instruction, decoder.max_new_tokens, decoder.batch_size)
             with self._active(variant):
-                return variant, decoder.extract(documents, max_new_tokens=max_new_tokens, batch_size=len(documents))
+                return variant, decoder.extract(documents, max_new_tokens=max_new_tokens, batch_size=len(documents), on_token=on_token)
 
     def decode(self, task: str, name: str, run: Callable[[object], T]) -> tuple[Variant, T]:
         """`run(decoder)` with a variant's decoder on the model thread, under the lock, its adapter active (codegen)."""

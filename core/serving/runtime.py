@@ -33,6 +33,7 @@ from core.serving.audit import AuditLog
 from core.serving.batcher import DynamicBatcher
 from core.serving.counters import ServiceMetrics
 from core.serving.engine import InferenceEngine
+from core.serving.streaming import TokenStream
 from core.settings import ServiceSettings
 from core.teachers.base import TeacherAnswer
 
@@ -136,12 +137,16 @@ class ServingRuntime:
         stop: list[str] | None = None,
         json_schema: dict | None = None,
         tests: str | None = None,
+        stream: TokenStream | None = None,
+        request_id: str | None = None,
     ) -> ServedAnswer:
         """The OpenAI-compatible path: `model` is `<task>:<variant>` or `<task>:<alias>`. `max_tokens` cuts the answer
         after that many tokens (`finish_reason` "length"); an extraction is instead decoded within it and closed early
         where it runs short, so it still validates (a budget under the shortest valid answer is refused before decoding);
         `stop` cuts it before the first stop string ("stop"); `json_schema` (a request's `response_format`) constrains an
-        extraction to that schema; `tests` (codegen) are run against the answer."""
+        extraction to that schema; `tests` (codegen) are run against the answer; `stream` (built with the same `stop`) is
+        fed a generated answer's tokens as they are decoded, and ends its decode early at a stop string or when its reader
+        goes; `request_id` is the id to answer under (a stream's chunks carry it before the answer exists)."""
         task, _, variant = model.partition(":")
         if not variant:
             raise UnknownVariant(f"model: {model!r}; use <task>:<variant> or <task>:<alias> (see /v1/models)")
@@ -151,10 +156,10 @@ class ServingRuntime:
         self._check_tests(tests)
         start = time.perf_counter()
         try:
-            answer = self._answer(task, variant, text, json_schema, max_tokens, tests)
+            answer = self._answer(task, variant, text, json_schema, max_tokens, tests, stream)
         except AnswerBudgetTooSmall as exc:
             raise InvalidRequest("max_tokens", str(exc)) from None
-        answer.request_id = "chatcmpl-" + uuid.uuid4().hex
+        answer.request_id = request_id or "chatcmpl-" + uuid.uuid4().hex
         self._limit(answer, max_tokens, stop)
         return self._finish(answer, start, "chat", caller, text, tests)
 
@@ -207,7 +212,14 @@ class ServingRuntime:
             )
 
     def _answer(
-        self, task: str, variant: str, text: str, json_schema: dict | None, max_tokens: int | None = None, tests: str | None = None
+        self,
+        task: str,
+        variant: str,
+        text: str,
+        json_schema: dict | None,
+        max_tokens: int | None = None,
+        tests: str | None = None,
+        stream: TokenStream | None = None,
     ) -> ServedAnswer:
         kind = self.engine.kinds.get(task)
         if kind is None:
@@ -216,7 +228,7 @@ class ServingRuntime:
             if value is not None and field not in kind.accepts:
                 takers = ", ".join(k.type for k in KINDS.values() if field in k.accepts)
                 raise InvalidRequest(field, f"task {task!r} is a {kind.type} task, which takes no {field} (only {takers} tasks do)")
-        request = Request(task, variant, text, json_schema=json_schema, tests=tests, max_tokens=max_tokens)
+        request = Request(task, variant, text, json_schema=json_schema, tests=tests, max_tokens=max_tokens, stream=stream)
         return answer_request(self.engine, self.batcher, request, self.settings.max_schema_bytes)
 
     def _maybe_escalate(self, answer: ServedAnswer, text: str) -> None:

@@ -89,6 +89,17 @@ def test_the_openai_client_gets_code_and_a_verdict(code_server):
     assert extra["adapter"] == "sft/v0001" and extra["verdict"]["passed"] is False  # 8 tokens of a random model
 
 
+def test_streamed_code_comes_as_it_is_decoded_with_the_verdict_on_the_last_chunk(code_server):
+    client = OpenAI(base_url=f"{code_server}/v1", api_key=VERIFY_KEY)
+    ask = {"model": "pyfuncs:production", "messages": [{"role": "user", "content": SPEC}], "extra_body": {"tests": TESTS}}
+    whole = client.chat.completions.create(**ask)
+    chunks = list(client.chat.completions.create(**ask, stream=True))
+    content = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert "".join(content) == whole.choices[0].message.content and len(content) > 3
+    [finish] = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finish.model_extra["distill_slm"]["verdict"]["passed"] == whole.model_extra["distill_slm"]["verdict"]["passed"]
+
+
 @pytest.mark.parametrize(("headers", "problem"), [({}, "verify_api_keys"), ({"X-API-Key": "plain-key"}, "verify_api_keys")])
 def test_tests_are_code_so_only_a_verify_key_may_send_them(code_server, headers, problem):
     r = httpx.post(f"{code_server}/infer/auto", json={"task": "pyfuncs", "input": SPEC, "verify": True, "tests": TESTS}, headers=headers)

@@ -5,9 +5,11 @@ import threading
 import time
 
 import httpx
-from openai import OpenAI
+import pytest
+from openai import OpenAI, UnprocessableEntityError
 
 from core.model.schema import TaskSchema
+from core.serving.audit import read_audit
 from demos import invoices
 from tests.conftest import SCHEMA_COMPILE_S, batch_size_counts
 
@@ -124,3 +126,40 @@ def test_concurrent_extraction_requests_share_decode_steps(server):
     assert all(a.status_code == 200 and a.json()["schema_valid"] for a in answers), [a.text for a in answers]
     counts = batch_size_counts(server["url"], "invoices", "sft")
     assert counts["+Inf"] > counts["1.0"]  # some decodes answered more than one request
+
+
+def test_a_streamed_extraction_comes_token_by_token_and_is_the_same_answer(server):
+    client = OpenAI(base_url=server["url"] + "/v1", api_key="client-key")
+    ask = [{"role": "user", "content": DOC}]
+    whole = client.chat.completions.create(model="invoices:sft", messages=ask)
+    chunks = list(client.chat.completions.create(model="invoices:sft", messages=ask, stream=True, stream_options={"include_usage": True}))
+    content = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert "".join(content) == whole.choices[0].message.content and len(content) > 10  # one chunk per token or so
+    assert len({c.id for c in chunks}) == 1 and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    [finish] = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finish.choices[0].finish_reason == whole.choices[0].finish_reason
+    assert finish.model_extra["distill_slm"]["schema_valid"] == whole.model_extra["distill_slm"]["schema_valid"]
+    # Refused before its first token, a streamed request gets its error status, not a stream.
+    with pytest.raises(UnprocessableEntityError) as refused:
+        client.chat.completions.create(model="invoices:sft", messages=ask, stream=True, max_tokens=3)
+    assert refused.value.body["param"] == "max_tokens"
+
+
+def test_a_client_that_goes_away_stops_its_decode(server):
+    """The client reads its first piece of text and hangs up: the decode ends there (the audit records the answer cut
+    short), instead of running to the end of a 200-token budget for nobody."""
+    client = OpenAI(base_url=server["url"] + "/v1", api_key="client-key")
+    ask = [{"role": "user", "content": DOC}]
+    whole = client.chat.completions.create(model="invoices:sft", messages=ask)
+    body = {"model": "invoices:sft", "messages": ask, "stream": True}
+    with httpx.stream("POST", server["url"] + "/v1/chat/completions", json=body, timeout=60) as r:
+        for line in r.iter_lines():
+            chunk = json.loads(line[6:]) if line.startswith("data: {") else {}
+            if chunk.get("choices") and chunk["choices"][0]["delta"].get("content"):
+                request_id = chunk["id"]
+                break  # leaving the block closes the connection
+    deadline = time.monotonic() + 30
+    while not (records := [x for x in read_audit(server["settings"].audit_log) if x.get("request_id") == request_id]):
+        assert time.monotonic() < deadline, "the cut answer was never audited"
+        time.sleep(0.2)
+    assert records[0]["completion_tokens"] < whole.usage.completion_tokens / 2
