@@ -26,6 +26,7 @@ BENCHMARKS = {
     "generate": "generate",
     "base-models": "base_models",
     "scale": "scale",
+    "serving": "serving",
 }
 
 

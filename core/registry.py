@@ -5,6 +5,7 @@ Layout (`runs/` by default):
     runs/<task>/<method>/<version>/   adapter_model.safetensors, adapter_config.json,
                                       metrics.json, config.yaml, data_fingerprint.json, README.md
     runs/<task>/aliases.json          {"stacks": {"production": ["sft/v0001", "sft/v0002"]}, "history": [...]}
+    runs/GENERATION                   a number raised by every alias move: replicas of the service poll it and reload
 
 A version folder is assembled under a temporary name and renamed into place, so it either exists
 complete or not at all; the alias file is replaced atomically. The list of versions is the list
@@ -56,6 +57,12 @@ class Registry:
     # -- reading ---------------------------------------------------------------------------
     def tasks(self) -> list[str]:
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")) if self.root.exists() else []
+
+    def generation(self) -> int:
+        """How many alias moves the registry has seen (0 before the first): a service replica that last loaded at a
+        lower number has aliases to catch up with (`core.serving.runtime`, `registry_poll_s`)."""
+        path = self.root / "GENERATION"
+        return int(path.read_text() or 0) if path.exists() else 0
 
     def versions(self, task: str, method: str) -> list[str]:
         folder = self.root / task / method
@@ -208,6 +215,9 @@ class Registry:
             }
         )
         atomic_write_text(self.root / task / "aliases.json", json.dumps(state, indent=2))
+        with open(self.root / ".generation.lock", "w") as handle:  # registry-wide: tasks move their aliases concurrently
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            atomic_write_text(self.root / "GENERATION", str(self.generation() + 1))  # after the alias: a poller sees both
 
     def gate(
         self, task: str, candidate: str, policy: PromotionPolicy, alias: str = "production", incumbent_metrics: dict | None = None

@@ -131,6 +131,12 @@ class ServiceSettings(ModelSettings):
     request_timeout_s: float = Field(
         60.0, gt=0, description="deadline of an inference request: past it, queued work is dropped and the answer is 503"
     )
+    registry_poll_s: float = Field(
+        2.0,
+        ge=0,
+        description="how often the service checks the registry's generation; when an alias has moved it reloads on its own, "
+        "so every replica over one registry follows a promotion (0: only /admin/reload)",
+    )
     max_body_bytes: int = Field(1_000_000, description="largest request body accepted")
     max_batch: int = Field(16, ge=1, description="most requests scored in one forward")
     max_wait_ms: float = Field(5.0, ge=0, description="how long the first request of a batch waits for company")

@@ -59,25 +59,31 @@ def promote_task(cfg: TaskConfig, refs: list[str], eval_path: str | None = None)
 
 @task(name="reload_service", retries=2, retry_delay_seconds=5)  # a service restarting gets a few seconds
 def reload_service(cfg: TaskConfig, promoted: str) -> dict:
-    """Make the running service serve `promoted` (the new production version): POST /admin/reload, then check on
-    /readyz that `<task>:production` is that version. Fails naming the setting to fix; nothing registered is undone."""
+    """Make the running service, and each of its replicas, serve `promoted` (the new production version): POST
+    /admin/reload, then check on /readyz that `<task>:production` is that version. Fails naming the replica and the
+    setting to fix; nothing registered is undone."""
     link = cfg.service
+    fields = {link.url: "service.url"} | {url: f"service.replicas[{i}]" for i, url in enumerate(link.replicas)}
+    urls = list(fields)
     try:
-        check_endpoint(link.url, link.admin_key_env, "service")  # before the key is read
+        for url, field in fields.items():
+            check_endpoint(url, link.admin_key_env, "service", field)  # before the key is read
     except ConfigError as exc:
         raise ServiceReloadFailed(str(exc)) from None
     key = os.environ.get(link.admin_key_env)
     if not key:
         raise ServiceReloadFailed(f"service.admin_key_env: the environment variable {link.admin_key_env} holding the admin key is not set")
     want, name = promoted, f"{cfg.name}:production"
-    try:
-        reply = httpx.post(f"{link.url.rstrip('/')}/admin/reload", headers={"X-API-Key": key}, timeout=link.timeout_s)
-        if reply.status_code != 200:
-            raise ServiceReloadFailed(f"service.url {link.url}: /admin/reload answered {reply.status_code}: {reply.text[:300]}")
-        served = httpx.get(f"{link.url.rstrip('/')}/readyz", timeout=30).json().get("refs", {})
-    except httpx.HTTPError as exc:
-        raise ServiceReloadFailed(f"service.url {link.url}: cannot reach the service ({type(exc).__name__}: {exc})") from exc
-    if served.get(name) != want:
-        raise ServiceReloadFailed(f"service.url {link.url}: after the reload it serves {name} = {served.get(name)!r}, not {want!r}")
-    get_run_logger().info("service %s now serves %s = %s", link.url, name, want)
-    return {"url": link.url, "served": served}
+    served = {}
+    for url in urls:
+        try:
+            reply = httpx.post(f"{url.rstrip('/')}/admin/reload", headers={"X-API-Key": key}, timeout=link.timeout_s)
+            if reply.status_code != 200:
+                raise ServiceReloadFailed(f"{fields[url]} {url}: /admin/reload answered {reply.status_code}: {reply.text[:300]}")
+            served[url] = httpx.get(f"{url.rstrip('/')}/readyz", timeout=30).json().get("refs", {})
+        except httpx.HTTPError as exc:
+            raise ServiceReloadFailed(f"{fields[url]} {url}: cannot reach the service ({type(exc).__name__}: {exc})") from exc
+        if served[url].get(name) != want:
+            raise ServiceReloadFailed(f"{fields[url]} {url}: after the reload it serves {name} = {served[url].get(name)!r}, not {want!r}")
+        get_run_logger().info("service %s now serves %s = %s", url, name, want)
+    return {"url": link.url, "served": served[link.url], "replicas": {url: served[url] for url in link.replicas}}

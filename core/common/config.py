@@ -277,6 +277,11 @@ class ServiceLink(_Strict):
     url: str | None = Field(
         None, description="the service that serves this task (e.g. http://127.0.0.1:8080): after a promotion the flow reloads it"
     )
+    replicas: list[str] = Field(
+        default_factory=list,
+        description="more replicas of that service over the same registry (their URLs): each is reloaded and checked too "
+        "(replicas also follow the registry on their own, `registry_poll_s`); the same admin key",
+    )
     admin_key_env: str = Field("DISTILL_SLM_ADMIN_KEY", description="name of the environment variable holding its admin API key")
     timeout_s: float = Field(300.0, gt=0, description="how long the reload (loading the new adapter) may take")
 

@@ -25,13 +25,14 @@ def host_allowed(host: str, allowed: list[str]) -> bool:
     return False
 
 
-def check_endpoint(url: str | None, key_env: str | None, section: str) -> None:
-    """Refuse (ConfigError naming `section`'s field and the operator setting) a URL whose host the operator has not
-    allowed, or a key variable not on the operator's list."""
+def check_endpoint(url: str | None, key_env: str | None, section: str, url_field: str | None = None) -> None:
+    """Refuse (ConfigError naming `section`'s field, or `url_field`, and the operator setting) a URL whose host the
+    operator has not allowed, or a key variable not on the operator's list."""
     s = model_settings()
-    url_field, key_field = (
+    default_url_field, key_field = (
         ("teacher.base_url", "teacher.api_key_env") if section == "teacher" else (f"{section}.url", f"{section}.admin_key_env")
     )
+    url_field = url_field or default_url_field
     if key_env and key_env not in s.secret_env_allowed:
         raise ConfigError(
             f"{key_field}: {key_env!r} is not a variable the operator allows to hold keys "

@@ -49,6 +49,10 @@ class ServingRuntime:
         self.audit: AuditLog | None = None
         self._admit_lock = threading.Lock()
         self.in_flight: dict[str, int] = defaultdict(int)  # lane -> requests admitted and not yet answered
+        self.generation = 0  # the registry generation the served adapters were loaded at
+        self.watch_error: str | None = None  # the last reload the registry watch tried and could not do
+        self._stop = threading.Event()
+        self._watch: threading.Thread | None = None
 
     @property
     def ready(self) -> bool:
@@ -61,6 +65,7 @@ class ServingRuntime:
         if s.verify_tasks and sandbox.isolation() == "none":
             log.warning("verify is enabled for %s but will be refused: %s", s.verify_tasks, sandbox.probe().reason)
         engine = InferenceEngine(str(s.runs_dir), schema_compile_s=s.schema_compile_s, fast_decode=s.fast_decode)
+        self.generation = engine.registry.generation()  # read before loading: a move during the load is caught next poll
         engine.load()
         self.batcher = DynamicBatcher(
             engine,
@@ -73,8 +78,34 @@ class ServingRuntime:
             max_queue=s.max_queue,
         )
         self.engine = engine
+        if s.registry_poll_s > 0:
+            self._watch = threading.Thread(target=self._follow_registry, name="registry-watch", daemon=True)
+            self._watch.start()
+
+    def _follow_registry(self) -> None:
+        """Reload whenever the registry's generation moves (a promotion or rollback by any process): replicas over one
+        registry follow it on their own. A reload that fails leaves the served versions as they were, says why in
+        /readyz, and is tried again at the next move."""
+        while not self._stop.wait(self.settings.registry_poll_s):
+            generation = self.generation
+            try:
+                generation = self.engine.registry.generation()
+                if generation == self.generation:
+                    continue
+                served = self.engine.reload()
+            except Exception as exc:  # noqa: BLE001 (a bad version must not end the watch)
+                log.exception("registry watch: reload failed")
+                self.watch_error = f"generation {generation}: {type(exc).__name__}: {exc}"
+                self.generation = generation
+                self.audit_event("registry.reload", "registry-watch", generation=generation, error=self.watch_error)
+                continue
+            self.generation, self.watch_error = generation, None
+            self.audit_event("registry.reload", "registry-watch", generation=generation, served=served)
 
     def close(self) -> None:
+        self._stop.set()
+        if self._watch is not None:
+            self._watch.join(timeout=30)
         if self.batcher is not None:
             self.batcher.close()
         if self.engine is not None:
@@ -112,6 +143,8 @@ class ServingRuntime:
             "skipped_tasks": dict(self.engine.skipped) if self.engine else {},
             "in_flight": dict(self.in_flight),
             "max_queue": self.settings.max_queue,
+            "registry_generation": self.generation,
+            "registry_watch_error": self.watch_error,
         }
 
     def infer(
@@ -179,7 +212,7 @@ class ServingRuntime:
 
     # -- admin -----------------------------------------------------------------------------
     def reload(self, caller: str = "anonymous") -> dict[str, str]:
-        served = self.engine.reload()
+        served = self._reload()
         self.audit_event("admin.reload", caller, served=served)
         return served
 
@@ -190,7 +223,14 @@ class ServingRuntime:
         policy = self.engine.task_config(task).promotion
         decision = self.engine.registry.promote(task, ref, policy, alias=alias, force=force)
         self.audit_event("admin.promote", caller, task=task, ref=ref, alias=alias, force=force, passed=decision.passed)
-        return decision, (self.engine.reload() if decision.passed else {})
+        return decision, (self._reload() if decision.passed else {})
+
+    def _reload(self) -> dict[str, str]:
+        """Serve what the registry names now; the generation read first is the one served (the watch skips it)."""
+        generation = self.engine.registry.generation()
+        served = self.engine.reload()
+        self.generation = max(self.generation, generation)
+        return served
 
     def audit_event(self, route: str, caller: str, **fields) -> None:
         """An audit record of something other than an answer: an admin action, a refused request (`status`, `error`)."""

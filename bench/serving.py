@@ -1,0 +1,132 @@
+"""Serving engines side by side: the builtin engine's streaming, decode speed and concurrency, against the other
+engines where they are installed.
+
+The real service (uvicorn on loopback) serves the invoices extraction on the embedded model with a fresh LoRA (its B
+matrices start at zero: the base model's answers), through the OpenAI-compatible API and the official `openai` client:
+
+* streaming, one client: time to the first content chunk of a streamed extraction (`stream: true`) against the time to
+  the whole unstreamed answer (the first byte a client got before streaming was real);
+* decode tokens/s with 1 client, and completion tokens/s with 8 and 32 concurrent clients (requests of at most 150
+  tokens, the extraction batcher sharing decode steps between them);
+* the other engines: vLLM (`vllm` importable) and llama.cpp (`llama_cpp` importable) are reported as not installed
+  here when they are not; the builtin engine's ratio to the best of them is printed when there is one.
+
+Targets: time to first token <= 0.25 s for an extraction, one client (issue 30); the builtin engine's ratio to the
+best other engine >= 1.0 at one client (reported, not assumed, where no other engine is installed).
+
+    distill-slm bench serving [--quick] [--json]
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import openai
+import yaml
+
+from core.common.config import LoraSettings, TaskConfig
+from core.model.loading import attach_lora, load_model
+from core.registry import Registry
+from core.settings import ServiceSettings
+from demos import invoices
+from service.main import serve_in_thread
+
+MODEL = "invoices:production"
+
+
+def _streamed(client: openai.OpenAI, document: str) -> dict:
+    """One streamed extraction: seconds to the first content chunk and to the last, and the chunks of content."""
+    start = time.perf_counter()
+    first, chunks = None, 0
+    for chunk in client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": document}], stream=True):
+        if chunk.choices and chunk.choices[0].delta.content:
+            first = first or time.perf_counter() - start
+            chunks += 1
+    return {"first_s": first, "total_s": time.perf_counter() - start, "chunks": chunks}
+
+
+def _whole(client: openai.OpenAI, document: str) -> tuple[float, int]:
+    """One unstreamed extraction: seconds to the answer (its first byte) and its completion tokens."""
+    start = time.perf_counter()
+    reply = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": document}])
+    return time.perf_counter() - start, reply.usage.completion_tokens
+
+
+def _concurrent(url: str, documents: list[str], clients: int, per_client: int) -> dict:
+    def worker(offset: int) -> list[tuple[float, int]]:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="bench", timeout=600)
+        return [_whole(client, documents[(offset + i) % len(documents)]) for i in range(per_client)]
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        results = [r for rs in pool.map(worker, range(clients)) for r in rs]
+    elapsed = time.perf_counter() - start
+    seconds = [s for s, _ in results]
+    return {
+        "clients": clients,
+        "requests": len(results),
+        "completion_tokens_per_s": round(sum(t for _, t in results) / elapsed, 1),
+        "latency_s_p50": round(float(np.percentile(seconds, 50)), 3),
+        "latency_s_p95": round(float(np.percentile(seconds, 95)), 3),
+    }
+
+
+def other_engines() -> dict:
+    """What else could serve here: importable or not (a server of theirs is not started by this benchmark yet)."""
+    return {
+        name: ("installed" if importlib.util.find_spec(module) else "not installed")
+        for name, module in (("vllm", "vllm"), ("llama.cpp", "llama_cpp"))
+    }
+
+
+def run(quick: bool = False) -> dict:
+    rows = invoices.generate(4 if quick else 12, seed=21)
+    documents = [r["document"] for r in rows]
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = TaskConfig(type="idp", max_new_tokens=150)
+        model, tokenizer = load_model(cfg.model)
+        adapter = Path(tmp) / "adapter"
+        attach_lora(model, LoraSettings(r=8)).save_pretrained(str(adapter))
+        tokenizer.save_pretrained(str(adapter))
+        del model
+        registry = Registry(Path(tmp) / "runs")
+        ref = registry.register("invoices", "sft", adapter, {"field_f1": 0.0}, yaml.safe_dump(cfg.model_dump(mode="json")), {})
+        registry.promote("invoices", ref, force=True)
+        settings = ServiceSettings(runs_dir=registry.root, audit_log=Path(tmp) / "audit.jsonl", fast_decode="auto")
+        server, url = serve_in_thread(settings)
+        try:
+            client = openai.OpenAI(base_url=url + "/v1", api_key="bench", timeout=600)
+            _whole(client, documents[0])  # warm-up
+            streamed = [_streamed(client, d) for d in documents]
+            whole = [_whole(client, d) for d in documents]
+            one = {
+                "decode_tokens_per_s": round(sum(t for _, t in whole) / sum(s for s, _ in whole), 1),
+                "latency_s_p50": round(float(np.median([s for s, _ in whole])), 3),
+            }
+            concurrent = [_concurrent(url, documents, n, 1 if quick else 2) for n in (8, 32)]
+            decode_path = server.config.app.state.runtime.engine.decode_path
+        finally:
+            server.should_exit = True
+            time.sleep(1.0)
+    first = [s["first_s"] for s in streamed]
+    figures = {
+        "documents": len(documents),
+        "decode_path": decode_path,
+        "streaming": {
+            "time_to_first_token_s_p50": round(float(np.median(first)), 3),
+            "time_to_first_token_s_max": round(max(first), 3),
+            "unstreamed_first_byte_s_p50": one["latency_s_p50"],
+            "content_chunks_per_answer": round(float(np.mean([s["chunks"] for s in streamed])), 1),
+            "ratio_unstreamed_over_streamed_first_byte": round(one["latency_s_p50"] / float(np.median(first)), 1),
+        },
+        "builtin": {"clients_1": one, "clients_8": concurrent[0], "clients_32": concurrent[1]},
+        "other_engines": other_engines(),
+    }
+    figures["target_time_to_first_token_0.25_s"] = figures["streaming"]["time_to_first_token_s_p50"] <= 0.25
+    figures["builtin_over_best_other_1_client"] = None  # no other engine measured on this machine (other_engines)
+    return figures
