@@ -2,7 +2,7 @@
 
 distill-slm run [CONFIG]                              # no CONFIG: the embedded creditmix demo
 distill-slm eval --task creditmix --adapter production --data eval.jsonl --json
-distill-slm registry list | show TASK [--json] | promote TASK REF | rollback TASK
+distill-slm registry list | show TASK [--json] | promote TASK REF | rollback TASK | export TASK REF --to DIR
 distill-slm bench NAME [--quick] [--json]             # NAME: calibrated, kd, dpo, codegen, service, ... (bench/)
 distill-slm serve [--port 8000]                       # promoted adapters over HTTP
 distill-slm deploy [CONFIG...] [--cron '0 2 * * *']    # retrains from the Prefect UI, nightly drift, its automation
@@ -125,6 +125,23 @@ def cmd_registry(args: argparse.Namespace) -> int:
         target = registry.rollback(args.task, args.alias)
         print(f"{args.task} {args.alias} -> {target}")
         return 0
+    if args.action == "export":
+        from core.model.export import export_adapter
+
+        if not args.ref or not args.to:
+            raise DataError(
+                "<command line>",
+                None,
+                "REF",
+                "registry export needs TASK REF --to DIR, e.g. `registry export invoices production --to export/`",
+            )
+        version = registry.resolve(args.task, args.ref)
+        about = {"task": args.task, "ref": args.ref, "version": version}
+        manifest = export_adapter(
+            registry.path(args.task, version), registry.task_config(args.task, version), Path(args.to), about, args.llama_cpp
+        )
+        print(json.dumps(manifest, indent=2))
+        return 0
     raise SystemExit(f"unknown registry action {args.action}")
 
 
@@ -221,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_eval)
 
     reg = sub.add_parser("registry", help="list, show, promote, roll back adapters")
-    reg.add_argument("action", choices=["list", "show", "promote", "rollback"], help="what to do")
+    reg.add_argument("action", choices=["list", "show", "promote", "rollback", "export"], help="what to do")
     reg.add_argument("task", nargs="?", help="task name")
     reg.add_argument("ref", nargs="?", help="adapter to promote: METHOD or METHOD/VERSION")
     reg.add_argument("--alias", default="production", choices=["production", "staging"], help="alias to move")
@@ -229,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--config", help="task YAML whose promotion policy applies (default: the registered one)")
     reg.add_argument("--runs-dir", **runs)
     reg.add_argument("--json", action="store_true", help="JSON output")
+    reg.add_argument("--to", help="export: a new folder for the adapter (PEFT/vLLM), the merged model and export.json")
+    reg.add_argument("--llama-cpp", type=Path, help="export: a llama.cpp checkout; its convert_hf_to_gguf.py also writes model.gguf")
     reg.set_defaults(func=cmd_registry)
 
     bench = sub.add_parser("bench", help="run one benchmark and print its figures and ratios")
