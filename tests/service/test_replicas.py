@@ -3,11 +3,13 @@ made by another process (as the flow makes it). Both serve the new version withi
 fails; a version that cannot be loaded leaves the old one served and says why in /readyz."""
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -15,6 +17,7 @@ import yaml
 
 from core.common.config import TaskConfig
 from core.registry import Registry
+from core.serving.audit import read_audit
 from service.main import wait_until_ready
 from tests.conftest import make_adapter
 
@@ -113,3 +116,34 @@ def test_a_version_that_cannot_load_leaves_the_old_one_served_and_says_why(repli
     assert "generation" in status["registry_watch_error"] and status["refs"]["creditmix:production"] == served
     r = httpx.post(urls[0] + "/v1/chat/completions", json=_ask("x"), timeout=60)
     assert r.status_code == 200 and r.json()["distill_slm"]["adapter"] == served
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed (apt-get install nginx-light)")
+def test_the_documented_nginx_config_spreads_requests_over_the_replicas(replicas, tmp_path):
+    """deployments/nginx-replicas.conf as committed, only its ports changed: requests reach both replicas."""
+    registry, urls = replicas
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    conf = (Path(__file__).parents[2] / "deployments" / "nginx-replicas.conf").read_text()
+    for default, url in zip(("127.0.0.1:8001", "127.0.0.1:8002"), urls):
+        conf = conf.replace(default, url.removeprefix("http://"))
+    conf = conf.replace("listen 8000;", f"listen 127.0.0.1:{port};").replace("/tmp/distill-slm-nginx.pid", str(tmp_path / "nginx.pid"))
+    (tmp_path / "nginx.conf").write_text(conf)
+    nginx = subprocess.Popen(
+        ["nginx", "-e", "stderr", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        front = f"http://127.0.0.1:{port}"
+        assert wait_until_ready(front, 30, lambda: nginx.poll() is None), nginx.stderr.read().decode()[-500:]
+        before = [len(read_audit(registry.root.parent / f"audit{i}.jsonl")) for i in range(2)]
+        with httpx.Client(timeout=60) as http:
+            for i in range(12):
+                assert http.post(front + "/v1/chat/completions", json=_ask(f"Outstanding_Debt: {i}")).status_code == 200
+        after = [len(read_audit(registry.root.parent / f"audit{i}.jsonl")) for i in range(2)]
+        assert all(b > a for a, b in zip(before, after)) and sum(after) - sum(before) == 12
+    finally:
+        nginx.terminate()
+        nginx.wait(timeout=10)
