@@ -446,9 +446,7 @@ class SchemaDecoder:
         alternatives; `max_new_tokens` (a served request's, clamped to the task's) is a smaller budget, within which answers still validate;
         `batch_size` overrides the decoder's rows per decode; `on_token(document index, token)` sees the tokens as they are
         decoded (`greedy_decode`: streaming)."""
-        budget = max_new_tokens or self.max_new_tokens  # a served request's comes clamped (`core.serving.answers`)
-        if self.constrained and self.min_answer_tokens is not None and budget < self.min_answer_tokens:
-            raise AnswerBudgetTooSmall(budget, self.min_answer_tokens)
+        budget = self.budget(max_new_tokens)
         rows = batch_size or self.batch_size
         results: list[Extraction] = []
         for begin in range(0, len(documents), rows):
@@ -501,6 +499,25 @@ class SchemaDecoder:
                 [[tok, round(float(v), 4)] for tok, v in zip(self.tokenizer.convert_ids_to_tokens(ids.tolist()), values) if v > -1e9]
             )
         return steps
+
+    def budget(self, max_new_tokens: int | None) -> int:
+        """The token budget of a decode asked for `max_new_tokens` (None: the task's; a served request's comes clamped,
+        `core.serving.answers`); AnswerBudgetTooSmall when not even the shortest valid answer fits."""
+        budget = max_new_tokens or self.max_new_tokens
+        if self.constrained and self.min_answer_tokens is not None and budget < self.min_answer_tokens:
+            raise AnswerBudgetTooSmall(budget, self.min_answer_tokens)
+        return budget
+
+    def answer_of(self, tokens: list[int], prompt_tokens: int, latency_ms: float, budget: int, mask: GrammarMask | None) -> Extraction:
+        """The extraction a row decoded elsewhere (`core.model.continuous`) makes: its tokens (end-of-sequence excluded)
+        under this decoder's schema, closed early if its one-row `mask` had to."""
+        result = self._parse(self.tokenizer.decode(tokens, skip_special_tokens=True), latency_ms, prompt_tokens, len(tokens), None, budget)
+        result.closed_early = bool(mask is not None and mask.closed_early[0])
+        return result
+
+    def row_mask(self, budget: int) -> GrammarMask | None:
+        """A one-row grammar mask for a row decoded elsewhere, under this decoder's schema and `budget`."""
+        return GrammarMask(self.grammar, 1, budget, self.schema.schema, self.tokenizer) if self.constrained else None
 
     def _parse(self, text: str, latency_ms: float, prompt_tokens: int, completion_tokens: int, top, budget: int) -> Extraction:
         output, errors = self.schema.parse(text)

@@ -26,12 +26,13 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from concurrent.futures import Future
 
-from core.errors import Overloaded
+from core.errors import DocumentTooLong, Overloaded
 from core.model.calibrated import Prediction
+from core.model.continuous import Row, RunningBatch, supported
 from core.model.schema import Extraction, TaskSchema
 from core.serving.deadline import wait
 from core.serving.engine import InferenceEngine, Variant
@@ -107,6 +108,121 @@ class _Lane:
                         future.set_result(result)
 
 
+class _ContinuousLane:
+    """Extraction on a running batch (`core.model.continuous`): a request joins between decode steps and leaves as soon
+    as its answer ends, each row under its own grammar, budget and stream. Rows share a batch when they ask the same
+    task and variant (one adapter per forward); a request for another waits until the running batch drains, and the
+    batch takes no new rows meanwhile, nor while a reload waits (the batch holds the served versions,
+    `InferenceEngine.versions_held`). Each step runs as one job on the model thread, so classification is answered
+    between steps."""
+
+    def __init__(self, engine: InferenceEngine, max_rows: int, on_batch, max_queue: int = 64) -> None:
+        self.engine, self.max_rows, self.on_batch = engine, max_rows, on_batch
+        self.name = "extraction"
+        self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        self._worker = threading.Thread(target=self._serve, name="extraction-continuous", daemon=True)
+        self._worker.start()
+
+    submit = _Lane.submit
+
+    def close(self) -> None:
+        self._queue.put(_CLOSE)
+        self._worker.join(timeout=30)
+
+    def _serve(self) -> None:
+        waiting: deque = deque()
+        closing = False
+        while not (closing and not waiting):
+            if not waiting:
+                item = self._queue.get()
+                if item is _CLOSE:
+                    return
+                waiting.append(item)
+            key = waiting[0][0][:2]  # (task, variant)
+            try:
+                variant = self.engine.get(*key)
+            except Exception as exc:  # an unknown variant: its requests get the error
+                for item in [w for w in waiting if w[0][:2] == key]:
+                    waiting.remove(item)
+                    if item[2].set_running_or_notify_cancel():
+                        item[2].set_exception(exc)
+                continue
+            while self.engine.reload_pending.is_set():  # a reload waits for the versions: it goes first
+                time.sleep(0.005)
+            with self.engine.versions_held():
+                closing = self._run_batch(key, variant, waiting) or closing
+
+    def _run_batch(self, key: tuple, variant: Variant, waiting: deque) -> bool:
+        """Decode rows of `key` until none is left, taking new ones between steps; True once close() was asked."""
+        batch = RunningBatch(self.engine.model, self.engine.tokenizer.eos_token_id, self.engine.tokenizer.pad_token_id)
+        closing = False
+        while True:
+            while True:  # whatever has arrived, without waiting
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _CLOSE:
+                    closing = True
+                else:
+                    waiting.append(item)
+            reload_waits = self.engine.reload_pending.is_set()
+            if reload_waits and not len(batch):
+                return closing  # let the reload have the versions before a new batch starts
+            others_wait = any(w[0][:2] != key for w in waiting)
+            if (not len(batch) or not (others_wait or reload_waits)) and len(batch) < self.max_rows:
+                joining = [w for w in waiting if w[0][:2] == key][: self.max_rows - len(batch)]
+                for item in joining:
+                    waiting.remove(item)
+                self._admit(batch, variant, joining)
+            if not len(batch):
+                return closing
+            try:
+                ended = self.engine.run_with(variant, batch.step)
+            except Exception as exc:  # the rows decoding get the error; the lane keeps serving
+                for row in batch.rows:
+                    row.handle[0].set_exception(exc)
+                return closing
+            for row in ended:
+                future, decoder, mask, started = row.handle
+                latency_ms = (time.perf_counter() - started) * 1000
+                future.set_result((variant, decoder.answer_of(row.tokens, row.prompt_tokens, latency_ms, row.budget, mask)))
+
+    def _admit(self, batch: RunningBatch, variant: Variant, items: list) -> None:
+        """Prefill the requests that may still run and merge them into the batch; a request that cannot run gets its error."""
+        rows, prompts = [], []
+        context = getattr(self.engine.model.config, "max_position_embeddings", None)
+        for (task, name, _, max_tokens), (document, schema, stream), future in items:
+            if not future.set_running_or_notify_cancel():  # its caller has gone or its deadline passed
+                continue
+            try:
+                _, decoder = self.engine.extraction_decoder(task, name, schema)
+                budget = decoder.budget(max_tokens)
+                prompt = decoder.prompt(document)
+                length = len(self.engine.tokenizer(prompt, add_special_tokens=False).input_ids)
+                if context and length + budget > context:
+                    raise DocumentTooLong(
+                        f"the prompt is {length} tokens; with max_new_tokens={budget} that is over the model's context of {context}"
+                    )
+            except Exception as exc:
+                future.set_exception(exc)
+                continue
+            mask = decoder.row_mask(budget)
+            rows.append(Row((future, decoder, mask, time.perf_counter()), mask, budget, stream.feed if stream is not None else None))
+            prompts.append(prompt)
+        if not rows:
+            return
+        encoded = self.engine.tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+        try:
+            self.engine.run_with(variant, batch.add, dict(encoded), rows)
+        except Exception as exc:
+            for row in rows:
+                row.handle[0].set_exception(exc)
+            return
+        if self.on_batch:
+            self.on_batch(variant.task, variant.name, len(batch))
+
+
 class DynamicBatcher:
     def __init__(
         self,
@@ -118,12 +234,19 @@ class DynamicBatcher:
         extract_batch: int = 8,
         extract_wait_ms: float = 20.0,
         max_queue: int = 64,
+        continuous_extraction: bool | None = None,
     ) -> None:
         self.engine = engine
         self.chunk_tokens = chunk_tokens
         self.on_batch = on_batch
         self._classify = _Lane("classification", self._run_classify, max_batch, max_wait_ms / 1000, on_batch, max_queue)
-        self._extract = _Lane("extraction", self._run_extract, extract_batch, extract_wait_ms / 1000, on_batch, max_queue)
+        if continuous_extraction is None:
+            continuous_extraction = supported(engine.model)
+        self._extract = (
+            _ContinuousLane(engine, extract_batch, on_batch, max_queue)
+            if continuous_extraction
+            else _Lane("extraction", self._run_extract, extract_batch, extract_wait_ms / 1000, on_batch, max_queue)
+        )
 
     def classify(self, task: str, variant: str, text: str, timeout: float = 300.0) -> tuple[Variant, Prediction]:
         # A token spans at least one character: only inputs longer than the chunk in characters need counting.

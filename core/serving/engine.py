@@ -90,6 +90,7 @@ class InferenceEngine:
         self.schema_compile_s = schema_compile_s  # budget for compiling a request's own JSON Schema (None: no limit)
         self.lock = threading.RLock()  # one forward at a time; reload swaps under it
         self._reload_lock = threading.Lock()
+        self.reload_pending = threading.Event()
         self.model = None
         self.tokenizer = None
         self.configs: dict[str, TaskConfig] = {}
@@ -163,7 +164,9 @@ class InferenceEngine:
         (PEFT's `inject_adapter` calls `set_adapter`), which must never happen while a forward on another adapter runs.
         Requests queue meanwhile (their lanes are bounded) and are answered right after, by the old variant or the new.
         """
-        with self._reload_lock:  # one reload at a time
+        self.reload_pending.set()
+        with self._reload_lock:  # one reload at a time, none while a continuous batch runs (`versions_held`)
+            self.reload_pending.clear()
             return self.on_model_thread(self._reload)
 
     def _reload(self) -> dict[str, str]:
@@ -336,14 +339,36 @@ class InferenceEngine:
         on_token: Callable[[int, int], bool] | None,
     ) -> tuple[Variant, list[Extraction]]:
         with self.lock:
-            variant = self.get(task, name)
-            decoder = variant.decoder
-            if decoder.answers != "json":
-                raise UnknownVariant(f"{task} is a classification task: send it to classify")
-            if schema is not None and schema.sha256 != decoder.schema.sha256:
-                decoder = SchemaDecoder(self.model, self.tokenizer, schema, decoder.instruction, decoder.max_new_tokens, decoder.batch_size)
+            variant, decoder = self.extraction_decoder(task, name, schema)
             with self._active(variant):
                 return variant, decoder.extract(documents, max_new_tokens=max_new_tokens, batch_size=len(documents), on_token=on_token)
+
+    def extraction_decoder(self, task: str, name: str, schema: TaskSchema | None) -> tuple[Variant, SchemaDecoder]:
+        """The served variant of an idp task and its decoder under the task's schema or a request's own (compiled
+        grammars are kept by schema: `prepare_schema`)."""
+        variant = self.get(task, name)
+        decoder = variant.decoder
+        if decoder.answers != "json":
+            raise UnknownVariant(f"{task} is a classification task: send it to classify")
+        if schema is not None and schema.sha256 != decoder.schema.sha256:
+            decoder = SchemaDecoder(self.model, self.tokenizer, schema, decoder.instruction, decoder.max_new_tokens, decoder.batch_size)
+        return variant, decoder
+
+    def run_with(self, variant: Variant, fn: Callable[..., T], *args) -> T:
+        """`fn(*args)` on the model thread, under the lock, with `variant`'s adapter active (a continuous batch's steps)."""
+
+        def run() -> T:
+            with self.lock, self._active(variant):
+                return fn(*args)
+
+        return self.on_model_thread(run)
+
+    @contextlib.contextmanager
+    def versions_held(self):
+        """While held, no reload swaps the served versions (a continuous batch's rows keep the adapter they started on);
+        `reload_pending` says a reload is waiting, so the holder stops taking new rows and lets go soon."""
+        with self._reload_lock:
+            yield
 
     def decode(self, task: str, name: str, run: Callable[[object], T]) -> tuple[Variant, T]:
         """`run(decoder)` with a variant's decoder on the model thread, under the lock, its adapter active (codegen)."""
