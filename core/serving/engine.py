@@ -230,7 +230,7 @@ class InferenceEngine:
     def decode_path(self) -> str:
         """The decode copies in force ('fp32' when none): what /readyz and /metrics report."""
         dtypes = sorted(
-            str(d).removeprefix("torch.").replace("float16", "fp16").replace("bfloat16", "bf16")
+            str(d).removeprefix("torch.").replace("bfloat16", "bf16").replace("float16", "fp16")
             for d in getattr(self.model, "decode_dtypes", ())
         )
         return "+".join(dtypes) if self.fast_decode_on and dtypes else "fp32"
