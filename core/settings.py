@@ -117,6 +117,11 @@ class ServiceSettings(ModelSettings):
     verify_api_keys: list[str] = Field(
         default_factory=list, description="client keys allowed to send `tests` (code run in the sandbox): none by default"
     )
+    model_names: dict[str, str] = Field(
+        default_factory=dict,
+        description="other names clients call a served model by -> `<task>:<variant or alias>`, e.g. a fine-tuned OpenAI "
+        "model's `ft:gpt-4o-mini-2024-07-18:org::abc123` -> `tickets:production`: the same client, only its base URL changed",
+    )
     verify_tasks: list[str] = Field(
         default_factory=list,
         description="codegen tasks whose answers callers may run against their own tests (verify); off for every task by default",

@@ -141,7 +141,7 @@ async def chat_completions(body: ChatRequest, request: Request, runtime: Runtime
         schema = (body.response_format.json_schema or {}).get("schema")
         if not isinstance(schema, dict):
             raise InvalidRequest("response_format.json_schema.schema", "missing: the JSON Schema to answer under")
-    task = body.model.partition(":")[0]
+    task = runtime.resolve_model(body.model).partition(":")[0]
     if body.tests is not None:
         may_verify(runtime.settings, task, request.headers.get("x-api-key"), request.headers.get("authorization"))
     budget = body.max_completion_tokens or body.max_tokens

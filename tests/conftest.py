@@ -95,6 +95,7 @@ def make_adapter(cfg, out, seed):
     return out
 
 
+FINE_TUNED = "ft:gpt-4o-mini-2024-07-18:acme::tickets1"
 SCHEMA_COMPILE_S = 0.5  # the service fixture's budget for compiling a request's schema (small ones take milliseconds)
 
 
@@ -130,6 +131,7 @@ def server(tiny_model_dir, tmp_path_factory):
         fast_decode="fp16+bf16",  # pinned: the same decode path whatever this CPU's speed check would say
         rate_limit_per_s=10_000,  # every test calls from loopback without a key (one caller): rates are tested apart
         rate_limit_burst=10_000,
+        model_names={FINE_TUNED: "creditmix:production"},  # a client's old OpenAI fine-tuned model name
     )
     srv, base = serve_in_thread(settings)
     yield {"url": base, "registry": registry, "settings": settings}

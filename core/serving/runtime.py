@@ -180,7 +180,7 @@ class ServingRuntime:
         extraction to that schema; `tests` (codegen) are run against the answer; `stream` (built with the same `stop`) is
         fed a generated answer's tokens as they are decoded, and ends its decode early at a stop string or when its reader
         goes; `request_id` is the id to answer under (a stream's chunks carry it before the answer exists)."""
-        task, _, variant = model.partition(":")
+        task, _, variant = self.resolve_model(model).partition(":")
         if not variant:
             raise UnknownVariant(f"model: {model!r}; use <task>:<variant> or <task>:<alias> (see /v1/models)")
         if variant in ALIASES and (task, variant) not in self.engine.variants:
@@ -208,7 +208,14 @@ class ServingRuntime:
             answer.finish_reason = "stop"
 
     def model_names(self) -> list[str]:
-        return sorted(f"{v.task}:{v.name}" for v in self.engine.served())
+        """Every name a client may call: `<task>:<variant>` of each served variant, and the configured other names of
+        those (`model_names`)."""
+        served = {f"{v.task}:{v.name}" for v in self.engine.served()}
+        return sorted(served | {name for name, target in self.settings.model_names.items() if target in served})
+
+    def resolve_model(self, model: str) -> str:
+        """`<task>:<variant>` for a model name a client sent: a configured other name's target, else the name itself."""
+        return self.settings.model_names.get(model, model)
 
     # -- admin -----------------------------------------------------------------------------
     def reload(self, caller: str = "anonymous") -> dict[str, str]:

@@ -9,7 +9,7 @@ import openai
 import pytest
 
 from core.serving.audit import read_audit
-from tests.conftest import ADMIN_KEY, batch_size_counts
+from tests.conftest import ADMIN_KEY, FINE_TUNED, batch_size_counts
 
 
 def test_infer_base_and_sft(server):
@@ -187,3 +187,17 @@ def test_openai_client_reads_a_streamed_answer(server):
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == whole.choices[0].message.content
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
     assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+
+
+def test_the_same_client_calls_its_old_fine_tuned_model_name(server):
+    """Only the base URL changed: the client's `ft:` model name is served by the task's production adapter, listed in
+    /v1/models, streamed or not."""
+    client = openai.OpenAI(base_url=server["url"] + "/v1", api_key="client-key")
+    assert FINE_TUNED in {m.id for m in client.models.list()}
+    ask = [{"role": "user", "content": "Interest_Rate: 25"}]
+    reply = client.chat.completions.create(model=FINE_TUNED, messages=ask)
+    direct = client.chat.completions.create(model="creditmix:production", messages=ask)
+    assert reply.model == FINE_TUNED and reply.choices[0].message.content == direct.choices[0].message.content
+    assert reply.model_extra["distill_slm"]["adapter"] == direct.model_extra["distill_slm"]["adapter"]
+    chunks = list(client.chat.completions.create(model=FINE_TUNED, messages=ask, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == direct.choices[0].message.content
