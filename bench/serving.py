@@ -141,7 +141,7 @@ def other_engines() -> dict:
 
 
 def run(quick: bool = False) -> dict:
-    rows = invoices.generate(4 if quick else 12, seed=21)
+    rows = invoices.generate(4 if quick else 8, seed=21)
     documents = [r["document"] for r in rows]
     with tempfile.TemporaryDirectory() as tmp:
         cfg = TaskConfig(type="idp", max_new_tokens=150)
@@ -164,7 +164,7 @@ def run(quick: bool = False) -> dict:
                 "decode_tokens_per_s": round(sum(t for _, t in whole) / sum(s for s, _ in whole), 1),
                 "latency_s_p50": round(float(np.median([s for s, _ in whole])), 3),
             }
-            concurrent = [_concurrent(url, documents, n, 1 if quick else 2) for n in (8, 32)]
+            concurrent = [_concurrent(url, documents, n, 1) for n in (8, 32)]
             decode_path = server.config.app.state.runtime.engine.decode_path
         finally:
             server.should_exit = True

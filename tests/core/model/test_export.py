@@ -31,25 +31,15 @@ def registry(tiny_model_dir, tmp_path_factory):
     return registry
 
 
+def _export(registry: Registry, out) -> subprocess.CompletedProcess:
+    """`distill-slm registry export creditmix production --to OUT`, in its own process."""
+    command = ["registry", "export", "creditmix", "production", "--to", str(out), "--runs-dir", str(registry.root)]
+    return subprocess.run([sys.executable, "-m", "distill_slm.cli", *command], capture_output=True, text=True)
+
+
 def test_the_exported_forms_answer_as_the_registered_adapter(registry, tiny_model_dir, tmp_path):
     out = tmp_path / "export"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "distill_slm.cli",
-            "registry",
-            "export",
-            "creditmix",
-            "production",
-            "--to",
-            str(out),
-            "--runs-dir",
-            str(registry.root),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    done = _export(registry, out)
     assert done.returncode == 0, done.stderr
     manifest = json.loads((out / "export.json").read_text())
     assert manifest["version"] == "sft/v0001" and manifest["base_model_sha256"] == weights_sha256(tiny_model_dir)
@@ -64,22 +54,6 @@ def test_the_exported_forms_answer_as_the_registered_adapter(registry, tiny_mode
         peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), out / "adapter")
         assert torch.allclose(peft(ids).logits, want, atol=1e-5)
     assert AutoTokenizer.from_pretrained(out / "merged")("x").input_ids == tokenizer("x").input_ids
-    again = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "distill_slm.cli",
-            "registry",
-            "export",
-            "creditmix",
-            "production",
-            "--to",
-            str(out),
-            "--runs-dir",
-            str(registry.root),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    again = _export(registry, out)
     assert again.returncode == 1 and "already exists" in again.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # no half-written folder left beside it
