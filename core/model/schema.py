@@ -461,12 +461,7 @@ class SchemaDecoder:
     ) -> list[Extraction]:
         start = time.perf_counter()
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
-        context = getattr(self.model.config, "max_position_embeddings", None)
-        longest = int(enc["attention_mask"].sum(dim=1).max())
-        if context and longest + budget > context:
-            raise DocumentTooLong(
-                f"the prompt is {longest} tokens; with max_new_tokens={budget} that is over the model's context of {context}"
-            )
+        self.check_fits(int(enc["attention_mask"].sum(dim=1).max()), budget)
         enc = {k: v.to(self.model.device) for k, v in enc.items()}
         mask = GrammarMask(self.grammar, len(prompts), budget, self.schema.schema, self.tokenizer) if self.constrained else None
         new, scores = greedy_decode(
@@ -507,6 +502,14 @@ class SchemaDecoder:
         if self.constrained and self.min_answer_tokens is not None and budget < self.min_answer_tokens:
             raise AnswerBudgetTooSmall(budget, self.min_answer_tokens)
         return budget
+
+    def check_fits(self, prompt_tokens: int, budget: int) -> None:
+        """DocumentTooLong when a prompt of `prompt_tokens` and `budget` new tokens are over the model's context."""
+        context = getattr(self.model.config, "max_position_embeddings", None)
+        if context and prompt_tokens + budget > context:
+            raise DocumentTooLong(
+                f"the prompt is {prompt_tokens} tokens; with max_new_tokens={budget} that is over the model's context of {context}"
+            )
 
     def answer_of(self, tokens: list[int], prompt_tokens: int, latency_ms: float, budget: int, mask: GrammarMask | None) -> Extraction:
         """The extraction a row decoded elsewhere (`core.model.continuous`) makes: its tokens (end-of-sequence excluded)

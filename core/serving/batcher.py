@@ -30,7 +30,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable
 from concurrent.futures import Future
 
-from core.errors import DocumentTooLong, Overloaded
+from core.errors import Overloaded
 from core.model.calibrated import Prediction
 from core.model.continuous import Row, RunningBatch, supported
 from core.model.schema import Extraction, TaskSchema
@@ -191,7 +191,6 @@ class _ContinuousLane:
     def _admit(self, batch: RunningBatch, variant: Variant, items: list) -> None:
         """Prefill the requests that may still run and merge them into the batch; a request that cannot run gets its error."""
         rows, prompts = [], []
-        context = getattr(self.engine.model.config, "max_position_embeddings", None)
         for (task, name, _, max_tokens), (document, schema, stream), future in items:
             if not future.set_running_or_notify_cancel():  # its caller has gone or its deadline passed
                 continue
@@ -200,10 +199,7 @@ class _ContinuousLane:
                 budget = decoder.budget(max_tokens)
                 prompt = decoder.prompt(document)
                 length = len(self.engine.tokenizer(prompt, add_special_tokens=False).input_ids)
-                if context and length + budget > context:
-                    raise DocumentTooLong(
-                        f"the prompt is {length} tokens; with max_new_tokens={budget} that is over the model's context of {context}"
-                    )
+                decoder.check_fits(length, budget)
             except Exception as exc:
                 future.set_exception(exc)
                 continue

@@ -92,15 +92,15 @@ class ServingRuntime:
                 generation = self.engine.registry.generation()
                 if generation == self.generation:
                     continue
-                served = self.engine.reload()
+                served = self._reload()
             except Exception as exc:  # noqa: BLE001 (a bad version must not end the watch)
                 log.exception("registry watch: reload failed")
                 self.watch_error = f"generation {generation}: {type(exc).__name__}: {exc}"
-                self.generation = generation
+                self.generation = max(self.generation, generation)  # tried: the next move tries again
                 self.audit_event("registry.reload", "registry-watch", generation=generation, error=self.watch_error)
                 continue
-            self.generation, self.watch_error = generation, None
-            self.audit_event("registry.reload", "registry-watch", generation=generation, served=served)
+            self.watch_error = None
+            self.audit_event("registry.reload", "registry-watch", generation=self.generation, served=served)
 
     def close(self) -> None:
         self._stop.set()
