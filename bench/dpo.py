@@ -34,8 +34,8 @@ def _split(cfg: TaskConfig) -> tuple[list[Example], list[Example]]:
 def _child(kind: str, cfg_json: str, adapter: str | None, out: str) -> dict:
     """One training run in its own process; returns its figures and its peak RSS."""
     from core.model.loading import load_model
-    from core.training.dpo import train_dpo
-    from core.training.sft import train_sft
+    from core.training.dpo_trainer import train_dpo
+    from core.training.sft_trainer import train_sft
 
     cfg = TaskConfig.model_validate_json(cfg_json)
     train, _ = _split(cfg)

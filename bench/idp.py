@@ -30,8 +30,8 @@ from core.kinds.data import labeled_rows, split
 from core.methods import kd as kd_method
 from core.model.loading import load_model
 from core.teachers.traces import TraceStore, generate_traces
-from core.training.dpo import train_dpo
-from core.training.sft import train_sft
+from core.training.dpo_trainer import train_dpo
+from core.training.sft_trainer import train_sft
 from demos import invoices
 
 KEYS = (*EXTRACTION_HEADLINE, "completion_tokens_per_request")

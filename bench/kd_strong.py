@@ -34,7 +34,7 @@ from core.model.loading import activate_adapter, load_model
 from core.registry import Registry
 from core.settings import ServiceSettings
 from core.teachers.traces import TraceStore, generate_traces
-from core.training.sft import train_sft
+from core.training.sft_trainer import train_sft
 from service.main import serve_in_thread
 
 TASK = "creditmix"

@@ -3,7 +3,7 @@
 Both train the embedded model with the same LoRA, batch, sequence lengths and step count; tokens/s
 is (tokens in the training rows x epochs) / trainer runtime for both. Target: ratio >= 0.9.
 A third side trains the same rows with `training.cpu_autocast: off` (fp32): the gain of the default
-bf16 autocast on a CPU whose speed check turns it on (`core.training.sft.cpu_autocast`).
+bf16 autocast on a CPU whose speed check turns it on (`core.training.sft_trainer.cpu_autocast`).
 
     distill-slm bench sft-throughput [--quick] [--json]
 """
@@ -20,7 +20,7 @@ from trl import SFTTrainer
 from bench.calibrated import eval_rows
 from core.common.config import TaskConfig
 from core.model.loading import load_model, lora_config
-from core.training.sft import check_lengths, cpu_autocast, sft_config, sft_dataset, train_sft
+from core.training.sft_trainer import check_lengths, cpu_autocast, sft_config, sft_dataset, train_sft
 
 
 def bare_trl(cfg: TaskConfig, rows, out: Path) -> float:

@@ -37,7 +37,7 @@ from core.methods import kd as kd_method
 from core.methods.selftrain import LABELER_MODES, labeler_config
 from core.model.loading import load_tokenizer
 from core.teachers.traces import TraceStore, generate_traces
-from core.training.sft import train_sft
+from core.training.sft_trainer import train_sft
 
 TASKS = ("creditmix", "tickets")
 

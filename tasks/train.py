@@ -19,7 +19,7 @@ from core.kinds import for_config
 from core.kinds.data import load_rows
 from core.methods import dpo, kd, run_dir, selftrain, sft
 from core.teachers.traces import TraceStore
-from core.training.sft import TrainStats
+from core.training.sft_trainer import TrainStats
 
 
 def trained_once(folder: Path, method: str, train: Callable[[Path, Path], tuple[Path, TrainStats]]) -> str:

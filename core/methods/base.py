@@ -9,7 +9,7 @@ from core.common.rows import Example, json_sha256
 from core.evaluation.evaluate import validation_score
 from core.kinds import for_config
 from core.model.loading import load_tokenizer
-from core.training.sft import Validate
+from core.training.sft_trainer import Validate
 
 
 def run_dir(cfg: TaskConfig, method: str, fingerprint: dict) -> Path:

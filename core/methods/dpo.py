@@ -15,7 +15,7 @@ from core.common.rows import Example, Pair
 from core.kinds import for_config
 from core.kinds.data import label_set
 from core.model.loading import load_model
-from core.training.dpo import load_pairs, train_dpo
+from core.training.dpo_trainer import load_pairs, train_dpo
 
 
 def check(cfg: TaskConfig) -> None:

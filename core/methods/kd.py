@@ -21,8 +21,8 @@ from core.kinds.data import hold_out_validation, label_set
 from core.methods.base import run_dir, validator
 from core.model.calibrated import CalibratedDecoder, save_label_prior
 from core.model.loading import load_model
-from core.training.kd import train_kd
-from core.training.sft import TrainStats
+from core.training.kd_trainer import train_kd
+from core.training.sft_trainer import TrainStats
 
 PRIOR_INPUTS = 256  # pool inputs a KD student's label prior is averaged over (~30 s on 2 CPU cores)
 

@@ -18,7 +18,7 @@ from core.errors import ConfigError
 from core.kinds import for_config
 from core.kinds.data import train_rows
 from core.methods.sft import train as train_sft
-from core.training.sft import TrainStats
+from core.training.sft_trainer import TrainStats
 
 LABELER_MODES = ("deliberate", "zero-shot")  # how this run's SFT adapter labels: retrieved shots + votes, or as served
 

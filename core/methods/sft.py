@@ -10,7 +10,7 @@ from pathlib import Path
 from core.common.config import TaskConfig
 from core.common.rows import Example
 from core.methods.base import validator
-from core.training.sft import TrainStats, train_sft
+from core.training.sft_trainer import TrainStats, train_sft
 
 
 def check(cfg: TaskConfig) -> None:

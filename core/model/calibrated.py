@@ -8,7 +8,7 @@ sequence ends with the answer's end token, or the shorter label would always win
 scored in batches with one forward each; when every label is a single token (the usual case) that
 forward is all it costs. Multi-token labels reuse the prompt's KV cache: the cache is repeated once
 per label along the batch axis and all label continuations run in one more forward. KD trains the
-student on this same distribution (`core.training.kd`).
+student on this same distribution (`core.training.kd_trainer`).
 
 Small models prefer some labels whatever the input ("Good" for everything, for SmolLM2). Zhao et
 al. (2021, "Calibrate before use") measure that prior on content-free inputs ("N/A", "", "[MASK]")

@@ -1,5 +1,5 @@
 """KD rows for generation tasks (extraction, code): the teacher's answer as the target, its top-k token
-log-probabilities where its tokens are provably the student's. Apart from `core.training.kd` so that the task
+log-probabilities where its tokens are provably the student's. Apart from `core.training.kd_trainer` so that the task
 kinds, which build these rows, do not import the trainer (TRL) into every process that only serves.
 
     rows, counts = generation_kd_rows(traces, cfg, tokenizer)

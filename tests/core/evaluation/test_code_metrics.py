@@ -16,7 +16,7 @@ from demos import pyfuncs
 
 def test_embedded_model_answers_are_run_and_become_pairs_that_train(embedded_dir, tiny_cfg, tmp_path):
     """SmolLM2's own samples on demo tasks: tested by execution, paired, and trained on with DPO."""
-    from core.training.dpo import train_dpo
+    from core.training.dpo_trainer import train_dpo
 
     tasks = [CodeTask(**row) for row in pyfuncs.generate(3, seed=1)]
     model, tokenizer = load_model(ModelConfig(base_model=str(embedded_dir)))

@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import load_file
 
 from core.common.rows import Example
-from core.training.sft import train_sft
+from core.training.sft_trainer import train_sft
 
 
 def _rows(n):

@@ -8,8 +8,8 @@ from core.common.config import TaskConfig
 from core.common.prompts import task_messages
 from core.kinds import for_config
 from core.model.loading import load_model, lora_config
-from core.training.kd import KDCollator, KDTrainer
-from core.training.sft import CompletionSFTTrainer, sft_config
+from core.training.kd_trainer import KDCollator, KDTrainer
+from core.training.sft_trainer import CompletionSFTTrainer, sft_config
 
 
 def test_rows_carry_the_teachers_answer_and_label_distribution():
@@ -142,7 +142,7 @@ def test_topk_kl_is_zero_when_the_teacher_is_the_student(tiny_cfg, tmp_path):
 def test_kd_plans_more_steps_than_sft_on_the_same_rows():
     """KD's size rule runs to kd.min_steps (a 1,992-row pool: 5 passes, 1,250 steps), SFT's to training.min_steps; an
     explicit kd.epochs or training.epochs still wins."""
-    from core.training.kd import kd_epochs
+    from core.training.kd_trainer import kd_epochs
     from core.training.recipe import plan_steps
 
     cfg = TaskConfig()

@@ -39,7 +39,7 @@ from core.common.rows import Example
 from core.model.calibrated import label_sequences
 from core.training.completion import CompletionStep, completion_forward
 from core.training.recipe import plan_steps
-from core.training.sft import CompletionSFTTrainer, TrainStats, Validate, check_lengths, run_training, trainer_args
+from core.training.sft_trainer import CompletionSFTTrainer, TrainStats, Validate, check_lengths, run_training, trainer_args
 
 
 class KDCollator:

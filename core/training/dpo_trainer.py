@@ -30,7 +30,7 @@ from core.common.files import read_records
 from core.common.prompts import completion_chat, render_prompt
 from core.common.rows import Pair
 from core.errors import DataError
-from core.training.sft import TrainStats, run_training, trainer_args
+from core.training.sft_trainer import TrainStats, run_training, trainer_args
 
 # Model configs whose logits are transformed before the softmax: TRL's own head handles them, ours does not try to.
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")

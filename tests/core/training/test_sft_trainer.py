@@ -4,7 +4,7 @@ import pytest
 
 from core.common.rows import Example
 from core.errors import DataError
-from core.training.sft import CompletionSFTTrainer, train_sft
+from core.training.sft_trainer import CompletionSFTTrainer, train_sft
 from demos import creditmix
 
 
@@ -19,7 +19,7 @@ from core.common.rows import Example
 from core.evaluation.evaluate import validation_score
 from core.kinds import for_config
 from core.model.loading import load_tokenizer
-from core.training.sft import train_sft
+from core.training.sft_trainer import train_sft
 from demos import creditmix
 
 model_dir, ckpt, out = sys.argv[1:4]
@@ -52,7 +52,7 @@ def test_training_killed_at_random_moments_resumes_from_its_last_complete_checkp
 
     from safetensors.torch import load_file
 
-    from core.training.sft import last_complete_checkpoint
+    from core.training.sft_trainer import last_complete_checkpoint
     from tests.conftest import kill_at_random_moment
 
     rng = random.Random(7)
@@ -102,7 +102,7 @@ def test_completion_only_projection_gives_the_full_logits_loss(tiny_cfg, tmp_pat
     import torch.nn.functional as F
 
     from core.model.loading import load_model, lora_config
-    from core.training.sft import sft_config, sft_dataset
+    from core.training.sft_trainer import sft_config, sft_dataset
 
     model, tokenizer = load_model(tiny_cfg.model)
     trainer = CompletionSFTTrainer(

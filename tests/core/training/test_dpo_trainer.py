@@ -11,7 +11,7 @@ from core.errors import DataError
 from core.kinds import for_config
 from core.model.decoders import classification_decoder
 from core.model.loading import load_model
-from core.training.dpo import check_pairs, load_pairs, train_dpo
+from core.training.dpo_trainer import check_pairs, load_pairs, train_dpo
 from tests.conftest import make_adapter
 
 
@@ -76,7 +76,7 @@ def test_extraction_pairs_reject_valid_but_wrong_json_and_train(tiny_cfg, tmp_pa
     from core.evaluation.metrics import field_diff
     from core.kinds.extraction import perturbed, task_schema
     from core.model.loading import load_model
-    from core.training.dpo import train_dpo
+    from core.training.dpo_trainer import train_dpo
     from demos.invoices import generate
 
     cfg = TaskConfig(type="idp", model=tiny_cfg.model, max_new_tokens=200)
@@ -107,7 +107,7 @@ def test_scoring_only_completion_positions_keeps_trls_fused_head_contract(tiny_c
     or changes what a `FusedCausalLMOutput` field means.
     """
     from core.model.loading import lora_config
-    from core.training.dpo import CompletionDPOTrainer, dpo_config, dpo_dataset
+    from core.training.dpo_trainer import CompletionDPOTrainer, dpo_config, dpo_dataset
 
     pairs = [Pair(f"Interest_Rate: {i}", "Good", "Standard", "gold") for i in range(4)]
     model, tokenizer = load_model(tiny_cfg.model)
