@@ -39,9 +39,9 @@ test: models
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 # The scale-out tests on real engines that do not fit the suite's 15 minutes: a Prefect work pool with two workers
-# running three retrains (tests/deployments/test_work_pool.py).
+# running three retrains (tests/deployments/test_work_pool.py); DDP launches killed and failing (test_launch.py).
 test-scale: models
-	DISTILL_SLM_SCALE_TESTS=1 $(PY) -m pytest -q tests/deployments tests/core/teachers/test_fanout.py
+	DISTILL_SLM_SCALE_TESTS=1 $(PY) -m pytest -q tests/deployments tests/core/teachers/test_fanout.py tests/core/methods/test_launch.py
 
 docs: install  # the documentation site (docs/ + the recorded benchmark JSON); a broken link fails it
 	$(PIP) -e '.[docs]'

@@ -17,7 +17,7 @@ from core.common.rows import json_sha256, text_sha256
 from core.errors import DataError
 from core.kinds import for_config
 from core.kinds.data import load_rows
-from core.methods import dpo, kd, run_dir, selftrain, sft
+from core.methods import dpo, kd, launch, run_dir, selftrain
 from core.teachers.traces import TraceStore
 from core.training.sft_trainer import TrainStats
 
@@ -58,8 +58,9 @@ def train_sft_task(cfg: TaskConfig, train_path: str, fingerprint: dict, validati
     """Train an SFT adapter, keeping the best step on the validation rows (when there are any); return its folder."""
 
     def train(checkpoints: Path, out: Path) -> tuple[Path, TrainStats]:
-        rows = load_rows(for_config(cfg), train_path)
-        return sft.train(cfg, rows, _validation(cfg, validation_path, fingerprint), checkpoints, out, source=train_path)
+        inputs = {"rows": load_rows(for_config(cfg), train_path), "validation": _validation(cfg, validation_path, fingerprint)}
+        adapter_dir, stats, _ = launch.train("sft", cfg, inputs | {"source": train_path}, checkpoints, out)
+        return adapter_dir, stats
 
     return trained_once(run_dir(cfg, "sft", fingerprint), "SFT", train)
 
@@ -82,10 +83,10 @@ def train_selftrain_task(
     folder = run_dir(cfg, "selftrain", {"added": sorted(text_sha256(r.text) + r.label for r in added), **fingerprint})
 
     def train(checkpoints: Path, out: Path) -> tuple[Path, TrainStats]:
-        gold = load_rows(for_config(cfg), train_path)
-        report_ = report | {"labeler_choice": labeler_choice}
-        source = f"{train_path} + {pool_traces_file}"
-        return selftrain.train(cfg, gold, added, validation, checkpoints, out, report=report_, source=source)
+        inputs = {"gold": load_rows(for_config(cfg), train_path), "added": added, "validation": validation}
+        inputs |= {"report": report | {"labeler_choice": labeler_choice}, "source": f"{train_path} + {pool_traces_file}"}
+        adapter_dir, stats, _ = launch.train("selftrain", cfg, inputs, checkpoints, out)
+        return adapter_dir, stats
 
     return trained_once(folder, "self-training", train)
 
@@ -101,7 +102,7 @@ def train_kd_task(cfg: TaskConfig, traces_file: str, fingerprint: dict) -> str:
 
     def train(checkpoints: Path, out: Path) -> tuple[Path, TrainStats]:
         logger.info("KD on %d teacher traces (%d failed traces left out)", len(traces), failed)
-        adapter_dir, stats, counts = kd.train(cfg, traces, checkpoints, out, source=traces_file)
+        adapter_dir, stats, counts = launch.train("kd", cfg, {"traces": traces, "source": traces_file}, checkpoints, out)
         logger.info("KD rows: %s", counts)
         return adapter_dir, stats
 
@@ -123,7 +124,8 @@ def train_dpo_task(
         get_run_logger().info("DPO pairs: %s", counts)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "pairs.json").write_text(json.dumps(counts, indent=2))
-        adapter_dir, stats = dpo.train(cfg, pairs, checkpoints, out, start_adapter=start_adapter, source=source)
+        inputs = {"pairs": pairs, "start_adapter": start_adapter, "source": source}
+        adapter_dir, stats, _ = launch.train("dpo", cfg, inputs, checkpoints, out)
         (adapter_dir / "pairs.json").write_text(json.dumps(counts, indent=2))
         return adapter_dir, stats
 

@@ -78,7 +78,10 @@ class TrainingConfig(_Strict):
     max_epochs: float = Field(8.0, gt=0, description="the size rule's cap on passes over a small split")
     max_steps: int = Field(-1, description="stop after this many optimizer steps (-1 = use epochs)")
     validation_per_class: int = Field(
-        20, ge=0, description="rows per class held out of the training rows to pick the best step and stop early (0 = off)"
+        20,
+        ge=0,
+        description="rows per class held out of the training rows to pick the best step and stop early, never more than a "
+        "quarter of a class (0 = off)",
     )
     eval_steps: int | None = Field(None, ge=1, description="validate every N steps (None = a tenth of the planned steps)")
     patience: int = Field(3, ge=1, description="stop after this many validations without improvement; the best adapter is kept")
@@ -289,7 +292,8 @@ class ServiceLink(_Strict):
 class ScaleConfig(_Strict):
     """Where independent work runs. `local` (the default) keeps everything in this process, as a laptop run does;
     `ray` sends the teacher's pool to workers of a Ray cluster (`ray start --head` / KubeRay), which answer it in
-    shards while this process writes every answer to the trace cache as its shard returns."""
+    shards while this process writes every answer to the trace cache as its shard returns. `train_processes` > 1 trains
+    each method data-parallel under `accelerate launch` (`core.methods.parallel`), whatever the runner."""
 
     runner: Literal["local", "ray"] = Field("local", description="local: this process; ray: a Ray cluster's workers (`address`)")
     address: str | None = Field(
@@ -301,6 +305,13 @@ class ScaleConfig(_Strict):
     )
     worker_cpus: float = Field(1.0, gt=0, description="CPUs each teacher worker reserves on the cluster")
     worker_gpus: float = Field(0.0, ge=0, description="GPUs each teacher worker reserves (a local model teacher on a GPU node)")
+    train_processes: int = Field(
+        1,
+        ge=1,
+        description="data-parallel processes each training runs in (`accelerate launch`, DDP: one per GPU; gloo on a CPU); "
+        "the same optimizer steps over the same rows (each process takes batch_size / train_processes of every batch); 1: in "
+        "this process",
+    )
 
 
 # What a task file of each type starts from, beyond the field defaults: each kind's `defaults` (its own module in
@@ -406,6 +417,11 @@ class TaskConfig(_Strict):
                     raise ValueError(f"{NEED_REASONS[method]}: add {need!r} to methods{NEED_ESCAPES.get(method, '')}")
         if len(set(self.labels)) != len(self.labels):
             raise ValueError(f"labels must be distinct, got {self.labels}")
+        if self.training.batch_size % self.scale.train_processes:
+            raise ValueError(
+                f"training.batch_size ({self.training.batch_size}) must divide by scale.train_processes "
+                f"({self.scale.train_processes}): each process takes an equal share of every batch"
+            )
         for label in self.calibration.label_bias:
             if label not in self.labels:
                 raise ValueError(f"calibration.label_bias names {label!r}, which is not in labels {self.labels}")

@@ -21,6 +21,7 @@ from core.kinds.data import hold_out_validation, label_set
 from core.methods.base import run_dir, validator
 from core.model.calibrated import CalibratedDecoder, save_label_prior
 from core.model.loading import load_model
+from core.training.data_parallel import main_process
 from core.training.kd_trainer import train_kd
 from core.training.sft_trainer import TrainStats
 
@@ -52,7 +53,7 @@ def train(
     """Train (or resume) a KD adapter on usable traces; return it, its stats and the rows' counts."""
     kind = for_config(cfg)
     answers = [Example(t["id"], t["prompt"], t["output"]) for t in traces]
-    kept, validation = hold_out_validation(kind, answers, strict=False)
+    kept, validation = hold_out_validation(kind, answers)
     if len(validation) < 2 * len(set(e.label for e in answers)):
         kept, validation = answers, []  # too few traces to tell one step from another: train on them all
     held = {e.id for e in validation}
@@ -63,7 +64,7 @@ def train(
     adapter_dir, stats = train_kd(
         cfg, rows, kept, checkpoint_dir, out_dir, labels=labels, progress=progress, source=source, validate=validate
     )
-    if labels is not None:
+    if labels is not None and main_process():
         store_student_lean(cfg, adapter_dir, train_traces)
     return adapter_dir, stats, counts | {"validation_traces": len(validation)}
 

@@ -18,6 +18,7 @@ from core.errors import ConfigError
 from core.kinds import for_config
 from core.kinds.data import train_rows
 from core.methods.sft import train as train_sft
+from core.training.data_parallel import main_process
 from core.training.sft_trainer import TrainStats
 
 LABELER_MODES = ("deliberate", "zero-shot")  # how this run's SFT adapter labels: retrieved shots + votes, or as served
@@ -70,5 +71,6 @@ def train(
     rows = train_rows(for_config(cfg), gold + added)
     adapter_dir, stats = train_sft(cfg, rows, validation, checkpoint_dir, out_dir, progress=progress, source=source)
     report = (report or {}) | {"gold_rows": len(gold), "training_rows_after_balancing": len(rows)}
-    atomic_write_text(adapter_dir / "self_training.json", json.dumps(report, indent=2))
+    if main_process():
+        atomic_write_text(adapter_dir / "self_training.json", json.dumps(report, indent=2))
     return adapter_dir, stats

@@ -15,10 +15,14 @@ adapter disabled; from an SFT adapter (SFT -> DPO), TRL adds a frozen copy of th
 from __future__ import annotations
 
 import functools
+import os
+import shutil
+import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from datasets import Dataset
+from datasets import Dataset, load_from_disk
 from peft import PeftModel
 from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -28,8 +32,9 @@ from trl.trainer.utils import FusedCausalLMOutput
 from core.common.config import TaskConfig
 from core.common.files import read_records
 from core.common.prompts import completion_chat, render_prompt
-from core.common.rows import Pair
+from core.common.rows import Pair, json_sha256
 from core.errors import DataError
+from core.training.data_parallel import data_parallel, main_process
 from core.training.sft_trainer import TrainStats, run_training, trainer_args
 
 # Model configs whose logits are transformed before the softmax: TRL's own head handles them, ours does not try to.
@@ -185,6 +190,27 @@ def dpo_config(cfg: TaskConfig, checkpoint_dir: str | Path, n_pairs: int, progre
     return DPOConfig(**shared, beta=d.beta, loss_type=[d.loss_type], precompute_ref_log_probs=True)
 
 
+def shared_by_ranks(dataset: Dataset, folder: str | Path, key: str, wait_s: float = 600) -> Dataset:
+    """`dataset` as files every rank of a data-parallel run opens (alone: as it is). TRL's DPO computes the reference
+    log-probabilities on rank 0 into a cache file beside the dataset's own files, and the other ranks read it there; an
+    in-memory dataset's cache is a temporary folder of each process's own, so rank 1 looked for rank 0's file in vain.
+    Rank 0 writes `folder/pairs-<key>` (renamed into place whole); the others wait for it."""
+    if data_parallel()[1] == 1:
+        return dataset
+    path = Path(folder) / f"pairs-{key}"
+    if main_process() and not path.exists():
+        incoming = path.with_name(path.name + ".incoming")
+        shutil.rmtree(incoming, ignore_errors=True)
+        dataset.save_to_disk(str(incoming))
+        os.rename(incoming, path)
+    deadline = time.monotonic() + wait_s
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"rank 0 did not write {path} in {wait_s:.0f} s")
+        time.sleep(0.2)
+    return load_from_disk(str(path))
+
+
 def train_dpo(
     cfg: TaskConfig,
     pairs: list[Pair],
@@ -197,7 +223,7 @@ def train_dpo(
     """Train (or resume) a DPO adapter, from `start_adapter` (SFT -> DPO) or a fresh LoRA; save it to `out_dir`."""
     return run_training(
         cfg,
-        dpo_dataset(pairs, cfg.instruction),
+        shared_by_ranks(dpo_dataset(pairs, cfg.instruction), checkpoint_dir, json_sha256([asdict(p) for p in pairs], 16)),
         checkpoint_dir,
         out_dir,
         progress,

@@ -33,6 +33,7 @@ from core.errors import DataError
 from core.model.fast_decode import matmul_speedup
 from core.model.loading import load_model, lora_config
 from core.training.completion import CompletionStep, completion_forward
+from core.training.data_parallel import data_parallel, main_process
 from core.training.recipe import plan_steps
 from core.training.validation import BestOnValidation
 
@@ -46,6 +47,10 @@ class CompletionSFTTrainer(SFTTrainer):
         loss = F.cross_entropy(
             step.logits.reshape(-1, step.logits.size(-1)), step.targets.reshape(-1), ignore_index=-100, reduction="sum"
         ) / torch.as_tensor(n_tokens, device=step.logits.device).clamp(min=1)
+        if num_items_in_batch is not None and self.args.average_tokens_across_devices:
+            # The count is every rank's tokens and DDP averages the ranks' gradients: scaled back as Trainer.compute_loss
+            # scales, so N processes take the single process's step (without it, half the gradient on two).
+            loss = loss * self.accelerator.num_processes
         self.log_token_accuracy(model, step)
         return (loss, step.outputs) if return_outputs else loss
 
@@ -113,9 +118,11 @@ def trainer_args(cfg: TaskConfig, checkpoint_dir: str | Path, n_rows: int, progr
     t = cfg.training
     on_gpu = torch.cuda.is_available() and cfg.model.device != "cpu"
     plan = plan_steps(t, n_rows, epochs)
+    processes = data_parallel()[1]
     return dict(
         output_dir=str(checkpoint_dir),
-        per_device_train_batch_size=t.batch_size,
+        # Data-parallel: each process takes its share of every batch, so the optimizer steps and their rows stay the same.
+        per_device_train_batch_size=max(1, t.batch_size // processes),
         gradient_accumulation_steps=t.grad_accum,
         num_train_epochs=plan.epochs,
         max_steps=t.max_steps,
@@ -158,7 +165,8 @@ def last_complete_checkpoint(checkpoint_dir: str | Path) -> str | None:
     for _, path in reversed(steps):
         if (path / "trainer_state.json").exists():
             return str(path)
-        shutil.rmtree(path)  # killed mid-save: never resumed from, and in the way of the step's next save
+        # killed mid-save: never resumed from, and in the way of the step's next save (every data-parallel rank looks)
+        shutil.rmtree(path, ignore_errors=True)
     return None
 
 
@@ -201,12 +209,13 @@ def run_training(
     result = trainer.train(resume_from_checkpoint=resume)
     elapsed = time.perf_counter() - start
     out_dir = Path(out_dir)
-    # Only the trained adapter: DPO keeps a frozen reference copy beside it that is not the product.
-    trainer.model.save_pretrained(str(out_dir), selected_adapters=["default"])
-    if best is not None and best.best is not None and best.best["step"] != trainer.state.global_step:
-        for item in best.best_dir.iterdir():  # the best adapter seen replaces the last one
-            shutil.copy2(item, out_dir / item.name)
-    tokenizer.save_pretrained(str(out_dir))
+    if main_process():
+        # Only the trained adapter: DPO keeps a frozen reference copy beside it that is not the product.
+        trainer.model.save_pretrained(str(out_dir), selected_adapters=["default"])
+        if best is not None and best.best is not None and best.best["step"] != trainer.state.global_step:
+            for item in best.best_dir.iterdir():  # the best adapter seen replaces the last one
+                shutil.copy2(item, out_dir / item.name)
+        tokenizer.save_pretrained(str(out_dir))
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     epochs_done = trainer.state.epoch or trainer.args.num_train_epochs
     processed = int(tokens * epochs_done)
@@ -224,7 +233,7 @@ def run_training(
         rows=len(dataset),
         distinct_rows=len({json.dumps(p, sort_keys=True) for p in dataset["prompt"]}) if "prompt" in dataset.column_names else len(dataset),
     )
-    if stats.learning_curve:
+    if stats.learning_curve and main_process():
         (out_dir / "learning_curve.json").write_text(json.dumps({"metric": cfg.promotion.primary_metric, "curve": stats.learning_curve}))
     return out_dir, stats
 

@@ -24,6 +24,7 @@ import torch
 from transformers import TrainerCallback
 
 from core.common.files import atomic_write_text, fsync_folder
+from core.training.data_parallel import main_process
 
 
 class BestOnValidation(TrainerCallback):
@@ -33,7 +34,8 @@ class BestOnValidation(TrainerCallback):
         self.score, self.every, self.patience, self.not_before = score, every, patience, not_before
         self.best_dir = Path(folder) / "best"
         self._state_path = Path(folder) / "validation.json"
-        _recover(self.best_dir)
+        if main_process():
+            _recover(self.best_dir)
         saved = json.loads(self._state_path.read_text()) if self._state_path.exists() else {}
         self.curve: list[dict] = saved.get("curve", [])
 
@@ -50,16 +52,18 @@ class BestOnValidation(TrainerCallback):
         was_training = model.training
         model.eval()
         try:
-            value = float(self.score(model))
+            value = _rank_zeros(float(self.score(model)))
         finally:
             model.train(was_training)
         best = self.best
         self.curve.append({"step": state.global_step, "value": value})
         if best is None or value > best["value"]:
-            self._save_best(model)
+            if main_process():
+                self._save_best(model)
         elif state.global_step >= self.not_before and sum(point["step"] > self.best["step"] for point in self.curve) >= self.patience:
             control.should_training_stop = True
-        atomic_write_text(self._state_path, json.dumps({"curve": self.curve}))
+        if main_process():  # every rank keeps the same curve (identical weights, identical scores); one writes it
+            atomic_write_text(self._state_path, json.dumps({"curve": self.curve}))
         return control
 
     def _save_best(self, model) -> None:
@@ -73,6 +77,15 @@ class BestOnValidation(TrainerCallback):
             os.rename(self.best_dir, old)
         os.rename(fresh, self.best_dir)
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _rank_zeros(value: float) -> float:
+    """Rank 0's figure on every rank of a data-parallel run, so all stop at the same step whatever rounding did."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return value
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return float(box[0])
 
 
 def _recover(best_dir: Path) -> None:
