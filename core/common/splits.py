@@ -54,28 +54,14 @@ def balance(examples: list[Example], labels: list[str], per_class: int, seed: in
     return out
 
 
-def stratified_holdout(
-    examples: list[Example], labels: list[str], per_class: int, seed: int, strict: bool = True
-) -> tuple[list[Example], list[Example]]:
-    """(rest, held out): `per_class` rows of every label held out, the rest kept in order.
-
-    `strict`: a class needs twice `per_class` rows, else DataError says how many; otherwise a class gives at most a
-    quarter of its rows (labels a teacher chose, which no one balanced).
-    """
-    groups = _by_label(examples, labels)
-    short = {label: len(g) for label, g in groups.items() if g and len(g) < 2 * per_class}
-    if short and strict:
-        raise DataError(
-            "<split>",
-            None,
-            "label",
-            f"too few rows per class to hold out {per_class} per class: {short}; each class needs at least {2 * per_class} "
-            "(or lower training.validation_per_class; 0 turns the validation split off)",
-        )
+def stratified_holdout(examples: list[Example], labels: list[str], per_class: int, seed: int) -> tuple[list[Example], list[Example]]:
+    """(rest, held out): up to `per_class` rows of every label held out, never more than a quarter of the label's rows
+    (a rare class keeps three quarters of its rows for training: a rule that asked 20 of a class of 34 refused a
+    realistic imbalanced file outright), the rest kept in order. A class of fewer than 4 rows gives none."""
     rng = random.Random(seed)
     held = set()
-    for group in groups.values():
-        held |= {id(e) for e in rng.sample(group, min(per_class, len(group) if strict else len(group) // 4))}
+    for group in _by_label(examples, labels).values():
+        held |= {id(e) for e in rng.sample(group, min(per_class, len(group) // 4))}
     return [e for e in examples if id(e) not in held], [e for e in examples if id(e) in held]
 
 

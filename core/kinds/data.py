@@ -42,15 +42,14 @@ def split(kind: TaskKind, rows: list[Example]) -> tuple[list[Example], list[Exam
     return document_split(rows, d.train_per_class, d.eval_per_class, seed, d.eval_fraction)
 
 
-def hold_out_validation(kind: TaskKind, rows: list[Example], strict: bool = True) -> tuple[list[Example], list[Example]]:
+def hold_out_validation(kind: TaskKind, rows: list[Example]) -> tuple[list[Example], list[Example]]:
     """(rows left for training, validation rows) out of training rows (`training.validation_per_class`; 0 = none): per
-    label where the kind has closed labels (`strict`: too few rows for that is an error naming how many are needed;
-    else fewer are held out, as for teacher answers), else the first rows."""
+    label where the kind has closed labels (never more than a quarter of a label's rows), else the first rows."""
     n = kind.cfg.training.validation_per_class
     if not n:
         return rows, []
     if kind.closed_labels:
-        return stratified_holdout(rows, kind.cfg.labels, n, kind.cfg.training.seed, strict)
+        return stratified_holdout(rows, kind.cfg.labels, n, kind.cfg.training.seed)
     return rows[n:], rows[:n]
 
 

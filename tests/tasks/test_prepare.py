@@ -21,13 +21,17 @@ def test_prepare_data_writes_balanced_splits_and_fingerprints(prefect_server, ti
     assert not {r["text"] for r in validation} & ({r["text"] for r in train} | {r["text"] for r in eval_rows})
 
 
-def test_too_few_rows_per_class_for_a_validation_split_say_how_many_are_needed(prefect_server, tiny_cfg, tmp_path):
+def test_a_small_or_rare_class_gives_validation_a_quarter_of_its_rows_at_most(prefect_server, tiny_cfg, tmp_path):
+    """60 rows (20 a class): evaluation takes a fifth of each class (4), validation at most a quarter of the 16 left (4),
+    not the 20 asked; 12 a class train. The file is used, not refused."""
     rows = tmp_path / "few.jsonl"
     rows.write_text("".join(json.dumps({"text": f"t{i}", "label": ["Good", "Standard", "Bad"][i % 3]}) + "\n" for i in range(60)))
-    tiny_cfg.data.train = rows
-    with pytest.raises(DataError, match=r"hold out 20 per class: .*each class needs at least 40"):
-        prepare_data(tiny_cfg)
-    tiny_cfg.training.validation_per_class = 0  # the way out the message's setting names
+    tiny_cfg.data.train, tiny_cfg.data.train_per_class = rows, 12
+    prepared = prepare_data(tiny_cfg)
+    assert prepared["fingerprint"]["n_validation"] == 3 * 4
+    train = {json.loads(line)["text"] for line in Path(prepared["train"]).read_text().splitlines()}
+    assert len(train) == 3 * 12
+    tiny_cfg.training.validation_per_class = 0  # no validation split at all
     assert prepare_data(tiny_cfg)["fingerprint"]["n_validation"] == 0
 
 

@@ -24,6 +24,18 @@ def test_eval_share_capped_by_rarest_class():
     assert Counter(e.label for e in eval_) == {"Good": 3, "Bad": 3}
 
 
+def test_validation_never_takes_more_than_a_quarter_of_a_class():
+    from core.common.splits import stratified_holdout
+
+    rows = [
+        Example(f"{label}-{i}", f"t {label} {i}", label) for label, n in [("Good", 120), ("Standard", 34), ("Bad", 3)] for i in range(n)
+    ]
+    rest, held = stratified_holdout(rows, LABELS, per_class=20, seed=0)
+    assert Counter(e.label for e in held) == {"Good": 20, "Standard": 8}  # 34 // 4; 3 rows give none
+    assert Counter(e.label for e in rest) == {"Good": 100, "Standard": 26, "Bad": 3}
+    assert not {e.id for e in held} & {e.id for e in rest}
+
+
 def test_a_pool_loses_repeated_inputs_and_inputs_of_held_out_rows_and_says_how_many():
     from core.common.splits import distinct_inputs
 
