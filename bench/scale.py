@@ -7,12 +7,17 @@ with the openai backend at `concurrency` requests in flight. The ideal rate is w
 second run kills one worker process (SIGKILL) once a third of the answers are written: Ray restarts the actor and
 resends its shards; every input must still be answered once in the cache.
 
-    distill-slm bench scale [--quick] [--json]      # targets: >= 0.8 of the ideal, 0 asked twice, 0 lost
+Data-parallel training (`--tasks ddp`): SFT of the embedded model on demo rows for the same steps in one process and in
+two DDP processes (`scale.train_processes: 2`, gloo): tokens/s and the loss curves side by side. On 2 cores no speed-up
+is expected (each process gets one core); the figure shows the multi-GPU path runs and learns as one process does.
+
+    distill-slm bench scale [--tasks fanout,ddp] [--quick] [--json]   # targets: >= 0.8 of the ideal, 0 asked twice, 0 lost
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import multiprocessing
 import os
 import signal
@@ -30,6 +35,7 @@ from fastapi import FastAPI, Request
 from core.common.config import ScaleConfig, TaskConfig
 from core.common.rows import Example
 from core.kinds import for_config, make_teacher
+from core.methods import launch
 from core.teachers.fanout import RayFanout
 from core.teachers.traces import TraceStore, generate_traces
 
@@ -96,7 +102,51 @@ def _pass(cfg: TaskConfig, rows: list[Example], url: str, kill_after: int | None
     }
 
 
-def run(quick: bool = False, latency_s: float = 0.1, workers: int = 2, concurrency: int = 16) -> dict:
+def _loss_curve(checkpoint_dir: Path) -> list[list[float]]:
+    """[step, training loss] as the Trainer logged them (every 5 steps), from the last checkpoint's state."""
+    last = max(checkpoint_dir.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[1]))
+    history = json.loads((last / "trainer_state.json").read_text())["log_history"]
+    return [[h["step"], round(h["loss"], 4)] for h in history if "loss" in h]
+
+
+def data_parallel(quick: bool = False) -> dict:
+    """The same SFT steps of the embedded model in one process and in two DDP processes (gloo on this CPU)."""
+    from demos import creditmix
+
+    steps = 10 if quick else 40
+    rows = [Example(**r) for r in creditmix.generate(8 * steps, seed=5)]
+    sides = {}
+    for processes in (1, 2):
+        cfg = TaskConfig()
+        cfg.scale.train_processes = processes
+        cfg.training.max_steps, cfg.training.save_steps = steps, steps
+        with tempfile.TemporaryDirectory() as tmp:
+            _, stats, _ = launch.train("sft", cfg, {"rows": rows}, Path(tmp) / "ck", Path(tmp) / "adapter")
+            sides[processes] = {
+                "tokens_per_s": round(stats.tokens_per_s, 1),
+                "train_s": round(stats.train_runtime_s, 1),
+                "final_loss": round(stats.final_loss, 4),
+                "loss_curve": _loss_curve(Path(tmp) / "ck"),
+            }
+    return {
+        "steps": steps,
+        "batch_size": 8,
+        "one_process": sides[1],
+        "two_processes_ddp": sides[2],
+        "ddp_over_one_tokens_per_s": round(sides[2]["tokens_per_s"] / sides[1]["tokens_per_s"], 2),
+        "final_loss_difference": round(abs(sides[2]["final_loss"] - sides[1]["final_loss"]), 4),
+        "note": "2 cores: one per DDP process, so no speed-up is expected; the same steps over the same rows",
+    }
+
+
+def run(quick: bool = False, tasks: str = "fanout,ddp", latency_s: float = 0.1, workers: int = 2, concurrency: int = 16) -> dict:
+    """`tasks`: the parts to run, `fanout` (the teacher's pool on Ray) and/or `ddp` (data-parallel training)."""
+    parts = set(tasks.split(","))
+    figures = {"data_parallel_training": data_parallel(quick)} if "ddp" in parts else {}
+    return (fanout(quick, latency_s, workers, concurrency) | figures) if "fanout" in parts else figures
+
+
+def fanout(quick: bool, latency_s: float, workers: int, concurrency: int) -> dict:
     n = 2_000 if quick else 20_000
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
