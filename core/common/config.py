@@ -312,6 +312,11 @@ class ScaleConfig(_Strict):
         "the same optimizer steps over the same rows (each process takes batch_size / train_processes of every batch); 1: in "
         "this process",
     )
+    accelerate_config: Path | None = Field(
+        None,
+        description="an accelerate config file (`accelerate config`) for data-parallel training, e.g. FSDP for a base too "
+        "large for one GPU; None: plain DDP",
+    )
 
 
 # What a task file of each type starts from, beyond the field defaults: each kind's `defaults` (its own module in

@@ -6,7 +6,7 @@ faster than one). Each process takes `batch_size / N` rows of every batch, so th
 rows each step sees and the learning-rate schedule are the ones a single process runs; rank 0 writes the
 checkpoints, the best adapter seen and the adapter. A run killed mid-way (any signal, any rank) resumes
 from its last complete checkpoint when it is launched again with the same folders, as a single-process
-run does. Bases too large for one GPU: FSDP through an accelerate config file (docs/scale.md).
+run does. Bases too large for one GPU: FSDP through an accelerate config file (`scale.accelerate_config`).
 
     adapter_dir, stats, counts = train("sft", cfg, {"rows": rows, "validation": validation}, checkpoint_dir, out_dir)
 
@@ -50,12 +50,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_command(processes: int, spec: Path, port: int) -> list[str]:
-    """`accelerate launch` for `processes` ranks on this machine running this module on `spec`. `--multi_gpu` is
-    accelerate's torch.distributed launcher: on a machine without GPUs the Trainer (`use_cpu`) makes it gloo DDP."""
+def launch_command(processes: int, spec: Path, port: int, config_file: Path | None = None) -> list[str]:
+    """`accelerate launch` for `processes` ranks on this machine running this module on `spec`. Without a config file,
+    `--multi_gpu`, accelerate's torch.distributed launcher: on a machine without GPUs the Trainer (`use_cpu`) makes it
+    gloo DDP. With one (`scale.accelerate_config`: FSDP, DeepSpeed), the file says how."""
+    mode = ["--config_file", str(config_file)] if config_file else ["--multi_gpu"]
     return [
         sys.executable, "-m", "accelerate.commands.launch",
-        "--multi_gpu", "--num_processes", str(processes), "--num_machines", "1",
+        *mode, "--num_processes", str(processes), "--num_machines", "1",
         "--main_process_ip", "127.0.0.1", "--main_process_port", str(port),
         "--dynamo_backend", "no",
         "-m", "core.methods.launch", str(spec),
@@ -122,7 +124,9 @@ def data_parallel(
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    done = subprocess.run(launch_command(processes, spec, free_port()), env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        launch_command(processes, spec, free_port(), cfg.scale.accelerate_config), env=env, capture_output=True, text=True
+    )
     if done.returncode != 0 or not stats_path.exists():
         tail = (done.stdout[-2000:] + "\n" + done.stderr[-4000:]).strip()
         raise TrainingFailed(f"{method}: {processes} data-parallel processes exited with {done.returncode}:\n{tail}")

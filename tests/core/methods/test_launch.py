@@ -120,3 +120,10 @@ def test_kd_and_dpo_train_in_two_processes(tiny_cfg, tmp_path):
     pairs = [Pair(f"Interest_Rate: {i}", "Good", "Bad", "user") for i in range(16)]
     adapter, stats, _ = launch.train("dpo", tiny_cfg, {"pairs": pairs}, tmp_path / "dpo-ck", tmp_path / "dpo")
     assert stats.steps == 4 and (adapter / "adapter_model.safetensors").exists()
+
+
+def test_an_accelerate_config_file_replaces_plain_ddp(tmp_path):
+    plain = launch.launch_command(2, tmp_path / "spec.json", 1234)
+    fsdp = launch.launch_command(2, tmp_path / "spec.json", 1234, tmp_path / "fsdp.yaml")
+    assert "--multi_gpu" in plain and "--config_file" not in plain
+    assert fsdp[fsdp.index("--config_file") + 1] == str(tmp_path / "fsdp.yaml") and "--multi_gpu" not in fsdp
