@@ -11,7 +11,9 @@ Data-parallel training (`--tasks ddp`): SFT of the embedded model on demo rows f
 two DDP processes (`scale.train_processes: 2`, gloo): tokens/s and the loss curves side by side. On 2 cores no speed-up
 is expected (each process gets one core); the figure shows the multi-GPU path runs and learns as one process does.
 
-    distill-slm bench scale [--tasks fanout,ddp] [--quick] [--json]   # targets: >= 0.8 of the ideal, 0 asked twice, 0 lost
+Sharded evaluation (`--tasks eval`): the same evaluation in this process and through the Ray path with one worker.
+
+    distill-slm bench scale [--tasks fanout,ddp,eval] [--quick] [--json]   # targets: >= 0.8 of the ideal, 0 asked twice, 0 lost
 """
 
 from __future__ import annotations
@@ -139,11 +141,54 @@ def data_parallel(quick: bool = False) -> dict:
     }
 
 
-def run(quick: bool = False, tasks: str = "fanout,ddp", latency_s: float = 0.1, workers: int = 2, concurrency: int = 16) -> dict:
-    """`tasks`: the parts to run, `fanout` (the teacher's pool on Ray) and/or `ddp` (data-parallel training)."""
+def sharded_evaluation(quick: bool = False) -> dict:
+    """The embedded model's evaluation (the base and one adapter on demo rows) in this process, and through the Ray path
+    with one worker (a local Ray instance: its start, the actor's model load, the shards' round trips): the overhead,
+    and whether the metrics are equal."""
+    import ray
+
+    from core.common.config import LoraSettings
+    from core.evaluation.evaluate import evaluate_variants
+    from core.evaluation.sharded import evaluate_sharded
+    from core.model.loading import attach_lora, load_model
+    from demos import creditmix
+
+    rows = [Example(**r) for r in creditmix.generate(48 if quick else 240, seed=11)]
+    cfg = TaskConfig()
+    with tempfile.TemporaryDirectory() as tmp:
+        model, _ = load_model(cfg.model)
+        attach_lora(model, LoraSettings(r=8)).save_pretrained(Path(tmp) / "adapter")  # zero LoRA B: the base's answers
+        adapters = {"adapter": Path(tmp) / "adapter"}
+        start = time.perf_counter()
+        local = evaluate_variants(for_config(cfg), rows, adapters)
+        local_s = time.perf_counter() - start
+        cfg.scale = ScaleConfig(runner="ray", eval_workers=1, worker_cpus=1)
+        start = time.perf_counter()
+        sharded = evaluate_sharded(for_config(cfg), rows, adapters, RayFanout(cfg.scale))
+        ray_s = time.perf_counter() - start
+        ray.shutdown()
+    same = all(sharded[n]["macro_f1"] == local[n]["macro_f1"] and sharded[n]["predictions"] == local[n]["predictions"] for n in local)
+    return {
+        "rows": len(rows),
+        "variants": 2,
+        "local_s": round(local_s, 1),
+        "ray_one_worker_s": round(ray_s, 1),
+        "ray_overhead_share": round(ray_s / local_s - 1, 3),
+        "target_overhead_le_0_10": ray_s / local_s - 1 <= 0.10,
+        "metrics_equal": same,
+    }
+
+
+def run(quick: bool = False, tasks: str = "fanout,ddp,eval", latency_s: float = 0.1, workers: int = 2, concurrency: int = 16) -> dict:
+    """`tasks`: the parts to run, `fanout` (the teacher's pool on Ray), `ddp` (data-parallel training), `eval` (sharded
+    evaluation's overhead)."""
     parts = set(tasks.split(","))
-    figures = {"data_parallel_training": data_parallel(quick)} if "ddp" in parts else {}
-    return (fanout(quick, latency_s, workers, concurrency) | figures) if "fanout" in parts else figures
+    figures = fanout(quick, latency_s, workers, concurrency) if "fanout" in parts else {}
+    if "ddp" in parts:
+        figures["data_parallel_training"] = data_parallel(quick)
+    if "eval" in parts:
+        figures["sharded_evaluation"] = sharded_evaluation(quick)
+    return figures
 
 
 def fanout(quick: bool, latency_s: float, workers: int, concurrency: int) -> dict:

@@ -20,8 +20,10 @@ from core.common.rows import Example
 from core.evaluation.cost import add_cost, price_for
 from core.evaluation.evaluate import cascade_table, evaluate_variants
 from core.evaluation.report import add_learning_curves
+from core.evaluation.sharded import evaluate_sharded
 from core.kinds import TaskKind, for_config
 from core.kinds.data import label_set
+from core.teachers.fanout import RayFanout
 
 HUB_IDS = {"embedded": "HuggingFaceTB/SmolLM2-135M-Instruct"}  # what the embedded base is on the Hugging Face Hub
 LICENSES = {"embedded": "apache-2.0"}  # an adapter is published under its base model's license; others: say so by hand
@@ -46,7 +48,10 @@ def score_variants(
     answers to the same rows, keyed by input hash) the teacher's row too and, where answers carry a confidence, each
     adapter's cascade (student first, the teacher under a confidence threshold)."""
     kind = for_config(cfg)
-    results = evaluate_variants(kind, rows, adapters, include_base=include_base)
+    if cfg.scale.runner == "ray":  # the rows decoded in shards on the cluster's workers, merged exactly
+        results = evaluate_sharded(kind, rows, adapters, RayFanout(cfg.scale), include_base=include_base)
+    else:
+        results = evaluate_variants(kind, rows, adapters, include_base=include_base)
     for metrics in results.values():
         add_cost(metrics, cfg)
     if teacher_traces is None:

@@ -23,6 +23,10 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     os.environ.setdefault("OMP_NUM_THREADS", str(_share))
     os.environ.setdefault("MKL_NUM_THREADS", str(_share))
 
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -212,3 +216,51 @@ def pytest_terminal_summary(terminalreporter):
             + ", ".join(f"{what} {n}" for what, n in sorted(by_what.items()))
             + "; every check after them passed (a failed one fails its test)"
         )
+
+
+# A real Ray cluster for the scale-out tests (the teacher's pool, sharded evaluation): started once per session.
+RAY = [sys.executable, "-m", "ray.scripts.scripts"]
+
+
+def free_port() -> int:
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A head node and one worker node, one CPU each, in their own processes (Ray's own daemons)."""
+    port = free_port()
+    # Ray runs its workers at nice 15 by default: beside the suite's other tests they would wait minutes for a core.
+    # Token authentication off for this loopback cluster, in the daemons and this driver alike (a token a local
+    # `ray.init` once left in ~/.ray would otherwise switch some of them on).
+    pinned = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_worker_niceness": "0", "RAY_AUTH_MODE": "disabled"}
+    saved = {k: os.environ.get(k) for k in pinned}
+    os.environ.update(pinned)
+    env = dict(os.environ)
+    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's unix sockets live under it (at most 107 bytes)
+    common = ["--num-cpus", "1", "--disable-usage-stats"]
+    try:
+        ray_command("start", "--head", "--port", str(port), "--include-dashboard", "false", "--temp-dir", str(temp), *common, env=env)
+        ray_command("start", "--address", f"127.0.0.1:{port}", *common, env=env)
+        yield f"127.0.0.1:{port}"
+    finally:
+        import ray
+
+        ray.shutdown()
+        subprocess.run([*RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(temp, ignore_errors=True)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def ray_command(*args: str, env: dict) -> None:
+    done = subprocess.run([*RAY, *args], env=env, capture_output=True, text=True, timeout=180)
+    if done.returncode:
+        pytest.fail(f"ray {' '.join(args[:2])} failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")

@@ -292,7 +292,8 @@ class ServiceLink(_Strict):
 class ScaleConfig(_Strict):
     """Where independent work runs. `local` (the default) keeps everything in this process, as a laptop run does;
     `ray` sends the teacher's pool to workers of a Ray cluster (`ray start --head` / KubeRay), which answer it in
-    shards while this process writes every answer to the trace cache as its shard returns. `train_processes` > 1 trains
+    shards while this process writes every answer to the trace cache as its shard returns, and the evaluation's decoding
+    to workers that answer its rows in shards, merged exactly (`core.evaluation.sharded`). `train_processes` > 1 trains
     each method data-parallel under `accelerate launch` (`core.methods.parallel`), whatever the runner."""
 
     runner: Literal["local", "ray"] = Field("local", description="local: this process; ray: a Ray cluster's workers (`address`)")
@@ -300,6 +301,7 @@ class ScaleConfig(_Strict):
         None, description="the Ray cluster (`ray://host:10001`, `host:6379`, or `auto` for the one this machine joined); None: a local one"
     )
     teacher_workers: int = Field(2, ge=1, description="Ray actors answering the teacher's pool, each with its own teacher")
+    eval_workers: int = Field(2, ge=1, description="Ray actors decoding the eval rows in shards, each with its own copy of the base model")
     shard_size: int = Field(
         64, ge=1, description="inputs a worker answers before they are written: a worker that dies loses at most its shard"
     )

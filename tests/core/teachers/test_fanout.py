@@ -5,12 +5,6 @@ and a rerun asks nothing."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -23,50 +17,6 @@ from core.kinds import for_config, make_teacher
 from core.teachers.fanout import RayFanout
 from core.teachers.traces import TraceStore, generate_traces
 
-RAY = [sys.executable, "-m", "ray.scripts.scripts"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    """A head node and one worker node, one CPU each, in their own processes (Ray's own daemons)."""
-    port = _free_port()
-    # Ray runs its workers at nice 15 by default: beside the suite's other tests they would wait minutes for a core.
-    # Token authentication off for this loopback cluster, in the daemons and this driver alike (a token a local
-    # `ray.init` once left in ~/.ray would otherwise switch some of them on).
-    pinned = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_worker_niceness": "0", "RAY_AUTH_MODE": "disabled"}
-    saved = {k: os.environ.get(k) for k in pinned}
-    os.environ.update(pinned)
-    env = dict(os.environ)
-    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's unix sockets live under it (at most 107 bytes)
-    common = ["--num-cpus", "1", "--disable-usage-stats"]
-    try:
-        _ray("start", "--head", "--port", str(port), "--include-dashboard", "false", "--temp-dir", str(temp), *common, env=env)
-        _ray("start", "--address", f"127.0.0.1:{port}", *common, env=env)
-        yield f"127.0.0.1:{port}"
-    finally:
-        import ray
-
-        ray.shutdown()
-        subprocess.run([*RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
-        shutil.rmtree(temp, ignore_errors=True)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def _ray(*args: str, env: dict) -> None:
-    done = subprocess.run([*RAY, *args], env=env, capture_output=True, text=True, timeout=180)
-    if done.returncode:
-        pytest.fail(f"ray {' '.join(args[:2])} failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
-
 
 def _task(url: str) -> TaskConfig:
     cfg = TaskConfig(labels=["approve", "review-manual", "review-legal"])
@@ -75,14 +25,14 @@ def _task(url: str) -> TaskConfig:
     return cfg
 
 
-def test_sharded_traces_equal_the_unsharded_ones_and_none_is_asked_twice(cluster, tmp_path):
+def test_sharded_traces_equal_the_unsharded_ones_and_none_is_asked_twice(ray_cluster, tmp_path):
     labels = ["approve", "review-manual", "review-legal"]
     rows = [Example(f"r{i}", f"application {i}: income {i * 37 % 1000}", labels[i % 3]) for i in range(90)]
     rows += rows[:5]  # repeated inputs are asked once
     server, url = oracle_teacher({r.text: r.label for r in rows})
     try:
         cfg = _task(url)
-        cfg.scale = ScaleConfig(runner="ray", address=cluster, teacher_workers=2, shard_size=8)
+        cfg.scale = ScaleConfig(runner="ray", address=ray_cluster, teacher_workers=2, shard_size=8)
         check = for_config(cfg).teacher_task().check
         local_store = TraceStore(tmp_path / "local.jsonl")
         local = generate_traces(rows, local_store, lambda: make_teacher(cfg), progress=False, check=check)
