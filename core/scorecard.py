@@ -16,10 +16,11 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from core.common.config import TaskConfig
+from core.common.openai_evals import answer_text, load_openai_eval
 from core.common.rows import Example
 from core.evaluation.cost import add_cost, price_for
 from core.evaluation.evaluate import cascade_table, evaluate_variants
-from core.evaluation.report import add_learning_curves
+from core.evaluation.report import add_learning_curves, add_openai_graders
 from core.evaluation.sharded import evaluate_sharded
 from core.kinds import TaskKind, for_config
 from core.kinds.data import label_set
@@ -82,6 +83,11 @@ def evaluate_run(
         chosen = Path(folder) / "self_training.json"
         if chosen.exists():  # what the labeler added, for the report's self-training section
             results[name]["self_training"] = json.loads(chosen.read_text())
+    openai_eval = load_openai_eval(cfg.data.openai_eval) if cfg.data.openai_eval is not None else None
+    if openai_eval is not None:  # the user's own graders, on the same answers
+        for metrics in results.values():
+            if metrics.get("predictions"):
+                metrics["openai_graders"] = openai_eval.grade({p["id"]: answer_text(p) for p in metrics["predictions"]})
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for name, metrics in results.items():
@@ -89,6 +95,8 @@ def evaluate_run(
     report = for_config(cfg).write_report(results, out)
     curves = {name: _curve(Path(folder)) for name, folder in adapters.items()}
     add_learning_curves(report, curves)
+    if openai_eval is not None:
+        add_openai_graders(report, results, openai_eval.unsupported)
     return Scorecard(results, out, report, curves)
 
 

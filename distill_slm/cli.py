@@ -221,6 +221,13 @@ def cmd_import(args: argparse.Namespace) -> int:
     from core.common.openai_files import read_files, read_stored_completions, write_task
     from core.model.loading import load_tokenizer
 
+    if args.source == "evals":
+        from core.common.openai_evals import write_imported
+
+        if len(args.files) != 2 or not args.out:
+            raise SystemExit("import evals needs the eval definition JSON, its data JSONL and --out DIR")
+        print(json.dumps(write_imported(args.files[0], args.files[1], args.out, args.input_field), indent=2))
+        return 0
     if args.source == "completions":
         from core.common.files import atomic_write_text
         from tasks.teacher import import_stored_traces
@@ -329,9 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
     imp = sub.add_parser("import", help="bring data from elsewhere: OpenAI fine-tuning (chat, preference) files")
     imp.add_argument(
         "source",
-        choices=["openai", "completions"],
+        choices=["openai", "completions", "evals"],
         help="openai: chat fine-tuning and preference JSONL files -> a task; completions: stored completions (OpenAI's "
-        "listing JSON, its /messages listings, or a gateway's JSONL log) -> the task's teacher traces",
+        "listing JSON, its /messages listings, or a gateway's JSONL log) -> the task's teacher traces; evals: an OpenAI "
+        "eval definition JSON and its data JSONL -> the task's eval rows and graders",
     )
     imp.add_argument("files", nargs="+", help="the files to import")
     imp.add_argument("--name", help="openai: the task's name")
@@ -339,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--config", help="completions: the task file whose trace cache they go into")
     imp.add_argument("--metadata", nargs="*", default=[], metavar="KEY=VALUE", help="completions: only those with this metadata")
     imp.add_argument("--pool", help="completions: also write their inputs here as an unlabeled pool (point data.unlabeled at it)")
+    imp.add_argument("--input-field", help="evals: the item field that is the model's input (default: the only other text field)")
     imp.add_argument("--max-bad-share", type=float, default=0.05, help="stop, writing nothing, past this share of bad lines")
     imp.set_defaults(func=cmd_import)
 

@@ -133,6 +133,11 @@ class DataConfig(_Strict):
     eval: Path | None = Field(None, description="labeled eval file; absent = split from train")
     unlabeled: Path | None = Field(None, description="unlabeled pool for the teacher")
     preferences: Path | None = Field(None, description="preference pairs (prompt, chosen, rejected JSONL) for DPO")
+    openai_eval: Path | None = Field(
+        None,
+        description="an OpenAI eval imported by `distill-slm import evals` (its graders and items): its string_check and "
+        "fuzzy_match graders run on every variant's answers to data.eval (the eval's rows) and are reported beside the metrics",
+    )
     demo: DemoData = Field(default_factory=DemoData)
     train_per_class: int = Field(800, ge=1, description="training rows per class (minority classes are repeated); idp: training documents")
     eval_per_class: int = Field(60, ge=1, description="at most this many eval rows per class; idp: eval documents")

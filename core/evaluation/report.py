@@ -318,3 +318,19 @@ def add_learning_curves(report: Path, curves: dict[str, dict]) -> Path | None:
     with open(report, "a", encoding="utf-8") as f:
         f.write("\n".join(lines))
     return image
+
+
+def add_openai_graders(report: Path, results: dict[str, dict], unsupported: list[str]) -> None:
+    """Append the imported OpenAI eval's graders, each variant's pass rate and mean score, and the graders not run."""
+    names = sorted({g for metrics in results.values() for g in metrics.get("openai_graders", {})})
+    lines = ["", "## OpenAI eval graders", ""]
+    if names:
+        lines += ["| variant | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for variant, metrics in results.items():
+            graded = metrics.get("openai_graders", {})
+            cells = [f"{graded[n]['pass_rate']:.3f} pass ({graded[n]['mean_score']:.3f})" if n in graded else "-" for n in names]
+            lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("Not supported (need a grading model or code): " + (", ".join(unsupported) if unsupported else "none") + ".")
+    with report.open("a") as f:
+        f.write("\n".join(lines) + "\n")
