@@ -40,3 +40,17 @@ def test_eval_and_registry_on_an_empty_registry_say_what_to_pass(tmp_path):
 def test_usage_errors_are_argparse_errors(argv):
     done = cli(*argv)
     assert done.returncode == 2 and "usage: distill-slm" in done.stderr
+
+
+def test_import_counts_tokens_as_the_base_models_tokenizer_does(embedded_dir):
+    """The import's light tokenizer (the `tokenizers` library on the embedded base's tokenizer.json, no torch) counts
+    exactly what the transformers tokenizer counts, and knows the same context."""
+    from core.common.config import ModelConfig
+    from core.model.loading import load_tokenizer
+    from distill_slm.cli import base_tokens
+
+    texts = ["Ticket 1: my invoice was charged twice", "Über 5 000 € — naïve café ☕", "", "def f(x):\n    return x ** 2"]
+    count, context = base_tokens(ModelConfig())
+    tokenizer = load_tokenizer(ModelConfig())
+    assert count(texts) == [len(ids) for ids in tokenizer(texts, add_special_tokens=False).input_ids]
+    assert context == (tokenizer.model_max_length if tokenizer.model_max_length < 1_000_000 else 8192)

@@ -5,7 +5,8 @@ import torch
 
 from core.common.config import LoraSettings, ModelConfig
 from core.errors import ModelNotAvailable
-from core.model.loading import EMBEDDED_NAME, attach_lora, fetch_embedded_model, load_model, verify_model_dir
+from core.model.embedded import EMBEDDED_NAME
+from core.model.loading import attach_lora, fetch_embedded_model, load_model, verify_model_dir
 
 
 def test_embedded_model_is_converted_and_verified(embedded_dir):
