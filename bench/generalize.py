@@ -38,6 +38,7 @@ from fastapi import FastAPI, Request
 from bench.generators import DEVELOPMENT, GENERATORS, HELD_OUT
 from core.common.config import KDConfig, ModelConfig, TaskConfig, TrainingConfig
 from core.common.files import atomic_write_text
+from core.common.ports import free_port
 from core.common.splits import balanced_split, distinct_inputs
 from core.evaluation.evaluate import evaluate_variants
 from core.kinds import for_config, make_teacher
@@ -80,11 +81,7 @@ def oracle_teacher(answers: dict[str, str]) -> tuple[uvicorn.Server, str]:
     async def ready() -> dict:
         return {"ready": True}
 
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -23,7 +23,6 @@ import json
 import multiprocessing
 import os
 import signal
-import socket
 import tempfile
 import time
 from collections import Counter
@@ -35,6 +34,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 
 from core.common.config import ScaleConfig, TaskConfig
+from core.common.ports import free_port
 from core.common.rows import Example
 from core.kinds import for_config, make_teacher
 from core.methods import launch
@@ -193,9 +193,7 @@ def run(quick: bool = False, tasks: str = "fanout,ddp,eval", latency_s: float = 
 
 def fanout(quick: bool, latency_s: float, workers: int, concurrency: int) -> dict:
     n = 2_000 if quick else 20_000
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = multiprocessing.get_context("spawn").Process(target=_endpoint, args=(port, latency_s), daemon=True)
     server.start()
     url = f"http://127.0.0.1:{port}"

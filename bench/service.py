@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ import numpy as np
 import yaml
 
 from bench.calibrated import eval_rows
+from core.common.ports import free_port
 from core.registry import Registry
 from core.settings import ServiceSettings
 from service.main import serve_in_thread, wait_until_ready
@@ -103,9 +103,7 @@ def service_memory(source: Path, task: str, methods: list[str], text: str) -> di
 
 def _serve_process(runs: Path, env: dict) -> tuple[subprocess.Popen, str]:
     """`distill-slm serve` in its own process on a free loopback port; returns once /readyz answers 200."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     command = [sys.executable, "-m", "distill_slm.cli", "serve", "--port", str(port), "--runs-dir", str(runs)]
     server = subprocess.Popen(command, env=os.environ | env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"

@@ -11,7 +11,6 @@ client, which is what the target is about. Target: throughput at concurrency 8 >
 from __future__ import annotations
 
 import asyncio
-import socket
 import tempfile
 import threading
 import time
@@ -21,6 +20,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from core.common.config import TaskConfig
+from core.common.ports import free_port
 from core.common.rows import Example
 from core.kinds import make_teacher
 from core.teachers.traces import TraceStore, generate_traces
@@ -53,9 +53,7 @@ def llm_like_server(latency_s: float) -> FastAPI:
 
 
 def _serve(app: FastAPI) -> tuple[uvicorn.Server, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:

@@ -16,7 +16,6 @@ import contextlib
 import ctypes
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,17 +24,13 @@ from collections.abc import Iterator
 import httpx
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from core.common.ports import free_port
+
 PR_SET_PDEATHSIG = 1
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -44,7 +39,7 @@ def run_server(startup_timeout_s: float = 120.0) -> Iterator[str | None]:
     if PREFECT_API_URL.value() or not sys.platform.startswith("linux"):
         yield PREFECT_API_URL.value()
         return
-    port = _free_port()
+    port = free_port()
     env = os.environ | {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
     args = [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app"]
     args += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "error", "--lifespan", "on"]

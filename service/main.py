@@ -9,7 +9,6 @@ import asyncio
 import json
 import logging
 import math
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from core.common.ports import free_port
 from core.errors import (
     DistillError,
     DocumentTooLong,
@@ -200,9 +200,7 @@ def serve_in_thread(
     """A real server in this process (for tests and benchmarks): uvicorn on a free loopback port in
     a daemon thread. Returns once /readyz answers 200; stop it with `server.should_exit = True`.
     `wrap` puts ASGI middleware around the app (the tests' fault injection)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     app = create_app(settings)
     server = uvicorn.Server(uvicorn.Config(wrap(app) if wrap else app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -222,17 +222,11 @@ def pytest_terminal_summary(terminalreporter):
 RAY = [sys.executable, "-m", "ray.scripts.scripts"]
 
 
-def free_port() -> int:
-    import socket  # noqa: PLC0415
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def ray_cluster():
     """A head node and one worker node, one CPU each, in their own processes (Ray's own daemons)."""
+    from core.common.ports import free_port  # noqa: PLC0415
+
     port = free_port()
     # Ray runs its workers at nice 15 by default: beside the suite's other tests they would wait minutes for a core.
     # Token authentication off for this loopback cluster, in the daemons and this driver alike (a token a local

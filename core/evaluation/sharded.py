@@ -12,6 +12,7 @@ equal the single-process ones to the last digit (timings aside).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import deque
 from pathlib import Path
@@ -39,18 +40,10 @@ class _EvalWorker:
             self.model = activate_adapter(self.model, adapter, name=variant)
             self.loaded.add(variant)
         # The base variant on a model that holds adapters: with them switched off, the plain model's forward exactly.
-        off = self.model.disable_adapter() if adapter is None and self.loaded else _Nothing()
+        off = self.model.disable_adapter() if adapter is None and self.loaded else contextlib.nullcontext()
         with off:
             decoder = self.kind.decoder(self.model, self.tokenizer, adapter)
             return getattr(decoder, BATCH_ANSWER[decoder.answers])(texts)
-
-
-class _Nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 class Replayed:

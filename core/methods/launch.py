@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from dataclasses import asdict
@@ -31,6 +30,7 @@ import torch
 
 from core.common.config import TaskConfig
 from core.common.files import atomic_write_text, write_jsonl
+from core.common.ports import free_port
 from core.common.rows import Example, Pair
 from core.errors import DistillError
 from core.methods import dpo, kd, selftrain, sft
@@ -42,12 +42,6 @@ ROWS = ("rows", "validation", "gold", "added")  # the inputs that are lists of E
 
 class TrainingFailed(DistillError, RuntimeError):
     """A data-parallel training's processes exited with an error; the message carries the end of their output."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def launch_command(processes: int, spec: Path, port: int, config_file: Path | None = None) -> list[str]:
@@ -83,7 +77,7 @@ def write_spec(method: str, cfg: TaskConfig, inputs: dict, checkpoint_dir: Path,
         "inputs": files,
         "checkpoint_dir": str(checkpoint_dir),
         "out_dir": str(out_dir),
-        "stats": str(folder / "stats.json"),
+        "stats": str(folder / "stats.json"),  # beside the spec: `data_parallel` reads it there
     }
     atomic_write_text(folder / "spec.json", json.dumps(spec, indent=1))
     return folder / "spec.json"
@@ -119,7 +113,7 @@ def data_parallel(
 ) -> tuple[Path, TrainStats, dict]:
     """`in_process` in `processes` DDP ranks started by `accelerate launch`; rank 0's results."""
     spec = write_spec(method, cfg, inputs, checkpoint_dir, out_dir)
-    stats_path = Path(json.loads(spec.read_text())["stats"])
+    stats_path = spec.with_name("stats.json")  # what rank 0 writes last; one from an earlier launch must not be read
     stats_path.unlink(missing_ok=True)
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))

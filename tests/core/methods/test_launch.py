@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from core.common.config import TaskConfig
+from core.common.ports import free_port
 from core.common.rows import Example
 from core.methods import launch, sft
 from demos import creditmix
@@ -59,7 +60,7 @@ def test_a_killed_launch_resumes_from_its_last_checkpoint(tiny_model_dir, tmp_pa
     spec = launch.write_spec("sft", cfg, {"rows": rows()}, tmp_path / "ckpt", tmp_path / "adapter")
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(launch.__file__).resolve().parents[2]))
     running = subprocess.Popen(
-        launch.launch_command(2, spec, launch.free_port()),
+        launch.launch_command(2, spec, free_port()),
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
