@@ -299,7 +299,7 @@ class ScaleConfig(_Strict):
     `ray` sends the teacher's pool to workers of a Ray cluster (`ray start --head` / KubeRay), which answer it in
     shards while this process writes every answer to the trace cache as its shard returns, and the evaluation's decoding
     to workers that answer its rows in shards, merged exactly (`core.evaluation.sharded`). `train_processes` > 1 trains
-    each method data-parallel under `accelerate launch` (`core.methods.parallel`), whatever the runner."""
+    each method data-parallel under `accelerate launch` (`core.methods.launch`), whatever the runner."""
 
     runner: Literal["local", "ray"] = Field("local", description="local: this process; ray: a Ray cluster's workers (`address`)")
     address: str | None = Field(
