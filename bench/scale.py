@@ -162,7 +162,8 @@ def sharded_evaluation(quick: bool = False) -> dict:
         start = time.perf_counter()
         local = evaluate_variants(for_config(cfg), rows, adapters)
         local_s = time.perf_counter() - start
-        cfg.scale = ScaleConfig(runner="ray", eval_workers=1, worker_cpus=1)
+        # One worker with every core, as the local path has (Ray gives an actor as many threads as CPUs it reserves).
+        cfg.scale = ScaleConfig(runner="ray", eval_workers=1, worker_cpus=os.cpu_count() or 1)
         start = time.perf_counter()
         sharded = evaluate_sharded(for_config(cfg), rows, adapters, RayFanout(cfg.scale))
         ray_s = time.perf_counter() - start
