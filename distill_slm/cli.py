@@ -230,15 +230,17 @@ def base_tokens(model: ModelConfig) -> tuple[Callable[[list[str]], list[int]], i
     from core.model.embedded import embedded_folder
 
     folder = embedded_folder(model.base_model)
-    if folder is None or not (folder / "tokenizer.json").exists():  # another base, or not converted yet: the slow way
+    if folder is not None and (folder / "tokenizer.json").exists():
+        fast = tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json"))
+        count = lambda texts: [len(e.ids) for e in fast.encode_batch(texts, add_special_tokens=False)]  # noqa: E731
+        limit = json.loads((folder / "tokenizer_config.json").read_text()).get("model_max_length", 8192)
+    else:  # another base, or not converted yet: the slow way
         from core.model.loading import load_tokenizer
 
         tokenizer = load_tokenizer(model)
-        context = tokenizer.model_max_length if tokenizer.model_max_length < 1_000_000 else 8192
-        return (lambda texts: [len(ids) for ids in tokenizer(texts, add_special_tokens=False).input_ids]), context
-    fast = tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json"))
-    limit = json.loads((folder / "tokenizer_config.json").read_text()).get("model_max_length", 8192)
-    return (lambda texts: [len(e.ids) for e in fast.encode_batch(texts, add_special_tokens=False)]), (limit if limit < 1_000_000 else 8192)
+        count = lambda texts: [len(ids) for ids in tokenizer(texts, add_special_tokens=False).input_ids]  # noqa: E731
+        limit = tokenizer.model_max_length
+    return count, limit if limit < 1_000_000 else 8192  # tokenizers without a limit say ~1e30
 
 
 def cmd_import(args: argparse.Namespace) -> int:

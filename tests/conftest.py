@@ -32,6 +32,8 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from core.common.ports import free_port  # noqa: E402
+
 
 @pytest.fixture(scope="session")
 def embedded_dir() -> Path:
@@ -225,8 +227,6 @@ RAY = [sys.executable, "-m", "ray.scripts.scripts"]
 @pytest.fixture(scope="session")
 def ray_cluster():
     """A head node and one worker node, one CPU each, in their own processes (Ray's own daemons)."""
-    from core.common.ports import free_port  # noqa: PLC0415
-
     port = free_port()
     # Ray runs its workers at nice 15 by default: beside the suite's other tests they would wait minutes for a core.
     # Token authentication off for this loopback cluster, in the daemons and this driver alike (a token a local

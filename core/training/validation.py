@@ -52,7 +52,7 @@ class BestOnValidation(TrainerCallback):
         was_training = model.training
         model.eval()
         try:
-            value = _rank_zeros(float(self.score(model)))
+            value = _from_rank_zero(float(self.score(model)))
         finally:
             model.train(was_training)
         best = self.best
@@ -79,7 +79,7 @@ class BestOnValidation(TrainerCallback):
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _rank_zeros(value: float) -> float:
+def _from_rank_zero(value: float) -> float:
     """Rank 0's figure on every rank of a data-parallel run, so all stop at the same step whatever rounding did."""
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return value

@@ -4,7 +4,6 @@ fails; a version that cannot be loaded leaves the old one served and says why in
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -16,6 +15,7 @@ import pytest
 import yaml
 
 from core.common.config import TaskConfig
+from core.common.ports import free_port
 from core.registry import Registry
 from core.serving.audit import read_audit
 from service.main import wait_until_ready
@@ -23,9 +23,7 @@ from tests.conftest import make_adapter
 
 
 def _serve(runs, audit) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     env = os.environ | {"DISTILL_SLM_REGISTRY_POLL_S": "0.5", "DISTILL_SLM_AUDIT_LOG": str(audit), "DISTILL_SLM_RATE_LIMIT_PER_S": "10000"}
     command = [sys.executable, "-m", "distill_slm.cli", "serve", "--port", str(port), "--runs-dir", str(runs)]
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -122,9 +120,7 @@ def test_a_version_that_cannot_load_leaves_the_old_one_served_and_says_why(repli
 def test_the_documented_nginx_config_spreads_requests_over_the_replicas(replicas, tmp_path):
     """deployments/nginx-replicas.conf as committed, only its ports changed: requests reach both replicas."""
     registry, urls = replicas
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     conf = (Path(__file__).parents[2] / "deployments" / "nginx-replicas.conf").read_text()
     for default, url in zip(("127.0.0.1:8001", "127.0.0.1:8002"), urls):
         conf = conf.replace(default, url.removeprefix("http://"))

@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from core.common.ports import free_port
 from core.serving.audit import AuditLog, read_audit
 
 
@@ -48,7 +49,6 @@ def test_the_service_killed_while_it_writes_the_audit_log_leaves_every_earlier_l
     afterwards every line of the audit log but a torn last one parses, and each kill cut at most that one line."""
     import os
     import random
-    import socket
     import threading
 
     import httpx
@@ -61,9 +61,7 @@ def test_the_service_killed_while_it_writes_the_audit_log_leaves_every_earlier_l
     body = {"task": "creditmix", "input": "Num_Bank_Accounts: 3; Interest_Rate: 25"}
     answered = 0
     for _ in range(3):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         url = f"http://127.0.0.1:{port}"
 
         def ready(url=url) -> bool:

@@ -1,10 +1,10 @@
 """Choosing and checking a teacher backend before any row is sent: each failure names the setting to fix."""
 
-import socket
 
 import pytest
 
 from core.common.config import TaskConfig
+from core.common.ports import free_port
 from core.errors import ConfigError, TeacherUnavailable
 from core.teachers.backends import preflight
 from tests.core.teachers.conftest import openai_cfg
@@ -19,9 +19,7 @@ def test_preflight_names_the_setting_to_fix(server, monkeypatch):
     monkeypatch.setenv("DISTILL_SLM_SECRET_ENV_ALLOWED", '["DISTILL_TEST_NO_SUCH_KEY"]')  # the operator allows it
     with pytest.raises(TeacherUnavailable, match="teacher.api_key_env: environment variable DISTILL_TEST_NO_SUCH_KEY"):
         preflight(openai_cfg(server["url"], api_key_env="DISTILL_TEST_NO_SUCH_KEY"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    dead = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(TeacherUnavailable, match="teacher.base_url: .* is unreachable"):
         preflight(openai_cfg(dead))
     with pytest.raises(TeacherUnavailable, match="teacher.model: 'no-such-model' is not served"):
