@@ -1,6 +1,5 @@
 """Choosing and checking a teacher backend before any row is sent: each failure names the setting to fix."""
 
-
 import pytest
 
 from core.common.config import TaskConfig
