@@ -46,8 +46,10 @@ from core.kinds.data import rows_from_records, splits
 from core.methods import kd as kd_method
 from core.methods import selftrain
 from core.methods import sft as sft_method
+from core.methods.base import validator
 from core.methods.selftrain import labeler_config
 from core.teachers.traces import TraceStore, generate_traces
+from core.training.sft_trainer import train_sft
 from demos import Demo
 from service.main import wait_until_ready
 
@@ -163,7 +165,10 @@ def _generator(
     pool, _ = distinct_inputs(raw_pool, validation + eval_rows)
 
     adapters, seconds, sft_stats = {}, {}, None
-    if "sft" in variants:
+    if "sft_stopping" in variants:
+        (sft_stats, stopping), seconds["sft"] = _timed(lambda: _stopping_arms(cfg, train, validation, work))
+        adapters |= stopping
+    elif "sft" in variants:
         (adapters["sft"], sft_stats), seconds["sft"] = _timed(
             lambda: sft_method.train(cfg, train, validation, work / "sft-ck", work / "sft")
         )
@@ -221,6 +226,41 @@ def _generator(
     } | _curves(sft_stats, work / "kd-ck" / "validation.json")
 
 
+def _kept_by_rule(curve: list[dict], patience: int, not_before: int) -> int:
+    """The step `BestOnValidation` keeps on `curve` (its stopping rule replayed): the best so far when it would stop."""
+    best = None
+    for point in curve:
+        if best is None or point["value"] > best["value"]:
+            best = point
+        elif point["step"] >= not_before and sum(p["step"] > best["step"] for p in curve if p["step"] <= point["step"]) >= patience:
+            break
+    return best["step"]
+
+
+def _stopping_arms(cfg: TaskConfig, train: list, validation: list, work: Path) -> tuple:
+    """One SFT run through the whole plan, its adapter saved at every validation; three stopping rules read off it:
+    `sft` what the default rule keeps (early stop on `training.patience`), `sft_full_best` the best validation step of
+    the whole plan, `sft_full_last` the last step. The trajectory up to an early stop is the same in all three (the
+    schedule is planned for the whole run either way), so one run measures them all."""
+    saved: list[Path] = []
+    score = validator(cfg, validation)
+
+    def validate_and_keep(model) -> float:
+        folder = work / "sft-steps" / str(len(saved))
+        model.save_pretrained(str(folder), selected_adapters=["default"])
+        saved.append(folder)
+        return score(model)
+
+    full = cfg.model_copy(update={"training": cfg.training.model_copy(update={"patience": 10**6})})
+    _, stats = train_sft(full, train, work / "sft-ck", work / "sft", validate=validate_and_keep)
+    by_step = {point["step"]: folder for point, folder in zip(stats.learning_curve, saved, strict=True)}
+    kept = _kept_by_rule(stats.learning_curve, cfg.training.patience, stats.planned_steps // 2)
+    best = max(stats.learning_curve, key=lambda point: (point["value"], -point["step"]))["step"]
+    stats.best_step = kept
+    arms = {"sft": by_step[kept], "sft_full_best": by_step[best], "sft_full_last": by_step[stats.learning_curve[-1]["step"]]}
+    return stats, arms
+
+
 def _curves(sft_stats, kd_validation: Path) -> dict:
     """Steps run, planned and kept, and the validation curves: what a recipe change is judged on besides the test rows."""
     out = {}
@@ -259,7 +299,7 @@ def run(
     kd: dict | None = None,
 ) -> dict:
     """`variants`: the trained variants to run (base always runs, sft whenever selftrain does; fewer is a partial
-    measurement, said in the figures). `kd`: changes to the `kd` section (e.g. `{"epochs": 5}`).
+    measurement, said in the figures; `sft_stopping`: SFT's stopping rules compared on one run, `_stopping_arms`). `kd`: changes to the `kd` section (e.g. `{"epochs": 5}`).
     `training`: changes to the task file's `training` section (a candidate default, e.g. `{"lora": {"dropout": 0.1}}`);
     tune on the development half only. `model`: changes to the `model` section (another base: `{"base_model":
     "gemma3-270m"}`). `out`: a JSON file rewritten after each generator (a long run keeps what it did)."""

@@ -204,6 +204,7 @@ class ChatCompletion(BaseModel):
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"
+    created: int = Field(0, description="OpenAI's Model has it (a Unix time); a served name has no creation time of its own")
     owned_by: str = "distill-slm"
 
 

@@ -4,7 +4,7 @@ import pytest
 
 from core.common.config import TaskConfig
 from core.errors import ConfigError
-from core.methods import METHODS, check, order, run_dir
+from core.methods import METHODS, check, order
 
 
 def test_every_method_comes_after_what_it_needs_whatever_order_the_task_file_lists():
@@ -35,10 +35,3 @@ def test_selftrain_is_refused_before_any_data_for_a_type_without_confidences():
     with pytest.raises(ConfigError, match="selftrain needs answers with a calibrated confidence; task type 'idp'"):
         check(cfg)
     check(TaskConfig(methods=["sft", "selftrain"]))  # classification's answers carry a confidence
-
-
-def test_a_run_folder_depends_on_data_and_settings_only(tiny_cfg):
-    first = run_dir(tiny_cfg, "sft", {"train_sha256": "x"})
-    assert run_dir(tiny_cfg, "sft", {"train_sha256": "x"}) == first
-    tiny_cfg.training.learning_rate = 1e-4
-    assert run_dir(tiny_cfg, "sft", {"train_sha256": "x"}) != first
