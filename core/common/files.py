@@ -16,6 +16,7 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from core.errors import DataError
@@ -90,14 +91,18 @@ def fsync_folder(folder: str | Path, files: bool = True) -> None:
     _fsync_dir(folder)
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Publish a file whole: temp file in the same folder, fsync, rename, fsync the folder."""
+def atomic_write_text(path: str | Path, text: str | Iterable[str]) -> None:
+    """Publish a file whole: temp file in the same folder, fsync, rename, fsync the folder. `text` may be an iterable
+    of pieces, written as they come (a large file never held whole)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+            if isinstance(text, str):
+                f.write(text)
+            else:
+                f.writelines(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -107,6 +112,6 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     _fsync_dir(path.parent)
 
 
-def write_jsonl(path: str | Path, rows: list[dict]) -> None:
-    """Publish rows as JSONL, whole (see `atomic_write_text`)."""
-    atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
+    """Publish rows as JSONL, whole (see `atomic_write_text`); `rows` may be a generator, written a line at a time."""
+    atomic_write_text(path, (json.dumps(row, ensure_ascii=False) + "\n" for row in rows))

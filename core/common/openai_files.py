@@ -20,15 +20,16 @@ the import stops before anything is written.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from core.common.files import atomic_write_text
+from core.common.files import atomic_write_text, write_jsonl
 from core.errors import DataError
 
 ROLES = ("system", "user", "assistant", "tool", "function", "developer")
@@ -42,13 +43,17 @@ class Example:
     system: str | None
     where: str  # file:line
     turns: int
+    conflict: str | None = None  # the earlier "file:line" that answered its input otherwise (both are kept)
 
 
 @dataclass
 class ImportReport:
+    """What the files hold, gathered in one pass that keeps no example (`examples` and `preferences` read them again)."""
+
+    paths: list[Path] = field(default_factory=list)
     kind: str | None = None  # classification | idp | None (nothing this product distils)
-    examples: list[Example] = field(default_factory=list)
-    preferences: list[dict] = field(default_factory=list)
+    usable: int = 0  # examples a task gets: not bad, not a repeat, within the context
+    preference_pairs: int = 0
     bad: list[str] = field(default_factory=list)  # "file:line: reason"
     lines: int = 0
     labels: dict[str, int] = field(default_factory=dict)
@@ -59,9 +64,22 @@ class ImportReport:
     multi_turn: int = 0
     tokens: dict | None = None  # input tokens: min, mean, max (with a token counter)
     why_not: str | None = None
+    over_context: set[str] = field(default_factory=set)  # "file:line" of examples dropped as over the context
+
+    def examples(self) -> Iterator[Example]:
+        """The usable examples, in file order, read from the files again (the report holds none of them)."""
+        for item in _lines(self.paths, repeats=_Repeats()):
+            if isinstance(item, Example) and item.where not in self.over_context:
+                yield item
+
+    def preferences(self) -> Iterator[dict]:
+        """The preference lines as {prompt, chosen, rejected}, read from the files again."""
+        for item in _lines(self.paths, repeats=None):
+            if isinstance(item, dict):
+                yield item
 
     def summary(self) -> str:
-        head = f"{self.lines} lines: {len(self.examples)} examples, {len(self.preferences)} preference pairs, {len(self.bad)} bad"
+        head = f"{self.lines} lines: {self.usable} examples, {self.preference_pairs} preference pairs, {len(self.bad)} bad"
         parts = [head]
         if self.kind == "classification":
             parts.append(f"classification, {len(self.labels)} labels: " + ", ".join(f"{k} ({v})" for k, v in self.labels.items()))
@@ -140,102 +158,174 @@ def parse_preference_line(record: dict) -> dict | str:
     return {"prompt": users[-1], **pair}
 
 
-def infer_schema(objects: list[dict]) -> dict:
-    """A draft JSON Schema for the answers: each key's type(s), required when every answer has it."""
-    names = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object", type(None): "null"}
-    seen: dict[str, set] = {}
-    for obj in objects:
+class _Schema:
+    """A draft JSON Schema for the answers, built one answer at a time: each key's type(s), required when every answer
+    has it."""
+
+    NAMES = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object", type(None): "null"}
+
+    def __init__(self) -> None:
+        self.objects, self.types, self.counts = 0, {}, Counter()
+
+    def add(self, obj: dict) -> None:
+        self.objects += 1
         for key, value in obj.items():
-            seen.setdefault(key, set()).add(names[type(value)])
-    properties = {}
-    for key, types in seen.items():
-        if types == {"integer", "number"}:
-            types = {"number"}
-        properties[key] = {"type": sorted(types)[0] if len(types) == 1 else sorted(types)}
-    required = [k for k in seen if all(k in obj for obj in objects)]
-    return {"type": "object", "properties": properties, "required": required}
+            self.types.setdefault(key, set()).add(self.NAMES[type(value)])
+            self.counts[key] += 1
+
+    def draft(self) -> dict:
+        properties = {}
+        for key, types in self.types.items():
+            if types == {"integer", "number"}:
+                types = {"number"}
+            properties[key] = {"type": sorted(types)[0] if len(types) == 1 else sorted(types)}
+        required = [k for k in self.types if self.counts[k] == self.objects]
+        return {"type": "object", "properties": properties, "required": required}
 
 
-def read_files(
-    paths: list[Path], count_tokens: Callable[[list[str]], list[int]] | None = None, max_tokens: int | None = None
-) -> ImportReport:
-    """Check every line of `paths` (chat and preference lines may be mixed) and gather what they hold."""
-    report = ImportReport()
-    answers_by_input: dict[str, str] = {}
+class _Repeats:
+    """Inputs seen before, as digests with the line that answered them first (~150 bytes an input in all, whatever its
+    length): a repeat with the same answer is a duplicate, with another answer a conflict (both kept)."""
+
+    def __init__(self) -> None:
+        self.answers: dict[bytes, bytes] = {}  # input digest -> answer digest (12 bytes) + the line's `where`, encoded
+
+    def seen(self, example: Example) -> str | None:
+        """None for a new input, 'duplicate' for a repeat of an input and its answer, else the "file:line" that answered
+        the input otherwise first (a conflict: kept)."""
+        key = hashlib.blake2b(example.input.encode(), digest_size=12).digest()
+        answer = hashlib.blake2b(example.answer.encode(), digest_size=12).digest()
+        previous = self.answers.get(key)
+        if previous is None:
+            self.answers[key] = answer + example.where.encode()
+            return None
+        return "duplicate" if previous[:12] == answer else previous[12:].decode()
+
+
+def _lines(paths: list[Path], repeats: _Repeats | None) -> Iterator[Example | dict | str | None]:
+    """Each non-empty line of `paths`, parsed: an Example (`where` set; `conflict`: the line that answered its input
+    otherwise first, as `repeats` saw), a preference dict, the reason a line is bad ("file:line: reason"), or None for a repeat of an earlier
+    input and answer (with `repeats`; not to be used again)."""
     for path in paths:
         with open(path, encoding="utf-8", errors="replace") as handle:
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
-                report.lines += 1
                 where = f"{path}:{number}"
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    report.bad.append(f"{where}: not JSON ({exc.msg})")
+                    yield f"{where}: not JSON ({exc.msg})"
                     continue
                 if not isinstance(record, dict):
-                    report.bad.append(f"{where}: not a JSON object")
+                    yield f"{where}: not a JSON object"
                     continue
                 parsed = parse_preference_line(record) if "preferred_output" in record else parse_chat_line(record)
                 if isinstance(parsed, str):
-                    report.bad.append(f"{where}: {parsed}")
+                    yield f"{where}: {parsed}"
                 elif isinstance(parsed, dict):
-                    report.preferences.append(parsed)
+                    yield parsed
                 else:
                     parsed.where = where
-                    report.multi_turn += parsed.turns > 1
-                    previous = answers_by_input.get(parsed.input)
-                    if previous is not None:
-                        if previous == parsed.answer:
-                            report.duplicates += 1
-                            continue
-                        report.conflicts.append(f"{where}: the same input was answered {previous!r} before, {parsed.answer!r} here")
-                    answers_by_input[parsed.input] = parsed.answer
-                    report.examples.append(parsed)
-    if count_tokens is not None and report.examples:
-        # In chunks: a tokenizer's encodings of a whole file at once held ~4 KB a line (50,000 lines: 330 MB).
-        counts = [
-            n
-            for begin in range(0, len(report.examples), 1000)
-            for n in count_tokens([e.input for e in report.examples[begin : begin + 1000]])
-        ]
-        if max_tokens is not None:
-            over = [(e, n) for e, n in zip(report.examples, counts) if n > max_tokens]
-            report.bad.extend(f"{e.where}: over the context ({n} input tokens, over {max_tokens})" for e, n in over)
-            dropped = {id(e) for e, _ in over}
-            report.examples = [e for e in report.examples if id(e) not in dropped]
-            counts = [n for n in counts if n <= max_tokens]
-        if counts:
-            report.tokens = {"min": min(counts), "mean": round(sum(counts) / len(counts), 1), "max": max(counts)}
-    _decide_kind(report)
+                    verdict = repeats.seen(parsed) if repeats is not None else None
+                    if verdict == "duplicate":
+                        yield None
+                        continue
+                    parsed.conflict = verdict
+                    yield parsed
+
+
+def read_files(
+    paths: list[Path], count_tokens: Callable[[list[str]], list[int]] | None = None, max_tokens: int | None = None
+) -> ImportReport:
+    """Check every line of `paths` (chat and preference lines may be mixed) and gather what they hold, in one pass whose
+    memory does not grow with the file: examples are counted, not kept (inputs are remembered as 16-byte digests, to
+    find repeats), and counted for tokens 1,000 at a time."""
+    report = ImportReport(paths=list(paths))
+    state = _Gather()
+    waiting: list[Example] = []
+    for item in _lines(paths, repeats=_Repeats()):
+        report.lines += 1  # one item a non-empty line
+        if item is None:
+            report.duplicates += 1
+        elif isinstance(item, str):
+            report.bad.append(item)
+        elif isinstance(item, dict):
+            report.preference_pairs += 1
+        else:
+            if item.conflict:
+                report.conflicts.append(f"{item.where}: the same input was answered otherwise at {item.conflict}, {item.answer!r} here")
+            waiting.append(item)
+            if len(waiting) == 1000:
+                _take(report, state, waiting, count_tokens, max_tokens)
+    _take(report, state, waiting, count_tokens, max_tokens)
+    if state.token_counts:
+        report.tokens = {"min": state.token_min, "mean": round(state.token_sum / state.token_counts, 1), "max": state.token_max}
+    _decide_kind(report, state)
     return report
 
 
-def _decide_kind(report: ImportReport) -> None:
-    if not report.examples:
+@dataclass
+class _Gather:
+    """The running figures of `read_files`' pass."""
+
+    systems: Counter = field(default_factory=Counter)
+    answers: Counter = field(default_factory=Counter)  # at most MAX_LABELS + 1 distinct: past that, not a label set
+    all_objects: bool = True
+    schema: _Schema = field(default_factory=_Schema)
+    token_counts: int = 0
+    token_sum: int = 0
+    token_min: int = 0
+    token_max: int = 0
+
+
+def _take(report: ImportReport, state: _Gather, waiting: list[Example], count_tokens, max_tokens: int | None) -> None:
+    """Count `waiting`'s tokens, drop those over the context (bad lines), fold the rest into the figures; empty it."""
+    counts = count_tokens([e.input for e in waiting]) if count_tokens is not None and waiting else [None] * len(waiting)
+    for example, n in zip(waiting, counts):
+        if n is not None and max_tokens is not None and n > max_tokens:
+            report.bad.append(f"{example.where}: over the context ({n} input tokens, over {max_tokens})")
+            report.over_context.add(example.where)
+            continue
+        report.usable += 1
+        report.multi_turn += example.turns > 1
+        if example.system:
+            state.systems[example.system] += 1
+        answer = example.answer.strip()
+        if answer in state.answers or len(state.answers) <= MAX_LABELS:
+            state.answers[answer] += 1
+        if state.all_objects:
+            try:
+                value = json.loads(example.answer)
+            except json.JSONDecodeError:
+                value = None
+            if isinstance(value, dict):
+                state.schema.add(value)
+            else:
+                state.all_objects = False
+        if n is not None:
+            state.token_min = n if not state.token_counts else min(state.token_min, n)
+            state.token_max = max(state.token_max, n)
+            state.token_sum, state.token_counts = state.token_sum + n, state.token_counts + 1
+    waiting.clear()
+
+
+def _decide_kind(report: ImportReport, state: _Gather) -> None:
+    if not report.usable:
         report.why_not = "no usable chat examples"
         return
-    objects = []
-    for example in report.examples:
-        try:
-            value = json.loads(example.answer)
-        except json.JSONDecodeError:
-            break
-        if not isinstance(value, dict):
-            break
-        objects.append(value)
-    systems = Counter(e.system for e in report.examples if e.system)
+    systems = state.systems
     report.instruction = systems.most_common(1)[0][0] if systems else None
-    if len(objects) == len(report.examples):
-        report.kind, report.schema = "idp", infer_schema(objects)
+    if state.all_objects:
+        report.kind, report.schema = "idp", state.schema.draft()
         return
-    labels = Counter(e.answer.strip() for e in report.examples)
-    if len(labels) <= MAX_LABELS and len(labels) >= 2 and len(labels) <= len(report.examples) / 2:
+    labels = state.answers
+    if len(labels) <= MAX_LABELS and len(labels) >= 2 and len(labels) <= report.usable / 2:
         report.kind, report.labels = "classification", dict(labels.most_common())
         return
+    distinct = f"over {MAX_LABELS}" if len(labels) > MAX_LABELS else str(len(labels))
     report.why_not = (
-        f"{len(labels)} distinct assistant answers in {len(report.examples)} examples: free text, neither a label set "
+        f"{distinct} distinct assistant answers in {report.usable} examples: free text, neither a label set "
         f"(at most {MAX_LABELS} answers, each repeated) nor JSON objects"
     )
 
@@ -257,20 +347,20 @@ def write_task(report: ImportReport, out: Path, name: str, max_bad_share: float 
     out.mkdir(parents=True, exist_ok=True)
     task: dict = {"name": name, "type": report.kind}
     if report.kind == "classification":
-        rows = [{"text": e.input, "label": e.answer.strip()} for e in report.examples]
+        rows = ({"text": e.input, "label": e.answer.strip()} for e in report.examples())
         task["labels"] = list(report.labels)
     else:
-        rows = [{"document": e.input, "target": json.loads(e.answer)} for e in report.examples]
+        rows = ({"document": e.input, "target": json.loads(e.answer)} for e in report.examples())
         atomic_write_text(out / "schema.json", json.dumps(report.schema, indent=2))
         task["schema_file"] = "schema.json"
-    atomic_write_text(out / "train.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    write_jsonl(out / "train.jsonl", rows)  # streamed from the files again, a line at a time
     task["data"] = {"train": "train.jsonl"}
-    if report.preferences:
-        atomic_write_text(out / "preferences.jsonl", "".join(json.dumps(p) + "\n" for p in report.preferences))
+    if report.preference_pairs:
+        write_jsonl(out / "preferences.jsonl", report.preferences())
         task["data"]["preferences"] = "preferences.jsonl"
     if report.instruction:
         task["instruction"] = report.instruction
-    task["methods"] = ["sft", "dpo"] if report.preferences else ["sft"]
+    task["methods"] = ["sft", "dpo"] if report.preference_pairs else ["sft"]
     header = "# Imported from OpenAI fine-tuning files by `distill-slm import openai` (review the labels or the schema draft).\n"
     atomic_write_text(out / "task.yaml", header + yaml.safe_dump(task, sort_keys=False, allow_unicode=True))
     return out / "task.yaml"

@@ -24,11 +24,11 @@ def _chat(user: str, answer: str, system: str = "Classify the ticket's priority.
 
 def test_the_cookbook_file_is_checked_line_by_line_and_said_to_be_free_text():
     report = read_files([TOY])
-    assert report.lines == 5 and len(report.examples) == 4 and report.multi_turn == 1
+    assert report.lines == 5 and report.usable == 4 and report.multi_turn == 1
     assert report.bad == [f"{TOY}:4: field 'messages': no user message before the assistant's answer"]
     assert report.kind is None and "free text" in report.why_not  # a chat assistant's replies: not a task distilled here
     assert report.instruction == "You are a happy assistant that puts a positive spin on everything."
-    two_turns = next(e for e in report.examples if e.turns > 1)
+    two_turns = next(e for e in report.examples() if e.turns > 1)
     assert (two_turns.input, two_turns.answer) == ("I don't even know how to play golf.", "It's easy to learn!")  # the last exchange
 
 
@@ -55,12 +55,12 @@ def test_a_classification_file_becomes_a_task_that_loads(tmp_path):
     path.write_text("\n".join(lines) + "\n")
     report = read_files([path], count_tokens=lambda texts: [len(t.split()) for t in texts], max_tokens=100)
     assert report.kind == "classification" and report.labels == {"P3": 20, "P1": 11}
-    assert report.duplicates == 1 and len(report.conflicts) == 1 and "P3" in report.conflicts[0]
+    assert report.duplicates == 1 and report.conflicts == [f"{path}:32: the same input was answered otherwise at {path}:2, 'P1' here"]
     assert report.bad == [
         f"{path}:33: not JSON (Expecting property name enclosed in double quotes)",
         f"{path}:34: field 'messages[0].role': unknown role 'robot' (one of system, user, assistant, tool, function, developer)",
     ]
-    assert report.preferences == [{"prompt": "ticket 5", "chosen": "P3", "rejected": "P1"}]
+    assert report.preference_pairs == 1 and list(report.preferences()) == [{"prompt": "ticket 5", "chosen": "P3", "rejected": "P1"}]
     with pytest.raises(DataError, match="2 of 35 lines cannot be used"):
         write_task(report, tmp_path / "refused", "tickets", max_bad_share=0.05)
     assert not (tmp_path / "refused").exists()  # nothing written
