@@ -25,6 +25,7 @@ from core.evaluation.sharded import evaluate_sharded
 from core.kinds import TaskKind, for_config
 from core.kinds.data import label_set
 from core.teachers.fanout import RayFanout
+from core.teachers.openai import OpenAITeacher
 
 HUB_IDS = {"embedded": "HuggingFaceTB/SmolLM2-135M-Instruct"}  # what the embedded base is on the Hugging Face Hub
 LICENSES = {"embedded": "apache-2.0"}  # an adapter is published under its base model's license; others: say so by hand
@@ -66,6 +67,11 @@ def score_variants(
     return base | {"teacher": teacher} | results
 
 
+def _grading_model(cfg: TaskConfig):
+    """The teacher endpoint that grades an imported eval's `label_model` graders (None without an `openai` teacher)."""
+    return OpenAITeacher(cfg) if cfg.teacher.backend == "openai" else None
+
+
 def evaluate_run(
     cfg: TaskConfig,
     rows: list[Example],
@@ -85,9 +91,15 @@ def evaluate_run(
             results[name]["self_training"] = json.loads(chosen.read_text())
     openai_eval = load_openai_eval(cfg.data.openai_eval) if cfg.data.openai_eval is not None else None
     if openai_eval is not None:  # the user's own graders, on the same answers
-        for metrics in results.values():
-            if metrics.get("predictions"):
-                metrics["openai_graders"] = openai_eval.grade({p["id"]: answer_text(p) for p in metrics["predictions"]})
+        grader = _grading_model(cfg) if openai_eval.needs_model() else None
+        try:
+            for metrics in results.values():
+                if metrics.get("predictions"):
+                    answers = {p["id"]: answer_text(p) for p in metrics["predictions"]}
+                    metrics["openai_graders"] = openai_eval.grade(answers, grader.chat if grader else None, cfg.teacher.concurrency)
+        finally:
+            if grader is not None:
+                grader.close()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for name, metrics in results.items():

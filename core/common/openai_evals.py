@@ -7,15 +7,20 @@ An eval definition is the JSON OpenAI's API returned for an eval (`GET /evals/{i
 
 * `string_check` (`operation` eq, ne, like = contains, ilike = contains ignoring case): 1 or 0 per row;
 * `text_similarity` with `evaluation_metric: fuzzy_match`: a 0-1 similarity (difflib's ratio), passing at
-  `pass_threshold`.
+  `pass_threshold`;
+* `label_model`: a grading model reads the grader's messages (templates filled per row) and answers one of `labels`;
+  a row passes when that label is one of `passing_labels`. The grading model is the task's teacher endpoint
+  (`teacher.backend: openai`, asked for `teacher.model`, through the teacher's transport: egress rules, key, retries);
+  the grader's own `model` names what graded at OpenAI and is reported beside it. Without such a teacher the grader is
+  reported as not run, saying why. A reply that is not one of the labels leaves that row ungraded (counted).
 
-The others (`label_model`, `score_model`, `python`, `multi`, other similarity metrics) need a grading model or code this
-product does not run: they are listed as not supported, by name and type, never silently dropped. Templates are
+The others (`score_model`, `python`, `multi`, other similarity metrics) need a scoring model or code this product does
+not run: they are listed as not supported, by name and type, never silently dropped. Templates are
 `{{item.field}}` (dots for nested fields) and `{{sample.output_text}}`, the variant's answer as text.
 
     ev = load_openai_eval("eval.json", "eval_data.jsonl")          # graders, unsupported, items; errors name file and line
     rows = ev.rows(input_field="ticket")                            # Examples: text from the item, label from the reference
-    ev.grade({"eval-00001": "billing", ...})                        # {grader name: {"pass_rate": ..., "mean_score": ...}}
+    ev.grade({"eval-00001": "billing", ...}, ask=None)              # {grader name: {"pass_rate": ..., "mean_score": ...}}
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from __future__ import annotations
 import difflib
 import json
 import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +37,9 @@ from core.common.files import atomic_write_text, read_records
 from core.common.rows import Example
 from core.errors import DataError
 
-SUPPORTED = {"string_check", "text_similarity"}
+SUPPORTED = {"string_check", "text_similarity", "label_model"}
+# A grading model's reply to chat messages, or None when it could not answer (`core.teachers.openai.OpenAITeacher.chat`).
+Ask = Callable[[list[dict]], str | None]
 OPERATIONS = {"eq", "ne", "like", "ilike"}
 _TEMPLATE = re.compile(r"\{\{\s*([a-zA-Z_][\w.]*)\s*\}\}")
 
@@ -60,11 +69,38 @@ class Grader:
 
 
 @dataclass
+class LabelModelGrader:
+    """OpenAI's `label_model` grader: a grading model labels each answer; the passing labels pass."""
+
+    name: str
+    model: str  # the model that graded at OpenAI (here the teacher's grades: reported beside it)
+    input: list[dict]  # chat messages, their contents templates
+    labels: list[str]
+    passing_labels: list[str]
+    type: str = "label_model"
+
+    def messages(self, item: dict, output_text: str) -> list[dict]:
+        rendered = [{"role": m["role"], "content": render(m["content"], item, output_text)} for m in self.input]
+        return rendered + [
+            {"role": "system", "content": f"Reply with exactly one of these labels and nothing else: {', '.join(self.labels)}."}
+        ]
+
+    def label(self, reply: str | None) -> str | None:
+        """The label a reply names (case, quotes and a final period aside), None if it names none."""
+        cleaned = (reply or "").strip().strip("'\"`.").strip().lower()
+        return next((label for label in self.labels if label.lower() == cleaned), None)
+
+
+@dataclass
 class OpenAIEval:
     name: str
-    graders: list[Grader]
+    graders: list[Grader | LabelModelGrader]
     unsupported: list[str]  # "name (type)" of each grader this product does not run
     items: list[dict] = field(default_factory=list)
+
+    def needs_model(self) -> bool:
+        """Whether a grader asks a grading model (`label_model`)."""
+        return any(isinstance(g, LabelModelGrader) for g in self.graders)
 
     def ids(self) -> list[str]:
         return [f"eval-{n:05d}" for n in range(1, len(self.items) + 1)]
@@ -72,6 +108,8 @@ class OpenAIEval:
     def reference_field(self) -> str | None:
         """The item field the first grader compares with: the row's gold answer."""
         for grader in self.graders:
+            if isinstance(grader, LabelModelGrader):
+                continue  # it compares with no item field
             found = _TEMPLATE.fullmatch(grader.reference.strip())
             if found and found.group(1).startswith("item."):
                 return found.group(1)[len("item.") :]
@@ -94,12 +132,17 @@ class OpenAIEval:
             rows.append(Example(row_id, text, label if isinstance(label, str) else json.dumps(label, sort_keys=True)))
         return rows
 
-    def grade(self, answers: dict[str, str]) -> dict[str, dict]:
-        """Each supported grader over the answers (row id -> answer text): pass rate and mean score."""
+    def grade(self, answers: dict[str, str], ask: Ask | None = None, concurrency: int = 8) -> dict[str, dict]:
+        """Each grader over the answers (row id -> answer text): pass rate and mean score. `label_model` graders ask
+        `ask` (the grading model), `concurrency` rows at a time; without it they are reported as not run."""
         items = dict(zip(self.ids(), self.items))
+        graded = [(items[row_id], text) for row_id, text in answers.items() if row_id in items]
         report = {}
         for grader in self.graders:
-            scores = [grader.score(items[row_id], text) for row_id, text in answers.items() if row_id in items]
+            if isinstance(grader, LabelModelGrader):
+                report[grader.name] = _grade_with_model(grader, graded, ask, concurrency)
+                continue
+            scores = [grader.score(item, text) for item, text in graded]
             report[grader.name] = {
                 "type": grader.type if grader.type != "string_check" else f"string_check ({grader.operation})",
                 "pass_rate": sum(grader.passes(s) for s in scores) / max(len(scores), 1),
@@ -107,6 +150,24 @@ class OpenAIEval:
                 "rows": len(scores),
             }
         return report
+
+
+def _grade_with_model(grader: LabelModelGrader, graded: list[tuple[dict, str]], ask: Ask | None, concurrency: int) -> dict:
+    kind = f"label_model, {grader.model} at OpenAI"
+    if ask is None:
+        return {"type": kind, "not_run": "needs a grading model: set teacher.backend: openai (its endpoint grades)", "rows": 0}
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        labels = list(pool.map(lambda pair: grader.label(ask(grader.messages(*pair))), graded))
+    named = [label for label in labels if label is not None]
+    passed = sum(label in grader.passing_labels for label in named)
+    return {
+        "type": kind,
+        "pass_rate": passed / max(len(named), 1),
+        "mean_score": passed / max(len(named), 1),
+        "rows": len(named),
+        "ungraded": len(labels) - len(named),  # the grading model failed or named no label
+        "labels": {label: named.count(label) for label in grader.labels},
+    }
 
 
 def render(template: str, item: dict, output_text: str) -> str:
@@ -163,7 +224,9 @@ def load_openai_eval(definition: str | Path, data: str | Path | None = None) -> 
     for n, g in enumerate(criteria):
         kind, name = g.get("type"), g.get("name") or f"grader {n + 1}"
         where = f"testing_criteria[{n}]"
-        if kind == "text_similarity" and g.get("evaluation_metric") != "fuzzy_match":
+        if kind == "label_model":
+            graders.append(_label_model(g, name, definition, where))
+        elif kind == "text_similarity" and g.get("evaluation_metric") != "fuzzy_match":
             unsupported.append(f"{name} (text_similarity {g.get('evaluation_metric')})")
         elif kind not in SUPPORTED:
             unsupported.append(f"{name} ({kind})")
@@ -185,6 +248,24 @@ def load_openai_eval(definition: str | Path, data: str | Path | None = None) -> 
     return OpenAIEval(spec.get("name") or definition.stem, graders, unsupported, items)
 
 
+def _label_model(g: dict, name: str, definition: Path, where: str) -> LabelModelGrader:
+    messages, labels, passing = g.get("input"), g.get("labels"), g.get("passing_labels")
+    if not isinstance(messages, list) or not messages:
+        raise DataError(definition, None, f"{where}.input", "missing: the grader's chat messages")
+    for n, message in enumerate(messages):
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, dict) and content.get("type") == "input_text":  # OpenAI's typed content
+            content = content.get("text")
+        if not isinstance(content, str) or message.get("role") not in ("system", "developer", "user", "assistant"):
+            raise DataError(definition, None, f"{where}.input[{n}]", "a message needs a role and a text content")
+        messages[n] = {"role": "system" if message["role"] == "developer" else message["role"], "content": content}
+    if not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(label, str) for label in labels):
+        raise DataError(definition, None, f"{where}.labels", "the labels the grading model chooses from: at least two strings")
+    if not isinstance(passing, list) or not passing or not set(passing) <= set(labels):
+        raise DataError(definition, None, f"{where}.passing_labels", f"{passing!r}: a non-empty subset of labels {labels}")
+    return LabelModelGrader(name, str(g.get("model") or "?"), messages, labels, passing)
+
+
 def write_imported(definition: str | Path, data: str | Path, out: str | Path, input_field: str | None = None) -> dict:
     """`distill-slm import evals`: the eval's rows as `out/eval.jsonl` (id, text, label) and the eval with its items as
     `out/openai_eval.json`; returns what was found and the task file lines that use them."""
@@ -199,7 +280,7 @@ def write_imported(definition: str | Path, data: str | Path, out: str | Path, in
         "eval": ev.name,
         "rows": len(rows),
         "answers_found": sorted({row.label for row in rows})[:20],
-        "graders_run": [f"{g.name} ({g.type})" for g in ev.graders],
+        "graders_run": [f"{g.name} ({g.type})" for g in ev.graders],  # label_model: with a teacher endpoint to grade
         "graders_not_supported": ev.unsupported,
         "task_file": {"data": {"eval": str(out / "eval.jsonl"), "openai_eval": str(out / "openai_eval.json")}},
     }

@@ -328,9 +328,19 @@ def add_openai_graders(report: Path, results: dict[str, dict], unsupported: list
         lines += ["| variant | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
         for variant, metrics in results.items():
             graded = metrics.get("openai_graders", {})
-            cells = [f"{graded[n]['pass_rate']:.3f} pass ({graded[n]['mean_score']:.3f})" if n in graded else "-" for n in names]
+            cells = [_grader_cell(graded.get(n)) for n in names]
             lines.append(f"| {variant} | " + " | ".join(cells) + " |")
-    lines.append("")
-    lines.append("Not supported (need a grading model or code): " + (", ".join(unsupported) if unsupported else "none") + ".")
+    not_run = {n: g["not_run"] for metrics in results.values() for n, g in metrics.get("openai_graders", {}).items() if "not_run" in g}
+    lines += ["", *(f"Not run: {name}: {why}." for name, why in sorted(not_run.items()))]
+    lines.append("Not supported (need a scoring model or code): " + (", ".join(unsupported) if unsupported else "none") + ".")
     with report.open("a") as f:
         f.write("\n".join(lines) + "\n")
+
+
+def _grader_cell(graded: dict | None) -> str:
+    if graded is None:
+        return "-"
+    if "not_run" in graded:
+        return "not run"
+    ungraded = f", {graded['ungraded']} ungraded" if graded.get("ungraded") else ""
+    return f"{graded['pass_rate']:.3f} pass ({graded['mean_score']:.3f}){ungraded}"

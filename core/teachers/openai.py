@@ -98,6 +98,15 @@ class OpenAITeacher(Teacher):
     def answer(self, texts: list[str]) -> list[TeacherAnswer]:
         return [self.answer_one(t) for t in texts]
 
+    def chat(self, messages: list[dict], max_tokens: int = 16) -> str | None:
+        """The endpoint's greedy reply to `messages` as they are (a grader's prompt, not the task's), or None when it
+        could not answer after its retries."""
+        try:
+            data = self._post({"model": self.cfg.model, "messages": messages, "temperature": 0.0, "max_tokens": max_tokens})
+            return data["choices"][0]["message"]["content"]
+        except (_Fatal, KeyError, IndexError, TypeError):
+            return None
+
     def answer_one(self, text: str) -> TeacherAnswer:
         """One answer, or (a task that wants several candidates, codegen) the task's combination of `candidates` answers:
         the first at temperature 0, the rest sampled."""
