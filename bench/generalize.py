@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import math
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -38,7 +37,6 @@ from fastapi import FastAPI, Request
 from bench.generators import DEVELOPMENT, GENERATORS, HELD_OUT
 from core.common.config import KDConfig, ModelConfig, TaskConfig, TrainingConfig
 from core.common.files import atomic_write_text
-from core.common.ports import free_port
 from core.common.splits import balanced_split, distinct_inputs
 from core.evaluation.evaluate import evaluate_variants
 from core.kinds import for_config, make_teacher
@@ -51,7 +49,7 @@ from core.methods.selftrain import labeler_config
 from core.teachers.traces import TraceStore, generate_traces
 from core.training.sft_trainer import train_sft
 from demos import Demo
-from service.main import wait_until_ready
+from service.main import serve_app_in_thread
 
 HALVES = {"held-out": HELD_OUT, "development": DEVELOPMENT}
 
@@ -83,14 +81,7 @@ def oracle_teacher(answers: dict[str, str]) -> tuple[uvicorn.Server, str]:
     async def ready() -> dict:
         return {"ready": True}
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    if not wait_until_ready(url, 30, thread.is_alive):
-        raise RuntimeError("the oracle teacher did not start")
-    return server, url
+    return serve_app_in_thread(app)
 
 
 def _config(demo: Demo, work: Path) -> TaskConfig:

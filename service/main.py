@@ -200,15 +200,21 @@ def serve_in_thread(
     """A real server in this process (for tests and benchmarks): uvicorn on a free loopback port in
     a daemon thread. Returns once /readyz answers 200; stop it with `server.should_exit = True`.
     `wrap` puts ASGI middleware around the app (the tests' fault injection)."""
-    port = free_port()
     app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(wrap(app) if wrap else app, host="127.0.0.1", port=port, log_level="warning"))
+    return serve_app_in_thread(wrap(app) if wrap else app, ready_timeout_s)
+
+
+def serve_app_in_thread(app: ASGIApp, ready_timeout_s: float = 30.0) -> tuple[uvicorn.Server, str]:
+    """Any ASGI app with a /readyz route (a benchmark's teacher, a test's grading model) served as `serve_in_thread`
+    serves the service; returns the server and its root URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
     if wait_until_ready(url, ready_timeout_s, thread.is_alive):
         return server, url
-    raise RuntimeError("the service did not become ready (see the log above)")
+    raise RuntimeError("the server did not become ready (see the log above)")
 
 
 def wait_until_ready(url: str, timeout_s: float, alive: Callable[[], bool]) -> bool:

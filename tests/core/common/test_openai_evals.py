@@ -77,15 +77,11 @@ def test_an_imported_eval_is_the_evaluation_and_its_graders_are_in_the_report(ti
 def test_a_label_model_grader_is_graded_by_the_teacher_endpoint(tmp_path):
     """A grading model on a real loopback endpoint (it says 'polite' to answers with 'please', 'Rude.' to the rest, and
     something else to 'Standard'), reached through the OpenAI teacher's transport."""
-    import threading
-
-    import uvicorn
     from fastapi import FastAPI, Request
 
     from core.common.config import TaskConfig
-    from core.common.ports import free_port
     from core.teachers.openai import OpenAITeacher
-    from service.main import wait_until_ready
+    from service.main import serve_app_in_thread
 
     app, asked = FastAPI(), []
 
@@ -101,13 +97,9 @@ def test_a_label_model_grader_is_graded_by_the_teacher_endpoint(tmp_path):
     async def ready() -> dict:
         return {"ready": True}
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
+    server, url = serve_app_in_thread(app)
     try:
-        assert wait_until_ready(f"http://127.0.0.1:{port}", 30, thread.is_alive)
-        cfg = TaskConfig(teacher={"backend": "openai", "model": "judge", "base_url": f"http://127.0.0.1:{port}/v1", "api_key_env": ""})
+        cfg = TaskConfig(teacher={"backend": "openai", "model": "judge", "base_url": f"{url}/v1", "api_key_env": ""})
         ev = load_openai_eval(DATA / "eval_definition.json", DATA / "eval_data.jsonl")
         ids = ev.ids()
         answers = {ids[0]: "Good, please", ids[1]: "Bad", ids[2]: "Standard", ids[3]: "please wait"}
