@@ -31,6 +31,15 @@ backward pass runs through every layer), and a validation curve no better than t
 0.46, 0.51, 0.52 at steps 50-350, against 0.28, 0.51, 0.42, 0.42, 0.48 for the top 10; the run was stopped at step
 391 of 500, before its test rows): at 2.2x the time for no visible gain, the default stays the top 10 layers.
 
+When to stop, measured on the development half (`bench generalize` variant `sft_stopping`: one run through the whole
+plan, its adapter saved at every validation, three rules read off the same trajectory;
+`docs/results/generalize-development-stopping.json`). Macro-F1 on fresh test rows, the default rule (early stop,
+best kept) / the best validation step of the whole plan / the last step: `loans` 0.492 / 0.492 / 0.441 (the rule
+stopped at step 400 and kept 250; the last step's worst class recall 0.05), `shipping` 0.599 / 0.599 / 0.598 (still
+rising: nothing stopped), `reviews` 0.884 / 0.884 / 0.894 (kept 350 of 500). Training to the end never won by more than
+run-to-run noise (~0.05 between two runs of the same settings) and lost 0.05 once: the rule stays, and so does keeping
+the best step rather than the last.
+
 KD from a strong teacher over a pool (`kd.min_steps`, default 1,250: ~5 passes over a 1,500-input pool, against SFT's
 500 steps). Measured on `loans` (development half; the oracle teacher of `bench generalize`, 1,992 balanced answers,
 `docs/results/generalize-development-kd-plan.json`): the 500-step plan's validation curve sat at 0.35-0.45, early
