@@ -184,7 +184,7 @@ class _Schema:
 
 
 class _Repeats:
-    """Inputs seen before, as digests with the line that answered them first (~150 bytes an input in all, whatever its
+    """Inputs seen before, as digests with the line that answered them first (~170 bytes an input in all, whatever its
     length): a repeat with the same answer is a duplicate, with another answer a conflict (both kept)."""
 
     def __init__(self) -> None:
@@ -204,8 +204,8 @@ class _Repeats:
 
 def _lines(paths: list[Path], repeats: _Repeats | None) -> Iterator[Example | dict | str | None]:
     """Each non-empty line of `paths`, parsed: an Example (`where` set; `conflict`: the line that answered its input
-    otherwise first, as `repeats` saw), a preference dict, the reason a line is bad ("file:line: reason"), or None for a repeat of an earlier
-    input and answer (with `repeats`; not to be used again)."""
+    otherwise first, as `repeats` saw), a preference dict, the reason a line is bad ("file:line: reason"), or None for
+    a repeat of an earlier input and answer (with `repeats`; not to be used again)."""
     for path in paths:
         with open(path, encoding="utf-8", errors="replace") as handle:
             for number, line in enumerate(handle, start=1):
@@ -239,8 +239,8 @@ def read_files(
     paths: list[Path], count_tokens: Callable[[list[str]], list[int]] | None = None, max_tokens: int | None = None
 ) -> ImportReport:
     """Check every line of `paths` (chat and preference lines may be mixed) and gather what they hold, in one pass whose
-    memory does not grow with the file: examples are counted, not kept (inputs are remembered as 16-byte digests, to
-    find repeats), and counted for tokens 1,000 at a time."""
+    memory does not grow with the file's text: examples are counted, not kept (inputs are remembered as 12-byte digests,
+    to find repeats: `_Repeats`), and counted for tokens 1,000 at a time."""
     report = ImportReport(paths=list(paths))
     state = _Gather()
     waiting: list[Example] = []
