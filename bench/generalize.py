@@ -48,6 +48,7 @@ from core.methods.base import validator
 from core.methods.selftrain import labeler_config
 from core.teachers.traces import TraceStore, generate_traces
 from core.training.sft_trainer import train_sft
+from core.training.validation import best_point, stops_here
 from demos import Demo
 from service.main import serve_app_in_thread
 
@@ -219,13 +220,10 @@ def _generator(
 
 def _kept_by_rule(curve: list[dict], patience: int, not_before: int) -> int:
     """The step `BestOnValidation` keeps on `curve` (its stopping rule replayed): the best so far when it would stop."""
-    best = None
-    for point in curve:
-        if best is None or point["value"] > best["value"]:
-            best = point
-        elif point["step"] >= not_before and sum(p["step"] > best["step"] for p in curve if p["step"] <= point["step"]) >= patience:
-            break
-    return best["step"]
+    for end in range(1, len(curve) + 1):
+        if stops_here(curve[:end], patience, not_before):
+            return best_point(curve[:end])["step"]
+    return best_point(curve)["step"]
 
 
 def _stopping_arms(cfg: TaskConfig, train: list, validation: list, work: Path) -> tuple:
@@ -246,7 +244,7 @@ def _stopping_arms(cfg: TaskConfig, train: list, validation: list, work: Path) -
     _, stats = train_sft(full, train, work / "sft-ck", work / "sft", validate=validate_and_keep)
     by_step = {point["step"]: folder for point, folder in zip(stats.learning_curve, saved, strict=True)}
     kept = _kept_by_rule(stats.learning_curve, cfg.training.patience, stats.planned_steps // 2)
-    best = max(stats.learning_curve, key=lambda point: (point["value"], -point["step"]))["step"]
+    best = best_point(stats.learning_curve)["step"]
     stats.best_step = kept
     arms = {"sft": by_step[kept], "sft_full_best": by_step[best], "sft_full_last": by_step[stats.learning_curve[-1]["step"]]}
     return stats, arms

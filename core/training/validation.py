@@ -41,7 +41,7 @@ class BestOnValidation(TrainerCallback):
 
     @property
     def best(self) -> dict | None:
-        return max(self.curve, key=lambda point: (point["value"], -point["step"])) if self.curve else None
+        return best_point(self.curve)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         last = state.global_step >= state.max_steps
@@ -60,7 +60,7 @@ class BestOnValidation(TrainerCallback):
         if best is None or value > best["value"]:
             if main_process():
                 self._save_best(model)
-        elif state.global_step >= self.not_before and sum(point["step"] > self.best["step"] for point in self.curve) >= self.patience:
+        elif stops_here(self.curve, self.patience, self.not_before):
             control.should_training_stop = True
         if main_process():  # every rank keeps the same curve (identical weights, identical scores); one writes it
             atomic_write_text(self._state_path, json.dumps({"curve": self.curve}))
@@ -77,6 +77,18 @@ class BestOnValidation(TrainerCallback):
             os.rename(self.best_dir, old)
         os.rename(fresh, self.best_dir)
         shutil.rmtree(old, ignore_errors=True)
+
+
+def best_point(curve: list[dict]) -> dict | None:
+    """The best validation point of `curve` (the earliest of equal ones), None before the first."""
+    return max(curve, key=lambda point: (point["value"], -point["step"])) if curve else None
+
+
+def stops_here(curve: list[dict], patience: int, not_before: int) -> bool:
+    """The stopping rule, after the last point of `curve`: at or past step `not_before`, `patience` validations since
+    the best one. (`bench generalize` replays it on a curve run to the end: the same function.)"""
+    best = best_point(curve)
+    return curve[-1]["step"] >= not_before and sum(point["step"] > best["step"] for point in curve) >= patience
 
 
 def _from_rank_zero(value: float) -> float:
