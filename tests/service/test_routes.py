@@ -1,4 +1,4 @@
-"""The real service: uvicorn on a loopback port, driven by plain HTTP and the official openai client."""
+"""The routes, for real: uvicorn on a loopback port over the service, driven by plain HTTP and the official openai client."""
 
 import json
 import threading
