@@ -200,6 +200,27 @@ def kill_at_random_moment(args: list[str], ready, rng, max_delay_s: float, what:
     return kill
 
 
+# The longest test files (seconds on CI's 2 cores), first. `--dist loadfile` hands whole files to the two workers in
+# collection order; a long file collected last (flows/ sorts late) leaves one worker idle while the other finishes it.
+LONGEST_FIRST = [
+    "tests/flows/test_distill.py",
+    "tests/core/training/test_sft_trainer.py",
+    "tests/flows/test_drift.py",
+    "tests/core/serving/test_audit.py",
+    "tests/core/teachers/test_traces.py",
+    "tests/core/model/test_fast_decode.py",
+    "tests/core/evaluation/test_code_metrics.py",
+    "tests/core/model/test_continuous.py",
+    "tests/distill_slm/test_cli.py",
+    "tests/flows/test_server.py",
+]
+
+
+def pytest_collection_modifyitems(items):
+    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: the rest keep their order
+
+
 def pytest_terminal_summary(terminalreporter):
     import json
 
