@@ -101,6 +101,24 @@ def make_adapter(cfg, out, seed):
     return out
 
 
+def creditmix_versions(tiny_model_dir: Path, root: Path, seeds=(1,), macro_f1=lambda seed: 0.5, eval_sha256: str = "demo"):
+    """A registry under `root/runs` holding one `creditmix` SFT version per seed (`make_adapter` weights) on the tiny
+    model, nothing promoted (`eval_sha256`: the eval rows their metrics claim, which the gate compares); returns the
+    registry and the task config the versions carry."""
+    import yaml
+
+    from core.common.config import TaskConfig
+    from core.registry import Registry
+
+    cfg = TaskConfig()
+    cfg.model.base_model = str(tiny_model_dir)
+    registry, config_yaml = Registry(root / "runs"), yaml.safe_dump(cfg.model_dump(mode="json"))
+    for seed in seeds:
+        adapter = make_adapter(cfg, root / f"adapter{seed}", seed)
+        registry.register("creditmix", "sft", adapter, {"macro_f1": macro_f1(seed)}, config_yaml, {"eval_sha256": eval_sha256})
+    return registry, cfg
+
+
 FINE_TUNED = "ft:gpt-4o-mini-2024-07-18:acme::tickets1"
 SCHEMA_COMPILE_S = 0.5  # the service fixture's budget for compiling a request's schema (small ones take milliseconds)
 
@@ -110,18 +128,11 @@ def server(tiny_model_dir, tmp_path_factory):
     import yaml
 
     from core.common.config import TaskConfig
-    from core.registry import Registry
     from core.settings import ServiceSettings
     from service.main import serve_in_thread
 
     root = tmp_path_factory.mktemp("service")
-    cfg = TaskConfig()
-    cfg.model.base_model = str(tiny_model_dir)
-    registry = Registry(root / "runs")
-    config_yaml = yaml.safe_dump(cfg.model_dump(mode="json"))
-    for seed in (1, 2):
-        adapter = make_adapter(cfg, root / f"adapter{seed}", seed)
-        registry.register("creditmix", "sft", adapter, {"macro_f1": 0.5 + seed / 10}, config_yaml, {"eval_sha256": "demo"})
+    registry, cfg = creditmix_versions(tiny_model_dir, root, seeds=(1, 2), macro_f1=lambda seed: 0.5 + seed / 10)
     registry.promote("creditmix", "sft/v0001")
     # A document-extraction task beside it (the invoices demo schema), served by the same base model.
     idp = TaskConfig(type="idp", model=cfg.model, max_new_tokens=200)

@@ -8,27 +8,19 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-import yaml
 
-from tests.conftest import batch_size_counts, make_adapter
+from tests.conftest import batch_size_counts, creditmix_versions
 
 MAX_QUEUE = 4
 
 
 @pytest.fixture(scope="module")
 def busy_server(tiny_model_dir, tmp_path_factory):
-    from core.common.config import TaskConfig
-    from core.registry import Registry
     from core.settings import ServiceSettings
     from service.main import serve_in_thread
 
     root = tmp_path_factory.mktemp("backpressure")
-    cfg = TaskConfig()
-    cfg.model.base_model = str(tiny_model_dir)
-    registry = Registry(root / "runs")
-    registry.register(
-        "creditmix", "sft", make_adapter(cfg, root / "adapter", 1), {"macro_f1": 0.5}, yaml.safe_dump(cfg.model_dump(mode="json")), {}
-    )
+    registry, cfg = creditmix_versions(tiny_model_dir, root)
     registry.promote("creditmix", "sft/v0001", cfg.promotion.model_copy(update={"guard_min": {}}))  # only gated versions are served
     (root / "runs" / "half-registered" / "sft").mkdir(parents=True)  # a first registration killed before its version
     settings = ServiceSettings(

@@ -12,14 +12,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
-from core.common.config import TaskConfig
 from core.common.ports import free_port
-from core.registry import Registry
 from core.serving.audit import read_audit
 from service.main import wait_until_ready
-from tests.conftest import make_adapter
+from tests.conftest import creditmix_versions
 
 
 def _serve(runs, audit) -> tuple[subprocess.Popen, str]:
@@ -33,12 +30,7 @@ def _serve(runs, audit) -> tuple[subprocess.Popen, str]:
 @pytest.fixture(scope="module")
 def replicas(tiny_model_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("replicas")
-    cfg = TaskConfig()
-    cfg.model.base_model = str(tiny_model_dir)
-    registry = Registry(root / "runs")
-    config_yaml = yaml.safe_dump(cfg.model_dump(mode="json"))
-    for seed in (1, 2, 3):
-        registry.register("creditmix", "sft", make_adapter(cfg, root / f"a{seed}", seed), {"macro_f1": 0.5}, config_yaml, {})
+    registry, _ = creditmix_versions(tiny_model_dir, root, seeds=(1, 2, 3))
     registry.promote("creditmix", "sft/v0001", force=True)
     started = [_serve(registry.root, root / f"audit{i}.jsonl") for i in range(2)]
     try:

@@ -1,29 +1,14 @@
 """A real registry of two random adapters on the tiny model, and an engine serving it (module-scoped)."""
 
 import pytest
-import yaml
 
-from core.common.config import TaskConfig
-from core.registry import Registry
 from core.serving.engine import InferenceEngine
-from tests.conftest import make_adapter
+from tests.conftest import creditmix_versions
 
 
 @pytest.fixture(scope="module")
 def registry(tiny_model_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("engine")
-    cfg = TaskConfig()
-    cfg.model.base_model = str(tiny_model_dir)
-    registry = Registry(root / "runs")
-    for seed in (1, 2):
-        registry.register(
-            "creditmix",
-            "sft",
-            make_adapter(cfg, root / f"a{seed}", seed),
-            {"macro_f1": 0.5},
-            yaml.safe_dump(cfg.model_dump(mode="json")),
-            {"eval_sha256": "rows"},
-        )
+    registry, _ = creditmix_versions(tiny_model_dir, tmp_path_factory.mktemp("engine"), seeds=(1, 2), eval_sha256="rows")
     registry.promote("creditmix", "sft/v0001")
     return registry
 
