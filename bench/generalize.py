@@ -36,6 +36,7 @@ from fastapi import FastAPI, Request
 from scipy.stats import t as t_dist
 
 from bench.generators import DEVELOPMENT, GENERATORS, HELD_OUT
+from bench.timing import timed
 from core.common.config import KDConfig, ModelConfig, TaskConfig, TrainingConfig
 from core.common.files import atomic_write_text
 from core.common.splits import balanced_split, distinct_inputs
@@ -98,12 +99,6 @@ def _answer_text(demo: Demo, record: dict) -> str:
     return record["label"] if demo.type == "classification" else json.dumps(record["target"])
 
 
-def _timed(fn):
-    start = time.perf_counter()
-    result = fn()
-    return result, round(time.perf_counter() - start, 1)
-
-
 def _figures(metrics: dict, primary: str) -> dict:
     out = {primary: round(metrics[primary], 4)}
     if "macro_f1_ci" in metrics:
@@ -159,10 +154,10 @@ def _generator(
 
     adapters, seconds, sft_stats = {}, {}, None
     if "sft_stopping" in variants:
-        (sft_stats, stopping), seconds["sft"] = _timed(lambda: _stopping_arms(cfg, train, validation, work))
+        (sft_stats, stopping), seconds["sft"] = timed(lambda: _stopping_arms(cfg, train, validation, work))
         adapters |= stopping
     elif "sft" in variants:
-        (adapters["sft"], sft_stats), seconds["sft"] = _timed(
+        (adapters["sft"], sft_stats), seconds["sft"] = timed(
             lambda: sft_method.train(cfg, train, validation, work / "sft-ck", work / "sft")
         )
     if demo.type == "classification" and validation and "selftrain" in variants:
@@ -173,7 +168,7 @@ def _generator(
             stores[split].close()
         del labeler
         added, choice = selftrain.select(cfg, validation, stores["validation"].traces, list(stores["pool"].traces.values()))
-        (adapters["selftrain"], _), seconds["selftrain"] = _timed(
+        (adapters["selftrain"], _), seconds["selftrain"] = timed(
             lambda: selftrain.train(cfg, train, added, validation, work / "st-ck", work / "st", report=choice)
         )
     if "kd_strong" in variants:
@@ -199,7 +194,7 @@ def _generator(
             store.close()
         finally:
             server.should_exit = True
-        (kd_result, seconds["kd_strong"]) = _timed(lambda: kd_method.train(cfg, store.usable(), work / "kd-ck", work / "kd", progress=True))
+        (kd_result, seconds["kd_strong"]) = timed(lambda: kd_method.train(cfg, store.usable(), work / "kd-ck", work / "kd", progress=True))
         adapters["kd_strong"] = kd_result[0]
 
     on_eval = evaluate_variants(kind, eval_rows, adapters, include_base=False)

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
+from bench.timing import p50_ms
 from core.common.config import TaskConfig
 from core.common.rows import Example, text_sha256
 from core.common.splits import balanced_split
@@ -30,16 +30,6 @@ from core.model.decoders import classification_decoder
 from core.model.loading import activate_adapter, load_model
 from core.teachers.traces import TraceStore, generate_traces
 from demos import creditmix
-
-
-def _p50_ms(answer, rows: list[Example]) -> float:
-    """p50 latency of one request at a time (no batching), as a caller without a batcher sees it."""
-    times = []
-    for row in rows:
-        start = time.perf_counter()
-        answer([row.text])
-        times.append((time.perf_counter() - start) * 1000)
-    return float(np.percentile(times, 50))
 
 
 def run(quick: bool = False) -> dict:
@@ -88,16 +78,16 @@ def run(quick: bool = False) -> dict:
     figures["kd_training"] = {"steps": kd_stats.steps, "train_s": round(kd_stats.train_runtime_s, 1), "final_loss": kd_stats.final_loss}
     model, tokenizer = load_model(cfg.model)
     base = kind.score(classification_decoder(cfg, model, tokenizer, adapter=None), eval_rows)
-    base_ms = _p50_ms(classification_decoder(cfg, model, tokenizer, adapter=None).predict, eval_rows[:30])
+    base_ms = p50_ms(classification_decoder(cfg, model, tokenizer, adapter=None).predict, [r.text for r in eval_rows[:30]])
     model = activate_adapter(model, adapter, name="kd")
     student_decoder = classification_decoder(cfg, model, tokenizer, adapter=adapter)
     student = kind.score(student_decoder, eval_rows)
     # The same student without its in-domain prior divided out, for contrast.
     uncalibrated = kind.score(CalibratedDecoder(model, tokenizer, cfg.labels, cfg.instruction, calibrate=False), eval_rows)
-    student_ms = _p50_ms(student_decoder.predict, eval_rows[:30])
+    student_ms = p50_ms(student_decoder.predict, [r.text for r in eval_rows[:30]])
     # Teacher latency again, one request at a time right beside the student's, so that both see
     # the same machine load (the traces' latencies may have been taken on a busier machine).
-    teacher_ms = _p50_ms(teacher().answer, eval_rows[:12])
+    teacher_ms = p50_ms(teacher().answer, [r.text for r in eval_rows[:12]])
     teacher_cache.clear()
     figures["teacher_ms_per_request_p50"] = round(teacher_ms, 1)
     figures |= {

@@ -16,12 +16,11 @@ from __future__ import annotations
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
 import yaml
 
+from bench.timing import p50_ms
 from core.common.config import TaskConfig
 from core.common.rows import Example, json_sha256
 from core.common.splits import balanced_split
@@ -38,15 +37,6 @@ from core.training.sft_trainer import train_sft
 from service.main import serve_in_thread
 
 TASK = "creditmix"
-
-
-def _p50_ms(answer, texts: list[str]) -> float:
-    times = []
-    for text in texts:
-        start = time.perf_counter()
-        answer([text])
-        times.append((time.perf_counter() - start) * 1000)
-    return float(np.percentile(times, 50))
 
 
 def _teacher_adapter(adapter: str | None, work: Path) -> Path:
@@ -101,7 +91,7 @@ def run(quick: bool = False, adapter: str | None = None) -> dict:
         figures["pool_traces"] = {k: summary[k] for k in ("traces", "asked", "cached", "failed", "elapsed_s")}
         generate_traces(eval_rows, stores["eval"], lambda: teacher, cfg.teacher.prices)
         t_metrics = kind.teacher_metrics(eval_rows, stores["eval"].traces)
-        teacher_ms = _p50_ms(teacher.answer, [r.text for r in eval_rows[:30]])
+        teacher_ms = p50_ms(teacher.answer, [r.text for r in eval_rows[:30]])
     finally:
         server.should_exit = True
     figures |= {"teacher_macro_f1": round(t_metrics["macro_f1"], 4), "teacher_ms_per_request_p50": round(teacher_ms, 1)}
@@ -131,7 +121,7 @@ def run(quick: bool = False, adapter: str | None = None) -> dict:
     raw.calibrate = False
     without_prior = kind.score(raw, eval_rows)
     student = classification_decoder(cfg, model, tokenizer, adapter=kd_dir)
-    student_ms = _p50_ms(student.predict, [r.text for r in eval_rows[:30]])
+    student_ms = p50_ms(student.predict, [r.text for r in eval_rows[:30]])
     kd = results["kd"]
     figures |= {
         "base_calibrated_macro_f1": round(results["base"]["macro_f1"], 4),

@@ -25,9 +25,9 @@ adds >= 0.03 (or the figures say why not).
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 
+from bench.timing import timed
 from core.common.config import TaskConfig
 from core.common.splits import balanced_split, distinct_inputs
 from core.evaluation.evaluate import evaluate_variants, validation_score
@@ -40,12 +40,6 @@ from core.teachers.traces import TraceStore, generate_traces
 from core.training.sft_trainer import train_sft
 
 TASKS = ("creditmix", "tickets")
-
-
-def _timed(fn):
-    start = time.perf_counter()
-    result = fn()
-    return result, round(time.perf_counter() - start, 1)
 
 
 def _task(name: str, per_class: int, eval_per_class: int, pool_size: int, quick: bool) -> dict:
@@ -70,7 +64,7 @@ def _task(name: str, per_class: int, eval_per_class: int, pool_size: int, quick:
     def validate(model):
         return validation_score(kind, model, tokenizer, validation)
 
-    (supervised, stats), supervised_s = _timed(lambda: train_sft(cfg, train, work / "sft-ck", work / "sft", validate=validate))
+    (supervised, stats), supervised_s = timed(lambda: train_sft(cfg, train, work / "sft-ck", work / "sft", validate=validate))
 
     # As the flow does: the supervised adapter labels the validation rows the deliberate way and zero-shot; the better
     # one answers the pool, the validation rows (its threshold) and the eval rows (the labeler's own figure).
@@ -79,7 +73,7 @@ def _task(name: str, per_class: int, eval_per_class: int, pool_size: int, quick:
         mode_cfg = labeler_config(cfg, mode == "zero-shot")
         store = TraceStore(work / "traces" / mode / "validation.jsonl")
         teacher = []
-        _, labeling_s[f"validation_{mode}"] = _timed(
+        _, labeling_s[f"validation_{mode}"] = timed(
             lambda store=store, teacher=teacher, mode_cfg=mode_cfg: generate_traces(
                 validation, store, lambda: teacher.append(make_teacher(mode_cfg, gold, adapter=supervised)) or teacher[0]
             )
@@ -93,15 +87,15 @@ def _task(name: str, per_class: int, eval_per_class: int, pool_size: int, quick:
     stores = {"validation": TraceStore.read(work / "traces" / mode / "validation.jsonl")}
     for split, rows in (("pool", pool), ("eval", eval_rows)):
         stores[split] = TraceStore(work / "traces" / mode / f"{split}.jsonl")
-        _, labeling_s[split] = _timed(lambda rows=rows, split=split: generate_traces(rows, stores[split], lambda: labeler[0]))
+        _, labeling_s[split] = timed(lambda rows=rows, split=split: generate_traces(rows, stores[split], lambda: labeler[0]))
         stores[split].close()
     labeler.clear()  # its model goes before training starts
     pool_traces = list(stores["pool"].traces.values())
     added, choice = kind.confident_rows(validation, stores["validation"].traces, pool_traces)
     self_rows = train_rows(kind, gold + added)
-    (self_trained, self_stats), self_s = _timed(lambda: train_sft(cfg, self_rows, work / "self-ck", work / "self", validate=validate))
+    (self_trained, self_stats), self_s = timed(lambda: train_sft(cfg, self_rows, work / "self-ck", work / "self", validate=validate))
     usable = [t for t in pool_traces if not t.get("error")]
-    (kd, kd_stats, kd_counts), kd_s = _timed(lambda: kd_method.train(cfg, usable, work / "kd-ck", work / "kd", progress=True))
+    (kd, kd_stats, kd_counts), kd_s = timed(lambda: kd_method.train(cfg, usable, work / "kd-ck", work / "kd", progress=True))
 
     results = evaluate_variants(kind, eval_rows, {"supervised": supervised, "self_trained": self_trained, "kd": kd})
     teacher = kind.teacher_metrics(eval_rows, stores["eval"].traces)

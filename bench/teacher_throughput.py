@@ -12,22 +12,23 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-import threading
-import time
 from pathlib import Path
 
-import uvicorn
 from fastapi import FastAPI
 
 from core.common.config import TaskConfig
-from core.common.ports import free_port
 from core.common.rows import Example
 from core.kinds import make_teacher
 from core.teachers.traces import TraceStore, generate_traces
+from service.main import serve_app_in_thread
 
 
 def llm_like_server(latency_s: float) -> FastAPI:
     app = FastAPI()
+
+    @app.get("/readyz")
+    async def ready() -> dict:
+        return {"ok": True}
 
     @app.get("/v1/models")
     async def models() -> dict:
@@ -52,18 +53,10 @@ def llm_like_server(latency_s: float) -> FastAPI:
     return app
 
 
-def _serve(app: FastAPI) -> tuple[uvicorn.Server, str]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
-    return server, f"http://127.0.0.1:{port}/v1"
-
-
 def run(quick: bool = False, latency_s: float = 0.2) -> dict:
     n = 16 if quick else 64
-    server, url = _serve(llm_like_server(latency_s))
+    server, root = serve_app_in_thread(llm_like_server(latency_s))
+    url = root + "/v1"
     rows = [Example(f"r{i}", f"Interest_Rate: {i}; Num_of_Loan: {i % 9}") for i in range(n)]
     figures: dict = {"requests": n, "server_latency_s": latency_s}
     try:
