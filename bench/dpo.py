@@ -40,12 +40,12 @@ def _child(kind: str, cfg_json: str, adapter: str | None, out: str) -> dict:
     cfg = TaskConfig.model_validate_json(cfg_json)
     train, _ = _split(cfg)
     figures: dict = {}
-    kind = for_config(cfg)
     if kind == "sft":
         _, stats = train_sft(cfg, train, Path(out) / "ck", Path(out) / "adapter", progress=False)
     else:
+        task_kind = for_config(cfg)  # not `kind`: that names the run (sft | dpo), and shadowing it made every run DPO
         model, tokenizer = load_model(cfg.model, adapter=adapter)
-        pairs, counts = kind.preference_pairs(train, kind.decoder(model, tokenizer, adapter=adapter), None)
+        pairs, counts = task_kind.preference_pairs(train, task_kind.decoder(model, tokenizer, adapter=adapter), None)
         del model
         figures["pairs"] = counts
         _, stats = train_dpo(cfg, pairs, Path(out) / "ck", Path(out) / "adapter", start_adapter=adapter, progress=True)
