@@ -18,7 +18,9 @@ def test_the_endpoint_answers_the_official_client_with_a_label_and_its_alternati
     server, url = serve_app_in_thread(llm_like_server(0.0))
     try:
         client = openai.OpenAI(base_url=url + "/v1", api_key="unused")
-        reply = client.chat.completions.create(model="remote-teacher", messages=[{"role": "user", "content": "x"}], logprobs=True, top_logprobs=3)
+        reply = client.chat.completions.create(
+            model="remote-teacher", messages=[{"role": "user", "content": "x"}], logprobs=True, top_logprobs=3
+        )
         assert reply.choices[0].message.content == "Good"
         assert [t.token for t in reply.choices[0].logprobs.content[0].top_logprobs] == ["Good", "Standard", "Bad"]
     finally:
