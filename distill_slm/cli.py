@@ -206,10 +206,10 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         )
     configs = [_config(path) for path in args.configs] or [_config(None)]
     if args.work_pool:
-        ids = deploy_to_pool(configs, args.work_pool, cron=args.cron, timezone=args.timezone)
+        ids = deploy_to_pool(configs, args.work_pool, cron=args.cron, timezone=args.timezone, ray_address=args.ray_address)
         print(f"{len(ids)} deployments on work pool {args.work_pool!r}; run them with: prefect worker start --pool {args.work_pool}")
         return 0
-    serve(configs, cron=args.cron, timezone=args.timezone)
+    serve(configs, cron=args.cron, timezone=args.timezone, ray_address=args.ray_address)
     return 0
 
 
@@ -347,6 +347,11 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("configs", nargs="*", help="task YAMLs; each becomes a retrain deployment whose form they fill")
     deploy.add_argument("--cron", default="0 2 * * *", help="when nightly-drift runs (cron)")
     deploy.add_argument("--timezone", default="UTC", help="the cron's timezone (IANA name, e.g. Europe/Berlin)")
+    deploy.add_argument(
+        "--ray-address",
+        help="check the served tasks side by side on this Ray cluster's workers (host:port), one task per worker; they must "
+        "mount the registry and the audit log at the same paths (default: one after another in the flow's process)",
+    )
     deploy.add_argument(
         "--work-pool",
         metavar="NAME",

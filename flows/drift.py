@@ -9,13 +9,21 @@ event by running that task's `retrain-<task>` deployment with the window's input
 
     from flows.drift import nightly_drift
     nightly_drift(runs_dir="runs", audit_log="runs/.audit/audit.jsonl")
+    nightly_drift(..., ray_address="10.0.0.5:6379")   # one task per worker of a Ray cluster, side by side
+
+On Ray (prefect-ray's task runner, the `scale` extra) every worker must mount the registry and the audit log at the
+same paths (docs/cluster.md); each check loads its own production adapter there.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prefect import flow, get_run_logger
 from prefect.events import emit_event
 
+from core.common.ports import check_reachable
+from core.errors import ConfigError
 from tasks.drift import drift_check, served_tasks
 
 DRIFT_EVENT = "distill-slm.drift.detected"
@@ -27,19 +35,21 @@ def task_resource(task_name: str) -> str:
 
 @flow(name="nightly-drift")
 def nightly_drift(
-    runs_dir: str = "runs", audit_log: str = "runs/.audit/audit.jsonl", tasks: list[str] | None = None, now: float | None = None
+    runs_dir: str = "runs",
+    audit_log: str = "runs/.audit/audit.jsonl",
+    tasks: list[str] | None = None,
+    now: float | None = None,
+    ray_address: str | None = None,
 ) -> dict[str, dict]:
-    """Check each served task (or `tasks`); a task whose check fails is reported and the others still run."""
+    """Check each served task (or `tasks`); a task whose check fails is reported and the others still run.
+    `ray_address`: check the tasks side by side, one per worker of that Ray cluster; None: one after another here."""
     logger = get_run_logger()
-    results: dict[str, dict] = {}
-    for name in tasks or served_tasks(runs_dir):
-        try:
-            result = drift_check(runs_dir, audit_log, name, now)
-        except Exception as exc:  # noqa: BLE001 (one task's failure must not cost the others their night)
-            logger.error("drift check of %s failed: %s: %s", name, type(exc).__name__, exc)
-            results[name] = {"verdict": "error", "error": f"{type(exc).__name__}: {exc}"}
-            continue
-        results[name] = result
+    names = tasks or served_tasks(runs_dir)
+    if ray_address:
+        results = _on_ray(ray_address)(runs_dir, audit_log, names, now)
+    else:
+        results = {name: _checked(name, lambda name=name: drift_check(runs_dir, audit_log, name, now)) for name in names}
+    for name, result in results.items():
         if result["verdict"] == "drift":
             emit_event(
                 event=DRIFT_EVENT,
@@ -48,3 +58,29 @@ def nightly_drift(
             )
             logger.info("drift in %s: event %s emitted; the retrain automation takes it from here", name, DRIFT_EVENT)
     return results
+
+
+@flow(name="nightly-drift-checks")
+def drift_checks(runs_dir: str, audit_log: str, names: list[str], now: float | None = None) -> dict[str, dict]:
+    """Every task's check submitted at once to this flow's task runner (Ray: one task per worker), then collected."""
+    futures = {name: drift_check.submit(runs_dir, audit_log, name, now) for name in names}
+    return {name: _checked(name, future.result) for name, future in futures.items()}
+
+
+def _on_ray(address: str):
+    try:
+        from prefect_ray import RayTaskRunner
+    except ImportError:
+        raise ConfigError("ray_address: the drift checks on Ray need prefect-ray: pip install 'distill-slm[scale]'") from None
+    if address not in ("auto",) and not address.startswith("ray://"):
+        check_reachable(address, "ray_address")  # before any check starts, naming the setting
+    return drift_checks.with_options(task_runner=RayTaskRunner(address=address, init_kwargs={"log_to_driver": False}))
+
+
+def _checked(name: str, check: Callable[[], dict]) -> dict:
+    """One task's check; its failure is reported as that task's verdict, never the night's end."""
+    try:
+        return check()
+    except Exception as exc:  # noqa: BLE001 (one task's failure must not cost the others their night)
+        get_run_logger().error("drift check of %s failed: %s: %s", name, type(exc).__name__, exc)
+        return {"verdict": "error", "error": f"{type(exc).__name__}: {exc}"}

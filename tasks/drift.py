@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -17,6 +19,7 @@ from core.drift.report import write_report
 from core.drift.sources import ask_teacher, load_reference, sentence_embedder
 from core.drift.verdict import assess
 from core.drift.windows import Window
+from core.errors import RegistryError
 from core.kinds import for_config, task_teacher
 from core.kinds.data import reference_rows
 from core.registry import Registry
@@ -43,7 +46,9 @@ def drift_check(runs_dir: str, audit_log: str, task_name: str, now: float | None
     retrain's pool); returns the report's verdict and paths. One bad record never fails the night: it is counted."""
     logger = get_run_logger()
     registry = Registry(runs_dir)
-    production = registry.aliases(task_name)["production"]
+    production = registry.aliases(task_name).get("production") if task_name in registry.tasks() else None
+    if production is None:
+        raise RegistryError(f"task {task_name!r} has no production version in {runs_dir}: nothing is served to check")
     cfg = registry.task_config(task_name, production)
     kind = for_config(cfg)
     out = drift_dir(runs_dir, task_name)
@@ -82,7 +87,8 @@ def drift_check(runs_dir: str, audit_log: str, task_name: str, now: float | None
         key=artifact_key(task_name, "drift-signals"),
         table=[{k: s.get(k) for k in ("name", "statistic", "p_value", "p_corrected")} for s in report["signals"]],
     )
-    return {"task": task_name, "verdict": report["verdict"], "inputs": str(inputs_path), **paths}
+    checked_on = f"{socket.gethostname()}/{os.getpid()}"  # which machine and process checked it (a Ray worker's, on a cluster)
+    return {"task": task_name, "verdict": report["verdict"], "inputs": str(inputs_path), "checked_on": checked_on, **paths}
 
 
 def _row(i: int, text: str) -> Example:

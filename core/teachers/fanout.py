@@ -15,12 +15,12 @@ the shards in flight, and a rerun asks only for what the cache does not hold.
 
 from __future__ import annotations
 
-import socket
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from core.common.config import ScaleConfig
+from core.common.ports import check_reachable
 from core.common.rows import Example
 from core.errors import ConfigError
 from core.teachers.base import Teacher, TeacherAnswer
@@ -59,7 +59,7 @@ class RayFanout:
 
         self.scale, self.ray = scale, ray
         if scale.address not in (None, "auto") and not scale.address.startswith("ray://"):
-            _reachable(scale.address)
+            check_reachable(scale.address, "scale.address")
         try:
             ray.init(address=scale.address, ignore_reinit_error=True, log_to_driver=False, include_dashboard=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -96,13 +96,3 @@ class RayFanout:
             for worker in workers:
                 ray.kill(worker)
         return name
-
-
-def _reachable(address: str) -> None:
-    """Refuse a cluster address nothing listens on before Ray spends a minute retrying it."""
-    host, _, port = address.rpartition(":")
-    try:
-        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=3):
-            return
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"scale.address: nothing answers at {address!r} ({exc}); start the cluster (`ray start --head`)") from None

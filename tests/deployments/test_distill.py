@@ -23,3 +23,9 @@ def test_one_retrain_per_task_triggered_by_its_own_drift_and_one_nightly_check(t
     [schedule] = nightly.schedules
     assert (schedule.schedule.cron, schedule.schedule.timezone) == ("30 3 * * *", "Europe/Paris")
     assert nightly.parameters == {"runs_dir": str(tmp_path / "runs"), "audit_log": str(tmp_path / "audit.jsonl")}
+
+
+def test_with_a_ray_address_the_nightly_check_runs_on_that_cluster():
+    [nightly] = [d for d in build([], ray_address="10.0.0.5:6379") if d.name == "nightly-drift"]
+    assert nightly.parameters["ray_address"] == "10.0.0.5:6379"
+    assert build([])[-1].parameters.get("ray_address") is None  # without one: the flow's process, as before

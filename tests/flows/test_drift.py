@@ -25,9 +25,10 @@ from tests.conftest import ADMIN_KEY, make_adapter
 NOW = 2_000_000_000.0
 
 
-def _task(tiny_model_dir: Path, root: Path, **drift) -> TaskConfig:
+def _task(tiny_model_dir: Path, root: Path, name: str = "creditmix", **drift) -> TaskConfig:
     cfg = TaskConfig.model_validate(
         {
+            "name": name,
             "model": {"base_model": str(tiny_model_dir)},
             "runs_dir": str(root / "runs"),
             "work_dir": str(root / "work"),
@@ -35,7 +36,7 @@ def _task(tiny_model_dir: Path, root: Path, **drift) -> TaskConfig:
         }
     )
     registry = Registry(cfg.runs_dir)
-    adapter = make_adapter(cfg, root / "adapter", 5)
+    adapter = make_adapter(cfg, root / f"adapter-{name}", 5)
     ref = registry.register(
         cfg.name, "sft", adapter, {"macro_f1": 0.3, "accuracy": 0.4, "n": 12}, yaml.safe_dump(cfg.model_dump(mode="json")), {}
     )
@@ -101,6 +102,33 @@ def test_nightly_drift_says_ok_in_distribution_and_drift_on_shifted_traffic_skip
     night = nightly_drift(str(cfg.runs_dir), str(audit), now=NOW + 90_000)[cfg.name]  # nothing new: an empty window
     report = json.loads(Path(night["json"]).read_text())
     assert night["verdict"] == "ok" and report["window"]["requests"] == 0 and "fewer than drift.min_requests" in report["reasons"][0]
+
+
+@pytest.mark.skipif(not os.environ.get("DISTILL_SLM_SCALE_TESTS"), reason="a Ray cluster's workers each load a model: `make test-scale`")
+def test_on_ray_each_task_is_checked_on_a_cluster_worker_and_a_failing_one_is_named(prefect_server, ray_cluster, tiny_model_dir, tmp_path):
+    from flows.drift import nightly_drift
+
+    steady, shifted = _task(tiny_model_dir, tmp_path, name="steady"), _task(tiny_model_dir, tmp_path, name="shifted")
+    audit = tmp_path / "audit" / "audit.jsonl"
+    _traffic(steady, audit, 300, seed=101, at=NOW - 20_000)
+    _traffic(shifted, audit, 300, seed=202, at=NOW - 10_000, shift="strong")
+    night = nightly_drift(str(steady.runs_dir), str(audit), tasks=["steady", "shifted", "gone"], now=NOW, ray_address=ray_cluster)
+    assert night["steady"]["verdict"] == "ok" and night["shifted"]["verdict"] == "drift"
+    assert (
+        night["gone"]["verdict"] == "error" and "task 'gone' has no production version" in night["gone"]["error"]
+    )  # the others still had their night
+    workers = {night[name]["checked_on"] for name in ("steady", "shifted")}
+    assert all(not w.endswith(f"/{os.getpid()}") for w in workers)  # checked in the cluster's worker processes, not here
+    report = json.loads(Path(night["shifted"]["json"]).read_text())
+    assert report["window"]["requests"] == 300  # each task read only its own records from the shared log
+
+
+def test_a_ray_address_that_does_not_answer_stops_the_night_before_any_check(prefect_server, tmp_path):
+    from core.errors import ConfigError
+    from flows.drift import nightly_drift
+
+    with pytest.raises(ConfigError, match=r"ray_address: nothing answers at '127.0.0.1:1'"):
+        nightly_drift(str(tmp_path / "runs"), str(tmp_path / "audit.jsonl"), tasks=["any"], ray_address="127.0.0.1:1")
 
 
 def test_deploy_registers_the_loop_and_drift_retrains_until_the_service_serves_the_new_version(prefect_server, tiny_model_dir, tmp_path):
