@@ -40,10 +40,11 @@ test: models
 
 # The scale-out tests on real engines that do not fit the suite's 15 minutes: a Prefect work pool with two workers
 # running three retrains (tests/deployments/test_work_pool.py); DDP launches killed and failing (test_launch.py); the
-# nightly drift checks on a Ray cluster's workers (tests/flows/test_drift.py).
+# nightly drift checks on a Ray cluster's workers (tests/flows/test_drift.py); methods side by side on Ray (test_distill.py).
 test-scale: models
 	DISTILL_SLM_SCALE_TESTS=1 $(PY) -m pytest -q tests/deployments tests/core/teachers/test_fanout.py tests/core/methods/test_launch.py \
-	  tests/flows/test_drift.py::test_on_ray_each_task_is_checked_on_a_cluster_worker_and_a_failing_one_is_named
+	  tests/flows/test_drift.py::test_on_ray_each_task_is_checked_on_a_cluster_worker_and_a_failing_one_is_named \
+	  tests/flows/test_distill.py::test_on_ray_methods_that_need_none_of_each_other_train_side_by_side
 
 docs: install  # the documentation site (docs/ + the recorded benchmark JSON); a broken link fails it
 	$(PIP) -e '.[docs]'

@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
 
 from core.common.config import TaskConfig
 from core.common.locks import run_lock
-from core.errors import MethodsFailed
+from core.common.ports import check_reachable
+from core.errors import ConfigError, MethodsFailed
 from core.kinds import for_config
-from core.methods import order
+from core.methods import waves
 from core.methods.selftrain import LABELER_MODES
 from tasks.evaluate import evaluate_task
 from tasks.prepare import prepare_data
@@ -100,20 +101,83 @@ def _dpo(run: _Run) -> str:
 STEPS: dict[str, Callable[[_Run], str]] = {"sft": _sft, "selftrain": _selftrain, "kd": _kd, "dpo": _dpo}
 
 
+@task(name="train_method")
+def method_task(method: str, cfg: TaskConfig, prepared: dict, adapters: dict[str, str]) -> tuple[str, dict, str | None]:
+    """One method's whole step (its teacher traces included) where the task runner puts it (a Ray worker); returns its
+    adapter and what it adds to the run's summary."""
+    run = _Run(cfg, prepared, dict(adapters))
+    adapter = STEPS[method](run)
+    return adapter, run.summary, run.teacher_on_eval
+
+
+@flow(name="methods-side-by-side", validate_parameters=False)
+def side_by_side(cfg: TaskConfig, prepared: dict, adapters: dict[str, str], methods: list[str]) -> dict[str, tuple | Exception]:
+    """The methods of one wave submitted at once (each with `scale.method_gpus` GPUs), collected; a failure is returned."""
+    from prefect_ray.context import remote_options
+
+    with remote_options(num_gpus=cfg.scale.method_gpus):
+        futures = {method: method_task.submit(method, cfg, prepared, adapters) for method in methods}
+    outcomes: dict[str, tuple | Exception] = {}
+    for method, future in futures.items():
+        try:
+            outcomes[method] = future.result()
+        except Exception as exc:  # noqa: BLE001 (returned: the flow records it as that method's failure)
+            outcomes[method] = exc
+    return outcomes
+
+
+def _on_ray(cfg: TaskConfig):
+    try:
+        from prefect_ray import RayTaskRunner
+    except ImportError:
+        raise ConfigError("scale.runner: ray trains methods side by side with prefect-ray: pip install 'distill-slm[scale]'") from None
+    if cfg.scale.address not in (None, "auto") and not cfg.scale.address.startswith("ray://"):
+        check_reachable(cfg.scale.address, "scale.address")
+    runner = RayTaskRunner(address=cfg.scale.address, init_kwargs={"log_to_driver": False, "include_dashboard": False})
+    return side_by_side.with_options(task_runner=runner)
+
+
+def _train_wave(run: _Run, methods: list[str]) -> dict[str, str | Exception]:
+    """Each method's adapter folder, or the exception that ended it: side by side on Ray (`scale.runner: ray`, more than
+    one method), else one after another in this process."""
+    if run.cfg.scale.runner == "ray" and len(methods) > 1:
+        outcomes = _on_ray(run.cfg)(run.cfg, run.prepared, run.adapters, methods)
+        trained: dict[str, str | Exception] = {}
+        for method, outcome in outcomes.items():
+            if isinstance(outcome, Exception):
+                trained[method] = outcome
+                continue
+            trained[method], summary, teacher_on_eval = outcome
+            run.summary |= {k: v for k, v in summary.items() if k not in ("task", "variants", "pool")}
+            run.teacher_on_eval = teacher_on_eval or run.teacher_on_eval
+        return trained
+    trained = {}
+    for method in methods:
+        try:
+            trained[method] = STEPS[method](run)
+        except Exception as exc:  # noqa: BLE001 (recorded, named at the end of the run)
+            trained[method] = exc
+    return trained
+
+
 def _distill(cfg: TaskConfig, extra_pool: str | None) -> dict:
     prepared = prepare_data(cfg, extra_pool)
     run = _Run(cfg, prepared, summary={"task": cfg.name, "variants": {}, "pool": prepared["pool"]})
     failed: dict[str, str] = {}
-    for method in order(cfg):  # each method after the ones it needs (`TaskConfig.needs`)
-        missing = [need for need in cfg.needs(method) if need not in run.adapters]
-        if missing:
-            failed[method] = f"needs this run's {', '.join(missing)} adapter, which did not finish"
-            continue
-        try:
-            run.adapters[method] = STEPS[method](run)
-        except Exception as exc:  # noqa: BLE001 (recorded, named at the end of the run)
-            failed[method] = f"{type(exc).__name__}: {exc}"
-            get_run_logger().error("%s failed; the other methods go on: %s", method, failed[method])
+    for wave in waves(cfg):  # each method after the ones it needs (`TaskConfig.needs`); a wave's methods need none of each other
+        ready = []
+        for method in wave:
+            missing = [need for need in cfg.needs(method) if need not in run.adapters]
+            if missing:
+                failed[method] = f"needs this run's {', '.join(missing)} adapter, which did not finish"
+            else:
+                ready.append(method)
+        for method, outcome in _train_wave(run, ready).items():
+            if isinstance(outcome, Exception):
+                failed[method] = f"{type(outcome).__name__}: {outcome}"
+                get_run_logger().error("%s failed; the other methods go on: %s", method, failed[method])
+            else:
+                run.adapters[method] = outcome
     adapters, summary, teacher_on_eval = run.adapters, run.summary, run.teacher_on_eval
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     eval_dir = evaluate_task(cfg, prepared["eval"], adapters, str(cfg.work_dir / cfg.name / f"eval-{stamp}"), teacher_on_eval)

@@ -297,8 +297,9 @@ class ServiceLink(_Strict):
 class ScaleConfig(_Strict):
     """Where independent work runs. `local` (the default) keeps everything in this process, as a laptop run does;
     `ray` sends the teacher's pool to workers of a Ray cluster (`ray start --head` / KubeRay), which answer it in
-    shards while this process writes every answer to the trace cache as its shard returns, and the evaluation's decoding
-    to workers that answer its rows in shards, merged exactly (`core.evaluation.sharded`). `train_processes` > 1 trains
+    shards while this process writes every answer to the trace cache as its shard returns, the evaluation's decoding
+    to workers that answer its rows in shards, merged exactly (`core.evaluation.sharded`), and methods that need none
+    of each other (`core.methods.waves`) to train side by side, each as a task on a worker (`flows.distill`). `train_processes` > 1 trains
     each method data-parallel under `accelerate launch` (`core.methods.launch`), whatever the runner."""
 
     runner: Literal["local", "ray"] = Field("local", description="local: this process; ray: a Ray cluster's workers (`address`)")
@@ -312,6 +313,11 @@ class ScaleConfig(_Strict):
     )
     worker_cpus: float = Field(1.0, gt=0, description="CPUs each teacher worker reserves on the cluster")
     worker_gpus: float = Field(0.0, ge=0, description="GPUs each teacher worker reserves (a local model teacher on a GPU node)")
+    method_gpus: float = Field(
+        0.0,
+        ge=0,
+        description="GPUs each training method reserves when methods that need none of each other train side by side on Ray (1: a GPU each)",
+    )
     train_processes: int = Field(
         1,
         ge=1,

@@ -41,6 +41,21 @@ def order(cfg: TaskConfig) -> list[str]:
     return done
 
 
+def waves(cfg: TaskConfig) -> list[list[str]]:
+    """`order(cfg)` cut into waves: a wave's methods need only methods of earlier waves, so they may train side by side
+    (`scale.runner: ray`). DPO also waits for KD when both run: its pairs use the teacher's answers KD asked for."""
+    result: list[list[str]] = []
+    wave_of: dict[str, int] = {}
+    for method in order(cfg):
+        after = set(cfg.needs(method)) | ({"kd"} if method == "dpo" and "kd" in cfg.methods else set())
+        wave = 1 + max((wave_of[m] for m in after), default=-1)
+        wave_of[method] = wave
+        if wave == len(result):
+            result.append([])
+        result[wave].append(method)
+    return result
+
+
 def check(cfg: TaskConfig) -> None:
     """Refuse a method the task's type cannot run (raise ConfigError naming the setting)."""
     for method in cfg.methods:

@@ -1,6 +1,7 @@
 """The real `distill` flow on a real (temporary) Prefect server, then the CLI on what it registered."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -284,3 +285,30 @@ def test_cli_run_stops_on_bad_data_in_seconds_before_any_prefect_server(tmp_path
     done = cli("run", str(task), "--runs-dir", str(tmp_path / "runs"))
     assert done.returncode == 1 and f"{bad}:2: field 'label': unknown label 'Gold'" in done.stderr
     assert "temporary server" not in done.stderr.lower() and time.perf_counter() - start < 60
+
+
+@pytest.mark.skipif(not os.environ.get("DISTILL_SLM_SCALE_TESTS"), reason="two methods trained on a Ray cluster: `make test-scale`")
+def test_on_ray_methods_that_need_none_of_each_other_train_side_by_side(prefect_server, ray_cluster, tiny_cfg):
+    """sft and kd (its teacher not started from this run's SFT adapter): one wave, each method a task on a cluster worker;
+    the flow then evaluates, registers and gates both as it does after one-at-a-time training."""
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    from core.common.config import ScaleConfig
+    from flows.distill import distill
+
+    tiny_cfg.methods = ["sft", "kd"]
+    tiny_cfg.teacher.from_sft = False
+    tiny_cfg.training.max_steps = 2
+    tiny_cfg.promotion.guard_min = {}
+    tiny_cfg.teacher.max_pool, tiny_cfg.teacher.k_shot = 10, 2
+    tiny_cfg.scale = ScaleConfig(runner="ray", address=ray_cluster)
+    summary = distill(tiny_cfg)
+    assert list(summary["variants"]) == ["base", "teacher", "sft", "kd"]
+    assert summary["teacher_traces"]["traces"] == 10  # what KD's step added to the summary came back from its worker
+    assert {summary["variants"][m]["registered"] for m in ("sft", "kd")} == {"sft/v0001", "kd/v0001"}
+    api = PREFECT_API_URL.value()
+    runs = httpx.post(f"{api}/flow_runs/filter", json={"flows": {"name": {"any_": ["methods-side-by-side"]}}}).json()
+    assert [run["state_type"] for run in runs] == ["COMPLETED"]
+    tasks = httpx.post(f"{api}/task_runs/filter", json={"flow_runs": {"id": {"any_": [runs[0]["id"]]}}}).json()
+    assert sorted(t["name"].split("-")[0] for t in tasks if t["name"].startswith("train_method")) == ["train_method", "train_method"]
