@@ -4,7 +4,7 @@ import pytest
 
 from core.common.config import TaskConfig
 from core.errors import ConfigError
-from core.methods import METHODS, check, order
+from core.methods import METHODS, check, order, waves
 
 
 def test_every_method_comes_after_what_it_needs_whatever_order_the_task_file_lists():
@@ -16,6 +16,15 @@ def test_every_method_comes_after_what_it_needs_whatever_order_the_task_file_lis
     cfg = TaskConfig(methods=["dpo", "kd"], dpo={"from_sft": False}, teacher={"backend": "openai", "model": "m"})
     assert cfg.needs("kd") == () and cfg.needs("dpo") == () and order(cfg) == ["kd", "dpo"]
     assert set(METHODS) == {"sft", "selftrain", "kd", "dpo"}
+
+
+def test_waves_hold_the_methods_that_may_train_side_by_side():
+    everything = TaskConfig(methods=["dpo", "kd", "selftrain", "sft"])  # the embedded teacher runs the SFT adapter
+    assert waves(everything) == [["sft"], ["selftrain", "kd"], ["dpo"]]  # DPO after KD: its pairs use KD's traces
+    remote = TaskConfig(methods=["sft", "kd", "dpo"], dpo={"from_sft": False}, teacher={"backend": "openai", "model": "m"})
+    assert waves(remote) == [["sft", "kd"], ["dpo"]]
+    assert waves(TaskConfig(methods=["sft", "dpo"], dpo={"from_sft": False})) == [["sft", "dpo"]]
+    assert waves(TaskConfig()) == [["sft"]]
 
 
 @pytest.mark.parametrize(
