@@ -22,11 +22,11 @@ from prefect import flow, get_run_logger, task
 
 from core.common.config import TaskConfig
 from core.common.locks import run_lock
-from core.common.ports import check_reachable
-from core.errors import ConfigError, MethodsFailed
+from core.errors import MethodsFailed
 from core.kinds import for_config
 from core.methods import waves
 from core.methods.selftrain import LABELER_MODES
+from flows.runners import ray_runner
 from tasks.evaluate import evaluate_task
 from tasks.prepare import prepare_data
 from tasks.registry import promote_task, register_task, reload_service
@@ -113,7 +113,7 @@ def method_task(method: str, cfg: TaskConfig, prepared: dict, adapters: dict[str
 @flow(name="methods-side-by-side", validate_parameters=False)
 def side_by_side(cfg: TaskConfig, prepared: dict, adapters: dict[str, str], methods: list[str]) -> dict[str, tuple | Exception]:
     """The methods of one wave submitted at once (each with `scale.method_gpus` GPUs), collected; a failure is returned."""
-    from prefect_ray.context import remote_options
+    from prefect_ray.context import remote_options  # noqa: PLC0415 (the optional extra: only on Ray)
 
     with remote_options(num_gpus=cfg.scale.method_gpus):
         futures = {method: method_task.submit(method, cfg, prepared, adapters) for method in methods}
@@ -126,22 +126,12 @@ def side_by_side(cfg: TaskConfig, prepared: dict, adapters: dict[str, str], meth
     return outcomes
 
 
-def _on_ray(cfg: TaskConfig):
-    try:
-        from prefect_ray import RayTaskRunner
-    except ImportError:
-        raise ConfigError("scale.runner: ray trains methods side by side with prefect-ray: pip install 'distill-slm[scale]'") from None
-    if cfg.scale.address not in (None, "auto") and not cfg.scale.address.startswith("ray://"):
-        check_reachable(cfg.scale.address, "scale.address")
-    runner = RayTaskRunner(address=cfg.scale.address, init_kwargs={"log_to_driver": False, "include_dashboard": False})
-    return side_by_side.with_options(task_runner=runner)
-
-
 def _train_wave(run: _Run, methods: list[str]) -> dict[str, str | Exception]:
     """Each method's adapter folder, or the exception that ended it: side by side on Ray (`scale.runner: ray`, more than
     one method), else one after another in this process."""
     if run.cfg.scale.runner == "ray" and len(methods) > 1:
-        outcomes = _on_ray(run.cfg)(run.cfg, run.prepared, run.adapters, methods)
+        runner = ray_runner(run.cfg.scale.address, "scale.address")
+        outcomes = side_by_side.with_options(task_runner=runner)(run.cfg, run.prepared, run.adapters, methods)
         trained: dict[str, str | Exception] = {}
         for method, outcome in outcomes.items():
             if isinstance(outcome, Exception):

@@ -22,8 +22,7 @@ from collections.abc import Callable
 from prefect import flow, get_run_logger
 from prefect.events import emit_event
 
-from core.common.ports import check_reachable
-from core.errors import ConfigError
+from flows.runners import ray_runner
 from tasks.drift import drift_check, served_tasks
 
 DRIFT_EVENT = "distill-slm.drift.detected"
@@ -46,7 +45,7 @@ def nightly_drift(
     logger = get_run_logger()
     names = tasks or served_tasks(runs_dir)
     if ray_address:
-        results = _on_ray(ray_address)(runs_dir, audit_log, names, now)
+        results = drift_checks.with_options(task_runner=ray_runner(ray_address, "ray_address"))(runs_dir, audit_log, names, now)
     else:
         results = {name: _checked(name, lambda name=name: drift_check(runs_dir, audit_log, name, now)) for name in names}
     for name, result in results.items():
@@ -65,16 +64,6 @@ def drift_checks(runs_dir: str, audit_log: str, names: list[str], now: float | N
     """Every task's check submitted at once to this flow's task runner (Ray: one task per worker), then collected."""
     futures = {name: drift_check.submit(runs_dir, audit_log, name, now) for name in names}
     return {name: _checked(name, future.result) for name, future in futures.items()}
-
-
-def _on_ray(address: str):
-    try:
-        from prefect_ray import RayTaskRunner
-    except ImportError:
-        raise ConfigError("ray_address: the drift checks on Ray need prefect-ray: pip install 'distill-slm[scale]'") from None
-    if address not in ("auto",) and not address.startswith("ray://"):
-        check_reachable(address, "ray_address")  # before any check starts, naming the setting
-    return drift_checks.with_options(task_runner=RayTaskRunner(address=address, init_kwargs={"log_to_driver": False}))
 
 
 def _checked(name: str, check: Callable[[], dict]) -> dict:
