@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 
-.PHONY: install sandbox models demo demo-full test test-scale lint bench docs
+.PHONY: install sandbox models demo demo-full test test-scale test-bench lint bench docs
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -45,6 +45,10 @@ test-scale: models
 	DISTILL_SLM_SCALE_TESTS=1 $(PY) -m pytest -q tests/deployments tests/core/teachers/test_fanout.py tests/core/methods/test_launch.py \
 	  tests/flows/test_drift.py::test_on_ray_each_task_is_checked_on_a_cluster_worker_and_a_failing_one_is_named \
 	  tests/flows/test_distill.py::test_on_ray_methods_that_need_none_of_each_other_train_side_by_side
+
+# The benchmarks that are whole pipelines on the embedded model (bench demo, idp, small-data), each run quick: minutes.
+test-bench: models
+	DISTILL_SLM_BENCH_TESTS=1 $(PY) -m pytest -q tests/bench/test_demo.py tests/bench/test_idp.py tests/bench/test_small_data.py
 
 docs: install  # the documentation site (docs/ + the recorded benchmark JSON); a broken link fails it
 	$(PIP) -e '.[docs]'
