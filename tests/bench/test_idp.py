@@ -21,5 +21,8 @@ def test_every_variant_is_schema_valid_and_a_second_run_trains_nothing(tmp_path,
     stats = Path("runs/.bench/idp-quick/sft-adapter/train_stats.json")
     written = stats.stat().st_mtime_ns
     again = run(quick=True)
-    assert stats.stat().st_mtime_ns == written and again["sft"] == figures["sft"]  # cached: the same adapters, evaluated again
+    assert stats.stat().st_mtime_ns == written  # cached: the same adapters, evaluated again (the same answers; other timings)
+    assert {k: again["sft"][k] for k in ("field_f1", "schema_valid_rate")} == {
+        k: figures["sft"][k] for k in ("field_f1", "schema_valid_rate")
+    }
     assert json.loads(stats.read_text())["steps"] == 2
