@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from core.settings import ModelSettings
+
 RSS_FIELD = "VmRSS:"
 
 
@@ -46,7 +48,7 @@ def measure(base_model: str, quick: bool = False) -> dict:
     rows = [Example(r.get("id", f"r{i}"), r["text"], r["label"]) for i, r in enumerate(demo.generate(40, seed=11))]
     before = _rss_mb()
     start = time.perf_counter()
-    model, tokenizer = load_model(cfg.model)
+    model, tokenizer = load_model(cfg.model, ModelSettings())
     load_s = time.perf_counter() - start
     decoder = CalibratedDecoder(model, tokenizer, cfg.labels, cfg.instruction, batch_size=16)
     decoder.predict([rows[0].text])  # warm-up (and the content-free calibration): every weight has been read
@@ -72,7 +74,7 @@ def measure(base_model: str, quick: bool = False) -> dict:
     steps = 2 if quick else 6
     cfg.training.max_steps, cfg.training.save_steps, cfg.training.validation_per_class = steps, 10_000, 0
     with tempfile.TemporaryDirectory() as tmp:
-        _, stats = sft.train(cfg, rows[: 8 * steps], [], Path(tmp) / "ck", Path(tmp) / "adapter", progress=False)
+        _, stats = sft.train(cfg, ModelSettings(), rows[: 8 * steps], [], Path(tmp) / "ck", Path(tmp) / "adapter", progress=False)
     return {
         "load_s": round(load_s, 2),
         "weights_rss_mb": round(weights_mb),

@@ -28,6 +28,7 @@ from core.evaluation.metrics import classification_metrics
 from core.model.calibrated import generate_and_parse
 from core.model.decoders import classification_decoder
 from core.model.loading import load_adapter, load_model
+from core.settings import ModelSettings
 from demos import creditmix
 
 
@@ -117,7 +118,7 @@ def compare(cfg: TaskConfig, model, tokenizer, rows: list[Example], adapter: str
 def run(quick: bool = False, adapter: str | None = None) -> dict:
     cfg = TaskConfig()
     rows = eval_rows(6 if quick else 20)
-    model, tokenizer = load_model(cfg.model)
+    model, tokenizer = load_model(cfg.model, ModelSettings())
     figures = compare(cfg, model, tokenizer, rows)
     if adapter:
         # The same comparison on a trained adapter, where both decoders have something to get right.

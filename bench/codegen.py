@@ -33,6 +33,7 @@ from core.common.files import read_records, write_jsonl
 from core.common.prompts import CODE_ONLY_INSTRUCTION
 from core.evaluation.report import write_codegen_report
 from core.sandbox import isolation, run_tests
+from core.settings import ModelSettings
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "pyfuncs.yaml"
 _PLAIN_RUNNER = """
@@ -55,8 +56,11 @@ def _plain_run(code: str, tests: str) -> bool:
 def sandbox_overhead(runs: int = 30) -> dict:
     """Spawn, isolate and run a trivial passing test: p50/p95 ms of the sandbox beside the plain subprocess it replaced."""
     code, tests = "def f(x):\n    return x + 1", "assert f(1) == 2"
-    figures = {"isolation": isolation()}
-    for name, check in (("plain_subprocess", lambda: _plain_run(code, tests)), ("sandbox", lambda: run_tests(code, tests).passed)):
+    figures = {"isolation": isolation(ModelSettings())}
+    for name, check in (
+        ("plain_subprocess", lambda: _plain_run(code, tests)),
+        ("sandbox", lambda: run_tests(code, tests, ModelSettings()).passed),
+    ):
         assert check()  # warm: the interpreter's files are in the page cache for both
         timings = []
         for _ in range(runs):

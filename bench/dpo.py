@@ -24,10 +24,11 @@ from core.common.splits import balanced_split
 from core.evaluation.evaluate import evaluate_variants
 from core.kinds import for_config
 from core.kinds.data import labeled_rows
+from core.settings import ModelSettings
 
 
 def _split(cfg: TaskConfig) -> tuple[list[Example], list[Example]]:
-    rows, _ = labeled_rows(for_config(cfg))
+    rows, _ = labeled_rows(for_config(cfg, ModelSettings()))
     return balanced_split(rows, cfg.labels, cfg.data.train_per_class, cfg.data.eval_per_class, cfg.training.seed)
 
 
@@ -41,14 +42,14 @@ def _child(kind: str, cfg_json: str, adapter: str | None, out: str) -> dict:
     train, _ = _split(cfg)
     figures: dict = {}
     if kind == "sft":
-        _, stats = train_sft(cfg, train, Path(out) / "ck", Path(out) / "adapter", progress=False)
+        _, stats = train_sft(cfg, ModelSettings(), train, Path(out) / "ck", Path(out) / "adapter", progress=False)
     else:
-        task_kind = for_config(cfg)  # not `kind`: that names the run (sft | dpo), and shadowing it made every run DPO
-        model, tokenizer = load_model(cfg.model, adapter=adapter)
+        task_kind = for_config(cfg, ModelSettings())  # not `kind`: that names the run (sft | dpo), and shadowing it made every run DPO
+        model, tokenizer = load_model(cfg.model, ModelSettings(), adapter=adapter)
         pairs, counts = task_kind.preference_pairs(train, task_kind.decoder(model, tokenizer, adapter=adapter), None)
         del model
         figures["pairs"] = counts
-        _, stats = train_dpo(cfg, pairs, Path(out) / "ck", Path(out) / "adapter", start_adapter=adapter, progress=True)
+        _, stats = train_dpo(cfg, ModelSettings(), pairs, Path(out) / "ck", Path(out) / "adapter", start_adapter=adapter, progress=True)
     figures |= {"steps": stats.steps, "train_s": round(stats.train_runtime_s, 1), "final_loss": stats.final_loss}
     figures["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return figures
@@ -78,7 +79,9 @@ def run(quick: bool = False, adapter: str | None = None) -> dict:
     figures |= {"dpo": dpo, "sft_memory_run": sft_mem}
 
     _, eval_rows = _split(cfg)
-    results = evaluate_variants(for_config(cfg), eval_rows, {"sft": adapter, "dpo": out / "dpo" / "adapter"}, include_base=False)
+    results = evaluate_variants(
+        for_config(cfg, ModelSettings()), eval_rows, {"sft": adapter, "dpo": out / "dpo" / "adapter"}, include_base=False
+    )
     sft, dpo_m = results["sft"], results["dpo"]
     figures |= {
         "sft_macro_f1": round(sft["macro_f1"], 4),

@@ -41,6 +41,7 @@ from core.kinds.data import reference_rows
 from core.model.loading import activate_adapter, load_model
 from core.registry import Registry
 from core.serving.audit import AuditLog, iter_audit
+from core.settings import ModelSettings
 from demos import creditmix
 
 TASK = "creditmix"
@@ -51,7 +52,7 @@ def write_traffic(
 ) -> None:
     """Audit records of the production adapter answering `texts` (or the `answers` it gave them), as the service writes
     them, one second apart from `at`."""
-    answers = answers or for_config(cfg).reference_answers(decoder, texts)
+    answers = answers or for_config(cfg, ModelSettings()).reference_answers(decoder, texts)
     for i, (text, answer) in enumerate(zip(texts, answers)):
         record = {"at": at + i, "route": "infer", "caller": "bench", "input": text, "task": cfg.name, "variant": "auto"}
         audit.write(record | answer | {"adapter": ref, "tier": "student", "request_id": uuid.uuid4().hex})
@@ -64,7 +65,7 @@ def tiny_registry(root: Path, seed: int = 0) -> Path:
 
     from core.model.loading import fetch_embedded_model
 
-    embedded = fetch_embedded_model()
+    embedded = fetch_embedded_model(ModelSettings().models_dir)
     config = AutoConfig.from_pretrained(embedded)
     config.update(
         dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16)
@@ -75,7 +76,7 @@ def tiny_registry(root: Path, seed: int = 0) -> Path:
     AutoTokenizer.from_pretrained(embedded).save_pretrained(model_dir)
     cfg = TaskConfig()
     cfg.model.base_model = str(model_dir)
-    model, _ = load_model(cfg.model)
+    model, _ = load_model(cfg.model, ModelSettings())
     peft = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear"))
     for name, param in peft.named_parameters():
         if "lora_B" in name:
@@ -119,11 +120,11 @@ def run(
     ref = registry.aliases(TASK)["production"]
     cfg = registry.task_config(TASK, ref)
     cfg.drift.teacher_sample = 0
-    kind = for_config(cfg)
+    kind = for_config(cfg, ModelSettings())
     start = time.perf_counter()
     reference = load_reference(cfg, kind, registry, TASK, ref, work / "drift", lambda: reference_rows(kind))
     reference_s = time.perf_counter() - start
-    model, tokenizer = load_model(cfg.model)
+    model, tokenizer = load_model(cfg.model, ModelSettings())
     model = activate_adapter(model, registry.path(TASK, ref), name="production")
     decoder = kind.decoder(model, tokenizer, registry.path(TASK, ref))
     embed = sentence_embedder()
@@ -182,11 +183,13 @@ def _loop(work: Path) -> dict:
     srv, url = serve_in_thread(settings)
     cfg.service.url = url
     os.environ["DISTILL_SLM_ADMIN_KEY"] = key
-    model, tokenizer = load_model(cfg.model)
+    model, tokenizer = load_model(cfg.model, ModelSettings())
     model = activate_adapter(model, registry.path(TASK, before), name="production")
     log = AuditLog(settings.audit_log)
     texts = [r["text"] for r in creditmix.generate(300, 4242, shift="strong")]
-    write_traffic(log, cfg, for_config(cfg).decoder(model, tokenizer, registry.path(TASK, before)), before, texts, time.time() - 600)
+    write_traffic(
+        log, cfg, for_config(cfg, ModelSettings()).decoder(model, tokenizer, registry.path(TASK, before)), before, texts, time.time() - 600
+    )
     log.close()
     try:
         with run_server():

@@ -48,6 +48,7 @@ from core.methods import selftrain
 from core.methods import sft as sft_method
 from core.methods.base import validator
 from core.methods.selftrain import labeler_config
+from core.settings import ModelSettings
 from core.teachers.traces import TraceStore, generate_traces
 from core.training.sft_trainer import train_sft
 from core.training.validation import best_point, stops_here
@@ -137,7 +138,7 @@ def _generator(
     if quick:
         cfg.training.max_steps = 4
         cfg.training.validation_per_class = 2 if demo.type == "classification" else 0
-    kind = for_config(cfg)
+    kind = for_config(cfg, ModelSettings())
     primary = cfg.promotion.primary_metric
     n_classes = len(demo.labels) if demo.labels else 2
     labeled = rows_from_records(kind, demo.generate(per_class * n_classes, 1), f"<{demo.name} labeled file>")
@@ -158,18 +159,20 @@ def _generator(
         adapters |= stopping
     elif "sft" in variants:
         (adapters["sft"], sft_stats), seconds["sft"] = timed(
-            lambda: sft_method.train(cfg, train, validation, work / "sft-ck", work / "sft")
+            lambda: sft_method.train(cfg, ModelSettings(), train, validation, work / "sft-ck", work / "sft")
         )
     if demo.type == "classification" and validation and "selftrain" in variants:
-        labeler = make_teacher(labeler_config(cfg, zero_shot=True), train, adapter=adapters["sft"])
+        labeler = make_teacher(labeler_config(cfg, zero_shot=True), ModelSettings(), train, adapter=adapters["sft"])
         stores = {split: TraceStore(work / f"labeler-{split}.jsonl") for split in ("validation", "pool")}
         for split, rows in (("validation", validation), ("pool", pool)):
             generate_traces(rows, stores[split], lambda: labeler, progress=False)
             stores[split].close()
         del labeler
-        added, choice = selftrain.select(cfg, validation, stores["validation"].traces, list(stores["pool"].traces.values()))
+        added, choice = selftrain.select(
+            cfg, ModelSettings(), validation, stores["validation"].traces, list(stores["pool"].traces.values())
+        )
         (adapters["selftrain"], _), seconds["selftrain"] = timed(
-            lambda: selftrain.train(cfg, train, added, validation, work / "st-ck", work / "st", report=choice)
+            lambda: selftrain.train(cfg, ModelSettings(), train, added, validation, work / "st-ck", work / "st", report=choice)
         )
     if "kd_strong" in variants:
         server, url = oracle_teacher(gold_answers)
@@ -189,12 +192,14 @@ def _generator(
                 }
             )
             store = TraceStore(work / "oracle-pool.jsonl")
-            teacher = make_teacher(oracle_cfg)
+            teacher = make_teacher(oracle_cfg, ModelSettings())
             generate_traces(pool, store, lambda: teacher, progress=False)
             store.close()
         finally:
             server.should_exit = True
-        (kd_result, seconds["kd_strong"]) = timed(lambda: kd_method.train(cfg, store.usable(), work / "kd-ck", work / "kd", progress=True))
+        (kd_result, seconds["kd_strong"]) = timed(
+            lambda: kd_method.train(cfg, ModelSettings(), store.usable(), work / "kd-ck", work / "kd", progress=True)
+        )
         adapters["kd_strong"] = kd_result[0]
 
     on_eval = evaluate_variants(kind, eval_rows, adapters, include_base=False)
@@ -228,7 +233,7 @@ def _stopping_arms(cfg: TaskConfig, train: list, validation: list, work: Path) -
     the whole plan, `sft_full_last` the last step. The trajectory up to an early stop is the same in all three (the
     schedule is planned for the whole run either way), so one run measures them all."""
     saved: list[Path] = []
-    score = validator(cfg, validation)
+    score = validator(cfg, ModelSettings(), validation)
 
     def validate_and_keep(model) -> float:
         folder = work / "sft-steps" / str(len(saved))
@@ -237,7 +242,7 @@ def _stopping_arms(cfg: TaskConfig, train: list, validation: list, work: Path) -
         return score(model)
 
     full = cfg.model_copy(update={"training": cfg.training.model_copy(update={"patience": 10**6})})
-    _, stats = train_sft(full, train, work / "sft-ck", work / "sft", validate=validate_and_keep)
+    _, stats = train_sft(full, ModelSettings(), train, work / "sft-ck", work / "sft", validate=validate_and_keep)
     by_step = {point["step"]: folder for point, folder in zip(stats.learning_curve, saved, strict=True)}
     kept = _kept_by_rule(stats.learning_curve, cfg.training.patience, stats.planned_steps // 2)
     best = best_point(stats.learning_curve)["step"]

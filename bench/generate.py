@@ -38,7 +38,7 @@ from core.model.fast_decode import enable_fast_decode, greedy_decode
 from core.model.loading import attach_lora, load_model
 from core.model.schema import GrammarMask, SchemaDecoder, TaskSchema
 from core.registry import Registry
-from core.settings import ServiceSettings
+from core.settings import ModelSettings, ServiceSettings
 from demos import invoices
 from service.main import serve_in_thread
 
@@ -163,7 +163,7 @@ def over_http(documents: list[str], max_new_tokens: int = 150) -> dict:
     figures = {}
     with tempfile.TemporaryDirectory() as tmp:
         cfg = TaskConfig(type="idp", max_new_tokens=max_new_tokens)
-        model, tokenizer = load_model(cfg.model)
+        model, tokenizer = load_model(cfg.model, ModelSettings())
         adapter = Path(tmp) / "adapter"
         attach_lora(model, LoraSettings(r=8)).save_pretrained(str(adapter))  # LoRA B starts at zero: the base's answers
         tokenizer.save_pretrained(str(adapter))
@@ -201,7 +201,7 @@ def run(quick: bool = False) -> dict:
     documents, gold = [r["document"] for r in rows], [r["target"] for r in rows]
     # Over HTTP first: the servers' model threads must not share the cores with OpenMP teams this thread starts below.
     http = over_http(documents[: 4 if quick else 10])
-    model, tokenizer = load_model(ModelConfig())
+    model, tokenizer = load_model(ModelConfig(), ModelSettings())
     schema = TaskSchema.from_dict(invoices.SCHEMA)
     fast_model = copy.deepcopy(model)
     fast_on = enable_fast_decode(fast_model)

@@ -29,6 +29,7 @@ from core.kinds import for_config, make_teacher
 from core.kinds.data import labeled_rows, split
 from core.methods import kd as kd_method
 from core.model.loading import load_model
+from core.settings import ModelSettings
 from core.teachers.traces import TraceStore, generate_traces
 from core.training.dpo_trainer import train_dpo
 from core.training.sft_trainer import train_sft
@@ -42,14 +43,14 @@ def run(quick: bool = False) -> dict:
     work = Path("runs/.bench") / ("idp-quick" if quick else "idp")
     if quick:
         cfg.data.train_per_class, cfg.data.eval_per_class, cfg.training.max_steps = 16, 4, 2
-    kind = for_config(cfg)
+    kind = for_config(cfg, ModelSettings())
     rows, source = labeled_rows(kind)
     train_rows, eval_rows = split(kind, rows)
     adapter = work / "sft-adapter"
     figures: dict = {"source": source, "train_documents": len(train_rows), "eval_documents": len(eval_rows)}
     if not (adapter / "train_stats.json").exists():
         start = time.perf_counter()
-        _, stats = train_sft(cfg, train_rows, work / "sft-checkpoints", adapter)
+        _, stats = train_sft(cfg, ModelSettings(), train_rows, work / "sft-checkpoints", adapter)
         (adapter / "train_stats.json").write_text(json.dumps(asdict(stats)))
         print(f"SFT: {stats.steps} steps in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     figures["sft_training"] = json.loads((adapter / "train_stats.json").read_text())
@@ -60,7 +61,7 @@ def run(quick: bool = False) -> dict:
 
     def teacher():
         if not teacher_cache:
-            teacher_cache.append(make_teacher(cfg, train_rows))
+            teacher_cache.append(make_teacher(cfg, ModelSettings(), train_rows))
         return teacher_cache[0]
 
     stores = {split: TraceStore(work / f"traces-{split}.jsonl") for split in ("pool", "eval")}
@@ -69,16 +70,16 @@ def run(quick: bool = False) -> dict:
     teacher_cache.clear()
     kd_adapter = work / "kd-adapter"
     if not (kd_adapter / "adapter_config.json").exists():
-        kd_method.train(cfg, stores["pool"].usable(), work / "kd-checkpoints", kd_adapter)
+        kd_method.train(cfg, ModelSettings(), stores["pool"].usable(), work / "kd-checkpoints", kd_adapter)
     adapters["kd"] = kd_adapter
     dpo_adapter = work / "dpo-adapter"
     if not (dpo_adapter / "adapter_config.json").exists():
-        model, tokenizer = load_model(cfg.model, adapter=adapter)
+        model, tokenizer = load_model(cfg.model, ModelSettings(), adapter=adapter)
         cfg.dpo.max_pairs = 8 if quick else 64
         pairs, counts = kind.preference_pairs(train_rows, kind.decoder(model, tokenizer), None)
         (work / "dpo-pairs.json").write_text(json.dumps(counts))
         del model
-        train_dpo(cfg, pairs, work / "dpo-checkpoints", dpo_adapter, start_adapter=adapter)
+        train_dpo(cfg, ModelSettings(), pairs, work / "dpo-checkpoints", dpo_adapter, start_adapter=adapter)
     adapters["dpo"] = dpo_adapter
     figures["dpo_pairs"] = json.loads((work / "dpo-pairs.json").read_text())
     results = evaluate_variants(kind, eval_rows, adapters)

@@ -28,6 +28,7 @@ from core.methods import kd as kd_method
 from core.model.calibrated import CalibratedDecoder
 from core.model.decoders import classification_decoder
 from core.model.loading import activate_adapter, load_model
+from core.settings import ModelSettings
 from core.teachers.traces import TraceStore, generate_traces
 from demos import creditmix
 
@@ -48,7 +49,7 @@ def run(quick: bool = False) -> dict:
 
     def teacher():
         if not teacher_cache:
-            teacher_cache.append(make_teacher(cfg, labeled))
+            teacher_cache.append(make_teacher(cfg, ModelSettings(), labeled))
         return teacher_cache[0]
 
     figures: dict = {
@@ -58,7 +59,7 @@ def run(quick: bool = False) -> dict:
     }
     eval_store = TraceStore(work / "traces-eval.jsonl")
     eval_summary = generate_traces(eval_rows, eval_store, teacher, cfg.teacher.prices)
-    kind = for_config(cfg)
+    kind = for_config(cfg, ModelSettings())
     t_metrics = kind.teacher_metrics(eval_rows, eval_store.traces)
     figures["teacher_macro_f1"] = round(t_metrics["macro_f1"], 4)
     print(f"teacher on eval: macro-F1 {t_metrics['macro_f1']:.3f}, {t_metrics['latency_ms_p50']:.0f} ms/request", file=sys.stderr)
@@ -74,9 +75,9 @@ def run(quick: bool = False) -> dict:
 
     # The student is trained afresh each run (minutes): a cached one would hide changes to KD itself.
     fresh = Path(tempfile.mkdtemp(prefix="bench-kd-"))
-    adapter, kd_stats, _ = kd_method.train(cfg, pool_store.usable(), fresh / "checkpoints", fresh / "adapter")
+    adapter, kd_stats, _ = kd_method.train(cfg, ModelSettings(), pool_store.usable(), fresh / "checkpoints", fresh / "adapter")
     figures["kd_training"] = {"steps": kd_stats.steps, "train_s": round(kd_stats.train_runtime_s, 1), "final_loss": kd_stats.final_loss}
-    model, tokenizer = load_model(cfg.model)
+    model, tokenizer = load_model(cfg.model, ModelSettings())
     base = kind.score(classification_decoder(cfg, model, tokenizer, adapter=None), eval_rows)
     base_ms = p50_ms(classification_decoder(cfg, model, tokenizer, adapter=None).predict, [r.text for r in eval_rows[:30]])
     model = activate_adapter(model, adapter, name="kd")

@@ -31,7 +31,7 @@ from core.methods import kd as kd_method
 from core.model.decoders import classification_decoder
 from core.model.loading import activate_adapter, load_model
 from core.registry import Registry
-from core.settings import ServiceSettings
+from core.settings import ModelSettings, ServiceSettings
 from core.teachers.traces import TraceStore, generate_traces
 from core.training.sft_trainer import train_sft
 from service.main import serve_in_thread
@@ -46,18 +46,18 @@ def _teacher_adapter(adapter: str | None, work: Path) -> Path:
     if "production" in registry.aliases(TASK) if TASK in registry.tasks() else False:
         return registry.path(TASK, "production")
     cfg = TaskConfig()
-    kind = for_config(cfg)
+    kind = for_config(cfg, ModelSettings())
     rows, _ = labeled_rows(kind)
     train, _ = split(kind, rows)
     print("no teacher adapter: training the demo's SFT adapter first", file=sys.stderr)
-    out, _ = train_sft(cfg, train, work / "teacher-checkpoints", work / "teacher-adapter")
+    out, _ = train_sft(cfg, ModelSettings(), train, work / "teacher-checkpoints", work / "teacher-adapter")
     return out
 
 
 def fresh_eval_rows(cfg: TaskConfig, per_class: int) -> list[Example]:
     """Balanced rows from a seed neither the demo's splits nor its pool use."""
     demo = cfg.demo()
-    rows = rows_from_records(for_config(cfg), demo.generate(per_class * 8, cfg.data.demo.seed + 100), "<fresh eval rows>")
+    rows = rows_from_records(for_config(cfg, ModelSettings()), demo.generate(per_class * 8, cfg.data.demo.seed + 100), "<fresh eval rows>")
     return balanced_split(rows, cfg.labels, 1, per_class, seed=0)[1]
 
 
@@ -70,7 +70,7 @@ def run(quick: bool = False, adapter: str | None = None) -> dict:
     if quick:
         cfg.training.max_steps = 3
     cfg.teacher.max_pool = pool_size
-    kind = for_config(cfg)
+    kind = for_config(cfg, ModelSettings())
     pool = unlabeled_pool(kind)
     eval_rows = fresh_eval_rows(cfg, per_class)
 
@@ -85,7 +85,7 @@ def run(quick: bool = False, adapter: str | None = None) -> dict:
         cfg.teacher = cfg.teacher.model_copy(
             update={"backend": "openai", "base_url": url + "/v1", "model": f"{TASK}:production", "api_key_env": "", "concurrency": 4}
         )
-        teacher = make_teacher(cfg)
+        teacher = make_teacher(cfg, ModelSettings())
         stores = {split: TraceStore(work / f"traces-{split}.jsonl") for split in ("pool", "eval")}
         summary = generate_traces(pool, stores["pool"], lambda: teacher, cfg.teacher.prices)
         figures["pool_traces"] = {k: summary[k] for k in ("traces", "asked", "cached", "failed", "elapsed_s")}
@@ -98,7 +98,7 @@ def run(quick: bool = False, adapter: str | None = None) -> dict:
     traces = stores["pool"].usable()
 
     # KD student on the teacher's answers; an SFT student on the same inputs with their gold labels.
-    kd_dir, kd_stats, kd_counts = kd_method.train(cfg, traces, tmp / "kd-checkpoints", tmp / "kd-adapter")
+    kd_dir, kd_stats, kd_counts = kd_method.train(cfg, ModelSettings(), traces, tmp / "kd-checkpoints", tmp / "kd-adapter")
     figures["kd_training"] = {
         "steps": kd_stats.steps,
         "planned_steps": kd_stats.planned_steps,
@@ -110,12 +110,12 @@ def run(quick: bool = False, adapter: str | None = None) -> dict:
     gold = {r["id"]: r for r in cfg.demo().generate(pool_size, cfg.data.demo.seed + 1)}
     gold_rows = [Example(row.id, row.text, gold["cm-" + row.id.split("-", 1)[1]]["label"]) for row in pool]
     sft_cfg = cfg.model_copy(deep=True)
-    sft_train = train_rows(for_config(sft_cfg), gold_rows)
-    sft_dir, sft_stats = train_sft(sft_cfg, sft_train, tmp / "sft-checkpoints", tmp / "sft-adapter")
+    sft_train = train_rows(for_config(sft_cfg, ModelSettings()), gold_rows)
+    sft_dir, sft_stats = train_sft(sft_cfg, ModelSettings(), sft_train, tmp / "sft-checkpoints", tmp / "sft-adapter")
     figures["sft_on_pool_gold_training"] = {"steps": sft_stats.steps, "train_s": round(sft_stats.train_runtime_s, 1)}
 
     results = evaluate_variants(kind, eval_rows, {"kd": kd_dir, "sft_on_pool_gold": sft_dir})
-    model, tokenizer = load_model(cfg.model)
+    model, tokenizer = load_model(cfg.model, ModelSettings())
     model = activate_adapter(model, kd_dir, name="kd")
     raw = classification_decoder(cfg, model, tokenizer)
     raw.calibrate = False

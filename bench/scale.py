@@ -38,6 +38,7 @@ from core.common.ports import free_port
 from core.common.rows import Example
 from core.kinds import for_config, make_teacher
 from core.methods import launch
+from core.settings import ModelSettings
 from core.teachers.fanout import RayFanout
 from core.teachers.traces import TraceStore, generate_traces
 
@@ -85,7 +86,12 @@ def _pass(cfg: TaskConfig, rows: list[Example], url: str, kill_after: int | None
             store.append = append_and_kill
         start = time.perf_counter()
         summary = generate_traces(
-            rows, store, lambda: make_teacher(cfg), progress=False, check=for_config(cfg).teacher_task().check, fanout=RayFanout(cfg.scale)
+            rows,
+            store,
+            lambda: make_teacher(cfg, ModelSettings()),
+            progress=False,
+            check=for_config(cfg, ModelSettings()).teacher_task().check,
+            fanout=RayFanout(cfg.scale),
         )
         elapsed = time.perf_counter() - start
         store.close()
@@ -123,7 +129,7 @@ def data_parallel(quick: bool = False) -> dict:
         cfg.scale.train_processes = processes
         cfg.training.max_steps, cfg.training.save_steps = steps, steps
         with tempfile.TemporaryDirectory() as tmp:
-            _, stats, _ = launch.train("sft", cfg, {"rows": rows}, Path(tmp) / "ck", Path(tmp) / "adapter")
+            _, stats, _ = launch.train("sft", cfg, ModelSettings(), {"rows": rows}, Path(tmp) / "ck", Path(tmp) / "adapter")
             sides[processes] = {
                 "tokens_per_s": round(stats.tokens_per_s, 1),
                 "train_s": round(stats.train_runtime_s, 1),
@@ -156,16 +162,16 @@ def sharded_evaluation(quick: bool = False) -> dict:
     rows = [Example(**r) for r in creditmix.generate(48 if quick else 240, seed=11)]
     cfg = TaskConfig()
     with tempfile.TemporaryDirectory() as tmp:
-        model, _ = load_model(cfg.model)
+        model, _ = load_model(cfg.model, ModelSettings())
         attach_lora(model, LoraSettings(r=8)).save_pretrained(Path(tmp) / "adapter")  # zero LoRA B: the base's answers
         adapters = {"adapter": Path(tmp) / "adapter"}
         start = time.perf_counter()
-        local = evaluate_variants(for_config(cfg), rows, adapters)
+        local = evaluate_variants(for_config(cfg, ModelSettings()), rows, adapters)
         local_s = time.perf_counter() - start
         # One worker with every core, as the local path has (Ray gives an actor as many threads as CPUs it reserves).
         cfg.scale = ScaleConfig(runner="ray", eval_workers=1, worker_cpus=os.cpu_count() or 1)
         start = time.perf_counter()
-        sharded = evaluate_sharded(for_config(cfg), rows, adapters, RayFanout(cfg.scale))
+        sharded = evaluate_sharded(for_config(cfg, ModelSettings()), rows, adapters, RayFanout(cfg.scale))
         ray_s = time.perf_counter() - start
         ray.shutdown()
     same = all(sharded[n]["macro_f1"] == local[n]["macro_f1"] and sharded[n]["predictions"] == local[n]["predictions"] for n in local)

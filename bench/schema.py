@@ -20,6 +20,7 @@ from transformers import LogitsProcessor
 from core.common.config import ModelConfig
 from core.model.loading import load_model
 from core.model.schema import SEPARATORS, SchemaDecoder, TaskSchema, grammar_compiler
+from core.settings import ModelSettings
 from demos import invoices
 
 
@@ -78,7 +79,7 @@ def _variants(n: int) -> list[dict]:
 
 
 def run(quick: bool = False) -> dict:
-    model, tokenizer = load_model(ModelConfig())
+    model, tokenizer = load_model(ModelConfig(), ModelSettings())
     rows = invoices.generate(3 if quick else 8, seed=21)
     schema = TaskSchema.from_dict(invoices.SCHEMA)
     decoder = SchemaDecoder(model, tokenizer, schema, invoices.INSTRUCTION)

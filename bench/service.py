@@ -40,7 +40,7 @@ import yaml
 from bench.calibrated import eval_rows
 from core.common.ports import free_port
 from core.registry import Registry
-from core.settings import ServiceSettings
+from core.settings import ModelSettings, ServiceSettings
 from service.main import serve_in_thread, wait_until_ready
 
 KEY = "bench-admin-key"
@@ -121,7 +121,7 @@ def overload(clients: int = 500, max_queue: int = 32, deadline_s: float = 60.0) 
     texts = [r.text for r in eval_rows(8)]
     with tempfile.TemporaryDirectory() as tmp:
         cfg = TaskConfig()
-        model, _ = load_model(cfg.model)
+        model, _ = load_model(cfg.model, ModelSettings())
         attach_lora(model, LoraSettings(r=8)).save_pretrained(Path(tmp) / "adapter")
         del model
         registry = Registry(Path(tmp) / "runs")

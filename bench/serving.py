@@ -37,7 +37,7 @@ from core.model.loading import attach_lora, load_model
 from core.registry import Registry
 from core.serving.batcher import DynamicBatcher
 from core.serving.engine import InferenceEngine
-from core.settings import ServiceSettings
+from core.settings import ModelSettings, ServiceSettings
 from demos import invoices
 from service.main import serve_in_thread
 
@@ -86,7 +86,7 @@ def batching(runs: Path, documents: list[str], clients: int = 16, per_client: in
     longest row ends; only requests with the same budget share one) against continuous (rows join and leave between
     steps): completion tokens/s, p50/p95 latency; every request with the task's budget, then clients with budgets of
     80, 110 and 150 tokens (OpenAI clients send their own max_tokens)."""
-    engine = InferenceEngine(str(runs), fast_decode="auto")
+    engine = InferenceEngine(str(runs), ModelSettings(), fast_decode="auto")
     engine.load()
     figures = {}
     try:
@@ -145,7 +145,7 @@ def run(quick: bool = False) -> dict:
     documents = [r["document"] for r in rows]
     with tempfile.TemporaryDirectory() as tmp:
         cfg = TaskConfig(type="idp", max_new_tokens=150)
-        model, tokenizer = load_model(cfg.model)
+        model, tokenizer = load_model(cfg.model, ModelSettings())
         adapter = Path(tmp) / "adapter"
         attach_lora(model, LoraSettings(r=8)).save_pretrained(str(adapter))
         tokenizer.save_pretrained(str(adapter))

@@ -20,13 +20,14 @@ from trl import SFTTrainer
 from bench.calibrated import eval_rows
 from core.common.config import TaskConfig
 from core.model.loading import load_model, lora_config
+from core.settings import ModelSettings
 from core.training.sft_trainer import check_lengths, cpu_autocast, sft_config, sft_dataset, train_sft
 
 
 def bare_trl(cfg: TaskConfig, rows, out: Path) -> float:
     """What a user would write by hand: SFTTrainer + LoRA on the same rows. Returns runtime (s)."""
     torch.manual_seed(cfg.training.seed)
-    model, tokenizer = load_model(cfg.model)
+    model, tokenizer = load_model(cfg.model, ModelSettings())
     trainer = SFTTrainer(
         model=model,
         args=sft_config(cfg, out, len(rows), progress=False),
@@ -45,17 +46,17 @@ def run(quick: bool = False) -> dict:
     cfg.training.max_steps = steps
     cfg.training.save_steps = 10_000  # no checkpoint I/O inside the timed window, on either side
     rows = eval_rows(steps * cfg.training.batch_size // len(cfg.labels) + 1)[: steps * cfg.training.batch_size]
-    _, tokenizer = load_model(cfg.model)
+    _, tokenizer = load_model(cfg.model, ModelSettings())
     tokens = check_lengths(rows, cfg.instruction, tokenizer, cfg.training.max_length, "bench")
     with tempfile.TemporaryDirectory() as tmp:
         bare_s = bare_trl(cfg, rows, Path(tmp) / "bare")
         start = time.perf_counter()
-        train_sft(cfg, rows, Path(tmp) / "ours-ckpt", Path(tmp) / "ours", progress=False)
+        train_sft(cfg, ModelSettings(), rows, Path(tmp) / "ours-ckpt", Path(tmp) / "ours", progress=False)
         ours_s = time.perf_counter() - start
         fp32 = cfg.model_copy(deep=True)
         fp32.training.cpu_autocast = "off"
         start = time.perf_counter()
-        train_sft(fp32, rows, Path(tmp) / "fp32-ckpt", Path(tmp) / "fp32", progress=False)
+        train_sft(fp32, ModelSettings(), rows, Path(tmp) / "fp32-ckpt", Path(tmp) / "fp32", progress=False)
         fp32_s = time.perf_counter() - start
     figures = {
         "steps": steps,

@@ -36,6 +36,7 @@ from core.kinds.data import rows_from_records, splits, train_rows
 from core.methods import kd as kd_method
 from core.methods.selftrain import LABELER_MODES, labeler_config
 from core.model.loading import load_tokenizer
+from core.settings import ModelSettings
 from core.teachers.traces import TraceStore, generate_traces
 from core.training.sft_trainer import train_sft
 
@@ -49,7 +50,7 @@ def _task(name: str, per_class: int, eval_per_class: int, pool_size: int, quick:
     if quick:
         cfg.training.max_steps, cfg.training.validation_per_class = 4, 2
     demo = cfg.demo()
-    kind = for_config(cfg)
+    kind = for_config(cfg, ModelSettings())
     labeled = rows_from_records(kind, demo.generate(per_class * 8, cfg.data.demo.seed), f"<{name} labeled>")
     _, labeled = balanced_split(labeled, cfg.labels, 0, per_class, cfg.training.seed)  # exactly per_class of each
     fresh = rows_from_records(kind, demo.generate(eval_per_class * 8, cfg.data.demo.seed + 100), f"<{name} fresh>")
@@ -58,13 +59,15 @@ def _task(name: str, per_class: int, eval_per_class: int, pool_size: int, quick:
     gold = list({r.id: r for r in train}.values())
     raw_pool = rows_from_records(kind, demo.pool(pool_size, cfg.data.demo.seed + 200), f"<{name} pool>", require_answers=False)
     pool, pool_counts = distinct_inputs(raw_pool, labeled + eval_rows)
-    tokenizer = load_tokenizer(cfg.model)
+    tokenizer = load_tokenizer(cfg.model, ModelSettings())
     work = Path(tempfile.mkdtemp(prefix=f"bench-small-{name}-"))
 
     def validate(model):
         return validation_score(kind, model, tokenizer, validation)
 
-    (supervised, stats), supervised_s = timed(lambda: train_sft(cfg, train, work / "sft-ck", work / "sft", validate=validate))
+    (supervised, stats), supervised_s = timed(
+        lambda: train_sft(cfg, ModelSettings(), train, work / "sft-ck", work / "sft", validate=validate)
+    )
 
     # As the flow does: the supervised adapter labels the validation rows the deliberate way and zero-shot; the better
     # one answers the pool, the validation rows (its threshold) and the eval rows (the labeler's own figure).
@@ -75,14 +78,14 @@ def _task(name: str, per_class: int, eval_per_class: int, pool_size: int, quick:
         teacher = []
         _, labeling_s[f"validation_{mode}"] = timed(
             lambda store=store, teacher=teacher, mode_cfg=mode_cfg: generate_traces(
-                validation, store, lambda: teacher.append(make_teacher(mode_cfg, gold, adapter=supervised)) or teacher[0]
+                validation, store, lambda: teacher.append(make_teacher(mode_cfg, ModelSettings(), gold, adapter=supervised)) or teacher[0]
             )
         )
         store.close()
         checked[mode] = (store, teacher[0] if teacher else None)
     scores = {mode: kind.teacher_metrics(validation, store.traces)["macro_f1"] for mode, (store, _) in checked.items()}
     mode = max(scores, key=scores.get)
-    labeler = [checked[mode][1] or make_teacher(labeler_config(cfg, mode == "zero-shot"), gold, adapter=supervised)]
+    labeler = [checked[mode][1] or make_teacher(labeler_config(cfg, mode == "zero-shot"), ModelSettings(), gold, adapter=supervised)]
     del checked
     stores = {"validation": TraceStore.read(work / "traces" / mode / "validation.jsonl")}
     for split, rows in (("pool", pool), ("eval", eval_rows)):
@@ -93,9 +96,13 @@ def _task(name: str, per_class: int, eval_per_class: int, pool_size: int, quick:
     pool_traces = list(stores["pool"].traces.values())
     added, choice = kind.confident_rows(validation, stores["validation"].traces, pool_traces)
     self_rows = train_rows(kind, gold + added)
-    (self_trained, self_stats), self_s = timed(lambda: train_sft(cfg, self_rows, work / "self-ck", work / "self", validate=validate))
+    (self_trained, self_stats), self_s = timed(
+        lambda: train_sft(cfg, ModelSettings(), self_rows, work / "self-ck", work / "self", validate=validate)
+    )
     usable = [t for t in pool_traces if not t.get("error")]
-    (kd, kd_stats, kd_counts), kd_s = timed(lambda: kd_method.train(cfg, usable, work / "kd-ck", work / "kd", progress=True))
+    (kd, kd_stats, kd_counts), kd_s = timed(
+        lambda: kd_method.train(cfg, ModelSettings(), usable, work / "kd-ck", work / "kd", progress=True)
+    )
 
     results = evaluate_variants(kind, eval_rows, {"supervised": supervised, "self_trained": self_trained, "kd": kd})
     teacher = kind.teacher_metrics(eval_rows, stores["eval"].traces)

@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from core.common.config import TaskConfig
 from core.common.rows import Example
 from core.kinds import make_teacher
+from core.settings import ModelSettings
 from core.teachers.traces import TraceStore, generate_traces
 from service.main import serve_app_in_thread
 
@@ -73,7 +74,7 @@ def run(quick: bool = False, latency_s: float = 0.2) -> dict:
             )
             with tempfile.TemporaryDirectory() as tmp:
                 store = TraceStore(Path(tmp) / "traces.jsonl")
-                summary = generate_traces(rows, store, lambda cfg=cfg: make_teacher(cfg), progress=False)
+                summary = generate_traces(rows, store, lambda cfg=cfg: make_teacher(cfg, ModelSettings()), progress=False)
                 store.close()
             figures[f"concurrency_{concurrency}"] = {k: summary[k] for k in ("traces", "failed", "elapsed_s", "traces_per_s")}
     finally:

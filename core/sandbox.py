@@ -5,7 +5,7 @@ and others ship; Debian's `bubblewrap` package) and passes it only if every test
 prints a per-run random token after the last test, and the parent checks for it, so `sys.exit(0)` or
 `os._exit(0)` before the tests is a failure, not a pass.
 
-What confines the candidate (`isolation()` says "bubblewrap"):
+What confines the candidate (`isolation(settings)` says "bubblewrap"):
   * new user, mount, PID, network, IPC, UTS and cgroup namespaces; no further user namespaces inside
     (`--disable-userns`); every capability dropped; `no_new_privs`; a new session (no terminal to inject into);
   * a seccomp filter built with libseccomp (the library systemd, Docker and Flatpak use) that refuses mount,
@@ -27,7 +27,7 @@ What remains: the kernel is shared (a kernel exploit escapes any sandbox), CPU a
 and code that searches its own interpreter's memory for the pass token could forge a pass (it gains nothing
 outside the sandbox: the verdict is the only thing it can change).
 
-    result = run_tests("def f(x):\\n    return x + 1", "assert f(1) == 2")
+    result = run_tests("def f(x):\\n    return x + 1", "assert f(1) == 2", ModelSettings())
     result.passed, result.cause, result.error        # True, "", ""
 """
 
@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import SandboxBusy, SandboxUnavailable
-from core.settings import model_settings
+from core.settings import ModelSettings
 
 log = logging.getLogger(__name__)
 
@@ -139,17 +139,17 @@ def probe() -> Isolation:
     return Isolation("none", "; ".join(reasons) or "no Python interpreter the sandbox user may run")
 
 
-def isolation() -> str:
-    """What confines a candidate here: 'bubblewrap' (full), 'limits' (the operator accepted the weaker fallback)
-    or 'none' (code would not run: `run_tests` raises SandboxUnavailable)."""
+def isolation(settings: ModelSettings) -> str:
+    """What confines a candidate here: 'bubblewrap' (full), 'limits' (the operator accepted the weaker fallback:
+    `settings.sandbox_allow_weaker`) or 'none' (code would not run: `run_tests` raises SandboxUnavailable)."""
     if probe().level == "bubblewrap":
         return "bubblewrap"
-    return "limits" if model_settings().sandbox_allow_weaker else "none"
+    return "limits" if settings.sandbox_allow_weaker else "none"
 
 
-def require_isolation() -> str:
+def require_isolation(settings: ModelSettings) -> str:
     """The isolation code will run under; SandboxUnavailable (saying why and what to set) when there is none."""
-    level = isolation()
+    level = isolation(settings)
     if level == "none":
         raise SandboxUnavailable(
             f"model- and caller-written code is not run without full isolation, and this machine has none: {probe().reason}. "
@@ -168,13 +168,15 @@ def _slot(limit: int) -> threading.BoundedSemaphore:
         return _slots.setdefault(limit, threading.BoundedSemaphore(limit))
 
 
-def run_tests(code: str, tests: str, timeout_s: float = 10.0, memory_mb: int = 1024, wait_s: float | None = None) -> TestResult:
+def run_tests(
+    code: str, tests: str, settings: ModelSettings, timeout_s: float = 10.0, memory_mb: int = 1024, wait_s: float | None = None
+) -> TestResult:
     """Run `code` then `tests` in the sandbox; passed = every test ran to the end without an error.
 
-    At most `sandbox_max_concurrent` runs at a time in this process; a run that cannot start within `wait_s`
+    At most `settings.sandbox_max_concurrent` runs at a time in this process; a run that cannot start within `wait_s`
     seconds (None: waits as long as it takes) raises SandboxBusy."""
-    level = require_isolation()
-    slots = model_settings().sandbox_max_concurrent
+    level = require_isolation(settings)
+    slots = settings.sandbox_max_concurrent
     slot = _slot(slots)
     if not slot.acquire(timeout=-1 if wait_s is None else wait_s):
         raise SandboxBusy(f"all {slots} sandbox slots are busy (sandbox_max_concurrent)")
@@ -189,11 +191,11 @@ def run_tests(code: str, tests: str, timeout_s: float = 10.0, memory_mb: int = 1
     return result
 
 
-def run_all(checks: list[tuple[str, str]], timeout_s: float = 10.0) -> list[TestResult]:
+def run_all(checks: list[tuple[str, str]], settings: ModelSettings, timeout_s: float = 10.0) -> list[TestResult]:
     """`run_tests` over (code, tests) pairs, as many at a time as the sandbox allows: each is a subprocess."""
-    require_isolation()  # once, before any thread starts
-    with ThreadPoolExecutor(max_workers=max(1, model_settings().sandbox_max_concurrent)) as pool:
-        return list(pool.map(lambda check: run_tests(*check, timeout_s=timeout_s), checks))
+    require_isolation(settings)  # once, before any thread starts
+    with ThreadPoolExecutor(max_workers=settings.sandbox_max_concurrent) as pool:
+        return list(pool.map(lambda check: run_tests(check[0], check[1], settings, timeout_s=timeout_s), checks))
 
 
 # -- running one candidate -------------------------------------------------------------------
@@ -395,7 +397,7 @@ def _seccomp_fd() -> int:
     return fd
 
 
-def describe() -> dict:
+def describe(settings: ModelSettings) -> dict:
     """What `/readyz`, `bench` and the audit log say of the sandbox."""
     box = probe()
-    return {"isolation": isolation(), "full": box.level == "bubblewrap", "reason": box.reason or None}
+    return {"isolation": isolation(settings), "full": box.level == "bubblewrap", "reason": box.reason or None}

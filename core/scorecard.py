@@ -2,9 +2,10 @@
 beside them, the report, and the model card each registered adapter carries. Shared by the flow (`tasks/evaluate.py`,
 `tasks/registry.py`), the CLI (`distill-slm eval`) and the benchmarks, so all of them report the same figures.
 
-    results = score_variants(cfg, rows, {"sft": "runs/.../adapter"})          # metrics + cost per 1k answers
-    card = evaluate_run(cfg, rows, adapters, "runs/.work/task/eval-…", teacher_traces)
-    text = model_card(cfg, "sft", metrics, baseline)
+    kind = for_config(cfg, ModelSettings())
+    results = score_variants(kind, rows, {"sft": "runs/.../adapter"})         # metrics + cost per 1k answers
+    card = evaluate_run(kind, rows, adapters, "runs/.work/task/eval-…", teacher_traces)
+    text = model_card(kind, "sft", metrics, baseline)
 """
 
 from __future__ import annotations
@@ -15,14 +16,13 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from core.common.config import TaskConfig
 from core.common.openai_evals import answer_text, load_openai_eval
 from core.common.rows import Example
 from core.evaluation.cost import add_cost, price_for
 from core.evaluation.evaluate import cascade_table, evaluate_variants
 from core.evaluation.report import add_learning_curves, add_openai_graders
 from core.evaluation.sharded import evaluate_sharded
-from core.kinds import TaskKind, for_config
+from core.kinds import TaskKind
 from core.kinds.data import label_set
 from core.teachers.fanout import RayFanout
 from core.teachers.openai import OpenAITeacher
@@ -40,7 +40,7 @@ class Scorecard:
 
 
 def score_variants(
-    cfg: TaskConfig,
+    kind: TaskKind,
     rows: list[Example],
     adapters: dict[str, str | Path],
     include_base: bool = True,
@@ -49,7 +49,7 @@ def score_variants(
     """Each variant's metrics on `rows`, with its tokens and cost per 1k answers; with `teacher_traces` (the teacher's
     answers to the same rows, keyed by input hash) the teacher's row too and, where answers carry a confidence, each
     adapter's cascade (student first, the teacher under a confidence threshold)."""
-    kind = for_config(cfg)
+    cfg = kind.cfg
     if cfg.scale.runner == "ray":  # the rows decoded in shards on the cluster's workers, merged exactly
         results = evaluate_sharded(kind, rows, adapters, RayFanout(cfg.scale), include_base=include_base)
     else:
@@ -67,13 +67,13 @@ def score_variants(
     return base | {"teacher": teacher} | results
 
 
-def _grading_model(cfg: TaskConfig):
+def _grading_model(kind: TaskKind):
     """The teacher endpoint that grades an imported eval's `label_model` graders (None without an `openai` teacher)."""
-    return OpenAITeacher(cfg) if cfg.teacher.backend == "openai" else None
+    return OpenAITeacher(kind.cfg, kind.settings) if kind.cfg.teacher.backend == "openai" else None
 
 
 def evaluate_run(
-    cfg: TaskConfig,
+    kind: TaskKind,
     rows: list[Example],
     adapters: dict[str, str | Path],
     out_dir: str | Path,
@@ -81,7 +81,8 @@ def evaluate_run(
 ) -> Scorecard:
     """`score_variants`, plus what each adapter's folder says about its training (rows learned from, self-training's
     choice, the validation curve); written as `<out_dir>/<variant>.metrics.json` and the task kind's report."""
-    results = score_variants(cfg, rows, adapters, teacher_traces=teacher_traces)
+    cfg = kind.cfg
+    results = score_variants(kind, rows, adapters, teacher_traces=teacher_traces)
     for name, folder in adapters.items():
         stats = Path(folder) / "train_stats.json"
         if stats.exists():  # the report says how many rows each adapter learned from
@@ -91,7 +92,7 @@ def evaluate_run(
             results[name]["self_training"] = json.loads(chosen.read_text())
     openai_eval = load_openai_eval(cfg.data.openai_eval) if cfg.data.openai_eval is not None else None
     if openai_eval is not None:  # the user's own graders, on the same answers
-        grader = _grading_model(cfg) if openai_eval.needs_model() else None
+        grader = _grading_model(kind) if openai_eval.needs_model() else None
         try:
             for metrics in results.values():
                 if metrics.get("predictions"):
@@ -104,7 +105,7 @@ def evaluate_run(
     out.mkdir(parents=True, exist_ok=True)
     for name, metrics in results.items():
         (out / f"{name}.metrics.json").write_text(json.dumps(metrics, indent=2))
-    report = for_config(cfg).write_report(results, out)
+    report = kind.write_report(results, out)
     curves = {name: _curve(Path(folder)) for name, folder in adapters.items()}
     add_learning_curves(report, curves)
     if openai_eval is not None:
@@ -139,9 +140,9 @@ def registered_metrics(eval_dir: str | Path, method: str) -> tuple[dict, dict | 
     return metrics, baseline
 
 
-def model_card(cfg: TaskConfig, method: str, metrics: dict, baseline: dict | None) -> str:
+def model_card(kind: TaskKind, method: str, metrics: dict, baseline: dict | None) -> str:
     """A Hugging Face model card (YAML metadata + text): the adapter folder can be pushed to the Hub as it is."""
-    kind = for_config(cfg)
+    cfg = kind.cfg
     base = cfg.model.base_model
     data = ModelCardData(
         base_model=HUB_IDS.get(base, base),

@@ -4,11 +4,14 @@ Variables are `DISTILL_SLM_<FIELD>` (e.g. `DISTILL_SLM_RUNS_DIR`, `DISTILL_SLM_A
 except `HF_HUB_OFFLINE`, which keeps the name the Hugging Face libraries read.
 
 * `ModelSettings`: what the model layer needs from the operator (where models live, hub access, schema limits,
-  the sandbox, the hosts and key variables a task file may name). These are the operator's, never a task file's,
-  so the model layer reads them from the environment on each call (`model_settings()`) rather than taking them from
-  a caller it does not trust.
-* `ServiceSettings`: those plus the service's own (keys, limits, queues, the audit log). The service is given one
-  (tests and `distill-slm serve` build their own).
+  the sandbox, the hosts and key variables a task file may name). These are the operator's, never a task file's.
+* `ServiceSettings`: those plus the service's own (keys, limits, queues, the audit log).
+
+Nothing under `core/` reads the environment for them: each entry point (the CLI, a flow's Prefect task on whichever
+worker runs it, the service, a benchmark) builds one (`ModelSettings()`, `ServiceSettings()`: read from its own
+environment, so each machine of a cluster keeps its own `models_dir`) and hands it down: `for_config(cfg, settings)`
+binds it to the task kind, `load_model(cfg.model, settings)`, `run_tests(code, tests, settings)`. A test builds the
+settings it means (`ModelSettings(models_dir=tmp)`) instead of changing the environment.
 """
 
 from __future__ import annotations
@@ -151,9 +154,3 @@ class ServiceSettings(ModelSettings):
     extract_wait_ms: float = Field(
         20.0, ge=0, description="how long the first extraction request of a batch waits for company (a decode takes seconds)"
     )
-
-
-def model_settings() -> ModelSettings:
-    """The model layer's settings as the environment says now (cheap: read on each call, so a changed variable takes
-    effect)."""
-    return ModelSettings()

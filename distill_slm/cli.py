@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from core.common.config import ModelConfig
+    from core.settings import ModelSettings
 
 # Prefect's embedded server needs longer than its default to start on small machines, and must
 # not phone home from machines without a network. Set before anything imports Prefect.
@@ -40,6 +41,7 @@ def _config(path: str | None):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from core.settings import ModelSettings
     from flows.distill import distill
     from flows.server import run_server
     from tasks.prepare import check_inputs
@@ -47,7 +49,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _config(args.config)
     if args.runs_dir:
         cfg.runs_dir = Path(args.runs_dir)
-    check_inputs(cfg)  # bad input stops here, before Prefect's temporary server starts
+    check_inputs(cfg, ModelSettings())  # bad input stops here, before Prefect's temporary server starts
     with run_server(), contextlib.redirect_stdout(sys.stderr):  # trainer logs and progress must not mix into the JSON
         summary = distill(cfg)
     print(json.dumps(summary, indent=2))
@@ -75,16 +77,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from core.kinds.data import load_rows
     from core.registry import Registry
     from core.scorecard import score_variants
+    from core.settings import ModelSettings
 
     cfg = _task_config(args.task, args.adapter, args.config, args.runs_dir)
-    kind = for_config(cfg)
+    kind = for_config(cfg, ModelSettings())
     rows = load_rows(kind, args.data)
     if args.adapter == "base":
-        metrics = score_variants(cfg, rows, {})["base"]
+        metrics = score_variants(kind, rows, {})["base"]
     else:
         registry = Registry(args.runs_dir)
         ref = registry.resolve(args.task, args.adapter)
-        results = score_variants(cfg, rows, {ref.replace("/", "-"): registry.path(args.task, ref)}, include_base=False)
+        results = score_variants(kind, rows, {ref.replace("/", "-"): registry.path(args.task, ref)}, include_base=False)
         metrics = next(iter(results.values())) | {"adapter": f"{args.task}/{ref}"}
     metrics.pop("predictions", None)
     if args.json:
@@ -98,6 +101,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_registry(args: argparse.Namespace) -> int:
     from core.errors import DataError
     from core.registry import Registry
+    from core.settings import ModelSettings
 
     registry = Registry(args.runs_dir)
     if args.action == "list":
@@ -145,7 +149,12 @@ def cmd_registry(args: argparse.Namespace) -> int:
         version = registry.resolve(args.task, args.ref)
         about = {"task": args.task, "ref": args.ref, "version": version}
         manifest = export_adapter(
-            registry.path(args.task, version), registry.task_config(args.task, version), Path(args.to), about, args.llama_cpp
+            registry.path(args.task, version),
+            registry.task_config(args.task, version),
+            ModelSettings(),
+            Path(args.to),
+            about,
+            args.llama_cpp,
         )
         print(json.dumps(manifest, indent=2))
         return 0
@@ -215,13 +224,15 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     from core.model.loading import fetch_embedded_model
+    from core.settings import ModelSettings
 
-    path = fetch_embedded_model(Path(args.source) if args.source else None, force=args.force, name=args.model)
+    source = Path(args.source) if args.source else None
+    path = fetch_embedded_model(ModelSettings().models_dir, source, force=args.force, name=args.model)
     print(path)
     return 0
 
 
-def base_tokens(model: ModelConfig) -> tuple[Callable[[list[str]], list[int]], int]:
+def base_tokens(model: ModelConfig, settings: ModelSettings) -> tuple[Callable[[list[str]], list[int]], int]:
     """(a token counter, the context length) of the base model's tokenizer. The embedded base's `tokenizer.json` is read
     with the `tokenizers` library alone (the same counts as its transformers tokenizer): importing torch and
     transformers took ~12 of the 13 s a 10,000-line import took."""
@@ -229,7 +240,7 @@ def base_tokens(model: ModelConfig) -> tuple[Callable[[list[str]], list[int]], i
 
     from core.model.embedded import embedded_folder
 
-    folder = embedded_folder(model.base_model)
+    folder = embedded_folder(model.base_model, settings.models_dir)
     if folder is not None and (folder / "tokenizer.json").exists():
         fast = tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json"))
         count = lambda texts: [len(e.ids) for e in fast.encode_batch(texts, add_special_tokens=False)]  # noqa: E731
@@ -237,7 +248,7 @@ def base_tokens(model: ModelConfig) -> tuple[Callable[[list[str]], list[int]], i
     else:  # another base, or not converted yet: the slow way
         from core.model.loading import load_tokenizer
 
-        tokenizer = load_tokenizer(model)
+        tokenizer = load_tokenizer(model, settings)
         count = lambda texts: [len(ids) for ids in tokenizer(texts, add_special_tokens=False).input_ids]  # noqa: E731
         limit = tokenizer.model_max_length
     return count, limit if limit < 1_000_000 else 8192  # tokenizers without a limit say ~1e30
@@ -246,6 +257,7 @@ def base_tokens(model: ModelConfig) -> tuple[Callable[[list[str]], list[int]], i
 def cmd_import(args: argparse.Namespace) -> int:
     from core.common.config import ModelConfig, TaskConfig
     from core.common.openai_files import read_files, read_stored_completions, write_task
+    from core.settings import ModelSettings
 
     if args.source == "evals":
         from core.common.openai_evals import write_imported
@@ -272,7 +284,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         print(json.dumps(summary | {"skipped": len(bad)}, indent=2))
         return 0
 
-    count_tokens, context = base_tokens(ModelConfig())
+    count_tokens, context = base_tokens(ModelConfig(), ModelSettings())
 
     if not args.name or not args.out:
         raise SystemExit("import openai needs --name NAME and --out DIR")

@@ -23,7 +23,7 @@ from prefect import flow, get_run_logger, task
 from core.common.config import TaskConfig
 from core.common.locks import run_lock
 from core.errors import MethodsFailed
-from core.kinds import for_config
+from core.kinds import KINDS
 from core.methods import waves
 from core.methods.selftrain import LABELER_MODES
 from flows.runners import ray_runner
@@ -174,7 +174,7 @@ def _distill(cfg: TaskConfig, extra_pool: str | None) -> dict:
     summary |= {"eval_dir": eval_dir, "report": str(Path(eval_dir) / "report.md")}
     for name in ["base", *(["teacher"] if teacher_on_eval else []), *adapters]:
         metrics = json.loads((Path(eval_dir) / f"{name}.metrics.json").read_text())
-        summary["variants"][name] = {k: metrics[k] for k in for_config(cfg).summary_keys if k in metrics}
+        summary["variants"][name] = {k: metrics[k] for k in KINDS[cfg.type].summary_keys if k in metrics}
     refs = {method: register_task(cfg, method, adapter_dir, eval_dir, prepared["fingerprint"]) for method, adapter_dir in adapters.items()}
     decisions = promote_task(cfg, list(refs.values()), prepared["eval"]) if refs else {}
     for method, ref in refs.items():

@@ -97,7 +97,7 @@ async def metrics(request: Request) -> Response:
             runtime.metrics.adapter_load.labels(adapter).set(seconds)
         for lane, count in runtime.in_flight.items():
             runtime.metrics.in_flight.labels(lane).set(count)
-        runtime.metrics.serving.info({"decode_path": runtime.engine.decode_path, "sandbox": sandbox.isolation()})
+        runtime.metrics.serving.info({"decode_path": runtime.engine.decode_path, "sandbox": sandbox.isolation(runtime.settings)})
     return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 

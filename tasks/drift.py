@@ -24,6 +24,7 @@ from core.kinds import for_config, task_teacher
 from core.kinds.data import reference_rows
 from core.registry import Registry
 from core.serving.audit import iter_audit
+from core.settings import ModelSettings
 from tasks.artifacts import artifact_key
 
 HISTORY_NIGHTS = 14  # earlier reports drawn in the embedding-score plot
@@ -50,7 +51,8 @@ def drift_check(runs_dir: str, audit_log: str, task_name: str, now: float | None
     if production is None:
         raise RegistryError(f"task {task_name!r} has no production version in {runs_dir}: nothing is served to check")
     cfg = registry.task_config(task_name, production)
-    kind = for_config(cfg)
+    settings = ModelSettings()  # the operator's, on the machine this task runs on
+    kind = for_config(cfg, settings)
     out = drift_dir(runs_dir, task_name)
     state_path = out / "state.json"
     now = time.time() if now is None else now
@@ -71,7 +73,9 @@ def drift_check(runs_dir: str, audit_log: str, task_name: str, now: float | None
         embedder = sentence_embedder()
     agreement, note, cost = (None, "window below drift.min_requests", 0.0)
     if window.requests >= cfg.drift.min_requests:
-        agreement, note, cost = ask_teacher(cfg, kind, window, out / "traces" / f"{cfg.teacher.backend}.jsonl", lambda: task_teacher(cfg))
+        agreement, note, cost = ask_teacher(
+            cfg, kind, window, out / "traces" / f"{cfg.teacher.backend}.jsonl", lambda: task_teacher(cfg, settings)
+        )
     report = assess(cfg, kind, reference, window, embedder, agreement, note)
     report["window"] |= {"since": since, "until": now}
     report["quality"]["teacher_cost_usd"] = cost

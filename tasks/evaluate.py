@@ -9,6 +9,7 @@ from core.common.config import TaskConfig
 from core.kinds import for_config
 from core.kinds.data import load_rows
 from core.scorecard import evaluate_run
+from core.settings import ModelSettings
 from core.teachers.traces import TraceStore
 from tasks.artifacts import artifact_key
 
@@ -19,9 +20,9 @@ def evaluate_task(cfg: TaskConfig, eval_path: str, adapters: dict[str, str], out
 
     With `teacher_traces_file` (the teacher's traces on the eval rows) the teacher joins the table.
     """
-    kind = for_config(cfg)
+    kind = for_config(cfg, ModelSettings())  # the operator's settings, on the machine this task runs on
     teacher = TraceStore.read(teacher_traces_file).traces if teacher_traces_file else None
-    card = evaluate_run(cfg, load_rows(kind, eval_path), adapters, out_dir, teacher)
+    card = evaluate_run(kind, load_rows(kind, eval_path), adapters, out_dir, teacher)
     if any(c and c.get("curve") for c in card.curves.values()):
         create_table_artifact(
             key=artifact_key(cfg.name, "learning-curve"),

@@ -11,22 +11,23 @@ from core.common.rows import rows_fingerprint
 from core.kinds import for_config
 from core.kinds.data import labeled_rows, load_rows, splits, unlabeled_pool
 from core.methods import check as check_methods
+from core.settings import ModelSettings
 from core.teachers.backends import preflight
 
 
-def check_egress(cfg: TaskConfig) -> None:
+def check_egress(cfg: TaskConfig, settings: ModelSettings) -> None:
     """The hosts this run would send keys to and the variables it would read them from, against the operator's lists."""
     if cfg.teacher.backend == "openai":
-        check_endpoint(cfg.teacher.base_url, cfg.teacher.api_key_env, "teacher")
+        check_endpoint(cfg.teacher.base_url, cfg.teacher.api_key_env, "teacher", settings)
     if cfg.service.url:
-        check_endpoint(cfg.service.url, cfg.service.admin_key_env, "service")
+        check_endpoint(cfg.service.url, cfg.service.admin_key_env, "service", settings)
 
 
-def check_inputs(cfg: TaskConfig) -> None:
+def check_inputs(cfg: TaskConfig, settings: ModelSettings) -> None:
     """Every check that needs no Prefect: the task (and its methods), the labeled rows, the eval file, the pool and the teacher's
     endpoint. The CLI runs it before the flow starts, so bad input stops a run in seconds, not after a server boots."""
-    kind = for_config(cfg)
-    check_egress(cfg)
+    kind = for_config(cfg, settings)
+    check_egress(cfg, settings)
     kind.check_task()
     check_methods(cfg)
     labeled_rows(kind)
@@ -35,7 +36,7 @@ def check_inputs(cfg: TaskConfig) -> None:
     if cfg.data.unlabeled is not None and cfg.uses_pool():
         load_rows(kind, cfg.data.unlabeled, require_answers=False)
     if "kd" in cfg.methods:
-        preflight(cfg)
+        preflight(cfg, settings)
 
 
 @task(name="prepare_data")
@@ -43,8 +44,9 @@ def prepare_data(cfg: TaskConfig, extra_pool: str | None = None) -> dict:
     """Write `train.jsonl`, `validation.jsonl` and `eval.jsonl` (and the teacher's `unlabeled.jsonl`) under the work dir;
     return their paths and fingerprints. `extra_pool`: inputs (a drift window's) the teacher answers first."""
     logger = get_run_logger()
-    kind = for_config(cfg)
-    check_egress(cfg)  # a run started from the UI's form skips the CLI's check_inputs
+    settings = ModelSettings()  # the operator's, on the machine this task runs on
+    kind = for_config(cfg, settings)
+    check_egress(cfg, settings)  # a run started from the UI's form skips the CLI's check_inputs
     for warning in kind.check_task():
         logger.warning(warning)
     check_methods(cfg)
@@ -59,7 +61,7 @@ def prepare_data(cfg: TaskConfig, extra_pool: str | None = None) -> dict:
     pool_counts = None
     if cfg.uses_pool():
         if "kd" in cfg.methods:
-            preflight(cfg)  # a missing key or a dead endpoint fails here, not an hour into the run
+            preflight(cfg, settings)  # a missing key or a dead endpoint fails here, not an hour into the run
         first = load_rows(kind, extra_pool, require_answers=False) if extra_pool else None
         pool, pool_counts = unlabeled_pool(kind, validation_rows + eval_rows, first)
         write_jsonl(out / "unlabeled.jsonl", [kind.to_record(r) for r in pool])

@@ -17,6 +17,7 @@ from core.kinds import for_config
 from core.kinds.data import load_rows
 from core.registry import Registry
 from core.scorecard import model_card, registered_metrics
+from core.settings import ModelSettings
 
 
 @task(name="register")
@@ -30,7 +31,7 @@ def register_task(cfg: TaskConfig, method: str, adapter_dir: str, eval_dir: str,
         metrics,
         yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False),
         fingerprint,
-        model_card(cfg, method, metrics, baseline),
+        model_card(for_config(cfg, ModelSettings()), method, metrics, baseline),
     )
     get_run_logger().info("registered %s/%s", cfg.name, ref)
     return ref
@@ -46,7 +47,7 @@ def promote_task(cfg: TaskConfig, refs: list[str], eval_path: str | None = None)
     rows_of = lambda r: registry.fingerprint(cfg.name, r).get("eval_sha256")  # noqa: E731
     incumbent_metrics = None
     if incumbent and eval_path and any(incumbent != registry.resolve(cfg.name, r) and rows_of(incumbent) != rows_of(r) for r in refs):
-        kind = for_config(cfg)
+        kind = for_config(cfg, ModelSettings())  # the operator's settings, on the machine this task runs on
         logger.info("evaluating production %s on this run's evaluation rows, to compare like with like", incumbent)
         scored = evaluate_variants(kind, load_rows(kind, eval_path), {"incumbent": registry.path(cfg.name, incumbent)}, include_base=False)
         incumbent_metrics = scored["incumbent"]
@@ -67,7 +68,7 @@ def reload_service(cfg: TaskConfig, promoted: str) -> dict:
     urls = list(fields)
     try:
         for url, field in fields.items():
-            check_endpoint(url, link.admin_key_env, "service", field)  # before the key is read
+            check_endpoint(url, link.admin_key_env, "service", ModelSettings(), field)  # before the key is read
     except ConfigError as exc:
         raise ServiceReloadFailed(str(exc)) from None
     key = os.environ.get(link.admin_key_env)

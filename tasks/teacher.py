@@ -11,10 +11,11 @@ from prefect.runtime import task_run
 from core.common.config import TaskConfig
 from core.common.rows import json_sha256, text_sha256
 from core.errors import TeacherUnavailable
-from core.kinds import for_config, make_teacher
+from core.kinds import KINDS, for_config, make_teacher
 from core.kinds.data import load_rows
 from core.methods import selftrain
 from core.methods.selftrain import labeler_config
+from core.settings import ModelSettings
 from core.teachers.fanout import RayFanout
 from core.teachers.traces import TraceStore, generate_traces
 from tasks.artifacts import artifact_key
@@ -43,7 +44,7 @@ def import_stored_traces(cfg: TaskConfig, completions: list[dict]) -> dict:
     unlabeled pool, where `teacher_traces` finds them and asks the teacher only about the rest. A classification answer
     outside the task's labels is stored as failed, with the reason, and never asked again."""
     store = TraceStore(traces_path(cfg, "unlabeled"))
-    labels = set(cfg.labels) if for_config(cfg).closed_labels else None
+    labels = set(cfg.labels) if KINDS[cfg.type].closed_labels else None
     counts = {"imported": 0, "already_cached": 0, "outside_labels": 0}
     try:
         for completion in completions:
@@ -85,11 +86,12 @@ def teacher_traces(
     logger = get_run_logger()
     if adapter is not None:  # only the local backends run an adapter
         cfg = labeler_config(cfg, zero_shot)
-    kind = for_config(cfg)
+    settings = ModelSettings()  # the operator's, on the machine this task runs on
+    kind = for_config(cfg, settings)
     rows = load_rows(kind, inputs_path, require_answers=False)
     store = TraceStore(traces_path(cfg, split, adapter))
     try:
-        teacher = lambda: make_teacher(cfg, load_rows(kind, labeled_path), adapter)  # noqa: E731 (loaded only if asked)
+        teacher = lambda: make_teacher(cfg, settings, load_rows(kind, labeled_path), adapter)  # noqa: E731 (loaded only if asked)
         fanout = RayFanout(cfg.scale) if cfg.scale.runner == "ray" else None  # connects now: a dead address fails the task here
         summary = generate_traces(rows, store, teacher, prices=cfg.teacher.prices, check=kind.teacher_task().check, fanout=fanout)
     finally:
@@ -119,7 +121,8 @@ def teacher_traces(
 def choose_labeler(cfg: TaskConfig, validation_path: str, traces: dict[str, str]) -> dict:
     """The self-training labeler's mode with the better primary metric on the validation rows (`traces`: mode -> the
     file of its answers to them); both figures are returned and logged."""
-    rows = load_rows(for_config(cfg), validation_path)
-    choice = selftrain.choose_labeler(cfg, rows, {mode: TraceStore.read(path).traces for mode, path in traces.items()})
+    settings = ModelSettings()  # the operator's, on the machine this task runs on
+    rows = load_rows(for_config(cfg, settings), validation_path)
+    choice = selftrain.choose_labeler(cfg, settings, rows, {mode: TraceStore.read(path).traces for mode, path in traces.items()})
     get_run_logger().info("self-training labeler: %s (validation %s %s)", choice["mode"], choice["metric"], choice["validation"])
     return choice

@@ -18,6 +18,7 @@ from core.errors import DataError
 from core.kinds import for_config
 from core.kinds.data import load_rows
 from core.methods import dpo, kd, launch, run_dir, selftrain
+from core.settings import ModelSettings
 from core.teachers.traces import TraceStore
 from core.training.sft_trainer import TrainStats
 
@@ -49,17 +50,19 @@ def trained_once(folder: Path, method: str, train: Callable[[Path, Path], tuple[
     return str(adapter_dir)
 
 
-def _validation(cfg: TaskConfig, path: str | None, fingerprint: dict) -> list:
-    return load_rows(for_config(cfg), path) if path and fingerprint.get("n_validation") else []
+def _validation(cfg: TaskConfig, settings: ModelSettings, path: str | None, fingerprint: dict) -> list:
+    return load_rows(for_config(cfg, settings), path) if path and fingerprint.get("n_validation") else []
 
 
 @task(name="train_sft", retries=1, retry_delay_seconds=5)
 def train_sft_task(cfg: TaskConfig, train_path: str, fingerprint: dict, validation_path: str | None = None) -> str:
     """Train an SFT adapter, keeping the best step on the validation rows (when there are any); return its folder."""
+    settings = ModelSettings()  # the operator's, on the machine this task runs on
 
     def train(checkpoints: Path, out: Path) -> tuple[Path, TrainStats]:
-        inputs = {"rows": load_rows(for_config(cfg), train_path), "validation": _validation(cfg, validation_path, fingerprint)}
-        adapter_dir, stats, _ = launch.train("sft", cfg, inputs | {"source": train_path}, checkpoints, out)
+        validation = _validation(cfg, settings, validation_path, fingerprint)
+        inputs = {"rows": load_rows(for_config(cfg, settings), train_path), "validation": validation}
+        adapter_dir, stats, _ = launch.train("sft", cfg, settings, inputs | {"source": train_path}, checkpoints, out)
         return adapter_dir, stats
 
     return trained_once(run_dir(cfg, "sft", fingerprint), "SFT", train)
@@ -76,16 +79,17 @@ def train_selftrain_task(
     labeler_choice: dict | None = None,
 ) -> str:
     """Train again on the gold rows plus the SFT labeler's confident pool answers; return the adapter folder."""
-    validation = _validation(cfg, validation_path, fingerprint)
+    settings = ModelSettings()  # the operator's, on the machine this task runs on
+    validation = _validation(cfg, settings, validation_path, fingerprint)
     pool_store, checked_store = TraceStore.read(pool_traces_file), TraceStore.read(validation_traces_file)
-    added, report = selftrain.select(cfg, validation, checked_store.traces, list(pool_store.traces.values()))
+    added, report = selftrain.select(cfg, settings, validation, checked_store.traces, list(pool_store.traces.values()))
     get_run_logger().info("self-training: %s", report)
     folder = run_dir(cfg, "selftrain", {"added": sorted(text_sha256(r.text) + r.label for r in added), **fingerprint})
 
     def train(checkpoints: Path, out: Path) -> tuple[Path, TrainStats]:
-        inputs = {"gold": load_rows(for_config(cfg), train_path), "added": added, "validation": validation}
+        inputs = {"gold": load_rows(for_config(cfg, settings), train_path), "added": added, "validation": validation}
         inputs |= {"report": report | {"labeler_choice": labeler_choice}, "source": f"{train_path} + {pool_traces_file}"}
-        adapter_dir, stats, _ = launch.train("selftrain", cfg, inputs, checkpoints, out)
+        adapter_dir, stats, _ = launch.train("selftrain", cfg, settings, inputs, checkpoints, out)
         return adapter_dir, stats
 
     return trained_once(folder, "self-training", train)
@@ -95,6 +99,7 @@ def train_selftrain_task(
 def train_kd_task(cfg: TaskConfig, traces_file: str, fingerprint: dict) -> str:
     """Train a KD adapter on the usable teacher traces of the unlabeled pool; return its folder."""
     logger = get_run_logger()
+    settings = ModelSettings()  # the operator's, on the machine this task runs on
     store = TraceStore.read(traces_file)
     traces, failed = store.usable(), len(store.traces) - len(store.usable())
     if not traces:
@@ -102,7 +107,7 @@ def train_kd_task(cfg: TaskConfig, traces_file: str, fingerprint: dict) -> str:
 
     def train(checkpoints: Path, out: Path) -> tuple[Path, TrainStats]:
         logger.info("KD on %d teacher traces (%d failed traces left out)", len(traces), failed)
-        adapter_dir, stats, counts = launch.train("kd", cfg, {"traces": traces, "source": traces_file}, checkpoints, out)
+        adapter_dir, stats, counts = launch.train("kd", cfg, settings, {"traces": traces, "source": traces_file}, checkpoints, out)
         logger.info("KD rows: %s", counts)
         return adapter_dir, stats
 
@@ -117,15 +122,16 @@ def train_dpo_task(
     traces_sha256 = json_sha256(sorted(map(str, TraceStore.read(teacher_traces_file).usable()))) if teacher_traces_file else None
     key = {"start": start_adapter, "dpo": cfg.dpo.model_dump(), "teacher": teacher_traces_file, "traces_sha256": traces_sha256}
     folder = run_dir(cfg, "dpo", key | fingerprint)
+    settings = ModelSettings()  # the operator's, on the machine this task runs on
 
     def train(checkpoints: Path, out: Path) -> tuple[Path, TrainStats]:
         traces = TraceStore.read(teacher_traces_file).usable() if teacher_traces_file else None
-        pairs, counts, source = dpo.pairs_for(cfg, load_rows(for_config(cfg), train_path), start_adapter, traces)
+        pairs, counts, source = dpo.pairs_for(cfg, settings, load_rows(for_config(cfg, settings), train_path), start_adapter, traces)
         get_run_logger().info("DPO pairs: %s", counts)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "pairs.json").write_text(json.dumps(counts, indent=2))
         inputs = {"pairs": pairs, "start_adapter": start_adapter, "source": source}
-        adapter_dir, stats, _ = launch.train("dpo", cfg, inputs, checkpoints, out)
+        adapter_dir, stats, _ = launch.train("dpo", cfg, settings, inputs, checkpoints, out)
         (adapter_dir / "pairs.json").write_text(json.dumps(counts, indent=2))
         return adapter_dir, stats
 

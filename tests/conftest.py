@@ -33,13 +33,14 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from core.common.ports import free_port  # noqa: E402
+from core.settings import ModelSettings
 
 
 @pytest.fixture(scope="session")
 def embedded_dir() -> Path:
     from core.model.loading import fetch_embedded_model
 
-    return fetch_embedded_model()
+    return fetch_embedded_model(ModelSettings().models_dir)
 
 
 @pytest.fixture(scope="session")
@@ -91,7 +92,7 @@ def make_adapter(cfg, out, seed):
     from core.common.config import LoraSettings
     from core.model.loading import attach_lora, load_model
 
-    model, _ = load_model(cfg.model)
+    model, _ = load_model(cfg.model, ModelSettings())
     peft_model = attach_lora(model, LoraSettings(r=4, top_layers=None))
     torch.manual_seed(seed)
     for name, param in peft_model.named_parameters():

@@ -127,6 +127,19 @@ def test_the_model_layer_knows_no_web_server_or_orchestrator(package):
     assert not offenders, "\n".join(offenders)
 
 
+def test_the_model_layer_is_handed_the_operators_settings_and_never_builds_them():
+    """`ModelSettings()` / `ServiceSettings()` read the environment: only entry points (tasks, the CLI, the service, the
+    benchmarks) build them; `core/` takes them as arguments (docstrings may show how an entry point does it)."""
+    built = []
+    for path in (ROOT / "core").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("ModelSettings", "ServiceSettings"):
+                given = [k for k in node.keywords if k.arg is None]  # `ModelSettings(**spec["settings"])`: a DDP rank's, as handed on
+                if not (path.name == "launch.py" and given):
+                    built.append(f"{module_name(path)}:{node.lineno}")
+    assert not built, "the model layer builds settings (read them from the environment) at " + ", ".join(built)
+
+
 def test_nothing_outside_the_demos_names_a_demo():
     """The model layer, the Prefect tasks, the flows and the service reach demo data only through `demos.for_type`/`demos.get`."""
     names = ("creditmix", "invoices", "pyfuncs")

@@ -6,7 +6,7 @@ would send that variable's value there as a bearer token. Which variables may ho
 which hosts may be reached (`hosts_allowed`, exact names or `*.domain`) are operator settings
 (`DISTILL_SLM_SECRET_ENV_ALLOWED`, `DISTILL_SLM_HOSTS_ALLOWED`), never the form's.
 
-    check_endpoint("https://api.openai.com/v1", "OPENAI_API_KEY", "teacher")   # ConfigError naming the setting
+    check_endpoint("https://api.openai.com/v1", "OPENAI_API_KEY", "teacher", ModelSettings())  # ConfigError naming the setting
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from core.errors import ConfigError
-from core.settings import model_settings
+from core.settings import ModelSettings
 
 
 def host_allowed(host: str, allowed: list[str]) -> bool:
@@ -25,10 +25,10 @@ def host_allowed(host: str, allowed: list[str]) -> bool:
     return False
 
 
-def check_endpoint(url: str | None, key_env: str | None, section: str, url_field: str | None = None) -> None:
+def check_endpoint(url: str | None, key_env: str | None, section: str, settings: ModelSettings, url_field: str | None = None) -> None:
     """Refuse (ConfigError naming `section`'s field, or `url_field`, and the operator setting) a URL whose host the
-    operator has not allowed, or a key variable not on the operator's list."""
-    s = model_settings()
+    operator has not allowed (`settings.hosts_allowed`), or a key variable not on the operator's list."""
+    s = settings
     default_url_field, key_field = (
         ("teacher.base_url", "teacher.api_key_env") if section == "teacher" else (f"{section}.url", f"{section}.admin_key_env")
     )

@@ -37,7 +37,7 @@ def load_reference(cfg, kind, registry, task: str, ref: str, cache_dir, inputs: 
         saved = json.loads(cache.read_text())
         return Reference(ref, saved["source"], saved["inputs"], saved["views"], eval_metrics)
     rows, source = inputs()
-    model, tokenizer = load_model(cfg.model)
+    model, tokenizer = load_model(cfg.model, kind.settings)
     adapter = registry.path(task, ref)
     model = activate_adapter(model, adapter, name="production")
     answers = kind.reference_answers(kind.decoder(model, tokenizer, adapter), [r.text for r in rows])

@@ -1,7 +1,7 @@
 """Code generation's metrics: pass@1 and pass@k from sandboxed test runs (`core.sandbox`), syntax and lint rates,
 failures by cause.
 
-    metrics = code_metrics([t.tests for t in tasks], decoder.answer([t.prompt for t in tasks]))
+    metrics = code_metrics([t.tests for t in tasks], decoder.answer([t.prompt for t in tasks]), ModelSettings())
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from core.common.prompts import CODE_ONLY_INSTRUCTION, CODEGEN_INSTRUCTION, Shot
 from core.common.rows import CodeTask
 from core.model.code_decoder import CodeAnswer, CodeDecoder
 from core.sandbox import TestResult, run_all
+from core.settings import ModelSettings
 
 # The lint check of generated code: pyflakes (F) and pycodestyle errors (E) without line length; pinned with ruff's
 # version in pyproject.toml, so a rate measured today means the same tomorrow.
@@ -47,9 +48,9 @@ def lint_ok(code: str) -> bool:
     return proc.returncode == 0
 
 
-def run_grouped(groups: list[list[tuple[str, str]]], timeout_s: float = 10.0) -> list[list[TestResult]]:
+def run_grouped(groups: list[list[tuple[str, str]]], settings: ModelSettings, timeout_s: float = 10.0) -> list[list[TestResult]]:
     """`run_all` over groups of (code, tests) checks (say, a task's samples) in one parallel pass, results regrouped."""
-    flat = iter(run_all([check for group in groups for check in group], timeout_s))
+    flat = iter(run_all([check for group in groups for check in group], settings, timeout_s))
     return [[next(flat) for _ in group] for group in groups]
 
 
@@ -61,14 +62,19 @@ def pass_at_k(n: int, correct: int, k: int) -> float:
 
 
 def code_metrics(
-    tests: list[str], greedy: list[CodeAnswer], samples: list[list[CodeAnswer]] | None = None, k: int = 2, timeout_s: float = 10.0
+    tests: list[str],
+    greedy: list[CodeAnswer],
+    settings: ModelSettings,
+    samples: list[list[CodeAnswer]] | None = None,
+    k: int = 2,
+    timeout_s: float = 10.0,
 ) -> dict:
     """Scores of one variant's answers to tasks with `tests`: pass@1 of the greedy answers, pass@k (the unbiased
     estimator over `samples`, where given), syntax and lint pass rates, failures by cause (syntax, assertion, timeout,
     crash, output, incomplete), latency p50/p95 and tokens per task, and each task's verdict (`predictions`)."""
     n = max(len(tests), 1)
     codes = [a.code for a in greedy]
-    results = run_all(list(zip(codes, tests)), timeout_s)
+    results = run_all(list(zip(codes, tests)), settings, timeout_s)
     metrics = {
         "pass_at_1": sum(r.passed for r in results) / n,
         "syntax_rate": sum(map(syntax_ok, codes)) / n,
@@ -87,7 +93,7 @@ def code_metrics(
         for r, a in zip(results, greedy)
     ]
     if samples:
-        checked = run_grouped([[(a.code, t) for a in answers] for t, answers in zip(tests, samples)], timeout_s)
+        checked = run_grouped([[(a.code, t) for a in answers] for t, answers in zip(tests, samples)], settings, timeout_s)
         correct = [sum(r.passed for r in results) for results in checked]
         metrics["samples_per_task"] = len(samples[0])
         metrics[f"pass_at_{k}"] = float(np.mean([pass_at_k(len(s), c, k) for s, c in zip(samples, correct)]))
@@ -98,11 +104,16 @@ def code_metrics(
 
 
 def pass_rate(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, instruction: str, tasks: list[CodeTask], max_new_tokens: int = 160
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    instruction: str,
+    tasks: list[CodeTask],
+    settings: ModelSettings,
+    max_new_tokens: int = 160,
 ) -> dict:
     """`code_metrics` of the model's greedy answers (one at a time) to `tasks`, with each prediction's task id."""
     answers = CodeDecoder(model, tokenizer, instruction, max_new_tokens, batch_size=1).answer([t.prompt for t in tasks])
-    metrics = code_metrics([t.tests for t in tasks], answers)
+    metrics = code_metrics([t.tests for t in tasks], answers, settings)
     for task, prediction in zip(tasks, metrics["predictions"]):
         prediction["id"] = task.id
     return metrics

@@ -4,7 +4,7 @@ One base model is loaded; each adapter is attached beside it in turn, so an eval
 N candidates holds one copy of the weights. How a variant is scored is the task kind's
 (its decoder and `score`); this module only runs them and compares.
 
-    report = evaluate_variants(for_config(cfg), eval_rows, {"sft": "runs/creditmix/sft/v0001"})
+    report = evaluate_variants(for_config(cfg, ModelSettings()), eval_rows, {"sft": "runs/creditmix/sft/v0001"})
     report["base"]["macro_f1"], report["sft"]["macro_f1"]
 """
 
@@ -38,7 +38,7 @@ def validation_score(kind, model: PreTrainedModel, tokenizer: PreTrainedTokenize
 
 def evaluate_variants(kind, rows: list[Example], adapters: dict[str, str | Path], include_base: bool = True) -> dict[str, dict]:
     """Metrics for the base model (optional) and each named adapter on the same rows, one copy of the weights loaded."""
-    model, tokenizer = load_model(kind.cfg.model)
+    model, tokenizer = load_model(kind.cfg.model, kind.settings)
     results: dict[str, dict] = {}
     if include_base:
         results["base"] = score_variant(kind, model, tokenizer, rows, None)

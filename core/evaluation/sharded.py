@@ -30,7 +30,7 @@ class _EvalWorker:
 
     def __init__(self, kind) -> None:
         self.kind = kind
-        self.model, self.tokenizer = load_model(kind.cfg.model)
+        self.model, self.tokenizer = load_model(kind.cfg.model, kind.settings)  # the settings travel with the kind
         self.loaded: set[str] = set()
 
     def decode(self, variant: str, adapter: str | None, texts: list[str]) -> list:
@@ -104,7 +104,7 @@ def evaluate_sharded(
     finally:
         for worker in workers:
             ray.kill(worker)
-    model, tokenizer = load_model(kind.cfg.model)
+    model, tokenizer = load_model(kind.cfg.model, kind.settings)
     results: dict[str, dict] = {}
     for name, adapter in variants.items():
         if adapter is not None:

@@ -1,8 +1,9 @@
 """Task kinds: one module per task type behind `TaskKind` (`base.py`), chosen here and nowhere else.
 
-    kind = for_config(cfg)                  # the kind of cfg.type, bound to cfg
+    settings = ModelSettings()              # the operator's, read from the environment by the entry point
+    kind = for_config(cfg, settings)        # the kind of cfg.type, bound to cfg and settings
     rows = load_rows(kind, "train.jsonl")   # core.kinds.data: what every type's data does, through its kind
-    teacher = make_teacher(cfg, labeled_pool)
+    teacher = make_teacher(cfg, settings, labeled_pool)
 
 To add a task type: write `core/kinds/<type>.py` with a `TaskKind` subclass (its `defaults` included) and add it to the
 `register(...)` line below. Another package adds one the same way from its own module, named as an entry point in the
@@ -20,6 +21,7 @@ from core.kinds.classification import Classification
 from core.kinds.codegen import CodeGeneration
 from core.kinds.data import labeled_rows
 from core.kinds.extraction import DocumentExtraction
+from core.settings import ModelSettings
 from core.teachers.backends import build_teacher
 from core.teachers.base import Teacher
 
@@ -36,21 +38,24 @@ def register(*kinds: type[TaskKind]) -> None:
 register(Classification, DocumentExtraction, CodeGeneration)
 
 
-def for_config(cfg: TaskConfig) -> TaskKind:
-    """The task kind of `cfg.type`, bound to `cfg` (cheap: a kind holds nothing but its config)."""
-    return KINDS[cfg.type](cfg)
+def for_config(cfg: TaskConfig, settings: ModelSettings) -> TaskKind:
+    """The task kind of `cfg.type`, bound to `cfg` and the operator's `settings` (cheap: a kind holds nothing else)."""
+    return KINDS[cfg.type](cfg, settings)
 
 
-def make_teacher(cfg: TaskConfig, labeled_pool: list[Example] | None = None, adapter: str | Path | None = None) -> Teacher:
+def make_teacher(
+    cfg: TaskConfig, settings: ModelSettings, labeled_pool: list[Example] | None = None, adapter: str | Path | None = None
+) -> Teacher:
     """The configured teacher backend for this task's type, checked: raises TeacherUnavailable naming the setting to fix.
     `adapter`: an SFT adapter the deliberate backend runs instead of the base model."""
-    return build_teacher(cfg, for_config(cfg).teacher_task(), labeled_pool, adapter)
+    return build_teacher(cfg, for_config(cfg, settings).teacher_task(), settings, labeled_pool, adapter)
 
 
-def task_teacher(cfg: TaskConfig) -> Teacher:
+def task_teacher(cfg: TaskConfig, settings: ModelSettings) -> Teacher:
     """The configured teacher as the service and drift ask it: the deliberate backend retrieves its examples from the
     task's labeled rows, loaded here; the others need none."""
-    return make_teacher(cfg, labeled_rows(for_config(cfg))[0] if cfg.teacher.backend == "deliberate" else None)
+    pool = labeled_rows(for_config(cfg, settings))[0] if cfg.teacher.backend == "deliberate" else None
+    return make_teacher(cfg, settings, pool)
 
 
 __all__ = ["KINDS", "TaskKind", "for_config", "register", "make_teacher", "task_teacher"]

@@ -7,7 +7,8 @@ summaries show, and what drift reads from an answer. Everything else (the flow, 
 evaluation loop, the trainers, the teacher backends, the serving runtime) calls through this
 interface and never branches on the type.
 
-A kind is bound to its task's config once (`core.kinds.for_config(cfg)`); no method takes the config again.
+A kind is bound to its task's config and the operator's model settings once (`core.kinds.for_config(cfg, settings)`);
+no method takes either again.
 Required of every kind: `parse_records`, `decoder`, `score`, `write_report`. The rest come with defaults (a row's own
 fields as its record, no task checks) or are optional parts (teaching: `teacher_task`, `teacher_metrics`, `kd_rows`,
 `confident_rows`, `preference_pairs`; drift: `reference_answers`, `drift_view`, `agrees`, `output_signals`), raising
@@ -33,6 +34,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from core.common.config import TaskConfig
 from core.common.rows import Example, Pair, text_sha256
 from core.errors import DataError
+from core.settings import ModelSettings
 from core.teachers.base import TeacherTask
 
 
@@ -52,8 +54,10 @@ class TaskKind(ABC):
     # sections or fields as the task file writes them, and `instruction` (`{labels}` filled in) for a task's own data.
     defaults: ClassVar[dict] = {}
 
-    def __init__(self, cfg: TaskConfig) -> None:
-        self.cfg = cfg  # bound once (`core.kinds.for_config`): no method takes the config again
+    def __init__(self, cfg: TaskConfig, settings: ModelSettings) -> None:
+        # Bound once (`core.kinds.for_config`): no method takes the config again. `settings` are the operator's (where
+        # models live, the sandbox, schema limits), built by the entry point from its environment, never the task file's.
+        self.cfg, self.settings = cfg, settings
 
     def _lacks(self, method: str) -> NotImplementedError:
         """The error for a part of the interface this kind does not implement (a toy kind with no teacher, say)."""

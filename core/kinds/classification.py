@@ -66,7 +66,9 @@ class Classification(TaskKind):
 
     def check_task(self) -> list[str]:
         warnings = super().check_task()
-        label_sequences(load_tokenizer(self.cfg.model), self.cfg.labels)  # labels the tokenizer cannot tell apart stop the run now
+        label_sequences(
+            load_tokenizer(self.cfg.model, self.settings), self.cfg.labels
+        )  # labels the tokenizer cannot tell apart stop the run now
         return warnings
 
     # -- model and evaluation ----------------------------------------------------------------

@@ -11,7 +11,7 @@ The teacher (any backend) writes `teacher.candidates` answers per task, the firs
 against the task's tests and keeps the first that passes: execution-verified rejection sampling. A task no candidate
 solved becomes a failed trace (counted, never trained on), so KD learns only from code that works.
 
-    kind = for_config(cfg)              # cfg.type: codegen
+    kind = for_config(cfg, ModelSettings())  # cfg.type: codegen
     rows = load_rows(kind, "code.jsonl")            # bad rows stop here; solutions run against their tests
     metrics = kind.score(kind.decoder(model, tokenizer), rows)
     metrics["pass_at_1"], metrics["failures"]
@@ -37,6 +37,7 @@ from core.kinds.base import TaskKind, trace_costs, traces_for_rows
 from core.model.code_decoder import CodeAnswer, CodeDecoder, extract_code, format_answer
 from core.model.loading import load_tokenizer
 from core.sandbox import run_all
+from core.settings import ModelSettings
 from core.teachers.base import TeacherAnswer, TeacherTask
 from core.training.kd_rows import generation_kd_rows
 
@@ -79,20 +80,20 @@ def check_tests(tests: str) -> str | None:
     return None
 
 
-def check_solutions(path: Path, numbered: list[tuple[int, CodeTask]], timeout_s: float = 10.0) -> None:
+def check_solutions(path: Path, numbered: list[tuple[int, CodeTask]], settings: ModelSettings, timeout_s: float = 10.0) -> None:
     """Run every solution against its own tests (in the sandbox, in parallel); the first that fails stops the read."""
     with_solution = [(line, task) for line, task in numbered if task.solution is not None]
-    results = run_all([(task.solution, task.tests) for _, task in with_solution], timeout_s)
+    results = run_all([(task.solution, task.tests) for _, task in with_solution], settings, timeout_s)
     for (line, _), result in zip(with_solution, results):
         if not result.passed:
             raise DataError(path, line, "solution", f"fails its own tests: {result.error}")
 
 
-def load_codegen(path: str | Path, require_solutions: bool = False, timeout_s: float = 10.0) -> list[CodeTask]:
+def load_codegen(path: str | Path, settings: ModelSettings, require_solutions: bool = False, timeout_s: float = 10.0) -> list[CodeTask]:
     """Read codegen rows; refuse unparsable tests, tests without an assert, and solutions that fail their own tests."""
     path = Path(path)
     numbered = [(line, parse_code_record(record, path, line, require_solutions)) for line, record in read_records(path)]
-    check_solutions(path, numbered, timeout_s)
+    check_solutions(path, numbered, settings, timeout_s)
     return [task for _, task in numbered]
 
 
@@ -103,12 +104,16 @@ def _parse(path: Path, number: int, field: str, source: str) -> ast.Module:
         raise DataError(path, number, field, f"not valid Python: {exc.msg} (line {exc.lineno})") from None
 
 
-def code_pairs(tasks: list[CodeTask], samples: list[list[str]], timeout_s: float = 10.0) -> tuple[list[Pair], dict]:
+def code_pairs(
+    tasks: list[CodeTask], samples: list[list[str]], settings: ModelSettings, timeout_s: float = 10.0
+) -> tuple[list[Pair], dict]:
     """DPO pairs: chosen = code that passes (the student's own passing sample, else the task's solution),
     rejected = one of the student's samples that fails; and how many pairs each source gave."""
     pairs: list[Pair] = []
     counts = {"tasks": len(tasks), "student_passing": 0, "gold": 0, "all_samples_pass": 0, "no_passing_code": 0, "identical": 0}
-    grouped = run_grouped([[(extract_code(answer), task.tests) for answer in answers] for task, answers in zip(tasks, samples)], timeout_s)
+    grouped = run_grouped(
+        [[(extract_code(answer), task.tests) for answer in answers] for task, answers in zip(tasks, samples)], settings, timeout_s
+    )
     for task, answers, checked in zip(tasks, samples, grouped):
         failing = [a for a, r in zip(answers, checked) if not r.passed]
         passing = [a for a, r in zip(answers, checked) if r.passed]
@@ -170,7 +175,7 @@ class CodeGeneration(TaskKind):
             (line, row) for (line, _), row in zip(records, rows) if row.label is not None and hash((row.label, row.tests)) not in _VERIFIED
         ]
         tasks = [(line, CodeTask(row.id, row.text, row.tests, solution=extract_code(row.label))) for line, row in todo]
-        check_solutions(path, tasks, self.cfg.codegen.timeout_s)
+        check_solutions(path, tasks, self.settings, self.cfg.codegen.timeout_s)
         _VERIFIED.update(hash((row.label, row.tests)) for _, row in todo)
         return rows
 
@@ -206,7 +211,7 @@ class CodeGeneration(TaskKind):
         prompts = [r.text for r in rows]
         greedy = decoder.answer(prompts)
         samples = decoder.sample(prompts, self.cfg.codegen.samples) if self.cfg.codegen.samples else None
-        metrics = code_metrics([r.tests for r in rows], greedy, samples, self.cfg.codegen.k, self.cfg.codegen.timeout_s)
+        metrics = code_metrics([r.tests for r in rows], greedy, self.settings, samples, self.cfg.codegen.k, self.cfg.codegen.timeout_s)
         metrics["latency_note"] = f"per task, greedy, amortised over batches of {decoder.batch_size}"
         for row, prediction in zip(rows, metrics["predictions"]):
             prediction["id"] = row.id
@@ -241,7 +246,7 @@ class CodeGeneration(TaskKind):
         return metrics
 
     def teacher_task(self) -> TeacherTask:
-        return CodeTeaching(self.cfg)
+        return CodeTeaching(self.cfg, self.settings)
 
     def write_report(self, results: dict[str, dict], out_dir: Path) -> Path:
         return write_codegen_report(self.cfg.name, results, out_dir)
@@ -250,7 +255,7 @@ class CodeGeneration(TaskKind):
     def kd_rows(self, traces: list[dict]) -> tuple[list[dict], dict]:
         """Sequence-level KD on verified answers only (a trace without a passing candidate is a failed trace, never here)."""
         verified = [t for t in traces if any(c["passed"] for c in t.get("candidates") or [{"passed": True}])]
-        rows, counts = generation_kd_rows(verified, self.cfg, load_tokenizer(self.cfg.model))
+        rows, counts = generation_kd_rows(verified, self.cfg, load_tokenizer(self.cfg.model, self.settings))
         return rows, counts | {"verified_traces": len(verified)}
 
     def preference_pairs(self, rows: list[Example], decoder: CodeDecoder, teacher_traces: list[dict] | None):
@@ -264,7 +269,7 @@ class CodeGeneration(TaskKind):
             plan, code = split_answer(gold) if gold else (None, None)
             tasks.append(CodeTask(row.id, row.text, row.tests, solution=code, plan=plan))
         samples = [[a.text for a in answers] for answers in decoder.sample([r.text for r in rows], self.cfg.codegen.dpo_samples)]
-        return code_pairs(tasks, samples, self.cfg.codegen.timeout_s)
+        return code_pairs(tasks, samples, self.settings, self.cfg.codegen.timeout_s)
 
     # -- drift -------------------------------------------------------------------------------
     def reference_answers(self, decoder: CodeDecoder, texts: list[str]) -> list[dict]:
@@ -294,8 +299,8 @@ class CodeTeaching(TeacherTask):
     """`candidates` answers per spec, the first greedy and the rest sampled at `codegen.temperature`; which of them pass
     is `check`'s business: each candidate runs against its row's tests."""
 
-    def __init__(self, cfg: TaskConfig) -> None:
-        self.cfg = cfg
+    def __init__(self, cfg: TaskConfig, settings: ModelSettings) -> None:
+        self.cfg, self.settings = cfg, settings  # settings: the operator's sandbox the candidates run in
         self.candidates, self.temperature = cfg.teacher.candidates, cfg.codegen.temperature
         self.batch_size = cfg.eval_batch_size
         self.decoder: CodeDecoder | None = None
@@ -331,7 +336,9 @@ class CodeTeaching(TeacherTask):
             if row.tests is None and not answer.transient:
                 answer.output, answer.top_logprobs, answer.error = None, None, "no tests: the answer cannot be verified"
             todo.append([t for t in texts if t is not None] if not answer.transient and row.tests is not None else [])
-        grouped = run_grouped([[(extract_code(t), row.tests) for t in texts] for row, texts in zip(rows, todo)], self.cfg.codegen.timeout_s)
+        grouped = run_grouped(
+            [[(extract_code(t), row.tests) for t in texts] for row, texts in zip(rows, todo)], self.settings, self.cfg.codegen.timeout_s
+        )
         for answer, texts, results in zip(answers, todo, grouped):
             if not texts:
                 continue

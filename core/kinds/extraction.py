@@ -25,14 +25,16 @@ from core.kinds.base import TaskKind, trace_costs, traces_for_rows
 from core.model.decoders import extraction_decoder
 from core.model.loading import load_tokenizer
 from core.model.schema import Extraction, SchemaDecoder, TaskSchema
+from core.settings import ModelSettings
 from core.teachers.base import TeacherAnswer, TeacherTask
 from core.training.kd_rows import generation_kd_rows
 
 
-def task_schema(cfg: TaskConfig) -> TaskSchema:
-    """The checked JSON Schema (`schema_file`, or the demo's); raises SchemaError naming the pointer."""
+def task_schema(cfg: TaskConfig, settings: ModelSettings) -> TaskSchema:
+    """The checked JSON Schema (`schema_file`, under the operator's size limit, or the demo's); raises SchemaError
+    naming the pointer."""
     if cfg.schema_file is not None:
-        return TaskSchema.load(cfg.schema_file)
+        return TaskSchema.load(cfg.schema_file, settings.max_schema_bytes)
     demo = cfg.demo()
     return TaskSchema.from_dict(demo.schema, f"<{demo.name} demo schema>")
 
@@ -71,7 +73,7 @@ class DocumentExtraction(TaskKind):
                 raise DataError(path, line, "target", "missing")
             answer = None
         else:
-            schema = task_schema(self.cfg)
+            schema = task_schema(self.cfg, self.settings)
             errors = schema.errors(target)
             if errors:
                 raise DataError(path, line, "target", f"does not validate against the task schema: {errors[0]}")
@@ -83,14 +85,14 @@ class DocumentExtraction(TaskKind):
 
     def check_task(self) -> list[str]:
         warnings = super().check_task()
-        schema = task_schema(self.cfg)  # an unusable schema stops the run here, naming the pointer
+        schema = task_schema(self.cfg, self.settings)  # an unusable schema stops the run here, naming the pointer
         if schema.unenforced:
             warnings.append(f"the grammar cannot enforce {', '.join(schema.unenforced)}; outputs are validated after decoding instead")
         return warnings
 
     # -- model and evaluation ----------------------------------------------------------------
     def decoder(self, model, tokenizer, adapter: str | Path | None = None) -> SchemaDecoder:
-        return extraction_decoder(self.cfg, model, tokenizer, task_schema(self.cfg))  # the grammar compiles here (cached)
+        return extraction_decoder(self.cfg, model, tokenizer, task_schema(self.cfg, self.settings))  # the grammar compiles here (cached)
 
     def score(self, decoder: SchemaDecoder, rows: list[Example]) -> dict:
         results = decoder.extract([r.text for r in rows])
@@ -120,14 +122,14 @@ class DocumentExtraction(TaskKind):
         return metrics
 
     def teacher_task(self) -> TeacherTask:
-        return ExtractionTeaching(self.cfg, task_schema(self.cfg))
+        return ExtractionTeaching(self.cfg, task_schema(self.cfg, self.settings))
 
     def write_report(self, results: dict[str, dict], out_dir: Path) -> Path:
         return write_extraction_report(self.cfg.name, results, out_dir)
 
     # -- training ----------------------------------------------------------------------------
     def kd_rows(self, traces: list[dict]) -> tuple[list[dict], dict]:
-        return generation_kd_rows(traces, self.cfg, load_tokenizer(self.cfg.model))
+        return generation_kd_rows(traces, self.cfg, load_tokenizer(self.cfg.model, self.settings))
 
     def preference_pairs(self, rows: list[Example], decoder: SchemaDecoder, teacher_traces: list[dict] | None):
         """chosen = the gold JSON, rejected = the student's own valid-but-wrong output on the same document, or
@@ -158,7 +160,7 @@ class DocumentExtraction(TaskKind):
     def drift_view(self, record: dict) -> dict | None:
         if record.get("schema_valid") is None:
             return None
-        fields = list(task_schema(self.cfg).schema.get("properties", {}))
+        fields = list(task_schema(self.cfg, self.settings).schema.get("properties", {}))
         output = record.get("output_json") if isinstance(record.get("output_json"), dict) else {}
         missing = [f for f in fields if output.get(f) in (None, "", [], {})]
         return {"valid": bool(record["schema_valid"]), "missing": missing, "output": output}
@@ -174,7 +176,7 @@ class DocumentExtraction(TaskKind):
         p = proportion_test(valid(reference), len(reference), valid(window), len(window))
         rates = {"reference": valid(reference) / len(reference), "window": valid(window) / len(window)}
         signals = [Signal("output.schema_valid_rate", rates["window"], p, rates)]
-        fields = list(task_schema(self.cfg).schema.get("properties", {}))
+        fields = list(task_schema(self.cfg, self.settings).schema.get("properties", {}))
         missing = {f: (sum(f in v["missing"] for v in reference), sum(f in v["missing"] for v in window)) for f in fields}
         tested = {f: proportion_test(r, len(reference), w, len(window)) for f, (r, w) in missing.items()}
         if tested:

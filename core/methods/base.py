@@ -9,6 +9,7 @@ from core.common.rows import Example, json_sha256
 from core.evaluation.evaluate import validation_score
 from core.kinds import for_config
 from core.model.loading import load_tokenizer
+from core.settings import ModelSettings
 from core.training.sft_trainer import Validate
 
 
@@ -18,9 +19,9 @@ def run_dir(cfg: TaskConfig, method: str, fingerprint: dict) -> Path:
     return cfg.work_dir / cfg.name / f"{method}-{json_sha256(key, 12)}"
 
 
-def validator(cfg: TaskConfig, validation: list[Example]) -> Validate | None:
+def validator(cfg: TaskConfig, settings: ModelSettings, validation: list[Example]) -> Validate | None:
     """The task's primary metric of the model being trained on `validation` (None without rows: no early stopping)."""
     if not validation:
         return None
-    kind, tokenizer = for_config(cfg), load_tokenizer(cfg.model)
+    kind, tokenizer = for_config(cfg, settings), load_tokenizer(cfg.model, settings)
     return lambda model: validation_score(kind, model, tokenizer, validation)

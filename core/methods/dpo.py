@@ -15,6 +15,7 @@ from core.common.rows import Example, Pair
 from core.kinds import for_config
 from core.kinds.data import label_set
 from core.model.loading import load_model
+from core.settings import ModelSettings
 from core.training.dpo_trainer import load_pairs, train_dpo
 
 
@@ -23,14 +24,14 @@ def check(cfg: TaskConfig) -> None:
 
 
 def pairs_for(
-    cfg: TaskConfig, rows: list[Example], start_adapter: str | Path | None, traces: list[dict] | None
+    cfg: TaskConfig, settings: ModelSettings, rows: list[Example], start_adapter: str | Path | None, traces: list[dict] | None
 ) -> tuple[list[Pair], dict, str]:
     """The pairs DPO trains on, their counts and where they came from."""
-    kind = for_config(cfg)
+    kind = for_config(cfg, settings)
     if cfg.data.preferences is not None:
         pairs = load_pairs(cfg.data.preferences, label_set(kind))
         return pairs, {"user": len(pairs)}, str(cfg.data.preferences)
-    model, tokenizer = load_model(cfg.model, adapter=start_adapter)
+    model, tokenizer = load_model(cfg.model, settings, adapter=start_adapter)
     pairs, counts = kind.preference_pairs(rows, kind.decoder(model, tokenizer, adapter=start_adapter), traces)
     return pairs, counts, "pairs built on-policy from the training rows"
 

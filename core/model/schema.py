@@ -13,7 +13,7 @@ removal leaves XGrammar's grammar unchanged is one it ignores (`uniqueItems`, `c
 Those are reported when the schema is loaded, and every output is validated with `jsonschema`
 after decoding, so nothing the grammar let through goes unnoticed.
 
-    schema = TaskSchema.load("invoice.schema.json")        # SchemaError names the JSON pointer
+    schema = TaskSchema.load("invoice.schema.json", 64 * 1024)  # SchemaError names the JSON pointer
     schema.unenforced                                      # ['/properties/items/uniqueItems', ...]
     decoder = SchemaDecoder(model, tokenizer, schema, "Extract the invoice as JSON.")
     [result] = decoder.extract(["INVOICE INV-0042 ..."])
@@ -44,7 +44,6 @@ from core.common.prompts import render_prompt
 from core.errors import AnswerBudgetTooSmall, ConfigError, DocumentTooLong, SchemaError
 from core.model.closing import JsonPrefix
 from core.model.fast_decode import greedy_decode
-from core.settings import model_settings
 
 SEPARATORS = (",", ":")  # compact JSON: fewer tokens to generate; gold targets are written the same way
 # Keywords that describe rather than constrain: never reported as unenforced.
@@ -84,13 +83,13 @@ class TaskSchema:
         self.validator = jsonschema.Draft202012Validator(self.schema, format_checker=jsonschema.FormatChecker())
 
     @classmethod
-    def load(cls, path: str | Path, max_bytes: int | None = None) -> "TaskSchema":
+    def load(cls, path: str | Path, max_bytes: int) -> "TaskSchema":
+        """A task file's schema, refused past `max_bytes` (the operator's `max_schema_bytes`)."""
         path = Path(path)
         try:
             raw = path.read_bytes()
         except OSError as exc:
             raise SchemaError("", f"cannot read: {exc}", str(path)) from None
-        max_bytes = max_bytes or model_settings().max_schema_bytes
         if len(raw) > max_bytes:
             raise SchemaError("", f"schema is {len(raw)} bytes, over the limit of {max_bytes}", str(path))
         try:
@@ -105,7 +104,8 @@ class TaskSchema:
 
         Finding the keywords the grammar cannot enforce converts the schema once per keyword, which for some schemas
         (nested counted repetition in a pattern) takes seconds: with `budget_s` (a request's schema) that runs on the
-        compile threads and is refused past the budget, finishing in the background so a retry is answered."""
+        compile threads and is refused past the budget, finishing in the background so a retry is answered. `max_bytes`:
+        the operator's limit for a schema from outside (a task file, a request); None for the project's own schemas."""
         if budget_s is not None:
             job = _compile_pool.submit(cls.from_dict, schema, source, max_bytes)
             try:
@@ -119,8 +119,7 @@ class TaskSchema:
         if not isinstance(schema, dict):
             raise SchemaError("", "a JSON Schema must be an object", source)
         size = len(json.dumps(schema).encode())
-        max_bytes = max_bytes or model_settings().max_schema_bytes
-        if size > max_bytes:
+        if max_bytes is not None and size > max_bytes:
             raise SchemaError("", f"schema is {size} bytes, over the limit of {max_bytes}", source)
         key = json.dumps(schema)
         with _cache_lock:

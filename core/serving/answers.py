@@ -128,7 +128,7 @@ def _code(engine: InferenceEngine, batcher: DynamicBatcher, request: Request, bu
     if tests is not None:
         if problem := check_tests(tests):
             raise InvalidRequest("tests", problem)
-        require_isolation()  # before the decode: without a sandbox the answer could not be checked
+        require_isolation(engine.settings)  # before the decode: without a sandbox the answer could not be checked
     served, answer = engine.decode(
         request.task,
         request.variant,
@@ -138,7 +138,7 @@ def _code(engine: InferenceEngine, batcher: DynamicBatcher, request: Request, bu
     if tests is not None:
         start = time.perf_counter()
         # A free sandbox slot within a few seconds, or 503: a burst of verifies queues neither here nor in the sandbox.
-        result = run_tests(answer.code, tests, timeout_s=engine.configs[request.task].codegen.timeout_s, wait_s=5.0)
+        result = run_tests(answer.code, tests, engine.settings, timeout_s=engine.configs[request.task].codegen.timeout_s, wait_s=5.0)
         verdict = {"passed": result.passed, "cause": result.cause or None, "error": result.error or None, "isolation": result.isolation}
         verdict["run_ms"] = round((time.perf_counter() - start) * 1000, 1)
     return ServedAnswer.of(

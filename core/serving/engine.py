@@ -6,7 +6,7 @@ the registry's aliases now point at under new adapter names, precomputes their c
 priors, swaps the routing table in one assignment under the lock, then deletes the adapters
 nothing points at any more: a request sees the old adapter or the new one, never half of one.
 
-    engine = InferenceEngine("runs")
+    engine = InferenceEngine("runs", ModelSettings())
     engine.load()
     variant, [pred] = engine.classify("creditmix", "sft", ["Num_Bank_Accounts: 3; ..."])
 """
@@ -32,6 +32,7 @@ from core.model.loading import load_adapter, load_model
 from core.model.schema import Extraction, SchemaDecoder, TaskSchema, compile_grammar
 from core.registry import Registry
 from core.serving.deadline import wait
+from core.settings import ModelSettings
 from core.teachers.base import Teacher
 
 T = TypeVar("T")
@@ -80,9 +81,15 @@ class ModelThread:
 
 class InferenceEngine:
     def __init__(
-        self, runs_dir: str = "runs", model_cfg: ModelConfig | None = None, schema_compile_s: float | None = None, fast_decode: str = "off"
+        self,
+        runs_dir: str,
+        settings: ModelSettings,
+        model_cfg: ModelConfig | None = None,
+        schema_compile_s: float | None = None,
+        fast_decode: str = "off",
     ) -> None:
         self.registry = Registry(runs_dir)
+        self.settings = settings  # the operator's: where models live, the sandbox, schema limits
         self.model_cfg = model_cfg
         self.fast_decode = fast_decode  # which 16-bit decode copies generation runs on: auto | off | fp16 | bf16 | fp16+bf16
         self.fast_decode_on = False  # set up once a generating task is served (classification never decodes)
@@ -152,9 +159,9 @@ class InferenceEngine:
 
     def _load(self) -> None:
         self.configs = self._task_configs()
-        self.kinds = {task: for_config(cfg) for task, cfg in self.configs.items()}
+        self.kinds = {task: for_config(cfg, self.settings) for task, cfg in self.configs.items()}
         model_cfg = self.model_cfg or (next(iter(self.configs.values())).model if self.configs else ModelConfig())
-        self.model, self.tokenizer = load_model(model_cfg)
+        self.model, self.tokenizer = load_model(model_cfg, self.settings)
         self.reload()
 
     def reload(self) -> dict[str, str]:
@@ -186,7 +193,7 @@ class InferenceEngine:
                     self.model = load_adapter(self.model, self.registry.root / task / ref, name=name)
             self.adapter_load_s[name] = time.perf_counter() - start
             attached[(task, ref)] = name
-        kinds = {task: for_config(cfg) for task, cfg in configs.items()}
+        kinds = {task: for_config(cfg, self.settings) for task, cfg in configs.items()}
         if self.fast_decode != "off" and not self.fast_decode_on and any(kind.generates for kind in kinds.values()):
             self.on_model_thread(self._enable_fast_decode)
         merged = set()  # production of a generating task decodes on a merged copy (nothing uses it until routed)
@@ -268,7 +275,7 @@ class InferenceEngine:
         with self._teacher_lock:
             if task not in self.teachers:
                 cfg = self.configs[task]
-                self.teachers[task] = task_teacher(cfg)
+                self.teachers[task] = task_teacher(cfg, self.settings)
             return self.teachers[task]
 
     def classify(self, task: str, name: str, texts: list[str]) -> tuple[Variant, list[Prediction]]:

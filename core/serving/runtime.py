@@ -62,9 +62,9 @@ class ServingRuntime:
         s = self.settings
         self.audit = AuditLog(s.audit_log, max_bytes=s.audit_max_bytes, redact=s.audit_redact)
         sandbox.probe()  # once, here: /readyz reports it and must not run it on the event loop
-        if s.verify_tasks and sandbox.isolation() == "none":
+        if s.verify_tasks and sandbox.isolation(s) == "none":
             log.warning("verify is enabled for %s but will be refused: %s", s.verify_tasks, sandbox.probe().reason)
-        engine = InferenceEngine(str(s.runs_dir), schema_compile_s=s.schema_compile_s, fast_decode=s.fast_decode)
+        engine = InferenceEngine(str(s.runs_dir), s, schema_compile_s=s.schema_compile_s, fast_decode=s.fast_decode)
         self.generation = engine.registry.generation()  # read before loading: a move during the load is caught next poll
         engine.load()
         self.batcher = DynamicBatcher(
@@ -137,7 +137,7 @@ class ServingRuntime:
     def status(self) -> dict:
         """What /readyz says beyond readiness: the sandbox, the decode path, tasks not served and why, queue use."""
         return {
-            "sandbox": sandbox.describe(),
+            "sandbox": sandbox.describe(self.settings),
             "decode_path": self.engine.decode_path if self.engine else None,
             "fast_decode_setting": self.settings.fast_decode,
             "skipped_tasks": dict(self.engine.skipped) if self.engine else {},

@@ -24,6 +24,7 @@ from core.common.config import TaskConfig
 from core.common.rows import Example
 from core.errors import TeacherUnavailable
 from core.model.loading import load_model
+from core.settings import ModelSettings
 from core.teachers.base import Teacher, TeacherAnswer, TeacherTask
 from core.teachers.hf import adapter_label
 
@@ -34,14 +35,16 @@ def load_embedder() -> SentenceTransformer:
 
 
 class DeliberateTeacher(Teacher):
-    def __init__(self, cfg: TaskConfig, task: TeacherTask, labeled_pool: list[Example], adapter: str | Path | None = None) -> None:
+    def __init__(
+        self, cfg: TaskConfig, task: TeacherTask, settings: ModelSettings, labeled_pool: list[Example], adapter: str | Path | None = None
+    ) -> None:
         if not labeled_pool:
             raise TeacherUnavailable("teacher.backend=deliberate needs a labeled pool to retrieve examples from (data.train)")
         t = cfg.teacher
         self.k, self.votes, self.top_k = t.k_shot, t.votes, t.top_logprobs
         self.name = f"deliberate:k{self.k}v{self.votes}w{t.retrieval_weight:g}" + (f"+{adapter_label(adapter)}" if adapter else "")
         self.task = task
-        model, tokenizer = load_model(cfg.model, adapter=adapter)
+        model, tokenizer = load_model(cfg.model, settings, adapter=adapter)
         task.attach(model, tokenizer, calibrated=False, adapter=adapter)
         self.batch_size = task.batch_size
         self.pool = labeled_pool

@@ -20,17 +20,19 @@ from core.common.config import TaskConfig
 from core.common.egress import check_endpoint
 from core.common.prompts import task_messages
 from core.errors import TeacherUnavailable
+from core.settings import ModelSettings
 from core.teachers.base import Teacher, TeacherAnswer, TeacherTask
 
 
 class OpenAITeacher(Teacher):
-    def __init__(self, cfg: TaskConfig, task: TeacherTask | None = None, retry_cap_s: float = 30.0) -> None:
+    def __init__(self, cfg: TaskConfig, settings: ModelSettings, task: TeacherTask | None = None, retry_cap_s: float = 30.0) -> None:
+        """`settings`: the operator's, whose allow-lists decide where this task's key may be sent."""
         t = cfg.teacher
         self.cfg, self.task, self.instruction = t, task, cfg.instruction
         self.name = f"openai:{t.model}"
         self.concurrency = t.concurrency
         self.retry_cap_s = retry_cap_s
-        check_endpoint(t.base_url, t.api_key_env, "teacher")  # before any key is read or anything is sent
+        check_endpoint(t.base_url, t.api_key_env, "teacher", settings)  # before any key is read or anything is sent
         key = os.environ.get(t.api_key_env, "") if t.api_key_env else ""
         self._key_missing = bool(t.api_key_env) and not key
         headers = {"Authorization": f"Bearer {key}"} if key else {}

@@ -9,7 +9,7 @@ adapter disabled; from an SFT adapter (SFT -> DPO), TRL adds a frozen copy of th
 "ref" beside the trainable one (a few MB of LoRA weights).
 
     pairs, counts = kind.preference_pairs(train_rows, decoder)      # or load_pairs(path, labels)
-    adapter_dir, stats = train_dpo(cfg, pairs, checkpoint_dir, out_dir, start_adapter="runs/.../sft/v0001")
+    adapter_dir, stats = train_dpo(cfg, ModelSettings(), pairs, checkpoint_dir, out_dir, start_adapter="runs/.../sft/v0001")
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from core.common.files import read_records
 from core.common.prompts import completion_chat, render_prompt
 from core.common.rows import Pair, json_sha256
 from core.errors import DataError
+from core.settings import ModelSettings
 from core.training.data_parallel import data_parallel, main_process
 from core.training.sft_trainer import TrainStats, run_training, trainer_args
 
@@ -213,6 +214,7 @@ def shared_by_ranks(dataset: Dataset, folder: str | Path, key: str, wait_s: floa
 
 def train_dpo(
     cfg: TaskConfig,
+    settings: ModelSettings,
     pairs: list[Pair],
     checkpoint_dir: str | Path,
     out_dir: str | Path,
@@ -223,6 +225,7 @@ def train_dpo(
     """Train (or resume) a DPO adapter, from `start_adapter` (SFT -> DPO) or a fresh LoRA; save it to `out_dir`."""
     return run_training(
         cfg,
+        settings,
         shared_by_ranks(dpo_dataset(pairs, cfg.instruction), checkpoint_dir, json_sha256([asdict(p) for p in pairs], 16)),
         checkpoint_dir,
         out_dir,

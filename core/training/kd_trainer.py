@@ -21,7 +21,7 @@ teacher's answer with a term that matches the teacher's *distribution*; `kl_weig
   `core.training.kd_rows.shared_tokenizer`, never assumed).
 
     rows, counts = kind.kd_rows(traces)        # generation: core.training.kd_rows
-    adapter_dir, stats = train_kd(cfg, rows, answers, checkpoint_dir, out_dir, labels=None)
+    adapter_dir, stats = train_kd(cfg, ModelSettings(), rows, answers, checkpoint_dir, out_dir, labels=None)
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 from core.common.config import TaskConfig
 from core.common.rows import Example
 from core.model.calibrated import label_sequences
+from core.settings import ModelSettings
 from core.training.completion import CompletionStep, completion_forward
 from core.training.recipe import plan_steps
 from core.training.sft_trainer import CompletionSFTTrainer, TrainStats, Validate, check_lengths, run_training, trainer_args
@@ -213,6 +214,7 @@ def kd_epochs(cfg: TaskConfig, n_rows: int) -> float:
 
 def train_kd(
     cfg: TaskConfig,
+    settings: ModelSettings,
     rows: list[dict],
     answers: list[Example],
     checkpoint_dir: str | Path,
@@ -229,6 +231,7 @@ def train_kd(
     """
     return run_training(
         cfg,
+        settings,
         Dataset.from_list(rows),
         checkpoint_dir,
         out_dir,

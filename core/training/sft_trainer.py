@@ -4,7 +4,7 @@ Rows become prompt/completion chats in exactly the format the calibrated decoder
 loss falls on the label tokens only (TRL's completion-only loss). Checkpoints are written every
 `save_steps`; calling `train_sft` again with the same `checkpoint_dir` resumes from the last one.
 
-    adapter_dir, stats = train_sft(cfg, train_rows, checkpoint_dir="runs/.work/sft", out_dir="adapter/")
+    adapter_dir, stats = train_sft(cfg, ModelSettings(), train_rows, checkpoint_dir="runs/.work/sft", out_dir="adapter/")
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from core.common.rows import Example
 from core.errors import DataError
 from core.model.fast_decode import matmul_speedup
 from core.model.loading import load_model, lora_config
+from core.settings import ModelSettings
 from core.training.completion import CompletionStep, completion_forward
 from core.training.data_parallel import data_parallel, main_process
 from core.training.recipe import plan_steps
@@ -172,6 +173,7 @@ def last_complete_checkpoint(checkpoint_dir: str | Path) -> str | None:
 
 def run_training(
     cfg: TaskConfig,
+    settings: ModelSettings,
     dataset: Dataset,
     checkpoint_dir: str | Path,
     out_dir: str | Path,
@@ -190,7 +192,7 @@ def run_training(
     """
     torch.manual_seed(cfg.training.seed)
     args = args or sft_config(cfg, checkpoint_dir, len(dataset), progress)
-    model, tokenizer = load_model(cfg.model)
+    model, tokenizer = load_model(cfg.model, settings)
     if args.bf16 and args.use_cpu:
         model.set_attn_implementation("eager")  # SDPA's CPU backward in bf16 is slower than eager attention's
     tokens = check(tokenizer)
@@ -240,6 +242,7 @@ def run_training(
 
 def train_sft(
     cfg: TaskConfig,
+    settings: ModelSettings,
     rows: list[Example],
     checkpoint_dir: str | Path,
     out_dir: str | Path,
@@ -250,6 +253,7 @@ def train_sft(
     """Train (or resume) an SFT adapter on `rows`; save the adapter (the best on validation, with `validate`) to `out_dir`."""
     return run_training(
         cfg,
+        settings,
         sft_dataset(rows, cfg.instruction),
         checkpoint_dir,
         out_dir,

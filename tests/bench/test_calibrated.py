@@ -4,6 +4,7 @@ import pytest
 
 from bench.calibrated import compare, eval_rows
 from core.model.loading import load_model
+from core.settings import ModelSettings
 
 
 def test_the_eval_rows_are_balanced_and_come_from_the_demo():
@@ -13,7 +14,7 @@ def test_the_eval_rows_are_balanced_and_come_from_the_demo():
 
 def test_both_sides_answer_every_row_and_the_figures_are_theirs(tiny_cfg):
     rows = eval_rows(per_class=2)
-    model, tokenizer = load_model(tiny_cfg.model)
+    model, tokenizer = load_model(tiny_cfg.model, ModelSettings())
     figures = compare(tiny_cfg, model, tokenizer, rows)
     assert figures["n_requests"] == 6
     for side in ("predicted_labels_calibrated", "predicted_labels_uncalibrated", "predicted_labels_generate"):

@@ -4,11 +4,12 @@ grammar alone may be cut mid-JSON, the budget-aware closer always ends on a vali
 from bench.generate import tight_budget
 from core.model.loading import load_model
 from core.model.schema import TaskSchema
+from core.settings import ModelSettings
 from demos import invoices
 
 
 def test_budget_aware_closing_validates_every_answer_within_the_same_budget(tiny_cfg):
-    model, tokenizer = load_model(tiny_cfg.model)
+    model, tokenizer = load_model(tiny_cfg.model, ModelSettings())
     rows = invoices.generate(1, seed=9)
     schema = TaskSchema.from_dict(invoices.SCHEMA)
     figures = tight_budget(model, tokenizer, schema, [r["document"] for r in rows], [r["target"] for r in rows])

@@ -8,6 +8,7 @@ import torch
 from bench.schema import _LLGuidanceMask, _mask, _variants
 from core.model.loading import load_model
 from core.model.schema import SchemaDecoder, TaskSchema
+from core.settings import ModelSettings
 from demos import invoices
 
 
@@ -20,7 +21,7 @@ def test_the_cold_compile_variants_are_distinct_schemas_of_the_demos_shape():
 def test_either_engine_holds_greedy_decoding_to_the_schemas_compact_json(tiny_cfg):
     import llguidance.hf
 
-    model, tokenizer = load_model(tiny_cfg.model)
+    model, tokenizer = load_model(tiny_cfg.model, ModelSettings())
     schema = TaskSchema.from_dict(invoices.SCHEMA)
     decoder = SchemaDecoder(model, tokenizer, schema, invoices.INSTRUCTION)
     enc = tokenizer(decoder.prompt(invoices.generate(1, seed=3)[0]["document"]), return_tensors="pt", add_special_tokens=False)

@@ -14,7 +14,7 @@ import pytest
 from core import sandbox
 from core.errors import SandboxUnavailable
 from core.sandbox import isolation, probe, run_tests
-from core.settings import REPO_ROOT
+from core.settings import REPO_ROOT, ModelSettings
 
 TESTS = "assert double(2) == 4\nassert double(-1) == -2"
 GOOD = "def double(x):\n    return 2 * x"
@@ -90,7 +90,7 @@ def _escaped(ctx: dict) -> list[str]:
 def _attack_all(ctx: dict) -> dict[str, dict]:
     results = {}
     for name, code in techniques(ctx).items():
-        result = run_tests(code, "", timeout_s=5)
+        result = run_tests(code, "", ModelSettings(), timeout_s=5)
         results[name] = {"passed": result.passed, "cause": result.cause, "error": result.error, "isolation": result.isolation}
     return results
 
@@ -174,33 +174,33 @@ def test_no_technique_escapes_as_root_or_as_a_service_user(target, record_proper
 
 
 def test_a_correct_candidate_passes_and_failures_are_grouped_by_cause():
-    assert run_tests(GOOD, TESTS).passed
-    assert run_tests("def double(x):\n    return x + 2", TESTS).cause == "assertion"
-    assert run_tests("def double(x) return 2 * x", TESTS).cause == "syntax"
-    assert run_tests("def triple(x):\n    return 3 * x", TESTS).cause == "crash"  # NameError
+    assert run_tests(GOOD, TESTS, ModelSettings()).passed
+    assert run_tests("def double(x):\n    return x + 2", TESTS, ModelSettings()).cause == "assertion"
+    assert run_tests("def double(x) return 2 * x", TESTS, ModelSettings()).cause == "syntax"
+    assert run_tests("def triple(x):\n    return 3 * x", TESTS, ModelSettings()).cause == "crash"  # NameError
 
 
 def test_an_error_line_is_short_whatever_the_candidate_prints():
-    result = run_tests("", "assert False, 'x' * 100_000")
+    result = run_tests("", "assert False, 'x' * 100_000", ModelSettings())
     assert result.cause == "assertion" and len(result.error) <= sandbox.ERROR_CHARS + 10, len(result.error)
 
 
 def test_an_endless_loop_is_stopped_at_the_time_limit():
-    result = run_tests("def double(x):\n    while True:\n        pass", TESTS, timeout_s=1)
+    result = run_tests("def double(x):\n    while True:\n        pass", TESTS, ModelSettings(), timeout_s=1)
     assert not result.passed and result.cause == "timeout"
 
 
 def test_a_flood_of_output_is_cut_and_failed():
-    result = run_tests(f"{GOOD}\nprint('x' * 100_000_000)", TESTS)
+    result = run_tests(f"{GOOD}\nprint('x' * 100_000_000)", TESTS, ModelSettings())
     assert not result.passed and result.cause in ("output", "crash"), result  # the 1 MB file limit, or memory for the string
 
 
 @needs_bubblewrap
 def test_a_fork_bomb_is_contained():
     bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass"
-    result = run_tests(f"{bomb}\n{GOOD}", TESTS, timeout_s=3)
+    result = run_tests(f"{bomb}\n{GOOD}", TESTS, ModelSettings(), timeout_s=3)
     assert not result.passed and result.cause == "timeout"
-    assert run_tests(GOOD, TESTS).passed  # and this process can still start others
+    assert run_tests(GOOD, TESTS, ModelSettings()).passed  # and this process can still start others
 
 
 @needs_bubblewrap
@@ -211,22 +211,22 @@ def test_the_working_folder_is_small_and_gone_afterwards():
             for _ in range(64):
                 f.write(b'x' * (1 << 20))
     """)
-    result = run_tests(fill, "")
+    result = run_tests(fill, "", ModelSettings())
     assert not result.passed and result.cause in ("output", "crash"), result  # file-size limit or the 16 MB folder
-    assert run_tests("import os\nassert os.listdir('.') == []", "").passed  # each run starts empty
+    assert run_tests("import os\nassert os.listdir('.') == []", "", ModelSettings()).passed  # each run starts empty
 
 
 def test_without_full_isolation_code_is_refused_naming_the_setting(monkeypatch):
     monkeypatch.setattr(sandbox, "probe", lambda: sandbox.Isolation("none", "bwrap not found"))
     monkeypatch.delenv(sandbox.ALLOW_WEAKER, raising=False)
-    assert isolation() == "none"
+    assert isolation(ModelSettings()) == "none"
     with pytest.raises(SandboxUnavailable, match=f"bwrap not found.*{sandbox.ALLOW_WEAKER}=1"):
-        run_tests(GOOD, TESTS)
+        run_tests(GOOD, TESTS, ModelSettings())
     monkeypatch.setenv(sandbox.ALLOW_WEAKER, "1")  # the operator accepts less: it runs, and says how it ran
-    result = run_tests(GOOD, TESTS)
+    result = run_tests(GOOD, TESTS, ModelSettings())
     assert result.passed and result.isolation == "limits"
 
 
 def test_the_isolation_in_force_is_stated():
     if sys.platform == "linux" and os.path.exists("/usr/bin/bwrap"):
-        assert isolation() == "bubblewrap", probe().reason
+        assert isolation(ModelSettings()) == "bubblewrap", probe().reason

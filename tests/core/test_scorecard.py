@@ -6,7 +6,9 @@ import json
 import pytest
 
 from core.common.rows import Example, text_sha256
+from core.kinds import for_config
 from core.scorecard import evaluate_run, registered_metrics, score_variants
+from core.settings import ModelSettings
 from tests.conftest import make_adapter
 
 
@@ -28,7 +30,7 @@ def test_the_teacher_and_the_cascade_join_the_variants_each_with_its_cost(tiny_c
         }
         for i, r in enumerate(rows())
     }
-    results = score_variants(tiny_cfg, rows(), {"sft": adapter}, teacher_traces=traces)
+    results = score_variants(for_config(tiny_cfg, ModelSettings()), rows(), {"sft": adapter}, teacher_traces=traces)
     assert list(results) == ["base", "teacher", "sft"]
     assert results["teacher"]["accuracy"] == pytest.approx(5 / 6)
     for metrics in results.values():
@@ -38,7 +40,7 @@ def test_the_teacher_and_the_cascade_join_the_variants_each_with_its_cost(tiny_c
     # cascade then answers as the teacher does), and the cost grows with the share escalated.
     assert cascade[-1]["escalation_rate"] == 1.0 and cascade[-1]["accuracy"] == pytest.approx(results["teacher"]["accuracy"])
     tiny_cfg.escalation.report_thresholds = [0.0]  # no confidence is under 0: the student answers every row
-    [alone] = score_variants(tiny_cfg, rows(), {"sft": adapter}, teacher_traces=traces)["sft"]["cascade"]
+    [alone] = score_variants(for_config(tiny_cfg, ModelSettings()), rows(), {"sft": adapter}, teacher_traces=traces)["sft"]["cascade"]
     assert alone["escalation_rate"] == 0.0 and alone["accuracy"] == pytest.approx(results["sft"]["accuracy"])
     assert cascade[-1]["cost_per_1k_usd"] > alone["cost_per_1k_usd"]
     assert "cascade" not in results["base"]
@@ -47,7 +49,7 @@ def test_the_teacher_and_the_cascade_join_the_variants_each_with_its_cost(tiny_c
 def test_a_run_writes_each_variants_metrics_and_registers_them_without_predictions(tiny_cfg, tmp_path):
     adapter = make_adapter(tiny_cfg, tmp_path / "sft", seed=2)
     (adapter / "train_stats.json").write_text(json.dumps({"distinct_rows": 123}))
-    card = evaluate_run(tiny_cfg, rows(), {"sft": adapter}, tmp_path / "eval")
+    card = evaluate_run(for_config(tiny_cfg, ModelSettings()), rows(), {"sft": adapter}, tmp_path / "eval")
     assert card.results["sft"]["training_rows"] == 123 and card.report.exists()
     assert json.loads((tmp_path / "eval" / "sft.metrics.json").read_text())["n"] == 6
     metrics, baseline = registered_metrics(tmp_path / "eval", "sft")

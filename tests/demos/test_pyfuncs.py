@@ -4,6 +4,7 @@ families included), a wrong body fails them, and no held-out family is a trainin
 import re
 
 from core.sandbox import run_all
+from core.settings import ModelSettings
 from demos import pyfuncs
 
 
@@ -15,10 +16,10 @@ def _shape(row: dict) -> str:
 
 def test_every_held_out_solution_passes_its_asserts_and_a_wrong_body_does_not():
     rows = pyfuncs.generate(40, seed=5, families=pyfuncs.HELD_OUT)
-    results = run_all([(row["solution"], row["tests"]) for row in rows])
+    results = run_all([(row["solution"], row["tests"]) for row in rows], ModelSettings())
     assert all(r.passed for r in results), [(row["id"], r.error) for row, r in zip(rows, results) if not r.passed][:3]
     wrong = [(row["solution"].split(":\n", 1)[0] + ":\n    return None", row["tests"]) for row in rows[:5]]
-    assert not any(r.passed for r in run_all(wrong))
+    assert not any(r.passed for r in run_all(wrong, ModelSettings()))
 
 
 def test_held_out_families_are_not_training_families_and_generation_is_seeded():

@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from core.settings import ModelSettings
+
 
 def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "distill_slm.cli", *args], capture_output=True, text=True, timeout=300, cwd=cwd)
@@ -50,7 +52,7 @@ def test_import_counts_tokens_as_the_base_models_tokenizer_does(embedded_dir):
     from distill_slm.cli import base_tokens
 
     texts = ["Ticket 1: my invoice was charged twice", "Über 5 000 € — naïve café ☕", "", "def f(x):\n    return x ** 2"]
-    count, context = base_tokens(ModelConfig())
-    tokenizer = load_tokenizer(ModelConfig())
+    count, context = base_tokens(ModelConfig(), ModelSettings())
+    tokenizer = load_tokenizer(ModelConfig(), ModelSettings())
     assert count(texts) == [len(ids) for ids in tokenizer(texts, add_special_tokens=False).input_ids]
     assert context == (tokenizer.model_max_length if tokenizer.model_max_length < 1_000_000 else 8192)

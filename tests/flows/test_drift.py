@@ -19,6 +19,7 @@ from core.kinds import for_config
 from core.model.loading import activate_adapter, load_model
 from core.registry import Registry
 from core.serving.audit import AuditLog
+from core.settings import ModelSettings
 from demos import creditmix
 from tests.conftest import ADMIN_KEY, make_adapter
 
@@ -45,9 +46,9 @@ def _task(tiny_model_dir: Path, root: Path, name: str = "creditmix", **drift) ->
 
 
 def _traffic(cfg: TaskConfig, audit: Path, n: int, seed: int, at: float, shift: str | None = None) -> None:
-    kind, registry = for_config(cfg), Registry(cfg.runs_dir)
+    kind, registry = for_config(cfg, ModelSettings()), Registry(cfg.runs_dir)
     ref = registry.aliases(cfg.name)["production"]
-    model, tokenizer = load_model(cfg.model)
+    model, tokenizer = load_model(cfg.model, ModelSettings())
     model = activate_adapter(model, registry.path(cfg.name, ref), name="production")
     log = AuditLog(audit)
     write_traffic(

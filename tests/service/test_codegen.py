@@ -11,6 +11,7 @@ from openai import OpenAI
 
 from core.model.code_decoder import extract_code
 from core.sandbox import run_tests
+from core.settings import ModelSettings
 from tests.conftest import make_adapter
 
 SPEC = "Write a Python function `add_three(x)` that returns x plus 3."
@@ -56,7 +57,7 @@ def test_infer_answers_with_code_and_the_verdict_of_the_requests_tests(code_serv
     assert body["adapter"] == "sft/v0001" and body["output"]
     verdict = body["verdict"]
     # The sandbox's verdict on the answer's code, the same as a run of it here (a random model writes no working Python).
-    again = run_tests(extract_code(body["output"]), TESTS)
+    again = run_tests(extract_code(body["output"]), TESTS, ModelSettings())
     assert (verdict["passed"], verdict["cause"] or "") == (again.passed, again.cause) and verdict["isolation"] == again.isolation
     plain = httpx.post(f"{code_server}/infer/base", json={"task": "pyfuncs", "input": SPEC}, timeout=120).json()
     assert plain["adapter"] == "base" and plain["verdict"] is None
@@ -128,7 +129,7 @@ def test_the_openai_teacher_asks_a_code_endpoint_once_per_candidate(code_server)
     cfg = TaskConfig(type="codegen")
     update = {"backend": "openai", "base_url": f"{code_server}/v1", "model": "pyfuncs:production", "api_key_env": "", "candidates": 2}
     cfg.teacher = cfg.teacher.model_copy(update=update)
-    answer = make_teacher(cfg).answer_one(SPEC)
+    answer = make_teacher(cfg, ModelSettings()).answer_one(SPEC)
     assert answer.error is None and answer.extra["candidates"] == [answer.output, None]
     assert answer.completion_tokens > 0 and answer.latency_s > 0
 

@@ -9,6 +9,7 @@ import openai
 import pytest
 
 from core.serving.audit import read_audit
+from core.settings import ModelSettings
 from tests.conftest import ADMIN_KEY, FINE_TUNED, batch_size_counts
 
 
@@ -152,7 +153,7 @@ def test_openai_contract_usage_limits_and_refusals(server):
     from core.model.loading import load_tokenizer
 
     client = openai.OpenAI(base_url=server["url"] + "/v1", api_key="client-key")
-    tokenizer = load_tokenizer(server["registry"].task_config("creditmix").model)
+    tokenizer = load_tokenizer(server["registry"].task_config("creditmix").model, ModelSettings())
     ask = [{"role": "user", "content": "Interest_Rate: 25"}]
     reply = client.chat.completions.create(model="creditmix:sft", messages=ask)
     label = reply.choices[0].message.content

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import DataError
+from core.settings import ModelSettings
 from tasks.prepare import prepare_data
 
 
@@ -62,15 +63,15 @@ def test_the_form_cannot_send_a_key_to_a_host_or_from_a_variable_the_operator_di
         update={"teacher": tiny_cfg.teacher.model_copy(update={"backend": "openai", "base_url": "https://evil.example/v1"})}
     )
     with pytest.raises(ConfigError, match="teacher.base_url: host 'evil.example'.*DISTILL_SLM_HOSTS_ALLOWED"):
-        check_egress(leak)
+        check_egress(leak, ModelSettings())
     secret = tiny_cfg.model_copy(
         update={"teacher": tiny_cfg.teacher.model_copy(update={"backend": "openai", "api_key_env": "AWS_SECRET_ACCESS_KEY"})}
     )
     with pytest.raises(ConfigError, match="teacher.api_key_env: 'AWS_SECRET_ACCESS_KEY'.*DISTILL_SLM_SECRET_ENV_ALLOWED"):
-        check_egress(secret)
+        check_egress(secret, ModelSettings())
     service = tiny_cfg.model_copy(update={"service": tiny_cfg.service.model_copy(update={"url": "http://10.0.0.9:8000"})})
     with pytest.raises(ConfigError, match="service.url: host '10.0.0.9'"):
-        check_egress(service)
+        check_egress(service, ModelSettings())
     monkeypatch.setenv("DISTILL_SLM_HOSTS_ALLOWED", '["*.example", "10.0.0.9"]')  # the operator allows them
-    check_egress(leak)
-    check_egress(service)
+    check_egress(leak, ModelSettings())
+    check_egress(service, ModelSettings())

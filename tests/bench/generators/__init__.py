@@ -6,6 +6,7 @@ from pathlib import Path
 from bench.generalize import _config
 from core.kinds import for_config
 from core.kinds.data import rows_from_records
+from core.settings import ModelSettings
 from demos import Demo
 
 
@@ -15,7 +16,7 @@ def check_rows(demo: Demo, tmp_path: Path) -> None:
     cfg = _config(demo, tmp_path)
     rows = demo.generate(400, 1)
     assert rows == demo.generate(400, 1) and rows != demo.generate(400, 2)
-    examples = rows_from_records(for_config(cfg), rows, f"<{demo.name}>")
+    examples = rows_from_records(for_config(cfg, ModelSettings()), rows, f"<{demo.name}>")
     assert len({e.id for e in examples}) == 400
     if demo.labels:
         assert set(Counter(e.label for e in examples)) == set(demo.labels)  # every label occurs

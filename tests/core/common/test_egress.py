@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from core.common.egress import check_endpoint, host_allowed
 from core.errors import ConfigError
+from core.settings import ModelSettings
 
 
 @pytest.fixture
-def allow_openai(monkeypatch):
-    monkeypatch.setenv("DISTILL_SLM_HOSTS_ALLOWED", json.dumps(["api.openai.com", "*.internal.example", "127.0.0.1"]))
-    monkeypatch.setenv("DISTILL_SLM_SECRET_ENV_ALLOWED", json.dumps(["OPENAI_API_KEY"]))
+def allow_openai() -> ModelSettings:
+    """An operator's settings that allow the OpenAI API and an internal domain (handed in, as an entry point does)."""
+    return ModelSettings(hosts_allowed=["api.openai.com", "*.internal.example", "127.0.0.1"], secret_env_allowed=["OPENAI_API_KEY"])
 
 
 @pytest.mark.parametrize(
@@ -51,17 +50,17 @@ def test_host_allowed_matches_exact_names_and_dot_bounded_subdomains_only(host, 
 )
 def test_urls_that_smuggle_another_host_are_refused_naming_the_field(allow_openai, url, problem):
     with pytest.raises(ConfigError, match=rf"teacher.base_url: .*{problem}"):
-        check_endpoint(url, "OPENAI_API_KEY", "teacher")
+        check_endpoint(url, "OPENAI_API_KEY", "teacher", allow_openai)
 
 
 def test_a_key_variable_off_the_list_is_refused_before_the_host_is_looked_at(allow_openai):
     with pytest.raises(ConfigError, match=r"teacher.api_key_env: 'AWS_SECRET_ACCESS_KEY' is not a variable"):
-        check_endpoint("https://api.openai.com/v1", "AWS_SECRET_ACCESS_KEY", "teacher")
+        check_endpoint("https://api.openai.com/v1", "AWS_SECRET_ACCESS_KEY", "teacher", allow_openai)
     with pytest.raises(ConfigError, match=r"service.admin_key_env: 'HOME' .*DISTILL_SLM_SECRET_ENV_ALLOWED"):
-        check_endpoint("http://127.0.0.1:8000", "HOME", "service")
+        check_endpoint("http://127.0.0.1:8000", "HOME", "service", allow_openai)
 
 
 def test_allowed_endpoints_pass(allow_openai):
-    check_endpoint("https://api.openai.com/v1", "OPENAI_API_KEY", "teacher")
-    check_endpoint("http://gpu.internal.example:8000/v1", None, "teacher")
-    check_endpoint(None, None, "service")
+    check_endpoint("https://api.openai.com/v1", "OPENAI_API_KEY", "teacher", allow_openai)
+    check_endpoint("http://gpu.internal.example:8000/v1", None, "teacher", allow_openai)
+    check_endpoint(None, None, "service", allow_openai)

@@ -8,12 +8,13 @@ from core.common.config import TaskConfig
 from core.errors import DataError
 from core.kinds import for_config
 from core.kinds.data import load_rows
+from core.settings import ModelSettings
 
 LABELS = ["Good", "Standard", "Bad"]
 
 
 def load_classification(path, labels):
-    return load_rows(for_config(TaskConfig(labels=labels)), path)
+    return load_rows(for_config(TaskConfig(labels=labels), ModelSettings()), path)
 
 
 def write(tmp_path, name, content: str | bytes):
@@ -82,11 +83,11 @@ def test_idp_targets_are_checked_against_the_schema_with_file_and_line(tmp_path)
     bad = dict(good, date="02.01.2024")
     path = write(tmp_path, "docs.jsonl", jsonl([{"document": "d1", "target": good}, {"document": "d2", "target": bad}]))
     with pytest.raises(DataError) as caught:
-        load_rows(for_config(cfg), path)
+        load_rows(for_config(cfg, ModelSettings()), path)
     assert (caught.value.line, caught.value.field) == (2, "target") and "/date" in caught.value.problem
-    [row] = load_rows(for_config(cfg), write(tmp_path, "ok.jsonl", jsonl([{"id": "a", "document": "d1", "target": good}])))
+    [row] = load_rows(for_config(cfg, ModelSettings()), write(tmp_path, "ok.jsonl", jsonl([{"id": "a", "document": "d1", "target": good}])))
     assert row.label.startswith('{"doc_type":"receipt","number":"R-1"')  # re-serialised in schema order, compact
     with pytest.raises(DataError, match="field 'document'"):
-        load_rows(for_config(cfg), write(tmp_path, "nodoc.jsonl", jsonl([{"target": good}])))
-    pool = load_rows(for_config(cfg), write(tmp_path, "pool.jsonl", jsonl([{"document": "d1"}])), require_answers=False)
+        load_rows(for_config(cfg, ModelSettings()), write(tmp_path, "nodoc.jsonl", jsonl([{"target": good}])))
+    pool = load_rows(for_config(cfg, ModelSettings()), write(tmp_path, "pool.jsonl", jsonl([{"document": "d1"}])), require_answers=False)
     assert pool[0].label is None

@@ -8,6 +8,7 @@ import pytest
 
 from core.common.openai_evals import answer_text, load_openai_eval, write_imported
 from core.errors import DataError
+from core.settings import ModelSettings
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "openai"
 
@@ -60,8 +61,10 @@ def test_an_imported_eval_is_the_evaluation_and_its_graders_are_in_the_report(ti
     assert found["rows"] == 12 and found["graders_not_supported"] == ["BLEU (text_similarity bleu)"]
     tiny_cfg.data.eval = Path(found["task_file"]["data"]["eval"])
     tiny_cfg.data.openai_eval = Path(found["task_file"]["data"]["openai_eval"])
-    rows = load_rows(for_config(tiny_cfg), tiny_cfg.data.eval)
-    card = evaluate_run(tiny_cfg, rows, {"sft": make_adapter(tiny_cfg, tmp_path / "adapter", seed=3)}, tmp_path / "eval")
+    rows = load_rows(for_config(tiny_cfg, ModelSettings()), tiny_cfg.data.eval)
+    card = evaluate_run(
+        for_config(tiny_cfg, ModelSettings()), rows, {"sft": make_adapter(tiny_cfg, tmp_path / "adapter", seed=3)}, tmp_path / "eval"
+    )
 
     for variant in ("base", "sft"):
         graded = card.results[variant]["openai_graders"]["Match output to human label"]
@@ -103,7 +106,7 @@ def test_a_label_model_grader_is_graded_by_the_teacher_endpoint(tmp_path):
         ev = load_openai_eval(DATA / "eval_definition.json", DATA / "eval_data.jsonl")
         ids = ev.ids()
         answers = {ids[0]: "Good, please", ids[1]: "Bad", ids[2]: "Standard", ids[3]: "please wait"}
-        teacher = OpenAITeacher(cfg)
+        teacher = OpenAITeacher(cfg, ModelSettings())
         polite = ev.grade(answers, ask=teacher.chat, concurrency=2)["Polite"]
         teacher.close()
     finally:

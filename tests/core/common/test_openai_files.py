@@ -12,6 +12,7 @@ from core.common.openai_files import read_files, write_task
 from core.errors import DataError
 from core.kinds import for_config
 from core.kinds.data import load_rows
+from core.settings import ModelSettings
 
 TOY = Path(__file__).parents[2] / "data" / "openai" / "toy_chat_fine_tuning.jsonl"  # OpenAI cookbook's example file
 
@@ -68,7 +69,7 @@ def test_a_classification_file_becomes_a_task_that_loads(tmp_path):
     cfg = TaskConfig.from_yaml(task_file)
     assert cfg.type == "classification" and cfg.labels == ["P3", "P1"] and cfg.instruction == "Classify the ticket's priority."
     assert cfg.methods == ["sft", "dpo"] and cfg.data.preferences.exists()
-    rows = load_rows(for_config(cfg), cfg.data.train)
+    rows = load_rows(for_config(cfg, ModelSettings()), cfg.data.train)
     assert len(rows) == 31 and {r.label for r in rows} == {"P1", "P3"}
 
 
@@ -87,4 +88,4 @@ def test_an_extraction_file_gets_a_draft_schema_and_loads(tmp_path):
     }
     cfg = TaskConfig.from_yaml(write_task(report, tmp_path / "task", "invoices"))
     assert cfg.type == "idp" and cfg.schema_file.exists()
-    assert len(load_rows(for_config(cfg), cfg.data.train)) == 6
+    assert len(load_rows(for_config(cfg, ModelSettings()), cfg.data.train)) == 6

@@ -8,6 +8,7 @@ from core.drift.sources import ask_teacher
 from core.drift.windows import Window
 from core.errors import TeacherUnavailable
 from core.kinds import for_config
+from core.settings import ModelSettings
 from core.teachers.base import Teacher, TeacherAnswer
 
 
@@ -38,7 +39,7 @@ def test_agreement_counts_the_sampled_answers_the_teacher_gave(tmp_path):
     cfg.drift.teacher_sample = 3
     production = [("a", "Good"), (None, "Good"), ("b", "Bad"), ("c", "Standard"), ("d", "Good")]
     teacher = Table({"a": "Good", "b": "Good", "c": "Standard", "d": "Bad"})
-    agreement, note, cost = ask_teacher(cfg, for_config(cfg), window_of(production), tmp_path / "t.jsonl", lambda: teacher)
+    agreement, note, cost = ask_teacher(cfg, for_config(cfg, ModelSettings()), window_of(production), tmp_path / "t.jsonl", lambda: teacher)
     # a redacted input (None) is never sent; the sample is the first three kept inputs: a and c agree, b does not
     assert teacher.asked == ["a", "b", "c"] and agreement == (2, 3) and note is None and cost == 0.0
 
@@ -49,7 +50,7 @@ def test_the_nights_budget_caps_the_sample_and_the_cost_is_reported(tmp_path):
     cfg.drift.teacher_sample, cfg.drift.teacher_budget_usd = 10, 0.5
     teacher = Table({t: "Good" for t in "abcdef"})
     agreement, note, cost = ask_teacher(
-        cfg, for_config(cfg), window_of([(t, "Good") for t in "abcdef"]), tmp_path / "t.jsonl", lambda: teacher
+        cfg, for_config(cfg, ModelSettings()), window_of([(t, "Good") for t in "abcdef"]), tmp_path / "t.jsonl", lambda: teacher
     )
     assert teacher.asked == ["a", "b"] and agreement == (2, 2) and note is None
     assert cost == 2 * 100 * 1000.0 / 1e6  # the tokens the teacher reported, at its price
@@ -57,7 +58,7 @@ def test_the_nights_budget_caps_the_sample_and_the_cost_is_reported(tmp_path):
 
 def test_a_teacher_that_is_down_or_answers_nothing_leaves_agreement_unknown(tmp_path):
     cfg = TaskConfig()
-    kind = for_config(cfg)
+    kind = for_config(cfg, ModelSettings())
 
     def down() -> Teacher:
         raise TeacherUnavailable("connection refused")
@@ -77,7 +78,7 @@ def test_a_teacher_that_is_down_or_answers_nothing_leaves_agreement_unknown(tmp_
 
 def test_cached_answers_are_not_asked_again(tmp_path):
     cfg = TaskConfig()
-    kind, traces = for_config(cfg), tmp_path / "t.jsonl"
+    kind, traces = for_config(cfg, ModelSettings()), tmp_path / "t.jsonl"
     first = Table({"a": "Good", "b": "Bad"})
     ask_teacher(cfg, kind, window_of([("a", "Good"), ("b", "Good")]), traces, lambda: first)
     second = Table({"a": "Good", "b": "Bad", "c": "Good"})

@@ -7,6 +7,7 @@ from core.evaluation.cost import add_cost, price_for
 from core.evaluation.evaluate import cascade_table, evaluate_variants
 from core.kinds import for_config
 from core.kinds.data import labeled_rows
+from core.settings import ModelSettings
 from demos import creditmix
 from tests.conftest import make_adapter
 
@@ -39,8 +40,10 @@ def test_the_cascade_takes_the_teachers_answer_below_each_threshold():
 
 
 def test_evaluate_scores_base_and_adapters_on_the_same_rows(tiny_cfg, tmp_path):
-    kind = for_config(tiny_cfg)
-    rows, _ = labeled_rows(for_config(tiny_cfg.model_copy(update={"data": tiny_cfg.data.model_copy(update={"train": None})})))
+    kind = for_config(tiny_cfg, ModelSettings())
+    rows, _ = labeled_rows(
+        for_config(tiny_cfg.model_copy(update={"data": tiny_cfg.data.model_copy(update={"train": None})}), ModelSettings())
+    )
     rows = rows[:9]
     adapter = make_adapter(tiny_cfg, tmp_path / "adapter", seed=3)
     results = evaluate_variants(kind, rows, {"sft": adapter})

@@ -8,6 +8,7 @@ from core.common.rows import Example
 from core.evaluation.evaluate import evaluate_variants
 from core.evaluation.sharded import Replayed, evaluate_sharded, shard_bounds
 from core.kinds import for_config
+from core.settings import ModelSettings
 from core.teachers.fanout import RayFanout
 from demos import creditmix
 from tests.conftest import make_adapter
@@ -24,7 +25,7 @@ def test_sharded_metrics_equal_one_process_to_the_last_digit(ray_cluster, tiny_c
     adapters = {"one": make_adapter(tiny_cfg, tmp_path / "one", seed=1), "two": make_adapter(tiny_cfg, tmp_path / "two", seed=2)}
     tiny_cfg.eval_batch_size = 4  # 30 rows: 8 batches, 4 shards of 2 batches, the last one short
     tiny_cfg.scale = ScaleConfig(runner="ray", address=ray_cluster, eval_workers=2, worker_cpus=0.5)
-    kind = for_config(tiny_cfg)
+    kind = for_config(tiny_cfg, ModelSettings())
 
     local = evaluate_variants(kind, rows, adapters)
     sharded = evaluate_sharded(kind, rows, adapters, RayFanout(tiny_cfg.scale))

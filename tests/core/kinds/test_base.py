@@ -14,6 +14,7 @@ from core.errors import ConfigError, DataError
 from core.evaluation.evaluate import score_variant
 from core.kinds import KINDS, TaskKind, for_config, register
 from core.kinds.data import labeled_rows, load_rows, split
+from core.settings import ModelSettings
 
 
 class Echo(TaskKind):
@@ -67,7 +68,7 @@ def test_a_registered_toy_kind_runs_through_the_generic_code(echo, tmp_path):
         f"name: echo-task\ntype: echo\ndata: {{train: {data.name}, train_per_class: 6, eval_per_class: 4}}\n"
     )
     cfg = TaskConfig.from_yaml(tmp_path / "task.yaml")
-    kind = for_config(cfg)
+    kind = for_config(cfg, ModelSettings())
     assert isinstance(kind, Echo) and cfg.instruction == "Repeat the first word."
     rows, source = labeled_rows(kind)
     train, eval_rows = split(kind, rows)
@@ -79,7 +80,7 @@ def test_a_registered_toy_kind_runs_through_the_generic_code(echo, tmp_path):
 
     from core.scorecard import model_card
 
-    card = model_card(cfg, "sft", {"exact_match": 1.0}, {"exact_match": 0.5})
+    card = model_card(for_config(cfg, ModelSettings()), "sft", {"exact_match": 1.0}, {"exact_match": 0.5})
     assert "Task type echo." in card and "| exact_match | 1.000 | 0.500 |" in card
     with pytest.raises(NotImplementedError, match="task type 'echo' does not implement teacher_task"):
         kind.teacher_task()  # a part the toy left out says so by name, instead of failing somewhere inside a teacher

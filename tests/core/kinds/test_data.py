@@ -14,6 +14,7 @@ from core.errors import DataError
 from core.kinds import for_config
 from core.kinds.classification import Classification
 from core.kinds.data import hold_out_validation, label_set, load_rows, split, train_rows
+from core.settings import ModelSettings
 
 LABELS = ["Good", "Standard", "Bad"]
 
@@ -27,7 +28,7 @@ def _write(path, n_per_label: int, labels=LABELS) -> None:
 def test_a_file_is_parsed_once_until_it_changes(tmp_path, monkeypatch):
     data = tmp_path / "train.jsonl"
     _write(data, 4)
-    kind = for_config(TaskConfig(labels=LABELS))
+    kind = for_config(TaskConfig(labels=LABELS), ModelSettings())
     calls = []
     parse = Classification.parse_records
     monkeypatch.setattr(Classification, "parse_records", lambda self, *a: calls.append(a[1]) or parse(self, *a))
@@ -38,7 +39,7 @@ def test_a_file_is_parsed_once_until_it_changes(tmp_path, monkeypatch):
     _write(data, 5)
     os.utime(data, ns=(data.stat().st_atime_ns, data.stat().st_mtime_ns + 1_000_000))
     assert len(load_rows(kind, data)) == 15 and len(calls) == 2  # changed content is read again
-    other = for_config(TaskConfig(labels=["Good", "Standard", "Bad", "Unknown"]))
+    other = for_config(TaskConfig(labels=["Good", "Standard", "Bad", "Unknown"]), ModelSettings())
     load_rows(other, data)
     assert len(calls) == 3  # another config (another label set) parses for itself
 
@@ -46,7 +47,7 @@ def test_a_file_is_parsed_once_until_it_changes(tmp_path, monkeypatch):
 def test_a_bad_file_is_refused_every_time_it_is_read(tmp_path):
     data = tmp_path / "bad.jsonl"
     data.write_text('{"text": "x", "label": "Excellent"}\n')
-    kind = for_config(TaskConfig(labels=LABELS))
+    kind = for_config(TaskConfig(labels=LABELS), ModelSettings())
     for _ in range(2):  # nothing half-parsed is remembered
         with pytest.raises(DataError, match=r"bad.jsonl:1: field 'label'"):
             load_rows(kind, data)
@@ -55,7 +56,7 @@ def test_a_bad_file_is_refused_every_time_it_is_read(tmp_path):
 def test_closed_labels_stratify_and_balance_free_text_does_not():
     cfg = TaskConfig(labels=LABELS)
     cfg.data.eval_per_class, cfg.data.train_per_class, cfg.training.validation_per_class = 2, 10, 1
-    kind = for_config(cfg)
+    kind = for_config(cfg, ModelSettings())
     rows = [Example(f"{label}-{i}", f"t {label} {i}", label) for label in LABELS for i in range(8)]
     rows += [Example(f"Bad-x{i}", f"t Bad x{i}", "Bad") for i in range(8)]  # imbalanced: Bad 16, the others 8
     rest, eval_rows = split(kind, rows)
@@ -67,7 +68,7 @@ def test_closed_labels_stratify_and_balance_free_text_does_not():
     assert {label: sum(r.label == label for r in trained) for label in LABELS} == dict.fromkeys(LABELS, 10)
     assert label_set(kind) == LABELS
 
-    free = for_config(TaskConfig(type="idp"))
+    free = for_config(TaskConfig(type="idp"), ModelSettings())
     free.cfg.data.train_per_class, free.cfg.training.validation_per_class = 5, 2
     docs = [Example(f"d{i}", f"doc {i}", "{}") for i in range(9)]
     kept, validation = hold_out_validation(free, docs)

@@ -3,6 +3,7 @@
 from core.common.rows import Example
 from core.methods.base import run_dir, validator
 from core.model.loading import load_model
+from core.settings import ModelSettings
 
 
 def test_a_run_folder_depends_on_data_and_settings_only(tiny_cfg):
@@ -14,9 +15,9 @@ def test_a_run_folder_depends_on_data_and_settings_only(tiny_cfg):
 
 
 def test_the_validator_scores_the_model_as_it_is_on_the_primary_metric(tiny_cfg):
-    assert validator(tiny_cfg, []) is None  # no validation rows: nothing to stop on
+    assert validator(tiny_cfg, ModelSettings(), []) is None  # no validation rows: nothing to stop on
     rows = [Example(f"v{i}", f"Num_Bank_Accounts: {i}", label) for i, label in enumerate(tiny_cfg.labels * 2)]
-    score = validator(tiny_cfg, rows)
-    model, _ = load_model(tiny_cfg.model)
+    score = validator(tiny_cfg, ModelSettings(), rows)
+    model, _ = load_model(tiny_cfg.model, ModelSettings())
     first = score(model)
     assert 0.0 <= first <= 1.0 and score(model) == first  # deterministic: the same weights give the same figure

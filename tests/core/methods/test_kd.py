@@ -7,6 +7,7 @@ import pytest
 from core.common.config import TaskConfig
 from core.methods import kd
 from core.model.loading import load_model
+from core.settings import ModelSettings
 
 
 def test_train_kd_saves_an_adapter(tiny_cfg, tmp_path):
@@ -15,7 +16,7 @@ def test_train_kd_saves_an_adapter(tiny_cfg, tmp_path):
         {"id": f"t{i}", "prompt": f"Interest_Rate: {i}", "output": "Bad", "label_probs": {"Good": 0.2, "Standard": 0.1, "Bad": 0.7}}
         for i in range(6)
     ]
-    adapter, stats = kd.train(tiny_cfg, traces, tmp_path / "ck", tmp_path / "adapter", progress=False)[:2]
+    adapter, stats = kd.train(tiny_cfg, ModelSettings(), traces, tmp_path / "ck", tmp_path / "adapter", progress=False)[:2]
     assert (adapter / "adapter_config.json").exists() and stats.steps == 2
     # The student's label prior on the pool travels with it, and its decoder divides that prior out.
     from core.model.calibrated import load_label_prior
@@ -23,7 +24,7 @@ def test_train_kd_saves_an_adapter(tiny_cfg, tmp_path):
 
     prior = load_label_prior(adapter, tiny_cfg.labels)
     assert prior.shape == (3,) and prior.sum() == pytest.approx(1.0) and (prior > 0).all()
-    model, tokenizer = load_model(tiny_cfg.model)
+    model, tokenizer = load_model(tiny_cfg.model, ModelSettings())
     decoder = classification_decoder(tiny_cfg, model, tokenizer, adapter=adapter)
     assert decoder.calibrate and np.allclose(decoder.prior(), prior)
     assert not classification_decoder(tiny_cfg, model, tokenizer, adapter=tmp_path / "ck").calibrate  # an adapter without a prior
@@ -44,7 +45,7 @@ def test_extraction_kd_traces_carry_topk_and_train_with_the_token_kl(tiny_cfg, t
     cfg.training.batch_size, cfg.training.max_steps, cfg.training.save_steps = 2, 2, 2
     rows = [Example(r["id"], r["document"]) for r in generate(4, seed=9)]
     store = TraceStore(tmp_path / "traces.jsonl")
-    summary = generate_traces(rows, store, lambda: make_teacher(cfg), progress=False)
+    summary = generate_traces(rows, store, lambda: make_teacher(cfg, ModelSettings()), progress=False)
     assert summary["usable"] == 4 and summary["failed"] == 0  # constrained: every answer validates
     traces = store.usable()
     assert all(len(t["top_logprobs"]) == t["completion_tokens"] and len(t["top_logprobs"][0]) <= 3 for t in traces)
@@ -58,7 +59,7 @@ def test_extraction_kd_traces_carry_topk_and_train_with_the_token_kl(tiny_cfg, t
     [row], counts = generation_kd_rows(agreed, cfg, tokenizer)
     assert counts["with_token_kl"] == 1 and len(row["teacher_topk_ids"]) == len(canonical)
     assert generation_kd_rows(foreign, cfg, tokenizer)[1]["sequence_only"] == 1
-    adapter, stats = kd.train(cfg, traces, tmp_path / "ckpt", tmp_path / "adapter", progress=False)[:2]
+    adapter, stats = kd.train(cfg, ModelSettings(), traces, tmp_path / "ckpt", tmp_path / "adapter", progress=False)[:2]
     assert stats.steps == 2 and (adapter / "adapter_model.safetensors").exists()
 
 

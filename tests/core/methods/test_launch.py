@@ -14,6 +14,7 @@ from core.common.config import TaskConfig
 from core.common.ports import free_port
 from core.common.rows import Example
 from core.methods import launch, sft
+from core.settings import ModelSettings, ServiceSettings
 from demos import creditmix
 
 # A launch costs ~15 s of imports per rank on 2 cores; the kill-and-resume and failure tests launch twice and once more,
@@ -39,8 +40,12 @@ def test_two_processes_take_the_single_process_steps_over_the_same_rows(tiny_mod
     final loss within 5% of its, and an adapter that loads and differs from the start."""
     from safetensors.torch import load_file
 
-    single_dir, single = sft.train(config(tiny_model_dir, 1), rows(), [], tmp_path / "one", tmp_path / "one-adapter", progress=False)
-    adapter, stats, _ = launch.train("sft", config(tiny_model_dir, 2), {"rows": rows()}, tmp_path / "two", tmp_path / "two-adapter")
+    single_dir, single = sft.train(
+        config(tiny_model_dir, 1), ModelSettings(), rows(), [], tmp_path / "one", tmp_path / "one-adapter", progress=False
+    )
+    adapter, stats, _ = launch.train(
+        "sft", config(tiny_model_dir, 2), ModelSettings(), {"rows": rows()}, tmp_path / "two", tmp_path / "two-adapter"
+    )
 
     assert adapter == tmp_path / "two-adapter"
     assert stats.steps == single.steps == 16
@@ -57,7 +62,7 @@ def test_a_killed_launch_resumes_from_its_last_checkpoint(tiny_model_dir, tmp_pa
     folders, the run resumes from that checkpoint and finishes its steps."""
     cfg = config(tiny_model_dir, 2)
     cfg.training.max_steps = 40
-    spec = launch.write_spec("sft", cfg, {"rows": rows()}, tmp_path / "ckpt", tmp_path / "adapter")
+    spec = launch.write_spec("sft", cfg, ModelSettings(), {"rows": rows()}, tmp_path / "ckpt", tmp_path / "adapter")
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(launch.__file__).resolve().parents[2]))
     running = subprocess.Popen(
         launch.launch_command(2, spec, free_port()),
@@ -75,7 +80,7 @@ def test_a_killed_launch_resumes_from_its_last_checkpoint(tiny_model_dir, tmp_pa
     running.wait()
     assert not (tmp_path / "adapter" / "adapter_model.safetensors").exists()
 
-    adapter, stats, _ = launch.train("sft", cfg, {"rows": rows()}, tmp_path / "ckpt", tmp_path / "adapter")
+    adapter, stats, _ = launch.train("sft", cfg, ModelSettings(), {"rows": rows()}, tmp_path / "ckpt", tmp_path / "adapter")
     assert stats.resumed_from is not None and "checkpoint-" in stats.resumed_from
     assert stats.steps == 40
     assert (adapter / "adapter_model.safetensors").exists()
@@ -86,7 +91,7 @@ def test_a_failing_rank_names_the_method_and_shows_its_error(tiny_model_dir, tmp
     cfg = config(tiny_model_dir, 2)
     cfg.model.base_model = str(tmp_path / "no-such-model")
     with pytest.raises(launch.TrainingFailed, match="sft: 2 data-parallel processes exited"):
-        launch.train("sft", cfg, {"rows": rows()}, tmp_path / "ckpt", tmp_path / "adapter")
+        launch.train("sft", cfg, ModelSettings(), {"rows": rows()}, tmp_path / "ckpt", tmp_path / "adapter")
 
 
 def test_batch_size_must_divide_by_the_processes():
@@ -96,7 +101,12 @@ def test_batch_size_must_divide_by_the_processes():
 
 def test_the_spec_carries_every_input_as_a_file(tmp_path):
     cfg = TaskConfig()
-    spec = json.loads(launch.write_spec("sft", cfg, {"rows": rows()[:3], "validation": []}, tmp_path, tmp_path / "out").read_text())
+    given = ServiceSettings(models_dir=tmp_path / "models", sandbox_allow_weaker=True, admin_api_keys=["secret-admin-key"])
+    spec_path = launch.write_spec("sft", cfg, given, {"rows": rows()[:3], "validation": []}, tmp_path, tmp_path / "out")
+    spec = json.loads(spec_path.read_text())
+    # every rank gets the settings this process was handed, the model layer's only: a service's keys stay out of the file
+    assert ModelSettings(**spec["settings"]) == ModelSettings(models_dir=tmp_path / "models", sandbox_allow_weaker=True)
+    assert "secret-admin-key" not in spec_path.read_text()
     assert [json.loads(line)["id"] for line in Path(spec["inputs"]["rows"]).read_text().splitlines()] == [r.id for r in rows()[:3]]
     assert spec["config"]["training"]["cpu_autocast"] in ("bf16", "off")  # decided once, by the parent
     assert sys.executable in launch.launch_command(2, Path(spec["stats"]), 1234)
@@ -115,11 +125,11 @@ def test_kd_and_dpo_train_in_two_processes(tiny_cfg, tmp_path):
         {"id": f"t{i}", "prompt": f"Interest_Rate: {i}", "output": label, "label_probs": {"Good": 0.2, "Standard": 0.1, "Bad": 0.7}}
         for i, label in enumerate(["Bad", "Good", "Standard"] * 6)
     ]
-    adapter, stats, counts = launch.train("kd", tiny_cfg, {"traces": traces}, tmp_path / "kd-ck", tmp_path / "kd")
+    adapter, stats, counts = launch.train("kd", tiny_cfg, ModelSettings(), {"traces": traces}, tmp_path / "kd-ck", tmp_path / "kd")
     assert stats.steps == 4 and counts["validation_traces"] >= 0 and load_label_prior(adapter, tiny_cfg.labels).shape == (3,)
 
     pairs = [Pair(f"Interest_Rate: {i}", "Good", "Bad", "user") for i in range(16)]
-    adapter, stats, _ = launch.train("dpo", tiny_cfg, {"pairs": pairs}, tmp_path / "dpo-ck", tmp_path / "dpo")
+    adapter, stats, _ = launch.train("dpo", tiny_cfg, ModelSettings(), {"pairs": pairs}, tmp_path / "dpo-ck", tmp_path / "dpo")
     assert stats.steps == 4 and (adapter / "adapter_model.safetensors").exists()
 
 

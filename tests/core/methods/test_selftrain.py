@@ -3,6 +3,7 @@
 from core.common.config import TaskConfig
 from core.common.rows import Example, text_sha256
 from core.methods.selftrain import LABELER_MODES, choose_labeler, labeler_config
+from core.settings import ModelSettings
 
 
 def test_the_labeler_that_is_right_more_often_on_validation_labels_the_pool():
@@ -23,9 +24,11 @@ def test_the_labeler_that_is_right_more_often_on_validation_labels_the_pool():
             for i, r in enumerate(rows)
         }
 
-    choice = choose_labeler(cfg, rows, {"deliberate": answers(1), "zero-shot": answers(4)})
+    choice = choose_labeler(cfg, ModelSettings(), rows, {"deliberate": answers(1), "zero-shot": answers(4)})
     assert choice["mode"] == "zero-shot" and choice["validation"]["zero-shot"] == 1.0 > choice["validation"]["deliberate"]
-    assert choose_labeler(cfg, rows, {"deliberate": answers(4), "zero-shot": answers(4)})["mode"] == "deliberate"  # a tie: the first
+    assert (
+        choose_labeler(cfg, ModelSettings(), rows, {"deliberate": answers(4), "zero-shot": answers(4)})["mode"] == "deliberate"
+    )  # a tie: the first
 
 
 def test_each_labeler_mode_runs_this_runs_adapter_under_its_own_backend():

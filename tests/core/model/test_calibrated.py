@@ -8,6 +8,7 @@ from core.common.config import ModelConfig
 from core.common.prompts import render_prompt
 from core.model.calibrated import CalibratedDecoder, label_sequences
 from core.model.loading import load_model
+from core.settings import ModelSettings
 from demos import creditmix
 
 INSTRUCTION = "Classify the text."
@@ -15,7 +16,7 @@ INSTRUCTION = "Classify the text."
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
-    return load_model(ModelConfig(base_model=str(tiny_model_dir)))
+    return load_model(ModelConfig(base_model=str(tiny_model_dir)), ModelSettings())
 
 
 def brute_force(model, tokenizer, text, labels):
@@ -125,7 +126,7 @@ def test_label_bias_moves_probability_in_calibrated_space(tiny):
 
 def test_embedded_model_calibration_changes_the_label_distribution(embedded_dir):
     """On the real SmolLM2 and demo rows: uncalibrated, one label wins nearly everything."""
-    model, tokenizer = load_model(ModelConfig())
+    model, tokenizer = load_model(ModelConfig(), ModelSettings())
     rows = creditmix.generate(24, seed=11)
     decoder = CalibratedDecoder(model, tokenizer, creditmix.LABELS, "Classify the customer's credit mix as Good, Standard or Bad.")
     preds = decoder.predict([r["text"] for r in rows])

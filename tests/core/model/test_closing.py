@@ -9,6 +9,7 @@ from core.model.closing import JsonPrefix
 from core.model.fast_decode import greedy_decode
 from core.model.loading import load_model
 from core.model.schema import GrammarMask, SchemaDecoder, TaskSchema, compile_grammar
+from core.settings import ModelSettings
 from demos import invoices
 
 # A held-out shape: references, nested objects and arrays, enums, patterns, a format, a union with null, escapes.
@@ -80,7 +81,7 @@ NOTICE = {
 
 @pytest.mark.parametrize("schema_dict, answer", [(SHIPPING, NOTICE), (invoices.SCHEMA, invoices.generate(1, seed=3)[0]["target"])])
 def test_every_prefix_of_a_valid_answer_has_a_closing_that_validates_and_xgrammar_accepts(tiny_model_dir, schema_dict, answer):
-    model, tokenizer = load_model(ModelConfig(base_model=str(tiny_model_dir)))
+    model, tokenizer = load_model(ModelConfig(base_model=str(tiny_model_dir)), ModelSettings())
     schema = TaskSchema.from_dict(schema_dict)
     text = schema.dumps(answer)
     assert not schema.errors(answer)
@@ -107,7 +108,7 @@ def test_the_closing_is_the_shortest_way_out():
 
 def test_a_random_model_under_tight_budgets_always_validates(tiny_model_dir):
     """The tiny model's weights are random: it writes the longest strings the grammar allows and never stops by itself."""
-    model, tokenizer = load_model(ModelConfig(base_model=str(tiny_model_dir)))
+    model, tokenizer = load_model(ModelConfig(base_model=str(tiny_model_dir)), ModelSettings())
     schema = TaskSchema.from_dict(SHIPPING)
     documents = [d["document"] for d in invoices.generate(4, seed=5)]
     decoder = SchemaDecoder(model, tokenizer, schema, "Extract the shipping notice.", max_new_tokens=160, batch_size=4)
@@ -122,7 +123,7 @@ def test_a_random_model_under_tight_budgets_always_validates(tiny_model_dir):
 
 
 def test_the_embedded_model_is_untouched_until_the_budget_is_tight(embedded_dir):
-    model, tokenizer = load_model(ModelConfig(base_model=str(embedded_dir)))
+    model, tokenizer = load_model(ModelConfig(base_model=str(embedded_dir)), ModelSettings())
     schema = TaskSchema.from_dict(invoices.SCHEMA)
     decoder = SchemaDecoder(model, tokenizer, schema, invoices.INSTRUCTION, max_new_tokens=90, batch_size=1)
     enc = tokenizer([decoder.prompt(invoices.generate(1, seed=9)[0]["document"])], return_tensors="pt", add_special_tokens=False)

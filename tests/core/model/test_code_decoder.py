@@ -5,6 +5,7 @@ from core.common.config import ModelConfig
 from core.common.prompts import CODEGEN_INSTRUCTION
 from core.model.code_decoder import extract_code, format_answer, sample_answers
 from core.model.loading import load_model
+from core.settings import ModelSettings
 from demos import pyfuncs
 
 
@@ -20,7 +21,7 @@ def test_extract_code_takes_the_fenced_block():
 def test_greedy_answers_come_from_the_shared_decode_loop_unchanged(tiny_model_dir):
     from core.common.prompts import render_prompt
 
-    model, tokenizer = load_model(ModelConfig(base_model=str(tiny_model_dir)))
+    model, tokenizer = load_model(ModelConfig(base_model=str(tiny_model_dir)), ModelSettings())
     prompts = [row["prompt"] for row in pyfuncs.generate(2, seed=4)]
     got = [answers[0] for answers in sample_answers(model, tokenizer, CODEGEN_INSTRUCTION, prompts, n=1, max_new_tokens=24)]
     for prompt, answer in zip(prompts, got):

@@ -7,6 +7,7 @@ from core.common.config import ModelConfig
 from core.model.continuous import Row, RunningBatch, supported
 from core.model.loading import load_model
 from core.model.schema import GrammarMask, SchemaDecoder, TaskSchema
+from core.settings import ModelSettings
 from demos import invoices
 
 OTHER = {
@@ -27,7 +28,7 @@ def _row(decoder: SchemaDecoder, handle, budget: int) -> Row:
 
 @pytest.mark.parametrize("base", ["tiny", "embedded"])
 def test_rows_that_join_and_leave_get_the_answers_they_get_alone(base, tiny_model_dir, embedded_dir):
-    model, tokenizer = load_model(ModelConfig(base_model=str(tiny_model_dir if base == "tiny" else embedded_dir)))
+    model, tokenizer = load_model(ModelConfig(base_model=str(tiny_model_dir if base == "tiny" else embedded_dir)), ModelSettings())
     assert supported(model)
     task = SchemaDecoder(model, tokenizer, TaskSchema.from_dict(invoices.SCHEMA), invoices.INSTRUCTION, max_new_tokens=120)
     own = SchemaDecoder(model, tokenizer, TaskSchema.from_dict(OTHER), invoices.INSTRUCTION, max_new_tokens=40)

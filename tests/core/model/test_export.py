@@ -15,6 +15,7 @@ from core.common.config import TaskConfig
 from core.model.export import weights_sha256
 from core.model.loading import load_model
 from core.registry import Registry
+from core.settings import ModelSettings
 from tests.conftest import make_adapter
 
 
@@ -45,7 +46,7 @@ def test_the_exported_forms_answer_as_the_registered_adapter(registry, tiny_mode
     assert manifest["version"] == "sft/v0001" and manifest["base_model_sha256"] == weights_sha256(tiny_model_dir)
     assert manifest["written"]["gguf"].startswith("not written") and "--lora-modules creditmix=adapter" in manifest["load"]["vllm"]
     cfg = registry.task_config("creditmix", "sft/v0001")
-    served, tokenizer = load_model(cfg.model, adapter=registry.path("creditmix", "sft/v0001"))
+    served, tokenizer = load_model(cfg.model, ModelSettings(), adapter=registry.path("creditmix", "sft/v0001"))
     ids = tokenizer(["Interest_Rate: 25; Num_Bank_Accounts: 3"], return_tensors="pt").input_ids
     with torch.no_grad():
         want = served(ids).logits

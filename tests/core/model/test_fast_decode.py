@@ -10,6 +10,7 @@ from core.evaluation.metrics import field_diff
 from core.model.fast_decode import DecodeLinear, enable_fast_decode, greedy_decode
 from core.model.loading import load_model
 from core.model.schema import GrammarMask, SchemaDecoder, TaskSchema
+from core.settings import ModelSettings
 from demos import invoices
 
 
@@ -19,7 +20,7 @@ def _encode(tokenizer, prompts):
 
 @pytest.mark.parametrize("constrained", [False, True])
 def test_the_loop_answers_as_generate_does_on_a_padded_batch(tiny_model_dir, constrained):
-    model, tokenizer = load_model(ModelConfig(base_model=str(tiny_model_dir)))
+    model, tokenizer = load_model(ModelConfig(base_model=str(tiny_model_dir)), ModelSettings())
     schema = TaskSchema.from_dict(invoices.SCHEMA)
     decoder = SchemaDecoder(model, tokenizer, schema, "Extract.")
     enc = _encode(tokenizer, [decoder.prompt(d["document"]) for d in invoices.generate(3, seed=1)] + [decoder.prompt("x")])
@@ -41,7 +42,7 @@ def test_the_loop_answers_as_generate_does_on_a_padded_batch(tiny_model_dir, con
 
 
 def test_fast_decode_keeps_answers_valid_and_leaves_training_weights_alone(embedded_dir):
-    model, tokenizer = load_model(ModelConfig())
+    model, tokenizer = load_model(ModelConfig(), ModelSettings())
     fast = copy.deepcopy(model)
     assert enable_fast_decode(fast, "fp16+bf16")  # pinned: the same path on every CPU
     linear = fast.model.layers[0].mlp.up_proj
@@ -74,7 +75,7 @@ def test_adapters_attach_over_the_decode_copies_and_act_on_the_fast_path(tiny_mo
     cfg = TaskConfig()
     cfg.model.base_model = str(tiny_model_dir)
     adapter = make_adapter(cfg, tmp_path / "adapter", seed=1)
-    model, _ = load_model(cfg.model)
+    model, _ = load_model(cfg.model, ModelSettings())
     assert enable_fast_decode(model, "fp16+bf16")
     peft_model = load_adapter(model, adapter)
     lora = next(m for m in peft_model.modules() if hasattr(m, "base_layer") and hasattr(m, "lora_A"))
@@ -109,7 +110,7 @@ def test_fast_decode_set_up_after_adapters_leaves_their_lora_weights_alone(tiny_
 
     cfg = TaskConfig()
     cfg.model.base_model = str(tiny_model_dir)
-    model, _ = load_model(cfg.model)
+    model, _ = load_model(cfg.model, ModelSettings())
     peft_model = load_adapter(model, make_adapter(cfg, tmp_path / "adapter", seed=2))
     assert enable_fast_decode(peft_model, "fp16+bf16")
     lora = next(m for m in peft_model.modules() if hasattr(m, "base_layer") and hasattr(m, "lora_A"))

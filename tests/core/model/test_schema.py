@@ -6,6 +6,7 @@ import pytest
 
 from core.errors import SchemaError
 from core.model.schema import SchemaDecoder, TaskSchema, grammar_compiler
+from core.settings import ModelSettings
 from demos import invoices
 
 SMALL = {
@@ -44,7 +45,7 @@ def test_oversized_and_unreadable_schemas_are_refused(tmp_path):
     path = tmp_path / "s.json"
     path.write_text("{not json")
     with pytest.raises(SchemaError, match="not JSON") as caught:
-        TaskSchema.load(path)
+        TaskSchema.load(path, 64 * 1024)
     assert caught.value.pointer == "" and str(path) in str(caught.value)
 
 
@@ -79,7 +80,7 @@ def test_a_random_model_writes_valid_json_only_when_constrained(tiny_model_dir):
     from core.common.config import ModelConfig
     from core.model.loading import load_model
 
-    model, tokenizer = load_model(ModelConfig(base_model=str(tiny_model_dir)))
+    model, tokenizer = load_model(ModelConfig(base_model=str(tiny_model_dir)), ModelSettings())
     schema = TaskSchema.from_dict(SMALL)
     docs = ["first document", "a second, longer document about b", "third"]
     constrained = SchemaDecoder(model, tokenizer, schema, "Extract.", max_new_tokens=120, batch_size=2).extract(docs, top_k=3)
@@ -95,7 +96,7 @@ def test_a_document_over_the_context_is_refused_not_truncated(tiny_model_dir):
     from core.errors import DocumentTooLong
     from core.model.loading import load_model
 
-    model, tokenizer = load_model(ModelConfig(base_model=str(tiny_model_dir)))
+    model, tokenizer = load_model(ModelConfig(base_model=str(tiny_model_dir)), ModelSettings())
     decoder = SchemaDecoder(model, tokenizer, TaskSchema.from_dict(SMALL), "Extract.", max_new_tokens=64)
     context = model.config.max_position_embeddings
     with pytest.raises(DocumentTooLong, match=f"context of {context}"):
@@ -108,7 +109,7 @@ def test_smollm2_extracts_an_invoice_that_validates(embedded_dir):
     from core.common.config import ModelConfig
     from core.model.loading import load_model
 
-    model, tokenizer = load_model(ModelConfig(base_model=str(embedded_dir)))
+    model, tokenizer = load_model(ModelConfig(base_model=str(embedded_dir)), ModelSettings())
     row = invoices.generate(1, seed=11)[0]
     [result] = SchemaDecoder(model, tokenizer, TaskSchema.from_dict(invoices.SCHEMA), invoices.INSTRUCTION).extract([row["document"]])
     assert result.valid, result.errors

@@ -3,6 +3,7 @@
 import pytest
 
 from core.serving.engine import InferenceEngine
+from core.settings import ModelSettings
 from tests.conftest import creditmix_versions
 
 
@@ -15,6 +16,6 @@ def registry(tiny_model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def engine(registry):
-    engine = InferenceEngine(str(registry.root))
+    engine = InferenceEngine(str(registry.root), ModelSettings())
     engine.load()
     return engine

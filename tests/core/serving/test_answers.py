@@ -12,6 +12,7 @@ from core.registry import Registry
 from core.serving.answers import Request, answer_request
 from core.serving.batcher import DynamicBatcher
 from core.serving.engine import InferenceEngine
+from core.settings import ModelSettings
 from tests.conftest import make_adapter
 
 TASK_MAX = 12  # the codegen task's max_new_tokens
@@ -26,7 +27,7 @@ def serving(tiny_model_dir, tmp_path_factory):
         adapter = make_adapter(cfg, root / name, 3)
         registry.register(name, "sft", adapter, {}, yaml.safe_dump(cfg.model_dump(mode="json")), {})
         registry.promote(name, "sft/v0001", force=True)
-    engine = InferenceEngine(str(registry.root))
+    engine = InferenceEngine(str(registry.root), ModelSettings())
     engine.load()
     batcher = DynamicBatcher(engine, max_batch=4, max_wait_ms=1)
     yield engine, batcher

@@ -7,6 +7,7 @@ import pytest
 
 from core.errors import UnknownVariant
 from core.serving.batcher import DynamicBatcher
+from core.settings import ModelSettings
 
 
 def test_the_batcher_scores_concurrent_requests_together_and_returns_errors_to_their_callers(engine):
@@ -46,7 +47,7 @@ def test_a_long_input_does_not_hold_short_ones_behind_its_prefill(embedded_dir, 
     registry = Registry(tmp_path / "runs")
     adapter = make_adapter(cfg, tmp_path / "adapter", seed=1)
     registry.register("creditmix", "sft", adapter, {"macro_f1": 0.5}, yaml.safe_dump(cfg.model_dump(mode="json")), {"eval_sha256": "x"})
-    engine = InferenceEngine(str(registry.root))
+    engine = InferenceEngine(str(registry.root), ModelSettings())
     engine.load()
     batcher = DynamicBatcher(engine, max_batch=8, max_wait_ms=1, chunk_tokens=128)
     long_text = " ".join(r["text"] for r in creditmix.generate(12, seed=4))
@@ -93,7 +94,7 @@ def test_extraction_requests_decode_together_and_a_row_that_fails_fails_alone(ti
     registry = Registry(tmp_path / "runs")
     adapter = make_adapter(cfg, tmp_path / "adapter", seed=1)
     registry.register("invoices", "sft", adapter, {"field_f1": 0.1}, yaml.safe_dump(cfg.model_dump(mode="json")), {})
-    engine = InferenceEngine(str(registry.root), fast_decode="fp16+bf16")
+    engine = InferenceEngine(str(registry.root), ModelSettings(), fast_decode="fp16+bf16")
     engine.load()
     sizes, answers, errors = [], {}, {}
     batcher = DynamicBatcher(

@@ -10,6 +10,7 @@ from core.model.fast_decode import greedy_decode
 from core.model.loading import load_model
 from core.model.schema import SchemaDecoder, TaskSchema
 from core.serving.streaming import TokenStream, feeder
+from core.settings import ModelSettings
 from demos import invoices
 
 
@@ -60,7 +61,7 @@ def test_a_partial_stop_string_is_held_back_then_released(tokenizer):
 
 
 def test_a_reader_that_goes_stops_its_own_row_and_a_batch_stops_when_all_rows_have(tiny_model_dir):
-    model, tokenizer = load_model(ModelConfig(base_model=str(tiny_model_dir)))
+    model, tokenizer = load_model(ModelConfig(base_model=str(tiny_model_dir)), ModelSettings())
     decoder = SchemaDecoder(model, tokenizer, TaskSchema.from_dict(invoices.SCHEMA), "Extract.", max_new_tokens=120)
     docs = [d["document"] for d in invoices.generate(2, seed=3)]
     enc = tokenizer([decoder.prompt(d) for d in docs], return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
@@ -87,7 +88,7 @@ def test_a_reader_that_goes_stops_its_own_row_and_a_batch_stops_when_all_rows_ha
 
 
 def test_the_streamed_text_of_a_constrained_extraction_is_its_answer(tiny_model_dir):
-    model, tokenizer = load_model(ModelConfig(base_model=str(tiny_model_dir)))
+    model, tokenizer = load_model(ModelConfig(base_model=str(tiny_model_dir)), ModelSettings())
     decoder = SchemaDecoder(model, tokenizer, TaskSchema.from_dict(invoices.SCHEMA), "Extract.", max_new_tokens=120)
     docs = [d["document"] for d in invoices.generate(2, seed=4)]
     streams = [TokenStream(tokenizer), TokenStream(tokenizer)]

@@ -7,6 +7,7 @@ import pytest
 
 from core.common.config import TaskConfig
 from core.kinds import for_config
+from core.settings import ModelSettings
 from core.teachers.base import Teacher, TeacherAnswer, TeacherTask
 from demos.invoices import generate as generate_documents
 
@@ -20,7 +21,7 @@ BAD_REPLY = {"classification": "Excellent!", "idp": "{not json", "codegen": None
 
 @pytest.mark.parametrize("task_type", ["classification", "idp", "codegen"])
 def test_each_kind_reads_a_reply_keeping_its_cost_and_says_why_one_is_unusable(task_type):
-    task = for_config(TaskConfig(type=task_type)).teacher_task()
+    task = for_config(TaskConfig(type=task_type), ModelSettings()).teacher_task()
     assert isinstance(task, TeacherTask)
     json.dumps(task.request())  # merged into every chat-completion body: plain JSON
     good = task.read_reply(GOOD_REPLY[task_type], [], 0.25, 40, 7)
@@ -33,7 +34,7 @@ def test_each_kind_reads_a_reply_keeping_its_cost_and_says_why_one_is_unusable(t
 
 
 def test_a_label_reply_spreads_the_first_tokens_alternatives_over_the_labels_they_start():
-    task = for_config(TaskConfig()).teacher_task()  # labels Good, Standard, Bad
+    task = for_config(TaskConfig(), ModelSettings()).teacher_task()  # labels Good, Standard, Bad
     top = [[["Stand", -0.5], ["Good", -1.5], ["Maybe", -0.1]]]
     answer = task.read_reply("Standard", top, 0.1, 10, 1)
     assert answer.output == "Standard" and answer.top_logprobs == top

@@ -5,6 +5,7 @@ import pytest
 from core.common.config import TaskConfig
 from core.common.rows import Example
 from core.kinds import for_config
+from core.settings import ModelSettings
 from core.teachers.deliberate import DeliberateTeacher
 
 
@@ -14,7 +15,7 @@ def test_deliberate_teacher_on_the_embedded_model():
 
     rows = [Example(**r) for r in creditmix.generate(40, seed=3)]
     cfg = TaskConfig()
-    teacher = DeliberateTeacher(cfg, for_config(cfg).teacher_task(), rows[:36])
+    teacher = DeliberateTeacher(cfg, for_config(cfg, ModelSettings()).teacher_task(), ModelSettings(), rows[:36])
     answers = teacher.answer([r.text for r in rows[36:38]])
     for answer in answers:
         # The answer is the label its own (voted, retrieval-mixed) distribution ranks first, and that distribution sums to 1.

@@ -14,6 +14,7 @@ from core.common.config import ScaleConfig, TaskConfig
 from core.common.rows import Example
 from core.errors import ConfigError
 from core.kinds import for_config, make_teacher
+from core.settings import ModelSettings
 from core.teachers.fanout import RayFanout
 from core.teachers.traces import TraceStore, generate_traces
 
@@ -33,11 +34,13 @@ def test_sharded_traces_equal_the_unsharded_ones_and_none_is_asked_twice(ray_clu
     try:
         cfg = _task(url)
         cfg.scale = ScaleConfig(runner="ray", address=ray_cluster, teacher_workers=2, shard_size=8)
-        check = for_config(cfg).teacher_task().check
+        check = for_config(cfg, ModelSettings()).teacher_task().check
         local_store = TraceStore(tmp_path / "local.jsonl")
-        local = generate_traces(rows, local_store, lambda: make_teacher(cfg), progress=False, check=check)
+        local = generate_traces(rows, local_store, lambda: make_teacher(cfg, ModelSettings()), progress=False, check=check)
         ray_store = TraceStore(tmp_path / "ray.jsonl")
-        fanned = generate_traces(rows, ray_store, lambda: make_teacher(cfg), progress=False, check=check, fanout=RayFanout(cfg.scale))
+        fanned = generate_traces(
+            rows, ray_store, lambda: make_teacher(cfg, ModelSettings()), progress=False, check=check, fanout=RayFanout(cfg.scale)
+        )
         assert fanned["asked"] == local["asked"] == 90 and fanned["duplicates_skipped"] == 5 and fanned["failed"] == 0
         assert fanned["teacher"] == local["teacher"]
         answers = lambda store: {k: (t["output"], t["prompt"]) for k, t in store.traces.items()}  # noqa: E731

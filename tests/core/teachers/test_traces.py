@@ -6,6 +6,7 @@ import pytest
 
 from core.common.rows import Example, text_sha256
 from core.kinds import make_teacher
+from core.settings import ModelSettings
 from core.teachers.traces import TraceStore, generate_traces
 from tests.core.teachers.conftest import openai_cfg
 
@@ -19,7 +20,7 @@ def test_traces_dedupe_resume_and_record_failures(faulty, tmp_path):
 
     def load():
         loads.append(1)
-        return make_teacher(cfg)
+        return make_teacher(cfg, ModelSettings())
 
     store = TraceStore(tmp_path / "traces.jsonl")
     faults.plan.extend(["empty", "outside", "garbage"])
@@ -142,7 +143,7 @@ def test_an_interrupt_cancels_the_calls_not_yet_sent(faulty, tmp_path):
 
     faults = faulty["faults"]
     cfg = openai_cfg(faulty["url"], concurrency=2, max_retries=0)
-    real = make_teacher(cfg)
+    real = make_teacher(cfg, ModelSettings())
     calls = []
 
     class Interrupted(type(real)):  # the real backend; its third answer is where the user presses Ctrl-C
@@ -170,7 +171,7 @@ def test_a_rerun_asks_again_what_failed_in_transit_but_not_what_failed_for_its_c
     store = TraceStore(tmp_path / "traces.jsonl")
 
     def teacher():
-        t = make_teacher(cfg)
+        t = make_teacher(cfg, ModelSettings())
         t.retry_cap_s = 0.05
         return t
 

@@ -11,6 +11,7 @@ from core.errors import DataError
 from core.kinds import for_config
 from core.model.decoders import classification_decoder
 from core.model.loading import load_model
+from core.settings import ModelSettings
 from core.training.dpo_trainer import check_pairs, load_pairs, train_dpo
 from tests.conftest import make_adapter
 
@@ -32,7 +33,7 @@ def test_user_pairs_are_checked_with_file_and_line(tmp_path):
 
 
 def test_too_few_or_too_long_pairs_stop_the_run(tiny_cfg):
-    _, tokenizer = load_model(tiny_cfg.model)
+    _, tokenizer = load_model(tiny_cfg.model, ModelSettings())
     pairs = [Pair("Interest_Rate: 3", "Good", "Bad", "user", line=n) for n in range(1, 4)]
     with pytest.raises(DataError, match="3 usable preference pairs, fewer than dpo.min_pairs=8"):
         check_pairs(pairs, tiny_cfg, tokenizer, "pairs.jsonl")
@@ -43,11 +44,11 @@ def test_too_few_or_too_long_pairs_stop_the_run(tiny_cfg):
 
 
 def test_on_policy_pairs_reject_the_students_likeliest_wrong_label(tiny_cfg):
-    model, tokenizer = load_model(tiny_cfg.model)
+    model, tokenizer = load_model(tiny_cfg.model, ModelSettings())
     decoder = classification_decoder(tiny_cfg, model, tokenizer, adapter=None)
     rows = [Example(f"r{i}", f"Interest_Rate: {i}", label) for i, label in enumerate(["Good", "Standard", "Bad"] * 2)]
     traces = [{"prompt": "Interest_Rate: 40", "output": "Bad"}]
-    pairs, counts = for_config(tiny_cfg).preference_pairs(rows, decoder, traces)
+    pairs, counts = for_config(tiny_cfg, ModelSettings()).preference_pairs(rows, decoder, traces)
     assert counts["gold"] + counts["teacher"] == len(pairs) == 7 - counts["dropped_to_balance"]
     for pair, pred in zip(pairs, decoder.predict([p.prompt for p in pairs])):
         assert pair.rejected != pair.chosen
@@ -59,7 +60,7 @@ def test_sft_to_dpo_trains_from_the_adapter_against_a_frozen_copy(tiny_cfg, tmp_
     tiny_cfg.training.max_steps, tiny_cfg.dpo.min_pairs = 2, 1
     tiny_cfg.dpo.learning_rate = 1e-2
     pairs = [Pair(f"Interest_Rate: {i}", "Good", "Bad", "gold") for i in range(8)]
-    adapter, stats = train_dpo(tiny_cfg, pairs, tmp_path / "ck", tmp_path / "dpo", start_adapter=start, progress=False)
+    adapter, stats = train_dpo(tiny_cfg, ModelSettings(), pairs, tmp_path / "ck", tmp_path / "dpo", start_adapter=start, progress=False)
     assert stats.steps == 2
     from safetensors.torch import load_file
 
@@ -81,10 +82,10 @@ def test_extraction_pairs_reject_valid_but_wrong_json_and_train(tiny_cfg, tmp_pa
 
     cfg = TaskConfig(type="idp", model=tiny_cfg.model, max_new_tokens=200)
     cfg.dpo.min_pairs, cfg.training.batch_size, cfg.training.max_steps, cfg.training.save_steps = 2, 2, 2, 2
-    schema = task_schema(cfg)
+    schema = task_schema(cfg, ModelSettings())
     rows = [Example(r["id"], r["document"], schema.dumps(r["target"])) for r in generate(3, seed=4)]
-    model, tokenizer = load_model(cfg.model)
-    kind = for_config(cfg)
+    model, tokenizer = load_model(cfg.model, ModelSettings())
+    kind = for_config(cfg, ModelSettings())
     pairs, counts = kind.preference_pairs(rows, kind.decoder(model, tokenizer), None)
     assert len(pairs) == 3 and counts["student_wrong"] + counts["perturbed_gold"] == 3
     for pair in pairs:
@@ -96,7 +97,7 @@ def test_extraction_pairs_reject_valid_but_wrong_json_and_train(tiny_cfg, tmp_pa
     gold = json.loads(rows[0].label)
     wrong = perturbed(gold, schema, random.Random(1))
     assert wrong != gold and not schema.errors(wrong) and sum(field_diff(gold, wrong)[k] for k in ("wrong", "missing", "extra")) == 1
-    adapter, stats = train_dpo(cfg, pairs, tmp_path / "ckpt", tmp_path / "dpo", progress=False)
+    adapter, stats = train_dpo(cfg, ModelSettings(), pairs, tmp_path / "ckpt", tmp_path / "dpo", progress=False)
     assert stats.steps == 2 and (adapter / "adapter_model.safetensors").exists()
 
 
@@ -110,7 +111,7 @@ def test_scoring_only_completion_positions_keeps_trls_fused_head_contract(tiny_c
     from core.training.dpo_trainer import CompletionDPOTrainer, dpo_config, dpo_dataset
 
     pairs = [Pair(f"Interest_Rate: {i}", "Good", "Standard", "gold") for i in range(4)]
-    model, tokenizer = load_model(tiny_cfg.model)
+    model, tokenizer = load_model(tiny_cfg.model, ModelSettings())
     trainer = CompletionDPOTrainer(
         model=model,
         args=dpo_config(tiny_cfg, tmp_path, len(pairs)),

@@ -8,6 +8,7 @@ from core.common.config import TaskConfig
 from core.common.prompts import task_messages
 from core.kinds import for_config
 from core.model.loading import load_model, lora_config
+from core.settings import ModelSettings
 from core.training.kd_trainer import KDCollator, KDTrainer
 from core.training.sft_trainer import CompletionSFTTrainer, sft_config
 
@@ -15,10 +16,10 @@ from core.training.sft_trainer import CompletionSFTTrainer, sft_config
 def test_rows_carry_the_teachers_answer_and_label_distribution():
     cfg = TaskConfig()
     traces = [{"id": "a", "prompt": "x", "output": "Good", "label_probs": {"Good": 0.7, "Bad": 0.1, "Standard": 0.2}}]
-    [row] = for_config(cfg).kd_rows(traces)[0]
+    [row] = for_config(cfg, ModelSettings()).kd_rows(traces)[0]
     assert row["completion"] == [{"role": "assistant", "content": "Good"}]
     assert row["label_targets"] == pytest.approx([0.7, 0.2, 0.1])  # in cfg.labels order: Good, Standard, Bad
-    [row] = for_config(cfg).kd_rows([{"id": "b", "prompt": "y", "output": "Bad"}])[0]  # a teacher without probabilities
+    [row] = for_config(cfg, ModelSettings()).kd_rows([{"id": "b", "prompt": "y", "output": "Bad"}])[0]  # a teacher without probabilities
     assert row["label_targets"] == [0.0, 0.0, 1.0]
 
 
@@ -28,13 +29,13 @@ def test_kd_rows_balance_the_teachers_answers():
 
     cfg = TaskConfig()
     traces = [{"id": f"g{i}", "prompt": f"g{i}", "output": "Good"} for i in range(3)] + [{"id": "b", "prompt": "b", "output": "Bad"}]
-    rows = for_config(cfg).kd_rows(traces)[0]
+    rows = for_config(cfg, ModelSettings()).kd_rows(traces)[0]
     assert Counter(r["completion"][0]["content"] for r in rows) == {"Good": 3, "Bad": 3}
     assert {r["prompt"][-1]["content"] for r in rows} == {"g0", "g1", "g2", "b"}  # every answer used
 
 
 def _trainer(cls, cfg, tmp_path, rows, **kw):
-    model, tokenizer = load_model(cfg.model)
+    model, tokenizer = load_model(cfg.model, ModelSettings())
     return cls(
         model=model,
         args=sft_config(cfg, tmp_path / cls.__name__, len(rows), progress=False),
@@ -84,7 +85,7 @@ def test_any_label_set_is_scored_by_whole_label_sequences(tiny_cfg, tmp_path):
     from core.model.calibrated import CalibratedDecoder, label_sequences
 
     labels = ["approve", "review-manual", "review-legal", "pay", "pay-partial"]
-    _, tok = load_model(tiny_cfg.model)
+    _, tok = load_model(tiny_cfg.model, ModelSettings())
     ids = label_sequences(tok, labels)
     assert ids[1][0] == ids[2][0] and ids[3] != ids[4][: len(ids[3])]  # shared first token; the prefix is ended
     texts = [f"claim {i}: the loss is {i * 700} dollars" for i in range(5)]

@@ -4,6 +4,7 @@ import pytest
 
 from core.common.rows import Example
 from core.errors import DataError
+from core.settings import ModelSettings
 from core.training.sft_trainer import CompletionSFTTrainer, train_sft
 from demos import creditmix
 
@@ -85,14 +86,14 @@ def test_training_killed_at_random_moments_resumes_from_its_last_complete_checkp
 def test_rows_over_max_length_are_refused_not_truncated(tiny_cfg, tmp_path):
     tiny_cfg.training.max_length = 40
     with pytest.raises(DataError) as err:
-        train_sft(tiny_cfg, rows(4), tmp_path / "ckpt", tmp_path / "adapter", source="train.jsonl")
+        train_sft(tiny_cfg, ModelSettings(), rows(4), tmp_path / "ckpt", tmp_path / "adapter", source="train.jsonl")
     assert err.value.line == 1 and err.value.field == "text" and "max_length=40" in str(err.value)
 
 
 def test_qlora_trains_on_a_4bit_base(tiny_cfg, tmp_path):
     tiny_cfg.model.quantization = "nf4"
     tiny_cfg.training.max_steps = 1
-    adapter, stats = train_sft(tiny_cfg, rows(4), tmp_path / "ckpt", tmp_path / "adapter", progress=False)
+    adapter, stats = train_sft(tiny_cfg, ModelSettings(), rows(4), tmp_path / "ckpt", tmp_path / "adapter", progress=False)
     assert stats.steps == 1
     assert (adapter / "adapter_model.safetensors").exists()
 
@@ -104,7 +105,7 @@ def test_completion_only_projection_gives_the_full_logits_loss(tiny_cfg, tmp_pat
     from core.model.loading import load_model, lora_config
     from core.training.sft_trainer import sft_config, sft_dataset
 
-    model, tokenizer = load_model(tiny_cfg.model)
+    model, tokenizer = load_model(tiny_cfg.model, ModelSettings())
     trainer = CompletionSFTTrainer(
         model=model,
         args=sft_config(tiny_cfg, tmp_path / "x", 4, progress=False),

@@ -6,6 +6,7 @@ import torch
 from safetensors.torch import load_file
 
 from core.common.rows import Example
+from core.settings import ModelSettings
 from core.training.sft_trainer import train_sft
 
 
@@ -24,7 +25,9 @@ def test_training_stops_after_patience_and_keeps_the_best_step(tiny_cfg, tmp_pat
         seen.append(next(scores))
         return seen[-1]
 
-    adapter, stats = train_sft(tiny_cfg, _rows(24), tmp_path / "ck", tmp_path / "adapter", progress=False, validate=validate)
+    adapter, stats = train_sft(
+        tiny_cfg, ModelSettings(), _rows(24), tmp_path / "ck", tmp_path / "adapter", progress=False, validate=validate
+    )
     # validated at 2, 4 (best), 6, 8 (two without improvement, but no stop before step 10, half of 20), 10: stop
     assert stats.steps == 10 and stats.best_step == 4
     assert [p["step"] for p in stats.learning_curve] == [2, 4, 6, 8, 10]
@@ -37,5 +40,5 @@ def test_training_stops_after_patience_and_keeps_the_best_step(tiny_cfg, tmp_pat
 
 def test_without_validation_nothing_changes(tiny_cfg, tmp_path):
     tiny_cfg.training.max_steps = 2
-    _, stats = train_sft(tiny_cfg, _rows(12), tmp_path / "ck", tmp_path / "adapter", progress=False)
+    _, stats = train_sft(tiny_cfg, ModelSettings(), _rows(12), tmp_path / "ck", tmp_path / "adapter", progress=False)
     assert stats.steps == 2 and stats.best_step is None and not (tmp_path / "adapter" / "learning_curve.json").exists()
