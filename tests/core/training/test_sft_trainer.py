@@ -20,6 +20,7 @@ from core.common.rows import Example
 from core.evaluation.evaluate import validation_score
 from core.kinds import for_config
 from core.model.loading import load_tokenizer
+from core.settings import ModelSettings
 from core.training.sft_trainer import train_sft
 from demos import creditmix
 
@@ -27,7 +28,8 @@ model_dir, ckpt, out = sys.argv[1:4]
 cfg = TaskConfig()
 cfg.model.base_model = model_dir
 cfg.training.max_steps, cfg.training.save_steps, cfg.training.eval_steps, cfg.training.batch_size = 120, 3, 4, 4
-kind, tokenizer = for_config(cfg), load_tokenizer(cfg.model)
+settings = ModelSettings()
+kind, tokenizer = for_config(cfg, settings), load_tokenizer(cfg.model, settings)
 rows = [Example(**r) for r in creditmix.generate(48, seed=5)]
 validation = rows[:6]
 
@@ -35,7 +37,7 @@ def validate(model):  # the first validation of a run comes after a checkpoint: 
     print("ready", flush=True)
     return validation_score(kind, model, tokenizer, validation)
 
-adapter, stats = train_sft(cfg, rows[6:], ckpt, out, progress=False, validate=validate)
+adapter, stats = train_sft(cfg, settings, rows[6:], ckpt, out, progress=False, validate=validate)
 print("resumed_from", stats.resumed_from, "steps", stats.steps, flush=True)
 print("ready", flush=True)  # nothing was left to validate: the kill lands after the end
 """
