@@ -63,6 +63,7 @@ GENERATE = """
 import sys
 from core.common.rows import Example
 from core.teachers.base import TeacherAnswer, TeacherTask
+from core.settings import ModelSettings
 from core.teachers.openai import OpenAITeacher
 from core.teachers.traces import TraceStore, generate_traces
 from tests.core.teachers.conftest import openai_cfg
@@ -81,7 +82,7 @@ class Labels(TeacherTask):  # the reply as the answer: this child imports only t
 cfg = openai_cfg(sys.argv[1], concurrency=4)
 rows = [Example(f"r{i}", f"Interest_Rate: {i}; Num_of_Loan: {i % 9}; Delay_from_due_date: {i * 7 % 60}") for i in range(400)]
 store = TraceStore(sys.argv[2])
-teacher = OpenAITeacher(cfg, Labels())
+teacher = OpenAITeacher(cfg, ModelSettings(), Labels())
 teacher.check()
 print("ready", flush=True)
 generate_traces(rows, store, lambda: teacher, progress=False)
@@ -153,7 +154,7 @@ def test_an_interrupt_cancels_the_calls_not_yet_sent(faulty, tmp_path):
                 raise KeyboardInterrupt
             return super().answer_one(text)
 
-    teacher = Interrupted(cfg, real.task)
+    teacher = Interrupted(cfg, ModelSettings(), real.task)
     rows = [Example(id=str(i), text=f"Num_Bank_Accounts: {i}", label=None) for i in range(40)]
     before = faults.seen
     with pytest.raises(KeyboardInterrupt):
