@@ -7,6 +7,10 @@ none). Earlier turns of a multi-turn conversation are not used — the product's
 counted in the report. The answers decide the task's type: all JSON objects -> document extraction (`idp`; a draft
 JSON Schema inferred for review), else a closed set of answers -> classification (the labels counted and shown).
 Anything else (free-text replies, as in a chat assistant's file) is not a task this product distils, and says so.
+A function-calling file (an assistant turn of `tool_calls`, or the older `function_call`) is extraction too: the
+answer is `{"name": <function>, "arguments": {...}}`, and the draft schema's `name` is the functions the lines'
+`tools` (or `functions`) offer, so a student can only call one of them. One call per answer: a turn of parallel calls,
+or arguments that are not a JSON object, is a bad line naming the field.
 
 Checks per line, as OpenAI's own format checker did: not JSON, no `messages`, a message without `role` or `content`,
 an unknown role, empty content, no assistant answer, no user input, over the context (when a token counter is given).
@@ -44,6 +48,7 @@ class Example:
     where: str  # file:line
     turns: int
     conflict: str | None = None  # the earlier "file:line" that answered its input otherwise (both are kept)
+    tools: tuple[str, ...] | None = None  # a function call's answer: the functions the line offered (None: not a call)
 
 
 @dataclass
@@ -108,12 +113,42 @@ def _text(content) -> str | None:
     return None
 
 
+def _tool_call(message: dict, i: int) -> str:
+    """An assistant turn's one function call as the answer's JSON text; ValueError naming the field when it is not one
+    call with JSON-object arguments."""
+    calls = message.get("tool_calls")
+    if calls is not None:
+        if not isinstance(calls, list) or len(calls) != 1:
+            raise ValueError(
+                f"field 'messages[{i}].tool_calls': {len(calls) if isinstance(calls, list) else 'not a list of'} calls; one call per answer"
+            )
+        call, field_name = (calls[0] or {}).get("function") if isinstance(calls[0], dict) else None, f"messages[{i}].tool_calls[0].function"
+    else:
+        call, field_name = message.get("function_call"), f"messages[{i}].function_call"
+    if not isinstance(call, dict) or not isinstance(call.get("name"), str) or not call["name"]:
+        raise ValueError(f"field '{field_name}.name': missing")
+    try:
+        arguments = json.loads(call.get("arguments") or "{}")
+    except (TypeError, json.JSONDecodeError):
+        arguments = None
+    if not isinstance(arguments, dict):
+        raise ValueError(f"field '{field_name}.arguments': not a JSON object (a string of one, encoded twice?)")
+    return json.dumps({"name": call["name"], "arguments": arguments}, ensure_ascii=False)
+
+
+def _offered(record: dict) -> tuple[str, ...]:
+    """The function names a line offers: `tools` of type function, or the older `functions`."""
+    names = [t.get("function", {}).get("name") for t in record.get("tools") or [] if isinstance(t, dict) and t.get("type") == "function"]
+    names += [f.get("name") for f in record.get("functions") or [] if isinstance(f, dict)]
+    return tuple(n for n in names if isinstance(n, str) and n)
+
+
 def parse_chat_line(record: dict) -> Example | str:
     """One chat line -> an Example, or the reason it cannot be used."""
     messages = record.get("messages")
     if not isinstance(messages, list) or not messages:
         return "field 'messages': missing or not a non-empty list"
-    system, last_user, answer, turns = None, None, None, 0
+    system, last_user, answer, turns, called = None, None, None, 0, False
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
             return f"field 'messages[{i}]': not an object"
@@ -130,6 +165,12 @@ def parse_chat_line(record: dict) -> Example | str:
                 return f"field 'messages[{i}].content': empty"
             last_user, turns = text, turns + 1
         elif role == "assistant" and message.get("weight", 1) != 0:
+            called = bool(message.get("tool_calls") or message.get("function_call"))
+            if called:
+                try:
+                    text = _tool_call(message, i)
+                except ValueError as exc:
+                    return str(exc)
             if text is None or not text.strip():
                 return f"field 'messages[{i}].content': empty assistant answer"
             answer = (last_user, text)
@@ -137,7 +178,7 @@ def parse_chat_line(record: dict) -> Example | str:
         return "field 'messages': no assistant answer (with a weight other than 0)"
     if answer[0] is None:
         return "field 'messages': no user message before the assistant's answer"
-    return Example(answer[0], answer[1], system, "", turns)
+    return Example(answer[0], answer[1], system, "", turns, tools=_offered(record) if called else None)
 
 
 def parse_preference_line(record: dict) -> dict | str:
@@ -160,27 +201,60 @@ def parse_preference_line(record: dict) -> dict | str:
 
 class _Schema:
     """A draft JSON Schema for the answers, built one answer at a time: each key's type(s), required when every answer
-    has it."""
+    has it; objects nested in the answers (a function call's `arguments`, an address) and the items of arrays drafted
+    the same way, so the draft names every member a student may write (a free-form object would let a decode ramble
+    with no closing the budget-aware closer can find)."""
 
     NAMES = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object", type(None): "null"}
 
     def __init__(self) -> None:
         self.objects, self.types, self.counts = 0, {}, Counter()
+        self.children: dict[str, _Schema] = {}  # key -> the draft of its object values
+        self.items: dict[str, _Values] = {}  # key -> the draft of its array values' items
 
     def add(self, obj: dict) -> None:
         self.objects += 1
         for key, value in obj.items():
             self.types.setdefault(key, set()).add(self.NAMES[type(value)])
             self.counts[key] += 1
+            if isinstance(value, dict):
+                self.children.setdefault(key, _Schema()).add(value)
+            elif isinstance(value, list):
+                for item in value:
+                    self.items.setdefault(key, _Values()).add(item)
 
     def draft(self) -> dict:
-        properties = {}
-        for key, types in self.types.items():
-            if types == {"integer", "number"}:
-                types = {"number"}
-            properties[key] = {"type": sorted(types)[0] if len(types) == 1 else sorted(types)}
+        properties = {key: self._property(key, types) for key, types in self.types.items()}
         required = [k for k in self.types if self.counts[k] == self.objects]
         return {"type": "object", "properties": properties, "required": required}
+
+    def _property(self, key: str, types: set[str]) -> dict:
+        if types == {"integer", "number"}:
+            types = {"number"}
+        if types == {"object"}:
+            return self.children[key].draft()
+        if types == {"array"}:
+            return {"type": "array", "items": self.items[key].draft()} if key in self.items else {"type": "array"}
+        return {"type": sorted(types)[0] if len(types) == 1 else sorted(types)}
+
+
+class _Values:
+    """The draft of an array's items: their types, objects among them drafted as `_Schema` does."""
+
+    def __init__(self) -> None:
+        self.types: set[str] = set()
+        self.objects = _Schema()
+
+    def add(self, value) -> None:
+        self.types.add(_Schema.NAMES[type(value)])
+        if isinstance(value, dict):
+            self.objects.add(value)
+
+    def draft(self) -> dict:
+        types = {"number"} if self.types == {"integer", "number"} else self.types
+        if types == {"object"}:
+            return self.objects.draft()
+        return {"type": sorted(types)[0] if len(types) == 1 else sorted(types)}
 
 
 class _Repeats:
@@ -273,6 +347,8 @@ class _Gather:
     answers: Counter = field(default_factory=Counter)  # at most MAX_LABELS + 1 distinct: past that, not a label set
     all_objects: bool = True
     schema: _Schema = field(default_factory=_Schema)
+    calls: int = 0  # answers that are function calls
+    functions: set[str] = field(default_factory=set)  # the functions those lines offered, and those they called
     token_counts: int = 0
     token_sum: int = 0
     token_min: int = 0
@@ -291,6 +367,10 @@ def _take(report: ImportReport, state: _Gather, waiting: list[Example], count_to
         report.multi_turn += example.turns > 1
         if example.system:
             state.systems[example.system] += 1
+        if example.tools is not None:
+            state.calls += 1
+            state.functions.update(example.tools)
+            state.functions.add(json.loads(example.answer)["name"])
         answer = example.answer.strip()
         if answer in state.answers or len(state.answers) <= MAX_LABELS:
             state.answers[answer] += 1
@@ -318,6 +398,8 @@ def _decide_kind(report: ImportReport, state: _Gather) -> None:
     report.instruction = systems.most_common(1)[0][0] if systems else None
     if state.all_objects:
         report.kind, report.schema = "idp", state.schema.draft()
+        if state.calls == report.usable:  # a function-calling file: the student may call only the functions offered
+            report.schema["properties"]["name"] = {"type": "string", "enum": sorted(state.functions)}
         return
     labels = state.answers
     if len(labels) <= MAX_LABELS and len(labels) >= 2 and len(labels) <= report.usable / 2:

@@ -89,3 +89,53 @@ def test_an_extraction_file_gets_a_draft_schema_and_loads(tmp_path):
     cfg = TaskConfig.from_yaml(write_task(report, tmp_path / "task", "invoices"))
     assert cfg.type == "idp" and cfg.schema_file.exists()
     assert len(load_rows(for_config(cfg, ModelSettings()), cfg.data.train)) == 6
+
+
+def _call(user: str, name: str, arguments, calls: int = 1, legacy: bool = False) -> str:
+    """A function-calling line as OpenAI's fine-tuning guide shapes it: the assistant's turn is a tool call, the line
+    offers its `tools`; `legacy`: the older `function_call` / `functions` fields."""
+    encoded = arguments if isinstance(arguments, str) else json.dumps(arguments)
+    offered = [("set_thermostat", {"celsius": {"type": "number"}}), ("lights", {"room": {"type": "string"}, "on": {"type": "boolean"}})]
+    if legacy:
+        turn = {"role": "assistant", "function_call": {"name": name, "arguments": encoded}}
+        extra = {"functions": [{"name": n, "parameters": {"type": "object", "properties": p}} for n, p in offered]}
+    else:
+        call = {"id": "call_1", "type": "function", "function": {"name": name, "arguments": encoded}}
+        turn = {"role": "assistant", "tool_calls": [call] * calls}
+        extra = {
+            "tools": [{"type": "function", "function": {"name": n, "parameters": {"type": "object", "properties": p}}} for n, p in offered]
+        }
+    system = {"role": "system", "content": "Call one of the home's functions."}
+    return json.dumps({"messages": [system, {"role": "user", "content": user}, turn], **extra})
+
+
+def test_a_function_calling_file_becomes_extraction_whose_schema_names_only_the_offered_functions(tmp_path, tiny_model_dir):
+    path = tmp_path / "calls.jsonl"
+    lines = [_call(f"Make it {18 + i} degrees in here", "set_thermostat", {"celsius": 18 + i}) for i in range(4)]
+    lines += [_call("Kitchen lights off please", "lights", {"room": "kitchen", "on": False}, legacy=True)]
+    lines += [_call("Lights on in the hall and set 20 degrees", "lights", {"room": "hall", "on": True}, calls=2)]  # parallel
+    lines += [_call("Bedroom lights on", "lights", '"{\\"room\\": \\"bedroom\\"}"')]  # arguments encoded twice
+    path.write_text("\n".join(lines) + "\n")
+    report = read_files([path])
+    assert report.bad == [
+        f"{path}:6: field 'messages[2].tool_calls': 2 calls; one call per answer",
+        f"{path}:7: field 'messages[2].tool_calls[0].function.arguments': not a JSON object (a string of one, encoded twice?)",
+    ]
+    assert report.kind == "idp" and report.usable == 5
+    assert report.schema["properties"]["name"] == {"type": "string", "enum": ["lights", "set_thermostat"]}
+    assert report.schema["properties"]["arguments"] == {  # drafted from the calls' arguments: no free-form object
+        "type": "object",
+        "properties": {"celsius": {"type": "integer"}, "room": {"type": "string"}, "on": {"type": "boolean"}},
+        "required": [],
+    }
+    assert report.schema["required"] == ["name", "arguments"]
+    cfg = TaskConfig.from_yaml(write_task(report, tmp_path / "task", "home", max_bad_share=0.5))
+    kind = for_config(cfg.model_copy(update={"model": cfg.model.model_copy(update={"base_model": str(tiny_model_dir)})}), ModelSettings())
+    rows = load_rows(kind, cfg.data.train)
+    assert [json.loads(r.label)["name"] for r in rows] == ["set_thermostat"] * 4 + ["lights"]
+    assert json.loads(rows[4].label)["arguments"] == {"room": "kitchen", "on": False}
+    from core.model.loading import load_model
+
+    model, tokenizer = load_model(kind.cfg.model, ModelSettings())
+    [answer] = kind.decoder(model, tokenizer).extract([rows[0].text])  # a random model, held to the drafted schema
+    assert answer.valid and json.loads(answer.text)["name"] in ("lights", "set_thermostat")
