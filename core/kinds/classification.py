@@ -66,9 +66,8 @@ class Classification(TaskKind):
 
     def check_task(self) -> list[str]:
         warnings = super().check_task()
-        label_sequences(
-            load_tokenizer(self.cfg.model, self.settings), self.cfg.labels
-        )  # labels the tokenizer cannot tell apart stop the run now
+        # Labels the tokenizer cannot tell apart stop the run now.
+        label_sequences(load_tokenizer(self.cfg.model, self.settings), self.cfg.labels)
         return warnings
 
     # -- model and evaluation ----------------------------------------------------------------
