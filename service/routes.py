@@ -27,6 +27,7 @@ from core.serving.answers import ServedAnswer
 from core.serving.deadline import Deadline
 from core.serving.runtime import ServingRuntime
 from core.serving.streaming import TokenStream
+from core.serving.tools import read_call
 from service.deps import CallerKey, ClientKey, Runtime, may_verify, require_admin
 from service.schemas import (
     AssistantMessage,
@@ -38,14 +39,18 @@ from service.schemas import (
     ChunkChoice,
     Delta,
     ErrorResponse,
+    FunctionCall,
     InferRequest,
     InferResponse,
     ModelCard,
     ModelList,
+    NamedToolChoice,
     PromoteRequest,
     PromoteResponse,
     ReloadResponse,
     TokenLogprob,
+    ToolCall,
+    ToolCallDelta,
     TopLogprob,
     Usage,
 )
@@ -141,6 +146,11 @@ async def chat_completions(body: ChatRequest, request: Request, runtime: Runtime
         schema = (body.response_format.json_schema or {}).get("schema")
         if not isinstance(schema, dict):
             raise InvalidRequest("response_format.json_schema.schema", "missing: the JSON Schema to answer under")
+    if body.tools is not None:  # a task imported from a function-calling file: the answer is one of these calls
+        if schema is not None:
+            raise InvalidRequest("tools", "a function call is answered under the task's own schema: send tools or response_format")
+        forced = body.tool_choice.function.name if isinstance(body.tool_choice, NamedToolChoice) else None
+        schema = runtime.function_schema(body.model, [tool.function.name for tool in body.tools], forced)
     task = runtime.resolve_model(body.model).partition(":")[0]
     if body.tests is not None:
         may_verify(runtime.settings, task, request.headers.get("x-api-key"), request.headers.get("authorization"))
@@ -151,6 +161,10 @@ async def chat_completions(body: ChatRequest, request: Request, runtime: Runtime
     def call(stream: TokenStream | None = None) -> ServedAnswer:
         return runtime.chat(body.model, user[-1], who, budget, stop, schema, body.tests, stream, request_id)
 
+    if body.stream and body.tools is not None:  # a call goes out whole: its arguments are valid once the object is closed
+        answer = await _answer(request, runtime, task, call)
+        usage = body.stream_options is not None and body.stream_options.include_usage
+        return StreamingResponse(_call_events(body, answer, usage), media_type="text/event-stream")
     if body.stream:
         stream = TokenStream(runtime.engine.tokenizer, stop or ())
         parts = _streamed(request, runtime, task, lambda: call(stream), stream)
@@ -161,14 +175,39 @@ async def chat_completions(body: ChatRequest, request: Request, runtime: Runtime
 
 
 def _completion(body: ChatRequest, answer: ServedAnswer) -> ChatCompletion:
+    if body.tools is not None:
+        message, finish = AssistantMessage(content=None, tool_calls=[_tool_call(answer)]), "tool_calls"
+    else:
+        message, finish = AssistantMessage(content=answer.output), answer.finish_reason
     choice = Choice(
-        message=AssistantMessage(content=answer.output),
-        finish_reason=answer.finish_reason,
+        message=message,
+        finish_reason=finish,
         logprobs=_label_logprobs(answer, body) if body.logprobs else None,
     )
     return ChatCompletion(
         id=answer.request_id, created=int(time.time()), model=body.model, choices=[choice], usage=_usage(answer), distill_slm=_extra(answer)
     )
+
+
+def _tool_call(answer: ServedAnswer) -> ToolCall:
+    name, arguments = read_call(answer.output)
+    return ToolCall(id="call_" + answer.request_id.rsplit("-", 1)[-1][:24], function=FunctionCall(name=name, arguments=arguments))
+
+
+async def _call_events(body: ChatRequest, answer: ServedAnswer, include_usage: bool) -> AsyncIterator[str]:
+    """A function call as OpenAI streams one: the role, the call (whole), the finish reason, the usage when asked."""
+    head = {"id": answer.request_id, "created": int(time.time()), "model": body.model}
+    call = _tool_call(answer)
+    chunks = [
+        ChatCompletionChunk(**head, choices=[ChunkChoice(delta=Delta(role="assistant"))]),
+        ChatCompletionChunk(**head, choices=[ChunkChoice(delta=Delta(tool_calls=[ToolCallDelta(**call.model_dump())]))]),
+        ChatCompletionChunk(**head, choices=[ChunkChoice(delta=Delta(), finish_reason="tool_calls")], distill_slm=_extra(answer)),
+    ]
+    if include_usage:
+        chunks.append(ChatCompletionChunk(**head, choices=[], usage=_usage(answer)))
+    for chunk in chunks:
+        yield f"data: {chunk.model_dump_json(exclude_none=True)}\n\n"
+    yield "data: [DONE]\n\n"
 
 
 def _usage(answer: ServedAnswer) -> Usage:

@@ -92,6 +92,44 @@ class ChatMessage(BaseModel):
     content: str
 
 
+class FunctionSpec(BaseModel):
+    name: str = Field(..., min_length=1)
+    description: str | None = None
+    parameters: dict | None = None
+    strict: bool | None = None
+
+
+class Tool(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["function"] = "function"
+    function: FunctionSpec
+
+
+class NamedFunction(BaseModel):
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["function"] = "function"
+    function: NamedFunction
+
+
+class FunctionCall(BaseModel):
+    name: str
+    arguments: str = Field(..., description="the arguments as a JSON object, in text (as OpenAI sends them)")
+
+
+class ToolCall(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class ToolCallDelta(ToolCall):
+    index: int = 0
+
+
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     include_usage: bool = Field(False, description="a last chunk (no choices) carrying the request's token usage")
@@ -134,6 +172,14 @@ class ChatRequest(BaseModel):
     tests: str | None = Field(
         None, description="codegen tasks: Python asserts the answer's code is run against in the sandbox (verdict in distill_slm.verdict)"
     )
+    tools: list[Tool] | None = Field(
+        None,
+        description="a task imported from a function-calling file: the functions the answer may call; the answer comes "
+        "as tool_calls (one call), naming one of these",
+    )
+    tool_choice: Literal["auto", "required"] | NamedToolChoice | None = Field(
+        None, description="'auto' and 'required' alike (the task always calls one), or the one function to call"
+    )
 
 
 class TopLogprob(BaseModel):
@@ -152,25 +198,27 @@ class ChoiceLogprobs(BaseModel):
 
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    tool_calls: list[ToolCall] | None = None
 
 
 class Choice(BaseModel):
     index: int = 0
     message: AssistantMessage
-    finish_reason: Literal["stop", "length"] = "stop"
+    finish_reason: Literal["stop", "length", "tool_calls"] = "stop"
     logprobs: ChoiceLogprobs | None = None
 
 
 class Delta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
 
 class ChunkChoice(BaseModel):
     index: int = 0
     delta: Delta
-    finish_reason: Literal["stop", "length"] | None = None
+    finish_reason: Literal["stop", "length", "tool_calls"] | None = None
 
 
 class ChatCompletionChunk(BaseModel):

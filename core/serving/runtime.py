@@ -27,6 +27,7 @@ from collections import defaultdict
 from core import sandbox
 from core.errors import AnswerBudgetTooSmall, InputTooLong, InvalidRequest, Overloaded, RegistryError, TeacherUnavailable, UnknownVariant
 from core.kinds import KINDS
+from core.kinds.extraction import task_schema
 from core.registry import ALIASES, GateDecision
 from core.serving.answers import Request, ServedAnswer, answer_request
 from core.serving.audit import AuditLog
@@ -34,6 +35,7 @@ from core.serving.batcher import DynamicBatcher
 from core.serving.counters import ServiceMetrics
 from core.serving.engine import InferenceEngine
 from core.serving.streaming import TokenStream
+from core.serving.tools import request_schema
 from core.settings import ServiceSettings
 from core.teachers.base import TeacherAnswer
 
@@ -216,6 +218,17 @@ class ServingRuntime:
     def resolve_model(self, model: str) -> str:
         """`<task>:<variant>` for a model name a client sent: a configured other name's target, else the name itself."""
         return self.settings.model_names.get(model, model)
+
+    def function_schema(self, model: str, offered: list[str], forced: str | None = None) -> dict:
+        """The schema a chat request offering `tools` is answered under: the task's function-call schema narrowed to the
+        functions offered (`core.serving.tools`); InvalidRequest naming `tools` for a task that answers no calls."""
+        task = self.resolve_model(model).partition(":")[0]
+        kind = self.engine.kinds.get(task)
+        if kind is None:
+            raise UnknownVariant(f"model: {model!r}: no task {task!r} is served (see /v1/models)")
+        if "json_schema" not in kind.accepts:
+            raise InvalidRequest("tools", f"task {task!r} ({kind.type}) answers with no function calls")
+        return request_schema(task_schema(kind.cfg, kind.settings).schema, offered, forced)
 
     # -- admin -----------------------------------------------------------------------------
     def reload(self, caller: str = "anonymous") -> dict[str, str]:

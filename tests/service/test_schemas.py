@@ -15,8 +15,11 @@ from service.schemas import (
     ChoiceLogprobs,
     ChunkChoice,
     Delta,
+    FunctionCall,
     ModelCard,
     TokenLogprob,
+    ToolCall,
+    ToolCallDelta,
     TopLogprob,
     Usage,
 )
@@ -50,7 +53,8 @@ def test_an_official_clients_request_validates():
         ({"top_logprobs": 21}, "top_logprobs"),
         ({"messages": []}, "messages"),
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
-        ({"tools": [{"type": "function"}]}, "tools"),  # not honoured: refused by name, not ignored
+        ({"tools": [{"type": "function"}]}, "tools"),  # a tool without its function
+        ({"tool_choice": "none"}, "tool_choice"),  # the task always answers with a call: "none" is not honoured
         ({"messages": [{"role": "tool", "content": "x"}]}, "messages"),
         ({"stream_options": {"include_obfuscation": True}}, "stream_options"),
     ],
@@ -87,5 +91,18 @@ def test_the_services_answers_parse_as_the_clients_types():
         id="c", created=1, model="m", choices=[], usage=Usage(prompt_tokens=1, completion_tokens=2, total_tokens=3)
     )
     assert oa.ChatCompletionChunk.model_validate(usage_only.model_dump()).usage.completion_tokens == 2
+    call = ToolCall(id="call_1", function=FunctionCall(name="lights", arguments='{"room": "hall"}'))
+    message = AssistantMessage(content=None, tool_calls=[call])
+    called = ChatCompletion(
+        id="c", created=1, model="home:production", choices=[Choice(message=message, finish_reason="tool_calls")], usage=usage_only.usage
+    )
+    parsed = oa.ChatCompletion.model_validate(called.model_dump())
+    assert parsed.choices[0].message.tool_calls[0].function.name == "lights" and parsed.choices[0].finish_reason == "tool_calls"
+    streamed = ChatCompletionChunk(
+        id="c", created=1, model="m", choices=[ChunkChoice(delta=Delta(tool_calls=[ToolCallDelta(**call.model_dump())]))]
+    )
+    assert (
+        oa.ChatCompletionChunk.model_validate(streamed.model_dump()).choices[0].delta.tool_calls[0].function.arguments == '{"room": "hall"}'
+    )
     card = Model.model_validate(ModelCard(id="creditmix:production").model_dump())
     assert card.owned_by == "distill-slm"
