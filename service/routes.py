@@ -161,15 +161,14 @@ async def chat_completions(body: ChatRequest, request: Request, runtime: Runtime
     def call(stream: TokenStream | None = None) -> ServedAnswer:
         return runtime.chat(body.model, user[-1], who, budget, stop, schema, body.tests, stream, request_id)
 
+    usage = body.stream_options is not None and body.stream_options.include_usage
     if body.stream and body.tools is not None:  # a call goes out whole: its arguments are valid once the object is closed
         answer = await _answer(request, runtime, task, call)
-        usage = body.stream_options is not None and body.stream_options.include_usage
         return StreamingResponse(_call_events(body, answer, usage), media_type="text/event-stream")
     if body.stream:
         stream = TokenStream(runtime.engine.tokenizer, stop or ())
         parts = _streamed(request, runtime, task, lambda: call(stream), stream)
         first = await anext(parts)  # a request refused before its first token gets its error status, not a stream
-        usage = body.stream_options is not None and body.stream_options.include_usage
         return StreamingResponse(_events(body, request_id, first, parts, usage), media_type="text/event-stream")
     return _completion(body, await _answer(request, runtime, task, call))
 

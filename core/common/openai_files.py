@@ -122,7 +122,7 @@ def _tool_call(message: dict, i: int) -> str:
             raise ValueError(
                 f"field 'messages[{i}].tool_calls': {len(calls) if isinstance(calls, list) else 'not a list of'} calls; one call per answer"
             )
-        call, field_name = (calls[0] or {}).get("function") if isinstance(calls[0], dict) else None, f"messages[{i}].tool_calls[0].function"
+        call, field_name = calls[0].get("function") if isinstance(calls[0], dict) else None, f"messages[{i}].tool_calls[0].function"
     else:
         call, field_name = message.get("function_call"), f"messages[{i}].function_call"
     if not isinstance(call, dict) or not isinstance(call.get("name"), str) or not call["name"]:
@@ -229,13 +229,11 @@ class _Schema:
         return {"type": "object", "properties": properties, "required": required}
 
     def _property(self, key: str, types: set[str]) -> dict:
-        if types == {"integer", "number"}:
-            types = {"number"}
         if types == {"object"}:
             return self.children[key].draft()
         if types == {"array"}:
             return {"type": "array", "items": self.items[key].draft()} if key in self.items else {"type": "array"}
-        return {"type": sorted(types)[0] if len(types) == 1 else sorted(types)}
+        return _typed(types)
 
 
 class _Values:
@@ -251,10 +249,13 @@ class _Values:
             self.objects.add(value)
 
     def draft(self) -> dict:
-        types = {"number"} if self.types == {"integer", "number"} else self.types
-        if types == {"object"}:
-            return self.objects.draft()
-        return {"type": sorted(types)[0] if len(types) == 1 else sorted(types)}
+        return self.objects.draft() if self.types == {"object"} else _typed(self.types)
+
+
+def _typed(types: set[str]) -> dict:
+    """`{"type": ...}` for values seen with `types` (integers among numbers are numbers)."""
+    types = {"number"} if types == {"integer", "number"} else types
+    return {"type": sorted(types)[0] if len(types) == 1 else sorted(types)}
 
 
 class _Repeats:
@@ -370,7 +371,6 @@ def _take(report: ImportReport, state: _Gather, waiting: list[Example], count_to
         if example.tools is not None:
             state.calls += 1
             state.functions.update(example.tools)
-            state.functions.add(json.loads(example.answer)["name"])
         answer = example.answer.strip()
         if answer in state.answers or len(state.answers) <= MAX_LABELS:
             state.answers[answer] += 1
@@ -381,6 +381,8 @@ def _take(report: ImportReport, state: _Gather, waiting: list[Example], count_to
                 value = None
             if isinstance(value, dict):
                 state.schema.add(value)
+                if example.tools is not None:  # a call names a function its line may not have offered
+                    state.functions.add(value["name"])
             else:
                 state.all_objects = False
         if n is not None:
