@@ -1,17 +1,19 @@
-"""Teacher fan-out on Ray against an endpoint of fixed latency: the rate against the ideal, inputs asked twice, inputs
-lost when a worker is killed mid-run.
+"""Teacher fan-out on Ray and on Dask against an endpoint of fixed latency: the rate against the ideal, inputs asked
+twice, inputs lost when a worker is killed mid-run.
 
 The endpoint (its own process) answers every request after `latency_s`, however many are in flight, and counts the
-requests per input; the pool is answered by `workers` Ray actors (a local Ray instance, `scale.runner: ray`), each
-with the openai backend at `concurrency` requests in flight. The ideal rate is workers x concurrency / latency. The
-second run kills one worker process (SIGKILL) once a third of the answers are written: Ray restarts the actor and
-resends its shards; every input must still be answered once in the cache.
+requests per input; the pool is answered by `workers` workers (a local Ray instance or a local Dask cluster,
+`scale.runner: ray | dask`), each with the openai backend at `concurrency` requests in flight. The ideal rate is
+workers x concurrency / latency. The second run kills one worker process (SIGKILL) once a third of the answers are
+written: Ray restarts the actor, Dask's nanny the worker, and the shards it held are sent again; every input must still
+be answered once in the cache.
 
 Data-parallel training (`--tasks ddp`): SFT of the embedded model on demo rows for the same steps in one process and in
 two DDP processes (`scale.train_processes: 2`, gloo): tokens/s and the loss curves side by side. On 2 cores no speed-up
 is expected (each process gets one core); the figure shows the multi-GPU path runs and learns as one process does.
 
-Sharded evaluation (`--tasks eval`): the same evaluation in this process and through the Ray path with one worker.
+Sharded evaluation (`--tasks eval`): the same evaluation in this process and through the Ray and the Dask path with one
+worker each.
 
     distill-slm bench scale [--tasks fanout,ddp,eval] [--quick] [--json]   # targets: >= 0.8 of the ideal, 0 asked twice, 0 lost
 """
@@ -33,13 +35,13 @@ import psutil
 import uvicorn
 from fastapi import FastAPI, Request
 
+from core.common.cluster import connect
 from core.common.config import ScaleConfig, TaskConfig
 from core.common.ports import free_port
 from core.common.rows import Example
 from core.kinds import for_config, make_teacher
 from core.methods import launch
 from core.settings import ModelSettings
-from core.teachers.fanout import RayFanout
 from core.teachers.traces import TraceStore, generate_traces
 
 
@@ -68,8 +70,16 @@ def _endpoint(port: int, latency_s: float) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", backlog=4096)
 
 
+def _worker_pid(cluster) -> int:
+    """A teacher worker's process: Ray's actor (found by its class in the command line), or a Dask worker."""
+    if cluster.scale.runner == "dask":
+        return next(iter(cluster.client.run(os.getpid).values()))
+    return next(p for p in psutil.process_iter(["cmdline"]) if "_TeacherWorker" in " ".join(p.info["cmdline"] or [])).pid
+
+
 def _pass(cfg: TaskConfig, rows: list[Example], url: str, kill_after: int | None) -> dict:
     before = httpx.get(f"{url}/asked").json()
+    cluster = connect(cfg.scale)
     with tempfile.TemporaryDirectory() as tmp:
         store = TraceStore(Path(tmp) / "traces.jsonl")
         killed: list[int] = []
@@ -79,9 +89,9 @@ def _pass(cfg: TaskConfig, rows: list[Example], url: str, kill_after: int | None
             def append_and_kill(trace: dict) -> None:
                 append(trace)
                 if not killed and len(store.traces) >= kill_after:
-                    victim = next(p for p in psutil.process_iter(["cmdline"]) if "_TeacherWorker" in " ".join(p.info["cmdline"] or []))
-                    os.kill(victim.pid, signal.SIGKILL)
-                    killed.append(victim.pid)
+                    victim = _worker_pid(cluster)
+                    os.kill(victim, signal.SIGKILL)
+                    killed.append(victim)
 
             store.append = append_and_kill
         start = time.perf_counter()
@@ -91,9 +101,10 @@ def _pass(cfg: TaskConfig, rows: list[Example], url: str, kill_after: int | None
             lambda: make_teacher(cfg, ModelSettings()),
             progress=False,
             check=for_config(cfg, ModelSettings()).teacher_task().check,
-            fanout=RayFanout(cfg.scale),
+            cluster=cluster,
         )
         elapsed = time.perf_counter() - start
+        _close(cluster)
         store.close()
         written = len([line for line in (Path(tmp) / "traces.jsonl").read_text().splitlines() if line])
     after = httpx.get(f"{url}/asked").json()
@@ -147,12 +158,11 @@ def data_parallel(quick: bool = False) -> dict:
     }
 
 
-def sharded_evaluation(quick: bool = False) -> dict:
-    """The embedded model's evaluation (the base and one adapter on demo rows) in this process, and through the Ray path
-    with one worker (a local Ray instance: its start, the actor's model load, the shards' round trips): the overhead,
-    and whether the metrics are equal."""
-    import ray
-
+def sharded_evaluation(quick: bool = False, runners: tuple[str, ...] = ("ray", "dask")) -> dict:
+    """The embedded model's evaluation (the base and one adapter on demo rows) in this process, and through each
+    cluster's path with one worker: cold (a local Ray instance or Dask cluster started for it: its start, the worker's
+    start and model load, the shards' round trips) and warm (the same cluster's next evaluation, as a running cluster
+    serves every one): the overhead against this process, and whether the metrics are equal."""
     from core.common.config import LoraSettings
     from core.evaluation.evaluate import evaluate_variants
     from core.evaluation.sharded import evaluate_sharded
@@ -161,44 +171,71 @@ def sharded_evaluation(quick: bool = False) -> dict:
 
     rows = [Example(**r) for r in creditmix.generate(48 if quick else 240, seed=11)]
     cfg = TaskConfig()
+    figures: dict = {"rows": len(rows), "variants": 2}
     with tempfile.TemporaryDirectory() as tmp:
         model, _ = load_model(cfg.model, ModelSettings())
         attach_lora(model, LoraSettings(r=8)).save_pretrained(Path(tmp) / "adapter")  # zero LoRA B: the base's answers
+        del model
         adapters = {"adapter": Path(tmp) / "adapter"}
         start = time.perf_counter()
         local = evaluate_variants(for_config(cfg, ModelSettings()), rows, adapters)
-        local_s = time.perf_counter() - start
-        # One worker with every core, as the local path has (Ray gives an actor as many threads as CPUs it reserves).
-        cfg.scale = ScaleConfig(runner="ray", eval_workers=1, worker_cpus=os.cpu_count() or 1)
-        start = time.perf_counter()
-        sharded = evaluate_sharded(for_config(cfg, ModelSettings()), rows, adapters, RayFanout(cfg.scale))
-        ray_s = time.perf_counter() - start
-        ray.shutdown()
-    same = all(sharded[n]["macro_f1"] == local[n]["macro_f1"] and sharded[n]["predictions"] == local[n]["predictions"] for n in local)
-    return {
-        "rows": len(rows),
-        "variants": 2,
-        "local_s": round(local_s, 1),
-        "ray_one_worker_s": round(ray_s, 1),
-        "ray_overhead_share": round(ray_s / local_s - 1, 3),
-        "target_overhead_le_0_10": ray_s / local_s - 1 <= 0.10,
-        "metrics_equal": same,
-    }
-
-
-def run(quick: bool = False, tasks: str = "fanout,ddp,eval", latency_s: float = 0.1, workers: int = 2, concurrency: int = 16) -> dict:
-    """`tasks`: the parts to run, `fanout` (the teacher's pool on Ray), `ddp` (data-parallel training), `eval` (sharded
-    evaluation's overhead)."""
-    parts = set(tasks.split(","))
-    figures = fanout(quick, latency_s, workers, concurrency) if "fanout" in parts else {}
-    if "ddp" in parts:
-        figures["data_parallel_training"] = data_parallel(quick)
-    if "eval" in parts:
-        figures["sharded_evaluation"] = sharded_evaluation(quick)
+        local_s = figures["local_s"] = round(time.perf_counter() - start, 1)
+        for runner in runners:
+            # One worker with every core, as the local path has (Ray gives an actor as many threads as CPUs it reserves).
+            cfg.scale = ScaleConfig(runner=runner, teacher_workers=1, eval_workers=1, worker_cpus=os.cpu_count() or 1)
+            kind = for_config(cfg, ModelSettings())
+            start = time.perf_counter()
+            cluster = connect(cfg.scale)  # cold: the cluster started for this evaluation
+            sharded = evaluate_sharded(kind, rows, adapters, cluster)
+            cold_s = time.perf_counter() - start
+            start = time.perf_counter()  # warm: the same cluster again, as a running one serves every evaluation
+            again = evaluate_sharded(kind, rows, adapters, cluster)
+            warm_s = time.perf_counter() - start
+            _close(cluster)
+            same = all(
+                answers[n]["macro_f1"] == local[n]["macro_f1"] and answers[n]["predictions"] == local[n]["predictions"]
+                for n in local
+                for answers in (sharded, again)
+            )
+            figures[runner] = {
+                "cold_s": round(cold_s, 1),
+                "cold_overhead_share": round(cold_s / local_s - 1, 3),
+                "warm_s": round(warm_s, 1),
+                "warm_overhead_share": round(warm_s / local_s - 1, 3),
+                "target_overhead_le_0_10": warm_s / local_s - 1 <= 0.10,
+                "metrics_equal": same,
+            }
     return figures
 
 
-def fanout(quick: bool, latency_s: float, workers: int, concurrency: int) -> dict:
+def _close(cluster) -> None:
+    """Let the next measurement have the cores: Ray's local instance shut down, Dask's local cluster closed."""
+    if cluster.scale.runner == "ray":
+        cluster.ray.shutdown()
+    else:
+        cluster.close()
+
+
+def run(
+    quick: bool = False,
+    tasks: str = "fanout,ddp,eval",
+    latency_s: float = 0.1,
+    workers: int = 2,
+    concurrency: int = 16,
+    runners: str = "ray,dask",
+) -> dict:
+    """`tasks`: the parts to run, `fanout` (the teacher's pool on a cluster), `ddp` (data-parallel training), `eval`
+    (sharded evaluation's overhead); `runners`: the cluster engines the fan-out and the sharded evaluation run on."""
+    parts, engines = set(tasks.split(",")), tuple(runners.split(","))
+    figures = {"teacher_fanout": {r: fanout(quick, latency_s, workers, concurrency, r) for r in engines}} if "fanout" in parts else {}
+    if "ddp" in parts:
+        figures["data_parallel_training"] = data_parallel(quick)
+    if "eval" in parts:
+        figures["sharded_evaluation"] = sharded_evaluation(quick, engines)
+    return figures
+
+
+def fanout(quick: bool, latency_s: float, workers: int, concurrency: int, runner: str = "ray") -> dict:
     n = 2_000 if quick else 20_000
     port = free_port()
     server = multiprocessing.get_context("spawn").Process(target=_endpoint, args=(port, latency_s), daemon=True)
@@ -216,7 +253,7 @@ def fanout(quick: bool, latency_s: float, workers: int, concurrency: int) -> dic
         update={"backend": "openai", "base_url": f"{url}/v1", "model": "remote-teacher", "api_key_env": "", "concurrency": concurrency}
     )
     cfg.teacher.top_logprobs = 0
-    cfg.scale = ScaleConfig(runner="ray", teacher_workers=workers, shard_size=64, worker_cpus=0.5)
+    cfg.scale = ScaleConfig(runner=runner, teacher_workers=workers, shard_size=64, worker_cpus=0.5)
     ideal = workers * concurrency / latency_s
     try:
         steady = _pass(cfg, [Example(f"r{i}", f"input {i}: Interest_Rate {i % 31}") for i in range(n)], url, None)
@@ -234,5 +271,6 @@ def fanout(quick: bool, latency_s: float, workers: int, concurrency: int) -> dic
         "target_share_ge_0_8": steady["rate_per_s"] / ideal >= 0.8,
         "target_none_asked_twice": steady["asked_twice"] == 0 and killed["asked_twice"] == 0,
         "target_none_lost": killed["lost"] == 0 and steady["lost"] == 0,
-        "note": "asked twice after a kill: the answers of the shards the dead worker held, sent again to its restarted actor",
+        "note": "asked twice after a kill: the answers of the shards the dead worker held, sent again (Ray: to its restarted "
+        "actor; Dask: to a worker)",
     }

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from core.common.cluster import connect
 from core.common.openai_evals import answer_text, load_openai_eval
 from core.common.rows import Example
 from core.evaluation.cost import add_cost, price_for
@@ -24,7 +25,6 @@ from core.evaluation.report import add_learning_curves, add_openai_graders
 from core.evaluation.sharded import evaluate_sharded
 from core.kinds import TaskKind
 from core.kinds.data import label_set
-from core.teachers.fanout import RayFanout
 from core.teachers.openai import OpenAITeacher
 
 HUB_IDS = {"embedded": "HuggingFaceTB/SmolLM2-135M-Instruct"}  # what the embedded base is on the Hugging Face Hub
@@ -50,8 +50,8 @@ def score_variants(
     answers to the same rows, keyed by input hash) the teacher's row too and, where answers carry a confidence, each
     adapter's cascade (student first, the teacher under a confidence threshold)."""
     cfg = kind.cfg
-    if cfg.scale.runner == "ray":  # the rows decoded in shards on the cluster's workers, merged exactly
-        results = evaluate_sharded(kind, rows, adapters, RayFanout(cfg.scale), include_base=include_base)
+    if cfg.scale.runner != "local":  # the rows decoded in shards on the cluster's workers, merged exactly
+        results = evaluate_sharded(kind, rows, adapters, connect(cfg.scale), include_base=include_base)
     else:
         results = evaluate_variants(kind, rows, adapters, include_base=include_base)
     for metrics in results.values():

@@ -60,10 +60,13 @@ def build(
     settings: ServiceSettings | None = None,
     entrypoint_type: EntrypointType = EntrypointType.FILE_PATH,
     ray_address: str | None = None,
+    dask_address: str | None = None,
 ) -> list[RunnerDeployment]:
     """One retrain deployment per task file (with its drift trigger) and the nightly drift check over the service's log.
     `entrypoint_type` MODULE_PATH: the flows are named by module, for workers that import them from the installed
-    package (a work pool). `ray_address`: the nightly checks run side by side on that Ray cluster's workers."""
+    package (a work pool). `ray_address` / `dask_address`: the nightly checks run side by side on that Ray cluster's or
+    Dask scheduler's workers."""
+    cluster = {k: v for k, v in (("ray_address", ray_address), ("dask_address", dask_address)) if v}
     s = settings or ServiceSettings()
     deployments = [
         distill.to_deployment(
@@ -91,7 +94,7 @@ def build(
             schedule=Cron(cron, timezone=timezone),
             concurrency_limit=ONE_AT_A_TIME,
             entrypoint_type=entrypoint_type,
-            parameters={"runs_dir": str(s.runs_dir), "audit_log": str(s.audit_log)} | ({"ray_address": ray_address} if ray_address else {}),
+            parameters={"runs_dir": str(s.runs_dir), "audit_log": str(s.audit_log)} | cluster,
             tags=["drift"],
             description="Every served task's drift over the audit log since the last run; drift starts its retrain.",
         )
@@ -99,9 +102,11 @@ def build(
     return deployments
 
 
-def serve(configs: list[TaskConfig], cron: str = NIGHTLY, timezone: str = "UTC", ray_address: str | None = None) -> None:
+def serve(
+    configs: list[TaskConfig], cron: str = NIGHTLY, timezone: str = "UTC", ray_address: str | None = None, dask_address: str | None = None
+) -> None:
     """Register the deployments (and their automations) and run them from this process until interrupted."""
-    prefect_serve(*build(configs, cron, timezone, ray_address=ray_address))
+    prefect_serve(*build(configs, cron, timezone, ray_address=ray_address, dask_address=dask_address))
 
 
 def deploy_to_pool(
@@ -111,6 +116,7 @@ def deploy_to_pool(
     timezone: str = "UTC",
     settings: ServiceSettings | None = None,
     ray_address: str | None = None,
+    dask_address: str | None = None,
 ) -> list[UUID]:
     """Register the deployments (and their automations) on `work_pool`, for its workers to run; return their ids.
 
@@ -138,5 +144,7 @@ def deploy_to_pool(
                 f"--work-pool: the Prefect server has no work pool {work_pool!r}; create it first: "
                 f"prefect work-pool create {work_pool} --type process"
             ) from None
-    deployments = build(configs, cron, timezone, s, entrypoint_type=EntrypointType.MODULE_PATH, ray_address=ray_address)
+    deployments = build(
+        configs, cron, timezone, s, entrypoint_type=EntrypointType.MODULE_PATH, ray_address=ray_address, dask_address=dask_address
+    )
     return [d.apply(work_pool_name=work_pool) for d in deployments]

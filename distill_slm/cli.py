@@ -214,11 +214,14 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             "export PREFECT_API_URL=http://127.0.0.1:4200/api (schedules and automations do not run on a temporary one)"
         )
     configs = [_config(path) for path in args.configs] or [_config(None)]
+    if args.ray_address and args.dask_address:
+        raise SystemExit("deploy: --ray-address or --dask-address, not both")
+    cluster = {"ray_address": args.ray_address, "dask_address": args.dask_address}
     if args.work_pool:
-        ids = deploy_to_pool(configs, args.work_pool, cron=args.cron, timezone=args.timezone, ray_address=args.ray_address)
+        ids = deploy_to_pool(configs, args.work_pool, cron=args.cron, timezone=args.timezone, **cluster)
         print(f"{len(ids)} deployments on work pool {args.work_pool!r}; run them with: prefect worker start --pool {args.work_pool}")
         return 0
-    serve(configs, cron=args.cron, timezone=args.timezone, ray_address=args.ray_address)
+    serve(configs, cron=args.cron, timezone=args.timezone, **cluster)
     return 0
 
 
@@ -363,6 +366,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--ray-address",
         help="check the served tasks side by side on this Ray cluster's workers (host:port), one task per worker; they must "
         "mount the registry and the audit log at the same paths (default: one after another in the flow's process)",
+    )
+    deploy.add_argument(
+        "--dask-address",
+        help="the same on a Dask scheduler's workers (tcp://host:8786)",
     )
     deploy.add_argument(
         "--work-pool",

@@ -26,7 +26,7 @@ from core.errors import MethodsFailed
 from core.kinds import KINDS
 from core.methods import waves
 from core.methods.selftrain import LABELER_MODES
-from flows.runners import ray_runner
+from flows.runners import cluster_runner, reserving
 from tasks.evaluate import evaluate_task
 from tasks.prepare import prepare_data
 from tasks.registry import promote_task, register_task, reload_service
@@ -103,7 +103,7 @@ STEPS: dict[str, Callable[[_Run], str]] = {"sft": _sft, "selftrain": _selftrain,
 
 @task(name="train_method")
 def method_task(method: str, cfg: TaskConfig, prepared: dict, adapters: dict[str, str]) -> tuple[str, dict, str | None]:
-    """One method's whole step (its teacher traces included) where the task runner puts it (a Ray worker); returns its
+    """One method's whole step (its teacher traces included) where the task runner puts it (a cluster's worker); returns its
     adapter and what it adds to the run's summary."""
     run = _Run(cfg, prepared, dict(adapters))
     adapter = STEPS[method](run)
@@ -113,9 +113,7 @@ def method_task(method: str, cfg: TaskConfig, prepared: dict, adapters: dict[str
 @flow(name="methods-side-by-side", validate_parameters=False)
 def side_by_side(cfg: TaskConfig, prepared: dict, adapters: dict[str, str], methods: list[str]) -> dict[str, tuple | Exception]:
     """The methods of one wave submitted at once (each with `scale.method_gpus` GPUs), collected; a failure is returned."""
-    from prefect_ray.context import remote_options  # noqa: PLC0415 (the optional extra: only on Ray)
-
-    with remote_options(num_gpus=cfg.scale.method_gpus):
+    with reserving(cfg.scale.runner, cfg.scale.method_gpus):
         futures = {method: method_task.submit(method, cfg, prepared, adapters) for method in methods}
     outcomes: dict[str, tuple | Exception] = {}
     for method, future in futures.items():
@@ -127,10 +125,10 @@ def side_by_side(cfg: TaskConfig, prepared: dict, adapters: dict[str, str], meth
 
 
 def _train_wave(run: _Run, methods: list[str]) -> dict[str, str | Exception]:
-    """Each method's adapter folder, or the exception that ended it: side by side on Ray (`scale.runner: ray`, more than
-    one method), else one after another in this process."""
-    if run.cfg.scale.runner == "ray" and len(methods) > 1:
-        runner = ray_runner(run.cfg.scale.address, "scale.address")
+    """Each method's adapter folder, or the exception that ended it: side by side on a cluster (`scale.runner: ray | dask`,
+    more than one method), else one after another in this process."""
+    if run.cfg.scale.runner != "local" and len(methods) > 1:
+        runner = cluster_runner(run.cfg.scale.runner, run.cfg.scale.address, "scale.address")
         outcomes = side_by_side.with_options(task_runner=runner)(run.cfg, run.prepared, run.adapters, methods)
         trained: dict[str, str | Exception] = {}
         for method, outcome in outcomes.items():

@@ -1,21 +1,51 @@
-"""The task runner a flow's independent work goes to on a Ray cluster (prefect-ray, the `scale` extra).
+"""The task runner a flow's independent work goes to on a cluster: prefect-ray's or prefect-dask's (the `scale` extra).
 
-side_by_side.with_options(task_runner=ray_runner(cfg.scale.address, "scale.address"))
+side_by_side.with_options(task_runner=cluster_runner(cfg.scale.runner, cfg.scale.address, "scale.address"))
+with reserving(cfg.scale.runner, gpus=1):   # each task submitted here asks for a GPU of the cluster
+    future = method_task.submit(...)
 """
 
 from __future__ import annotations
+
+import contextlib
 
 from core.common.ports import check_reachable
 from core.errors import ConfigError
 
 
-def ray_runner(address: str | None, setting: str):
-    """prefect-ray's `RayTaskRunner` on the cluster at `address` (None: a local one it starts; `auto`: the one this
-    machine joined); refused naming `setting` when prefect-ray is missing or nothing answers at a host:port address."""
-    try:
-        from prefect_ray import RayTaskRunner  # noqa: PLC0415 (the optional extra)
-    except ImportError:
-        raise ConfigError(f"{setting}: running on Ray needs prefect-ray: pip install 'distill-slm[scale]'") from None
-    if address not in (None, "auto") and not address.startswith("ray://"):
-        check_reachable(address, setting)  # before any work starts
-    return RayTaskRunner(address=address, init_kwargs={"log_to_driver": False, "include_dashboard": False})
+def cluster_runner(runner: str, address: str | None, setting: str):
+    """The task runner on the Ray cluster or Dask scheduler at `address` (None: a local one it starts; Ray's `auto`:
+    the one this machine joined); refused naming `setting` when the extra is missing or nothing answers there."""
+    if runner == "ray":
+        try:
+            from prefect_ray import RayTaskRunner
+        except ImportError:
+            raise ConfigError(f"{setting}: running on Ray needs prefect-ray: pip install 'distill-slm[scale]'") from None
+        if address not in (None, "auto") and not address.startswith("ray://"):
+            check_reachable(address, setting)  # before any work starts
+        return RayTaskRunner(address=address, init_kwargs={"log_to_driver": False, "include_dashboard": False})
+    if runner == "dask":
+        try:
+            from prefect_dask import DaskTaskRunner
+        except ImportError:
+            raise ConfigError(f"{setting}: running on Dask needs prefect-dask: pip install 'distill-slm[scale]'") from None
+        if address is None:
+            return DaskTaskRunner(cluster_kwargs={"n_workers": 2, "threads_per_worker": 1, "processes": True, "dashboard_address": None})
+        if "://" not in address:
+            raise ConfigError(f"{setting}: a Dask scheduler is addressed as tcp://HOST:PORT, not {address!r}")
+        check_reachable(address.split("://", 1)[1], setting)
+        return DaskTaskRunner(address=address)
+    raise ConfigError(f"{setting}: {runner!r} is not a cluster (ray or dask)")
+
+
+def reserving(runner: str, gpus: float) -> contextlib.AbstractContextManager:
+    """Tasks submitted inside ask the cluster for `gpus` GPUs each (Ray's `num_gpus`; Dask's worker resource `GPU`)."""
+    if runner == "ray":
+        from prefect_ray.context import remote_options
+
+        return remote_options(num_gpus=gpus)
+    if runner == "dask" and gpus:
+        import dask
+
+        return dask.annotate(resources={"GPU": gpus})
+    return contextlib.nullcontext()

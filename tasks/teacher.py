@@ -8,6 +8,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.runtime import task_run
 
+from core.common.cluster import connect
 from core.common.config import TaskConfig
 from core.common.rows import json_sha256, text_sha256
 from core.errors import TeacherUnavailable
@@ -16,7 +17,6 @@ from core.kinds.data import load_rows
 from core.methods import selftrain
 from core.methods.selftrain import labeler_config
 from core.settings import ModelSettings
-from core.teachers.fanout import RayFanout
 from core.teachers.traces import TraceStore, generate_traces
 from tasks.artifacts import artifact_key
 
@@ -92,8 +92,8 @@ def teacher_traces(
     store = TraceStore(traces_path(cfg, split, adapter))
     try:
         teacher = lambda: make_teacher(cfg, settings, load_rows(kind, labeled_path), adapter)  # noqa: E731 (loaded only if asked)
-        fanout = RayFanout(cfg.scale) if cfg.scale.runner == "ray" else None  # connects now: a dead address fails the task here
-        summary = generate_traces(rows, store, teacher, prices=cfg.teacher.prices, check=kind.teacher_task().check, fanout=fanout)
+        cluster = connect(cfg.scale) if cfg.scale.runner != "local" else None  # connects now: a dead address fails the task here
+        summary = generate_traces(rows, store, teacher, prices=cfg.teacher.prices, check=kind.teacher_task().check, cluster=cluster)
     finally:
         store.close()
     logger.info(

@@ -291,3 +291,49 @@ def ray_command(*args: str, env: dict) -> None:
     done = subprocess.run([*RAY, *args], env=env, capture_output=True, text=True, timeout=180)
     if done.returncode:
         pytest.fail(f"ray {' '.join(args[:2])} failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+
+
+# A real Dask cluster for the same tests on the other engine: a scheduler and two worker processes (`dask scheduler`,
+# `dask worker`, as a team starts them), once per session.
+@pytest.fixture(scope="session")
+def dask_cluster():
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    bin_dir = Path(sys.executable).parent
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    daemons = [subprocess.Popen([bin_dir / "dask", "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"], **quiet)]
+    try:
+        check_reachable_soon(f"127.0.0.1:{port}", daemons[0])
+        for _ in range(2):
+            worker = [bin_dir / "dask", "worker", address, "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1"]
+            daemons.append(subprocess.Popen(worker, **quiet))
+        from distributed import Client
+
+        with Client(address, timeout="30s") as client:
+            client.wait_for_workers(2, timeout=120)
+        yield address
+    finally:
+        for daemon in reversed(daemons):
+            daemon.terminate()
+        for daemon in daemons:
+            try:
+                daemon.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+
+
+def check_reachable_soon(host_port: str, process: subprocess.Popen, timeout_s: float = 60.0) -> None:
+    import socket
+    import time
+
+    host, port = host_port.rsplit(":", 1)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"{process.args} ended with {process.returncode} before it listened")
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    pytest.fail(f"nothing listened at {host_port} within {timeout_s} s")

@@ -296,27 +296,37 @@ class ServiceLink(_Strict):
 
 class ScaleConfig(_Strict):
     """Where independent work runs. `local` (the default) keeps everything in this process, as a laptop run does;
-    `ray` sends the teacher's pool to workers of a Ray cluster (`ray start --head` / KubeRay), which answer it in
+    `ray` or `dask` sends the teacher's pool to workers of a Ray cluster (`ray start --head` / KubeRay) or a Dask
+    scheduler (`dask scheduler` + `dask worker`; dask-kubernetes, dask-jobqueue on Slurm), which answer it in
     shards while this process writes every answer to the trace cache as its shard returns, the evaluation's decoding
     to workers that answer its rows in shards, merged exactly (`core.evaluation.sharded`), and methods that need none
     of each other (`core.methods.waves`) to train side by side, each as a task on a worker (`flows.distill`). `train_processes` > 1 trains
     each method data-parallel under `accelerate launch` (`core.methods.launch`), whatever the runner."""
 
-    runner: Literal["local", "ray"] = Field("local", description="local: this process; ray: a Ray cluster's workers (`address`)")
-    address: str | None = Field(
-        None, description="the Ray cluster (`ray://host:10001`, `host:6379`, or `auto` for the one this machine joined); None: a local one"
+    runner: Literal["local", "ray", "dask"] = Field(
+        "local", description="local: this process; ray | dask: the workers of a Ray cluster or a Dask scheduler (`address`)"
     )
-    teacher_workers: int = Field(2, ge=1, description="Ray actors answering the teacher's pool, each with its own teacher")
-    eval_workers: int = Field(2, ge=1, description="Ray actors decoding the eval rows in shards, each with its own copy of the base model")
+    address: str | None = Field(
+        None,
+        description="the Ray cluster (`ray://host:10001`, `host:6379`, or `auto` for the one this machine joined) or the Dask "
+        "scheduler (`tcp://host:8786`); None: a local one",
+    )
+    teacher_workers: int = Field(2, ge=1, description="workers answering the teacher's pool, each with its own teacher")
+    eval_workers: int = Field(2, ge=1, description="workers decoding the eval rows in shards, each with its own copy of the base model")
     shard_size: int = Field(
         64, ge=1, description="inputs a worker answers before they are written: a worker that dies loses at most its shard"
     )
-    worker_cpus: float = Field(1.0, gt=0, description="CPUs each teacher worker reserves on the cluster")
-    worker_gpus: float = Field(0.0, ge=0, description="GPUs each teacher worker reserves (a local model teacher on a GPU node)")
+    worker_cpus: float = Field(
+        1.0, gt=0, description="CPUs each worker reserves on a Ray cluster (Dask reserves none: each worker process runs its threads)"
+    )
+    worker_gpus: float = Field(
+        0.0, ge=0, description="GPUs each worker reserves (a local model teacher on a GPU node; on Dask the worker resource `GPU`)"
+    )
     method_gpus: float = Field(
         0.0,
         ge=0,
-        description="GPUs each training method reserves when methods that need none of each other train side by side on Ray (1: a GPU each)",
+        description="GPUs each training method reserves when methods that need none of each other train side by side on a cluster "
+        "(1: a GPU each; on Dask the worker resource `GPU`)",
     )
     train_processes: int = Field(
         1,

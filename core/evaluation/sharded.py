@@ -1,32 +1,31 @@
-"""Evaluation in shards on the workers of a Ray cluster, merged exactly (`scale.runner: ray`).
+"""Evaluation in shards on the workers of a Ray or Dask cluster, merged exactly (`scale.runner: ray | dask`).
 
 The expensive part of scoring a variant is its decoder's batch answer to the eval rows (labels scored, JSON or code
-generated); the metrics are a function of those answers. So each worker (a Ray actor with its own copy of the base
-model) decodes shards of the rows, and this process scores the merged answers with the kind's own `score`, reading
+generated); the metrics are a function of those answers. So each worker (`core.common.cluster`, with its own copy of the
+base model) decodes shards of the rows, and this process scores the merged answers with the kind's own `score`, reading
 them through a decoder that replays them. Shards hold whole decoder batches (a multiple of `eval_batch_size`, in the
 rows' order), so every batch, its padding and its numbers are the ones a single process decodes: the merged metrics
 equal the single-process ones to the last digit (timings aside).
 
-    results = evaluate_sharded(kind, rows, {"sft": "runs/t/sft/v0001"}, RayFanout(cfg.scale))
+    results = evaluate_sharded(kind, rows, {"sft": "runs/t/sft/v0001"}, connect(cfg.scale))
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections import deque
 from pathlib import Path
 
+from core.common.cluster import WorkerPool
 from core.common.rows import Example
 from core.model.loading import activate_adapter, load_model
-from core.teachers.fanout import RayFanout
 
 # The decoder's batch answer, by what it answers (`Decoder.answers`): what `kind.score` calls on the eval rows' texts.
 BATCH_ANSWER = {"labels": "predict", "json": "extract", "code": "answer"}
 
 
 class _EvalWorker:
-    """One Ray actor: the base model loaded once; each call decodes one shard under one variant."""
+    """One worker: the base model loaded once; each call decodes one shard under one variant."""
 
     def __init__(self, kind) -> None:
         self.kind = kind
@@ -72,38 +71,15 @@ def shard_bounds(n_rows: int, batch_size: int, workers: int) -> list[tuple[int, 
 
 
 def evaluate_sharded(
-    kind, rows: list[Example], adapters: dict[str, str | Path], fanout: RayFanout, include_base: bool = True
+    kind, rows: list[Example], adapters: dict[str, str | Path], cluster: WorkerPool, include_base: bool = True
 ) -> dict[str, dict]:
-    """`evaluate_variants`' results, each variant's rows decoded in shards by `scale.eval_workers` Ray actors."""
-    ray, scale = fanout.ray, fanout.scale
+    """`evaluate_variants`' results, each variant's rows decoded in shards by `scale.eval_workers` workers."""
     variants = ({"base": None} if include_base else {}) | {name: str(path) for name, path in adapters.items()}
     texts = [r.text for r in rows]
-    bounds = shard_bounds(len(rows), kind.cfg.eval_batch_size, scale.eval_workers)
-    actor = ray.remote(num_cpus=scale.worker_cpus, num_gpus=scale.worker_gpus, max_restarts=1, max_task_retries=1)(_EvalWorker)
-    workers = [actor.remote(kind) for _ in range(min(scale.eval_workers, len(bounds) * len(variants)))]
+    bounds = shard_bounds(len(rows), kind.cfg.eval_batch_size, cluster.scale.eval_workers)
     # Every variant's shards, each worker taking the next as it finishes one; answers kept by (variant, shard).
-    queue = deque((name, index) for name in variants for index in range(len(bounds)))
-    answers: dict[tuple[str, int], list] = {}
-    pending: dict = {}
-
-    def submit(worker) -> None:
-        name, index = queue.popleft()
-        begin, end = bounds[index]
-        pending[worker.decode.remote(name, variants[name], texts[begin:end])] = (worker, name, index)
-
-    try:
-        for worker in workers:
-            if queue:
-                submit(worker)
-        while pending:
-            [done], _ = ray.wait(list(pending), num_returns=1)
-            worker, name, index = pending.pop(done)
-            answers[(name, index)] = ray.get(done)
-            if queue:
-                submit(worker)
-    finally:
-        for worker in workers:
-            ray.kill(worker)
+    calls = [((name, index), (name, variants[name], texts[begin:end])) for name in variants for index, (begin, end) in enumerate(bounds)]
+    answers = dict(cluster.stream(_EvalWorker, (kind,), "decode", calls, cluster.scale.eval_workers))
     model, tokenizer = load_model(kind.cfg.model, kind.settings)
     results: dict[str, dict] = {}
     for name, adapter in variants.items():

@@ -34,9 +34,10 @@ from core.common.files import fsync_folder
 from core.common.rows import Example, text_sha256
 from core.evaluation.cost import cost_usd, price_for
 from core.teachers.base import Teacher, TeacherAnswer
+from core.teachers.fanout import answer_on
 
 if TYPE_CHECKING:
-    from core.teachers.fanout import RayFanout
+    from core.common.cluster import WorkerPool
 
 
 class TraceStore:
@@ -115,13 +116,13 @@ def generate_traces(
     prices: dict[str, Price] | None = None,
     progress: bool = True,
     check: Callable[[list[Example], list[TeacherAnswer]], list[TeacherAnswer]] | None = None,
-    fanout: RayFanout | None = None,
+    cluster: WorkerPool | None = None,
 ) -> dict:
     """Ask the teacher about every distinct input of `rows` not yet in `store`; return totals over `rows`.
 
     `load_teacher` is called only when something is left to ask: a fully cached rerun loads nothing.
     `check(rows, answers)`: the task kind's check of answers before they are stored (`TeacherTask.check`).
-    `fanout`: the inputs are answered by a Ray cluster's workers (each loads its own teacher), written here.
+    `cluster`: the inputs are answered by a Ray or Dask cluster's workers (each loads its own teacher), written here.
     """
     check = check or (lambda _rows, answers: answers)
     todo: dict[str, Example] = {}
@@ -133,18 +134,18 @@ def generate_traces(
         elif key not in store:
             todo[key] = row
     cached = len({text_sha256(r.text) for r in rows}) - len(todo)
-    teacher = load_teacher() if todo and fanout is None else None
+    teacher = load_teacher() if todo and cluster is None else None
     start = time.perf_counter()
     bar = tqdm(total=len(todo), desc="teacher", unit="trace", disable=not progress or not todo, file=sys.stderr)
     items = list(todo.items())
     fanned_name = ""
-    if fanout is not None and items:
+    if cluster is not None and items:
 
         def write(key: str, row: Example, answer: TeacherAnswer, name: str) -> None:
             store.append(_trace(row, key, answer, name))
             bar.update(1)
 
-        fanned_name = fanout.run(items, load_teacher, check, write)
+        fanned_name = answer_on(cluster, items, load_teacher, check, write)
     elif teacher is not None and teacher.concurrency > 1:
         # Each worker writes its own answer before it asks the next input, so a crash loses at most the
         # `concurrency` inputs held by workers (none waits, answered but unwritten, behind a slow fsync).

@@ -25,7 +25,9 @@ def test_one_retrain_per_task_triggered_by_its_own_drift_and_one_nightly_check(t
     assert nightly.parameters == {"runs_dir": str(tmp_path / "runs"), "audit_log": str(tmp_path / "audit.jsonl")}
 
 
-def test_with_a_ray_address_the_nightly_check_runs_on_that_cluster():
+def test_with_a_cluster_address_the_nightly_check_runs_on_that_cluster():
     [nightly] = [d for d in build([], ray_address="10.0.0.5:6379") if d.name == "nightly-drift"]
     assert nightly.parameters["ray_address"] == "10.0.0.5:6379"
     assert build([])[-1].parameters.get("ray_address") is None  # without one: the flow's process, as before
+    [on_dask] = [d for d in build([], dask_address="tcp://10.0.0.5:8786") if d.name == "nightly-drift"]
+    assert on_dask.parameters["dask_address"] == "tcp://10.0.0.5:8786" and "ray_address" not in on_dask.parameters

@@ -287,8 +287,9 @@ def test_cli_run_stops_on_bad_data_in_seconds_before_any_prefect_server(tmp_path
     assert "temporary server" not in done.stderr.lower() and time.perf_counter() - start < 60
 
 
-@pytest.mark.skipif(not os.environ.get("DISTILL_SLM_SCALE_TESTS"), reason="two methods trained on a Ray cluster: `make test-scale`")
-def test_on_ray_methods_that_need_none_of_each_other_train_side_by_side(prefect_server, ray_cluster, tiny_cfg):
+@pytest.mark.skipif(not os.environ.get("DISTILL_SLM_SCALE_TESTS"), reason="two methods trained on a cluster: `make test-scale`")
+@pytest.mark.parametrize("runner", ["ray", "dask"])
+def test_on_a_cluster_methods_that_need_none_of_each_other_train_side_by_side(prefect_server, runner, request, tiny_cfg):
     """sft and kd (its teacher not started from this run's SFT adapter): one wave, each method a task on a cluster worker;
     the flow then evaluates, registers and gates both as it does after one-at-a-time training."""
     import httpx
@@ -302,13 +303,15 @@ def test_on_ray_methods_that_need_none_of_each_other_train_side_by_side(prefect_
     tiny_cfg.training.max_steps = 2
     tiny_cfg.promotion.guard_min = {}
     tiny_cfg.teacher.max_pool, tiny_cfg.teacher.k_shot = 10, 2
-    tiny_cfg.scale = ScaleConfig(runner="ray", address=ray_cluster)
+    tiny_cfg.scale = ScaleConfig(runner=runner, address=request.getfixturevalue(f"{runner}_cluster"))
+    api = PREFECT_API_URL.value()
+    side_by_side = {"flows": {"name": {"any_": ["methods-side-by-side"]}}}
+    before = {run["id"] for run in httpx.post(f"{api}/flow_runs/filter", json=side_by_side).json()}  # the other engine's run
     summary = distill(tiny_cfg)
     assert list(summary["variants"]) == ["base", "teacher", "sft", "kd"]
     assert summary["teacher_traces"]["traces"] == 10  # what KD's step added to the summary came back from its worker
     assert {summary["variants"][m]["registered"] for m in ("sft", "kd")} == {"sft/v0001", "kd/v0001"}
-    api = PREFECT_API_URL.value()
-    runs = httpx.post(f"{api}/flow_runs/filter", json={"flows": {"name": {"any_": ["methods-side-by-side"]}}}).json()
+    runs = [run for run in httpx.post(f"{api}/flow_runs/filter", json=side_by_side).json() if run["id"] not in before]
     assert [run["state_type"] for run in runs] == ["COMPLETED"]
     tasks = httpx.post(f"{api}/task_runs/filter", json={"flow_runs": {"id": {"any_": [runs[0]["id"]]}}}).json()
     assert sorted(t["name"].split("-")[0] for t in tasks if t["name"].startswith("train_method")) == ["train_method", "train_method"]

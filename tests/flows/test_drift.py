@@ -105,15 +105,19 @@ def test_nightly_drift_says_ok_in_distribution_and_drift_on_shifted_traffic_skip
     assert night["verdict"] == "ok" and report["window"]["requests"] == 0 and "fewer than drift.min_requests" in report["reasons"][0]
 
 
-@pytest.mark.skipif(not os.environ.get("DISTILL_SLM_SCALE_TESTS"), reason="a Ray cluster's workers each load a model: `make test-scale`")
-def test_on_ray_each_task_is_checked_on_a_cluster_worker_and_a_failing_one_is_named(prefect_server, ray_cluster, tiny_model_dir, tmp_path):
+@pytest.mark.skipif(not os.environ.get("DISTILL_SLM_SCALE_TESTS"), reason="a cluster's workers each load a model: `make test-scale`")
+@pytest.mark.parametrize("runner", ["ray", "dask"])
+def test_on_a_cluster_each_task_is_checked_on_a_worker_and_a_failing_one_is_named(
+    prefect_server, runner, request, tiny_model_dir, tmp_path
+):
     from flows.drift import nightly_drift
 
+    address = request.getfixturevalue(f"{runner}_cluster")
     steady, shifted = _task(tiny_model_dir, tmp_path, name="steady"), _task(tiny_model_dir, tmp_path, name="shifted")
     audit = tmp_path / "audit" / "audit.jsonl"
     _traffic(steady, audit, 300, seed=101, at=NOW - 20_000)
     _traffic(shifted, audit, 300, seed=202, at=NOW - 10_000, shift="strong")
-    night = nightly_drift(str(steady.runs_dir), str(audit), tasks=["steady", "shifted", "gone"], now=NOW, ray_address=ray_cluster)
+    night = nightly_drift(str(steady.runs_dir), str(audit), tasks=["steady", "shifted", "gone"], now=NOW, **{f"{runner}_address": address})
     assert night["steady"]["verdict"] == "ok" and night["shifted"]["verdict"] == "drift"
     assert (
         night["gone"]["verdict"] == "error" and "task 'gone' has no production version" in night["gone"]["error"]
@@ -124,12 +128,13 @@ def test_on_ray_each_task_is_checked_on_a_cluster_worker_and_a_failing_one_is_na
     assert report["window"]["requests"] == 300  # each task read only its own records from the shared log
 
 
-def test_a_ray_address_that_does_not_answer_stops_the_night_before_any_check(prefect_server, tmp_path):
+@pytest.mark.parametrize("setting, address", [("ray_address", "127.0.0.1:1"), ("dask_address", "tcp://127.0.0.1:1")])
+def test_a_cluster_address_that_does_not_answer_stops_the_night_before_any_check(prefect_server, setting, address, tmp_path):
     from core.errors import ConfigError
     from flows.drift import nightly_drift
 
-    with pytest.raises(ConfigError, match=r"ray_address: nothing answers at '127.0.0.1:1'"):
-        nightly_drift(str(tmp_path / "runs"), str(tmp_path / "audit.jsonl"), tasks=["any"], ray_address="127.0.0.1:1")
+    with pytest.raises(ConfigError, match=rf"{setting}: nothing answers at '127.0.0.1:1'"):
+        nightly_drift(str(tmp_path / "runs"), str(tmp_path / "audit.jsonl"), tasks=["any"], **{setting: address})
 
 
 def test_deploy_registers_the_loop_and_drift_retrains_until_the_service_serves_the_new_version(prefect_server, tiny_model_dir, tmp_path):

@@ -1,6 +1,6 @@
-"""The teacher's pool on a real Ray cluster the test starts (`ray start --head` plus a second node, as subprocesses),
-answered by a real OpenAI-compatible endpoint on loopback: the sharded traces are the unsharded ones, no input twice,
-and a rerun asks nothing."""
+"""The teacher's pool on a real cluster the test starts — Ray (`ray start --head` plus a second node) and Dask (`dask
+scheduler` plus two `dask worker`s), as subprocesses — answered by a real OpenAI-compatible endpoint on loopback: the
+sharded traces are the unsharded ones, no input twice, and a rerun asks nothing."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from bench.generalize import oracle_teacher
+from core.common.cluster import connect
 from core.common.config import ScaleConfig, TaskConfig
 from core.common.rows import Example
 from core.errors import ConfigError
 from core.kinds import for_config, make_teacher
 from core.settings import ModelSettings
-from core.teachers.fanout import RayFanout
 from core.teachers.traces import TraceStore, generate_traces
 
 
@@ -26,20 +26,22 @@ def _task(url: str) -> TaskConfig:
     return cfg
 
 
-def test_sharded_traces_equal_the_unsharded_ones_and_none_is_asked_twice(ray_cluster, tmp_path):
+@pytest.mark.parametrize("runner", ["ray", "dask"])
+def test_sharded_traces_equal_the_unsharded_ones_and_none_is_asked_twice(runner, request, tmp_path):
+    address = request.getfixturevalue(f"{runner}_cluster")
     labels = ["approve", "review-manual", "review-legal"]
     rows = [Example(f"r{i}", f"application {i}: income {i * 37 % 1000}", labels[i % 3]) for i in range(90)]
     rows += rows[:5]  # repeated inputs are asked once
     server, url = oracle_teacher({r.text: r.label for r in rows})
     try:
         cfg = _task(url)
-        cfg.scale = ScaleConfig(runner="ray", address=ray_cluster, teacher_workers=2, shard_size=8)
+        cfg.scale = ScaleConfig(runner=runner, address=address, teacher_workers=2, shard_size=8)
         check = for_config(cfg, ModelSettings()).teacher_task().check
         local_store = TraceStore(tmp_path / "local.jsonl")
         local = generate_traces(rows, local_store, lambda: make_teacher(cfg, ModelSettings()), progress=False, check=check)
         ray_store = TraceStore(tmp_path / "ray.jsonl")
         fanned = generate_traces(
-            rows, ray_store, lambda: make_teacher(cfg, ModelSettings()), progress=False, check=check, fanout=RayFanout(cfg.scale)
+            rows, ray_store, lambda: make_teacher(cfg, ModelSettings()), progress=False, check=check, cluster=connect(cfg.scale)
         )
         assert fanned["asked"] == local["asked"] == 90 and fanned["duplicates_skipped"] == 5 and fanned["failed"] == 0
         assert fanned["teacher"] == local["teacher"]
@@ -51,7 +53,7 @@ def test_sharded_traces_equal_the_unsharded_ones_and_none_is_asked_twice(ray_clu
 
         again = TraceStore(tmp_path / "ray.jsonl")
         rerun = generate_traces(
-            rows, again, lambda: pytest.fail("a cached rerun loads no teacher"), progress=False, fanout=RayFanout(cfg.scale)
+            rows, again, lambda: pytest.fail("a cached rerun loads no teacher"), progress=False, cluster=connect(cfg.scale)
         )
         assert rerun["asked"] == 0 and rerun["cached"] == 90
         again.close()
@@ -60,6 +62,7 @@ def test_sharded_traces_equal_the_unsharded_ones_and_none_is_asked_twice(ray_clu
         server.should_exit = True
 
 
-def test_an_address_nothing_answers_fails_before_any_work_naming_the_setting():
+@pytest.mark.parametrize("runner, address", [("ray", "127.0.0.1:1"), ("dask", "tcp://127.0.0.1:1")])
+def test_an_address_nothing_answers_fails_before_any_work_naming_the_setting(runner, address):
     with pytest.raises(ConfigError, match=r"scale.address: nothing answers at '127.0.0.1:1'"):
-        RayFanout(ScaleConfig(runner="ray", address="127.0.0.1:1"))
+        connect(ScaleConfig(runner=runner, address=address))

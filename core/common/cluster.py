@@ -1,0 +1,178 @@
+"""Worker pools on the clusters teams already run: Ray actors or Dask workers (`scale.runner: ray | dask`).
+
+What the project sends to a cluster has one shape: workers that each load something heavy once (a teacher, a base
+model) and then answer call after call (a shard of the pool, a shard of the eval rows), the answers coming back to
+this process as each call finishes, which writes them. `connect(scale)` gives the pool for the configured engine;
+`pool.stream(...)` runs the calls and yields `(key, answer)` as they come back.
+
+* Ray: each worker is an actor (`scale.worker_cpus` / `worker_gpus` reserved), restarted once if its process dies,
+  its call sent again; the actors are killed when the stream ends.
+* Dask: each call is a task (`retries=1`; a dead worker's tasks go to another); the worker's loaded object lives in
+  that worker process, keyed by the stream, built on its first call there and dropped when the stream ends.
+  `scale.worker_gpus` becomes the Dask resource `GPU` (start GPU workers with `--resources GPU=1`); Dask reserves no
+  CPUs, so at most `workers x in_flight` calls are out at once instead, and a worker computes on `scale.worker_cpus`
+  threads (torch's; Dask's nanny would leave it one).
+
+    pool = connect(cfg.scale)                      # connects now, or fails naming scale.address
+    for key, answer in pool.stream(Worker, (config,), "answer", [(k, (shard,)) for k, shard in shards], workers=2):
+        write(key, answer)
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol
+
+import torch
+
+from core.common.config import ScaleConfig
+from core.common.ports import check_reachable
+from core.errors import ConfigError
+
+Call = tuple[Any, tuple]  # (key the answer comes back under, the method's arguments)
+
+
+class WorkerPool(Protocol):
+    scale: ScaleConfig
+
+    def stream(
+        self, worker: Callable[..., Any], init: tuple, method: str, calls: Iterable[Call], workers: int, in_flight: int = 1
+    ) -> Iterator[tuple[Any, Any]]:
+        """`worker(*init)` built once per worker; `getattr(it, method)(*args)` for each call, `in_flight` calls queued per
+        worker; `(key, answer)` yielded as each call finishes (in no particular order)."""
+        ...
+
+
+def connect(scale: ScaleConfig) -> WorkerPool:
+    """The pool of `scale.runner` (ray or dask) at `scale.address` (None: a local cluster it starts)."""
+    if scale.runner == "ray":
+        return RayPool(scale)
+    if scale.runner == "dask":
+        return DaskPool(scale)
+    raise ConfigError(f"scale.runner: {scale.runner!r} has no workers to send work to (ray or dask)")
+
+
+class RayPool:
+    """Connected to the Ray cluster of `scale.address` on construction."""
+
+    def __init__(self, scale: ScaleConfig) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError("scale.runner: ray needs Ray installed: pip install 'distill-slm[scale]'") from None
+        self.scale, self.ray = scale, ray
+        if scale.address not in (None, "auto") and not scale.address.startswith("ray://"):
+            check_reachable(scale.address, "scale.address")
+        try:
+            ray.init(address=scale.address, ignore_reinit_error=True, log_to_driver=False, include_dashboard=False)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise ConfigError(f"scale.address: the Ray cluster at {scale.address!r} did not answer: {exc}") from None
+
+    def stream(self, worker, init, method, calls, workers, in_flight=1):
+        ray, s = self.ray, self.scale
+        queue = deque(calls)
+        actor = ray.remote(num_cpus=s.worker_cpus, num_gpus=s.worker_gpus, max_restarts=1, max_task_retries=1)(worker)
+        actors = [actor.remote(*init) for _ in range(min(workers, len(queue)))]
+        pending: dict = {}
+
+        def submit(handle) -> None:
+            key, args = queue.popleft()
+            pending[getattr(handle, method).remote(*args)] = (handle, key)
+
+        try:
+            for handle in actors * in_flight:
+                if queue:
+                    submit(handle)
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.2)
+                if not ready:
+                    continue
+                [done] = ready
+                handle, key = pending.pop(done)
+                answer = ray.get(done)
+                if queue:
+                    submit(handle)
+                yield key, answer
+        finally:
+            for handle in actors:
+                ray.kill(handle)
+
+
+# Objects the Dask calls of a stream built in this worker process, by stream: built on the stream's first call here.
+_LOADED: dict[str, Any] = {}
+_LOADING = threading.Lock()
+
+
+def _dask_call(stream_id: str, threads: int, worker: Callable[..., Any], init: tuple, method: str, args: tuple) -> Any:
+    with _LOADING:  # a worker with several threads builds its object once
+        if stream_id not in _LOADED:
+            # Dask's nanny starts workers with OMP_NUM_THREADS=1: a model worker given more CPUs would compute on one.
+            torch.set_num_threads(threads)
+            _LOADED[stream_id] = worker(*init)
+        loaded = _LOADED[stream_id]
+    return getattr(loaded, method)(*args)
+
+
+def _dask_forget(stream_id: str) -> None:
+    _LOADED.pop(stream_id, None)
+
+
+class DaskPool:
+    """A client of the Dask scheduler at `scale.address` (`tcp://host:8786`; None: a local cluster of
+    `scale.teacher_workers` worker processes it starts), connected on construction."""
+
+    def __init__(self, scale: ScaleConfig) -> None:
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise ConfigError("scale.runner: dask needs Dask installed: pip install 'distill-slm[scale]'") from None
+        self.scale = scale
+        self.local = None
+        if scale.address is None:
+            self.local = LocalCluster(n_workers=scale.teacher_workers, threads_per_worker=1, processes=True, dashboard_address=None)
+            self.client = Client(self.local)
+            return
+        if "://" not in scale.address:
+            raise ConfigError(f"scale.address: a Dask scheduler is addressed as tcp://HOST:PORT, not {scale.address!r}")
+        check_reachable(scale.address.split("://", 1)[1], "scale.address")
+        try:
+            self.client = Client(scale.address, timeout="10s")
+        except OSError as exc:
+            raise ConfigError(f"scale.address: the Dask scheduler at {scale.address!r} did not answer: {exc}") from None
+
+    def close(self) -> None:
+        """Disconnect (and stop the local cluster this pool started, if any)."""
+        self.client.close()
+        if self.local is not None:
+            self.local.close()
+
+    def stream(self, worker, init, method, calls, workers, in_flight=1):
+        from distributed import as_completed
+
+        queue, stream_id = deque(calls), uuid.uuid4().hex
+        threads = max(1, round(self.scale.worker_cpus))
+        resources = {"GPU": self.scale.worker_gpus} if self.scale.worker_gpus else None
+        outstanding: dict = {}  # future -> the key its answer comes back under
+
+        def submit() -> Any:
+            key, args = queue.popleft()
+            future = self.client.submit(
+                _dask_call, stream_id, threads, worker, init, method, args, pure=False, retries=1, resources=resources
+            )
+            outstanding[future] = key
+            return future
+
+        running = as_completed([submit() for _ in range(min(len(queue), workers * in_flight))])
+        try:
+            for future in running:
+                answer = future.result()
+                if queue:
+                    running.add(submit())
+                yield outstanding.pop(future), answer
+        finally:
+            for future in outstanding:
+                future.cancel()
+            self.client.run(_dask_forget, stream_id)
