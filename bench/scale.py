@@ -84,16 +84,16 @@ def _pass(cfg: TaskConfig, rows: list[Example], url: str, kill_after: int | None
         store = TraceStore(Path(tmp) / "traces.jsonl")
         killed: list[int] = []
         if kill_after is not None:  # a worker process dies once this many answers are written
-            append = store.append
+            extend = store.extend
 
-            def append_and_kill(trace: dict) -> None:
-                append(trace)
+            def extend_and_kill(traces: list[dict]) -> None:
+                extend(traces)
                 if not killed and len(store.traces) >= kill_after:
                     victim = _worker_pid(cluster)
                     os.kill(victim, signal.SIGKILL)
                     killed.append(victim)
 
-            store.append = append_and_kill
+            store.extend = extend_and_kill
         start = time.perf_counter()
         summary = generate_traces(
             rows,

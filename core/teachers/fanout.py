@@ -51,10 +51,10 @@ def answer_on(
     items: Shard,
     load_teacher: Callable[[], Teacher],
     check: Check,
-    write: Callable[[str, Example, TeacherAnswer, str], None],
+    write: Callable[[list[tuple[str, Example, TeacherAnswer]], str], None],
 ) -> str:
-    """Answer every (hash, row) of `items` on the cluster's workers; `write(key, row, answer, teacher_name)` is called
-    here, in this process, for each answer as its shard returns. Returns the teacher's name."""
+    """Answer every (hash, row) of `items` on the cluster's workers; `write([(key, row, answer), ...], teacher_name)` is
+    called here, in this process, with each shard's answers as it returns. Returns the teacher's name."""
     size, rows = cluster.scale.shard_size, dict(items)
     shards = [(begin, (items[begin : begin + size],)) for begin in range(0, len(items), size)]
     name = ""
@@ -62,6 +62,5 @@ def answer_on(
     for _, (name, answers) in cluster.stream(
         _TeacherWorker, (load_teacher, check), "answer", shards, cluster.scale.teacher_workers, in_flight=2
     ):
-        for key, answer in answers:
-            write(key, rows[key], answer, name)
+        write([(key, rows[key], answer) for key, answer in answers], name)
     return name

@@ -75,11 +75,16 @@ class TraceStore:
         return trace is not None and not trace.get("transient")
 
     def append(self, trace: dict) -> None:
+        self.extend([trace])
+
+    def extend(self, traces: list[dict]) -> None:
+        """Write `traces` and sync them to disk together (one fsync for a shard that came back at once)."""
         with self._lock:
-            self._file.write(json.dumps(trace, ensure_ascii=False) + "\n")
+            self._file.write("".join(json.dumps(trace, ensure_ascii=False) + "\n" for trace in traces))
             self._file.flush()
             os.fsync(self._file.fileno())
-            self.traces[trace["input_sha256"]] = trace
+            for trace in traces:
+                self.traces[trace["input_sha256"]] = trace
 
     def usable(self) -> list[dict]:
         return [t for t in self.traces.values() if not t.get("error")]
@@ -141,9 +146,9 @@ def generate_traces(
     fanned_name = ""
     if cluster is not None and items:
 
-        def write(key: str, row: Example, answer: TeacherAnswer, name: str) -> None:
-            store.append(_trace(row, key, answer, name))
-            bar.update(1)
+        def write(answered: list[tuple[str, Example, TeacherAnswer]], name: str) -> None:
+            store.extend([_trace(row, key, answer, name) for key, row, answer in answered])
+            bar.update(len(answered))
 
         fanned_name = answer_on(cluster, items, load_teacher, check, write)
     elif teacher is not None and teacher.concurrency > 1:
