@@ -12,6 +12,12 @@ Data-parallel training (`--tasks ddp`): SFT of the embedded model on demo rows f
 two DDP processes (`scale.train_processes: 2`, gloo): tokens/s and the loss curves side by side. On 2 cores no speed-up
 is expected (each process gets one core); the figure shows the multi-GPU path runs and learns as one process does.
 
+Two tasks on a work pool (`--tasks pool`): a real Prefect server, a process work pool and two `prefect worker`
+processes; two different tasks' retrains (KD, its teacher the endpoint above at `pool_latency_s` a request, one request
+at a time) run both at once, then one after the other: the wall times' ratio (target <= 0.6). What waits on the teacher
+overlaps; the CPU-bound part (each run's start, data, 4 training steps and evaluation of the embedded model) shares the
+2 cores.
+
 Sharded evaluation (`--tasks eval`): the same evaluation in this process and through the Ray and the Dask path with one
 worker each.
 
@@ -224,10 +230,12 @@ def run(
     concurrency: int = 16,
     runners: str = "ray,dask",
 ) -> dict:
-    """`tasks`: the parts to run, `fanout` (the teacher's pool on a cluster), `ddp` (data-parallel training), `eval`
-    (sharded evaluation's overhead); `runners`: the cluster engines the fan-out and the sharded evaluation run on."""
+    """`tasks`: the parts to run, `fanout` (the teacher's pool on a cluster), `pool` (two tasks on a work pool), `ddp`
+    (data-parallel training), `eval` (sharded evaluation's overhead); `runners`: the cluster engines the fan-out and the sharded evaluation run on."""
     parts, engines = set(tasks.split(",")), tuple(runners.split(","))
     figures = {"teacher_fanout": {r: fanout(quick, latency_s, workers, concurrency, r) for r in engines}} if "fanout" in parts else {}
+    if "pool" in parts:
+        figures["work_pool"] = work_pool(quick)
     if "ddp" in parts:
         figures["data_parallel_training"] = data_parallel(quick)
     if "eval" in parts:
@@ -235,8 +243,7 @@ def run(
     return figures
 
 
-def fanout(quick: bool, latency_s: float, workers: int, concurrency: int, runner: str = "ray") -> dict:
-    n = 2_000 if quick else 20_000
+def _start_endpoint(latency_s: float) -> tuple[multiprocessing.Process, str]:
     port = free_port()
     server = multiprocessing.get_context("spawn").Process(target=_endpoint, args=(port, latency_s), daemon=True)
     server.start()
@@ -247,6 +254,103 @@ def fanout(quick: bool, latency_s: float, workers: int, concurrency: int, runner
             break
         except httpx.TransportError:
             time.sleep(0.1)
+    return server, url
+
+
+def work_pool(quick: bool, latency_s: float = 0.5) -> dict:
+    """Two tasks' retrains on a process work pool with two workers: both at once, then one after the other."""
+    import subprocess
+    import sys
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    from core.settings import ServiceSettings
+    from deployments.distill import deploy_to_pool
+
+    pool_inputs = 16 if quick else 60
+    server, url = _start_endpoint(latency_s)
+    names = ("alpha", "beta")
+    try:
+        with tempfile.TemporaryDirectory() as tmp, prefect_test_harness(server_startup_timeout=180):
+            shared = Path(tmp)
+            teacher = {"backend": "openai", "base_url": f"{url}/v1", "model": "remote-teacher", "api_key_env": ""}
+            teacher |= {"concurrency": 1, "top_logprobs": 0, "max_pool": pool_inputs}
+            configs = [
+                TaskConfig.model_validate(
+                    {
+                        "name": name,
+                        "runs_dir": str(shared / "runs"),
+                        "work_dir": str(shared / "work"),
+                        "methods": ["kd"],
+                        "teacher": teacher,
+                        "data": {"train_per_class": 8, "eval_per_class": 4, "demo": {"n_rows": 400}},
+                        "training": {"max_steps": 4, "save_steps": 4, "validation_per_class": 0},
+                        "promotion": {"min_gain": -1.0, "guard_min": {}},
+                    }
+                )
+                for name in names
+            ]
+            with get_client(sync_client=True) as client:
+                client.create_work_pool(WorkPoolCreate(name="bench", type="process"))
+            deploy_to_pool(configs, "bench", settings=ServiceSettings(runs_dir=shared / "runs", audit_log=shared / "audit.jsonl"))
+            env = os.environ | {
+                "PREFECT_API_URL": PREFECT_API_URL.value(),
+                "PREFECT_WORKER_QUERY_SECONDS": "1",
+                "PREFECT_WORKER_PREFETCH_SECONDS": "1",
+                "DISTILL_SLM_MODELS_DIR": str(ModelSettings().models_dir.resolve()),
+            }
+            command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", "bench"]
+            quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+            workers = [subprocess.Popen([*command, "--name", f"w{i}"], env=env, cwd=tmp, **quiet) for i in range(2)]
+            try:
+
+                spans: dict[str, list] = {}
+
+                def wall(tasks: tuple[str, ...]) -> float:
+                    start, submitted = time.perf_counter(), time.time()
+                    runs = [run_deployment(f"distill/retrain-{name}", timeout=0) for name in tasks]
+                    while True:
+                        with get_client(sync_client=True) as client:
+                            done = [client.read_flow_run(r.id) for r in runs]
+                        if all(run.state.is_final() for run in done):
+                            break
+                        time.sleep(0.5)
+                    if not all(run.state.is_completed() for run in done):
+                        raise RuntimeError(f"a retrain did not complete: {[run.state for run in done]}")
+                    for name, run in zip(tasks, done):  # seconds after submission: when the run started, ended
+                        span = [round(t.timestamp() - submitted, 1) for t in (run.start_time, run.end_time)]
+                        spans.setdefault(" + ".join(tasks), []).append({name: span})
+                    return time.perf_counter() - start
+
+                together = wall(names)  # first: the cold start (caches, imports) counts against running side by side
+                apart = [wall((name,)) for name in names]
+            finally:
+                for worker in workers:
+                    worker.terminate()
+                for worker in workers:
+                    worker.wait(timeout=60)
+    finally:
+        server.kill()
+    return {
+        "teacher_latency_s": latency_s,
+        "pool_inputs_per_task": pool_inputs,
+        "teacher_wait_s_per_task": round(pool_inputs * latency_s, 1),
+        "both_at_once_s": round(together, 1),
+        "one_after_the_other_s": round(sum(apart), 1),
+        "each_alone_s": [round(a, 1) for a in apart],
+        "ratio": round(together / sum(apart), 3),
+        "run_spans_s": spans,
+        "target_ratio_le_0_6": together / sum(apart) <= 0.6,
+    }
+
+
+def fanout(quick: bool, latency_s: float, workers: int, concurrency: int, runner: str = "ray") -> dict:
+    n = 2_000 if quick else 20_000
+    server, url = _start_endpoint(latency_s)
     os.environ.setdefault("RAY_worker_niceness", "0")  # a local Ray instance's workers at this process's priority
     cfg = TaskConfig()
     cfg.teacher = cfg.teacher.model_copy(
