@@ -307,7 +307,6 @@ def work_pool(quick: bool, latency_s: float = 0.5) -> dict:
             quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
             workers = [subprocess.Popen([*command, "--name", f"w{i}"], env=env, cwd=tmp, **quiet) for i in range(2)]
             try:
-
                 spans: dict[str, list] = {}
 
                 def wall(tasks: tuple[str, ...]) -> float:
