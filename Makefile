@@ -43,8 +43,9 @@ test: models
 # nightly drift checks on a Ray cluster's workers (tests/flows/test_drift.py); methods side by side on Ray (test_distill.py).
 test-scale: models
 	DISTILL_SLM_SCALE_TESTS=1 $(PY) -m pytest -q tests/deployments tests/core/teachers/test_fanout.py tests/core/methods/test_launch.py \
-	  tests/flows/test_drift.py::test_on_ray_each_task_is_checked_on_a_cluster_worker_and_a_failing_one_is_named \
-	  tests/flows/test_distill.py::test_on_ray_methods_that_need_none_of_each_other_train_side_by_side
+	  tests/core/common/test_cluster.py tests/core/evaluation/test_sharded.py \
+	  tests/flows/test_drift.py::test_on_a_cluster_each_task_is_checked_on_a_worker_and_a_failing_one_is_named \
+	  tests/flows/test_distill.py::test_on_a_cluster_methods_that_need_none_of_each_other_train_side_by_side
 
 # The benchmarks that are whole pipelines on the embedded model (bench demo, idp, small-data), each run quick: minutes.
 test-bench: models

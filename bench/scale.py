@@ -83,9 +83,15 @@ def _worker_pid(cluster) -> int:
     return next(p for p in psutil.process_iter(["cmdline"]) if "_TeacherWorker" in " ".join(p.info["cmdline"] or [])).pid
 
 
-def _pass(cfg: TaskConfig, rows: list[Example], url: str, kill_after: int | None) -> dict:
+def _cpu_s(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
+def _pass(cfg: TaskConfig, rows: list[Example], url: str, kill_after: int | None, endpoint_pid: int) -> dict:
     before = httpx.get(f"{url}/asked").json()
     cluster = connect(cfg.scale)
+    cpu_before = {"endpoint": _cpu_s(endpoint_pid), "this_process": _cpu_s(os.getpid())}
     with tempfile.TemporaryDirectory() as tmp:
         store = TraceStore(Path(tmp) / "traces.jsonl")
         killed: list[int] = []
@@ -110,6 +116,11 @@ def _pass(cfg: TaskConfig, rows: list[Example], url: str, kill_after: int | None
             cluster=cluster,
         )
         elapsed = time.perf_counter() - start
+        # Where the 2 cores went: the endpoint (a stand-in for a remote model, on this machine here) and the writer.
+        cpu = {
+            f"{k}_cpu_share": round((_cpu_s(pid) - cpu_before[k]) / elapsed, 2)
+            for k, pid in (("endpoint", endpoint_pid), ("this_process", os.getpid()))
+        }
         _close(cluster)
         store.close()
         written = len([line for line in (Path(tmp) / "traces.jsonl").read_text().splitlines() if line])
@@ -124,7 +135,7 @@ def _pass(cfg: TaskConfig, rows: list[Example], url: str, kill_after: int | None
         "asked_twice": after["asked_twice"] - before["asked_twice"],
         "requests": after["requests"] - before["requests"],
         "killed_worker_pid": killed[0] if killed else None,
-    }
+    } | cpu
 
 
 def _loss_curve(checkpoint_dir: Path) -> list[list[float]]:
@@ -359,8 +370,8 @@ def fanout(quick: bool, latency_s: float, workers: int, concurrency: int, runner
     cfg.scale = ScaleConfig(runner=runner, teacher_workers=workers, shard_size=64, worker_cpus=0.5)
     ideal = workers * concurrency / latency_s
     try:
-        steady = _pass(cfg, [Example(f"r{i}", f"input {i}: Interest_Rate {i % 31}") for i in range(n)], url, None)
-        killed = _pass(cfg, [Example(f"k{i}", f"killed run {i}: Num_of_Loan {i % 9}") for i in range(n // 2)], url, n // 6)
+        steady = _pass(cfg, [Example(f"r{i}", f"input {i}: Interest_Rate {i % 31}") for i in range(n)], url, None, server.pid)
+        killed = _pass(cfg, [Example(f"k{i}", f"killed run {i}: Num_of_Loan {i % 9}") for i in range(n // 2)], url, n // 6, server.pid)
     finally:
         server.kill()
     return {
