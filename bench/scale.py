@@ -268,8 +268,9 @@ def _start_endpoint(latency_s: float) -> tuple[multiprocessing.Process, str]:
     return server, url
 
 
-def work_pool(quick: bool, latency_s: float = 0.5) -> dict:
-    """Two tasks' retrains on a process work pool with two workers: both at once, then one after the other."""
+def work_pool(quick: bool, latency_s: float = 0.5, threads: int | None = None) -> dict:
+    """Two tasks' retrains on a process work pool with two workers: both at once, then one after the other. `threads`:
+    the torch threads each run computes on (the workers' OMP_NUM_THREADS; None: torch's default, every core)."""
     import subprocess
     import sys
 
@@ -308,12 +309,16 @@ def work_pool(quick: bool, latency_s: float = 0.5) -> dict:
             with get_client(sync_client=True) as client:
                 client.create_work_pool(WorkPoolCreate(name="bench", type="process"))
             deploy_to_pool(configs, "bench", settings=ServiceSettings(runs_dir=shared / "runs", audit_log=shared / "audit.jsonl"))
-            env = os.environ | {
-                "PREFECT_API_URL": PREFECT_API_URL.value(),
-                "PREFECT_WORKER_QUERY_SECONDS": "1",
-                "PREFECT_WORKER_PREFETCH_SECONDS": "1",
-                "DISTILL_SLM_MODELS_DIR": str(ModelSettings().models_dir.resolve()),
-            }
+            env = (
+                os.environ
+                | {
+                    "PREFECT_API_URL": PREFECT_API_URL.value(),
+                    "PREFECT_WORKER_QUERY_SECONDS": "1",
+                    "PREFECT_WORKER_PREFETCH_SECONDS": "1",
+                    "DISTILL_SLM_MODELS_DIR": str(ModelSettings().models_dir.resolve()),
+                }
+                | ({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else {})
+            )
             command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", "bench"]
             quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
             workers = [subprocess.Popen([*command, "--name", f"w{i}"], env=env, cwd=tmp, **quiet) for i in range(2)]
@@ -347,6 +352,7 @@ def work_pool(quick: bool, latency_s: float = 0.5) -> dict:
         server.kill()
     return {
         "teacher_latency_s": latency_s,
+        "threads_per_run": threads or "torch's default",
         "pool_inputs_per_task": pool_inputs,
         "teacher_wait_s_per_task": round(pool_inputs * latency_s, 1),
         "both_at_once_s": round(together, 1),
