@@ -21,7 +21,7 @@ overlaps; the CPU-bound part (each run's start, data, 4 training steps and evalu
 Sharded evaluation (`--tasks eval`): the same evaluation in this process and through the Ray and the Dask path with one
 worker each.
 
-    distill-slm bench scale [--tasks fanout,ddp,eval] [--quick] [--json]   # targets: >= 0.8 of the ideal, 0 asked twice, 0 lost
+    distill-slm bench scale [--tasks fanout,pool,ddp,eval] [--quick] [--json]   # targets: >= 0.8 of the ideal, 0 asked twice, 0 lost
 """
 
 from __future__ import annotations
@@ -235,7 +235,7 @@ def _close(cluster) -> None:
 
 def run(
     quick: bool = False,
-    tasks: str = "fanout,ddp,eval",
+    tasks: str = "fanout,pool,ddp,eval",
     latency_s: float = 0.1,
     workers: int = 2,
     concurrency: int = 16,
