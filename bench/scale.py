@@ -347,7 +347,10 @@ def work_pool(quick: bool, latency_s: float = 0.5, threads: int | None = None) -
                 for worker in workers:
                     worker.terminate()
                 for worker in workers:
-                    worker.wait(timeout=60)
+                    try:
+                        worker.wait(timeout=30)
+                    except subprocess.TimeoutExpired:  # a worker still talking to the stopping server: its runs are done
+                        worker.kill()
     finally:
         server.kill()
     return {
