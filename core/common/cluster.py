@@ -20,6 +20,8 @@ this process as each call finishes, which writes them. `connect(scale)` gives th
 
 from __future__ import annotations
 
+import ctypes
+import os
 import threading
 import uuid
 from collections import deque
@@ -111,9 +113,24 @@ def _dask_call(stream_id: str, threads: int, worker: Callable[..., Any], init: t
         if stream_id not in _LOADED:
             # Dask's nanny starts workers with OMP_NUM_THREADS=1: a model worker given more CPUs would compute on one.
             torch.set_num_threads(threads)
+            _heap_keeps_large_blocks()
             _LOADED[stream_id] = worker(*init)
         loaded = _LOADED[stream_id]
     return getattr(loaded, method)(*args)
+
+
+def _heap_keeps_large_blocks() -> None:
+    """Undo what the nanny's MALLOC_TRIM_THRESHOLD_ (64 KiB) does to a model's worker: with that variable set, glibc
+    also pins its mmap threshold at 128 KiB, so every activation tensor is mapped and unmapped at each use. Measured
+    here: 5 forwards of the embedded model (16 x 120 tokens) 26.7 s with it, 18.2 s without, 18.1 s with this."""
+    if "MALLOC_TRIM_THRESHOLD_" not in os.environ:
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: the variable means nothing there
+        return
+    libc.mallopt(-3, 64 << 20)  # M_MMAP_THRESHOLD: blocks under 64 MiB come from the heap and are reused
+    libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD: free heap is returned to the system above 256 MiB
 
 
 def _dask_forget(stream_id: str) -> None:
