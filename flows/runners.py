@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 
-from core.common.ports import check_reachable
+from core.common.cluster import check_address
 from core.errors import ConfigError
 
 
@@ -21,8 +21,7 @@ def cluster_runner(runner: str, address: str | None, setting: str):
             from prefect_ray import RayTaskRunner
         except ImportError:
             raise ConfigError(f"{setting}: running on Ray needs prefect-ray: pip install 'distill-slm[scale]'") from None
-        if address not in (None, "auto") and not address.startswith("ray://"):
-            check_reachable(address, setting)  # before any work starts
+        check_address(runner, address, setting)  # before any work starts
         return RayTaskRunner(address=address, init_kwargs={"log_to_driver": False, "include_dashboard": False})
     if runner == "dask":
         try:
@@ -31,9 +30,7 @@ def cluster_runner(runner: str, address: str | None, setting: str):
             raise ConfigError(f"{setting}: running on Dask needs prefect-dask: pip install 'distill-slm[scale]'") from None
         if address is None:
             return DaskTaskRunner(cluster_kwargs={"n_workers": 2, "threads_per_worker": 1, "processes": True, "dashboard_address": None})
-        if "://" not in address:
-            raise ConfigError(f"{setting}: a Dask scheduler is addressed as tcp://HOST:PORT, not {address!r}")
-        check_reachable(address.split("://", 1)[1], setting)
+        check_address(runner, address, setting)
         return DaskTaskRunner(address=address)
     raise ConfigError(f"{setting}: {runner!r} is not a cluster (ray or dask)")
 

@@ -48,6 +48,18 @@ class WorkerPool(Protocol):
         ...
 
 
+def check_address(runner: str, address: str | None, setting: str) -> None:
+    """Refuse, naming `setting`, an address of `runner`'s cluster that nothing answers at (before any work starts) or,
+    for Dask, one without its scheme. None (a local cluster) and Ray's `auto` / `ray://` client addresses pass as they are."""
+    if address is None or (runner == "ray" and (address == "auto" or address.startswith("ray://"))):
+        return
+    if runner == "dask":
+        if "://" not in address:
+            raise ConfigError(f"{setting}: a Dask scheduler is addressed as tcp://HOST:PORT, not {address!r}")
+        address = address.split("://", 1)[1]
+    check_reachable(address, setting)
+
+
 def connect(scale: ScaleConfig) -> WorkerPool:
     """The pool of `scale.runner` (ray or dask) at `scale.address` (None: a local cluster it starts)."""
     if scale.runner == "ray":
@@ -66,8 +78,7 @@ class RayPool:
         except ImportError:
             raise ConfigError("scale.runner: ray needs Ray installed: pip install 'distill-slm[scale]'") from None
         self.scale, self.ray = scale, ray
-        if scale.address not in (None, "auto") and not scale.address.startswith("ray://"):
-            check_reachable(scale.address, "scale.address")
+        check_address("ray", scale.address, "scale.address")
         try:
             ray.init(address=scale.address, ignore_reinit_error=True, log_to_driver=False, include_dashboard=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -152,9 +163,7 @@ class DaskPool:
             self.local = LocalCluster(n_workers=scale.teacher_workers, threads_per_worker=1, processes=True, dashboard_address=None)
             self.client = Client(self.local)
             return
-        if "://" not in scale.address:
-            raise ConfigError(f"scale.address: a Dask scheduler is addressed as tcp://HOST:PORT, not {scale.address!r}")
-        check_reachable(scale.address.split("://", 1)[1], "scale.address")
+        check_address("dask", scale.address, "scale.address")
         try:
             self.client = Client(scale.address, timeout="10s")
         except OSError as exc:
