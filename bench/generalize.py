@@ -13,7 +13,8 @@ scored on fresh rows of a seed no split saw (balanced, up to 60 per class; extra
 * kd_strong: KD on the pool from a strong teacher, served over the OpenAI-compatible API, that knows
   the generator's labels (it stands in for a large model and measures what KD can reach; no gold
   label of the labeled file is used);
-* promoted: the variant the product would promote, the best on its own eval split.
+* promoted: the variant the product would promote: the best on its own eval split, unless its lead over SFT there is
+  within the draw of the rows (a paired bootstrap, `core.evaluation.paired`), then SFT.
 
 Printed per generator (primary metric with its bootstrap interval, worst class recall, training
 seconds) and, over the half, mean and worst of each variant. Defaults may be chosen on the
@@ -41,6 +42,7 @@ from core.common.config import KDConfig, ModelConfig, TaskConfig, TrainingConfig
 from core.common.files import atomic_write_text
 from core.common.splits import balanced_split, distinct_inputs
 from core.evaluation.evaluate import evaluate_variants
+from core.evaluation.paired import paired_gains, within_noise
 from core.kinds import for_config, make_teacher
 from core.kinds.data import rows_from_records, splits
 from core.methods import kd as kd_method
@@ -203,12 +205,18 @@ def _generator(
         adapters["kd_strong"] = kd_result[0]
 
     on_eval = evaluate_variants(kind, eval_rows, adapters, include_base=False)
+    paired_gains(kind, eval_rows, on_eval, list(adapters))
     promoted = max(on_eval, key=lambda name: on_eval[name][primary])
+    if within_noise(on_eval[promoted]):  # as the gate: a lead over SFT within the draw of the eval rows keeps SFT
+        promoted = on_eval[promoted]["paired"]["reference"]
     on_test = evaluate_variants(kind, test_rows, adapters)
     variants = {
         name: _figures(metrics, primary) | ({"train_s": seconds[name]} if name in seconds else {}) for name, metrics in on_test.items()
     }
     variants["promoted"] = dict(variants[promoted], variant=promoted)
+    for name, metrics in on_eval.items():  # the eval split's verdict beside the fresh rows' figures
+        if metrics.get("paired"):
+            variants[name]["paired_on_eval"] = metrics["paired"]
     return {
         "type": demo.type,
         "primary_metric": primary,

@@ -32,6 +32,7 @@ from pathlib import Path
 from core.common.config import PromotionPolicy, TaskConfig
 from core.common.files import atomic_write_text, fsync_folder
 from core.errors import RegistryError
+from core.evaluation.paired import paired_note, within_noise
 
 ALIASES = ("production", "staging")
 
@@ -306,15 +307,30 @@ class Registry:
                     decision.passed, decision.forced = True, True
             passing = [d for d in decisions if d.passed]
             best = max(passing, key=lambda d: d.candidate_value if d.candidate_value is not None else float("-inf"), default=None)
+            best = self._clear_of_noise(task, best, passing)
             for decision in decisions:
                 decision.promoted = decision is best
                 if decision.passed and not decision.promoted:
-                    decision.reasons.append(f"passed, but {best.candidate} scored higher in the same run")
+                    decision.reasons.append(f"passed, but {best.candidate} was promoted in the same run")
                 self._record_gate(task, decision, alias)
             if best is not None:
                 figures = {k: getattr(best, k) for k in ("metric", "candidate_value", "incumbent_value", "eval_sha256")}
                 self._move_alias(task, alias, best.candidate, "; ".join(best.reasons), {"gate": figures})
         return decisions
+
+    def _clear_of_noise(self, task: str, best: GateDecision | None, passing: list[GateDecision]) -> GateDecision | None:
+        """`best`, unless its lead over this run's passing reference adapter (SFT, trained on the gold labels alone) is
+        within the draw of the eval rows (`core.evaluation.paired`): then the reference."""
+        metrics = self.metrics(task, best.candidate) if best is not None else {}
+        if not within_noise(metrics):
+            return best
+        reference = next((d for d in passing if d.candidate.split("/")[0] == metrics["paired"]["reference"]), None)
+        if reference is None:
+            return best
+        note = paired_note(best.candidate, metrics)
+        best.reasons.append(f"its lead is not clear: {note}")
+        reference.reasons.append(f"kept over {best.candidate}: {note}")
+        return reference
 
     def _record_gate(self, task: str, decision: GateDecision, alias: str) -> None:
         path = self.path(task, decision.candidate) / "gate.json"

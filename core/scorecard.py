@@ -21,7 +21,8 @@ from core.common.openai_evals import answer_text, load_openai_eval
 from core.common.rows import Example
 from core.evaluation.cost import add_cost, price_for
 from core.evaluation.evaluate import cascade_table, evaluate_variants
-from core.evaluation.report import add_learning_curves, add_openai_graders
+from core.evaluation.paired import paired_gains
+from core.evaluation.report import add_learning_curves, add_openai_graders, add_paired_gains
 from core.evaluation.sharded import evaluate_sharded
 from core.kinds import TaskKind
 from core.kinds.data import label_set
@@ -83,6 +84,7 @@ def evaluate_run(
     choice, the validation curve); written as `<out_dir>/<variant>.metrics.json` and the task kind's report."""
     cfg = kind.cfg
     results = score_variants(kind, rows, adapters, teacher_traces=teacher_traces)
+    paired_gains(kind, rows, results, list(adapters))  # what the gate reads before letting a variant displace SFT
     for name, folder in adapters.items():
         stats = Path(folder) / "train_stats.json"
         if stats.exists():  # the report says how many rows each adapter learned from
@@ -108,6 +110,7 @@ def evaluate_run(
     report = kind.write_report(results, out)
     curves = {name: _curve(Path(folder)) for name, folder in adapters.items()}
     add_learning_curves(report, curves)
+    add_paired_gains(report, results)
     if openai_eval is not None:
         add_openai_graders(report, results, openai_eval.unsupported)
     return Scorecard(results, out, report, curves)

@@ -54,20 +54,26 @@ def macro_f1_interval(gold: list[str], predicted: list[str], labels: list[str], 
     """
     if not gold:
         return [0.0, 0.0]
+    picks = np.random.default_rng(0).integers(0, len(gold), size=(resamples, len(gold)))
+    macro = resampled_macro_f1(gold, predicted, labels, picks)
+    tail = (1 - level) / 2 * 100
+    return [round(float(np.percentile(macro, tail)), 4), round(float(np.percentile(macro, 100 - tail)), 4)]
+
+
+def resampled_macro_f1(gold: list[str], predicted: list[str | None], labels: list[str], picks: np.ndarray) -> np.ndarray:
+    """Macro-F1 on each resample of the rows (`picks`: resamples x rows, indices into `gold`), as sklearn's macro
+    average over `labels` (a label absent from a resample scoring 0), computed for all resamples at once."""
     index = {label: i for i, label in enumerate(labels)}
     n_labels = len(labels) + 1  # the last column: a prediction outside the label set
     g = np.array([index.get(x, len(labels)) for x in gold])
     p = np.array([index.get(x, len(labels)) for x in predicted])
-    rng = np.random.default_rng(0)
-    picks = rng.integers(0, len(g), size=(resamples, len(g)))
+    resamples = picks.shape[0]
     cells = (np.arange(resamples)[:, None] * n_labels * n_labels + g[picks] * n_labels + p[picks]).ravel()
     confusion = np.bincount(cells, minlength=resamples * n_labels * n_labels).reshape(resamples, n_labels, n_labels)
     hits = confusion[:, np.arange(len(labels)), np.arange(len(labels))]
     support, called = confusion.sum(axis=2)[:, : len(labels)], confusion.sum(axis=1)[:, : len(labels)]
     f1 = np.where(support + called > 0, 2 * hits / np.maximum(support + called, 1), 0.0)
-    macro = f1.mean(axis=1)  # as sklearn's macro average over `labels`, a label absent from a resample scoring 0
-    tail = (1 - level) / 2 * 100
-    return [round(float(np.percentile(macro, tail)), 4), round(float(np.percentile(macro, 100 - tail)), 4)]
+    return f1.mean(axis=1)
 
 
 def classification_metrics(
@@ -162,6 +168,18 @@ def field_diff(gold: dict, predicted: dict | None) -> dict:
         "missing": sum(1 for k in g if k not in p),
         "extra": sum(1 for k in p if k not in g),
     }
+
+
+def resampled_field_f1(gold: list[dict], predicted: list[dict | None], picks: np.ndarray) -> np.ndarray:
+    """`extraction_metrics`' field F1 (micro over leaf paths) on each resample of the documents (`picks`: resamples x
+    documents)."""
+    diffs = [field_diff(g, p) for g, p in zip(gold, predicted)]
+    counts = np.array([[d["correct"], d["predicted"], d["gold"]] for d in diffs], dtype=float).reshape(-1, 3)
+    correct, n_pred, n_gold = counts[picks].sum(axis=1).T
+    precision = np.divide(correct, n_pred, out=np.zeros_like(correct), where=n_pred > 0)
+    recall = np.divide(correct, n_gold, out=np.zeros_like(correct), where=n_gold > 0)
+    total = precision + recall
+    return np.divide(2 * precision * recall, total, out=np.zeros_like(total), where=total > 0)
 
 
 def extraction_metrics(gold: list[dict], predicted: list[dict | None], valid: list[bool], latencies_ms: list[float] | None = None) -> dict:

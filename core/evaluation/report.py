@@ -9,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display on servers or CI
 import matplotlib.pyplot as plt  # noqa: E402
 
+from core.evaluation.paired import paired_note  # noqa: E402
+
 HEADLINE = [
     "accuracy",
     "macro_f1",
@@ -318,6 +320,19 @@ def add_learning_curves(report: Path, curves: dict[str, dict]) -> Path | None:
     with open(report, "a", encoding="utf-8") as f:
         f.write("\n".join(lines))
     return image
+
+
+def add_paired_gains(report: Path, results: dict[str, dict]) -> None:
+    """Append each adapter's gain over the run's SFT adapter with its paired interval (`core.evaluation.paired`), and
+    what the gate makes of it; nothing when no adapter was compared."""
+    compared = {name: metrics for name, metrics in results.items() if metrics.get("paired")}
+    if not compared:
+        return
+    lines = ["", "## Gains over SFT on the same rows (paired bootstrap)", ""]
+    lines += [f"- {paired_note(name, metrics)}" for name, metrics in compared.items()]
+    lines += ["", "A gain within the draw of the rows does not displace the SFT adapter at promotion.", ""]
+    with open(report, "a", encoding="utf-8") as f:
+        f.write("\n".join(lines))
 
 
 def add_openai_graders(report: Path, results: dict[str, dict], unsupported: list[str]) -> None:

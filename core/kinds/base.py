@@ -11,7 +11,7 @@ A kind is bound to its task's config and the operator's model settings once (`co
 no method takes either again.
 Required of every kind: `parse_records`, `decoder`, `score`, `write_report`. The rest come with defaults (a row's own
 fields as its record, no task checks) or are optional parts (teaching: `teacher_task`, `teacher_metrics`, `kd_rows`,
-`confident_rows`, `preference_pairs`; drift: `reference_answers`, `drift_view`, `agrees`, `output_signals`), raising
+`confident_rows`, `preference_pairs`; paired comparisons: `resampled_primary`; drift: `reference_answers`, `drift_view`, `agrees`, `output_signals`), raising
 `NotImplementedError` naming kind and method where left out. What a kind only declares is a class attribute
 (`closed_labels`: splits stratify and KD matches label distributions; `accepts`: request fields; `escalates`).
 What is the same for every kind is not here: data and splits (`core.kinds.data`), scoring loops
@@ -86,6 +86,12 @@ class TaskKind(ABC):
     @abstractmethod
     def score(self, decoder, rows: list[Example]) -> dict:
         """Metrics of one decoder on rows with gold answers (with `predictions`, latency and token counts)."""
+
+    def resampled_primary(self, rows: list[Example], metrics: dict, picks: np.ndarray) -> np.ndarray | None:
+        """The promotion's primary metric of one variant (`metrics`, as `score` returned them on `rows`) on each resample
+        of the rows (`picks`: resamples x rows, indices into `rows`), for paired comparisons between variants
+        (`core.evaluation.paired`); None where this kind cannot recompute that metric from its predictions."""
+        return None
 
     def teacher_metrics(self, rows: list[Example], traces: dict[str, dict]) -> dict:
         """The teacher scored like any variant, from its traces on the rows (failed answers count as wrong)."""

@@ -21,7 +21,7 @@ from core.common.rows import Example, Pair
 from core.common.splits import balance
 from core.drift.statistics import Signal, counts_test
 from core.errors import DataError
-from core.evaluation.metrics import classification_metrics, confidence_threshold
+from core.evaluation.metrics import classification_metrics, confidence_threshold, resampled_macro_f1
 from core.evaluation.report import write_classification_report
 from core.kinds.base import TaskKind, trace_costs, traces_for_rows
 from core.model.calibrated import CalibratedDecoder, label_sequences, softmax
@@ -100,6 +100,12 @@ class Classification(TaskKind):
             {"id": r.id, "gold": r.label, "pred": p.label, "confidence": round(p.confidence, 4)} for r, p in zip(rows, preds)
         ]
         return metrics
+
+    def resampled_primary(self, rows: list[Example], metrics: dict, picks: np.ndarray) -> np.ndarray | None:
+        if self.cfg.promotion.primary_metric != "macro_f1":
+            return None
+        predictions = metrics["predictions"]
+        return resampled_macro_f1([p["gold"] for p in predictions], [p["pred"] for p in predictions], self.cfg.labels, picks)
 
     def teacher_metrics(self, rows: list[Example], traces: dict[str, dict]) -> dict:
         found = traces_for_rows(rows, traces)

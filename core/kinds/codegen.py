@@ -217,6 +217,11 @@ class CodeGeneration(TaskKind):
             prediction["id"] = row.id
         return metrics
 
+    def resampled_primary(self, rows: list[Example], metrics: dict, picks: np.ndarray) -> np.ndarray | None:
+        if self.cfg.promotion.primary_metric != "pass_at_1":
+            return None
+        return np.array([p["passed"] for p in metrics["predictions"]], dtype=float)[picks].mean(axis=1)
+
     def teacher_metrics(self, rows: list[Example], traces: dict[str, dict]) -> dict:
         """The teacher's first (greedy) candidate as its pass@1, all its candidates for pass@k, and how many tasks any
         candidate solved (`verified_rate`: the share of tasks KD can learn from)."""

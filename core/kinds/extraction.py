@@ -19,7 +19,7 @@ from core.common.config import TaskConfig
 from core.common.rows import Example, Pair
 from core.drift.statistics import Signal, proportion_test
 from core.errors import DataError
-from core.evaluation.metrics import extraction_metrics, field_diff
+from core.evaluation.metrics import extraction_metrics, field_diff, resampled_field_f1
 from core.evaluation.report import write_extraction_report
 from core.kinds.base import TaskKind, trace_costs, traces_for_rows
 from core.model.decoders import extraction_decoder
@@ -107,6 +107,11 @@ class DocumentExtraction(TaskKind):
         metrics["completion_tokens_per_request"] = float(np.mean([x.completion_tokens for x in results]))
         metrics["predictions"] = [{"id": r.id, "valid": x.valid, "errors": x.errors, "output": x.output} for r, x in zip(rows, results)]
         return metrics
+
+    def resampled_primary(self, rows: list[Example], metrics: dict, picks: np.ndarray) -> np.ndarray | None:
+        if self.cfg.promotion.primary_metric != "field_f1":
+            return None
+        return resampled_field_f1([json.loads(r.label) for r in rows], [p["output"] for p in metrics["predictions"]], picks)
 
     def teacher_metrics(self, rows: list[Example], traces: dict[str, dict]) -> dict:
         found = traces_for_rows(rows, traces)

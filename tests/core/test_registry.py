@@ -170,3 +170,27 @@ def test_a_registry_killed_mid_write_is_the_old_state_or_the_new_one(tmp_path, a
     )
     assert shown.returncode == 0, shown.stderr
     assert sum(len(Registry(runs).versions("t", m)) for m in ("sft", "kd")) > 5  # the kills landed mid-loop, many times
+
+
+def test_one_run_promotes_its_best_adapter_unless_the_lead_over_sft_is_within_the_draw_of_the_rows(tmp_path, adapter):
+    """`promote_best` moves the alias once, to the best passing candidate; a candidate whose paired interval over the
+    run's SFT adapter reaches zero (`core.evaluation.paired`) does not displace SFT, and both decisions say why."""
+    reg = Registry(tmp_path / "runs")
+    paired = lambda low: {"reference": "sft", "metric": "macro_f1", "gain": 0.04, "interval": [low, 0.09], "level": 0.95}  # noqa: E731
+    sft = register(reg, adapter, 0.70)
+    noisy = register(reg, adapter, 0.74, method="selftrain", paired=paired(-0.01))
+    first = reg.promote_best("t", [sft, noisy], PromotionPolicy(guard_min={}))
+    assert [d.promoted for d in first] == [True, False]
+    assert "kept over selftrain/v0001" in first[0].reasons[-1] and "within the draw of the rows" in first[0].reasons[-1]
+    assert "its lead is not clear" in " ".join(first[1].reasons)
+    assert reg.aliases("t")["production"] == sft
+
+    sft2 = register(reg, adapter, 0.70)
+    clear = register(reg, adapter, 0.80, method="kd", paired=paired(0.02))
+    second = reg.promote_best("t", [sft2, clear], PromotionPolicy(guard_min={}))
+    assert [d.promoted for d in second] == [False, True]
+    assert reg.aliases("t")["production"] == clear
+
+    # Without a passing reference in the run there is nothing to keep: the best passing candidate is promoted.
+    lone = register(reg, adapter, 0.85, method="selftrain", paired=paired(-0.05))
+    assert reg.promote_best("t", [lone], PromotionPolicy(guard_min={}))[0].promoted

@@ -199,6 +199,10 @@ def test_distill_flow_self_trains_and_distils_from_its_sft_adapter(prefect_serve
     assert chosen["labeler_choice"] == choice
     report = Path(summary["report"]).read_text()
     assert "## Self-training against the SFT adapter" in report and "chosen on the validation rows" in report
+    # Each adapter's gain over SFT on the same rows, with its paired interval, in the report and the registered metrics.
+    assert "## Gains over SFT on the same rows (paired bootstrap)" in report and "- kd vs sft: macro_f1" in report
+    paired = Registry(tiny_cfg.runs_dir).metrics("creditmix", ref)["paired"]
+    assert paired["reference"] == "sft" and paired["metric"] == "macro_f1" and paired["interval"][0] <= paired["interval"][1]
     # Three adapters gated, production moved once (to the best that passed): one rollback undoes the run.
     promotions = [summary["variants"][m]["promotion"] for m in ("sft", "selftrain", "kd")]
     assert all(p["passed"] for p in promotions) and sum(p["promoted"] for p in promotions) == 1
