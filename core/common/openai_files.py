@@ -5,8 +5,8 @@ What a chat line becomes: its **last assistant message** (with a `weight` other 
 message before it** is the input; a system message is the instruction (the most common one, where the task file gives
 none). Earlier turns of a multi-turn conversation are not used — the product's students answer one input — and are
 counted in the report. The answers decide the task's type: all JSON objects -> document extraction (`idp`; a draft
-JSON Schema inferred for review), else a closed set of answers -> classification (the labels counted and shown).
-Anything else (free-text replies, as in a chat assistant's file) is not a task this product distils, and says so.
+JSON Schema inferred for review), else a closed set of answers -> classification (the labels counted and shown), else
+free-text replies (a chat assistant's file, SQL answers) -> `type: text` (`core.kinds.text`: scored by chrF).
 A function-calling file (an assistant turn of `tool_calls`, or the older `function_call`) is extraction too: the
 answer is `{"name": <function>, "arguments": {...}}`, and the draft schema's `name` is the functions the lines'
 `tools` (or `functions`) offer, so a student can only call one of them. One call per answer: a turn of parallel calls,
@@ -38,6 +38,8 @@ from core.errors import DataError
 
 ROLES = ("system", "user", "assistant", "tool", "function", "developer")
 MAX_LABELS = 50  # more distinct answers than this (and not JSON): free text, not a label set
+CHAT_MARKUP_TOKENS = 32  # the chat template's role markers around system, user and assistant turns (SmolLM2's: 15)
+TRAINING_MAX_LENGTH = 256  # the task file's `training.max_length` default: a longer longest example writes its own
 
 
 @dataclass
@@ -56,7 +58,7 @@ class ImportReport:
     """What the files hold, gathered in one pass that keeps no example (`examples` and `preferences` read them again)."""
 
     paths: list[Path] = field(default_factory=list)
-    kind: str | None = None  # classification | idp | None (nothing this product distils)
+    kind: str | None = None  # classification | idp | text | None (no usable example)
     usable: int = 0  # examples a task gets: not bad, not a repeat, within the context
     preference_pairs: int = 0
     bad: list[str] = field(default_factory=list)  # "file:line: reason"
@@ -69,6 +71,7 @@ class ImportReport:
     multi_turn: int = 0
     tokens: dict | None = None  # input tokens: min, mean, max (with a token counter)
     why_not: str | None = None
+    why_text: str | None = None  # type text: why the replies are not a label set
     over_context: set[str] = field(default_factory=set)  # "file:line" of examples dropped as over the context
 
     def examples(self) -> Iterator[Example]:
@@ -90,6 +93,8 @@ class ImportReport:
             parts.append(f"classification, {len(self.labels)} labels: " + ", ".join(f"{k} ({v})" for k, v in self.labels.items()))
         elif self.kind == "idp":
             parts.append(f"document extraction; draft schema (review it): {json.dumps(self.schema)}")
+        elif self.kind == "text":
+            parts.append(f"free-text replies ({self.why_text}); scored by chrF against the file's replies")
         elif self.why_not:
             parts.append(f"not a task this product distils: {self.why_not}")
         parts.append(
@@ -334,9 +339,12 @@ def read_files(
             if len(waiting) == 1000:
                 _take(report, state, waiting, count_tokens, max_tokens)
     _take(report, state, waiting, count_tokens, max_tokens)
+    _decide_kind(report, state)
     if state.token_counts:
         report.tokens = {"min": state.token_min, "mean": round(state.token_sum / state.token_counts, 1), "max": state.token_max}
-    _decide_kind(report, state)
+        # What the written task's training.max_length must hold: the longest example, its instruction and the chat markup.
+        instruction = count_tokens([report.instruction])[0] if report.instruction else 0
+        report.tokens["longest_example"] = state.longest + instruction + CHAT_MARKUP_TOKENS
     return report
 
 
@@ -354,16 +362,23 @@ class _Gather:
     token_sum: int = 0
     token_min: int = 0
     token_max: int = 0
+    longest: int = 0  # input + answer tokens of the longest usable example
 
 
 def _take(report: ImportReport, state: _Gather, waiting: list[Example], count_tokens, max_tokens: int | None) -> None:
     """Count `waiting`'s tokens, drop those over the context (bad lines), fold the rest into the figures; empty it."""
-    counts = count_tokens([e.input for e in waiting]) if count_tokens is not None and waiting else [None] * len(waiting)
-    for example, n in zip(waiting, counts):
-        if n is not None and max_tokens is not None and n > max_tokens:
-            report.bad.append(f"{example.where}: over the context ({n} input tokens, over {max_tokens})")
+    if count_tokens is not None and waiting:
+        counted = count_tokens([e.input for e in waiting] + [e.answer for e in waiting])
+        counts, answer_counts = counted[: len(waiting)], counted[len(waiting) :]
+    else:
+        counts = answer_counts = [None] * len(waiting)
+    for example, n, n_answer in zip(waiting, counts, answer_counts):
+        if n is not None and max_tokens is not None and n + n_answer > max_tokens:
+            report.bad.append(f"{example.where}: over the context ({n} input + {n_answer} answer tokens, over {max_tokens})")
             report.over_context.add(example.where)
             continue
+        if n is not None:
+            state.longest = max(state.longest, n + n_answer)
         report.usable += 1
         report.multi_turn += example.turns > 1
         if example.system:
@@ -408,8 +423,9 @@ def _decide_kind(report: ImportReport, state: _Gather) -> None:
         report.kind, report.labels = "classification", dict(labels.most_common())
         return
     distinct = f"over {MAX_LABELS}" if len(labels) > MAX_LABELS else str(len(labels))
-    report.why_not = (
-        f"{distinct} distinct assistant answers in {report.usable} examples: free text, neither a label set "
+    report.kind = "text"
+    report.why_text = (
+        f"{distinct} distinct assistant answers in {report.usable} examples: neither a label set "
         f"(at most {MAX_LABELS} answers, each repeated) nor JSON objects"
     )
 
@@ -433,6 +449,8 @@ def write_task(report: ImportReport, out: Path, name: str, max_bad_share: float 
     if report.kind == "classification":
         rows = ({"text": e.input, "label": e.answer.strip()} for e in report.examples())
         task["labels"] = list(report.labels)
+    elif report.kind == "text":
+        rows = ({"text": e.input, "answer": e.answer} for e in report.examples())
     else:
         rows = ({"document": e.input, "target": json.loads(e.answer)} for e in report.examples())
         atomic_write_text(out / "schema.json", json.dumps(report.schema, indent=2))
@@ -445,6 +463,9 @@ def write_task(report: ImportReport, out: Path, name: str, max_bad_share: float 
     if report.instruction:
         task["instruction"] = report.instruction
     task["methods"] = ["sft", "dpo"] if report.preference_pairs else ["sft"]
+    longest = (report.tokens or {}).get("longest_example", 0)
+    if longest > TRAINING_MAX_LENGTH:  # training refuses longer rows; the file's own longest example decides
+        task["training"] = {"max_length": -(-longest // 64) * 64}
     header = "# Imported from OpenAI fine-tuning files by `distill-slm import openai` (review the labels or the schema draft).\n"
     atomic_write_text(out / "task.yaml", header + yaml.safe_dump(task, sort_keys=False, allow_unicode=True))
     return out / "task.yaml"

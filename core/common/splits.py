@@ -123,7 +123,12 @@ def document_split(
     for training (tasks without classes)."""
     needed = math.ceil(1 / fraction)
     if len(rows) < needed:
-        raise DataError("<split>", None, "target", f"{len(rows)} rows: need at least {needed} to hold {fraction:.0%} out for evaluation")
+        raise DataError(
+            "<split>",
+            None,
+            None,
+            f"{len(rows)} rows: need at least {needed} to hold {fraction:.0%} out for evaluation (or give a data.eval file)",
+        )
     shuffled = rows[:]
     random.Random(seed).shuffle(shuffled)
     n_eval = max(1, min(eval_size, int(len(rows) * fraction)))

@@ -215,3 +215,54 @@ def extraction_metrics(gold: list[dict], predicted: list[dict | None], valid: li
         out["latency_ms_p50"] = float(np.percentile(latencies_ms, 50))
         out["latency_ms_p95"] = float(np.percentile(latencies_ms, 95))
     return out
+
+
+# ---- free text ---------------------------------------------------------------------------------
+
+CHRF_ORDER, CHRF_BETA = 6, 2.0  # chrF's defaults (Popović 2015; sacrebleu's CHRF): character 1- to 6-grams, recall weighted 2x
+
+
+def _char_ngrams(text: str, n: int) -> dict[str, int]:
+    chars = "".join(text.split())  # whitespace ignored, as sacrebleu's chrF does
+    grams: dict[str, int] = {}
+    for i in range(len(chars) - n + 1):
+        grams[chars[i : i + n]] = grams.get(chars[i : i + n], 0) + 1
+    return grams
+
+
+def chrf(hypothesis: str, reference: str) -> float:
+    """Sentence-level chrF in [0, 1]: the F-beta of character n-gram precision and recall, averaged over n = 1..6. An
+    answer scores by how much of the reference's wording it shares, so a paraphrase earns part credit and an empty
+    answer 0; identical texts score 1."""
+    if hypothesis == reference:
+        return 1.0
+    precisions, recalls = [], []
+    for n in range(1, CHRF_ORDER + 1):
+        hyp, ref = _char_ngrams(hypothesis, n), _char_ngrams(reference, n)
+        if not hyp or not ref:
+            continue
+        matched = sum(min(count, ref.get(gram, 0)) for gram, count in hyp.items())
+        precisions.append(matched / sum(hyp.values()))
+        recalls.append(matched / sum(ref.values()))
+    if not precisions:
+        return 0.0
+    p, r = float(np.mean(precisions)), float(np.mean(recalls))
+    b2 = CHRF_BETA**2
+    return (1 + b2) * p * r / (b2 * p + r) if p + r else 0.0
+
+
+def text_metrics(gold: list[str], predicted: list[str], latencies_ms: list[float] | None = None) -> dict:
+    """Free-text answers against the references: chrF (mean over rows; per row in `chrf_per_row`), exact match after
+    trimming whitespace, and how long the answers run against the references."""
+    scores = [chrf(p.strip(), g.strip()) for g, p in zip(gold, predicted)]
+    out = {
+        "n": len(gold),
+        "chrf": float(np.mean(scores)) if scores else 0.0,
+        "exact_match": float(np.mean([p.strip() == g.strip() for g, p in zip(gold, predicted)])) if gold else 0.0,
+        "length_ratio": float(sum(len(p) for p in predicted) / max(1, sum(len(g) for g in gold))),
+        "chrf_per_row": [round(s, 4) for s in scores],
+    }
+    if latencies_ms:
+        out["latency_ms_p50"] = float(np.percentile(latencies_ms, 50))
+        out["latency_ms_p95"] = float(np.percentile(latencies_ms, 95))
+    return out

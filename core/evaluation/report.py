@@ -225,6 +225,35 @@ def write_extraction_report(task: str, results: dict[str, dict], out_dir: Path) 
     return _write(out_dir / "report.md", extraction_report(task, results))
 
 
+TEXT_HEADLINE = ["chrf", "exact_match", "length_ratio", "latency_ms_p50", "latency_ms_p95", "tokens_per_request", "cost_per_1k_usd", "n"]
+
+
+def text_report(task: str, results: dict[str, dict], examples: int = 3) -> str:
+    """Variants side by side on the eval rows (free-text answers): chrF, exact match, answer length, latency and cost;
+    then a few rows as each variant answered them, for a person to read."""
+    names = list(results)
+    lines = [
+        f"# Evaluation: {task} (free-text answers)",
+        "",
+        "chrF: character 1- to 6-gram F-score against the reference answer (recall weighted 2x), mean over rows; "
+        "length_ratio: answer characters over reference characters.",
+        "",
+        "| metric | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for key in TEXT_HEADLINE:
+        lines.append(f"| {key} | " + " | ".join(_fmt(results[n].get(key, "")) for n in names) + " |")
+    lines += ["", "## Answers to the first rows", ""]
+    for i in range(min(examples, min((len(results[n].get("predictions", [])) for n in names), default=0))):
+        lines.append(f"- row `{results[names[0]]['predictions'][i]['id']}`")
+        lines += [f"  - {n}: {results[n]['predictions'][i]['output'][:200]!r}" for n in names]
+    return "\n".join(lines) + "\n"
+
+
+def write_text_report(task: str, results: dict[str, dict], out_dir: Path) -> Path:
+    return _write(out_dir / "report.md", text_report(task, results))
+
+
 CODEGEN_HEADLINE = [
     "pass_at_1",
     "pass_at_2",

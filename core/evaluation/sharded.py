@@ -21,7 +21,7 @@ from core.common.rows import Example
 from core.model.loading import activate_adapter, load_model
 
 # The decoder's batch answer, by what it answers (`Decoder.answers`): what `kind.score` calls on the eval rows' texts.
-BATCH_ANSWER = {"labels": "predict", "json": "extract", "code": "answer"}
+BATCH_ANSWER = {"labels": "predict", "json": "extract", "code": "answer", "text": "answer"}
 
 
 class _EvalWorker:

@@ -21,6 +21,7 @@ from core.kinds.classification import Classification
 from core.kinds.codegen import CodeGeneration
 from core.kinds.data import labeled_rows
 from core.kinds.extraction import DocumentExtraction
+from core.kinds.text import FreeText
 from core.settings import ModelSettings
 from core.teachers.backends import build_teacher
 from core.teachers.base import Teacher
@@ -35,7 +36,7 @@ def register(*kinds: type[TaskKind]) -> None:
         register_task_type(kind.type, kind.defaults)
 
 
-register(Classification, DocumentExtraction, CodeGeneration)
+register(Classification, DocumentExtraction, CodeGeneration, FreeText)
 
 
 def for_config(cfg: TaskConfig, settings: ModelSettings) -> TaskKind:

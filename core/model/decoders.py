@@ -20,10 +20,10 @@ from core.model.schema import SchemaDecoder, TaskSchema
 
 
 class Decoder(Protocol):
-    """What every decoder a variant runs shares (calibrated labels, schema-constrained JSON, plan-then-code): the serving
+    """What every decoder a variant runs shares (calibrated labels, schema-constrained JSON, plan-then-code, free text): the serving
     engine routes requests by `answers` and counts tokens with `tokenizer`, never by the decoder's class."""
 
-    answers: Literal["labels", "json", "code"]
+    answers: Literal["labels", "json", "code", "text"]
     tokenizer: PreTrainedTokenizerBase
     instruction: str
 

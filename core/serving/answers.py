@@ -121,9 +121,10 @@ def _json(engine: InferenceEngine, batcher: DynamicBatcher, request: Request, bu
     )
 
 
-def _code(engine: InferenceEngine, batcher: DynamicBatcher, request: Request, budget: int, max_schema_bytes: int) -> ServedAnswer:
-    """A plan and the code, greedy; with the request's tests, the code is run against them in the sandbox and the
-    verdict returned."""
+def _generated(engine: InferenceEngine, batcher: DynamicBatcher, request: Request, budget: int, max_schema_bytes: int) -> ServedAnswer:
+    """Generated text, greedy: a plan and the code (code generation), or a free-text reply. With the request's tests (code
+    only: the runtime refuses them for other kinds), the code is run against them in the sandbox and the verdict
+    returned."""
     tests = request.tests
     if tests is not None:
         if problem := check_tests(tests):
@@ -155,5 +156,6 @@ def _code(engine: InferenceEngine, batcher: DynamicBatcher, request: Request, bu
 _PATHS: dict[str, Callable[[InferenceEngine, DynamicBatcher, Request, int, int], ServedAnswer]] = {
     "labels": _labels,
     "json": _json,
-    "code": _code,
+    "code": _generated,
+    "text": _generated,
 }

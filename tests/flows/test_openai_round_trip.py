@@ -5,6 +5,7 @@ base URL, calling the old fine-tuned model name."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import openai
 
@@ -71,5 +72,46 @@ def test_an_openai_fine_tuning_file_is_served_under_its_old_model_name(prefect_s
         assert reply.model == OLD_NAME and reply.choices[0].message.content in WORDS
         streamed = list(client.chat.completions.create(model=OLD_NAME, messages=ask, stream=True))
         assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == reply.choices[0].message.content
+    finally:
+        server.should_exit = True
+
+
+TOY = Path(__file__).parents[1] / "data" / "openai" / "toy_chat_fine_tuning.jsonl"  # OpenAI cookbook's example file
+TOY_NAME = "ft:gpt-3.5-turbo-0613:acme::positive1"
+
+
+def test_the_cookbook_chat_file_imports_trains_and_is_served_under_its_old_model_name(prefect_server, tiny_model_dir, tmp_path):
+    """The cookbook's own file (free-text replies, one bad line of five), as published: imported as `type: text`,
+    trained, and answered through the official client under the old name, streamed and not."""
+    done = subprocess.run(
+        [sys.executable, "-m", "distill_slm.cli", "import", "openai", str(TOY), "--name", "positive", "--out", str(tmp_path / "task")]
+        + ["--max-bad-share", "0.25"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "free-text replies" in done.stdout and f"{TOY}:4:" in done.stdout
+
+    cfg = TaskConfig.from_yaml(tmp_path / "task" / "task.yaml")
+    assert cfg.type == "text"
+    cfg.model.base_model = str(tiny_model_dir)
+    cfg.runs_dir, cfg.work_dir = tmp_path / "runs", tmp_path / "work"
+    cfg.max_new_tokens = 12
+    cfg.data.eval_fraction = 0.25  # four usable rows: one to evaluate on (at the default 0.2 the split asks for five)
+    cfg.training.batch_size, cfg.training.save_steps, cfg.training.max_steps = 2, 2, 3
+    summary = distill(cfg)
+    assert summary["variants"]["sft"]["promotion"]["promoted"] and "chrf" in summary["variants"]["sft"]
+
+    settings = ServiceSettings(runs_dir=cfg.runs_dir, audit_log=tmp_path / "audit.jsonl", model_names={TOY_NAME: "positive:production"})
+    server, url = serve_in_thread(settings)
+    try:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused-on-loopback")
+        ask = [{"role": "user", "content": "I lost my keys today."}]
+        reply = client.chat.completions.create(model=TOY_NAME, messages=ask)
+        assert reply.model == TOY_NAME and reply.choices[0].message.content and reply.usage.completion_tokens > 0
+        streamed = list(client.chat.completions.create(model=TOY_NAME, messages=ask, stream=True))
+        assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == reply.choices[0].message.content
+        assert sum(1 for c in streamed if c.choices and c.choices[0].delta.content) > 1  # sent as decoded, not whole
     finally:
         server.should_exit = True

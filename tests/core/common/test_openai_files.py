@@ -1,5 +1,5 @@
 """OpenAI fine-tuning files in: each bad line named with its file, line and reason; classification and extraction
-files become rows and a task file that loads; free-text chat files are said to be neither; preference lines become
+files become rows and a task file that loads; free-text chat files become `type: text` tasks; preference lines become
 DPO pairs; a file with too many bad lines writes nothing."""
 
 import json
@@ -23,14 +23,20 @@ def _chat(user: str, answer: str, system: str = "Classify the ticket's priority.
     )
 
 
-def test_the_cookbook_file_is_checked_line_by_line_and_said_to_be_free_text():
+def test_the_cookbook_file_is_checked_line_by_line_and_becomes_a_free_text_task(tmp_path):
     report = read_files([TOY])
     assert report.lines == 5 and report.usable == 4 and report.multi_turn == 1
     assert report.bad == [f"{TOY}:4: field 'messages': no user message before the assistant's answer"]
-    assert report.kind is None and "free text" in report.why_not  # a chat assistant's replies: not a task distilled here
+    assert report.kind == "text" and "neither a label set" in report.why_text  # a chat assistant's replies
+    assert "free-text replies" in report.summary()
     assert report.instruction == "You are a happy assistant that puts a positive spin on everything."
     two_turns = next(e for e in report.examples() if e.turns > 1)
     assert (two_turns.input, two_turns.answer) == ("I don't even know how to play golf.", "It's easy to learn!")  # the last exchange
+    task = write_task(report, tmp_path / "toy", "toy", max_bad_share=0.25)  # 1 bad line in 5
+    cfg = TaskConfig.from_yaml(task)
+    assert cfg.type == "text" and cfg.instruction == report.instruction
+    rows = load_rows(for_config(cfg, ModelSettings()), cfg.data.train)
+    assert len(rows) == 4 and "It's easy to learn!" in [r.label for r in rows]
 
 
 def test_a_classification_file_becomes_a_task_that_loads(tmp_path):

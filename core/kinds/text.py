@@ -1,0 +1,145 @@
+"""Free-text answers (`type: text`): an input in, the reply a person (or the large model) wrote out.
+
+What a chat assistant's fine-tuning file holds when its replies are neither a label set nor JSON: a support macro, a
+SQL query, a rewrite in a house style, a persona's reply (`distill-slm import openai` writes such files as this type).
+Rows are `{"id"?, "text", "answer"?}`. SFT trains on the answers; KD on the teacher's replies (sequence-level, with its
+token log-probabilities where its tokenizer is the student's); DPO on the task's preference file, or the gold reply
+against the student's own different one. A variant is scored by chrF against the reference answers (character n-gram
+F-score: a paraphrase earns part credit, an empty reply none), exact match and answer length; the report prints a few
+rows as each variant answered them. Nothing is run or parsed: the reply is the answer.
+
+    kind = for_config(TaskConfig(type="text", data={"train": "replies.jsonl"}), ModelSettings())
+    rows = load_rows(kind, "replies.jsonl")        # bad rows stop here, naming file, line and field
+    metrics = kind.score(kind.decoder(model, tokenizer), rows)
+    metrics["chrf"], metrics["exact_match"]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from core.common.rows import Example, Pair
+from core.errors import DataError
+from core.evaluation.metrics import text_metrics
+from core.evaluation.report import write_text_report
+from core.kinds.base import TaskKind, trace_costs, traces_for_rows
+from core.model.loading import load_tokenizer
+from core.model.text_decoder import TextDecoder
+from core.teachers.base import TeacherAnswer, TeacherTask
+from core.training.kd_rows import generation_kd_rows
+
+
+class FreeText(TaskKind):
+    generates = True
+    type = "text"
+    summary_keys = ("chrf", "exact_match", "length_ratio", "latency_ms_p50", "cost_per_1k_usd")
+    card_keys = ("chrf", "exact_match")
+    card_note = "free-text replies, scored by chrF against reference answers"
+    defaults = {
+        "instruction": "Answer the user's message.",
+        "promotion": {"primary_metric": "chrf", "guard_min": {}},
+        # Scoring a validation split means generating every reply: none by default (as idp and codegen).
+        "training": {"max_length": 512, "validation_per_class": 0},
+    }
+
+    # -- data --------------------------------------------------------------------------------
+    def parse_records(self, records: list[tuple[int, dict]], path: Path, require_answers: bool) -> list[Example]:
+        return [self._parse(record, path, line, require_answers) for line, record in records]
+
+    def _parse(self, record: dict, path: Path, line: int, require_answer: bool) -> Example:
+        text = record.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(path, line, "text", "missing or empty")
+        answer = record.get("answer")
+        if answer is None and require_answer:
+            raise DataError(path, line, "answer", "missing")
+        if answer is not None and (not isinstance(answer, str) or not answer.strip()):
+            raise DataError(path, line, "answer", "must be a non-empty string")
+        return Example(id=str(record.get("id") or f"{path.stem}-{line}"), text=text, label=answer)
+
+    def to_record(self, row: Example) -> dict:
+        return {"id": row.id, "text": row.text} | ({"answer": row.label} if row.label is not None else {})
+
+    # -- model and evaluation ----------------------------------------------------------------
+    def decoder(self, model, tokenizer, adapter: str | Path | None = None) -> TextDecoder:
+        return TextDecoder(model, tokenizer, self.cfg.instruction, self.cfg.max_new_tokens, self.cfg.eval_batch_size)
+
+    def score(self, decoder: TextDecoder, rows: list[Example]) -> dict:
+        answers = decoder.answer([r.text for r in rows])
+        metrics = text_metrics([r.label for r in rows], [a.text for a in answers], [a.latency_ms for a in answers])
+        metrics["latency_note"] = f"per reply, greedy, amortised over batches of {decoder.batch_size}"
+        metrics["prompt_tokens_per_request"] = float(np.mean([a.prompt_tokens for a in answers])) if answers else 0.0
+        metrics["completion_tokens_per_request"] = float(np.mean([a.completion_tokens for a in answers])) if answers else 0.0
+        per_row = metrics.pop("chrf_per_row")
+        metrics["predictions"] = [
+            {"id": r.id, "output": a.text, "chrf": s, "stopped": a.stopped} for r, a, s in zip(rows, answers, per_row)
+        ]
+        return metrics
+
+    def resampled_primary(self, rows: list[Example], metrics: dict, picks: np.ndarray) -> np.ndarray | None:
+        if self.cfg.promotion.primary_metric != "chrf":
+            return None
+        return np.array([p["chrf"] for p in metrics["predictions"]], dtype=float)[picks].mean(axis=1)
+
+    def teacher_metrics(self, rows: list[Example], traces: dict[str, dict]) -> dict:
+        found = traces_for_rows(rows, traces)
+        outputs = [t.get("output") or "" for t in found]
+        metrics = text_metrics([r.label for r in rows], outputs, [t["latency_s"] * 1000 for t in found])
+        metrics |= trace_costs(found, failed=sum(not t.get("output") for t in found), note="per reply")
+        per_row = metrics.pop("chrf_per_row")
+        metrics["predictions"] = [{"id": r.id, "output": o, "chrf": s} for r, o, s in zip(rows, outputs, per_row)]
+        return metrics
+
+    def teacher_task(self) -> TeacherTask:
+        return TextTeaching(self.cfg.max_new_tokens, self.cfg.instruction, self.cfg.eval_batch_size)
+
+    def write_report(self, results: dict[str, dict], out_dir: Path) -> Path:
+        return write_text_report(self.cfg.name, results, out_dir)
+
+    # -- training ----------------------------------------------------------------------------
+    def kd_rows(self, traces: list[dict]) -> tuple[list[dict], dict]:
+        return generation_kd_rows(traces, self.cfg, load_tokenizer(self.cfg.model, self.settings))
+
+    def preference_pairs(self, rows: list[Example], decoder: TextDecoder, teacher_traces: list[dict] | None):
+        """chosen = the reference reply, rejected = the student's own reply to the same input where it differs."""
+        rows = rows[: self.cfg.dpo.max_pairs]
+        pairs, counts = [], {"student_differs": 0, "dropped_identical": 0}
+        for row, answer in zip(rows, decoder.answer([r.text for r in rows])):
+            if answer.text.strip() == row.label.strip():
+                counts["dropped_identical"] += 1
+                continue
+            pairs.append(Pair(row.text, row.label, answer.text, "student_differs"))
+            counts["student_differs"] += 1
+        return pairs, counts
+
+
+class TextTeaching(TeacherTask):
+    """The teacher's reply as written: `max_tokens` for an endpoint, the greedy decoder locally."""
+
+    def __init__(self, max_new_tokens: int, instruction: str, batch_size: int) -> None:
+        self.max_new_tokens, self.instruction, self.batch_size = max_new_tokens, instruction, batch_size
+        self.decoder: TextDecoder | None = None
+
+    def request(self) -> dict:
+        return {"max_tokens": self.max_new_tokens}
+
+    def read_reply(self, content, top, latency_s, prompt_tokens, completion_tokens) -> TeacherAnswer:
+        return TeacherAnswer(content, None, top or None, latency_s, prompt_tokens, completion_tokens)
+
+    def attach(self, model, tokenizer, calibrated: bool, adapter: Path | None = None) -> None:
+        self.decoder = TextDecoder(model, tokenizer, self.instruction, self.max_new_tokens, self.batch_size)
+
+    def _as_answers(self, replies) -> list[TeacherAnswer]:
+        return [
+            TeacherAnswer(a.text, latency_s=a.latency_ms / 1000, prompt_tokens=a.prompt_tokens, completion_tokens=a.completion_tokens)
+            for a in replies
+        ]
+
+    def answer(self, texts: list[str], top_k: int) -> list[TeacherAnswer]:
+        return self._as_answers(self.decoder.answer(texts))
+
+    def deliberate(self, texts, shot_sets, neighbours, top_k) -> list[TeacherAnswer]:
+        """One reply per input after its first retrieved shot set: free text has no vote to take."""
+        return self._as_answers(self.decoder.answer(texts, shots=[s[0] for s in shot_sets]))
