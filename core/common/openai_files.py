@@ -72,10 +72,17 @@ class ImportReport:
     tokens: dict | None = None  # input tokens: min, mean, max (with a token counter)
     why_not: str | None = None
     why_text: str | None = None  # type text: why the replies are not a label set
+    from_preferences: bool = False  # no chat lines: the preference lines' preferred replies are the training rows
     over_context: set[str] = field(default_factory=set)  # "file:line" of examples dropped as over the context
 
     def examples(self) -> Iterator[Example]:
-        """The usable examples, in file order, read from the files again (the report holds none of them)."""
+        """The usable examples, in file order, read from the files again (the report holds none of them); for files of
+        preference lines alone, each pair's preferred reply (SFT learns it before DPO compares the two)."""
+        if self.from_preferences:
+            for number, pair in enumerate(self.preferences(), start=1):
+                if f"preference pair {number}" not in self.over_context:
+                    yield Example(pair["prompt"], pair["chosen"], None, f"preference pair {number}", 1)
+            return
         for item in _lines(self.paths, repeats=_Repeats()):
             if isinstance(item, Example) and item.where not in self.over_context:
                 yield item
@@ -89,6 +96,8 @@ class ImportReport:
     def summary(self) -> str:
         head = f"{self.lines} lines: {self.usable} examples, {self.preference_pairs} preference pairs, {len(self.bad)} bad"
         parts = [head]
+        if self.from_preferences:
+            parts.append("no chat lines: the preference pairs' preferred replies are the training rows")
         if self.kind == "classification":
             parts.append(f"classification, {len(self.labels)} labels: " + ", ".join(f"{k} ({v})" for k, v in self.labels.items()))
         elif self.kind == "idp":
@@ -339,6 +348,13 @@ def read_files(
             if len(waiting) == 1000:
                 _take(report, state, waiting, count_tokens, max_tokens)
     _take(report, state, waiting, count_tokens, max_tokens)
+    if not report.usable and report.preference_pairs:  # a DPO file alone, as OpenAI's preference jobs take one
+        report.from_preferences = True
+        for example in report.examples():
+            waiting.append(example)
+            if len(waiting) == 1000:
+                _take(report, state, waiting, count_tokens, max_tokens)
+        _take(report, state, waiting, count_tokens, max_tokens)
     _decide_kind(report, state)
     if state.token_counts:
         report.tokens = {"min": state.token_min, "mean": round(state.token_sum / state.token_counts, 1), "max": state.token_max}

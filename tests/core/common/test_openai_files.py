@@ -145,3 +145,31 @@ def test_a_function_calling_file_becomes_extraction_whose_schema_names_only_the_
     model, tokenizer = load_model(kind.cfg.model, ModelSettings())
     [answer] = kind.decoder(model, tokenizer).extract([rows[0].text])  # a random model, held to the drafted schema
     assert answer.valid and json.loads(answer.text)["name"] in ("lights", "set_thermostat")
+
+
+def test_a_preference_file_alone_trains_its_preferred_replies_then_dpo(tmp_path):
+    """OpenAI's DPO jobs take preference lines alone (its docs' format: `input.messages`, `preferred_output`,
+    `non_preferred_output`): the preferred replies become the SFT rows, the pairs DPO's."""
+    from core.training.dpo_trainer import load_pairs
+
+    def pair(question: str, good: str, bad: str) -> str:
+        return json.dumps(
+            {
+                "input": {"messages": [{"role": "user", "content": question}], "tools": [], "parallel_tool_calls": True},
+                "preferred_output": [{"role": "assistant", "content": good}],
+                "non_preferred_output": [{"role": "assistant", "content": bad}],
+            }
+        )
+
+    lines = [pair(f"How cold is city {i} today?", f"Mild in city {i}: a high near {60 + i}°F.", "Not very.") for i in range(8)]
+    path = tmp_path / "dpo.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    report = read_files([path], count_tokens=lambda texts: [len(t.split()) for t in texts], max_tokens=100)
+    assert report.from_preferences and report.preference_pairs == 8 and report.usable == 8 and report.kind == "text"
+    assert "preferred replies are the training rows" in report.summary()
+    cfg = TaskConfig.from_yaml(write_task(report, tmp_path / "task", "weather"))
+    assert cfg.type == "text" and cfg.methods == ["sft", "dpo"]
+    rows = load_rows(for_config(cfg, ModelSettings()), cfg.data.train)
+    assert [r.label for r in rows][:2] == ["Mild in city 0: a high near 60°F.", "Mild in city 1: a high near 61°F."]
+    pairs = load_pairs(cfg.data.preferences)
+    assert len(pairs) == 8 and pairs[0].chosen == rows[0].label and pairs[0].rejected == "Not very."
