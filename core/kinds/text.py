@@ -4,7 +4,8 @@ What a chat assistant's fine-tuning file holds when its replies are neither a la
 SQL query, a rewrite in a house style, a persona's reply (`distill-slm import openai` writes such files as this type).
 Rows are `{"id"?, "text", "answer"?}`. SFT trains on the answers; KD on the teacher's replies (sequence-level, with its
 token log-probabilities where its tokenizer is the student's); DPO on the task's preference file, or the gold reply
-against the student's own different one. A variant is scored by chrF against the reference answers (character n-gram
+against the student's own different one. Drift reads the replies' lengths and the student's agreement with the teacher
+(chrF at least `AGREEMENT_CHRF`). A variant is scored by chrF against the reference answers (character n-gram
 F-score: a paraphrase earns part credit, an empty reply none), exact match and answer length; the report prints a few
 rows as each variant answered them. Nothing is run or parsed: the reply is the answer.
 
@@ -21,14 +22,19 @@ from pathlib import Path
 import numpy as np
 
 from core.common.rows import Example, Pair
+from core.drift.statistics import Signal, ks_test
 from core.errors import DataError
-from core.evaluation.metrics import text_metrics
+from core.evaluation.metrics import chrf, text_metrics
 from core.evaluation.report import write_text_report
 from core.kinds.base import TaskKind, trace_costs, traces_for_rows
 from core.model.loading import load_tokenizer
 from core.model.text_decoder import TextDecoder
 from core.teachers.base import TeacherAnswer, TeacherTask
 from core.training.kd_rows import generation_kd_rows
+
+# Drift: a student reply this close to the teacher's (chrF) counts as the same answer. On the examples in
+# tests/core/kinds/test_text.py a reworded delivery note scores 0.56, the same SQL up to spacing 0.97, unrelated replies 0.19-0.27.
+AGREEMENT_CHRF = 0.5
 
 
 class FreeText(TaskKind):
@@ -113,6 +119,26 @@ class FreeText(TaskKind):
             pairs.append(Pair(row.text, row.label, answer.text, "student_differs"))
             counts["student_differs"] += 1
         return pairs, counts
+
+    # -- drift -------------------------------------------------------------------------------
+    def reference_answers(self, decoder: TextDecoder, texts: list[str]) -> list[dict]:
+        return [{"output": a.text} for a in decoder.answer(texts)]
+
+    def drift_view(self, record: dict) -> dict | None:
+        if not isinstance(record.get("output"), str):
+            return None
+        return {"output": record["output"], "length": len(record["output"])}
+
+    def agrees(self, view: dict, teacher_output: str) -> bool:
+        """The student says what the teacher says in much the same words: chrF of the two replies at least `AGREEMENT_CHRF`."""
+        return chrf(view["output"].strip(), teacher_output.strip()) >= AGREEMENT_CHRF
+
+    def output_signals(self, reference: list[dict], window: list[dict]) -> list[Signal]:
+        """How long the replies run: a student that starts rambling, or answering in a word, moves the distribution."""
+        lengths = {"reference": [v["length"] for v in reference], "window": [v["length"] for v in window]}
+        statistic, p = ks_test(lengths["reference"], lengths["window"])
+        detail = {side: float(np.median(values)) for side, values in lengths.items()} | {"ks": statistic}
+        return [Signal("output.reply_length", detail["window"], p, detail)]
 
 
 class TextTeaching(TeacherTask):

@@ -65,3 +65,18 @@ def test_the_embedded_model_answers_and_is_scored_against_the_references(tmp_pat
     assert counts["student_differs"] == len(pairs) and all(p.chosen != p.rejected for p in pairs)
     report = kind.write_report({"base": metrics}, tmp_path)
     assert "| chrf |" in report.read_text() and "Paris" in report.read_text()
+
+
+def test_drift_reads_reply_lengths_and_agreement_in_wording(tmp_path):
+    kind = _kind(tmp_path)
+    delivery = "Your parcel left our warehouse on Monday and should arrive by Friday."
+    view = kind.drift_view({"output": delivery})
+    assert kind.agrees(view, "Your package left the warehouse Monday; it should arrive on Friday.")  # reworded: chrF 0.56
+    assert not kind.agrees(view, "We have refunded the full amount to your card.")  # another reply: 0.19
+    sql = kind.drift_view({"output": "SELECT name FROM users WHERE age > 30"})
+    assert kind.agrees(sql, "SELECT name FROM users WHERE age>30;") and not kind.agrees(sql, "SELECT count(*) FROM orders")
+    assert kind.drift_view({"output": None}) is None
+    reference = [kind.drift_view({"output": "x" * (40 + i)}) for i in range(40)]
+    rambling = [kind.drift_view({"output": "x" * (400 + i)}) for i in range(40)]
+    same, moved = kind.output_signals(reference, reference[::-1])[0], kind.output_signals(reference, rambling)[0]
+    assert moved.name == "output.reply_length" and moved.p_value < 0.001 < same.p_value and moved.detail["window"] > 400
