@@ -206,7 +206,7 @@ def sharded_evaluation(quick: bool = False, runners: tuple[str, ...] = ("ray", "
             cfg.scale = ScaleConfig(runner=runner, teacher_workers=1, eval_workers=1, worker_cpus=os.cpu_count() or 1)
             kind = for_config(cfg, ModelSettings())
             start = time.perf_counter()
-            cluster = connect(cfg.scale)  # cold: the cluster started for this evaluation
+            cluster = connect(cfg.scale, cfg.scale.eval_workers)  # cold: the cluster started for this evaluation
             sharded = evaluate_sharded(kind, rows, adapters, cluster)
             cold_s = time.perf_counter() - start
             start = time.perf_counter()  # warm: the same cluster again, as a running one serves every evaluation

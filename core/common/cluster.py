@@ -60,12 +60,13 @@ def check_address(runner: str, address: str | None, setting: str) -> None:
     check_reachable(address, setting)
 
 
-def connect(scale: ScaleConfig) -> WorkerPool:
-    """The pool of `scale.runner` (ray or dask) at `scale.address` (None: a local cluster it starts)."""
+def connect(scale: ScaleConfig, local_workers: int | None = None) -> WorkerPool:
+    """The pool of `scale.runner` (ray or dask) at `scale.address` (None: a local cluster it starts; for Dask, of
+    `local_workers` worker processes, default `scale.teacher_workers`: the evaluation asks for `scale.eval_workers`)."""
     if scale.runner == "ray":
         return RayPool(scale)
     if scale.runner == "dask":
-        return DaskPool(scale)
+        return DaskPool(scale, local_workers)
     raise ConfigError(f"scale.runner: {scale.runner!r} has no workers to send work to (ray or dask)")
 
 
@@ -149,10 +150,10 @@ def _dask_forget(stream_id: str) -> None:
 
 
 class DaskPool:
-    """A client of the Dask scheduler at `scale.address` (`tcp://host:8786`; None: a local cluster of
-    `scale.teacher_workers` worker processes it starts), connected on construction."""
+    """A client of the Dask scheduler at `scale.address` (`tcp://host:8786`; None: a local cluster of `local_workers`
+    worker processes it starts, default `scale.teacher_workers`), connected on construction."""
 
-    def __init__(self, scale: ScaleConfig) -> None:
+    def __init__(self, scale: ScaleConfig, local_workers: int | None = None) -> None:
         try:
             from distributed import Client, LocalCluster
         except ImportError:
@@ -160,7 +161,8 @@ class DaskPool:
         self.scale = scale
         self.local = None
         if scale.address is None:
-            self.local = LocalCluster(n_workers=scale.teacher_workers, threads_per_worker=1, processes=True, dashboard_address=None)
+            workers = local_workers or scale.teacher_workers
+            self.local = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
             self.client = Client(self.local)
             return
         check_address("dask", scale.address, "scale.address")

@@ -79,3 +79,14 @@ def test_a_dask_address_that_cannot_answer_is_refused_before_any_work(address, m
 def test_local_has_no_workers_to_send_to():
     with pytest.raises(ConfigError, match="scale.runner: 'local' has no workers"):
         connect(ScaleConfig())
+
+
+def test_a_local_dask_cluster_has_the_workers_its_caller_asks_for():
+    """Without `scale.address` the pool starts its own cluster: `scale.teacher_workers` processes for the teacher's pool,
+    the count the caller names otherwise (the sharded evaluation: `scale.eval_workers`)."""
+    scale = ScaleConfig(runner="dask", teacher_workers=2, eval_workers=1)
+    pool = connect(scale, scale.eval_workers)
+    try:
+        assert len(pool.client.scheduler_info()["workers"]) == 1
+    finally:
+        pool.close()
