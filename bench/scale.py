@@ -230,11 +230,11 @@ def sharded_evaluation(quick: bool = False, runners: tuple[str, ...] = ("ray", "
 
 
 def _close(cluster) -> None:
-    """Let the next measurement have the cores: Ray's local instance shut down, Dask's local cluster closed."""
+    """Let the next measurement have the cores: the pool's local cluster closed, and Ray's local instance (which the
+    process keeps otherwise) shut down."""
+    cluster.close()
     if cluster.scale.runner == "ray":
         cluster.ray.shutdown()
-    else:
-        cluster.close()
 
 
 def run(

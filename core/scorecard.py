@@ -52,7 +52,11 @@ def score_variants(
     adapter's cascade (student first, the teacher under a confidence threshold)."""
     cfg = kind.cfg
     if cfg.scale.runner != "local":  # the rows decoded in shards on the cluster's workers, merged exactly
-        results = evaluate_sharded(kind, rows, adapters, connect(cfg.scale, cfg.scale.eval_workers), include_base=include_base)
+        cluster = connect(cfg.scale, cfg.scale.eval_workers)
+        try:
+            results = evaluate_sharded(kind, rows, adapters, cluster, include_base=include_base)
+        finally:
+            cluster.close()
     else:
         results = evaluate_variants(kind, rows, adapters, include_base=include_base)
     for metrics in results.values():

@@ -93,7 +93,11 @@ def teacher_traces(
     try:
         teacher = lambda: make_teacher(cfg, settings, load_rows(kind, labeled_path), adapter)  # noqa: E731 (loaded only if asked)
         cluster = connect(cfg.scale) if cfg.scale.runner != "local" else None  # connects now: a dead address fails the task here
-        summary = generate_traces(rows, store, teacher, prices=cfg.teacher.prices, check=kind.teacher_task().check, cluster=cluster)
+        try:
+            summary = generate_traces(rows, store, teacher, prices=cfg.teacher.prices, check=kind.teacher_task().check, cluster=cluster)
+        finally:
+            if cluster is not None:  # a local Dask cluster it started stops here, not with the worker process
+                cluster.close()
     finally:
         store.close()
     logger.info(

@@ -47,6 +47,10 @@ class WorkerPool(Protocol):
         worker; `(key, answer)` yielded as each call finishes (in no particular order)."""
         ...
 
+    def close(self) -> None:
+        """Let go of what this pool started (a local cluster); a cluster at `scale.address` keeps running."""
+        ...
+
 
 def check_address(runner: str, address: str | None, setting: str) -> None:
     """Refuse, naming `setting`, an address of `runner`'s cluster that nothing answers at (before any work starts) or,
@@ -84,6 +88,10 @@ class RayPool:
             ray.init(address=scale.address, ignore_reinit_error=True, log_to_driver=False, include_dashboard=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise ConfigError(f"scale.address: the Ray cluster at {scale.address!r} did not answer: {exc}") from None
+
+    def close(self) -> None:
+        """Nothing: Ray's connection is the process's, shared with whatever else runs on Ray here (prefect-ray's task
+        runner, a task on a Ray worker); a local instance stops with the process (`ray.shutdown()` stops it sooner)."""
 
     def stream(self, worker, init, method, calls, workers, in_flight=1):
         ray, s = self.ray, self.scale
