@@ -5,6 +5,8 @@ base URL, calling the old fine-tuned model name."""
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import openai
@@ -33,25 +35,8 @@ def test_an_openai_fine_tuning_file_is_served_under_its_old_model_name(prefect_s
             ]
             lines.append(json.dumps({"messages": conversation}))
     (tmp_path / "train.jsonl").write_text("\n".join(lines) + "\n")
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "distill_slm.cli",
-            "import",
-            "openai",
-            str(tmp_path / "train.jsonl"),
-            "--name",
-            "refunds",
-            "--out",
-            str(tmp_path / "task"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "classification, 3 labels" in done.stdout
+    stdout = _imported(tmp_path / "train.jsonl", "refunds", tmp_path / "task")
+    assert "classification, 3 labels" in stdout
 
     cfg = TaskConfig.from_yaml(tmp_path / "task" / "task.yaml")  # as written, then pointed at the tiny model for speed
     cfg.model.base_model = str(tiny_model_dir)
@@ -63,15 +48,29 @@ def test_an_openai_fine_tuning_file_is_served_under_its_old_model_name(prefect_s
     summary = distill(cfg)
     assert summary["variants"]["sft"]["promotion"]["passed"]
 
-    settings = ServiceSettings(runs_dir=cfg.runs_dir, audit_log=tmp_path / "audit.jsonl", model_names={OLD_NAME: "refunds:production"})
-    server, url = serve_in_thread(settings)
-    try:
-        client = openai.OpenAI(base_url=url + "/v1", api_key="unused-on-loopback")
+    with _client(cfg, OLD_NAME, tmp_path) as client:
         ask = [{"role": "user", "content": "Hi, money back please (order 7)"}]
         reply = client.chat.completions.create(model=OLD_NAME, messages=ask)
         assert reply.model == OLD_NAME and reply.choices[0].message.content in WORDS
         streamed = list(client.chat.completions.create(model=OLD_NAME, messages=ask, stream=True))
         assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == reply.choices[0].message.content
+
+
+def _imported(path: Path, name: str, out: Path, *options: str) -> str:
+    """`distill-slm import openai` as a user runs it; its printed report."""
+    command = [sys.executable, "-m", "distill_slm.cli", "import", "openai", str(path), "--name", name, "--out", str(out), *options]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@contextmanager
+def _client(cfg: TaskConfig, old_name: str, tmp_path: Path) -> Iterator[openai.OpenAI]:
+    """The official client of a real service over the run's registry, `old_name` mapped to the task's production."""
+    settings = ServiceSettings(runs_dir=cfg.runs_dir, audit_log=tmp_path / "audit.jsonl", model_names={old_name: f"{cfg.name}:production"})
+    server, url = serve_in_thread(settings)
+    try:
+        yield openai.OpenAI(base_url=url + "/v1", api_key="unused-on-loopback")
     finally:
         server.should_exit = True
 
@@ -83,15 +82,8 @@ TOY_NAME = "ft:gpt-3.5-turbo-0613:acme::positive1"
 def test_the_cookbook_chat_file_imports_trains_and_is_served_under_its_old_model_name(prefect_server, tiny_model_dir, tmp_path):
     """The cookbook's own file (free-text replies, one bad line of five), as published: imported as `type: text`,
     trained, and answered through the official client under the old name, streamed and not."""
-    done = subprocess.run(
-        [sys.executable, "-m", "distill_slm.cli", "import", "openai", str(TOY), "--name", "positive", "--out", str(tmp_path / "task")]
-        + ["--max-bad-share", "0.25"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "free-text replies" in done.stdout and f"{TOY}:4:" in done.stdout
+    stdout = _imported(TOY, "positive", tmp_path / "task", "--max-bad-share", "0.25")
+    assert "free-text replies" in stdout and f"{TOY}:4:" in stdout
 
     cfg = TaskConfig.from_yaml(tmp_path / "task" / "task.yaml")
     assert cfg.type == "text"
@@ -103,15 +95,10 @@ def test_the_cookbook_chat_file_imports_trains_and_is_served_under_its_old_model
     summary = distill(cfg)
     assert summary["variants"]["sft"]["promotion"]["promoted"] and "chrf" in summary["variants"]["sft"]
 
-    settings = ServiceSettings(runs_dir=cfg.runs_dir, audit_log=tmp_path / "audit.jsonl", model_names={TOY_NAME: "positive:production"})
-    server, url = serve_in_thread(settings)
-    try:
-        client = openai.OpenAI(base_url=url + "/v1", api_key="unused-on-loopback")
+    with _client(cfg, TOY_NAME, tmp_path) as client:
         ask = [{"role": "user", "content": "I lost my keys today."}]
         reply = client.chat.completions.create(model=TOY_NAME, messages=ask)
         assert reply.model == TOY_NAME and reply.choices[0].message.content and reply.usage.completion_tokens > 0
         streamed = list(client.chat.completions.create(model=TOY_NAME, messages=ask, stream=True))
         assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == reply.choices[0].message.content
         assert sum(1 for c in streamed if c.choices and c.choices[0].delta.content) > 1  # sent as decoded, not whole
-    finally:
-        server.should_exit = True
