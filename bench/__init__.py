@@ -27,6 +27,7 @@ BENCHMARKS = {
     "base-models": "base_models",
     "scale": "scale",
     "serving": "serving",
+    "gpu": "gpu",
 }
 
 
