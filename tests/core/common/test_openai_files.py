@@ -173,3 +173,30 @@ def test_a_preference_file_alone_trains_its_preferred_replies_then_dpo(tmp_path)
     assert [r.label for r in rows][:2] == ["Mild in city 0: a high near 60°F.", "Mild in city 1: a high near 61°F."]
     pairs = load_pairs(cfg.data.preferences)
     assert len(pairs) == 8 and pairs[0].chosen == rows[0].label and pairs[0].rejected == "Not very."
+
+
+DOCS_DPO = Path(__file__).parents[2] / "data" / "openai" / "dpo_docs_example.jsonl"  # OpenAI's DPO guide's example, one line
+
+
+def test_the_dpo_guides_own_example_imports_and_both_methods_train_on_it(tmp_path, tiny_model_dir):
+    """The example line of OpenAI's DPO guide, as published (its `tools` and `parallel_tool_calls` included): the import
+    makes it a free-text task whose preferred reply SFT trains on and whose pair DPO trains on, on the tiny model."""
+    from core.training.dpo_trainer import load_pairs, train_dpo
+    from core.training.sft_trainer import train_sft
+
+    report = read_files([DOCS_DPO], count_tokens=lambda texts: [len(t.split()) for t in texts], max_tokens=4096)
+    assert report.from_preferences and report.preference_pairs == 1 and report.usable == 1 and not report.bad
+    cfg = TaskConfig.from_yaml(write_task(report, tmp_path / "task", "weather"))
+    assert cfg.type == "text" and cfg.methods == ["sft", "dpo"]
+    rows = load_rows(for_config(cfg, ModelSettings()), cfg.data.train)
+    pairs = load_pairs(cfg.data.preferences)
+    assert [r.text for r in rows] == ["Hello, can you tell me how cold San Francisco is today?"]
+    assert rows[0].label.startswith("Today in San Francisco") and rows[0].label.endswith("57°F (14°C).")
+    assert len(pairs) == 1 and pairs[0].chosen == rows[0].label and pairs[0].rejected.startswith("It is not particularly cold")
+
+    cfg.model.base_model = str(tiny_model_dir)
+    cfg.training.max_steps, cfg.training.batch_size, cfg.dpo.min_pairs = 1, 1, 1
+    sft, sft_stats = train_sft(cfg, ModelSettings(), rows, tmp_path / "sft-ck", tmp_path / "sft", progress=False)
+    dpo, dpo_stats = train_dpo(cfg, ModelSettings(), pairs, tmp_path / "dpo-ck", tmp_path / "dpo", start_adapter=sft, progress=False)
+    assert sft_stats.steps == dpo_stats.steps == 1
+    assert (sft / "adapter_model.safetensors").exists() and (dpo / "adapter_model.safetensors").exists()
