@@ -200,3 +200,50 @@ def test_the_dpo_guides_own_example_imports_and_both_methods_train_on_it(tmp_pat
     dpo, dpo_stats = train_dpo(cfg, ModelSettings(), pairs, tmp_path / "dpo-ck", tmp_path / "dpo", start_adapter=sft, progress=False)
     assert sft_stats.steps == dpo_stats.steps == 1
     assert (sft / "adapter_model.safetensors").exists() and (dpo / "adapter_model.safetensors").exists()
+
+
+DOCS = Path(__file__).parents[2] / "data" / "openai"  # the fine-tuning guide's example files, as published
+
+
+def _on_tiny(cfg: TaskConfig, tiny_model_dir: Path) -> TaskConfig:
+    cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"base_model": str(tiny_model_dir)})})
+    cfg.training.max_steps, cfg.training.batch_size = 1, 1
+    return cfg
+
+
+def test_the_fine_tuning_guides_function_calling_file_imports_trains_and_answers_in_its_schema(tmp_path, tiny_model_dir):
+    """The guide's ten `get_current_weather` lines (compact JSON, arguments as a JSON string, `tools` on every line)."""
+    from core.model.loading import load_model
+    from core.training.sft_trainer import train_sft
+
+    report = read_files([DOCS / "function_calling_docs_example.jsonl"])
+    assert report.kind == "idp" and report.usable == 10 and not report.bad
+    assert report.schema["properties"]["name"] == {"type": "string", "enum": ["get_current_weather"]}
+    assert set(report.schema["properties"]["arguments"]["properties"]) == {"location", "format"}
+    cfg = _on_tiny(TaskConfig.from_yaml(write_task(report, tmp_path / "task", "weather")), tiny_model_dir)
+    kind = for_config(cfg, ModelSettings())
+    rows = load_rows(kind, cfg.data.train)
+    assert json.loads(rows[0].label) == {
+        "name": "get_current_weather",
+        "arguments": {"location": "San Francisco, USA", "format": "celsius"},
+    }
+    adapter, stats = train_sft(cfg, ModelSettings(), rows, tmp_path / "ck", tmp_path / "sft", progress=False)
+    assert stats.steps == 1
+    model, tokenizer = load_model(cfg.model, ModelSettings(), adapter=adapter)
+    [answer] = kind.decoder(model, tokenizer).extract(["What is the weather in Denver?"])
+    assert answer.valid and json.loads(answer.text)["name"] == "get_current_weather"
+
+
+def test_the_fine_tuning_guides_chat_example_imports_and_trains_with_its_system_message_as_the_instruction(tmp_path, tiny_model_dir):
+    """The guide's three "Marv" lines: sarcastic free text, one system message they share."""
+    from core.training.sft_trainer import train_sft
+
+    report = read_files([DOCS / "chat_docs_example.jsonl"])
+    assert report.kind == "text" and report.usable == 3 and not report.bad
+    assert report.instruction == "Marv is a factual chatbot that is also sarcastic."
+    cfg = _on_tiny(TaskConfig.from_yaml(write_task(report, tmp_path / "task", "marv")), tiny_model_dir)
+    assert cfg.instruction == report.instruction
+    rows = load_rows(for_config(cfg, ModelSettings()), cfg.data.train)
+    assert [r.text for r in rows] == ["What's the capital of France?", "Who wrote 'Romeo and Juliet'?", "How far is the Moon from Earth?"]
+    _, stats = train_sft(cfg, ModelSettings(), rows, tmp_path / "ck", tmp_path / "sft", progress=False)
+    assert stats.steps == 1
