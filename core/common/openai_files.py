@@ -51,6 +51,7 @@ class Example:
     turns: int
     conflict: str | None = None  # the earlier "file:line" that answered its input otherwise (both are kept)
     tools: tuple[str, ...] | None = None  # a function call's answer: the functions the line offered (None: not a call)
+    encoded_twice: bool = False  # a function call's arguments were a JSON string of the object (decoded)
 
 
 @dataclass
@@ -69,6 +70,7 @@ class ImportReport:
     duplicates: int = 0  # inputs seen before with the same answer
     conflicts: list[str] = field(default_factory=list)  # inputs seen before with another answer
     multi_turn: int = 0
+    encoded_twice: int = 0  # function calls whose arguments were a JSON string of the object, decoded
     tokens: dict | None = None  # input tokens: min, mean, max (with a token counter)
     why_not: str | None = None
     why_text: str | None = None  # type text: why the replies are not a label set
@@ -109,6 +111,11 @@ class ImportReport:
         parts.append(
             f"duplicates {self.duplicates}, conflicting answers {len(self.conflicts)}, multi-turn {self.multi_turn} (last exchange used)"
         )
+        if self.encoded_twice:
+            parts.append(
+                f"function arguments encoded twice (a JSON string of the object) in {self.encoded_twice} examples: decoded; "
+                "the student answers with the object encoded once, as the API specifies"
+            )
         if self.tokens:
             parts.append(f"input tokens: min {self.tokens['min']}, mean {self.tokens['mean']}, max {self.tokens['max']}")
         parts.extend(self.bad[:20])
@@ -127,9 +134,10 @@ def _text(content) -> str | None:
     return None
 
 
-def _tool_call(message: dict, i: int) -> str:
-    """An assistant turn's one function call as the answer's JSON text; ValueError naming the field when it is not one
-    call with JSON-object arguments."""
+def _tool_call(message: dict, i: int) -> tuple[str, bool]:
+    """An assistant turn's one function call as the answer's JSON text, and whether its arguments were a JSON string of
+    the JSON object (encoded twice, as in the cookbook's `drone_training.jsonl`: decoded, and counted in the report);
+    ValueError naming the field when it is not one call with JSON-object arguments."""
     calls = message.get("tool_calls")
     if calls is not None:
         if not isinstance(calls, list) or len(calls) != 1:
@@ -143,11 +151,14 @@ def _tool_call(message: dict, i: int) -> str:
         raise ValueError(f"field '{field_name}.name': missing")
     try:
         arguments = json.loads(call.get("arguments") or "{}")
+        twice = isinstance(arguments, str)
+        if twice:
+            arguments = json.loads(arguments)
     except (TypeError, json.JSONDecodeError):
         arguments = None
     if not isinstance(arguments, dict):
-        raise ValueError(f"field '{field_name}.arguments': not a JSON object (a string of one, encoded twice?)")
-    return json.dumps({"name": call["name"], "arguments": arguments}, ensure_ascii=False)
+        raise ValueError(f"field '{field_name}.arguments': not a JSON object")
+    return json.dumps({"name": call["name"], "arguments": arguments}, ensure_ascii=False), twice
 
 
 def _offered(record: dict) -> tuple[str, ...]:
@@ -162,7 +173,7 @@ def parse_chat_line(record: dict) -> Example | str:
     messages = record.get("messages")
     if not isinstance(messages, list) or not messages:
         return "field 'messages': missing or not a non-empty list"
-    system, last_user, answer, turns, called = None, None, None, 0, False
+    system, last_user, answer, turns, called, twice = None, None, None, 0, False, False
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
             return f"field 'messages[{i}]': not an object"
@@ -182,7 +193,7 @@ def parse_chat_line(record: dict) -> Example | str:
             called = bool(message.get("tool_calls") or message.get("function_call"))
             if called:
                 try:
-                    text = _tool_call(message, i)
+                    text, twice = _tool_call(message, i)
                 except ValueError as exc:
                     return str(exc)
             if text is None or not text.strip():
@@ -192,7 +203,7 @@ def parse_chat_line(record: dict) -> Example | str:
         return "field 'messages': no assistant answer (with a weight other than 0)"
     if answer[0] is None:
         return "field 'messages': no user message before the assistant's answer"
-    return Example(answer[0], answer[1], system, "", turns, tools=_offered(record) if called else None)
+    return Example(answer[0], answer[1], system, "", turns, tools=_offered(record) if called else None, encoded_twice=called and twice)
 
 
 def parse_preference_line(record: dict) -> dict | str:
@@ -397,6 +408,7 @@ def _take(report: ImportReport, state: _Gather, waiting: list[Example], count_to
             state.longest = max(state.longest, n + n_answer)
         report.usable += 1
         report.multi_turn += example.turns > 1
+        report.encoded_twice += example.encoded_twice
         if example.system:
             state.systems[example.system] += 1
         if example.tools is not None:

@@ -120,14 +120,16 @@ def test_a_function_calling_file_becomes_extraction_whose_schema_names_only_the_
     lines = [_call(f"Make it {18 + i} degrees in here", "set_thermostat", {"celsius": 18 + i}) for i in range(4)]
     lines += [_call("Kitchen lights off please", "lights", {"room": "kitchen", "on": False}, legacy=True)]
     lines += [_call("Lights on in the hall and set 20 degrees", "lights", {"room": "hall", "on": True}, calls=2)]  # parallel
-    lines += [_call("Bedroom lights on", "lights", '"{\\"room\\": \\"bedroom\\"}"')]  # arguments encoded twice
+    lines += [_call("Bedroom lights on", "lights", '"{\\"room\\": \\"bedroom\\"}"')]  # arguments encoded twice: decoded
+    lines += [_call("Lights", "lights", '"on"')]  # a JSON string, but not of an object
     path.write_text("\n".join(lines) + "\n")
     report = read_files([path])
     assert report.bad == [
         f"{path}:6: field 'messages[2].tool_calls': 2 calls; one call per answer",
-        f"{path}:7: field 'messages[2].tool_calls[0].function.arguments': not a JSON object (a string of one, encoded twice?)",
+        f"{path}:8: field 'messages[2].tool_calls[0].function.arguments': not a JSON object",
     ]
-    assert report.kind == "idp" and report.usable == 5
+    assert report.kind == "idp" and report.usable == 6 and report.encoded_twice == 1
+    assert "encoded twice (a JSON string of the object) in 1 examples: decoded" in report.summary()
     assert report.schema["properties"]["name"] == {"type": "string", "enum": ["lights", "set_thermostat"]}
     assert report.schema["properties"]["arguments"] == {  # drafted from the calls' arguments: no free-form object
         "type": "object",
@@ -138,8 +140,9 @@ def test_a_function_calling_file_becomes_extraction_whose_schema_names_only_the_
     cfg = TaskConfig.from_yaml(write_task(report, tmp_path / "task", "home", max_bad_share=0.5))
     kind = for_config(cfg.model_copy(update={"model": cfg.model.model_copy(update={"base_model": str(tiny_model_dir)})}), ModelSettings())
     rows = load_rows(kind, cfg.data.train)
-    assert [json.loads(r.label)["name"] for r in rows] == ["set_thermostat"] * 4 + ["lights"]
+    assert [json.loads(r.label)["name"] for r in rows] == ["set_thermostat"] * 4 + ["lights"] * 2
     assert json.loads(rows[4].label)["arguments"] == {"room": "kitchen", "on": False}
+    assert json.loads(rows[5].label)["arguments"] == {"room": "bedroom"}
     from core.model.loading import load_model
 
     model, tokenizer = load_model(kind.cfg.model, ModelSettings())
@@ -247,3 +250,23 @@ def test_the_fine_tuning_guides_chat_example_imports_and_trains_with_its_system_
     assert [r.text for r in rows] == ["What's the capital of France?", "Who wrote 'Romeo and Juliet'?", "How far is the Moon from Earth?"]
     _, stats = train_sft(cfg, ModelSettings(), rows, tmp_path / "ck", tmp_path / "sft", progress=False)
     assert stats.steps == 1
+
+
+def test_the_cookbooks_drone_file_imports_with_its_twice_encoded_arguments_decoded_and_trains(tmp_path, tiny_model_dir):
+    """The first lines of the cookbook's `drone_training.jsonl`: 16 functions offered on every line, a system message,
+    and a third line whose arguments are a JSON string of the object."""
+    from core.model.loading import load_model
+    from core.training.sft_trainer import train_sft
+
+    report = read_files([DOCS / "drone_training_first3.jsonl"])
+    assert report.kind == "idp" and report.usable == 3 and not report.bad and report.encoded_twice == 1
+    assert len(report.schema["properties"]["name"]["enum"]) == 16 and "reject_request" in report.schema["properties"]["name"]["enum"]
+    assert report.instruction.startswith("You are an intelligent AI that controls a drone.")
+    cfg = _on_tiny(TaskConfig.from_yaml(write_task(report, tmp_path / "task", "drone")), tiny_model_dir)
+    kind = for_config(cfg, ModelSettings())
+    rows = load_rows(kind, cfg.data.train)
+    assert json.loads(rows[2].label) == {"name": "land_drone", "arguments": {"location": "current"}}
+    adapter, _ = train_sft(cfg, ModelSettings(), rows, tmp_path / "ck", tmp_path / "sft", progress=False)
+    model, tokenizer = load_model(cfg.model, ModelSettings(), adapter=adapter)
+    [answer] = kind.decoder(model, tokenizer).extract(["Take a panorama photo"])
+    assert answer.valid and json.loads(answer.text)["name"] in report.schema["properties"]["name"]["enum"]
