@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from core.common.config import ModelConfig, TaskConfig
+from core.common.files import atomic_write_text
 from core.common.rows import Example
 from core.common.splits import balanced_split
 from core.evaluation.metrics import classification_metrics, extraction_metrics
@@ -164,7 +165,7 @@ def run(quick: bool = False, out: Path | None = None) -> dict:
         except Exception as exc:  # one part failing must not lose the others' figures
             figures[name] = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
         if out is not None:
-            out.write_text(json.dumps(figures, indent=2))
+            atomic_write_text(out, json.dumps(figures, indent=2))  # a run cut short keeps what it measured
 
     cfg = TaskConfig()
     cfg.model.precision = "bf16"
