@@ -46,6 +46,7 @@ class Row:
 class RunningBatch:
     def __init__(self, model: PreTrainedModel, eos_token_id: int, pad_token_id: int) -> None:
         self.model, self.eos, self.pad = model, eos_token_id, pad_token_id
+        self.device = next(model.parameters()).device  # the prompts come tokenized on the CPU; a GPU model needs them moved
         self.rows: list[Row] = []
         self.cache: DynamicCache | None = None
         self.attention: torch.Tensor | None = None  # [rows, cache length]: 0 over each row's left padding
@@ -58,7 +59,7 @@ class RunningBatch:
     @torch.inference_mode()
     def add(self, encoded: dict[str, torch.Tensor], rows: list[Row]) -> None:
         """Prefill left-padded prompts (`encoded`: input_ids, attention_mask) and merge them into the running batch."""
-        ids, attention = encoded["input_ids"], encoded["attention_mask"]
+        ids, attention = encoded["input_ids"].to(self.device), encoded["attention_mask"].to(self.device)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache()
         out = self.model(
@@ -86,7 +87,7 @@ class RunningBatch:
         for i, row in enumerate(self.rows):
             logits = self.logits[i : i + 1]
             if row.mask is not None:
-                last = torch.tensor([[row.tokens[-1] if row.tokens else self.pad]])
+                last = torch.tensor([[row.tokens[-1] if row.tokens else self.pad]], device=self.device)
                 logits = row.mask(last, logits.clone())
             token = int(logits.argmax(-1))
             chosen.append(token)
@@ -102,8 +103,8 @@ class RunningBatch:
         if done:
             self._keep(keep)
         if self.rows:
-            tokens = torch.tensor([[chosen[i]] for i in keep])
-            self.attention = torch.cat([self.attention, torch.ones((len(keep), 1), dtype=self.attention.dtype)], dim=-1)
+            tokens = torch.tensor([[chosen[i]] for i in keep], device=self.device)
+            self.attention = torch.cat([self.attention, torch.ones((len(keep), 1), dtype=self.attention.dtype, device=self.device)], dim=-1)
             self.positions = self.positions + 1
             with fast_steps(self.model, len(self.rows)):
                 out = self.model(
@@ -122,7 +123,7 @@ class RunningBatch:
         if not keep:
             self.cache = self.attention = self.positions = self.logits = None
             return
-        index = torch.tensor(keep)
+        index = torch.tensor(keep, device=self.device)
         self.attention, self.positions, self.logits = self.attention[index], self.positions[index], self.logits[index]
         used = self.attention.any(dim=0).nonzero()
         cut = int(used[0]) if len(used) else 0
