@@ -45,7 +45,7 @@ from core.common.cluster import connect
 from core.common.config import ScaleConfig, TaskConfig
 from core.common.ports import free_port
 from core.common.rows import Example
-from core.kinds import for_config, make_teacher
+from core.kinds import for_config, teacher_loader
 from core.methods import launch
 from core.settings import ModelSettings
 from core.teachers.traces import TraceStore, generate_traces
@@ -110,9 +110,9 @@ def _pass(cfg: TaskConfig, rows: list[Example], url: str, kill_after: int | None
         summary = generate_traces(
             rows,
             store,
-            lambda: make_teacher(cfg, ModelSettings()),
+            teacher_loader(cfg, ModelSettings()),
             progress=False,
-            check=for_config(cfg, ModelSettings()).teacher_task().check,
+            check=for_config(cfg, ModelSettings()).endpoint_task().check,
             cluster=cluster,
         )
         end = time.perf_counter()

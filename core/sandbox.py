@@ -198,6 +198,12 @@ def run_all(checks: list[tuple[str, str]], settings: ModelSettings, timeout_s: f
         return list(pool.map(lambda check: run_tests(check[0], check[1], settings, timeout_s=timeout_s), checks))
 
 
+def run_grouped(groups: list[list[tuple[str, str]]], settings: ModelSettings, timeout_s: float = 10.0) -> list[list[TestResult]]:
+    """`run_all` over groups of (code, tests) checks (say, a task's samples) in one parallel pass, results regrouped."""
+    flat = iter(run_all([check for group in groups for check in group], settings, timeout_s))
+    return [[next(flat) for _ in group] for group in groups]
+
+
 # -- running one candidate -------------------------------------------------------------------
 def _spawn(box: Isolation | None, source: str, token: str, timeout_s: float, memory_mb: int) -> tuple[int | None, str]:
     """Start the runner (in bwrap when `box` is given), feed it the token and the code, wait; (exit code, output).

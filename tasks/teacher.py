@@ -12,7 +12,7 @@ from core.common.cluster import connect
 from core.common.config import TaskConfig
 from core.common.rows import json_sha256, text_sha256
 from core.errors import TeacherUnavailable
-from core.kinds import KINDS, for_config, make_teacher
+from core.kinds import KINDS, for_config, teacher_loader
 from core.kinds.data import load_rows
 from core.methods import selftrain
 from core.methods.selftrain import labeler_config
@@ -91,10 +91,10 @@ def teacher_traces(
     rows = load_rows(kind, inputs_path, require_answers=False)
     store = TraceStore(traces_path(cfg, split, adapter))
     try:
-        teacher = lambda: make_teacher(cfg, settings, load_rows(kind, labeled_path), adapter)  # noqa: E731 (loaded only if asked)
+        teacher = teacher_loader(cfg, settings, labeled_path, adapter)  # built only if something is left to ask
         cluster = connect(cfg.scale) if cfg.scale.runner != "local" else None  # connects now: a dead address fails the task here
         try:
-            summary = generate_traces(rows, store, teacher, prices=cfg.teacher.prices, check=kind.teacher_task().check, cluster=cluster)
+            summary = generate_traces(rows, store, teacher, prices=cfg.teacher.prices, check=kind.endpoint_task().check, cluster=cluster)
         finally:
             if cluster is not None:  # a local Dask cluster it started stops here, not with the worker process
                 cluster.close()

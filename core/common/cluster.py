@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 import threading
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
-
-import torch
 
 from core.common.config import ScaleConfig
 from core.common.ports import check_reachable
@@ -131,10 +130,12 @@ _LOADING = threading.Lock()
 def _dask_call(stream_id: str, threads: int, worker: Callable[..., Any], init: tuple, method: str, args: tuple) -> Any:
     with _LOADING:  # a worker with several threads builds its object once
         if stream_id not in _LOADED:
-            # Dask's nanny starts workers with OMP_NUM_THREADS=1: a model worker given more CPUs would compute on one.
-            torch.set_num_threads(threads)
             _heap_keeps_large_blocks()
             _LOADED[stream_id] = worker(*init)
+            # Dask's nanny starts workers with OMP_NUM_THREADS=1: a model worker given more CPUs would compute on one.
+            # Only a worker that loaded a model has torch; one asking an endpoint never imports it (`core.teachers.asking`).
+            if "torch" in sys.modules:
+                sys.modules["torch"].set_num_threads(threads)
         loaded = _LOADED[stream_id]
     return getattr(loaded, method)(*args)
 

@@ -11,6 +11,7 @@ decoders score or generate after it, and the `openai` teacher is sent it.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # transformers costs seconds to import: not for those that only build prompts' text
@@ -68,3 +69,18 @@ def parse_label(answer: str, labels: list[str]) -> str | None:
     lowered = answer.lower()
     hits = [(lowered.find(label.lower()), label) for label in labels if label.lower() in lowered]
     return min(hits)[1] if hits else None
+
+
+def format_answer(code: str, plan: str | None = None) -> str:
+    """The answer format the model is trained on: an optional plan line, then one fenced block."""
+    block = f"```python\n{code.strip()}\n```"
+    return f"Plan: {plan.strip()}\n{block}" if plan else block
+
+
+def extract_code(answer: str) -> str:
+    """The code of an answer: its last complete ```python block, an unterminated one (cut off), or the text."""
+    blocks = re.findall(r"```(?:python|py)?[ \t]*\n(.*?)```", answer, flags=re.S)
+    if blocks:
+        return blocks[-1].strip()
+    opened = re.search(r"```(?:python|py)?[ \t]*\n(.*)", answer, flags=re.S)
+    return (opened.group(1) if opened else answer).strip()

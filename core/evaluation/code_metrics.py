@@ -17,7 +17,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from core.common.prompts import CODE_ONLY_INSTRUCTION, CODEGEN_INSTRUCTION, Shots, render_prompt  # noqa: F401 (re-exported)
 from core.common.rows import CodeTask
 from core.model.code_decoder import CodeAnswer, CodeDecoder
-from core.sandbox import TestResult, run_all
+from core.sandbox import run_all, run_grouped
 from core.settings import ModelSettings
 
 # The lint check of generated code: pyflakes (F) and pycodestyle errors (E) without line length; pinned with ruff's
@@ -46,12 +46,6 @@ def lint_ok(code: str) -> bool:
     if proc.returncode not in (0, 1):
         raise RuntimeError(f"ruff failed: {proc.stderr.strip()[:200]}")
     return proc.returncode == 0
-
-
-def run_grouped(groups: list[list[tuple[str, str]]], settings: ModelSettings, timeout_s: float = 10.0) -> list[list[TestResult]]:
-    """`run_all` over groups of (code, tests) checks (say, a task's samples) in one parallel pass, results regrouped."""
-    flat = iter(run_all([check for group in groups for check in group], settings, timeout_s))
-    return [[next(flat) for _ in group] for group in groups]
 
 
 def pass_at_k(n: int, correct: int, k: int) -> float:

@@ -8,7 +8,6 @@ answers to the teacher and the report can price that cascade.
 from __future__ import annotations
 
 import itertools
-import math
 import time
 from collections import Counter
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from core.common.config import TaskConfig
-from core.common.prompts import completion_chat, parse_label, prompt_tokens, render_prompt
+from core.common.prompts import completion_chat, prompt_tokens, render_prompt
 from core.common.rows import Example, Pair
 from core.common.splits import balance
 from core.drift.statistics import Signal, counts_test
@@ -27,7 +26,8 @@ from core.kinds.base import TaskKind, trace_costs, traces_for_rows
 from core.model.calibrated import CalibratedDecoder, label_sequences, softmax
 from core.model.decoders import classification_decoder
 from core.model.loading import load_tokenizer
-from core.teachers.base import TeacherAnswer, TeacherTask
+from core.teachers.asking.classification import LabelAsking
+from core.teachers.base import EndpointTask, TeacherAnswer, TeacherTask
 
 
 class Classification(TaskKind):
@@ -122,6 +122,9 @@ class Classification(TaskKind):
 
     def teacher_task(self) -> TeacherTask:
         return LabelTeaching(self.cfg)
+
+    def endpoint_task(self) -> EndpointTask:
+        return LabelAsking(self.cfg.labels)
 
     def write_report(self, results: dict[str, dict], out_dir: Path) -> Path:
         return write_classification_report(self.cfg.name, results, out_dir)
@@ -261,44 +264,15 @@ def trace_distribution(trace: dict, labels: list[str]) -> list[float]:
     return [p / total for p in targets]
 
 
-class LabelTeaching(TeacherTask):
-    """Labels from an endpoint (first-token alternatives -> distribution) or a local model (calibrated scores, votes)."""
+class LabelTeaching(LabelAsking, TeacherTask):
+    """Labels from an endpoint (`LabelAsking`) or a local model (calibrated scores, votes)."""
 
     def __init__(self, cfg: TaskConfig) -> None:
-        self.labels, self.instruction = cfg.labels, cfg.instruction
-        self.cfg = cfg
+        super().__init__(cfg.labels)
+        self.instruction, self.cfg = cfg.instruction, cfg
         self.decoder: CalibratedDecoder | None = None
         self.calibrate_votes = cfg.calibration.enabled
         self.retrieval_weight = cfg.teacher.retrieval_weight
-
-    def request(self) -> dict:
-        return {}
-
-    def read_reply(self, content, top, latency_s, prompt_tokens, completion_tokens) -> TeacherAnswer:
-        tokens = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
-        label = parse_label(content, self.labels)
-        if label is None:
-            return TeacherAnswer(None, latency_s=latency_s, error=f"answer outside the label set: {content[:80]!r}", **tokens)
-        return TeacherAnswer(label, self._label_probs(label, top), top or None, latency_s, **tokens)
-
-    def _label_probs(self, label: str, top: list) -> dict[str, float]:
-        """The label distribution from the first answer token's alternatives; one-hot when there are none.
-
-        An alternative counts for a label when the label starts with it ("Stand" -> "Standard").
-        """
-        mass = dict.fromkeys(self.labels, 0.0)
-        for token, logprob in top[0] if top else []:
-            piece = (token or "").strip().lower()
-            if not piece or logprob is None:
-                continue
-            for candidate in self.labels:
-                if candidate.lower().startswith(piece):
-                    mass[candidate] += math.exp(logprob)
-                    break
-        total = sum(mass.values())
-        if mass[label] == 0.0 or total == 0.0:
-            return {c: float(c == label) for c in self.labels}
-        return {c: v / total for c, v in mass.items()}
 
     def attach(self, model, tokenizer, calibrated: bool, adapter: Path | None = None) -> None:
         # Votes of an adapter are calibrated only where adapters are (`calibration.adapters`): see that field.

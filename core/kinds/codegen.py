@@ -27,18 +27,19 @@ import numpy as np
 
 from core.common.config import TaskConfig
 from core.common.files import read_records
-from core.common.prompts import CODE_ONLY_INSTRUCTION, CODEGEN_INSTRUCTION
+from core.common.prompts import CODE_ONLY_INSTRUCTION, CODEGEN_INSTRUCTION, extract_code, format_answer
 from core.common.rows import CodeTask, Example, Pair
 from core.drift.statistics import Signal, proportion_test
 from core.errors import ConfigError, DataError
-from core.evaluation.code_metrics import code_metrics, lint_ok, pass_at_k, run_grouped, syntax_ok
+from core.evaluation.code_metrics import code_metrics, lint_ok, pass_at_k, syntax_ok
 from core.evaluation.report import write_codegen_report
 from core.kinds.base import TaskKind, trace_costs, traces_for_rows
-from core.model.code_decoder import CodeAnswer, CodeDecoder, extract_code, format_answer
+from core.model.code_decoder import CodeAnswer, CodeDecoder
 from core.model.loading import load_tokenizer
-from core.sandbox import run_all
+from core.sandbox import run_all, run_grouped
 from core.settings import ModelSettings
-from core.teachers.base import TeacherAnswer, TeacherTask
+from core.teachers.asking.codegen import CodeAsking
+from core.teachers.base import EndpointTask, TeacherAnswer, TeacherTask
 from core.training.kd_rows import generation_kd_rows
 
 
@@ -253,6 +254,10 @@ class CodeGeneration(TaskKind):
     def teacher_task(self) -> TeacherTask:
         return CodeTeaching(self.cfg, self.settings)
 
+    def endpoint_task(self) -> EndpointTask:
+        c = self.cfg
+        return CodeAsking(c.teacher.candidates, c.codegen.temperature, c.max_new_tokens, self.settings, c.codegen.timeout_s)
+
     def write_report(self, results: dict[str, dict], out_dir: Path) -> Path:
         return write_codegen_report(self.cfg.name, results, out_dir)
 
@@ -300,67 +305,14 @@ class CodeGeneration(TaskKind):
         return [Signal("output.syntax_rate", rates["window"], p, rates)]
 
 
-class CodeTeaching(TeacherTask):
-    """`candidates` answers per spec, the first greedy and the rest sampled at `codegen.temperature`; which of them pass
-    is `check`'s business: each candidate runs against its row's tests."""
+class CodeTeaching(CodeAsking, TeacherTask):
+    """Candidates from an endpoint (`CodeAsking`, which also checks them) or the local decoder, greedy then sampled."""
 
     def __init__(self, cfg: TaskConfig, settings: ModelSettings) -> None:
-        self.cfg, self.settings = cfg, settings  # settings: the operator's sandbox the candidates run in
-        self.candidates, self.temperature = cfg.teacher.candidates, cfg.codegen.temperature
+        super().__init__(cfg.teacher.candidates, cfg.codegen.temperature, cfg.max_new_tokens, settings, cfg.codegen.timeout_s)
+        self.cfg = cfg
         self.batch_size = cfg.eval_batch_size
         self.decoder: CodeDecoder | None = None
-
-    def request(self) -> dict:
-        return {"max_tokens": self.cfg.max_new_tokens}
-
-    def read_reply(self, content, top, latency_s, prompt_tokens, completion_tokens) -> TeacherAnswer:
-        return TeacherAnswer(content, None, top or None, latency_s, prompt_tokens, completion_tokens)
-
-    def combine(self, answers: list[TeacherAnswer]) -> TeacherAnswer:
-        """One answer carrying every candidate (`extra["candidates"]`; None where that request failed); the first usable
-        one stands until the tests choose. Latency and tokens are the candidates' sums: what the task cost."""
-        usable = [a for a in answers if a.output is not None]
-        combined = TeacherAnswer(
-            usable[0].output if usable else None,
-            top_logprobs=answers[0].top_logprobs if answers[0].output is not None else None,
-            latency_s=sum(a.latency_s for a in answers),
-            prompt_tokens=sum(a.prompt_tokens for a in answers),
-            completion_tokens=sum(a.completion_tokens for a in answers),
-            error=None if usable else answers[0].error,
-            transient=not usable and all(a.transient for a in answers),
-        )
-        combined.extra["candidates"] = [a.output for a in answers]
-        return combined
-
-    def check(self, rows: list[Example], answers: list[TeacherAnswer]) -> list[TeacherAnswer]:
-        """Run every candidate against its task's tests; keep the first that passes, or fail the answer (not transient:
-        a rerun does not ask again) when none does. Each trace records every candidate and its verdict."""
-        todo = []
-        for row, answer in zip(rows, answers):
-            texts = answer.extra.get("candidates") or ([answer.output] if answer.output is not None else [])
-            if row.tests is None and not answer.transient:
-                answer.output, answer.top_logprobs, answer.error = None, None, "no tests: the answer cannot be verified"
-            todo.append([t for t in texts if t is not None] if not answer.transient and row.tests is not None else [])
-        grouped = run_grouped(
-            [[(extract_code(t), row.tests) for t in texts] for row, texts in zip(rows, todo)], self.settings, self.cfg.codegen.timeout_s
-        )
-        for answer, texts, results in zip(answers, todo, grouped):
-            if not texts:
-                continue
-            answer.extra = {
-                "candidates": [
-                    {"answer": t, "passed": r.passed, "cause": r.cause, "isolation": r.isolation} for t, r in zip(texts, results)
-                ]
-            }
-            passing = next((i for i, r in enumerate(results) if r.passed), None)
-            if passing is None:
-                answer.output, answer.top_logprobs = None, None
-                answer.error = f"no candidate passed the tests: {len(texts)} tried, first failed by {results[0].cause}"
-            else:
-                if passing:  # log-probabilities describe the first (greedy) candidate's tokens only
-                    answer.top_logprobs = None
-                answer.output, answer.error = texts[passing], None
-        return answers
 
     def attach(self, model, tokenizer, calibrated: bool, adapter: Path | None = None) -> None:
         self.decoder = CodeDecoder(model, tokenizer, self.cfg.instruction, self.cfg.max_new_tokens, self.batch_size, self.temperature)

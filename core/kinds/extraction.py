@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from core.common.config import TaskConfig
+from core.common.json_schema import JsonSchema
 from core.common.rows import Example, Pair
 from core.drift.statistics import Signal, proportion_test
 from core.errors import DataError
@@ -26,7 +27,8 @@ from core.model.decoders import extraction_decoder
 from core.model.loading import load_tokenizer
 from core.model.schema import Extraction, SchemaDecoder, TaskSchema
 from core.settings import ModelSettings
-from core.teachers.base import TeacherAnswer, TeacherTask
+from core.teachers.asking.extraction import ExtractionAsking, extraction_answer
+from core.teachers.base import EndpointTask, TeacherAnswer, TeacherTask
 from core.training.kd_rows import generation_kd_rows
 
 
@@ -128,6 +130,10 @@ class DocumentExtraction(TaskKind):
 
     def teacher_task(self) -> TeacherTask:
         return ExtractionTeaching(self.cfg, task_schema(self.cfg, self.settings))
+
+    def endpoint_task(self) -> EndpointTask:
+        schema = task_schema(self.cfg, self.settings)  # checked here, where the grammar engine is; sent as plain JSON Schema
+        return ExtractionAsking(self.cfg.max_new_tokens, JsonSchema(schema.schema, schema.source))
 
     def write_report(self, results: dict[str, dict], out_dir: Path) -> Path:
         return write_extraction_report(self.cfg.name, results, out_dir)
@@ -233,35 +239,20 @@ def perturbed(target: dict, schema: TaskSchema, rng: random.Random) -> dict | No
 
 def _as_answer(result: Extraction) -> TeacherAnswer:
     """An extraction as a teacher answer (invalid ones become failed traces)."""
-    if not result.valid:
-        return TeacherAnswer(
-            None,
-            latency_s=result.latency_ms / 1000,
-            prompt_tokens=result.prompt_tokens,
-            completion_tokens=result.completion_tokens,
-            error=f"answer does not validate: {'; '.join(result.errors)[:200]}",
-        )
-    # The text exactly as generated: its tokens are the ones top_logprobs describe (the student's KL term needs them).
-    return TeacherAnswer(result.text, None, result.top_logprobs, result.latency_ms / 1000, result.prompt_tokens, result.completion_tokens)
+    return extraction_answer(
+        result.text, result.errors, result.top_logprobs, result.latency_ms / 1000, result.prompt_tokens, result.completion_tokens
+    )
 
 
-class ExtractionTeaching(TeacherTask):
-    """JSON held to the task's schema: `response_format` for an endpoint, the schema decoder locally, medoid of votes."""
+class ExtractionTeaching(ExtractionAsking, TeacherTask):
+    """JSON held to the task's schema: `response_format` for an endpoint (`ExtractionAsking`), the schema decoder
+    locally, medoid of votes."""
 
     def __init__(self, cfg: TaskConfig, schema: TaskSchema) -> None:
-        self.cfg, self.schema = cfg, schema
+        super().__init__(cfg.max_new_tokens, schema)
+        self.cfg = cfg
         self.batch_size = cfg.eval_batch_size  # generation batches well
         self.extractor: SchemaDecoder | None = None
-
-    def request(self) -> dict:
-        return {
-            "max_tokens": self.cfg.max_new_tokens,
-            "response_format": {"type": "json_schema", "json_schema": {"name": "extraction", "schema": self.schema.schema, "strict": True}},
-        }
-
-    def read_reply(self, content, top, latency_s, prompt_tokens, completion_tokens) -> TeacherAnswer:
-        output, errors = self.schema.parse(content)
-        return _as_answer(Extraction(output, content, not errors, errors, latency_s * 1000, prompt_tokens, completion_tokens, top or None))
 
     def attach(self, model, tokenizer, calibrated: bool, adapter: Path | None = None) -> None:
         self.extractor = extraction_decoder(self.cfg, model, tokenizer, self.schema)

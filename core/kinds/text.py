@@ -29,7 +29,8 @@ from core.evaluation.report import write_text_report
 from core.kinds.base import TaskKind, trace_costs, traces_for_rows
 from core.model.loading import load_tokenizer
 from core.model.text_decoder import TextDecoder
-from core.teachers.base import TeacherAnswer, TeacherTask
+from core.teachers.asking.text import TextAsking
+from core.teachers.base import EndpointTask, TeacherAnswer, TeacherTask
 from core.training.kd_rows import generation_kd_rows
 
 # Drift: a student reply this close to the teacher's (chrF) counts as the same answer. On the examples in
@@ -101,6 +102,9 @@ class FreeText(TaskKind):
     def teacher_task(self) -> TeacherTask:
         return TextTeaching(self.cfg.max_new_tokens, self.cfg.instruction, self.cfg.eval_batch_size)
 
+    def endpoint_task(self) -> EndpointTask:
+        return TextAsking(self.cfg.max_new_tokens)
+
     def write_report(self, results: dict[str, dict], out_dir: Path) -> Path:
         return write_text_report(self.cfg.name, results, out_dir)
 
@@ -141,18 +145,13 @@ class FreeText(TaskKind):
         return [Signal("output.reply_length", detail["window"], p, detail)]
 
 
-class TextTeaching(TeacherTask):
-    """The teacher's reply as written: `max_tokens` for an endpoint, the greedy decoder locally."""
+class TextTeaching(TextAsking, TeacherTask):
+    """The teacher's reply as written: from an endpoint (`TextAsking`) or the greedy decoder locally."""
 
     def __init__(self, max_new_tokens: int, instruction: str, batch_size: int) -> None:
-        self.max_new_tokens, self.instruction, self.batch_size = max_new_tokens, instruction, batch_size
+        super().__init__(max_new_tokens)
+        self.instruction, self.batch_size = instruction, batch_size
         self.decoder: TextDecoder | None = None
-
-    def request(self) -> dict:
-        return {"max_tokens": self.max_new_tokens}
-
-    def read_reply(self, content, top, latency_s, prompt_tokens, completion_tokens) -> TeacherAnswer:
-        return TeacherAnswer(content, None, top or None, latency_s, prompt_tokens, completion_tokens)
 
     def attach(self, model, tokenizer, calibrated: bool, adapter: Path | None = None) -> None:
         self.decoder = TextDecoder(model, tokenizer, self.instruction, self.max_new_tokens, self.batch_size)

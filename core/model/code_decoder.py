@@ -1,5 +1,5 @@
 """Code generation's decoder: the model answers a spec with a one-line plan, then the code in a ```python block
-(`format_answer`); `extract_code` takes the block back out. `CodeDecoder` writes a variant's answers, greedy or
+(`core.common.prompts.format_answer`; `extract_code` takes the block back out). `CodeDecoder` writes a variant's answers, greedy or
 sampled. The answers are checked by running the task's tests in the sandbox (`core.evaluation.code_metrics`).
 
     decoder = CodeDecoder(model, tokenizer, CODEGEN_INSTRUCTION, max_new_tokens=96)
@@ -8,7 +8,6 @@ sampled. The answers are checked by running the task's tests in the sandbox (`co
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,23 +15,8 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from core.common.prompts import CODE_ONLY_INSTRUCTION, CODEGEN_INSTRUCTION, Shots, render_prompt  # noqa: F401 (re-exported)
+from core.common.prompts import CODE_ONLY_INSTRUCTION, CODEGEN_INSTRUCTION, Shots, extract_code, render_prompt  # noqa: F401 (re-exported)
 from core.model.fast_decode import greedy_decode
-
-
-def format_answer(code: str, plan: str | None = None) -> str:
-    """The answer format the model is trained on: an optional plan line, then one fenced block."""
-    block = f"```python\n{code.strip()}\n```"
-    return f"Plan: {plan.strip()}\n{block}" if plan else block
-
-
-def extract_code(answer: str) -> str:
-    """The code of an answer: its last complete ```python block, an unterminated one (cut off), or the text."""
-    blocks = re.findall(r"```(?:python|py)?[ \t]*\n(.*?)```", answer, flags=re.S)
-    if blocks:
-        return blocks[-1].strip()
-    opened = re.search(r"```(?:python|py)?[ \t]*\n(.*)", answer, flags=re.S)
-    return (opened.group(1) if opened else answer).strip()
 
 
 @dataclass

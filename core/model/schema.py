@@ -23,7 +23,6 @@ after decoding, so nothing the grammar let through goes unnoticed.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
 import threading
@@ -40,18 +39,14 @@ import torch
 import xgrammar as xgr
 from transformers import LogitsProcessor, PreTrainedModel, PreTrainedTokenizerBase
 
+from core.common.json_schema import SEPARATORS, JsonSchema, json_pointer
 from core.common.prompts import render_prompt
 from core.errors import AnswerBudgetTooSmall, ConfigError, DocumentTooLong, SchemaError
 from core.model.closing import JsonPrefix
 from core.model.fast_decode import greedy_decode
 
-SEPARATORS = (",", ":")  # compact JSON: fewer tokens to generate; gold targets are written the same way
 # Keywords that describe rather than constrain: never reported as unenforced.
 ANNOTATIONS = {"title", "description", "default", "examples", "$comment", "$schema", "$id", "deprecated", "readOnly", "writeOnly"}
-
-
-def _pointer(parts) -> str:
-    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
 
 
 def _walk(node, parts=()):
@@ -70,17 +65,10 @@ def _grammar_text(schema: dict) -> str:
 
 
 @dataclass
-class TaskSchema:
+class TaskSchema(JsonSchema):
     """A checked JSON Schema: its canonical text, its validator, and what the grammar cannot enforce."""
 
-    schema: dict
-    source: str = "<schema>"
     unenforced: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.text = json.dumps(self.schema, separators=SEPARATORS)  # key order kept: it is the output's order
-        self.sha256 = hashlib.sha256(self.text.encode()).hexdigest()
-        self.validator = jsonschema.Draft202012Validator(self.schema, format_checker=jsonschema.FormatChecker())
 
     @classmethod
     def load(cls, path: str | Path, max_bytes: int) -> "TaskSchema":
@@ -134,39 +122,6 @@ class TaskSchema:
                 _schemas.popitem(last=False)
         return built
 
-    def dumps(self, value) -> str:
-        """`value` as the decoder writes it: keys in the schema's order, compact separators (SFT targets)."""
-        return json.dumps(_ordered(value, self.schema, self.schema), separators=SEPARATORS, ensure_ascii=False)
-
-    def errors(self, instance) -> list[str]:
-        """Validation errors of an output, each as 'POINTER: message'."""
-        return [f"{_pointer(e.absolute_path) or '/'}: {e.message}" for e in self.validator.iter_errors(instance)]
-
-    def parse(self, text: str) -> tuple[dict | None, list[str]]:
-        """A model's answer text as (object, validation errors); (None, [why]) when it is not JSON."""
-        try:
-            output = json.loads(text)
-        except json.JSONDecodeError as exc:
-            return None, [f"not JSON: {exc.msg} at char {exc.pos}"]
-        return output, self.errors(output)
-
-
-def _ordered(value, node: dict, root: dict):
-    """`value` with object keys in the order `node` (a schema) declares them; undeclared keys last."""
-    while isinstance(node, dict) and isinstance(node.get("$ref"), str) and node["$ref"].startswith("#"):
-        target = root
-        for token in [t for t in node["$ref"][1:].split("/") if t]:
-            target = target.get(token, {})
-        node = target
-    node = node if isinstance(node, dict) else {}
-    if isinstance(value, dict):
-        props = node.get("properties", {})
-        keys = [k for k in props if k in value] + [k for k in value if k not in props]
-        return {k: _ordered(value[k], props.get(k, {}), root) for k in keys}
-    if isinstance(value, list):
-        return [_ordered(v, node.get("items", {}) if isinstance(node.get("items"), dict) else {}, root) for v in value]
-    return value
-
 
 _schemas: OrderedDict[str, TaskSchema] = OrderedDict()
 _cache_lock = threading.Lock()
@@ -178,13 +133,13 @@ def check_schema(schema: dict, source: str = "<schema>") -> None:
         jsonschema.Draft202012Validator(jsonschema.Draft202012Validator.META_SCHEMA).iter_errors(schema)
     )
     if problem is not None:
-        raise SchemaError(_pointer(problem.absolute_path), problem.message, source)
+        raise SchemaError(json_pointer(problem.absolute_path), problem.message, source)
     if schema.get("type") != "object":
         raise SchemaError("/type", 'extraction needs an object at the top level ("type": "object")', source)
     for parts, node in _walk(schema):
         ref = node.get("$ref")
         if isinstance(ref, str):
-            here = _pointer(parts + ("$ref",))
+            here = json_pointer(parts + ("$ref",))
             if not ref.startswith("#"):
                 raise SchemaError(here, f"$ref {ref!r} points outside the document; inline it under $defs", source)
             target = schema
@@ -220,7 +175,7 @@ def unenforced_keywords(schema: dict) -> list[str]:
             except Exception:
                 same = False
             if same:
-                found.append(_pointer(parts + (keyword,)))
+                found.append(json_pointer(parts + (keyword,)))
     return found
 
 

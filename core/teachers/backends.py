@@ -12,7 +12,7 @@ from core.settings import ModelSettings
 from core.teachers.base import Teacher, TeacherTask
 from core.teachers.deliberate import DeliberateTeacher
 from core.teachers.hf import HFTeacher, check_hf_source
-from core.teachers.openai import OpenAITeacher
+from core.teachers.openai import OpenAITeacher, endpoint_teacher
 
 
 def build_teacher(
@@ -26,9 +26,9 @@ def build_teacher(
     `adapter`: the SFT adapter the local backends (deliberate, hf) run over their model (ignored by openai)."""
     backend = cfg.teacher.backend
     if backend == "openai":
-        teacher: Teacher = OpenAITeacher(cfg, settings, task)
-    elif backend == "hf":
-        teacher = HFTeacher(cfg, task, settings, adapter)
+        return endpoint_teacher(cfg, settings, task)
+    if backend == "hf":
+        teacher: Teacher = HFTeacher(cfg, task, settings, adapter)
     else:
         teacher = DeliberateTeacher(cfg, task, settings, labeled_pool or [], adapter)
     teacher.check()

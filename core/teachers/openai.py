@@ -21,11 +21,18 @@ from core.common.egress import check_endpoint
 from core.common.prompts import task_messages
 from core.errors import TeacherUnavailable
 from core.settings import ModelSettings
-from core.teachers.base import Teacher, TeacherAnswer, TeacherTask
+from core.teachers.base import EndpointTask, Teacher, TeacherAnswer
+
+
+def endpoint_teacher(cfg: TaskConfig, settings: ModelSettings, task: EndpointTask) -> OpenAITeacher:
+    """The `openai` backend asking for `task`, checked: raises TeacherUnavailable naming the setting to fix."""
+    teacher = OpenAITeacher(cfg, settings, task)
+    teacher.check()
+    return teacher
 
 
 class OpenAITeacher(Teacher):
-    def __init__(self, cfg: TaskConfig, settings: ModelSettings, task: TeacherTask | None = None, retry_cap_s: float = 30.0) -> None:
+    def __init__(self, cfg: TaskConfig, settings: ModelSettings, task: EndpointTask | None = None, retry_cap_s: float = 30.0) -> None:
         """`settings`: the operator's, whose allow-lists decide where this task's key may be sent."""
         t = cfg.teacher
         self.cfg, self.task, self.instruction = t, task, cfg.instruction

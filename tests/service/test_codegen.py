@@ -9,7 +9,7 @@ import pytest
 import yaml
 from openai import OpenAI
 
-from core.model.code_decoder import extract_code
+from core.common.prompts import extract_code
 from core.sandbox import run_tests
 from core.settings import ModelSettings
 from tests.conftest import make_adapter

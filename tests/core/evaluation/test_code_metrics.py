@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from core.common.config import ModelConfig, TaskConfig
-from core.common.prompts import CODEGEN_INSTRUCTION
+from core.common.prompts import CODEGEN_INSTRUCTION, extract_code
 from core.common.rows import CodeTask
 from core.evaluation.code_metrics import pass_rate
 from core.kinds.codegen import code_pairs
-from core.model.code_decoder import extract_code, sample_answers
+from core.model.code_decoder import sample_answers
 from core.model.loading import load_model
 from core.sandbox import run_tests
 from core.settings import ModelSettings

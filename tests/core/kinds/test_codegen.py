@@ -5,12 +5,12 @@ import json
 import pytest
 
 from core.common.config import TaskConfig
+from core.common.prompts import format_answer
 from core.common.rows import CodeTask, text_sha256
 from core.errors import DataError
 from core.kinds import for_config
 from core.kinds.codegen import code_pairs, load_codegen
 from core.kinds.data import load_rows
-from core.model.code_decoder import format_answer
 from core.sandbox import run_tests
 from core.settings import ModelSettings
 from core.teachers.base import TeacherAnswer

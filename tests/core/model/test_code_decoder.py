@@ -2,8 +2,8 @@
 from the shared decode loop."""
 
 from core.common.config import ModelConfig
-from core.common.prompts import CODEGEN_INSTRUCTION
-from core.model.code_decoder import extract_code, format_answer, sample_answers
+from core.common.prompts import CODEGEN_INSTRUCTION, extract_code, format_answer
+from core.model.code_decoder import sample_answers
 from core.model.loading import load_model
 from core.settings import ModelSettings
 from demos import pyfuncs

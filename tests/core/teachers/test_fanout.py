@@ -14,7 +14,7 @@ from core.common.cluster import connect
 from core.common.config import ScaleConfig, TaskConfig
 from core.common.rows import Example
 from core.errors import ConfigError
-from core.kinds import for_config, make_teacher
+from core.kinds import for_config, make_teacher, teacher_loader
 from core.settings import ModelSettings
 from core.teachers.traces import TraceStore, generate_traces
 
@@ -36,12 +36,20 @@ def test_sharded_traces_equal_the_unsharded_ones_and_none_is_asked_twice(runner,
     try:
         cfg = _task(url)
         cfg.scale = ScaleConfig(runner=runner, address=address, teacher_workers=2, shard_size=8)
-        check = for_config(cfg, ModelSettings()).teacher_task().check
+        kind = for_config(cfg, ModelSettings())
         local_store = TraceStore(tmp_path / "local.jsonl")
-        local = generate_traces(rows, local_store, lambda: make_teacher(cfg, ModelSettings()), progress=False, check=check)
+        local = generate_traces(
+            rows, local_store, lambda: make_teacher(cfg, ModelSettings()), progress=False, check=kind.teacher_task().check
+        )
         ray_store = TraceStore(tmp_path / "ray.jsonl")
+        # as the flow sends them: the workers get the endpoint half alone (`teacher_loader`), the local run the whole kind's
         fanned = generate_traces(
-            rows, ray_store, lambda: make_teacher(cfg, ModelSettings()), progress=False, check=check, cluster=connect(cfg.scale)
+            rows,
+            ray_store,
+            teacher_loader(cfg, ModelSettings()),
+            progress=False,
+            check=kind.endpoint_task().check,
+            cluster=connect(cfg.scale),
         )
         assert fanned["asked"] == local["asked"] == 90 and fanned["duplicates_skipped"] == 5 and fanned["failed"] == 0
         assert fanned["teacher"] == local["teacher"]
