@@ -112,7 +112,7 @@ def _pass(cfg: TaskConfig, rows: list[Example], url: str, kill_after: int | None
             store,
             teacher_loader(cfg, ModelSettings()),
             progress=False,
-            check=for_config(cfg, ModelSettings()).endpoint_task().check,
+            check=for_config(cfg, ModelSettings()).teacher_task().endpoint().check,
             cluster=cluster,
         )
         end = time.perf_counter()
@@ -408,8 +408,11 @@ def fanout(quick: bool, latency_s: float, workers: int, concurrency: int, runner
         "with_a_worker_killed": killed,
         "target_share_ge_0_8": steady["rate_per_s"] / ideal >= 0.8,
         "target_steady_share_ge_0_8": steady["steady_rate_per_s"] / ideal >= 0.8,
-        "target_none_asked_twice": steady["asked_twice"] == 0 and killed["asked_twice"] == 0,
+        "target_none_asked_twice": steady["asked_twice"] == 0,
         "target_none_lost": killed["lost"] == 0 and steady["lost"] == 0,
-        "note": "asked twice after a kill: the answers of the shards the dead worker held, sent again (Ray: to its restarted "
-        "actor; Dask: to a worker)",
+        # What a kill costs by design: the shards the dead worker held are sent again, so the inputs it had already asked
+        # in them (requests the endpoint received, answers that died with the worker) are asked a second time.
+        "after_a_kill_asked_twice_within_the_dead_workers_shards": killed["asked_twice"] <= 2 * cfg.scale.shard_size,
+        "note": "asked twice after a kill: the inputs of the shards the dead worker held (at most 2 x scale.shard_size) that it "
+        "had asked before it died, sent again (Ray: to its restarted actor; Dask: to a worker)",
     }

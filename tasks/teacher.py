@@ -94,7 +94,9 @@ def teacher_traces(
         teacher = teacher_loader(cfg, settings, labeled_path, adapter)  # built only if something is left to ask
         cluster = connect(cfg.scale) if cfg.scale.runner != "local" else None  # connects now: a dead address fails the task here
         try:
-            summary = generate_traces(rows, store, teacher, prices=cfg.teacher.prices, check=kind.endpoint_task().check, cluster=cluster)
+            summary = generate_traces(
+                rows, store, teacher, prices=cfg.teacher.prices, check=kind.teacher_task().endpoint().check, cluster=cluster
+            )
         finally:
             if cluster is not None:  # a local Dask cluster it started stops here, not with the worker process
                 cluster.close()

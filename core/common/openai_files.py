@@ -33,13 +33,13 @@ from pathlib import Path
 
 import yaml
 
+from core.common.config import TrainingConfig
 from core.common.files import atomic_write_text, write_jsonl
 from core.errors import DataError
 
 ROLES = ("system", "user", "assistant", "tool", "function", "developer")
 MAX_LABELS = 50  # more distinct answers than this (and not JSON): free text, not a label set
 CHAT_MARKUP_TOKENS = 32  # the chat template's role markers around system, user and assistant turns (SmolLM2's: 15)
-TRAINING_MAX_LENGTH = 256  # the task file's `training.max_length` default: a longer longest example writes its own
 
 
 @dataclass
@@ -492,7 +492,7 @@ def write_task(report: ImportReport, out: Path, name: str, max_bad_share: float 
         task["instruction"] = report.instruction
     task["methods"] = ["sft", "dpo"] if report.preference_pairs else ["sft"]
     longest = (report.tokens or {}).get("longest_example", 0)
-    if longest > TRAINING_MAX_LENGTH:  # training refuses longer rows; the file's own longest example decides
+    if longest > TrainingConfig().max_length:  # training refuses longer rows; the file's own longest example decides
         task["training"] = {"max_length": -(-longest // 64) * 64}
     header = "# Imported from OpenAI fine-tuning files by `distill-slm import openai` (review the labels or the schema draft).\n"
     atomic_write_text(out / "task.yaml", header + yaml.safe_dump(task, sort_keys=False, allow_unicode=True))

@@ -60,11 +60,12 @@ def teacher_loader(
     cfg: TaskConfig, settings: ModelSettings, labeled_path: str | Path | None = None, adapter: str | Path | None = None
 ) -> Callable[[], Teacher]:
     """`make_teacher` as a picklable call, for a teacher built where it is used (each cluster worker builds its own) or
-    only when something is left to ask. An endpoint teacher is built from the kind's `endpoint_task()` and the `openai`
-    backend alone, so a worker that unpickles it imports no model code (about 0.5 s a process against ~9 s with the
-    kinds); the local backends load the labeled rows at `labeled_path` (retrieval's pool) and a model anyway."""
+    only when something is left to ask. An endpoint teacher is built from the `openai` backend and the endpoint half of
+    the kind's teacher task alone, so a worker that unpickles it imports no model code (about 0.4 s a process against
+    ~9 s with the kinds); the local backends load the labeled rows at `labeled_path` (retrieval's pool) and a model
+    anyway."""
     if cfg.teacher.backend == "openai":
-        return partial(endpoint_teacher, cfg, settings, for_config(cfg, settings).endpoint_task())
+        return partial(endpoint_teacher, cfg, settings, for_config(cfg, settings).teacher_task().endpoint())
     return partial(_local_teacher, cfg, settings, labeled_path, adapter)
 
 

@@ -35,7 +35,7 @@ from core.common.config import TaskConfig
 from core.common.rows import Example, Pair, text_sha256
 from core.errors import DataError
 from core.settings import ModelSettings
-from core.teachers.base import EndpointTask, TeacherTask
+from core.teachers.base import TeacherTask
 
 
 class TaskKind(ABC):
@@ -100,11 +100,6 @@ class TaskKind(ABC):
     def teacher_task(self) -> TeacherTask:
         """How the teacher backends ask, read and answer for this task type."""
         raise self._lacks("teacher_task")
-
-    def endpoint_task(self) -> EndpointTask:
-        """The endpoint half of `teacher_task` from a module that imports no model code (`core.teachers.asking`): what a
-        worker asking an endpoint is sent. Equal in what it asks and reads to `teacher_task()`."""
-        raise self._lacks("endpoint_task")
 
     @abstractmethod
     def write_report(self, results: dict[str, dict], out_dir: Path) -> Path:

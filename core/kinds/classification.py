@@ -123,9 +123,6 @@ class Classification(TaskKind):
     def teacher_task(self) -> TeacherTask:
         return LabelTeaching(self.cfg)
 
-    def endpoint_task(self) -> EndpointTask:
-        return LabelAsking(self.cfg.labels)
-
     def write_report(self, results: dict[str, dict], out_dir: Path) -> Path:
         return write_classification_report(self.cfg.name, results, out_dir)
 
@@ -273,6 +270,9 @@ class LabelTeaching(LabelAsking, TeacherTask):
         self.decoder: CalibratedDecoder | None = None
         self.calibrate_votes = cfg.calibration.enabled
         self.retrieval_weight = cfg.teacher.retrieval_weight
+
+    def endpoint(self) -> EndpointTask:
+        return LabelAsking(self.labels)
 
     def attach(self, model, tokenizer, calibrated: bool, adapter: Path | None = None) -> None:
         # Votes of an adapter are calibrated only where adapters are (`calibration.adapters`): see that field.

@@ -254,10 +254,6 @@ class CodeGeneration(TaskKind):
     def teacher_task(self) -> TeacherTask:
         return CodeTeaching(self.cfg, self.settings)
 
-    def endpoint_task(self) -> EndpointTask:
-        c = self.cfg
-        return CodeAsking(c.teacher.candidates, c.codegen.temperature, c.max_new_tokens, self.settings, c.codegen.timeout_s)
-
     def write_report(self, results: dict[str, dict], out_dir: Path) -> Path:
         return write_codegen_report(self.cfg.name, results, out_dir)
 
@@ -313,6 +309,9 @@ class CodeTeaching(CodeAsking, TeacherTask):
         self.cfg = cfg
         self.batch_size = cfg.eval_batch_size
         self.decoder: CodeDecoder | None = None
+
+    def endpoint(self) -> EndpointTask:
+        return CodeAsking(self.candidates, self.temperature, self.max_new_tokens, self.settings, self.timeout_s)
 
     def attach(self, model, tokenizer, calibrated: bool, adapter: Path | None = None) -> None:
         self.decoder = CodeDecoder(model, tokenizer, self.cfg.instruction, self.cfg.max_new_tokens, self.batch_size, self.temperature)

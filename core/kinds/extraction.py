@@ -131,10 +131,6 @@ class DocumentExtraction(TaskKind):
     def teacher_task(self) -> TeacherTask:
         return ExtractionTeaching(self.cfg, task_schema(self.cfg, self.settings))
 
-    def endpoint_task(self) -> EndpointTask:
-        schema = task_schema(self.cfg, self.settings)  # checked here, where the grammar engine is; sent as plain JSON Schema
-        return ExtractionAsking(self.cfg.max_new_tokens, JsonSchema(schema.schema, schema.source))
-
     def write_report(self, results: dict[str, dict], out_dir: Path) -> Path:
         return write_extraction_report(self.cfg.name, results, out_dir)
 
@@ -253,6 +249,10 @@ class ExtractionTeaching(ExtractionAsking, TeacherTask):
         self.cfg = cfg
         self.batch_size = cfg.eval_batch_size  # generation batches well
         self.extractor: SchemaDecoder | None = None
+
+    def endpoint(self) -> EndpointTask:
+        # the schema was checked where the grammar engine is (here); the endpoint half validates as plain JSON Schema
+        return ExtractionAsking(self.max_new_tokens, JsonSchema(self.schema.schema, self.schema.source))
 
     def attach(self, model, tokenizer, calibrated: bool, adapter: Path | None = None) -> None:
         self.extractor = extraction_decoder(self.cfg, model, tokenizer, self.schema)

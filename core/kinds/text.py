@@ -102,9 +102,6 @@ class FreeText(TaskKind):
     def teacher_task(self) -> TeacherTask:
         return TextTeaching(self.cfg.max_new_tokens, self.cfg.instruction, self.cfg.eval_batch_size)
 
-    def endpoint_task(self) -> EndpointTask:
-        return TextAsking(self.cfg.max_new_tokens)
-
     def write_report(self, results: dict[str, dict], out_dir: Path) -> Path:
         return write_text_report(self.cfg.name, results, out_dir)
 
@@ -152,6 +149,9 @@ class TextTeaching(TextAsking, TeacherTask):
         super().__init__(max_new_tokens)
         self.instruction, self.batch_size = instruction, batch_size
         self.decoder: TextDecoder | None = None
+
+    def endpoint(self) -> EndpointTask:
+        return TextAsking(self.max_new_tokens)
 
     def attach(self, model, tokenizer, calibrated: bool, adapter: Path | None = None) -> None:
         self.decoder = TextDecoder(model, tokenizer, self.instruction, self.max_new_tokens, self.batch_size)

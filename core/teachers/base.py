@@ -67,6 +67,12 @@ class EndpointTask(ABC):
 class TeacherTask(EndpointTask):
     """The task type as every teacher backend sees it (each task kind's): the endpoint half and a local model's."""
 
+    def endpoint(self) -> EndpointTask:
+        """The endpoint half alone, from a module that imports no model code (`core.teachers.asking`): what a worker
+        asking an endpoint is sent. It asks, reads and checks as this task does. A task whose class imports no model
+        code is its own."""
+        return self
+
     @abstractmethod
     def attach(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, calibrated: bool, adapter: Path | None = None) -> None:
         """Build the decoders a local backend answers with, on its loaded model (`calibrated`: the zero-shot decoder

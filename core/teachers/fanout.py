@@ -10,8 +10,12 @@ held (Ray restarts the actor, Dask moves the task to another worker, and the sha
 are asked twice); a crash of this process loses the shards in flight, and a rerun asks only for what the cache does
 not hold.
 
+An endpoint teacher reaches a worker as `core.kinds.teacher_loader` builds it: the `openai` backend and the kind's
+endpoint half (`core.teachers.asking`), neither of which imports model code, so a worker is ready in ~0.4 s.
+
     cluster = connect(cfg.scale)                      # connects, or fails naming scale.address
-    generate_traces(rows, store, load_teacher, cluster=cluster)
+    load = teacher_loader(cfg, settings)              # picklable; each worker calls it once
+    generate_traces(rows, store, load, check=for_config(cfg, settings).teacher_task().endpoint().check, cluster=cluster)
 """
 
 from __future__ import annotations

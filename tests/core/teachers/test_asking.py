@@ -42,7 +42,8 @@ def test_every_kind_has_an_endpoint_half():
 @pytest.mark.parametrize("task_type", sorted(REPLIES))
 def test_the_endpoint_half_asks_and_reads_as_the_whole_teacher_task(task_type):
     kind = for_config(_endpoint_cfg(task_type), ModelSettings())
-    whole, half = kind.teacher_task(), kind.endpoint_task()
+    whole = kind.teacher_task()
+    half = whole.endpoint()
     assert isinstance(whole, TeacherTask) and isinstance(half, EndpointTask) and not isinstance(half, TeacherTask)
     assert half.request() == whole.request()
     assert (half.candidates, half.temperature) == (whole.candidates, whole.temperature)
@@ -62,7 +63,9 @@ def test_a_worker_asking_an_endpoint_imports_no_model_code(task_type, tmp_path):
     fresh interpreter as a Ray actor or a Dask task is: torch, transformers and xgrammar stay out."""
     cfg, settings = _endpoint_cfg(task_type), ModelSettings()
     blob = tmp_path / "worker.pickle"
-    blob.write_bytes(cloudpickle.dumps((_TeacherWorker, teacher_loader(cfg, settings), for_config(cfg, settings).endpoint_task().check)))
+    blob.write_bytes(
+        cloudpickle.dumps((_TeacherWorker, teacher_loader(cfg, settings), for_config(cfg, settings).teacher_task().endpoint().check))
+    )
     child = (
         "import pickle, sys; worker, load, check = pickle.loads(open(sys.argv[1], 'rb').read()); "
         "print(sorted(m for m in ('torch', 'transformers', 'xgrammar', 'peft') if m in sys.modules)); print(load.func.__module__)"

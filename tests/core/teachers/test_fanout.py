@@ -48,7 +48,7 @@ def test_sharded_traces_equal_the_unsharded_ones_and_none_is_asked_twice(runner,
             ray_store,
             teacher_loader(cfg, ModelSettings()),
             progress=False,
-            check=kind.endpoint_task().check,
+            check=kind.teacher_task().endpoint().check,
             cluster=connect(cfg.scale),
         )
         assert fanned["asked"] == local["asked"] == 90 and fanned["duplicates_skipped"] == 5 and fanned["failed"] == 0
