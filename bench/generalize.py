@@ -265,8 +265,11 @@ def _curves(sft_stats, kd_validation: Path) -> dict:
     if sft_stats is not None:
         out["sft_steps"] = [sft_stats.steps, sft_stats.planned_steps, sft_stats.best_step]
         out["sft_validation_curve"] = [[point["step"], round(point["value"], 3)] for point in sft_stats.learning_curve]
+        out["sft_validation_s"] = round(sum(point.get("seconds", 0.0) for point in sft_stats.learning_curve), 1)
     if kd_validation.exists():
-        out["kd_validation_curve"] = [[p["step"], round(p["value"], 3)] for p in json.loads(kd_validation.read_text())["curve"]]
+        curve = json.loads(kd_validation.read_text())["curve"]
+        out["kd_validation_curve"] = [[p["step"], round(p["value"], 3)] for p in curve]
+        out["kd_validation_s"] = round(sum(p.get("seconds", 0.0) for p in curve), 1)
     return out
 
 

@@ -35,15 +35,34 @@ from core.model.loading import load_model, lora_config
 from core.settings import ModelSettings
 from core.training.completion import CompletionStep, completion_forward
 from core.training.data_parallel import data_parallel, main_process
+from core.training.frozen_prefix import FrozenPrefixCache
 from core.training.recipe import plan_steps
 from core.training.validation import BestOnValidation
 
+# States of the frozen layers kept per distinct row (`core.training.frozen_prefix`): the embedded model's ~300-row small
+# file at ~100 tokens takes ~70 MiB; the demo's 2,400 rows ~660 MiB, so part of a large split is computed every pass.
+FROZEN_CACHE_BYTES = 512 * 2**20
+
 
 class CompletionSFTTrainer(SFTTrainer):
-    """TRL's SFTTrainer, projecting to the vocabulary only where the loss is taken (`core.training.completion`)."""
+    """TRL's SFTTrainer, projecting to the vocabulary only where the loss is taken (`core.training.completion`), and
+    training from the frozen layers' cached output where the adapter leaves the bottom layers frozen."""
+
+    _frozen: FrozenPrefixCache | None | bool = False  # False: not decided yet (on the first training batch)
+
+    def _training_forward(self, model, inputs):
+        """What runs the training forward: the cached frozen-layer path once it has given the first batch the model's
+        own logits, else the model."""
+        if self._frozen is False:
+            unwrapped = self.accelerator.unwrap_model(model)
+            cache = FrozenPrefixCache.for_model(unwrapped, FROZEN_CACHE_BYTES)
+            batch = {k: v for k, v in inputs.items() if k != "labels"}
+            self._frozen = cache if cache is not None and cache.agrees(model, **batch, use_cache=False) else None
+            log.info("training: frozen-layer cache %s", "on" if self._frozen else "off")
+        return functools.partial(self._frozen.forward, model) if self._frozen else model
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        step = completion_forward(model, inputs)
+        step = completion_forward(self._training_forward(model, inputs) if model.training else model, inputs)
         n_tokens = num_items_in_batch if num_items_in_batch is not None else step.scored.sum()
         loss = F.cross_entropy(
             step.logits.reshape(-1, step.logits.size(-1)), step.targets.reshape(-1), ignore_index=-100, reduction="sum"

@@ -9,7 +9,7 @@ continues where the crashed one stopped.
 
     callback = BestOnValidation(score, every=30, patience=3, folder=checkpoint_dir)
     trainer.add_callback(callback); trainer.train()
-    callback.best_dir   # the adapter to keep; callback.curve: [{"step": 30, "value": 0.71}, ...]
+    callback.best_dir   # the adapter to keep; callback.curve: [{"step": 30, "value": 0.71, "seconds": 4.2}, ...]
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -51,12 +52,14 @@ class BestOnValidation(TrainerCallback):
             return control  # validated before a crash and resume
         was_training = model.training
         model.eval()
+        started = time.perf_counter()
         try:
             value = _from_rank_zero(float(self.score(model)))
         finally:
             model.train(was_training)
         best = self.best
-        self.curve.append({"step": state.global_step, "value": value})
+        # seconds: what this validation cost, beside the training it interrupts (the report shows both)
+        self.curve.append({"step": state.global_step, "value": value, "seconds": round(time.perf_counter() - started, 2)})
         if best is None or value > best["value"]:
             if main_process():
                 self._save_best(model)

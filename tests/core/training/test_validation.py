@@ -32,7 +32,8 @@ def test_training_stops_after_patience_and_keeps_the_best_step(tiny_cfg, tmp_pat
     assert stats.steps == 10 and stats.best_step == 4
     assert [p["step"] for p in stats.learning_curve] == [2, 4, 6, 8, 10]
     curve = json.loads((adapter / "learning_curve.json").read_text())
-    assert curve["metric"] == "macro_f1" and curve["curve"][1] == {"step": 4, "value": 0.5}
+    assert curve["metric"] == "macro_f1" and {k: curve["curve"][1][k] for k in ("step", "value")} == {"step": 4, "value": 0.5}
+    assert all(point["seconds"] >= 0 for point in curve["curve"])  # what each validation cost
     kept = load_file(adapter / "adapter_model.safetensors")
     best = load_file(tmp_path / "ck" / "best" / "adapter_model.safetensors")
     assert all(torch.equal(kept[k], best[k]) for k in best)
