@@ -5,8 +5,8 @@ trains and nothing is random (no dropout), so the hidden state a row enters the 
 every pass over it — and a small file is passed over many times (the step plan repeats 300 rows to 500 steps). This
 cache keeps that state per distinct row (computed without gradients the first time the row is seen) and trains the
 later passes from it: the embedding and the frozen layers are skipped, the loss and the gradients are the same.
-Measured on this CPU (fp32, 2 threads, 8 rows x 90 tokens, `/tmp` probe recorded in docs/training.md): a step 2.55 s
-from the tokens, 1.83 s from the cached state (1.40x), the same loss to the printed digit.
+Measured on the development task `loans` (480 labeled rows, 2 cores; docs/training.md): SFT 1,044 s from the tokens,
+776 s with the cache, the same validation curve, kept step and test score.
 
 The cache holds at most `max_bytes` of states (float32): a row past it is computed as before, every time.
 
