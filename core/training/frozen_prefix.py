@@ -72,7 +72,7 @@ class FrozenPrefixCache:
                 cached = self.forward(model, input_ids, attention_mask, **kwargs).logits.float()
         finally:
             model.train(was_training)
-        self.states.clear()  # states computed in eval mode: the same numbers, but recomputed as training sees them
+        self.states.clear()  # the check's states came from eval mode: the cache holds only states training computed
         self.bytes = 0
         real = attention_mask.bool()  # a padded position differs (zeros, not the pad token's state) and is never scored
         return own.shape == cached.shape and torch.allclose(own[real], cached[real], rtol=1e-3, atol=1e-3)
