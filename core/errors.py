@@ -112,6 +112,10 @@ class Overloaded(DistillError, RuntimeError):
         super().__init__(problem)
 
 
+class EngineUnavailable(DistillError, RuntimeError):
+    """The serving engine behind the service (a vLLM server) is not answering: requests get 503, not a hang."""
+
+
 class SandboxBusy(Overloaded):
     """Every sandbox slot is taken (`sandbox_max_concurrent`)."""
 

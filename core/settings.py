@@ -94,6 +94,17 @@ class ServiceSettings(ModelSettings):
         description="longest input accepted, in the served model's tokens: prefill time grows with it, and one request "
         "holds the model while it runs (a 7,999-character input took 12 s on 2 CPU cores)",
     )
+    engine: Literal["builtin", "vllm"] = Field(
+        "builtin",
+        description="what runs the model: 'builtin' (this process, the default on one CPU box) or 'vllm' (a vLLM "
+        "server, classification tasks so far: core/serving/vllm.py, docs/serving.md)",
+    )
+    vllm_url: str | None = Field(
+        None, description="engine vllm: a running vLLM OpenAI server started with --enable-lora and runtime LoRA updating; None = start one"
+    )
+    vllm_executable: Path = Field(Path("vllm"), description="engine vllm: the `vllm` command started when vllm_url is None")
+    vllm_max_lora_rank: int = Field(64, ge=1, description="engine vllm: --max-lora-rank of a server started here")
+    vllm_start_s: float = Field(300.0, gt=0, description="engine vllm: how long a server started here may take to answer")
     fast_decode: Literal["auto", "off", "fp16", "bf16", "fp16+bf16"] = Field(
         "auto",
         description="which 16-bit copies of the linear weights generated answers (extraction, codegen) decode on: "

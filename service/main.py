@@ -27,6 +27,7 @@ from core.common.ports import free_port
 from core.errors import (
     DistillError,
     DocumentTooLong,
+    EngineUnavailable,
     InputTooLong,
     InvalidRequest,
     Overloaded,
@@ -51,6 +52,7 @@ ERROR_STATUS: list[tuple[type[DistillError], int, str, str | None]] = [
     (UnknownVariant, 404, "unknown_model", "task"),
     (RegistryError, 404, "not_found", "ref"),
     (Overloaded, 503, "overloaded", None),
+    (EngineUnavailable, 503, "engine_unavailable", None),
     (SandboxUnavailable, 503, "sandbox_unavailable", "tests"),
 ]
 

@@ -237,7 +237,7 @@ class DynamicBatcher:
         self.on_batch = on_batch
         self._classify = _Lane("classification", self._run_classify, max_batch, max_wait_ms / 1000, on_batch, max_queue)
         if continuous_extraction is None:
-            continuous_extraction = supported(engine.model)
+            continuous_extraction = engine.model is not None and supported(engine.model)
         self._extract = (
             _ContinuousLane(engine, extract_batch, on_batch, max_queue)
             if continuous_extraction

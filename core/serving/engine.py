@@ -111,6 +111,11 @@ class InferenceEngine:
     def close(self) -> None:
         self.on_model_thread.close()
 
+    @property
+    def loaded(self) -> bool:
+        """Whether the engine can answer: its base model is loaded."""
+        return self.model is not None
+
     def task_config(self, task: str) -> TaskConfig:
         return self.registry.task_config(task)
 

@@ -29,6 +29,7 @@ from core.errors import AnswerBudgetTooSmall, InputTooLong, InvalidRequest, Over
 from core.kinds import KINDS
 from core.kinds.extraction import task_schema
 from core.registry import ALIASES, GateDecision
+from core.serving import vllm
 from core.serving.answers import Request, ServedAnswer, answer_request
 from core.serving.audit import AuditLog
 from core.serving.batcher import DynamicBatcher
@@ -58,7 +59,7 @@ class ServingRuntime:
 
     @property
     def ready(self) -> bool:
-        return self.engine is not None and self.engine.model is not None
+        return self.engine is not None and self.engine.loaded
 
     def start(self) -> None:
         s = self.settings
@@ -66,7 +67,10 @@ class ServingRuntime:
         sandbox.probe()  # once, here: /readyz reports it and must not run it on the event loop
         if s.verify_tasks and sandbox.isolation(s) == "none":
             log.warning("verify is enabled for %s but will be refused: %s", s.verify_tasks, sandbox.probe().reason)
-        engine = InferenceEngine(str(s.runs_dir), s, schema_compile_s=s.schema_compile_s, fast_decode=s.fast_decode)
+        if s.engine == "vllm":
+            engine = vllm.start_engine(s)
+        else:
+            engine = InferenceEngine(str(s.runs_dir), s, schema_compile_s=s.schema_compile_s, fast_decode=s.fast_decode)
         self.generation = engine.registry.generation()  # read before loading: a move during the load is caught next poll
         engine.load()
         self.batcher = DynamicBatcher(

