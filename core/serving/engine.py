@@ -212,27 +212,33 @@ class InferenceEngine:
     def _swap_in(self, kinds: dict, wanted: dict, loaded: dict, attached: dict, merged: set) -> dict[str, str]:
         """Warm up the new variants, swap the routing table, drop what nothing names (under the lock)."""
         with self.lock:
-            configs = {task: kind.cfg for task, kind in kinds.items()}
-            previous, self.configs, self.kinds = self.configs, configs, kinds
-            for (task, ref), name in attached.items():
-                loaded[(task, ref)] = self._variant(task, "", ref, name)
-            table = {
-                (task, variant): replace(loaded[(task, ref)], name=variant, gate=self.registry.verdict(task, ref))
-                for (task, variant), ref in wanted.items()
-            }
-            for task, cfg in configs.items():
-                old = self.variants.get((task, "base"))
-                # The base decoder (and its content-free prior) is kept unless its config or the model object changed.
-                reuse = old is not None and previous.get(task) == cfg and getattr(old.decoder, "model", None) is self.model
-                table[(task, "base")] = old if reuse else self._variant(task, "base", "base", None)
-            stale = {v.adapter for v in self.variants.values() if v.adapter} - {v.adapter for v in table.values() if v.adapter}
-            self.variants = table
+            table, stale = self._swap_table(kinds, wanted, loaded, attached)
             for adapter in set(getattr(self.model, "decode_merged", ())) - merged:  # under the lock: a decode may use it
                 drop_merged(self.model, adapter)
             for adapter in stale:
                 self.model.delete_adapter(adapter)
                 self.adapter_load_s.pop(adapter, None)
         return {f"{task}:{name}": v.ref for (task, name), v in table.items()}
+
+    def _swap_table(self, kinds: dict, wanted: dict, loaded: dict, attached: dict) -> tuple[dict, set[str]]:
+        """The new variants built and warmed up, the routing table swapped in one assignment (the caller holds the lock);
+        returns the table and the adapters nothing names any more."""
+        configs = {task: kind.cfg for task, kind in kinds.items()}
+        previous, self.configs, self.kinds = self.configs, configs, kinds
+        for (task, ref), name in attached.items():
+            loaded[(task, ref)] = self._variant(task, "", ref, name)
+        table = {
+            (task, variant): replace(loaded[(task, ref)], name=variant, gate=self.registry.verdict(task, ref))
+            for (task, variant), ref in wanted.items()
+        }
+        for task, cfg in configs.items():
+            old = self.variants.get((task, "base"))
+            # The base decoder (and its content-free prior) is kept unless its config or the model object changed.
+            reuse = old is not None and previous.get(task) == cfg and getattr(old.decoder, "model", None) is self.model
+            table[(task, "base")] = old if reuse else self._variant(task, "base", "base", None)
+        stale = {v.adapter for v in self.variants.values() if v.adapter} - {v.adapter for v in table.values() if v.adapter}
+        self.variants = table
+        return table, stale
 
     def _enable_fast_decode(self) -> None:
         with self.lock:  # it swaps layer classes: not while a forward runs

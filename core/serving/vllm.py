@@ -39,7 +39,6 @@ import subprocess
 import tempfile
 import time
 from collections import defaultdict
-from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -255,18 +254,7 @@ class VllmEngine(InferenceEngine):
             raise
         kinds = {task: for_config(cfg, self.settings) for task, cfg in configs.items()}
         with self.lock:
-            previous, self.configs, self.kinds = self.configs, configs, kinds
-            for (task, ref), name in attached.items():
-                loaded[(task, ref)] = self._variant(task, "", ref, name)
-            table = {
-                (task, variant): replace(loaded[(task, ref)], name=variant, gate=self.registry.verdict(task, ref))
-                for (task, variant), ref in wanted.items()
-            }
-            for task, cfg in configs.items():
-                old = self.variants.get((task, "base"))
-                table[(task, "base")] = old if old is not None and previous.get(task) == cfg else self._variant(task, "base", "base", None)
-            stale = {v.adapter for v in self.variants.values() if v.adapter} - {v.adapter for v in table.values() if v.adapter}
-            self.variants = table
+            table, stale = self._swap_table(kinds, wanted, loaded, attached)
         for name in stale:
             self.server.unload_adapter(name)
             self.adapter_load_s.pop(name, None)
