@@ -225,18 +225,17 @@ class VllmEngine(InferenceEngine):
         return self._loaded
 
     def _servable(self, configs: dict) -> dict:
-        """The tasks this engine serves (classification, so far); the others named in `skipped` with the reason."""
-        served = {}
-        for task, cfg in configs.items():
-            if cfg.type != "classification":
-                self.skipped[task] = f"serving.engine vllm serves classification tasks only so far; {task} is {cfg.type}"
-            else:
-                served[task] = cfg
-        return served
+        """The task kinds this engine serves: those that score and generate nothing (classification), so far; the
+        others named in `skipped` with the reason."""
+        kinds = {task: for_config(cfg, self.settings) for task, cfg in configs.items()}
+        for task, kind in kinds.items():
+            if kind.generates:
+                self.skipped[task] = f"serving.engine vllm serves classification tasks only so far; {task} is {kind.cfg.type}"
+        return {task: kind for task, kind in kinds.items() if not kind.generates}
 
     def _reload(self) -> dict[str, str]:
-        configs = self._servable(self._task_configs())
-        wanted = self._wanted(list(configs))
+        kinds = self._servable(self._task_configs())
+        wanted = self._wanted(list(kinds))
         loaded = {(v.task, v.ref): v for v in self.variants.values() if v.adapter}
         attached: dict[tuple[str, str], str] = {}
         try:
@@ -252,7 +251,6 @@ class VllmEngine(InferenceEngine):
             for name in attached.values():  # the previous table stays served; what this reload added goes
                 self.server.unload_adapter(name)
             raise
-        kinds = {task: for_config(cfg, self.settings) for task, cfg in configs.items()}
         with self.lock:
             table, stale = self._swap_table(kinds, wanted, loaded, attached)
         for name in stale:

@@ -71,6 +71,10 @@ def served(tmp_path_factory, embedded_dir):
             "routing", "sft", adapter, {"macro_f1": 0.5}, yaml.safe_dump(cfg.model_dump(mode="json")), {"eval_sha256": "rows"}
         )
     registry.promote("routing", "sft/v0001")
+    idp = TaskConfig(name="invoices", type="idp")  # a kind this engine does not serve yet: skipped, and said so
+    registry.register(
+        "invoices", "sft", make_adapter(idp, root / "adapter-idp", 3), {"field_f1": 0.1}, yaml.safe_dump(idp.model_dump(mode="json")), {}
+    )
     settings = ServiceSettings(runs_dir=root / "runs", audit_log=root / "audit.jsonl", vllm_executable=VLLM, vllm_max_lora_rank=8)
     server = VllmServer.start(settings, embedded_dir)
     yield {"registry": registry, "settings": settings, "server": server, "cfg": cfg, "root": root}
@@ -124,7 +128,8 @@ def test_vllm_scores_the_labels_as_the_builtin_engine_and_follows_the_registry(s
         client = openai.OpenAI(base_url=base + "/v1", api_key="unused")
         reply = client.chat.completions.create(model="routing:production", messages=[{"role": "user", "content": TEXTS[1]}])
         assert reply.choices[0].message.content in LABELS
-        assert "vllm" in httpx.get(base + "/readyz").json()["decode_path"]
+        ready = httpx.get(base + "/readyz").json()
+        assert "vllm" in ready["decode_path"] and "classification tasks only" in ready["skipped_tasks"]["invoices"]
     finally:
         srv.should_exit = True
     # A vLLM server that dies: requests fail at once with EngineUnavailable (503 in the service), not a hang.
