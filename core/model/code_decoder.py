@@ -58,8 +58,7 @@ class CodeDecoder:
 
     def _encode(self, prompts: list[str], shots: list[Shots] | None):
         texts = [render_prompt(self.tokenizer, self.instruction, p, shots[i] if shots else ()) for i, p in enumerate(prompts)]
-        device = next(self.model.parameters()).device
-        return self.tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False).to(device)
+        return self.tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False).to(self.model.device)
 
     @torch.inference_mode()
     def answer(

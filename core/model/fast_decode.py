@@ -23,16 +23,40 @@ import contextlib
 import contextvars
 import logging
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 import torch
 from peft.tuners.lora import LoraLayer
-from transformers import DynamicCache, LogitsProcessor, PreTrainedModel
+from transformers import DynamicCache, LogitsProcessor, PretrainedConfig, PreTrainedModel
 
 log = logging.getLogger(__name__)
 
 _fast = contextvars.ContextVar("fast_decode", default=False)
 _merged = contextvars.ContextVar("merged_adapter", default=None)  # the active adapter, where it has merged decode copies
+
+
+class RemoteModel(ABC):
+    """A model whose forwards run in a server of their own (`core.serving.vllm.VllmModel`). The decode loop below, and
+    what runs on it (grammar masks, the budget closer, streaming), stay here unchanged: the server decodes greedily
+    ahead of the loop, under the grammar of the loop's `GrammarMask` if it has one, and each step's logits name the
+    token it chose. A row whose token the loop overrides (the budget closer forcing a closing) leaves the server; its
+    logits then offer end-of-sequence only, which the closer's forced tokens override."""
+
+    config: PretrainedConfig  # the base model's own: context length, vocabulary size
+    device = torch.device("cpu")
+
+    @abstractmethod
+    def decode(self, max_new_tokens: int, processors: list[LogitsProcessor]) -> contextlib.AbstractContextManager[Callable[..., object]]:
+        """One batch's decode: a context whose value is called as the model is in `greedy_decode` (prefill, then one
+        token per row per step) and answers an object with `logits`; leaving it ends the rows still running."""
+
+
+def output_vocab_size(model: PreTrainedModel | RemoteModel) -> int:
+    """The width of the model's logits (a loaded model's output embedding may be wider than its tokenizer)."""
+    if isinstance(model, RemoteModel):
+        return model.config.vocab_size
+    return model.get_output_embeddings().weight.shape[0]
 
 
 def step_dtype(rows: int) -> torch.dtype:
@@ -163,7 +187,7 @@ def enable_fast_decode(model: PreTrainedModel, path: str = "auto") -> bool:
 
 @torch.inference_mode()
 def greedy_decode(
-    model: PreTrainedModel,
+    model: PreTrainedModel | RemoteModel,
     enc: dict[str, torch.Tensor],
     max_new_tokens: int,
     eos_token_id: int,
@@ -180,33 +204,36 @@ def greedy_decode(
     `core.serving.streaming`); when it answers False the row ends there, as if it had decoded end-of-sequence, and a
     batch whose rows have all ended stops.
     """
-    ids, mask = enc["input_ids"], enc["attention_mask"]
-    rows = ids.shape[0]
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    cache = DynamicCache()
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=1)
-    sequences = ids
-    new, scores = [], []
-    done = torch.zeros(rows, dtype=torch.bool, device=ids.device)
-    with fast_steps(model, rows):
-        for _ in range(max_new_tokens):
-            logits = out.logits[:, -1].float()
-            for processor in processors:
-                logits = processor(sequences, logits)
-            if keep_scores:
-                scores.append(logits)
-            token = torch.where(done, pad_token_id, logits.argmax(-1))
-            new.append(token)
-            sequences = torch.cat([sequences, token[:, None]], dim=-1)
-            ended = token == eos_token_id
-            if on_token is not None:
-                for row, (t, was_done) in enumerate(zip(token.tolist(), done.tolist())):
-                    if not was_done and t != eos_token_id and not on_token(row, t):
-                        ended[row] = True
-            done |= ended
-            if bool(done.all()):
-                break
-            mask = torch.cat([mask, torch.ones((rows, 1), dtype=mask.dtype, device=mask.device)], dim=-1)
-            positions = positions[:, -1:] + 1
-            out = model(input_ids=token[:, None], attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
-    return torch.stack(new, dim=1) if new else ids[:, :0], scores
+    # a remote model's decode is opened per batch and ends (its rows still running in the server stop) with the loop
+    remote = model.decode(max_new_tokens, list(processors)) if isinstance(model, RemoteModel) else contextlib.nullcontext(model)
+    with remote as forward:
+        ids, mask = enc["input_ids"], enc["attention_mask"]
+        rows = ids.shape[0]
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        out = forward(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        sequences = ids
+        new, scores = [], []
+        done = torch.zeros(rows, dtype=torch.bool, device=ids.device)
+        with fast_steps(model, rows):
+            for _ in range(max_new_tokens):
+                logits = out.logits[:, -1].float()
+                for processor in processors:
+                    logits = processor(sequences, logits)
+                if keep_scores:
+                    scores.append(logits)
+                token = torch.where(done, pad_token_id, logits.argmax(-1))
+                new.append(token)
+                sequences = torch.cat([sequences, token[:, None]], dim=-1)
+                ended = token == eos_token_id
+                if on_token is not None:
+                    for row, (t, was_done) in enumerate(zip(token.tolist(), done.tolist())):
+                        if not was_done and t != eos_token_id and not on_token(row, t):
+                            ended[row] = True
+                done |= ended
+                if bool(done.all()):
+                    break
+                mask = torch.cat([mask, torch.ones((rows, 1), dtype=mask.dtype, device=mask.device)], dim=-1)
+                positions = positions[:, -1:] + 1
+                out = forward(input_ids=token[:, None], attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
+        return torch.stack(new, dim=1) if new else ids[:, :0], scores

@@ -43,7 +43,7 @@ from core.common.json_schema import SEPARATORS, JsonSchema, json_pointer
 from core.common.prompts import render_prompt
 from core.errors import AnswerBudgetTooSmall, ConfigError, DocumentTooLong, SchemaError
 from core.model.closing import JsonPrefix
-from core.model.fast_decode import greedy_decode
+from core.model.fast_decode import greedy_decode, output_vocab_size
 
 # Keywords that describe rather than constrain: never reported as unenforced.
 ANNOTATIONS = {"title", "description", "default", "examples", "$comment", "$schema", "$id", "deprecated", "readOnly", "writeOnly"}
@@ -250,6 +250,7 @@ class GrammarMask(LogitsProcessor):
     def __init__(
         self, compiled: xgr.CompiledGrammar, batch_size: int, budget: int | None = None, schema: dict | None = None, tokenizer=None
     ) -> None:
+        self.compiled = compiled  # a remote model decodes under the same grammar (`core.model.fast_decode.RemoteModel`)
         self.matchers = [xgr.GrammarMatcher(compiled) for _ in range(batch_size)]
         self.bitmask = xgr.allocate_token_bitmask(batch_size, compiled.tokenizer_info.vocab_size)
         self.started = False
@@ -368,7 +369,7 @@ class SchemaDecoder:
         self.model, self.tokenizer, self.schema = model, tokenizer, schema
         self.instruction, self.max_new_tokens, self.batch_size = instruction, max_new_tokens, batch_size
         self.constrained = constrained
-        self.vocab_size = model.get_output_embeddings().weight.shape[0]
+        self.vocab_size = output_vocab_size(model)
         self.compile_s = 0.0
         if constrained:
             start = time.perf_counter()

@@ -369,7 +369,7 @@ class InferenceEngine:
         if decoder.answers != "json":
             raise UnknownVariant(f"{task} is a classification task: send it to classify")
         if schema is not None and schema.sha256 != decoder.schema.sha256:
-            decoder = SchemaDecoder(self.model, self.tokenizer, schema, decoder.instruction, decoder.max_new_tokens, decoder.batch_size)
+            decoder = SchemaDecoder(decoder.model, self.tokenizer, schema, decoder.instruction, decoder.max_new_tokens, decoder.batch_size)
         return variant, decoder
 
     def run_with(self, variant: Variant, fn: Callable[..., T], *args) -> T:

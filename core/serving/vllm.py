@@ -32,24 +32,32 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
+import queue
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import numpy as np
 import torch
+from transformers import AutoConfig, LogitsProcessor, PretrainedConfig
 
 from core.common.config import ModelConfig
 from core.errors import EngineUnavailable, ModelNotAvailable, RegistryError
 from core.kinds import for_config
 from core.model.calibrated import CalibratedDecoder, Prediction
+from core.model.fast_decode import RemoteModel
 from core.model.loading import load_tokenizer, resolve_base_model
+from core.model.schema import GrammarMask
 from core.registry import Registry
 from core.serving.engine import InferenceEngine, Variant
 from core.settings import ServiceSettings
@@ -155,6 +163,46 @@ class VllmServer:
             out[choice["index"]] = choice["logprobs"]["token_logprobs"][0]
         return out
 
+    def stream_tokens(
+        self, model: str, prompt: list[int], max_tokens: int, grammar: str | None, stop: threading.Event
+    ) -> Iterator[int | str]:
+        """Greedy completion of `prompt` under `model`, as vLLM decodes it: each token id as it comes, then the finish
+        reason ('stop', 'length'). Leaving the stream (`stop` set, checked at every chunk) ends the request in vLLM.
+        With `grammar` (XGrammar's EBNF) vLLM decodes under it (its structured outputs); the sampling settings are all
+        given, so the model's generation_config.json defaults (a repetition penalty) cannot change the answer."""
+        body = {
+            "model": model,
+            "prompt": prompt,
+            "max_tokens": max_tokens,
+            "temperature": 0,
+            "top_p": 1,
+            "top_k": -1,
+            "repetition_penalty": 1.0,
+            "stream": True,
+            "return_token_ids": True,
+        }
+        if grammar is not None:
+            body["structured_outputs"] = {"grammar": grammar}
+        try:
+            with self.client.stream("POST", self.url + "/v1/completions", json=body) as response:
+                if response.status_code != 200:
+                    raise EngineUnavailable(f"the vLLM server at {self.url} answered {response.status_code}: {response.read()[:300]!r}")
+                for line in response.iter_lines():
+                    if stop.is_set() or not line.startswith("data: ") or line == "data: [DONE]":
+                        if stop.is_set():
+                            return
+                        continue
+                    chunk = json.loads(line.removeprefix("data: "))
+                    if "error" in chunk:
+                        raise EngineUnavailable(f"the vLLM server at {self.url} failed a decode: {chunk['error']}")
+                    for choice in chunk["choices"]:
+                        yield from choice.get("token_ids") or ()
+                        if choice.get("finish_reason"):
+                            yield choice["finish_reason"]
+                            return
+        except httpx.HTTPError as exc:
+            raise EngineUnavailable(f"the vLLM server at {self.url} is not answering: {exc}") from exc
+
     def close(self) -> None:
         self.client.close()
         if self.process is not None and self.process.poll() is None:
@@ -164,6 +212,93 @@ class VllmServer:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, 9)
+
+
+class _Rows:
+    """One batch's rows in vLLM, for the decode loop (`core.model.fast_decode.greedy_decode`): each row streams from its
+    own request on a thread, into a queue no longer than the budget; each call of the loop takes every row's next token.
+    A row fed a token other than the one vLLM chose (the budget closer forcing a closing, a client gone, a row ended)
+    leaves vLLM; its logits then offer end-of-sequence only."""
+
+    def __init__(self, model: VllmModel, max_new_tokens: int, grammar: str | None) -> None:
+        self.model, self.max_new_tokens, self.grammar = model, max_new_tokens, grammar
+        self.stops: list[threading.Event] = []
+        self.queues: list[queue.Queue] = []
+        self.expected: list[int | None] = []  # the token vLLM chose for each row's last step; None: the row left vLLM
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_) -> SimpleNamespace:
+        if not self.queues:  # the prefill: one request per row, its prompt without the left padding
+            for ids, mask in zip(input_ids.tolist(), attention_mask.tolist()):
+                self._start([t for t, m in zip(ids, mask) if m])
+            self.expected = [self._next(row) for row in range(len(self.queues))]
+        else:
+            for row, fed in enumerate(input_ids[:, -1].tolist()):
+                if self.expected[row] is None:
+                    continue
+                if fed == self.expected[row] and not self.stops[row].is_set():
+                    self.expected[row] = self._next(row)
+                else:  # overridden, or vLLM has finished the row: it has nothing more to say
+                    self._leave(row)
+        logits = torch.full((len(self.queues), 1, self.model.config.vocab_size), -torch.inf)
+        for row, token in enumerate(self.expected):
+            logits[row, 0, self.model.eos_token_id if token is None else token] = 0.0
+        return SimpleNamespace(logits=logits)
+
+    def _start(self, prompt: list[int]) -> None:
+        stop, tokens = threading.Event(), queue.Queue(maxsize=self.max_new_tokens + 2)  # the tokens, the finish, an error
+
+        def pump() -> None:
+            try:
+                for item in self.model.server.stream_tokens(self.model.served_model, prompt, self.max_new_tokens, self.grammar, stop):
+                    tokens.put(item)
+            except Exception as exc:  # the decode loop raises it on its own thread
+                tokens.put(exc)
+
+        self.stops.append(stop)
+        self.queues.append(tokens)
+        threading.Thread(target=pump, name="vllm-row", daemon=True).start()
+
+    def _next(self, row: int) -> int | None:
+        try:
+            item = self.queues[row].get(timeout=self.model.server.client.timeout.read)
+        except queue.Empty:
+            raise EngineUnavailable(
+                f"the vLLM server at {self.model.server.url} sent no token for {self.model.server.client.timeout.read:.0f} s"
+            ) from None
+        if isinstance(item, Exception):
+            raise item
+        if isinstance(item, str):  # vLLM finished the row (end-of-sequence or its max_tokens): the loop ends it too
+            self.stops[row].set()
+            return self.model.eos_token_id
+        return item
+
+    def _leave(self, row: int) -> None:
+        self.stops[row].set()
+        self.expected[row] = None
+
+    def close(self) -> None:
+        for stop in self.stops:
+            stop.set()
+
+
+class VllmModel(RemoteModel):
+    """A served variant's model in vLLM (`served_model`: an adapter's name or the base model's) for the shared decode
+    loop: the task kinds' decoders (schema-constrained extraction with its budget-aware closing, code generation, free
+    text) and streaming run on it as on a loaded model. An extraction's grammar, the one its `GrammarMask` compiled,
+    goes to vLLM as EBNF (its XGrammar structured outputs), so vLLM's greedy choice is the grammar-masked argmax the
+    loop would take; the budget closer's forced closing overrides it where the budget runs short."""
+
+    def __init__(self, server: VllmServer, served_model: str, config: PretrainedConfig, eos_token_id: int) -> None:
+        self.server, self.served_model, self.config, self.eos_token_id = server, served_model, config, eos_token_id
+
+    @contextlib.contextmanager
+    def decode(self, max_new_tokens: int, processors: list[LogitsProcessor]) -> Iterator[Callable[..., SimpleNamespace]]:
+        masks = [p for p in processors if isinstance(p, GrammarMask)]
+        rows = _Rows(self, max_new_tokens, str(masks[0].compiled.grammar) if masks else None)
+        try:
+            yield rows
+        finally:
+            rows.close()
 
 
 class VllmLabelDecoder(CalibratedDecoder):
@@ -215,6 +350,7 @@ class VllmEngine(InferenceEngine):
         self.configs = self._task_configs()
         model_cfg = next(iter(self.configs.values())).model if self.configs else ModelConfig()
         self.tokenizer = load_tokenizer(model_cfg, self.settings)
+        self.base_config = AutoConfig.from_pretrained(resolve_base_model(model_cfg.base_model, self.settings)[0])
         self._loaded = True
         self.reload()
 
@@ -222,17 +358,8 @@ class VllmEngine(InferenceEngine):
     def loaded(self) -> bool:
         return self._loaded
 
-    def _servable(self, configs: dict) -> dict:
-        """The task kinds this engine serves: those that score and generate nothing (classification), so far; the
-        others named in `skipped` with the reason."""
-        kinds = {task: for_config(cfg, self.settings) for task, cfg in configs.items()}
-        for task, kind in kinds.items():
-            if kind.generates:
-                self.skipped[task] = f"serving.engine vllm serves classification tasks only so far; {task} is {kind.cfg.type}"
-        return {task: kind for task, kind in kinds.items() if not kind.generates}
-
     def _reload(self) -> dict[str, str]:
-        kinds = self._servable(self._task_configs())
+        kinds = {task: for_config(cfg, self.settings) for task, cfg in self._task_configs().items()}
         wanted = self._wanted(list(kinds))
         loaded = {(v.task, v.ref): v for v in self.variants.values() if v.adapter}
         attached: dict[tuple[str, str], str] = {}
@@ -257,10 +384,23 @@ class VllmEngine(InferenceEngine):
         return {f"{task}:{name}": v.ref for (task, name), v in table.items()}
 
     def _variant(self, task: str, name: str, ref: str, adapter: str | None) -> Variant:
-        local = self.kinds[task].decoder(None, self.tokenizer, adapter=None if adapter is None else self.registry.path(task, ref))
-        decoder = VllmLabelDecoder(local, self.server, adapter or self.server.base_model)
-        decoder.warm_up()  # the content-free prior, if the version carries none: before the variant is routable
+        model = VllmModel(self.server, adapter or self.server.base_model, self.base_config, self.tokenizer.eos_token_id)
+        decoder = self.kinds[task].decoder(model, self.tokenizer, adapter=None if adapter is None else self.registry.path(task, ref))
+        if decoder.answers == "labels":
+            decoder = VllmLabelDecoder(decoder, self.server, model.served_model)
+        decoder.warm_up()  # a classifier's content-free prior, if the version carries none: before the variant is routable
         return Variant(task, name, ref, adapter, decoder, time.time())
+
+    # Decodes run on the caller's thread, side by side: vLLM batches them itself (the builtin engine's model thread
+    # and lock serialise forwards that here run in another process).
+    def extract(self, task, name, documents, schema=None, max_new_tokens=None, on_token=None) -> tuple[Variant, list]:
+        self.prepare_schema(task, name, schema)
+        variant, decoder = self.extraction_decoder(task, name, schema)
+        return variant, decoder.extract(documents, max_new_tokens=max_new_tokens, batch_size=len(documents), on_token=on_token)
+
+    def decode(self, task: str, name: str, run: Callable[[object], object]) -> tuple[Variant, object]:
+        variant = self.get(task, name)
+        return variant, run(variant.decoder)
 
     def classify_in_chunks(self, task: str, name: str, text: str, chunk_tokens: int) -> tuple[Variant, Prediction]:
         variant, [prediction] = self.classify(task, name, [text])  # vLLM prefills long prompts in chunks itself
