@@ -10,8 +10,11 @@ matrices start at zero: the base model's answers), through the OpenAI-compatible
   tokens, the extraction batcher sharing decode steps between them);
 * continuous batching: 16 concurrent extraction clients through the batcher, static batching (a batch of up to 8
   runs until its longest row ends) against continuous (rows join and leave between decode steps);
-* the other engines: vLLM (`vllm` importable) and llama.cpp (`llama_cpp` importable) are reported as not installed
-  here when they are not; the builtin engine's ratio to the best of them is printed when there is one.
+* the other engines: the same service on `serving.engine: vllm` (a vLLM server it starts: the `vllm` command of
+  `DISTILL_SLM_VLLM_EXECUTABLE`, else `.venv-vllm/bin/vllm` as `make test-vllm` builds it), measured the same way
+  (streaming, 1, 8 and 32 clients; the same answers: `tests/core/serving/test_vllm.py`); llama.cpp is reported as
+  installed or not (`llama_cpp` importable; no server of it is started yet). The builtin engine's ratio to the best
+  of them at one client is printed when one was measured.
 
 Targets: time to first token <= 0.25 s for an extraction, one client; continuous batching >= 1.5x static
 batching's throughput with 16 clients (p95 reported); the builtin engine's ratio to the
@@ -23,6 +26,7 @@ best other engine >= 1.0 at one client (reported, not assumed, where no other en
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -132,11 +136,54 @@ def batching(runs: Path, documents: list[str], clients: int = 16, per_client: in
     return figures
 
 
-def other_engines() -> dict:
-    """What else could serve here: importable or not (a server of theirs is not started by this benchmark yet)."""
+def vllm_executable(settings: ServiceSettings) -> Path | None:
+    """The `vllm` command the vLLM side runs: the settings' (DISTILL_SLM_VLLM_EXECUTABLE), else `make test-vllm`'s."""
+    for candidate in (settings.vllm_executable, Path(".venv-vllm/bin/vllm")):
+        found = shutil.which(str(candidate))
+        if found:
+            return Path(found)
+    return None
+
+
+def other_engines(settings: ServiceSettings) -> dict:
+    """What else could serve here: vLLM (measured below when found) and llama.cpp (importable or not)."""
     return {
-        name: ("installed" if importlib.util.find_spec(module) else "not installed")
-        for name, module in (("vllm", "vllm"), ("llama.cpp", "llama_cpp"))
+        "vllm": str(vllm_executable(settings) or "not installed"),
+        "llama.cpp": "installed (not started by this benchmark)" if importlib.util.find_spec("llama_cpp") else "not installed",
+    }
+
+
+def service_figures(settings: ServiceSettings, documents: list[str]) -> dict:
+    """The real service on `settings`' engine: streamed time to the first token, one client's decode speed, 8 and 32
+    concurrent clients."""
+    server, url = serve_in_thread(settings, ready_timeout_s=settings.vllm_start_s + 60)
+    try:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="bench", timeout=600)
+        _whole(client, documents[0])  # warm-up
+        streamed = [_streamed(client, d) for d in documents]
+        whole = [_whole(client, d) for d in documents]
+        one = {
+            "decode_tokens_per_s": round(sum(t for _, t in whole) / sum(s for s, _ in whole), 1),
+            "latency_s_p50": round(float(np.median([s for s, _ in whole])), 3),
+        }
+        concurrent = [_concurrent(url, documents, n, 1) for n in (8, 32)]
+        decode_path = server.config.app.state.runtime.engine.decode_path
+    finally:
+        server.should_exit = True
+        time.sleep(1.0)
+    first = [s["first_s"] for s in streamed]
+    return {
+        "decode_path": decode_path,
+        "streaming": {
+            "time_to_first_token_s_p50": round(float(np.median(first)), 3),
+            "time_to_first_token_s_max": round(max(first), 3),
+            "unstreamed_first_byte_s_p50": one["latency_s_p50"],
+            "content_chunks_per_answer": round(float(np.mean([s["chunks"] for s in streamed])), 1),
+            "ratio_unstreamed_over_streamed_first_byte": round(one["latency_s_p50"] / float(np.median(first)), 1),
+        },
+        "clients_1": one,
+        "clients_8": concurrent[0],
+        "clients_32": concurrent[1],
     }
 
 
@@ -158,38 +205,26 @@ def run(quick: bool = False) -> dict:
         settings = ServiceSettings(
             runs_dir=registry.root, audit_log=Path(tmp) / "audit.jsonl", fast_decode="auto", request_timeout_s=900, max_queue=64
         )
-        server, url = serve_in_thread(settings)
-        try:
-            client = openai.OpenAI(base_url=url + "/v1", api_key="bench", timeout=600)
-            _whole(client, documents[0])  # warm-up
-            streamed = [_streamed(client, d) for d in documents]
-            whole = [_whole(client, d) for d in documents]
-            one = {
-                "decode_tokens_per_s": round(sum(t for _, t in whole) / sum(s for s, _ in whole), 1),
-                "latency_s_p50": round(float(np.median([s for s, _ in whole])), 3),
-            }
-            concurrent = [_concurrent(url, documents, n, 1) for n in (8, 32)]
-            decode_path = server.config.app.state.runtime.engine.decode_path
-        finally:
-            server.should_exit = True
-            time.sleep(1.0)
+        builtin = service_figures(settings, documents)
+        others = other_engines(settings)
+        measured = {}
+        if (vllm := vllm_executable(settings)) is not None:
+            measured["vllm"] = service_figures(
+                settings.model_copy(update={"engine": "vllm", "vllm_executable": vllm, "vllm_max_lora_rank": 8}), documents
+            )
         batched = batching(registry.root, documents, clients=16, per_client=1 if quick else 2)
-    first = [s["first_s"] for s in streamed]
     figures = {
         "documents": len(documents),
-        "decode_path": decode_path,
-        "streaming": {
-            "time_to_first_token_s_p50": round(float(np.median(first)), 3),
-            "time_to_first_token_s_max": round(max(first), 3),
-            "unstreamed_first_byte_s_p50": one["latency_s_p50"],
-            "content_chunks_per_answer": round(float(np.mean([s["chunks"] for s in streamed])), 1),
-            "ratio_unstreamed_over_streamed_first_byte": round(one["latency_s_p50"] / float(np.median(first)), 1),
-        },
-        "builtin": {"clients_1": one, "clients_8": concurrent[0], "clients_32": concurrent[1]},
+        "decode_path": builtin.pop("decode_path"),
+        "streaming": builtin.pop("streaming"),
+        "builtin": builtin,
+        **measured,
         "batching_16_clients": batched,
-        "other_engines": other_engines(),
+        "other_engines": others,
     }
     figures["target_continuous_1.5x_static"] = batched["ratio_continuous_over_static"] >= 1.5
     figures["target_time_to_first_token_0.25_s"] = figures["streaming"]["time_to_first_token_s_p50"] <= 0.25
-    figures["builtin_over_best_other_1_client"] = None  # no other engine measured on this machine (other_engines)
+    best = max((m["clients_1"]["decode_tokens_per_s"] for m in measured.values()), default=None)
+    # None: no other engine was measured on this machine (other_engines says why)
+    figures["builtin_over_best_other_1_client"] = round(builtin["clients_1"]["decode_tokens_per_s"] / best, 2) if best else None
     return figures
