@@ -97,7 +97,7 @@ class ServiceSettings(ModelSettings):
     engine: Literal["builtin", "vllm"] = Field(
         "builtin",
         description="what runs the model: 'builtin' (this process, the default on one CPU box) or 'vllm' (a vLLM "
-        "server, classification tasks so far: core/serving/vllm.py, docs/serving.md)",
+        "server this service starts or is pointed at: core/serving/vllm.py, docs/serving.md)",
     )
     vllm_url: str | None = Field(
         None, description="engine vllm: a running vLLM OpenAI server started with --enable-lora and runtime LoRA updating; None = start one"

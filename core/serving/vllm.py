@@ -15,9 +15,13 @@ records and gate; the scoring runs in a vLLM OpenAI server this engine starts or
   vLLM reports before any restriction (its default `raw_logprobs`): the same number, one step per distinct
   (prefix, token), steps that share a token in one request. Measured against the builtin engine on the embedded model
   with two adapters: the same log-likelihoods to 1e-4, the same labels (`tests/core/serving/test_vllm.py`).
-* **Not yet** (issue 30): extraction (vLLM's XGrammar backend with this project's budget-aware closing), code
-  generation and streaming through vLLM. Tasks of those kinds are not served by this engine; `/readyz` names them
-  under `skipped_tasks` with the reason.
+* **Generation runs on the shared decode loop.** Extraction, code generation and free text use the task kinds' own
+  decoders over a `VllmModel` (`core.model.fast_decode.RemoteModel`): vLLM decodes each row greedily ahead of the loop,
+  streaming its token ids, under the grammar the loop's `GrammarMask` compiled (sent as EBNF to vLLM's XGrammar
+  structured outputs, so vLLM's choice is the grammar-masked argmax the loop would take); the loop, the budget-aware
+  closing (`core.model.closing`), stop strings and streaming to the client run here unchanged. Where the closer forces
+  a closing, or a client goes away, the row leaves vLLM (its request ends). Measured against the builtin engine on the
+  embedded model with two adapters: the same extraction texts (a budget that closes early included) and the same code.
 
 A vLLM server that stops answering turns requests into 503s (`EngineUnavailable`), never hangs them; `/readyz`'s
 `decode_path` says whether it answers.
@@ -95,7 +99,7 @@ class VllmServer:
         self.process = process
         self.log_path = log_path
         self.client = httpx.Client(timeout=httpx.Timeout(120.0, connect=5.0))
-        self.base_model = self._base_model()
+        self.base_model, self.max_model_len = self._base_model()
 
     @classmethod
     def start(cls, settings: ServiceSettings, base_dir: Path) -> VllmServer:
@@ -130,12 +134,14 @@ class VllmServer:
         except httpx.HTTPError as exc:
             raise EngineUnavailable(f"the vLLM server at {self.url} is not answering: {exc}") from exc
 
-    def _base_model(self) -> str:
+    def _base_model(self) -> tuple[str, int | None]:
+        """The base model's name and the context vLLM serves it with (its --max-model-len)."""
         try:
             models = self.client.get(self.url + "/v1/models").json()["data"]
         except (httpx.HTTPError, ValueError, KeyError) as exc:
             raise EngineUnavailable(f"the vLLM server at {self.url} does not list its models: {exc}") from exc
-        return next(m["id"] for m in models if not m.get("parent"))
+        base = next(m for m in models if not m.get("parent"))
+        return base["id"], base.get("max_model_len")
 
     def healthy(self) -> bool:
         with contextlib.suppress(httpx.HTTPError):
@@ -351,6 +357,9 @@ class VllmEngine(InferenceEngine):
         model_cfg = next(iter(self.configs.values())).model if self.configs else ModelConfig()
         self.tokenizer = load_tokenizer(model_cfg, self.settings)
         self.base_config = AutoConfig.from_pretrained(resolve_base_model(model_cfg.base_model, self.settings)[0])
+        if self.server.max_model_len:  # a document too long for vLLM's context is refused here (DocumentTooLong), not a 503
+            context = getattr(self.base_config, "max_position_embeddings", self.server.max_model_len)
+            self.base_config.max_position_embeddings = min(context, self.server.max_model_len)
         self._loaded = True
         self.reload()
 

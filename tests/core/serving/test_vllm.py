@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from core.common.config import LoraSettings, TaskConfig
-from core.errors import EngineUnavailable, RegistryError
+from core.errors import DocumentTooLong, EngineUnavailable, RegistryError
 from core.evaluation.metrics import extraction_metrics
 from core.model.loading import attach_lora, load_model
 from core.registry import Registry
@@ -167,6 +167,8 @@ def test_vllm_extracts_and_writes_code_as_the_builtin_engine(served) -> None:
             engine.extract("invoices", "production", documents, max_new_tokens=80)[1],
         )
         assert all(x.closed_early and x.valid for x in ours + theirs) and [x.text for x in theirs] == [x.text for x in ours]
+        with pytest.raises(DocumentTooLong, match="context of 2048"):  # vLLM's --max-model-len, refused before vLLM sees it
+            engine.extract("invoices", "production", ["word " * 2000])
         spec = "Write a function add(a, b) that returns the sum of a and b."
         for variant in ("base", "production"):
             ours = builtin.decode("funcs", variant, lambda decoder: decoder.answer([spec])[0])[1]
