@@ -178,8 +178,13 @@ def test_vllm_extracts_and_writes_code_as_the_builtin_engine(served) -> None:
         builtin.close()
 
     # Through the real service: a streamed extraction comes token by token and is the unstreamed answer.
-    srv, base = serve_in_thread(served["settings"].model_copy(update={"engine": "vllm", "vllm_url": served["server"].url}))
+    update = {"engine": "vllm", "vllm_url": served["server"].url, "verify_tasks": ["funcs"], "verify_api_keys": ["verify-key"]}
+    srv, base = serve_in_thread(served["settings"].model_copy(update=update))
     try:
+        # Code written through vLLM is checked in the sandbox as on the builtin engine.
+        body = {"task": "funcs", "input": spec, "verify": True, "tests": "assert add(2, 3) == 5\nassert add(-1, 1) == 0"}
+        answer = httpx.post(base + "/infer/base", json=body, headers={"X-API-Key": "verify-key"}, timeout=120).json()
+        assert answer["verdict"]["passed"] is True, answer
         client = openai.OpenAI(base_url=base + "/v1", api_key="unused")
         ask = [{"role": "user", "content": documents[0]}]
         whole = client.chat.completions.create(model="invoices:staging", messages=ask)
