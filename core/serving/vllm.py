@@ -61,7 +61,7 @@ from core.kinds import for_config
 from core.model.calibrated import CalibratedDecoder, Prediction
 from core.model.fast_decode import RemoteModel
 from core.model.loading import load_tokenizer, resolve_base_model
-from core.model.schema import GrammarMask
+from core.model.schema import Extraction, GrammarMask, TaskSchema
 from core.registry import Registry
 from core.serving.engine import InferenceEngine, Variant
 from core.settings import ServiceSettings
@@ -194,9 +194,9 @@ class VllmServer:
                 if response.status_code != 200:
                     raise EngineUnavailable(f"the vLLM server at {self.url} answered {response.status_code}: {response.read()[:300]!r}")
                 for line in response.iter_lines():
-                    if stop.is_set() or not line.startswith("data: ") or line == "data: [DONE]":
-                        if stop.is_set():
-                            return
+                    if stop.is_set():
+                        return
+                    if not line.startswith("data: {"):  # blank separators, the closing "data: [DONE]"
                         continue
                     chunk = json.loads(line.removeprefix("data: "))
                     if "error" in chunk:
@@ -402,7 +402,15 @@ class VllmEngine(InferenceEngine):
 
     # Decodes run on the caller's thread, side by side: vLLM batches them itself (the builtin engine's model thread
     # and lock serialise forwards that here run in another process).
-    def extract(self, task, name, documents, schema=None, max_new_tokens=None, on_token=None) -> tuple[Variant, list]:
+    def extract(
+        self,
+        task: str,
+        name: str,
+        documents: list[str],
+        schema: TaskSchema | None = None,
+        max_new_tokens: int | None = None,
+        on_token: Callable[[int, int], bool] | None = None,
+    ) -> tuple[Variant, list[Extraction]]:
         self.prepare_schema(task, name, schema)
         variant, decoder = self.extraction_decoder(task, name, schema)
         return variant, decoder.extract(documents, max_new_tokens=max_new_tokens, batch_size=len(documents), on_token=on_token)
