@@ -6,7 +6,8 @@ records and gate; the scoring runs in a vLLM OpenAI server this engine starts or
   the adapter's content hash (`adapter_name`), so a new version never reuses an old one's prefix cache; what no alias or
   method names any more is unloaded after the routing table is swapped. An adapter vLLM refuses (rank above
   `--max-lora-rank`, modules it does not support) fails the reload naming the adapter and vLLM's reason, and the
-  previous versions stay served.
+  previous versions stay served. Replicas may share a server: a name another replica unloaded while this one still
+  routes to it is loaded again on vLLM's 404 and the request sent again.
 * **Classification keeps its calibrated scoring.** Each label's token sequence is scored after the prompt exactly as the
   builtin engine scores it (`core.model.calibrated`), then calibrated the same way. vLLM's `prompt_logprobs` would give
   the sums in one pass, but with a LoRA adapter it kills vLLM's engine (vllm-project/vllm#16668 and #29955; seen here
@@ -100,6 +101,7 @@ class VllmServer:
         self.log_path = log_path
         self.client = httpx.Client(timeout=httpx.Timeout(120.0, connect=5.0))
         self.base_model, self.max_model_len = self._base_model()
+        self.adapters: dict[str, Path] = {}  # the adapters this process loaded and routes to: name -> folder
 
     @classmethod
     def start(cls, settings: ServiceSettings, base_dir: Path) -> VllmServer:
@@ -152,16 +154,30 @@ class VllmServer:
         response = self._post("/v1/load_lora_adapter", {"lora_name": name, "lora_path": str(folder)})
         if response.status_code != 200 and "already been loaded" not in response.text:  # a replica beside this one did
             raise RegistryError(f"vLLM refused adapter {name} ({folder}): {response.text[:500]}")
+        self.adapters[name] = folder
 
     def unload_adapter(self, name: str) -> None:
+        self.adapters.pop(name, None)
         response = self._post("/v1/unload_lora_adapter", {"lora_name": name})
         if response.status_code != 200:
             log.warning("vLLM did not unload adapter %s: %s", name, response.text[:200])
+
+    def _loaded_again(self, response: httpx.Response, model: str) -> bool:
+        """Whether `response` says vLLM no longer has an adapter this process still routes to, and it was loaded again.
+        Replicas over one vLLM server load the same names (content hashes); one that has followed a promotion unloads a
+        name the others serve until their own reload (at most `registry_poll_s` later)."""
+        if response.status_code != 404 or model not in self.adapters:
+            return False
+        log.info("vLLM lost adapter %s (another replica unloaded it): loading it again", model)
+        self.load_adapter(model, self.adapters[model])
+        return True
 
     def token_logprobs(self, model: str, contexts: list[list[int]], token: int) -> list[float]:
         """log P(`token` | context) for each context, from one completions request."""
         body = {"model": model, "prompt": contexts, "max_tokens": 1, "temperature": 0, "logprobs": 0, "allowed_token_ids": [token]}
         response = self._post("/v1/completions", body)
+        if self._loaded_again(response, model):
+            response = self._post("/v1/completions", body)
         if response.status_code != 200:
             raise EngineUnavailable(f"the vLLM server at {self.url} answered {response.status_code}: {response.text[:300]}")
         out = [0.0] * len(contexts)
@@ -190,22 +206,26 @@ class VllmServer:
         if grammar is not None:
             body["structured_outputs"] = {"grammar": grammar}
         try:
-            with self.client.stream("POST", self.url + "/v1/completions", json=body) as response:
-                if response.status_code != 200:
-                    raise EngineUnavailable(f"the vLLM server at {self.url} answered {response.status_code}: {response.read()[:300]!r}")
-                for line in response.iter_lines():
-                    if stop.is_set():
-                        return
-                    if not line.startswith("data: {"):  # blank separators, the closing "data: [DONE]"
+            for attempt in (1, 2):
+                with self.client.stream("POST", self.url + "/v1/completions", json=body) as response:
+                    if attempt == 1 and self._loaded_again(response, model):
                         continue
-                    chunk = json.loads(line.removeprefix("data: "))
-                    if "error" in chunk:
-                        raise EngineUnavailable(f"the vLLM server at {self.url} failed a decode: {chunk['error']}")
-                    for choice in chunk["choices"]:
-                        yield from choice.get("token_ids") or ()
-                        if choice.get("finish_reason"):
-                            yield choice["finish_reason"]
+                    if response.status_code != 200:
+                        raise EngineUnavailable(f"the vLLM server at {self.url} answered {response.status_code}: {response.read()[:300]!r}")
+                    for line in response.iter_lines():
+                        if stop.is_set():
                             return
+                        if not line.startswith("data: {"):  # blank separators, the closing "data: [DONE]"
+                            continue
+                        chunk = json.loads(line.removeprefix("data: "))
+                        if "error" in chunk:
+                            raise EngineUnavailable(f"the vLLM server at {self.url} failed a decode: {chunk['error']}")
+                        for choice in chunk["choices"]:
+                            yield from choice.get("token_ids") or ()
+                            if choice.get("finish_reason"):
+                                yield choice["finish_reason"]
+                                return
+                    return
         except httpx.HTTPError as exc:
             raise EngineUnavailable(f"the vLLM server at {self.url} is not answering: {exc}") from exc
 

@@ -155,12 +155,14 @@ def test_vllm_extracts_and_writes_code_as_the_builtin_engine(served) -> None:
     engine = VllmEngine(str(registry.root), served["settings"], served["server"])
     engine.load()
     try:
+        texts = {}
         for variant in ("base", "production", "staging"):
             ours, theirs = builtin.extract("invoices", variant, documents)[1], engine.extract("invoices", variant, documents)[1]
             assert all(x.valid for x in ours + theirs), [x.errors for x in ours + theirs]
             f1 = [extraction_metrics(gold, [x.output for x in answers], [True] * len(answers))["field_f1"] for answers in (ours, theirs)]
             assert abs(f1[0] - f1[1]) <= 0.01, (variant, f1)
             assert [x.text for x in theirs] == [x.text for x in ours], variant
+            texts[variant] = [x.text for x in theirs]
         # A budget too short for the answers: both close them early, the same way, and they still validate.
         ours, theirs = (
             builtin.extract("invoices", "production", documents, max_new_tokens=80)[1],
@@ -194,8 +196,15 @@ def test_vllm_extracts_and_writes_code_as_the_builtin_engine(served) -> None:
         assert whole.model_extra["distill_slm"]["schema_valid"]
     finally:
         srv.should_exit = True
-    # A vLLM server that dies: requests fail at once with EngineUnavailable (503 in the service), not a hang.
+    # Another replica over the same vLLM server unloads versions it has stopped serving while this one still routes to
+    # them (until its own reload): they are loaded again and answered, the same answers.
     server = served["server"]
+    for task in ("invoices", "routing"):
+        unload = {"lora_name": engine.get(task, "production").adapter}
+        httpx.post(server.url + "/v1/unload_lora_adapter", json=unload, timeout=30).raise_for_status()
+    assert [x.text for x in engine.extract("invoices", "production", documents)[1]] == texts["production"]
+    assert engine.classify("routing", "production", TEXTS[:1])[1][0].label in LABELS
+    # A vLLM server that dies: requests fail at once with EngineUnavailable (503 in the service), not a hang.
     os.killpg(server.process.pid, signal.SIGKILL)
     server.process.wait(timeout=30)
     with pytest.raises(EngineUnavailable):
