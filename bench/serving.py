@@ -9,7 +9,8 @@ matrices start at zero: the base model's answers), through the OpenAI-compatible
 * decode tokens/s with 1 client, and completion tokens/s with 8 and 32 concurrent clients (requests of at most 150
   tokens, the extraction batcher sharing decode steps between them);
 * continuous batching: 16 concurrent extraction clients through the batcher, static batching (a batch of up to 8
-  runs until its longest row ends) against continuous (rows join and leave between decode steps);
+  runs until its longest row ends) against continuous (rows join and leave between decode steps, up to the service's
+  `extract_max_batch` rows, and up to 8);
 * the other engines: the same service on `serving.engine: vllm` (a vLLM server it starts: the `vllm` command of
   `DISTILL_SLM_VLLM_EXECUTABLE`, else `.venv-vllm/bin/vllm` as `make test-vllm` builds it), measured the same way
   (streaming, 1, 8 and 32 clients; the same answers: `tests/core/serving/test_vllm.py`); llama.cpp is reported as
@@ -86,21 +87,24 @@ def _concurrent(url: str, documents: list[str], clients: int, per_client: int) -
 
 
 def batching(runs: Path, documents: list[str], clients: int = 16, per_client: int = 2) -> dict:
-    """`clients` concurrent extraction requests through the batcher, static batching (a batch of up to 8 runs until its
-    longest row ends; only requests with the same budget share one) against continuous (rows join and leave between
-    steps): completion tokens/s, p50/p95 latency; every request with the task's budget, then clients with budgets of
-    80, 110 and 150 tokens (OpenAI clients send their own max_tokens)."""
+    """`clients` concurrent extraction requests through the batcher, static batching as the service ran it before
+    (a batch of up to 8 runs until its longest row ends; only requests with the same budget share one) against
+    continuous batching as the service runs it now (rows join and leave between steps, up to `extract_max_batch` at
+    once; and up to 8, the same limit as static): completion tokens/s, p50/p95 latency; every request with the task's
+    budget, then clients with budgets of 80, 110 and 150 tokens (OpenAI clients send their own max_tokens)."""
     engine = InferenceEngine(str(runs), ModelSettings(), fast_decode="auto")
     engine.load()
+    rows = ServiceSettings().extract_max_batch  # the service's running batch; static batching ran up to 8 rows before it
     figures = {}
     try:
-        for mode, continuous, budgets in (
-            ("static", False, [None]),
-            ("continuous", True, [None]),
-            ("static_mixed_budgets", False, [80, 110, 150]),
-            ("continuous_mixed_budgets", True, [80, 110, 150]),
+        for mode, continuous, most, budgets in (
+            ("static", False, 8, [None]),
+            ("continuous", True, rows, [None]),
+            ("continuous_8_rows", True, 8, [None]),
+            ("static_mixed_budgets", False, 8, [80, 110, 150]),
+            ("continuous_mixed_budgets", True, rows, [80, 110, 150]),
         ):
-            batcher = DynamicBatcher(engine, extract_batch=8, continuous_extraction=continuous)
+            batcher = DynamicBatcher(engine, extract_batch=most, continuous_extraction=continuous)
             batcher.extract("invoices", "production", documents[0])  # warm-up
 
             def worker(offset: int, batcher: DynamicBatcher = batcher, budgets: list = budgets) -> list[tuple[float, int]]:
@@ -128,7 +132,7 @@ def batching(runs: Path, documents: list[str], clients: int = 16, per_client: in
             }
     finally:
         engine.close()
-    figures["clients"] = clients
+    figures["clients"], figures["continuous_rows"] = clients, rows
     for suffix in ("", "_mixed_budgets"):
         figures[f"ratio_continuous_over_static{suffix}"] = round(
             figures[f"continuous{suffix}"]["completion_tokens_per_s"] / figures[f"static{suffix}"]["completion_tokens_per_s"], 2

@@ -1,7 +1,9 @@
 """Continuous batching for greedy, grammar-constrained decoding: rows join a running batch between decode steps and
 leave it as soon as they end, instead of a batch running until its longest row ends.
 
-The running batch keeps one key/value cache for all its rows, left-padded to a common length. Rows that join are
+The running batch keeps one key/value cache for all its rows, left-padded to a common length. A row whose prompt
+begins with a `Prefix` (the tokens every prompt of a task begins with: its instruction and schema, prefilled once per
+adapter) is prefilled from its own tokens on: time to the first token is the document's prefill, not the prompt's. Rows that join are
 prefilled together and their cache is merged in (the shorter side padded on the left, the padding masked out); rows
 that end are dropped from the cache, and padding columns no row needs any more are cut off. Each row keeps its own
 grammar (`GrammarMask` of one row: a request's own schema and its own token budget), its own position ids and its own
@@ -10,6 +12,8 @@ are not supported: `supported(model)` says so and the caller batches statically.
 
     batch = RunningBatch(model, eos_token_id, pad_token_id)
     batch.add(encoded_prompts, [Row(handle, mask, budget), ...])     # between steps
+    prefix = batch.prefill_prefix(shared_prefix(tokenizer, decoder.prompt))
+    batch.add(encoded_rests, rows, prefix)                            # prompts that begin with the prefix, less it
     for row in batch.step():                                          # one token for every row
         ...  # row.tokens (end-of-sequence excluded) of each row that ended
 """
@@ -20,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from transformers import DynamicCache, LogitsProcessor, PreTrainedModel
+from transformers import DynamicCache, LogitsProcessor, PreTrainedModel, PreTrainedTokenizerBase
 
 from core.model.fast_decode import fast_steps
 
@@ -30,6 +34,25 @@ def supported(model: PreTrainedModel) -> bool:
     config = model.config
     types = getattr(config, "layer_types", None) or ()
     return getattr(config, "sliding_window", None) is None and all(t == "full_attention" for t in types)
+
+
+@dataclass
+class Prefix:
+    """The key/value cache of the tokens that many prompts begin with, computed once under one adapter."""
+
+    ids: list[int]
+    layers: list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys and values, [1, kv heads, len(ids), head dim]
+
+
+def shared_prefix(tokenizer: PreTrainedTokenizerBase, prompt: Callable[[str], str]) -> list[int]:
+    """The tokens that every prompt `prompt(document)` begins with, whatever the document (the template's leading part).
+    A prompt whose own tokens do not begin with them (a document that merged with the template's last token) is
+    prefilled whole: the caller compares tokens, never text."""
+    first, second = (tokenizer(prompt(document), add_special_tokens=False).input_ids for document in ("A", "B"))
+    length = 0
+    while length < min(len(first), len(second)) and first[length] == second[length]:
+        length += 1
+    return first[:length]
 
 
 @dataclass
@@ -57,11 +80,24 @@ class RunningBatch:
         return len(self.rows)
 
     @torch.inference_mode()
-    def add(self, encoded: dict[str, torch.Tensor], rows: list[Row]) -> None:
-        """Prefill left-padded prompts (`encoded`: input_ids, attention_mask) and merge them into the running batch."""
-        ids, attention = encoded["input_ids"].to(self.device), encoded["attention_mask"].to(self.device)
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    def prefill_prefix(self, ids: list[int]) -> Prefix:
+        """The key/value cache of `ids` under the model as it is now (its active adapter)."""
         cache = DynamicCache()
+        self.model(input_ids=torch.tensor([ids], device=self.device), past_key_values=cache, use_cache=True, logits_to_keep=1)
+        return Prefix(list(ids), [(layer.keys, layer.values) for layer in cache.layers])
+
+    @torch.inference_mode()
+    def add(self, encoded: dict[str, torch.Tensor], rows: list[Row], prefix: Prefix | None = None) -> None:
+        """Prefill left-padded prompts (`encoded`: input_ids, attention_mask) and merge them into the running batch;
+        with `prefix`, `encoded` holds what follows it in each prompt, and the prefix's cache is not computed again."""
+        ids, attention = encoded["input_ids"].to(self.device), encoded["attention_mask"].to(self.device)
+        cache, start = DynamicCache(), 0
+        if prefix is not None:  # each row: [prefix][its padding][the rest of its prompt], positions counting on
+            start = len(prefix.ids)
+            for index, (keys, values) in enumerate(prefix.layers):
+                cache.update(keys.expand(len(rows), -1, -1, -1), values.expand(len(rows), -1, -1, -1), index)
+            attention = torch.cat([torch.ones((len(rows), start), dtype=attention.dtype, device=self.device), attention], dim=-1)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)[:, start:]
         out = self.model(
             input_ids=ids, attention_mask=attention, position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=1
         )

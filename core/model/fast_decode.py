@@ -90,10 +90,19 @@ def fast_steps(model: PreTrainedModel, rows: int = 1):
         yield
         return
     token = _fast.set(True)
+    # The merged adapter's layers decode on their merged copies: their LoRA branches are switched off for the steps.
+    # Only those layers (a branch the merge did not cover keeps adding its delta), and by the layers' own flag: PEFT's
+    # `disable_adapter()` walks every module and reports the model's status each time, ~50 ms, which a continuous
+    # batch (`core.model.continuous`), entering this once per step, paid on every token.
+    layers = model.decode_merged.get(_merged.get(), ()) if _merged.get() else ()
+    was = [layer._disable_adapters for layer in layers]
     try:
-        with model.disable_adapter() if _merged.get() else contextlib.nullcontext():
-            yield
+        for layer in layers:
+            layer._disable_adapters = True
+        yield
     finally:
+        for layer, disabled in zip(layers, was):
+            layer._disable_adapters = disabled
         _fast.reset(token)
 
 
@@ -122,7 +131,7 @@ def merge_for_decode(model: PreTrainedModel, adapter: str) -> bool:
             for dtype in model.decode_dtypes:
                 layer.base_layer.copies[(adapter, dtype)] = merged.to(dtype)
     if layers:
-        model.decode_merged = getattr(model, "decode_merged", set()) | {adapter}
+        model.decode_merged = {**getattr(model, "decode_merged", {}), adapter: layers}
     return bool(layers)
 
 
@@ -132,7 +141,7 @@ def drop_merged(model: PreTrainedModel, adapter: str) -> None:
             for dtype in getattr(model, "decode_dtypes", ()):
                 module.copies.pop((adapter, dtype), None)
     if hasattr(model, "decode_merged"):
-        model.decode_merged.discard(adapter)
+        model.decode_merged.pop(adapter, None)
 
 
 def matmul_speedup(dtype: torch.dtype, rows: int, out_features: int = 8192, in_features: int = 576, repeats: int = 20) -> float:

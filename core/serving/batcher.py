@@ -26,13 +26,13 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections import defaultdict, deque
+from collections import OrderedDict, defaultdict, deque
 from collections.abc import Callable
 from concurrent.futures import Future
 
 from core.errors import Overloaded
 from core.model.calibrated import Prediction
-from core.model.continuous import Row, RunningBatch, supported
+from core.model.continuous import Row, RunningBatch, shared_prefix, supported
 from core.model.schema import Extraction, TaskSchema
 from core.serving.deadline import wait
 from core.serving.engine import InferenceEngine, Variant
@@ -108,6 +108,25 @@ class _Lane:
                         future.set_result(result)
 
 
+class _Recent:
+    """A dict that keeps its `capacity` most recently used entries."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity, self._items = capacity, OrderedDict()
+
+    def get(self, key):
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        return None
+
+    def put(self, key, value):
+        self._items[key] = value
+        if len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+        return value
+
+
 class _ContinuousLane:
     """Extraction on a running batch (`core.model.continuous`): a request joins between decode steps and leaves as soon
     as its answer ends, each row under its own grammar, budget and stream. Rows share a batch when they ask the same
@@ -119,6 +138,10 @@ class _ContinuousLane:
     def __init__(self, engine: InferenceEngine, max_rows: int, on_batch, max_queue: int = 64) -> None:
         self.engine, self.max_rows, self.on_batch = engine, max_rows, on_batch
         self.name = "extraction"
+        # Bounded: requests may bring schemas of their own, each with its prefix. The caches are keyed by the served
+        # version (task, ref, adapter), so a version that was swapped out is never read again and ages out.
+        self._prefixes = _Recent(64)  # (task, ref, schema) -> the tokens its prompts begin with
+        self._caches = _Recent(8)  # (task, ref, adapter, prefix tokens) -> that prefix's key/value cache
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
         self._worker = threading.Thread(target=self._serve, name="extraction-continuous", daemon=True)
         self._worker.start()
@@ -189,34 +212,48 @@ class _ContinuousLane:
                 future.set_result((variant, decoder.answer_of(row.tokens, row.prompt_tokens, latency_ms, row.budget, mask)))
 
     def _admit(self, batch: RunningBatch, variant: Variant, items: list) -> None:
-        """Prefill the requests that may still run and merge them into the batch; a request that cannot run gets its error."""
-        rows, prompts = [], []
+        """Prefill the requests that may still run and merge them into the batch; a request that cannot run gets its error.
+        Prompts that begin with their schema's shared prefix are prefilled from the document on (`_prefix`)."""
+        tokenizer = self.engine.tokenizer
+        groups: dict[tuple[int, ...], tuple[list, list]] = defaultdict(lambda: ([], []))  # prefix -> rows, rests of prompts
         for (task, name, _, max_tokens), (document, schema, stream), future in items:
             if not future.set_running_or_notify_cancel():  # its caller has gone or its deadline passed
                 continue
             try:
                 _, decoder = self.engine.extraction_decoder(task, name, schema)
                 budget = decoder.budget(max_tokens)
-                prompt = decoder.prompt(document)
-                length = len(self.engine.tokenizer(prompt, add_special_tokens=False).input_ids)
-                decoder.check_fits(length, budget)
+                ids = tokenizer(decoder.prompt(document), add_special_tokens=False).input_ids
+                decoder.check_fits(len(ids), budget)
+                key = (task, variant.ref, decoder.schema.sha256)
+                prefix = self._prefixes.get(key)
+                if prefix is None:
+                    prefix = self._prefixes.put(key, tuple(shared_prefix(tokenizer, decoder.prompt)))
             except Exception as exc:
                 future.set_exception(exc)
                 continue
+            prefix = prefix if 0 < len(prefix) < len(ids) and tuple(ids[: len(prefix)]) == prefix else ()
             mask = decoder.row_mask(budget)
+            rows, rests = groups[prefix]
             rows.append(Row((future, decoder, mask, time.perf_counter()), mask, budget, stream.feed if stream is not None else None))
-            prompts.append(prompt)
-        if not rows:
-            return
-        encoded = self.engine.tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
-        try:
-            self.engine.run_with(variant, batch.add, dict(encoded), rows)
-        except Exception as exc:
-            for row in rows:
-                row.handle[0].set_exception(exc)
-            return
-        if self.on_batch:
+            rests.append(ids[len(prefix) :])
+        for prefix, (rows, rests) in groups.items():
+            encoded = tokenizer.pad({"input_ids": rests}, return_tensors="pt", padding_side="left")
+            try:
+                self.engine.run_with(variant, self._prefill, batch, variant, prefix, dict(encoded), rows)
+            except Exception as exc:
+                for row in rows:
+                    row.handle[0].set_exception(exc)
+        if self.on_batch and len(batch):
             self.on_batch(variant.task, variant.name, len(batch))
+
+    def _prefill(self, batch: RunningBatch, variant: Variant, prefix: tuple[int, ...], encoded: dict, rows: list[Row]) -> None:
+        """On the model thread: the rows' prefill, from the cached prefix's end when they share one (computed here the
+        first time under this version's adapter, then kept: a task's instruction is prefilled once, not per request)."""
+        cached = None
+        if prefix:
+            key = (variant.task, variant.ref, variant.adapter, prefix)
+            cached = self._caches.get(key) or self._caches.put(key, batch.prefill_prefix(list(prefix)))
+        batch.add(encoded, rows, cached)
 
 
 class DynamicBatcher:
@@ -227,7 +264,7 @@ class DynamicBatcher:
         max_wait_ms: float = 5.0,
         on_batch: Callable[[str, str, int], None] | None = None,
         chunk_tokens: int | None = None,
-        extract_batch: int = 8,
+        extract_batch: int = 16,
         extract_wait_ms: float = 20.0,
         max_queue: int = 64,
         continuous_extraction: bool | None = None,

@@ -95,11 +95,13 @@ def test_adapters_attach_over_the_decode_copies_and_act_on_the_fast_path(tiny_mo
         with merged_adapter(peft_model, "default"), fast_steps(peft_model):
             merged = lora(x)
             untouched = plain(y)
+        after = lora(x)  # the merged layers' LoRA branches are switched back on after the steps
     expected = torch.nn.functional.linear(y.half(), plain.copies[(None, torch.float16)]).float()
     assert torch.equal(untouched, expected)  # not the fp32 weight: that would be the slow path
     assert not torch.equal(fast, slow) and torch.allclose(fast, slow, atol=5e-2)  # fp16 weights, the same layer
     assert not torch.allclose(fast, fast_base, atol=5e-2)  # the adapter acts on the fast path
     assert torch.allclose(merged, slow, atol=5e-2) and not torch.equal(merged, fast)  # merged in, not added twice
+    assert torch.equal(after, slow) and not lora.disable_adapters
 
 
 def test_fast_decode_set_up_after_adapters_leaves_their_lora_weights_alone(tiny_model_dir, tmp_path):

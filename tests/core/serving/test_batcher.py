@@ -121,7 +121,10 @@ def test_extraction_requests_decode_together_and_a_row_that_fails_fails_alone(ti
         t.join()
     together = batcher.extract("invoices", "base", documents[0])  # alone now
     batcher.close()
+    _, [alone] = engine.extract("invoices", "base", documents[:1])
     engine.close()
+    if continuous:  # the task's prompt prefix was prefilled once, then reused: the same answer as a whole prefill
+        assert together[1].text == alone.text and len(batcher._extract._caches._items) == 1
     assert list(errors) == [4] and "context" in str(errors[4])
     assert sizes[0] == 5 if not continuous else (sizes[0] == 1 and max(sizes) >= 2)  # continuous: joined a running batch
     assert sorted(answers) == [0, 1, 2, 3] and all(extraction.valid for _, extraction in answers.values())
