@@ -364,8 +364,11 @@ class InferenceEngine:
     def extraction_decoder(self, task: str, name: str, schema: TaskSchema | None) -> tuple[Variant, SchemaDecoder]:
         """The served variant of an idp task and its decoder under the task's schema or a request's own (compiled
         grammars are kept by schema: `prepare_schema`)."""
-        variant = self.get(task, name)
-        decoder = variant.decoder
+        return self.schema_decoder(self.get(task, name), schema)
+
+    def schema_decoder(self, variant: Variant, schema: TaskSchema | None) -> tuple[Variant, SchemaDecoder]:
+        """`variant`'s decoder under its task's schema or a request's own."""
+        task, decoder = variant.task, variant.decoder
         if decoder.answers != "json":
             raise UnknownVariant(f"{task} is a classification task: send it to classify")
         if schema is not None and schema.sha256 != decoder.schema.sha256:

@@ -4,7 +4,8 @@ records and gate; the scoring runs in a vLLM OpenAI server this engine starts or
 * **Adapters follow the registry.** Each served version is loaded into vLLM through its dynamic LoRA endpoints
   (`/v1/load_lora_adapter`, the server started with `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`) under a name that carries
   the adapter's content hash (`adapter_name`), so a new version never reuses an old one's prefix cache; what no alias or
-  method names any more is unloaded after the routing table is swapped. An adapter vLLM refuses (rank above
+  method names any more is unloaded after the routing table is swapped, once the last request decoding on it has
+  ended (a promotion never pulls an adapter from under a request in flight). An adapter vLLM refuses (rank above
   `--max-lora-rank`, modules it does not support) fails the reload naming the adapter and vLLM's reason, and the
   previous versions stay served. Replicas may share a server: a name another replica unloaded while this one still
   routes to it is loaded again on vLLM's 404 and the request sent again.
@@ -363,6 +364,28 @@ class VllmEngine(InferenceEngine):
         super().__init__(runs_dir, settings, schema_compile_s=settings.schema_compile_s)
         self.server = server
         self._loaded = False
+        self._flights: defaultdict[str | None, int] = defaultdict(int)  # adapter -> requests decoding on it now
+        self._retiring: set[str] = set()  # adapters no variant names any more, unloaded when their last request ends
+        self._flights_lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def _in_flight(self, task: str, name: str) -> Iterator[Variant]:
+        """The variant served now, its adapter kept loaded in vLLM until this request ends: a reload that retires it
+        meanwhile (a promotion) unloads it after its last request, not under it (the builtin engine's lock does that
+        there; here decodes run side by side, outside the lock)."""
+        with self._flights_lock:  # the lookup and the count together: a reload's retiring check sees this request
+            variant = self.get(task, name)
+            self._flights[variant.adapter] += 1
+        try:
+            yield variant
+        finally:
+            with self._flights_lock:
+                self._flights[variant.adapter] -= 1
+                last = variant.adapter in self._retiring and not self._flights[variant.adapter]
+                if last:
+                    self._retiring.discard(variant.adapter)
+            if last:
+                self.server.unload_adapter(variant.adapter)
 
     @contextlib.contextmanager
     def _active(self, variant: Variant):
@@ -398,6 +421,8 @@ class VllmEngine(InferenceEngine):
                     continue
                 folder = self.registry.root / task / ref
                 name, start = adapter_name(task, ref, folder), time.perf_counter()
+                with self._flights_lock:  # wanted again (a rollback) before its last request ended: it stays
+                    self._retiring.discard(name)
                 self.server.load_adapter(name, folder)
                 self.adapter_load_s[name] = time.perf_counter() - start
                 attached[(task, ref)] = name
@@ -407,8 +432,12 @@ class VllmEngine(InferenceEngine):
             raise
         with self.lock:
             table, stale = self._swap_table(kinds, wanted, loaded, attached)
-        for name in stale:
+        with self._flights_lock:
+            busy = {name for name in stale if self._flights[name]}
+            self._retiring |= busy
+        for name in stale - busy:
             self.server.unload_adapter(name)
+        for name in stale:
             self.adapter_load_s.pop(name, None)
         return {f"{task}:{name}": v.ref for (task, name), v in table.items()}
 
@@ -432,12 +461,13 @@ class VllmEngine(InferenceEngine):
         on_token: Callable[[int, int], bool] | None = None,
     ) -> tuple[Variant, list[Extraction]]:
         self.prepare_schema(task, name, schema)
-        variant, decoder = self.extraction_decoder(task, name, schema)
-        return variant, decoder.extract(documents, max_new_tokens=max_new_tokens, batch_size=len(documents), on_token=on_token)
+        with self._in_flight(task, name) as variant:
+            _, decoder = self.schema_decoder(variant, schema)
+            return variant, decoder.extract(documents, max_new_tokens=max_new_tokens, batch_size=len(documents), on_token=on_token)
 
     def decode(self, task: str, name: str, run: Callable[[object], object]) -> tuple[Variant, object]:
-        variant = self.get(task, name)
-        return variant, run(variant.decoder)
+        with self._in_flight(task, name) as variant:
+            return variant, run(variant.decoder)
 
     def classify_in_chunks(self, task: str, name: str, text: str, chunk_tokens: int) -> tuple[Variant, Prediction]:
         variant, [prediction] = self.classify(task, name, [text])  # vLLM prefills long prompts in chunks itself

@@ -11,6 +11,7 @@ engine, a streamed extraction through the service; and a dead server turning req
 
 import os
 import signal
+import threading
 from pathlib import Path
 
 import httpx
@@ -57,6 +58,10 @@ def test_an_adapter_is_named_by_its_content(tmp_path: Path) -> None:
         (tmp_path / folder / "adapter_model.safetensors").write_bytes(content)
     a, b, c = (adapter_name("tickets", "sft/v0001", tmp_path / f) for f in "abc")
     assert a == b and a != c and a.startswith("tickets--sft-v0001--")
+
+
+def _listed(server: VllmServer) -> set[str]:
+    return {m["id"] for m in httpx.get(server.url + "/v1/models", timeout=30).json()["data"]}
 
 
 @pytest.fixture(scope="module")
@@ -196,9 +201,30 @@ def test_vllm_extracts_and_writes_code_as_the_builtin_engine(served) -> None:
         assert whole.model_extra["distill_slm"]["schema_valid"]
     finally:
         srv.should_exit = True
+    # A promotion while an extraction on the old version is decoding: the request ends on the version it started on,
+    # and the old adapter leaves vLLM after it, not under it.
+    server, registry = served["server"], served["registry"]
+    old = engine.get("invoices", "production").adapter
+    started, release, finished = threading.Event(), threading.Event(), {}
+
+    def held(row: int, token: int) -> bool:
+        started.set()
+        return release.wait(120)
+
+    worker = threading.Thread(target=lambda: finished.update(answer=engine.extract("invoices", "production", documents[:1], on_token=held)))
+    worker.start()
+    assert started.wait(120)
+    registry.promote("invoices", "sft/v0002", force=True)
+    engine.reload()
+    assert engine.get("invoices", "production").adapter != old and old in _listed(server)  # a request still decodes on it
+    release.set()
+    worker.join(120)
+    variant, [extraction] = finished["answer"]
+    assert variant.adapter == old and extraction.text == texts["production"][0] and old not in _listed(server)
+    registry.rollback("invoices")
+    engine.reload()
     # Another replica over the same vLLM server unloads versions it has stopped serving while this one still routes to
     # them (until its own reload): they are loaded again and answered, the same answers.
-    server = served["server"]
     for task in ("invoices", "routing"):
         unload = {"lora_name": engine.get(task, "production").adapter}
         httpx.post(server.url + "/v1/unload_lora_adapter", json=unload, timeout=30).raise_for_status()
