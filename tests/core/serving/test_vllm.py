@@ -46,10 +46,10 @@ TEXTS = [
 def test_labels_that_share_tokens_share_their_scoring_steps() -> None:
     prompts = [[7, 8], [9]]
     steps = scoring_steps(prompts, [[1, 2], [1, 3], [4]])
-    assert sorted(steps) == [1, 2, 3, 4]
-    assert steps[1] == [([7, 8], [(0, 0), (0, 1)]), ([9], [(1, 0), (1, 1)])]  # one step serves both labels
-    assert steps[2] == [([7, 8, 1], [(0, 0)]), ([9, 1], [(1, 0)])]
-    assert steps[4] == [([7, 8], [(0, 2)]), ([9], [(1, 2)])]
+    # after each prompt: one context scores the first tokens of all three labels, and the one token 1 serves two labels
+    assert steps[0] == ([7, 8], {1: [(0, 0), (0, 1)], 4: [(0, 2)]})
+    assert steps[1] == ([7, 8, 1], {2: [(0, 0)], 3: [(0, 1)]})  # the two labels that share token 1 part here
+    assert steps[2:] == [([9], {1: [(1, 0), (1, 1)], 4: [(1, 2)]}), ([9, 1], {2: [(1, 0)], 3: [(1, 1)]})]
 
 
 def test_an_adapter_is_named_by_its_content(tmp_path: Path) -> None:
