@@ -1,14 +1,16 @@
 """Continuous batching for greedy, grammar-constrained decoding: rows join a running batch between decode steps and
 leave it as soon as they end, instead of a batch running until its longest row ends.
 
-The running batch keeps one key/value cache for all its rows, left-padded to a common length. A row whose prompt
-begins with a `Prefix` (the tokens every prompt of a task begins with: its instruction and schema, prefilled once per
-adapter) is prefilled from its own tokens on: time to the first token is the document's prefill, not the prompt's. Rows that join are
+The running batch keeps one key/value cache for all its rows, left-padded to a common length. Rows that join are
 prefilled together and their cache is merged in (the shorter side padded on the left, the padding masked out); rows
 that end are dropped from the cache, and padding columns no row needs any more are cut off. Each row keeps its own
 grammar (`GrammarMask` of one row: a request's own schema and its own token budget), its own position ids and its own
 `on_token` (streaming). Models whose cache is not one plain tensor per layer (sliding-window layers, e.g. Gemma 3)
 are not supported: `supported(model)` says so and the caller batches statically.
+
+A row whose prompt begins with a `Prefix` (the tokens every prompt of a task begins with: chat markup and the
+instruction, prefilled once per adapter) is prefilled from its own tokens on, so its time to the first token is its
+document's prefill, not the whole prompt's.
 
     batch = RunningBatch(model, eos_token_id, pad_token_id)
     batch.add(encoded_prompts, [Row(handle, mask, budget), ...])     # between steps

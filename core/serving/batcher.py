@@ -213,7 +213,7 @@ class _ContinuousLane:
 
     def _admit(self, batch: RunningBatch, variant: Variant, items: list) -> None:
         """Prefill the requests that may still run and merge them into the batch; a request that cannot run gets its error.
-        Prompts that begin with their schema's shared prefix are prefilled from the document on (`_prefix`)."""
+        Prompts that begin with their schema's shared prefix are prefilled from the document on (`_prefill`)."""
         tokenizer = self.engine.tokenizer
         groups: dict[tuple[int, ...], tuple[list, list]] = defaultdict(lambda: ([], []))  # prefix -> rows, rests of prompts
         for (task, name, _, max_tokens), (document, schema, stream), future in items:
@@ -243,7 +243,7 @@ class _ContinuousLane:
             except Exception as exc:
                 for row in rows:
                     row.handle[0].set_exception(exc)
-        if self.on_batch and len(batch):
+        if self.on_batch and groups:
             self.on_batch(variant.task, variant.name, len(batch))
 
     def _prefill(self, batch: RunningBatch, variant: Variant, prefix: tuple[int, ...], encoded: dict, rows: list[Row]) -> None:
