@@ -26,6 +26,10 @@ import torch
 DROPOUT_FIELDS = ("attention_dropout", "hidden_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop", "dropout")
 
 
+def _real_columns(attention_mask: torch.Tensor, real: torch.Tensor | None) -> torch.Tensor:
+    return attention_mask.bool() if real is None else real.bool()
+
+
 class _Captured(Exception):
     """Raised by the hook once the frozen layers' output is held: the trained layers do not run for the cache."""
 
@@ -60,60 +64,74 @@ class FrozenPrefixCache:
             return None
         return cls(model, layers, first, max_bytes, embeddings.weight.dtype)
 
-    def agrees(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs) -> bool:
+    def agrees(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor, real: torch.Tensor | None = None, **kwargs) -> bool:
         """Whether the cached path gives this batch the model's own logits: checked once, on the first batch, so that
         an architecture that treats `inputs_embeds` differently from its embedding output (a scale, extra inputs per
-        layer) trains as before instead of wrongly."""
+        layer) trains as before instead of wrongly. `real`: the batch's real (unpadded) columns, [B, T]; by default
+        where the (2D) attention mask is 1 — a caller with a 4D mask (KD's label blocks) passes its own."""
         was_training = model.training
         model.eval()  # the adapter's own dropout off for the comparison: both sides must be the same function
         try:
             with torch.no_grad():
                 own = model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).logits.float()
-                cached = self.forward(model, input_ids, attention_mask, **kwargs).logits.float()
+                cached = self.forward(model, input_ids, attention_mask, real, **kwargs).logits.float()
         finally:
             model.train(was_training)
         self.states.clear()  # the check's states came from eval mode: the cache holds only states training computed
         self.bytes = 0
-        real = attention_mask.bool()  # a padded position differs (zeros, not the pad token's state) and is never scored
+        real = _real_columns(attention_mask, real)  # a padded position differs (zeros, not the pad token's state) and is never scored
         return own.shape == cached.shape and torch.allclose(own[real], cached[real], rtol=1e-3, atol=1e-3)
 
-    def forward(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs):
+    def forward(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor, real: torch.Tensor | None = None, **kwargs):
         """`model(input_ids=..., attention_mask=..., **kwargs)`, run from the cached frozen-layer states of the batch's
-        rows (those not cached yet computed now, without gradients)."""
-        mask = attention_mask.bool()
-        keys = [tuple(ids[row_mask].tolist()) for ids, row_mask in zip(input_ids, mask)]
+        rows (those not cached yet computed now, without gradients). A row is known by its real tokens and, where the
+        caller gives `position_ids`, their positions (KD's label blocks continue the prompt's positions)."""
+        real = _real_columns(attention_mask, real)
+        positions = kwargs.get("position_ids")
+        keys = [
+            (tuple(ids[row].tolist()), tuple(positions[i][row].tolist()) if positions is not None else ())
+            for i, (ids, row) in enumerate(zip(input_ids, real))
+        ]
         missing = [i for i, key in enumerate(keys) if key not in self.states]
-        fresh = dict(zip(missing, self._frozen_states(input_ids[missing], attention_mask[missing]))) if missing else {}
+        fresh = {}
+        if missing:
+            where = torch.tensor(missing, device=input_ids.device)
+            states = self._frozen_states(
+                input_ids[where], attention_mask[where], real[where], None if positions is None else positions[where]
+            )
+            fresh = dict(zip(missing, states))
         for i in missing:
-            if self.bytes + fresh[i].numel() * 4 <= self.max_bytes:
+            if keys[i] not in self.states and self.bytes + fresh[i].numel() * 4 <= self.max_bytes:
                 self.states[keys[i]] = fresh[i]
                 self.bytes += fresh[i].numel() * 4
         rows = [self.states.get(key, fresh.get(i)) for i, key in enumerate(keys)]
         hidden = torch.zeros(*input_ids.shape, rows[0].shape[-1], device=input_ids.device)
         for i, state in enumerate(rows):
-            hidden[i][mask[i]] = state
+            hidden[i][real[i]] = state
         hidden = hidden.to(self.dtype)
         with self._frozen_layers_skipped():
             return model(inputs_embeds=hidden, attention_mask=attention_mask, **kwargs)
 
-    def _frozen_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:
-        """Each row's state entering the first trained layer, at its unpadded positions."""
+    def _frozen_states(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, real: torch.Tensor, position_ids: torch.Tensor | None
+    ) -> list[torch.Tensor]:
+        """Each row's state entering the first trained layer, at its real positions."""
         held = {}
 
         def capture(module, args, kwargs):
             held["state"] = (args[0] if args else kwargs["hidden_states"]).detach()
             raise _Captured
 
+        extra = {} if position_ids is None else {"position_ids": position_ids}
         hook = self.layers[self.first_trained].register_forward_pre_hook(capture, with_kwargs=True)
         try:
             with torch.no_grad():
-                self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+                self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **extra)
         except _Captured:
             pass
         finally:
             hook.remove()
-        mask = attention_mask.bool()
-        return [held["state"][i][mask[i]].float().clone() for i in range(input_ids.shape[0])]
+        return [held["state"][i][real[i]].float().clone() for i in range(input_ids.shape[0])]
 
     @contextmanager
     def _frozen_layers_skipped(self):

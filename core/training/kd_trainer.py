@@ -78,8 +78,8 @@ def label_blocks(input_ids: torch.Tensor, labels: torch.Tensor, attention_mask: 
     Columns `T..` of every row hold the labels' tokens one label after another. A block sees its row's prompt (the tokens
     before the first completion token) and its own earlier tokens, nothing else; its positions continue the prompt's.
     Returns the widened `input_ids` and `labels` (-100 over the blocks), `attention_mask` as a [B, 1, W, W] boolean mask
-    (True: may attend), `position_ids`, and per label token its `label_token` id, `label_owner` label and, per row,
-    `label_from` (the column whose logits predict it).
+    (True: may attend), `position_ids`, per label token its `label_token` id, `label_owner` label and, per row,
+    `label_from` (the column whose logits predict it), and `real_columns` [B, W] (False on padding).
     """
     rows, width = input_ids.shape
     flat = [(j, token) for j, ids in enumerate(label_ids) for token in ids]
@@ -115,6 +115,7 @@ def label_blocks(input_ids: torch.Tensor, labels: torch.Tensor, attention_mask: 
         "label_token": torch.tensor([t for _, t in flat]),
         "label_owner": owner,
         "label_from": label_from,
+        "real_columns": torch.cat([attention_mask.bool(), torch.ones(rows, extra, dtype=torch.bool)], dim=1),
     }
 
 
@@ -138,11 +139,11 @@ class KDTrainer(CompletionSFTTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         label_targets = inputs.pop("label_targets", None)
         topk_ids, topk_lps = inputs.pop("teacher_topk_ids", None), inputs.pop("teacher_topk_logprobs", None)
-        blocks = {key: inputs.pop(key) for key in ("label_token", "label_owner", "label_from") if key in inputs}
+        blocks = {key: inputs.pop(key) for key in ("label_token", "label_owner", "label_from", "real_columns") if key in inputs}
         if blocks:
-            step, label_logits = self._forward_with_blocks(model, inputs, blocks["label_from"])
+            step, label_logits = self._forward_with_blocks(model, inputs, blocks["label_from"], blocks["real_columns"])
         else:
-            step = completion_forward(model, inputs)
+            step = completion_forward(self._training_forward(model, inputs) if model.training else model, inputs)
         logits, picked, scored = step.logits, step.targets, step.scored
         loss = F.cross_entropy(logits.transpose(1, 2), picked.masked_fill(~scored, -100), ignore_index=-100)
         if blocks and label_targets is not None:
@@ -153,16 +154,20 @@ class KDTrainer(CompletionSFTTrainer):
         self.log_token_accuracy(model, step)
         return (loss, step.outputs) if return_outputs else loss
 
-    def _forward_with_blocks(self, model, inputs: dict, label_from: torch.Tensor) -> tuple[CompletionStep, torch.Tensor]:
-        """One forward over rows and label blocks: the answer's completion step, and the logits predicting each label token."""
+    def _forward_with_blocks(
+        self, model, inputs: dict, label_from: torch.Tensor, real: torch.Tensor
+    ) -> tuple[CompletionStep, torch.Tensor]:
+        """One forward over rows and label blocks: the answer's completion step, and the logits predicting each label token.
+        In training it runs from the frozen layers' cached output as SFT's does (a row and its blocks are one entry)."""
         targets = inputs["labels"][:, 1:]
         answer_columns = (targets != -100).any(dim=0).nonzero().squeeze(-1)
         keep = torch.unique(torch.cat([answer_columns, label_from.flatten().to(answer_columns.device)]))  # sorted
         dtype = next(p for p in model.parameters() if p.is_floating_point()).dtype
         allowed = inputs["attention_mask"]
         mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
-        forward = {k: v for k, v in inputs.items() if k not in ("labels", "attention_mask")}
-        outputs = model(**forward, attention_mask=mask, use_cache=False, logits_to_keep=keep)
+        forward = {k: v for k, v in inputs.items() if k not in ("labels", "attention_mask")} | {"attention_mask": mask}
+        runner = self._training_forward(model, forward, real.to(allowed.device)) if model.training else model
+        outputs = runner(**forward, use_cache=False, logits_to_keep=keep)
         logits = outputs.logits.float()  # [B, len(keep), V]
         where = torch.searchsorted(keep, answer_columns)
         picked = targets[:, answer_columns]

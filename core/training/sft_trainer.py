@@ -50,16 +50,17 @@ class CompletionSFTTrainer(SFTTrainer):
 
     _frozen: FrozenPrefixCache | None | bool = False  # False: not decided yet (on the first training batch)
 
-    def _training_forward(self, model, inputs):
-        """What runs the training forward: the cached frozen-layer path once it has given the first batch the model's
-        own logits, else the model."""
+    def _training_forward(self, model, inputs: dict, real: torch.Tensor | None = None):
+        """What runs the training forward of `inputs` (the model's arguments): the cached frozen-layer path once it has
+        given the first batch the model's own logits, else the model. `real`: the real columns where the attention mask
+        is not the batch's 2D padding mask (KD's label blocks)."""
         if self._frozen is False:
             unwrapped = self.accelerator.unwrap_model(model)
             cache = FrozenPrefixCache.for_model(unwrapped, FROZEN_CACHE_BYTES)
             batch = {k: v for k, v in inputs.items() if k != "labels"}
-            self._frozen = cache if cache is not None and cache.agrees(model, **batch, use_cache=False) else None
+            self._frozen = cache if cache is not None and cache.agrees(model, **batch, real=real, use_cache=False) else None
             log.info("training: frozen-layer cache %s", "on" if self._frozen else "off")
-        return functools.partial(self._frozen.forward, model) if self._frozen else model
+        return functools.partial(self._frozen.forward, model, real=real) if self._frozen else model
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         step = completion_forward(self._training_forward(model, inputs) if model.training else model, inputs)

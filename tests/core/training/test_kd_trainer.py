@@ -154,3 +154,49 @@ def test_kd_plans_more_steps_than_sft_on_the_same_rows():
     assert kd_epochs(cfg, 1992) == 2.0
     cfg.kd.epochs, cfg.training.epochs = None, 1.0
     assert kd_epochs(cfg, 1992) == 1.0
+
+
+def test_kd_with_label_blocks_trains_the_same_adapter_from_the_frozen_layers_cache(tiny_cfg, tmp_path, monkeypatch, caplog):
+    """KD's forward (each row with its label blocks, a 4D mask, positions continuing the prompt's) runs from the frozen
+    layers' cached output as SFT's does: six steps over repeated rows with labels that share a first token, once with
+    the cache and once with it off; the saved adapters are equal and the cache held one entry per distinct row."""
+    from safetensors.torch import load_file
+
+    from core.training import sft_trainer
+    from core.training.kd_trainer import train_kd
+
+    labels = ["approve", "review-manual", "review-legal"]
+    tiny_cfg.labels = labels
+    tiny_cfg.training.lora.top_layers = 1
+    tiny_cfg.training.max_steps = 6
+    texts = [f"claim {i}: the loss is {i * 700} dollars" + " and more" * (i % 3) for i in range(6)]
+    targets = torch.softmax(torch.randn(6, 3, generator=torch.Generator().manual_seed(2)), dim=-1).tolist()
+    rows = [
+        {
+            "prompt": task_messages(tiny_cfg.instruction, text),
+            "completion": [{"role": "assistant", "content": labels[i % 3]}],
+            "label_targets": targets[i],
+        }
+        for i, text in enumerate(texts)
+    ]
+    held = {}
+    real_forward = KDTrainer._forward_with_blocks
+
+    def spy(self, *args, **kwargs):
+        held["cache"] = self._frozen
+        return real_forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(KDTrainer, "_forward_with_blocks", spy)
+    caplog.set_level("INFO", logger=sft_trainer.__name__)
+    cached_dir, stats = train_kd(
+        tiny_cfg, ModelSettings(), rows * 2, [], tmp_path / "ck1", tmp_path / "cached", labels=labels, progress=False
+    )
+    cache = held["cache"]
+    monkeypatch.setattr(sft_trainer, "FROZEN_CACHE_BYTES", 0)
+    plain_dir, _ = train_kd(tiny_cfg, ModelSettings(), rows * 2, [], tmp_path / "ck2", tmp_path / "plain", labels=labels, progress=False)
+    said = [r.getMessage() for r in caplog.records if "frozen-layer cache" in r.getMessage()]
+    assert said == ["training: frozen-layer cache on", "training: frozen-layer cache off"]
+    assert stats.steps == 6 and len(cache.states) == 6  # one entry per distinct row, its label blocks included
+    cached, plain = load_file(cached_dir / "adapter_model.safetensors"), load_file(plain_dir / "adapter_model.safetensors")
+    assert cached.keys() == plain.keys()
+    assert all(torch.allclose(cached[k], plain[k], atol=1e-5) for k in cached)
