@@ -11,7 +11,13 @@ The jobs, in priority order:
   `training` section. A candidate becomes a default only if it wins on the development half (and then on the
   held-out half, measured once); defaults are never chosen on held-out figures.
 
+`--plan kd-steps` runs the next question instead: KD's plan length (`kd.min_steps`) on every development
+classification task, the default beside each candidate of `KD_STEPS` (on `loans` the 1,250-step plan's validation
+curve was still at its highest when the plan ended, on a 2-core CPU, 2026-12-04), then the held-out half with the
+candidate: its figures are read only if the candidate won on the development half.
+
     python -m bench.generalize_parallel --parallel 10 --deadline 480 --results /tmp/results --out $OUT
+    python -m bench.generalize_parallel --plan kd-steps --parallel 12 --deadline 540 --out $OUT
 
 `--out` gets `results.tgz` (every job's JSON and log, refreshed every 20 s, so a run cut short at `--deadline` keeps
 what finished); jobs still running at the deadline are killed and listed in `jobs.json`.
@@ -50,6 +56,30 @@ def default_jobs() -> list[tuple[str, dict]]:
         for name, changes in CANDIDATES.items()
         for task in development
     ]
+
+
+# KD's plan lengths to compare with the default (kd.min_steps 1,250): optimizer steps, capped at training.max_epochs passes.
+KD_STEPS = (2000,)
+
+
+def kd_steps_jobs() -> list[tuple[str, dict]]:
+    """KD's default plan and each of `KD_STEPS` on every development classification task, then the held-out half with
+    each candidate (measured once; read only where the development half prefers the candidate)."""
+    development = [name for name, demo in DEVELOPMENT.items() if demo.type == "classification"]
+    held = [name for name, demo in HELD_OUT.items() if demo.type == "classification"]
+    jobs = [
+        (f"dev-{task}-kd{steps or 'default'}", {"tasks": task, "variants": "kd_strong"} | ({"kd": {"min_steps": steps}} if steps else {}))
+        for task in development
+        for steps in (None, *KD_STEPS)
+    ]
+    return jobs + [
+        (f"held-{task}-kd{steps}", {"tasks": task, "variants": "kd_strong", "kd": {"min_steps": steps}})
+        for steps in KD_STEPS
+        for task in held
+    ]
+
+
+PLANS = {"held-out": default_jobs, "kd-steps": kd_steps_jobs}
 
 
 def _start(name: str, kwargs: dict, results: Path, quick: bool) -> subprocess.Popen:
@@ -106,8 +136,9 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=Path("runs/.bench/generalize-parallel"))
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "runs/.bench/generalize-parallel-out")))
     parser.add_argument("--quick", action="store_true", help="tiny data and 4 steps: checks the plumbing")
+    parser.add_argument("--plan", choices=sorted(PLANS), default="held-out", help="which jobs (see the module's docstring)")
     args = parser.parse_args()
-    state = run_jobs(default_jobs(), args.parallel, args.deadline, args.results, args.out, args.quick)
+    state = run_jobs(PLANS[args.plan](), args.parallel, args.deadline, args.results, args.out, args.quick)
     print(json.dumps(state, indent=1))
 
 

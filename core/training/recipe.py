@@ -62,7 +62,15 @@ step 500). The cheaper alternative, the 500-step plan at half the learning rate 
 On the 500-step plan without the label-distribution term (`kd.kl_weight: 0`) KD scored 0.483 (0.43-0.53), SFT's
 level: that term slows early learning on this task; with the long plan it reached 0.695 (kl_weight 0 on the long plan
 not measured).
-Cost: 2.5x KD's steps (~40 minutes on 2 CPU cores for a 1,500-input pool). Measured on one development task.
+Cost: 2.5x KD's steps (~40 minutes on 2 CPU cores for a 1,500-input pool before KD trained from the frozen layers'
+cache; 1,485 s with it, `loans`, 2026-12-04). Measured on one development task.
+A longer plan, its validation curve at its highest when the 1,250 steps ended (0.723 at step 1,250, after 0.697 /
+0.662 / 0.679), was tried on the same task: `kd.min_steps: 2000` (8 passes, the max_epochs cap) scored **0.590**
+(0.53-0.65; validation peaked at 0.621 at step 1,791) against the default's **0.648** (0.59-0.70) in the run beside it
+(`docs/results/generalize-development-kd-steps.json`; 2,089 s against 1,485). More passes over the pool overfit the
+teacher's answers rather than continue the climb: the default stays. KD's run-to-run spread on `loans` is ~0.05 (0.695
+and 0.648 for the default in two records); `python -m bench.generalize_parallel --plan kd-steps` asks the same of
+all four development tasks at once where a GPU is lent.
 
     plan = plan_steps(cfg.training, n_rows=450)      # Plan(epochs=8.0, steps=456, eval_steps=45)
 """

@@ -230,6 +230,14 @@ def run_training(
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
     elapsed = time.perf_counter() - start
+    cache = getattr(trainer, "_frozen", None)
+    if cache:  # a bound too small for the rows leaves the rest computed at every pass: worth seeing
+        log.info(
+            "training: frozen-layer states of %d rows held, %.0f of %.0f MiB",
+            len(cache.states),
+            cache.bytes / 2**20,
+            cache.max_bytes / 2**20,
+        )
     out_dir = Path(out_dir)
     if main_process():
         # Only the trained adapter: DPO keeps a frozen reference copy beside it that is not the product.

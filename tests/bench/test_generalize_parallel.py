@@ -4,7 +4,7 @@ import json
 import tarfile
 from pathlib import Path
 
-from bench.generalize_parallel import CANDIDATES, default_jobs, run_jobs
+from bench.generalize_parallel import CANDIDATES, KD_STEPS, default_jobs, kd_steps_jobs, run_jobs
 from bench.generators import DEVELOPMENT, HELD_OUT
 
 
@@ -17,6 +17,17 @@ def test_held_out_defaults_first_then_every_candidate_on_every_development_task(
     development = [n for n, d in DEVELOPMENT.items() if d.type == "classification"]
     assert len(jobs) - len(held) == len(CANDIDATES) * len(development)
     assert all(kwargs["tasks"] in DEVELOPMENT for name, kwargs in jobs if name.startswith("dev-"))
+
+
+def test_kd_steps_runs_the_development_half_first_and_the_held_out_half_only_with_the_candidate() -> None:
+    jobs = kd_steps_jobs()
+    development = [n for n, d in DEVELOPMENT.items() if d.type == "classification"]
+    first = jobs[: len(development) * (1 + len(KD_STEPS))]
+    assert all(kwargs["tasks"] in DEVELOPMENT and kwargs["variants"] == "kd_strong" for _, kwargs in first)
+    assert sorted(kwargs.get("kd", {}).get("min_steps", 0) for _, kwargs in first) == sorted([0, *KD_STEPS] * len(development))
+    held = jobs[len(first) :]
+    assert all(kwargs["tasks"] in HELD_OUT and kwargs["kd"]["min_steps"] in KD_STEPS for _, kwargs in held)
+    assert len({name for name, _ in jobs}) == len(jobs)
 
 
 def test_a_failing_job_is_reported_and_the_results_packed(tmp_path: Path) -> None:
