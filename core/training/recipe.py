@@ -67,8 +67,8 @@ cache; 1,485 s with it, `loans`, 2026-12-04). Measured on one development task.
 A longer plan, its validation curve at its highest when the 1,250 steps ended (0.723 at step 1,250, after 0.697 /
 0.662 / 0.679), was tried on the same task: `kd.min_steps: 2000` (8 passes, the max_epochs cap) scored **0.590**
 (0.53-0.65; validation peaked at 0.621 at step 1,791) against the default's **0.648** (0.59-0.70) in the run beside it
-(`docs/results/generalize-development-kd-steps.json`; 2,089 s against 1,485). More passes over the pool overfit the
-teacher's answers rather than continue the climb: the default stays. KD's run-to-run spread on `loans` is ~0.05 (0.695
+(`docs/results/generalize-development-kd-steps.json`; 2,089 s against 1,485). The longer plan's validation never
+rose above 0.621 and fresh rows scored lower: the climb did not continue, and the default stays. KD's run-to-run spread on `loans` is ~0.05 (0.695
 and 0.648 for the default in two records); `python -m bench.generalize_parallel --plan kd-steps` asks the same of
 all four development tasks at once where a GPU is lent.
 
