@@ -15,7 +15,7 @@ The jobs, in priority order:
 classification task, the default beside each candidate of `KD_STEPS`, then the held-out half with the candidate: its
 figures are read only if the candidate won on the development half. Why: on `loans` the 1,250-step plan's validation
 curve was at its highest when the plan ended, yet 2,000 steps scored lower there (0.590 against 0.648, one run each on
-a 2-core CPU, 2026-12-04; `core/training/recipe.py`); one task's run is within KD's spread, four are not.
+a 2-core CPU, 2026-12-04; `core/training/recipe.py`); one run on one task is within KD's spread, four tasks tell more.
 
     python -m bench.generalize_parallel --parallel 10 --deadline 480 --results /tmp/results --out $OUT
     python -m bench.generalize_parallel --plan kd-steps --parallel 12 --deadline 540 --out $OUT
