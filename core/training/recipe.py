@@ -68,9 +68,12 @@ A longer plan, its validation curve at its highest when the 1,250 steps ended (0
 0.662 / 0.679), was tried on the same task: `kd.min_steps: 2000` (8 passes, the max_epochs cap) scored **0.590**
 (0.53-0.65; validation peaked at 0.621 at step 1,791) against the default's **0.648** (0.59-0.70) in the run beside it
 (`docs/results/generalize-development-kd-steps.json`; 2,089 s against 1,485). The longer plan's validation never
-rose above 0.621 and fresh rows scored lower: the climb did not continue, and the default stays. KD's run-to-run spread on `loans` is ~0.05 (0.695
-and 0.648 for the default in two records); `python -m bench.generalize_parallel --plan kd-steps` asks the same of
-all four development tasks at once where a GPU is lent.
+rose above 0.621 and fresh rows scored lower: the climb did not continue, and the default stays. KD's run-to-run spread
+on `loans` is ~0.05 (0.695 and 0.648 for the default in two records); `python -m bench.generalize_parallel --plan
+kd-steps` asks the same of all four development tasks at once where a GPU is lent.
+KD's student has 1,500 rows where SFT's has ~300, so more adapter capacity might pay there: LoRA rank 64 (alpha 128) on
+KD's default plan, same task, fell to chance on validation (0.10) after step 250 at the default learning rate and
+scored 0.445 (0.40-0.49; same file): rank 16 stays for KD too.
 
     plan = plan_steps(cfg.training, n_rows=450)      # Plan(epochs=8.0, steps=456, eval_steps=45)
 """
