@@ -143,7 +143,7 @@ class KDTrainer(CompletionSFTTrainer):
         if blocks:
             step, label_logits = self._forward_with_blocks(model, inputs, blocks["label_from"], blocks["real_columns"])
         else:
-            step = completion_forward(self._training_forward(model, inputs) if model.training else model, inputs)
+            step = completion_forward(self._training_forward(model, inputs), inputs)
         logits, picked, scored = step.logits, step.targets, step.scored
         loss = F.cross_entropy(logits.transpose(1, 2), picked.masked_fill(~scored, -100), ignore_index=-100)
         if blocks and label_targets is not None:
@@ -166,7 +166,7 @@ class KDTrainer(CompletionSFTTrainer):
         allowed = inputs["attention_mask"]
         mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
         forward = {k: v for k, v in inputs.items() if k not in ("labels", "attention_mask")} | {"attention_mask": mask}
-        runner = self._training_forward(model, forward, real.to(allowed.device)) if model.training else model
+        runner = self._training_forward(model, forward, real.to(allowed.device))
         outputs = runner(**forward, use_cache=False, logits_to_keep=keep)
         logits = outputs.logits.float()  # [B, len(keep), V]
         where = torch.searchsorted(keep, answer_columns)

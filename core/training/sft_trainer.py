@@ -53,7 +53,9 @@ class CompletionSFTTrainer(SFTTrainer):
     def _training_forward(self, model, inputs: dict, real: torch.Tensor | None = None):
         """What runs the training forward of `inputs` (the model's arguments): the cached frozen-layer path once it has
         given the first batch the model's own logits, else the model. `real`: the real columns where the attention mask
-        is not the batch's 2D padding mask (KD's label blocks)."""
+        is not the batch's 2D padding mask (KD's label blocks). Outside training (validation, evaluation): the model."""
+        if not model.training:
+            return model
         if self._frozen is False:
             unwrapped = self.accelerator.unwrap_model(model)
             cache = FrozenPrefixCache.for_model(unwrapped, FROZEN_CACHE_BYTES)
@@ -63,7 +65,7 @@ class CompletionSFTTrainer(SFTTrainer):
         return functools.partial(self._frozen.forward, model, real=real) if self._frozen else model
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        step = completion_forward(self._training_forward(model, inputs) if model.training else model, inputs)
+        step = completion_forward(self._training_forward(model, inputs), inputs)
         n_tokens = num_items_in_batch if num_items_in_batch is not None else step.scored.sum()
         loss = F.cross_entropy(
             step.logits.reshape(-1, step.logits.size(-1)), step.targets.reshape(-1), ignore_index=-100, reduction="sum"
