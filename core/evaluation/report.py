@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
@@ -323,6 +324,25 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
+def validation_resolution(value: float, rows: int) -> float:
+    """Half-width of a 95% interval of a proportion `value` measured on `rows` rows (normal approximation): below it, two
+    steps' scores on the same validation rows are not told apart by them. A rough scale for macro-F1 too."""
+    return 1.96 * math.sqrt(max(value * (1 - value), 1 / rows) / rows)
+
+
+def _resolution(curve: dict, best: dict) -> str:
+    """What the validation rows could decide: their count, the kept score's +/- and the other steps within it."""
+    rows = curve.get("rows")
+    if not rows:
+        return ""
+    half = validation_resolution(best["value"], rows)
+    close = [p["step"] for p in curve["curve"] if p is not best and best["value"] - p["value"] < half]
+    said = f"; on {rows} validation rows +/-{half:.2f} (95%)"
+    if close:
+        said += f": steps {', '.join(map(str, close))} are as good on these rows (the pick among them is their draw)"
+    return said
+
+
 def add_learning_curves(report: Path, curves: dict[str, dict]) -> Path | None:
     """Append each adapter's validation curve (`learning_curve.json`: metric per evaluation step) to the report, as a plot
     (`learning_curve.png` beside it) and a table; return the plot's path, None when no adapter kept a curve."""
@@ -344,7 +364,7 @@ def add_learning_curves(report: Path, curves: dict[str, dict]) -> Path | None:
     for name, c in curves.items():
         best = max(c["curve"], key=lambda p: (p["value"], -p["step"]))
         points = ", ".join(f"{p['step']}: {p['value']:.3f}" for p in c["curve"])
-        lines.append(f"- {name}: {metric} by step {points}; kept step {best['step']} ({best['value']:.3f})")
+        lines.append(f"- {name}: {metric} by step {points}; kept step {best['step']} ({best['value']:.3f}){_resolution(c, best)}")
     lines += ["", f"![learning curves]({image.name})", ""]
     with open(report, "a", encoding="utf-8") as f:
         f.write("\n".join(lines))

@@ -24,4 +24,9 @@ def validator(cfg: TaskConfig, settings: ModelSettings, validation: list[Example
     if not validation:
         return None
     kind, tokenizer = for_config(cfg, settings), load_tokenizer(cfg.model, settings)
-    return lambda model: validation_score(kind, model, tokenizer, validation)
+
+    def validate(model) -> float:
+        return validation_score(kind, model, tokenizer, validation)
+
+    validate.rows = len(validation)  # the learning curve records it: how finely the rows can tell two steps apart
+    return validate

@@ -268,7 +268,8 @@ def run_training(
         distinct_rows=len({json.dumps(p, sort_keys=True) for p in dataset["prompt"]}) if "prompt" in dataset.column_names else len(dataset),
     )
     if stats.learning_curve and main_process():
-        (out_dir / "learning_curve.json").write_text(json.dumps({"metric": cfg.promotion.primary_metric, "curve": stats.learning_curve}))
+        curve = {"metric": cfg.promotion.primary_metric, "curve": stats.learning_curve, "rows": getattr(validate, "rows", None)}
+        (out_dir / "learning_curve.json").write_text(json.dumps(curve))
     return out_dir, stats
 
 

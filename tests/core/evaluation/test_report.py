@@ -1,7 +1,13 @@
 """Reports a person reads: every variant side by side, the confusion image, the extraction field table."""
 
 from core.evaluation.metrics import classification_metrics, extraction_metrics
-from core.evaluation.report import dpo_vs_sft, write_classification_report, write_extraction_report
+from core.evaluation.report import (
+    add_learning_curves,
+    dpo_vs_sft,
+    validation_resolution,
+    write_classification_report,
+    write_extraction_report,
+)
 
 LABELS = ["Good", "Standard", "Bad"]
 
@@ -39,3 +45,17 @@ def test_a_report_on_unbalanced_rows_says_so_with_the_counts(tmp_path):
     metrics = classification_metrics(gold, gold, LABELS, latencies_ms=[5.0] * 6)
     text = write_classification_report("t", {"base": metrics}, tmp_path).read_text()
     assert "**The evaluation rows are not balanced** (Good 4, Standard 1, Bad 1;" in text and "Balanced evaluation" not in text
+
+
+def test_learning_curves_say_what_the_validation_rows_could_decide(tmp_path):
+    """A curve that knows its validation rows states the kept score's 95% scale and the steps within it: on 75 rows a
+    0.55 is +/-0.11, so steps 0.03 and 0.10 below it are as good there; 0.30 below is not."""
+    report = tmp_path / "report.md"
+    report.write_text("# report\n")
+    curve = [{"step": s, "value": v} for s, v in ((50, 0.25), (100, 0.45), (150, 0.55), (200, 0.52))]
+    add_learning_curves(report, {"sft": {"metric": "macro_f1", "curve": curve, "rows": 75}, "kd": {"metric": "macro_f1", "curve": curve}})
+    sft_line, kd_line = [line for line in report.read_text().splitlines() if line.startswith("- ")]
+    assert "kept step 150 (0.550); on 75 validation rows +/-0.11 (95%): steps 100, 200 are as good on these rows" in sft_line
+    assert round(validation_resolution(0.55, 75), 3) == 0.113
+    assert kd_line.endswith("kept step 150 (0.550)")  # a curve without its row count (an older adapter) says no more
+    assert validation_resolution(1.0, 20) > 0  # a perfect score on few rows is not certain either

@@ -24,6 +24,7 @@ def test_sft_validates_every_eval_steps_and_keeps_the_best_step(tiny_cfg, tmp_pa
     assert all(0.0 <= p["value"] <= 1.0 for p in curve)
     best = max(curve, key=lambda p: p["value"])  # the first of equal bests: a later step must improve to be kept
     assert stats.best_step == best["step"] and stats.steps == 4
+    assert json.loads((adapter / "learning_curve.json").read_text())["rows"] == 3  # the report's scale of what they decide
     assert json.loads((adapter / "adapter_config.json").read_text())["peft_type"] == "LORA"
     load_model(tiny_cfg.model, ModelSettings(), adapter=adapter)  # the kept adapter loads as any other
 
