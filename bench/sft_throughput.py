@@ -6,9 +6,7 @@ A third side trains the same rows with `training.cpu_autocast: off` (fp32): the 
 bf16 autocast on a CPU whose speed check turns it on (`core.training.sft_trainer.cpu_autocast`).
 Two more train KD (each row with its label blocks and the teacher's label distribution) over a few
 distinct rows passed over five times, as KD's plan passes over a pool: once from the frozen layers'
-cached output (the default) and once from the tokens (`core.training.frozen_prefix`); a third from the cache with the
-opening every row shares run through the trained layers once per row instead of once per batch. These include loading
-the model and the first pass's frozen-layer states: a whole KD run's 1,250 steps gain more per step than 30 steps show.
+cached output (the default) and once from the tokens (`core.training.frozen_prefix`).
 
     distill-slm bench sft-throughput [--quick] [--json]
 """
@@ -28,7 +26,7 @@ from core.common.prompts import task_messages
 from core.common.rows import Example
 from core.model.loading import load_model, lora_config
 from core.settings import ModelSettings
-from core.training import frozen_prefix, sft_trainer
+from core.training import sft_trainer
 from core.training.kd_trainer import train_kd
 from core.training.sft_trainer import check_lengths, cpu_autocast, sft_config, sft_dataset, train_sft
 
@@ -52,10 +50,9 @@ def bare_trl(cfg: TaskConfig, rows, out: Path) -> float:
     return time.perf_counter() - start
 
 
-def kd_seconds(cfg: TaskConfig, rows: list[Example], out: Path, cached: bool, share_opening: bool = True) -> float:
+def kd_seconds(cfg: TaskConfig, rows: list[Example], out: Path, cached: bool) -> float:
     """KD over `rows` passed over KD_PASSES times (the teacher 90% sure of each gold label), with or without the
-    frozen-layer cache, and with it, with or without the rows' shared opening run once. Returns the wall time (s), model
-    loading included as on the other sides."""
+    frozen-layer cache. Returns the wall time (s), model loading included as on the other sides."""
     kd_rows = []
     for row in rows:
         targets = [0.1 / (len(cfg.labels) - 1)] * len(cfg.labels)
@@ -69,14 +66,14 @@ def kd_seconds(cfg: TaskConfig, rows: list[Example], out: Path, cached: bool, sh
         )
     kd_cfg = cfg.model_copy(deep=True)
     kd_cfg.training.max_steps = KD_PASSES * len(rows) // cfg.training.batch_size
-    bound, share = sft_trainer.FROZEN_CACHE_BYTES, frozen_prefix.SHARE_OPENING
-    sft_trainer.FROZEN_CACHE_BYTES, frozen_prefix.SHARE_OPENING = (bound if cached else 0), share_opening
+    bound = sft_trainer.FROZEN_CACHE_BYTES
+    sft_trainer.FROZEN_CACHE_BYTES = bound if cached else 0
     try:
         start = time.perf_counter()
         train_kd(kd_cfg, ModelSettings(), kd_rows * KD_PASSES, rows, out / "ckpt", out / "adapter", labels=cfg.labels, progress=False)
         return time.perf_counter() - start
     finally:
-        sft_trainer.FROZEN_CACHE_BYTES, frozen_prefix.SHARE_OPENING = bound, share
+        sft_trainer.FROZEN_CACHE_BYTES = bound
 
 
 def run(quick: bool = False) -> dict:
@@ -100,7 +97,6 @@ def run(quick: bool = False) -> dict:
         kd_rows = rows[: 16 if quick else 48]
         kd_cached_s = kd_seconds(cfg, kd_rows, Path(tmp) / "kd-cached", cached=True)
         kd_tokens_s = kd_seconds(cfg, kd_rows, Path(tmp) / "kd-tokens", cached=False)
-        kd_per_row_s = kd_seconds(cfg, kd_rows, Path(tmp) / "kd-per-row", cached=True, share_opening=False)
     figures = {
         "steps": steps,
         "rows": len(rows),
@@ -115,8 +111,6 @@ def run(quick: bool = False) -> dict:
         "kd_from_tokens_s": round(kd_tokens_s, 1),
         "kd_frozen_layer_cache_s": round(kd_cached_s, 1),
         "kd_speedup_cache_over_tokens": round(kd_tokens_s / kd_cached_s, 3),
-        "kd_cache_opening_per_row_s": round(kd_per_row_s, 1),
-        "kd_speedup_opening_once_over_per_row": round(kd_per_row_s / kd_cached_s, 3),
         "note": "distill-slm's time includes loading the model and checking row lengths; the bare script's does not",
     }
     figures["target_within_10pct"] = figures["ratio_distill_slm_over_bare"] >= 0.9

@@ -10,14 +10,6 @@ Measured on the development task `loans` (480 labeled rows, 2 cores; docs/traini
 
 The cache holds at most `max_bytes` of states (float32): a row past it is computed as before, every time.
 
-The prompt's opening that every row of a batch shares (system message, instruction, chat markup: ~a third of a
-classification prompt) then runs through the trained layers once, not once per row (`shared_opening`): its keys and
-values, computed on one row, are what every row's other columns attend to. A column's state depends only on the columns
-it sees, so the loss and the gradients are those of the whole batch (the opening's gradient is the rows' sum, as
-before), and the trained layers run on ~0.75 of the batch's columns. It buys less time than columns (a step's vocabulary
-projection, attention and per-call costs stay): KD 1.07x over 30 steps of `distill-slm bench sft-throughput`, ~1.1x a
-steady KD step on `loans` rows, a whole default KD run on `loans` 1,351 s against 1,485 s (docs/training.md).
-
     cache = FrozenPrefixCache.for_model(model, max_bytes=512 * 2**20)   # None: nothing below the adapter is frozen
     if cache.agrees(model, ids, mask):                                    # once, on the first batch
         outputs = cache.forward(model, ids, mask, logits_to_keep=keep)
@@ -29,12 +21,6 @@ import types
 from contextlib import contextmanager
 
 import torch
-from transformers import DynamicCache
-from transformers.modeling_outputs import CausalLMOutputWithPast
-
-# Run the opening a batch's rows share through the trained layers once (`shared_opening`); `distill-slm bench
-# sft-throughput` turns it off for one side, to measure it.
-SHARE_OPENING = True
 
 # Configuration fields that make a layer random in training mode: the cache is off unless all are 0.
 DROPOUT_FIELDS = ("attention_dropout", "hidden_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop", "dropout")
@@ -42,27 +28,6 @@ DROPOUT_FIELDS = ("attention_dropout", "hidden_dropout", "resid_pdrop", "embd_pd
 
 def _real_columns(attention_mask: torch.Tensor, real: torch.Tensor | None) -> torch.Tensor:
     return attention_mask.bool() if real is None else real.bool()
-
-
-def _allowed(attention_mask: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """[B, T, T] boolean: which column each column may see. A 2D padding mask means causal over the real columns; a 4D
-    mask (KD's label blocks) is boolean (True: may see) or additive (0: may see)."""
-    if attention_mask.dim() == 2:
-        width = attention_mask.size(1)
-        causal = torch.ones(width, width, dtype=torch.bool, device=real.device).tril()
-        return causal & real[:, None, :]
-    mask = attention_mask[:, 0]
-    return mask if mask.dtype == torch.bool else mask == 0
-
-
-def shared_opening(input_ids: torch.Tensor, real: torch.Tensor, allowed: torch.Tensor, positions: torch.Tensor) -> int:
-    """How many leading columns every row shares: the same real tokens at the same positions, seeing only each other the
-    same way. Their states are the same in every row, so the packed sequence holds them once."""
-    same = real.all(0) & (input_ids == input_ids[:1]).all(0) & (positions == positions[:1]).all(0)
-    shared = int(same.int().cumprod(0).sum())
-    while shared and not ((allowed[:, :shared, :shared] == allowed[:1, :shared, :shared]).all() and not allowed[:, :shared, shared:].any()):
-        shared -= 1  # never in practice (a causal opening); kept so that an odd mask costs speed, not correctness
-    return shared
 
 
 class _Captured(Exception):
@@ -81,7 +46,6 @@ class FrozenPrefixCache:
         self.layers, self.first_trained, self.max_bytes, self.dtype = layers, first_trained, max_bytes, dtype
         self.states: dict[tuple[int, ...], torch.Tensor] = {}
         self.bytes = 0
-        self.columns = [0, 0]  # columns the trained layers ran on, packed; and the padded batches' columns
 
     @classmethod
     def for_model(cls, model, max_bytes: int) -> FrozenPrefixCache | None:
@@ -115,7 +79,6 @@ class FrozenPrefixCache:
             model.train(was_training)
         self.states.clear()  # the check's states came from eval mode: the cache holds only states training computed
         self.bytes = 0
-        self.columns = [0, 0]
         real = _real_columns(attention_mask, real)  # a padded position differs (zeros, not the pad token's state) and is never scored
         return own.shape == cached.shape and torch.allclose(own[real], cached[real], rtol=1e-3, atol=1e-3)
 
@@ -146,56 +109,8 @@ class FrozenPrefixCache:
         for i, state in enumerate(rows):
             hidden[i][real[i]] = state
         hidden = hidden.to(self.dtype)
-        width = input_ids.size(1)
-        keep = kwargs.pop("logits_to_keep", 0)
-        if isinstance(keep, int):
-            keep = torch.arange(width - keep if keep else 0, width, device=input_ids.device)
-        column_positions = positions if positions is not None else torch.arange(width, device=input_ids.device).expand_as(input_ids)
-        allowed = _allowed(attention_mask, real)
-        shared = shared_opening(input_ids, real, allowed, column_positions) if SHARE_OPENING and input_ids.size(0) > 1 else 0
-        self.columns[0] += input_ids.numel() - (input_ids.size(0) - 1) * shared
-        self.columns[1] += input_ids.numel()
         with self._frozen_layers_skipped():
-            if not shared:
-                return model(inputs_embeds=hidden, attention_mask=attention_mask, logits_to_keep=keep, **kwargs)
-            return self._with_opening_once(model, hidden, allowed, column_positions, shared, keep, kwargs)
-
-    def _with_opening_once(
-        self, model, hidden: torch.Tensor, allowed: torch.Tensor, positions: torch.Tensor, shared: int, keep: torch.Tensor, kwargs: dict
-    ) -> CausalLMOutputWithPast:
-        """The trained layers over the shared opening (`shared` columns) of one row, then over every row's other columns
-        with the opening's keys and values before their own: logits at the `keep` columns, [B, len(keep), V]."""
-        rows = hidden.size(0)
-        dtype = next(p for p in model.parameters() if p.is_floating_point()).dtype
-
-        def additive(mask: torch.Tensor) -> torch.Tensor:
-            return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)[:, None]
-
-        kwargs = {k: v for k, v in kwargs.items() if k not in ("position_ids", "use_cache", "past_key_values")}
-        opening = DynamicCache()
-        head = model(
-            inputs_embeds=hidden[:1, :shared],
-            attention_mask=additive(allowed[:1, :shared, :shared]),
-            position_ids=positions[:1, :shared],
-            past_key_values=opening,
-            use_cache=True,
-            logits_to_keep=keep[keep < shared],
-            **kwargs,
-        ).logits
-        cache = DynamicCache()
-        for index, layer in enumerate(opening.layers):
-            if layer.is_initialized:  # the trained layers: the frozen ones pass their input through and keep nothing
-                cache.update(layer.keys.expand(rows, -1, -1, -1), layer.values.expand(rows, -1, -1, -1), index)
-        tail = model(
-            inputs_embeds=hidden[:, shared:],
-            attention_mask=additive(allowed[:, shared:, :]),
-            position_ids=positions[:, shared:],
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=keep[keep >= shared] - shared,
-            **kwargs,
-        ).logits
-        return CausalLMOutputWithPast(logits=torch.cat([head.expand(rows, -1, -1), tail], dim=1))  # keep is sorted
+            return model(inputs_embeds=hidden, attention_mask=attention_mask, **kwargs)
 
     def _frozen_states(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, real: torch.Tensor, position_ids: torch.Tensor | None

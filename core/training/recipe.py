@@ -63,7 +63,7 @@ On the 500-step plan without the label-distribution term (`kd.kl_weight: 0`) KD 
 level: that term slows early learning on this task; with the long plan it reached 0.695 (kl_weight 0 on the long plan
 not measured).
 Cost: 2.5x KD's steps (~40 minutes on 2 CPU cores for a 1,500-input pool before KD trained from the frozen layers'
-cache; 1,485 s with it, `loans`, 2026-12-04; 1,351 s once the rows' shared opening ran once, 2026-12-05). Measured on one development task.
+cache; 1,485 s with it, `loans`, 2026-12-04). Measured on one development task.
 A longer plan, its validation curve at its highest when the 1,250 steps ended (0.723 at step 1,250, after 0.697 /
 0.662 / 0.679), was tried on the same task: `kd.min_steps: 2000` (8 passes, the max_epochs cap) scored **0.590**
 (0.53-0.65; validation peaked at 0.621 at step 1,791) against the default's **0.648** (0.59-0.70) in the run beside it

@@ -235,12 +235,10 @@ def run_training(
     cache = getattr(trainer, "_frozen", None)
     if cache:  # a bound too small for the rows leaves the rest computed at every pass: worth seeing
         log.info(
-            "training: frozen-layer states of %d rows held, %.0f of %.0f MiB; the trained layers ran on %.2f of the "
-            "batches' columns (the opening rows share, once)",
+            "training: frozen-layer states of %d rows held, %.0f of %.0f MiB",
             len(cache.states),
             cache.bytes / 2**20,
             cache.max_bytes / 2**20,
-            cache.columns[0] / max(cache.columns[1], 1),
         )
     out_dir = Path(out_dir)
     if main_process():

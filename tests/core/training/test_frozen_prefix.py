@@ -8,14 +8,11 @@ import torch
 from safetensors.torch import load_file
 
 from core.common.config import LoraSettings
-from core.common.prompts import render_prompt
 from core.common.rows import Example
-from core.model.calibrated import label_sequences
 from core.model.loading import attach_lora, load_model
 from core.settings import ModelSettings
 from core.training import sft_trainer
-from core.training.frozen_prefix import FrozenPrefixCache, shared_opening
-from core.training.kd_trainer import label_blocks
+from core.training.frozen_prefix import FrozenPrefixCache
 from core.training.sft_trainer import train_sft
 
 
@@ -55,53 +52,6 @@ def test_the_cached_path_gives_the_loss_and_gradients_of_the_tokens(tiny_cfg):
     assert torch.equal(model(**batch).logits, model(**batch).logits)
 
 
-def test_rows_sharing_a_prompt_opening_run_it_once_with_label_blocks_and_the_same_loss_and_gradients(tiny_cfg):
-    """Chat prompts (the system message and markup every row shares), padding, and KD's label blocks (a 4D mask,
-    positions continuing the prompt's): the trained layers run over the opening the rows share once, and the label
-    tokens' logits, the loss and the gradients are those of the whole batch."""
-    labels = ["approve", "review-manual", "review-legal"]
-    model, tokenizer = load_model(tiny_cfg.model, ModelSettings())
-    model = attach_lora(model, LoraSettings(top_layers=1))
-    model.train()
-    texts = ["claim 1: the loss is 700 dollars", "claim 22: water damage in the kitchen, two rooms, no receipts", "ok"]
-    prompts = [render_prompt(tokenizer, tiny_cfg.instruction, t) for t in texts]
-    answers = [p + a + "<|im_end|>" for p, a in zip(prompts, labels)]
-    batch = _batch(tokenizer, answers)
-    prompt_lens = [len(tokenizer(p, add_special_tokens=False).input_ids) for p in prompts]
-    completion = batch["input_ids"].clone().masked_fill(batch["attention_mask"] == 0, -100)
-    for row, n in enumerate(prompt_lens):
-        completion[row, :n] = -100
-    blocks = label_blocks(batch["input_ids"], completion, batch["attention_mask"], label_sequences(tokenizer, labels))
-    additive = torch.zeros(blocks["attention_mask"].shape).masked_fill(~blocks["attention_mask"], torch.finfo(torch.float32).min)
-    inputs = {"input_ids": blocks["input_ids"], "attention_mask": additive, "position_ids": blocks["position_ids"]}
-    keep = torch.unique(blocks["label_from"].flatten())
-    rows = torch.arange(len(texts))[:, None]
-    where = torch.searchsorted(keep, blocks["label_from"])
-
-    def loss_and_grads(forward) -> tuple[torch.Tensor, dict]:
-        logits = forward(**inputs, use_cache=False, logits_to_keep=keep).logits[rows, where]  # [B, label tokens, V]
-        scores = torch.log_softmax(logits.float(), -1).gather(-1, blocks["label_token"][None, :, None].expand(len(texts), -1, 1))
-        loss = -scores.sum()
-        loss.backward()
-        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
-        model.zero_grad(set_to_none=True)
-        return scores.detach(), grads
-
-    want_scores, want_grads = loss_and_grads(model)
-    cache = FrozenPrefixCache.for_model(model, max_bytes=2**20)
-    real = blocks["real_columns"]
-    assert cache.agrees(model, **inputs, real=real, use_cache=False)
-    scores, grads = loss_and_grads(lambda **kw: cache.forward(model, real=real, **kw))
-    assert torch.allclose(scores, want_scores, atol=1e-5)
-    assert all(torch.allclose(grads[n], want_grads[n], atol=1e-6) for n in grads)
-    ids = [tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
-    common = next(n for n in range(min(map(len, ids)) + 1) if n == min(map(len, ids)) or len({i[n] for i in ids}) > 1)
-    assert common > 10  # the system message and the user turn's markup
-    assert shared_opening(blocks["input_ids"], real, blocks["attention_mask"][:, 0], blocks["position_ids"]) == common
-    packed, padded = cache.columns
-    assert packed == real.numel() - (len(texts) - 1) * common and padded == real.numel()
-
-
 def test_a_bound_of_zero_bytes_keeps_nothing_and_still_trains_the_same(tiny_cfg):
     model, tokenizer = load_model(tiny_cfg.model, ModelSettings())
     model = attach_lora(model, LoraSettings(top_layers=1))
@@ -122,11 +72,9 @@ def test_no_cache_where_every_layer_trains_or_the_model_has_dropout(tiny_cfg):
 
 def test_sft_trains_the_same_adapter_with_and_without_the_cache(tiny_cfg, tmp_path, monkeypatch, caplog):
     """The trainer's own path: six steps over repeated rows (the cache's case), once with the cache and once with it off
-    (a bound of 0 bytes turns it off before the first batch); the saved adapters are equal. In fp32: the cached path runs
-    the trained layers on the packed batch, whose bf16 rounding differs from the padded batch's (~1e-3 after six steps)."""
+    (a bound of 0 bytes turns it off before the first batch); the saved adapters are equal."""
     tiny_cfg.training.lora.top_layers = 1
     tiny_cfg.training.max_steps = 6
-    tiny_cfg.training.cpu_autocast = "off"
     rows = [Example(f"r{i}", f"Interest_Rate {i % 5}; Num_of_Loan {i % 3}", ["Good", "Standard", "Bad"][i % 3]) for i in range(6)]
     caplog.set_level("INFO", logger=sft_trainer.__name__)
     cached_dir, stats = train_sft(tiny_cfg, ModelSettings(), rows * 2, tmp_path / "ck1", tmp_path / "cached", progress=False)
