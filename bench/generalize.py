@@ -137,6 +137,8 @@ def _generator(
         cfg.model = ModelConfig.model_validate(_merged(cfg.model.model_dump(), model))
     if kd:
         cfg.kd = KDConfig.model_validate(_merged(cfg.kd.model_dump(), kd))
+    if "selftrain" in variants:  # as a task file whose pool runs self-training: it holds out validation rows for its threshold
+        cfg.methods = ["sft", "selftrain"]
     if quick:
         cfg.training.max_steps = 4
         cfg.training.validation_per_class = 2 if demo.type == "classification" else 0

@@ -77,11 +77,12 @@ class TrainingConfig(_Strict):
     min_steps: int = Field(500, ge=1, description="the size rule: passes until this many optimizer steps (at least 1, at most max_epochs)")
     max_epochs: float = Field(8.0, gt=0, description="the size rule's cap on passes over a small split")
     max_steps: int = Field(-1, description="stop after this many optimizer steps (-1 = use epochs)")
-    validation_per_class: int = Field(
-        20,
+    validation_per_class: int | None = Field(
+        None,
         ge=0,
         description="rows per class held out of the training rows to pick the best step and stop early, never more than a "
-        "quarter of a class (0 = off)",
+        "quarter of a class (0 = off). None: none of the labeled rows unless self-training runs (it picks its threshold on "
+        "them: 20), and 20 of KD's traces (core.kinds.data.validation_per_class says why)",
     )
     eval_steps: int | None = Field(None, ge=1, description="validate every N steps (None = a tenth of the planned steps)")
     patience: int = Field(3, ge=1, description="stop after this many validations without improvement; the best adapter is kept")

@@ -55,7 +55,7 @@ def train(
     """Train (or resume) a KD adapter on usable traces; return it, its stats and the rows' counts."""
     kind = for_config(cfg, settings)
     answers = [Example(t["id"], t["prompt"], t["output"]) for t in traces]
-    kept, validation = hold_out_validation(kind, answers)
+    kept, validation = hold_out_validation(kind, answers, labeled=False)
     if len(validation) < 2 * len(set(e.label for e in answers)):
         kept, validation = answers, []  # too few traces to tell one step from another: train on them all
     held = {e.id for e in validation}

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import DataError
+from core.kinds.data import VALIDATION_PER_CLASS
 from core.settings import ModelSettings
 from tasks.prepare import prepare_data
 
@@ -17,8 +18,12 @@ def test_prepare_data_writes_balanced_splits_and_fingerprints(prefect_server, ti
     assert len(train) == 3 * 8 and len(eval_rows) == 3 * 4
     assert prepared["fingerprint"]["n_train"] == 24 and len(prepared["fingerprint"]["train_sha256"]) == 64
     assert prepare_data(tiny_cfg)["fingerprint"] == prepared["fingerprint"]  # seeded: the same rows again
+    assert prepared["fingerprint"]["n_validation"] == 0  # by default every labeled row trains (no step picked on ~20 a class)
+    tiny_cfg.methods = ["sft", "selftrain"]  # self-training picks its threshold on rows its labeler never trained on
+    prepared = prepare_data(tiny_cfg)
+    train = [json.loads(line) for line in Path(prepared["train"]).read_text().splitlines()]
     validation = [json.loads(line) for line in Path(prepared["validation"]).read_text().splitlines()]
-    assert len(validation) == 3 * tiny_cfg.training.validation_per_class
+    assert len(validation) == 3 * VALIDATION_PER_CLASS
     assert not {r["text"] for r in validation} & ({r["text"] for r in train} | {r["text"] for r in eval_rows})
 
 
@@ -27,7 +32,7 @@ def test_a_small_or_rare_class_gives_validation_a_quarter_of_its_rows_at_most(pr
     not the 20 asked; 12 a class train. The file is used, not refused."""
     rows = tmp_path / "few.jsonl"
     rows.write_text("".join(json.dumps({"text": f"t{i}", "label": ["Good", "Standard", "Bad"][i % 3]}) + "\n" for i in range(60)))
-    tiny_cfg.data.train, tiny_cfg.data.train_per_class = rows, 12
+    tiny_cfg.data.train, tiny_cfg.data.train_per_class, tiny_cfg.training.validation_per_class = rows, 12, 20
     prepared = prepare_data(tiny_cfg)
     assert prepared["fingerprint"]["n_validation"] == 3 * 4
     train = {json.loads(line)["text"] for line in Path(prepared["train"]).read_text().splitlines()}

@@ -13,7 +13,7 @@ from core.common.rows import Example
 from core.errors import DataError
 from core.kinds import for_config
 from core.kinds.classification import Classification
-from core.kinds.data import hold_out_validation, label_set, load_rows, split, train_rows
+from core.kinds.data import VALIDATION_PER_CLASS, hold_out_validation, label_set, load_rows, split, train_rows, validation_per_class
 from core.settings import ModelSettings
 
 LABELS = ["Good", "Standard", "Bad"]
@@ -74,3 +74,15 @@ def test_closed_labels_stratify_and_balance_free_text_does_not():
     kept, validation = hold_out_validation(free, docs)
     assert validation == docs[:2] and kept == docs[2:]  # the first rows: nothing to stratify by
     assert train_rows(free, kept) == docs[2:7] and label_set(free) is None
+
+
+def test_labeled_rows_are_held_out_for_validation_only_where_a_method_needs_them_or_the_file_asks():
+    rows = [Example(f"{label}-{i}", f"t {label} {i}", label) for label in LABELS for i in range(120)]
+    kind = for_config(TaskConfig(labels=LABELS), ModelSettings())
+    assert validation_per_class(kind) == 0 and hold_out_validation(kind, rows) == (rows, [])  # every labeled row trains
+    kept, traces = hold_out_validation(kind, rows, labeled=False)  # KD's traces: a pool's, they cost no labeled row
+    assert Counter(r.label for r in traces) == dict.fromkeys(LABELS, VALIDATION_PER_CLASS) and len(kept) == 360 - 60
+    selftrain = for_config(TaskConfig(labels=LABELS, methods=["sft", "selftrain"]), ModelSettings())
+    assert validation_per_class(selftrain) == VALIDATION_PER_CLASS  # its threshold: rows its labeler never trained on
+    kind.cfg.training.validation_per_class = 5  # the task file's own number wins, either way
+    assert validation_per_class(kind) == 5 and validation_per_class(kind, labeled=False) == 5
