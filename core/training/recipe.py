@@ -43,7 +43,7 @@ run-to-run noise (~0.05 between two runs of the same settings) and lost 0.05 onc
 the best step rather than the last.
 
 Every labeled row, measured next (`docs/results/generalize-development-every-row.json`, 2026-12-05, CPU, the same day,
-rule fixed before reading: adopt on a mean gain >= 0.02 with no task losing more than 0.05): the validation split and
+the rule fixed before the last two tasks were read: adopt on a mean gain >= 0.02 with no task losing more than 0.05): the validation split and
 its early stop, against the same labeled rows all trained through the whole plan — `loans` 0.500 -> 0.476, `shipping`
 0.579 -> 0.634, `alerts` 0.789 -> 0.840, `reviews` 0.917 -> 0.944; mean 0.696 -> **0.724**. The 20 rows a class the
 split takes are a fifth of what trains, and they cannot tell steps apart (+/-0.11 on 75 rows), so SFT on labeled rows
