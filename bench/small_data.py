@@ -47,6 +47,7 @@ def _task(name: str, per_class: int, eval_per_class: int, pool_size: int, quick:
     cfg = TaskConfig(name=name, data={"demo": {"generator": name}})
     cfg.labels = cfg.demo().labels
     cfg.instruction = cfg.demo().instruction
+    cfg.methods = ["sft", "selftrain"]  # as a task file with a pool: self-training's threshold needs the validation rows
     if quick:
         cfg.training.max_steps, cfg.training.validation_per_class = 4, 2
     demo = cfg.demo()
