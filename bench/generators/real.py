@@ -9,7 +9,7 @@ A real set is finite, so the protocol's seeds draw disjoint rows: seed 1 (the la
 shuffle, seed 3 (the fresh test rows) the next 800, seed 2 (the pool) the rest; any other seed draws from all rows in its
 own order (overlapping the others), for tests and demos.
 
-    rows = REAL["sentences"].generate(240, seed=1)      # {"id", "text", "label"} rows, as a user's JSONL would hold
+    rows = HELD_OUT["sentences"].generate(240, seed=1)  # bench.generators.HELD_OUT: {"id", "text", "label"} rows, as a JSONL holds
 """
 
 from __future__ import annotations
