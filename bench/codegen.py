@@ -14,6 +14,10 @@ per task, syntax >= 0.98. First, the sandbox's own cost: spawning, isolating and
 passing test, p50/p95 beside the plain subprocess it replaced (target: p50 <= 150 ms).
 
     distill-slm bench codegen [--quick] [--json]
+
+Another base model on the same rows and eval tasks, SFT alone (base and SFT pass@1, training and latency):
+
+    python -c "from bench.codegen import sft_only; print(sft_only({'base_model': 'gemma3-270m'}))"
 """
 
 from __future__ import annotations
@@ -115,6 +119,14 @@ def _config(out: Path, quick: bool, **update) -> TaskConfig:
         raw["dpo"] |= {"max_pairs": 6, "min_pairs": 1}
         raw["codegen"] = {"samples": 2, "k": 2}
     return TaskConfig.model_validate(raw)
+
+
+def sft_only(model: dict | None = None, quick: bool = False) -> dict:
+    """The example's SFT student alone (no teacher, KD or DPO; greedy pass@1), on `model`'s base (e.g.
+    `{"base_model": "gemma3-270m"}`): how a base model does on code generation, beside the embedded one."""
+    out = Path(tempfile.mkdtemp(prefix="bench-codegen-sft-"))
+    update = {"methods": ["sft"], "codegen": {"samples": 0}} | ({"model": model} if model else {})
+    return _flow(_config(out, quick, **update)) | {"model": model or {}}
 
 
 def run(quick: bool = False) -> dict:

