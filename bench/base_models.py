@@ -5,7 +5,8 @@ Each side runs in its own process (a clean resident-memory figure) on the develo
 share prefixes, long-ish inputs): load time and the resident memory the weights add; the calibrated decoder's p50
 latency for one input and its rows/s for a batch of 16; greedy decode tokens/s (64 new tokens, one row); and the
 seconds per SFT optimizer step (batch 8, the default recipe, bf16 autocast where this CPU is fast at it). Quality
-per task is `bench generalize` with `model={"base_model": ...}` (docs/results).
+per task is `bench generalize` with `model={"base_model": ...}` (classification, extraction) and `bench.codegen.sft_only`
+(code generation): docs/results/base-models-quality.json.
 
     distill-slm bench base-models [--quick] [--json]
 """

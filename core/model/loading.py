@@ -234,7 +234,7 @@ def stop_at_end_of_turn(tokenizer: PreTrainedTokenizerBase) -> None:
     text = tokenizer.apply_chat_template(turn, tokenize=False)
     if _ANSWER_MARK not in text:
         return
-    after = tokenizer(text.split(_ANSWER_MARK, 1)[1], add_special_tokens=False).input_ids
+    after = tokenizer(text.split(_ANSWER_MARK, 1)[1].lstrip(), add_special_tokens=False).input_ids  # a space some templates put before it
     special = {i for i, token in tokenizer.added_tokens_decoder.items() if token.special}
     if after and after[0] in special and after[0] != tokenizer.eos_token_id:
         tokenizer.eos_token = tokenizer.convert_ids_to_tokens(after[0])
