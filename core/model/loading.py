@@ -35,6 +35,7 @@ from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_t
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from core.common.config import LoraSettings, ModelConfig
+from core.common.prompts import answer_end_ids
 from core.errors import ModelNotAvailable
 from core.model.embedded import EMBEDDED_MODELS, EmbeddedModel
 from core.model.embedded import MANIFEST as _MANIFEST
@@ -218,11 +219,9 @@ def load_tokenizer(cfg: ModelConfig, settings: ModelSettings) -> PreTrainedToken
     return tokenizer
 
 
-_ANSWER_MARK = "ANSWER_MARK_7f3a"  # stands for an answer in a rendered turn: no template adds or changes it
-
-
 def stop_at_end_of_turn(tokenizer: PreTrainedTokenizerBase) -> None:
-    """Make the special token that closes an assistant turn in the chat template the tokenizer's eos, where it is not.
+    """Make the special token that closes an assistant turn in the chat template (`answer_end_ids`) the tokenizer's eos,
+    where it is not.
 
     Students are trained on answers rendered through the chat template, so that token is what they learn to end with,
     and every decoder here (greedy, continuous batching, the schema decoder, vLLM's) stops on `eos_token_id`. Gemma 3's
@@ -230,14 +229,10 @@ def stop_at_end_of_turn(tokenizer: PreTrainedTokenizerBase) -> None:
     again past its answer until the token budget ran out (pass@1 0.0 on `pyfuncs`). SmolLM2's eos is its turn end."""
     if not tokenizer.chat_template:
         return
-    turn = [{"role": "user", "content": "x"}, {"role": "assistant", "content": _ANSWER_MARK}]
-    text = tokenizer.apply_chat_template(turn, tokenize=False)
-    if _ANSWER_MARK not in text:
-        return
-    after = tokenizer(text.split(_ANSWER_MARK, 1)[1].lstrip(), add_special_tokens=False).input_ids  # a space some templates put before it
+    end = answer_end_ids(tokenizer)
     special = {i for i, token in tokenizer.added_tokens_decoder.items() if token.special}
-    if after and after[0] in special and after[0] != tokenizer.eos_token_id:
-        tokenizer.eos_token = tokenizer.convert_ids_to_tokens(after[0])
+    if end and end[0] in special and end[0] != tokenizer.eos_token_id:
+        tokenizer.eos_token = tokenizer.convert_ids_to_tokens(end[0])
 
 
 def lora_config(settings: LoraSettings, model: PreTrainedModel):
